@@ -1,0 +1,9 @@
+//! punchgate: encrypted peer-to-peer chat and file transfer across NATs.
+//!
+//! Layers, each knowing only the ones above it in this list: [`identity`],
+//! [`tls`], [`wire`], [`gate_socket`], [`tracker`] and [`node`], then the
+//! command-line interface in the binary. See docs/ARCHITECTURE.md.
+
+pub mod home;
+pub mod identity;
+pub mod tls;
