@@ -4,6 +4,9 @@
 //! [`tls`], [`wire`], [`gate_socket`], [`tracker`] and [`node`], then the
 //! command-line interface in the binary. See docs/ARCHITECTURE.md.
 
+pub mod gate_socket;
 pub mod home;
 pub mod identity;
+pub mod protocol;
 pub mod tls;
+pub mod wire;

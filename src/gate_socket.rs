@@ -1,0 +1,283 @@
+//! The gate socket: a node's one UDP socket, shared by QUIC and hole-punch
+//! probes, presented to quinn as an [`AsyncUdpSocket`].
+//!
+//! Probes start with [`PROBE_MAGIC`], whose first byte has the QUIC fixed bit
+//! (0x40) clear and the long-header bit (0x80) clear. With QUIC-bit greasing
+//! off (see [`crate::endpoint`]) no QUIC packet quinn accepts can look like
+//! that, so probes are taken out of every received batch before quinn sees
+//! it — also out of GRO batches, segment by segment. QUIC traffic keeps
+//! quinn-udp's fast path (GSO on send, GRO on receive).
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+
+/// Every probe datagram starts with these bytes.
+pub const PROBE_MAGIC: &[u8] = b"\0PGPROBE";
+/// Largest probe payload after the magic.
+pub const MAX_PROBE_PAYLOAD: usize = 256;
+/// Probes waiting for the node beyond this are dropped (they are retried anyway).
+const PROBE_QUEUE: usize = 256;
+
+/// A probe datagram that arrived on the gate socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub from: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// The UDP socket of a node.
+pub struct GateSocket {
+    io: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    probes: mpsc::Sender<Probe>,
+    probes_received: AtomicU64,
+    probes_dropped: AtomicU64,
+}
+
+impl fmt::Debug for GateSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateSocket")
+            .field("local_addr", &self.io.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GateSocket {
+    /// Binds the socket. Probes that arrive are delivered on the returned
+    /// receiver; nobody has to read it, but then they are dropped.
+    pub fn bind(addr: SocketAddr) -> io::Result<(Arc<Self>, mpsc::Receiver<Probe>)> {
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        let state = UdpSocketState::new((&socket).into())?;
+        let io = tokio::net::UdpSocket::from_std(socket)?;
+        let (probes, receiver) = mpsc::channel(PROBE_QUEUE);
+        let gate = Self {
+            io,
+            state,
+            probes,
+            probes_received: AtomicU64::new(0),
+            probes_dropped: AtomicU64::new(0),
+        };
+        Ok((Arc::new(gate), receiver))
+    }
+
+    /// Sends a probe (the magic, then `payload`) to `to` from this socket, so
+    /// it leaves through the same NAT mapping as the node's QUIC traffic.
+    pub async fn send_probe(&self, to: SocketAddr, payload: &[u8]) -> io::Result<()> {
+        if payload.len() > MAX_PROBE_PAYLOAD {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "probe payload too large"));
+        }
+        let mut datagram = Vec::with_capacity(PROBE_MAGIC.len() + payload.len());
+        datagram.extend_from_slice(PROBE_MAGIC);
+        datagram.extend_from_slice(payload);
+        self.io.send_to(&datagram, to).await?;
+        Ok(())
+    }
+
+    /// Probes received so far, and those dropped because nobody read them.
+    pub fn probe_counts(&self) -> (u64, u64) {
+        (
+            self.probes_received.load(Ordering::Relaxed),
+            self.probes_dropped.load(Ordering::Relaxed),
+        )
+    }
+
+    fn deliver_probe(&self, from: SocketAddr, datagram: &[u8]) {
+        self.probes_received.fetch_add(1, Ordering::Relaxed);
+        let payload = datagram[PROBE_MAGIC.len()..].to_vec();
+        if self.probes.try_send(Probe { from, payload }).is_err() {
+            self.probes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// True if `datagram` is a probe rather than QUIC.
+pub fn is_probe(datagram: &[u8]) -> bool {
+    datagram.starts_with(PROBE_MAGIC) && datagram.len() <= PROBE_MAGIC.len() + MAX_PROBE_PAYLOAD
+}
+
+/// Removes probe segments from a received batch of `len` bytes cut into
+/// `stride`-sized segments (only the last may be shorter), handing each probe
+/// to `on_probe`. The QUIC segments left keep their order and are packed to the
+/// front; returns their total length.
+pub fn take_probes(buf: &mut [u8], len: usize, stride: usize, mut on_probe: impl FnMut(&[u8])) -> usize {
+    let stride = stride.max(1);
+    let mut read = 0;
+    let mut write = 0;
+    while read < len {
+        let end = (read + stride).min(len);
+        if is_probe(&buf[read..end]) {
+            on_probe(&buf[read..end]);
+        } else {
+            if write != read {
+                buf.copy_within(read..end, write);
+            }
+            write += end - read;
+        }
+        read = end;
+    }
+    write
+}
+
+impl AsyncUdpSocket for GateSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(WritablePoller {
+            socket: self,
+            pending: None,
+        })
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.io
+            .try_io(Interest::WRITABLE, || self.state.send((&self.io).into(), transmit))
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.io.poll_recv_ready(cx))?;
+            let Ok(count) = self
+                .io
+                .try_io(Interest::READABLE, || self.state.recv((&self.io).into(), bufs, meta))
+            else {
+                continue;
+            };
+            let mut quic_left = false;
+            for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()).take(count) {
+                let from = meta.addr;
+                meta.len = take_probes(buf, meta.len, meta.stride, |probe| {
+                    self.deliver_probe(from, probe)
+                });
+                quic_left |= meta.len > 0;
+            }
+            if quic_left {
+                return Poll::Ready(Ok(count));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.state.may_fragment()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+}
+
+type WritableFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>;
+
+/// Tells quinn when the socket can take more datagrams. Each poller owns its
+/// own readiness future, so several pollers never steal each other's wakeups.
+struct WritablePoller {
+    socket: Arc<GateSocket>,
+    pending: Option<WritableFuture>,
+}
+
+impl fmt::Debug for WritablePoller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WritablePoller")
+    }
+}
+
+impl UdpPoller for WritablePoller {
+    fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let pending = this.pending.get_or_insert_with(|| {
+            let socket = this.socket.clone();
+            Box::pin(async move { socket.io.writable().await })
+        });
+        let result = ready!(pending.as_mut().poll(cx));
+        this.pending = None;
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(tag: u8) -> Vec<u8> {
+        let mut p = PROBE_MAGIC.to_vec();
+        p.extend_from_slice(&[tag; 4]);
+        p
+    }
+
+    #[test]
+    fn probes_are_taken_out_of_a_gro_batch_keeping_quic_order() {
+        // Segments of stride 12: QUIC, probe, QUIC, short QUIC tail.
+        let stride = 12;
+        let quic_a = [0x40u8; 12];
+        let quic_b = [0x41u8; 12];
+        let tail = [0x42u8; 5];
+        let probe = probe(7);
+        assert_eq!(probe.len(), stride);
+        let mut buf = [quic_a.as_slice(), &probe, &quic_b, &tail].concat();
+        let len = buf.len();
+        let mut seen = Vec::new();
+        let left = take_probes(&mut buf, len, stride, |p| seen.push(p.to_vec()));
+        assert_eq!(seen, vec![probe]);
+        assert_eq!(&buf[..left], [quic_a.as_slice(), &quic_b, &tail].concat().as_slice());
+    }
+
+    #[test]
+    fn quic_packets_are_never_probes() {
+        // Long headers have 0x80 set, short headers 0x40 (no greasing).
+        for first in [0x80u8, 0xc0, 0x40, 0x7f] {
+            let mut datagram = PROBE_MAGIC.to_vec();
+            datagram[0] = first;
+            assert!(!is_probe(&datagram));
+        }
+        assert!(is_probe(PROBE_MAGIC));
+        assert!(!is_probe(&[PROBE_MAGIC, &[0u8; MAX_PROBE_PAYLOAD + 1]].concat()));
+    }
+
+    #[tokio::test]
+    async fn probe_sent_between_sockets_arrives_on_the_probe_channel() {
+        let (a, _) = GateSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (b, mut b_probes) = GateSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b_addr = b.local_addr().unwrap();
+        a.send_probe(b_addr, b"punch").await.unwrap();
+        // poll_recv is what quinn's endpoint driver calls; drive it by hand.
+        let mut storage = vec![0u8; 2048];
+        let mut meta = [RecvMeta::default()];
+        let b2 = b.clone();
+        // The only datagram is a probe, so poll_recv keeps waiting: run it in
+        // the background and read the probe channel.
+        let reader = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                let mut bufs = [IoSliceMut::new(&mut storage)];
+                b2.poll_recv(cx, &mut bufs, &mut meta)
+            })
+            .await
+        });
+        let got = b_probes.recv().await.unwrap();
+        assert_eq!(got.payload, b"punch");
+        assert_eq!(got.from, a.local_addr().unwrap());
+        assert_eq!(b.probe_counts(), (1, 0));
+        reader.abort();
+    }
+}

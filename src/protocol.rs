@@ -1,0 +1,283 @@
+//! Every message that crosses the network, by stream kind. docs/PROTOCOL.md
+//! describes the same types; change both together. Encoding is [`crate::wire`]'s.
+//!
+//! Enums only ever gain variants at the end, and a new field means a new
+//! [`crate::wire::PROTOCOL_VERSION`]: bincode is not self-describing.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{Identity, PeerId, SIGNATURE_LEN};
+use crate::wire::{self, WireError};
+
+/// Longest display name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest room name, in bytes.
+pub const MAX_ROOM_LEN: usize = 64;
+/// Longest chat text, in bytes.
+pub const MAX_TEXT_LEN: usize = 8 * 1024;
+/// Most addresses a node may list as its local candidates.
+pub const MAX_LOCAL_ADDRS: usize = 16;
+
+// ---------------------------------------------------------------- tracker --
+
+/// Node → tracker, on the [`wire::StreamKind::Tracker`] stream the node opens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackerRequest {
+    /// Chosen by the node; echoed in the response.
+    pub id: u32,
+    pub body: TrackerRequestBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TrackerRequestBody {
+    /// Must come first. `local_addrs` are the node's own interface addresses
+    /// (LAN candidates); the tracker adds the address it sees.
+    Register {
+        name: String,
+        local_addrs: Vec<SocketAddr>,
+    },
+    Join { room: String },
+    Leave { room: String },
+    Members { room: String },
+}
+
+/// Tracker → node, on the same stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TrackerMessage {
+    Response {
+        id: u32,
+        result: Result<TrackerResponse, TrackerRefusal>,
+    },
+    Event(TrackerEvent),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TrackerResponse {
+    /// `reflexive` is the address the tracker saw the node's packets come from.
+    Registered { reflexive: SocketAddr },
+    /// The room's members other than the node itself.
+    Joined { room: String, members: Vec<Member> },
+    Left { room: String },
+    Members { room: String, members: Vec<Member> },
+}
+
+/// Why the tracker refused a request. Each names the limit that was hit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TrackerRefusal {
+    #[error("the tracker is full ({limit} peers); try again later")]
+    TooManyPeers { limit: u32 },
+    #[error("the tracker has too many rooms ({limit}); try again later")]
+    TooManyRooms { limit: u32 },
+    #[error("room is full ({limit} members)")]
+    RoomFull { limit: u32 },
+    #[error("a peer may be in at most {limit} rooms")]
+    TooManyRoomsForPeer { limit: u32 },
+    #[error("too many requests (limit {per_second}/s); slow down")]
+    RateLimited { per_second: u32 },
+    #[error("register before anything else")]
+    NotRegistered,
+    #[error("already registered")]
+    AlreadyRegistered,
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    #[error("not in room {0}")]
+    NotInRoom(String),
+}
+
+/// A room member as the tracker knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub peer_id: PeerId,
+    pub name: String,
+    pub reflexive: SocketAddr,
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+impl Member {
+    /// Addresses worth trying to reach this member, most likely first.
+    pub fn candidates(&self) -> Vec<SocketAddr> {
+        let mut out = vec![self.reflexive];
+        for addr in &self.local_addrs {
+            if !out.contains(addr) {
+                out.push(*addr);
+            }
+        }
+        out
+    }
+}
+
+/// Pushed by the tracker to every other member of a room.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TrackerEvent {
+    Joined { room: String, member: Member },
+    /// The peer left the room, or its tracker connection died.
+    Left { room: String, peer_id: PeerId },
+}
+
+/// Checks a user-chosen name or room: non-empty, bounded, printable.
+pub fn validate_label(what: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if text.len() > max {
+        return Err(format!("{what} is longer than {max} bytes"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(format!("{what} contains control characters"));
+    }
+    Ok(())
+}
+
+// -------------------------------------------------------------- peer-peer --
+
+/// On the [`wire::StreamKind::Control`] stream, which the dialer opens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ControlMessage {
+    /// First message each way.
+    Hello { name: String, agent: String },
+    /// The sender is leaving; the receiver shows it gone at once.
+    Goodbye { reason: String },
+    Ping { nonce: u64 },
+    Pong { nonce: u64 },
+}
+
+/// Identifies a chat message: its author and the author's sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId {
+    pub author: PeerId,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.author, self.seq)
+    }
+}
+
+/// What an author signs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatBody {
+    pub id: MessageId,
+    /// Milliseconds since the Unix epoch, by the author's clock.
+    pub ts_ms: u64,
+    pub room: String,
+    pub text: String,
+}
+
+/// A chat message with its author's Ed25519 signature over the body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedMessage {
+    pub body: ChatBody,
+    pub signature: Vec<u8>,
+}
+
+const CHAT_SIGNING_DOMAIN: &str = "punchgate chat message v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("message signature does not verify against its author (forged or corrupted)")]
+    BadSignature,
+    #[error("message text is longer than {MAX_TEXT_LEN} bytes")]
+    TooLong,
+    #[error("invalid room: {0}")]
+    BadRoom(String),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+impl SignedMessage {
+    /// Signs `body` as `author`; the body's author must be `author`.
+    pub fn sign(author: &Identity, body: ChatBody) -> Result<Self, MessageError> {
+        debug_assert_eq!(body.id.author, author.peer_id());
+        body.check()?;
+        let bytes = wire::signing_bytes(CHAT_SIGNING_DOMAIN, &body)?;
+        Ok(Self {
+            signature: author.sign(&bytes).to_vec(),
+            body,
+        })
+    }
+
+    /// Checks bounds and the author's signature. Only verified messages may
+    /// be shown, stored or forwarded.
+    pub fn verify(&self) -> Result<(), MessageError> {
+        self.body.check()?;
+        if self.signature.len() != SIGNATURE_LEN {
+            return Err(MessageError::BadSignature);
+        }
+        let bytes = wire::signing_bytes(CHAT_SIGNING_DOMAIN, &self.body)?;
+        self.body
+            .id
+            .author
+            .verify(&bytes, &self.signature)
+            .map_err(|_| MessageError::BadSignature)
+    }
+}
+
+impl ChatBody {
+    fn check(&self) -> Result<(), MessageError> {
+        if self.text.len() > MAX_TEXT_LEN {
+            return Err(MessageError::TooLong);
+        }
+        validate_label("room", &self.room, MAX_ROOM_LEN).map_err(MessageError::BadRoom)
+    }
+}
+
+/// On a [`wire::StreamKind::Chat`] stream: messages from the opener,
+/// acknowledgements back from the receiver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ChatFrame {
+    Message(SignedMessage),
+    /// The receiver accepted the message (verified it and took it in).
+    Ack(MessageId),
+    /// The receiver refused the message, and why.
+    Reject { id: MessageId, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(author: &Identity) -> ChatBody {
+        ChatBody {
+            id: MessageId {
+                author: author.peer_id(),
+                seq: 1,
+            },
+            ts_ms: 1,
+            room: "lobby".into(),
+            text: "hi".into(),
+        }
+    }
+
+    #[test]
+    fn signed_message_verifies_and_tampering_is_detected() {
+        let alice = Identity::generate().unwrap();
+        let mallory = Identity::generate().unwrap();
+        let message = SignedMessage::sign(&alice, body(&alice)).unwrap();
+        message.verify().unwrap();
+
+        let mut altered = message.clone();
+        altered.body.text = "give mallory the keys".into();
+        assert!(matches!(altered.verify(), Err(MessageError::BadSignature)));
+
+        // Mallory signs a body that claims Alice as author.
+        let mut claimed = body(&alice);
+        claimed.text = "forged".into();
+        let bytes = wire::signing_bytes(CHAT_SIGNING_DOMAIN, &claimed).unwrap();
+        let forged = SignedMessage {
+            body: claimed,
+            signature: mallory.sign(&bytes).to_vec(),
+        };
+        assert!(matches!(forged.verify(), Err(MessageError::BadSignature)));
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(validate_label("name", "alice", MAX_NAME_LEN).is_ok());
+        assert!(validate_label("name", "", MAX_NAME_LEN).is_err());
+        assert!(validate_label("name", "a\u{1b}[2J", MAX_NAME_LEN).is_err());
+        assert!(validate_label("name", &"a".repeat(65), MAX_NAME_LEN).is_err());
+    }
+}
