@@ -4,9 +4,12 @@
 //! [`tls`], [`wire`], [`gate_socket`], [`tracker`] and [`node`], then the
 //! command-line interface in the binary. See docs/ARCHITECTURE.md.
 
+pub mod endpoint;
 pub mod gate_socket;
 pub mod home;
 pub mod identity;
 pub mod protocol;
+pub mod rate;
 pub mod tls;
 pub mod wire;
+pub mod tracker;

@@ -1,0 +1,166 @@
+//! QUIC endpoints on a [`GateSocket`], their transport settings, and
+//! addresses of the form `PEERID@host:port`.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Endpoint, EndpointConfig, TokioRuntime, TransportConfig};
+use tokio::sync::mpsc;
+
+use crate::gate_socket::{GateSocket, Probe};
+use crate::identity::PeerId;
+use crate::tls;
+
+/// Timing of a QUIC connection's liveness.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// Send a keep-alive after this much silence. Default 10 s: below the
+    /// 30 s UDP mapping timeout of the most aggressive common NATs.
+    pub keep_alive: Duration,
+    /// Declare the connection dead after this much silence. Default 30 s.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Liveness {
+    pub fn transport_config(&self) -> Arc<TransportConfig> {
+        let mut transport = TransportConfig::default();
+        transport.keep_alive_interval(Some(self.keep_alive));
+        // An idle timeout beyond quinn's VarInt range is clamped to none.
+        transport.max_idle_timeout(self.idle_timeout.try_into().ok());
+        Arc::new(transport)
+    }
+}
+
+/// A bound QUIC endpoint with its gate socket and the socket's probe queue.
+pub struct BoundEndpoint {
+    pub endpoint: Endpoint,
+    pub socket: Arc<GateSocket>,
+    pub probes: mpsc::Receiver<Probe>,
+}
+
+/// Binds a gate socket on `addr` and a QUIC endpoint on it, accepting
+/// connections with `server` if given. QUIC-bit greasing is off so probes can
+/// share the socket.
+pub fn bind(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<BoundEndpoint> {
+    let (socket, probes) = GateSocket::bind(addr)?;
+    let mut config = EndpointConfig::default();
+    config.grease_quic_bit(false);
+    let endpoint = Endpoint::new_with_abstract_socket(config, server, socket.clone(), Arc::new(TokioRuntime))?;
+    Ok(BoundEndpoint {
+        endpoint,
+        socket,
+        probes,
+    })
+}
+
+/// Starts a handshake with the peer `expected` at `addr`; the client config
+/// must be a pinned one ([`tls::CertifiedIdentity::pinned_client`]).
+pub fn connect_pinned(
+    endpoint: &Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    expected: &PeerId,
+) -> Result<quinn::Connecting, quinn::ConnectError> {
+    endpoint.connect_with(config, addr, &tls::server_name_for(expected))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddrError {
+    #[error("expected PEERID@host:port, got {0:?}")]
+    MissingPeerId(String),
+    #[error(transparent)]
+    PeerId(#[from] crate::identity::IdentityError),
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+}
+
+/// `host:port`, optionally pinned to a peer id: `PEERID@host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub peer: Option<PeerId>,
+    pub host: String,
+}
+
+impl FromStr for Target {
+    type Err = AddrError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        match text.split_once('@') {
+            Some((peer, host)) => Ok(Self {
+                peer: Some(peer.parse()?),
+                host: host.to_string(),
+            }),
+            None => Ok(Self {
+                peer: None,
+                host: text.to_string(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.peer {
+            Some(peer) => write!(f, "{peer}@{}", self.host),
+            None => f.write_str(&self.host),
+        }
+    }
+}
+
+impl Target {
+    /// The first IPv4 address `host` resolves to (the gate socket is IPv4),
+    /// else the first address.
+    pub async fn resolve(&self) -> Result<SocketAddr, AddrError> {
+        let resolve_error = |reason: String| AddrError::Resolve {
+            host: self.host.clone(),
+            reason,
+        };
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&self.host)
+            .await
+            .map_err(|e| resolve_error(e.to_string()))?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| resolve_error("no addresses".into()))
+    }
+
+    /// The pinned peer id, required for peers (only trackers may be TOFU).
+    pub fn require_peer(&self) -> Result<PeerId, AddrError> {
+        self.peer
+            .ok_or_else(|| AddrError::MissingPeerId(self.host.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn targets_parse_with_and_without_peer_id() {
+        let id = Identity::generate().unwrap().peer_id();
+        let pinned: Target = format!("{id}@127.0.0.1:9").parse().unwrap();
+        assert_eq!(pinned.peer, Some(id));
+        assert_eq!(pinned.host, "127.0.0.1:9");
+        assert_eq!(pinned.to_string(), format!("{id}@127.0.0.1:9"));
+        let bare: Target = "localhost:9".parse().unwrap();
+        assert_eq!(bare.peer, None);
+        assert!(bare.require_peer().is_err());
+        assert!("nonsense@127.0.0.1:9".parse::<Target>().is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! A token bucket: the rate limit used wherever a peer could flood us.
+//! Pure: the caller passes the time, so tests need no clock.
+
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// Allows `per_second` on average and bursts of up to `burst`; starts full.
+    pub fn new(per_second: u32, burst: u32, now: Instant) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bursts_then_refills_at_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10, 3, start);
+        assert!((0..3).all(|_| bucket.try_take(start)));
+        assert!(!bucket.try_take(start));
+        assert!(bucket.try_take(start + Duration::from_millis(100)));
+        assert!(!bucket.try_take(start + Duration::from_millis(100)));
+        // A long pause refills only up to the burst.
+        let later = start + Duration::from_secs(60);
+        assert!((0..3).all(|_| bucket.try_take(later)));
+        assert!(!bucket.try_take(later));
+    }
+}

@@ -1,0 +1,240 @@
+//! A node's session with its tracker: connect (pinned, or trusted on first
+//! use), register, then requests with responses matched by id, and the
+//! tracker's pushed events on a channel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+
+use crate::endpoint::{AddrError, Liveness, Target};
+use crate::home::{HomeError, KnownTrackers};
+use crate::identity::PeerId;
+use crate::protocol::{Member, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse};
+use crate::tls::{self, CertifiedIdentity};
+use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+
+/// How long a request may wait for its response.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+    #[error("cannot connect to the tracker at {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error("the tracker refused: {0}")]
+    Refused(#[from] TrackerRefusal),
+    #[error("tracker protocol error: {0}")]
+    Protocol(#[from] WireError),
+    #[error("lost the connection to the tracker")]
+    Lost,
+    #[error("the tracker did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the tracker answered with an unexpected response")]
+    UnexpectedResponse,
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Result<TrackerResponse, TrackerRefusal>>>>>;
+
+/// An open, registered session with a tracker.
+pub struct TrackerSession {
+    connection: Connection,
+    tracker: PeerId,
+    reflexive: SocketAddr,
+    writer: tokio::sync::Mutex<FrameWriter<SendStream>>,
+    pending: Pending,
+    next_id: AtomicU32,
+}
+
+/// What a node tells the tracker about itself.
+pub struct Registration<'a> {
+    pub name: &'a str,
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+impl TrackerSession {
+    /// Connects to `target` and registers. A bare `host:port` target is
+    /// trusted on first use and checked against `home`'s known trackers.
+    /// Returns the session and the tracker's pushed events.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        certified: &CertifiedIdentity,
+        home: &Path,
+        target: &Target,
+        liveness: Liveness,
+        registration: Registration<'_>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<TrackerEvent>), TrackerError> {
+        let addr = target.resolve().await?;
+        let connect_error = |reason: String| TrackerError::Connect { addr, reason };
+        let (mut config, server_name) = match &target.peer {
+            Some(peer) => (certified.pinned_client(tls::ALPN_TRACKER)?, tls::server_name_for(peer)),
+            None => (
+                tls::danger::trust_on_first_use_client(certified, tls::ALPN_TRACKER)?,
+                "tracker.punchgate".to_string(),
+            ),
+        };
+        config.transport_config(liveness.transport_config());
+        let connecting = endpoint
+            .connect_with(config, addr, &server_name)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let connection = timeout(REQUEST_TIMEOUT, connecting)
+            .await
+            .map_err(|_| TrackerError::Timeout(REQUEST_TIMEOUT))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        let tracker = tls::peer_id_of(&connection)?;
+        if target.peer.is_none() {
+            if let Err(error) = KnownTrackers::in_home(home).check_or_remember(&target.host, tracker) {
+                connection.close(CloseCode::Refused.varint(), b"tracker key changed");
+                return Err(error.into());
+            }
+        }
+        let (send, recv) = connection.open_bi().await.map_err(|e| connect_error(e.to_string()))?;
+        let writer = FrameWriter::open(send, StreamKind::Tracker).await?;
+        let pending: Pending = Arc::default();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        tokio::spawn(read_messages(
+            connection.clone(),
+            FrameReader::new(recv, StreamKind::Tracker),
+            pending.clone(),
+            events_tx,
+        ));
+        let mut session = Self {
+            connection,
+            tracker,
+            reflexive: addr,
+            writer: tokio::sync::Mutex::new(writer),
+            pending,
+            next_id: AtomicU32::new(0),
+        };
+        let response = session
+            .request(TrackerRequestBody::Register {
+                name: registration.name.to_string(),
+                local_addrs: registration.local_addrs,
+            })
+            .await;
+        match response {
+            Ok(TrackerResponse::Registered { reflexive }) => session.reflexive = reflexive,
+            Ok(_) => return Err(TrackerError::UnexpectedResponse),
+            Err(error) => {
+                session.close();
+                return Err(error);
+            }
+        }
+        Ok((session, events_rx))
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn request(&self, body: TrackerRequestBody) -> Result<TrackerResponse, TrackerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, reply_tx);
+        self.writer
+            .lock()
+            .await
+            .send(&TrackerRequest { id, body })
+            .await?;
+        let reply = timeout(REQUEST_TIMEOUT, reply_rx).await;
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        match reply {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(TrackerError::Lost),
+            Err(_) => Err(TrackerError::Timeout(REQUEST_TIMEOUT)),
+        }
+    }
+
+    /// Joins `room`; returns its other members.
+    pub async fn join(&self, room: &str) -> Result<Vec<Member>, TrackerError> {
+        match self.request(TrackerRequestBody::Join { room: room.into() }).await? {
+            TrackerResponse::Joined { members, .. } => Ok(members),
+            _ => Err(TrackerError::UnexpectedResponse),
+        }
+    }
+
+    pub async fn leave(&self, room: &str) -> Result<(), TrackerError> {
+        match self.request(TrackerRequestBody::Leave { room: room.into() }).await? {
+            TrackerResponse::Left { .. } => Ok(()),
+            _ => Err(TrackerError::UnexpectedResponse),
+        }
+    }
+
+    pub async fn members(&self, room: &str) -> Result<Vec<Member>, TrackerError> {
+        match self.request(TrackerRequestBody::Members { room: room.into() }).await? {
+            TrackerResponse::Members { members, .. } => Ok(members),
+            _ => Err(TrackerError::UnexpectedResponse),
+        }
+    }
+
+    /// The address the tracker sees this node at.
+    pub fn reflexive(&self) -> SocketAddr {
+        self.reflexive
+    }
+
+    pub fn tracker_id(&self) -> PeerId {
+        self.tracker
+    }
+
+    pub fn tracker_addr(&self) -> SocketAddr {
+        self.connection.remote_address()
+    }
+
+    pub fn rtt(&self) -> Duration {
+        self.connection.rtt()
+    }
+
+    /// Closes the session; the tracker drops the registration at once.
+    pub fn close(&self) {
+        self.connection.close(CloseCode::Normal.varint(), b"bye");
+    }
+}
+
+/// Dispatches responses to their requests and events to the node until the
+/// stream ends or breaks; then pending requests fail and the event channel
+/// closes, which is how the node learns the tracker is gone.
+async fn read_messages(
+    connection: Connection,
+    mut reader: FrameReader<RecvStream>,
+    pending: Pending,
+    events: mpsc::UnboundedSender<TrackerEvent>,
+) {
+    loop {
+        match reader.recv::<TrackerMessage>().await {
+            Ok(Some(TrackerMessage::Response { id, result })) => {
+                let waiter = pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(result);
+                }
+            }
+            Ok(Some(TrackerMessage::Event(event))) => {
+                if events.send(event).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                if !matches!(error, WireError::Io(_)) {
+                    tracing::warn!(%error, "the tracker broke the protocol");
+                    connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+                }
+                break;
+            }
+        }
+    }
+    pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
+}

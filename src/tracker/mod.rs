@@ -1,0 +1,10 @@
+//! The rendezvous tracker: the server ([`server`]) with its pure state
+//! ([`registry`]), and the session a node keeps with it ([`client`]).
+
+pub mod client;
+pub mod registry;
+pub mod server;
+
+pub use client::{TrackerError, TrackerSession};
+pub use registry::TrackerLimits;
+pub use server::{Tracker, TrackerConfig};

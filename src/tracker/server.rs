@@ -1,0 +1,324 @@
+//! The tracker server: accepts nodes over pinned QUIC, registers them, answers
+//! room requests, and pushes presence events. One [`wire::StreamKind::Tracker`]
+//! stream per connection carries everything; anything else a node sends is a
+//! protocol error that closes only that node's connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+
+use super::registry::{Generation, Outbox, Registry, TrackerLimits};
+use crate::endpoint::{self, Liveness};
+use crate::identity::{Identity, PeerId};
+use crate::protocol::{TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse};
+use crate::rate::TokenBucket;
+use crate::tls::{self, CertifiedIdentity};
+use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+
+/// Events waiting for one slow node beyond this are dropped.
+const EVENT_QUEUE: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    pub listen: SocketAddr,
+    pub limits: TrackerLimits,
+    pub liveness: Liveness,
+    /// Time a node has to finish the handshake and open its tracker stream.
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl TrackerConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            limits: TrackerLimits::default(),
+            liveness: Liveness::default(),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerStartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+struct Shared {
+    config: TrackerConfig,
+    registry: Mutex<Registry>,
+    /// Where to push each registered node's events, by generation.
+    outboxes: Mutex<HashMap<PeerId, (Generation, mpsc::Sender<TrackerMessage>)>>,
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn deliver(&self, outbox: Outbox) {
+        let outboxes = self.outboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        for (recipient, event) in outbox {
+            if let Some((_, sender)) = outboxes.get(&recipient) {
+                if sender.try_send(TrackerMessage::Event(event)).is_err() {
+                    tracing::warn!(peer = %recipient.short(), "event queue full; dropping an event");
+                }
+            }
+        }
+    }
+}
+
+/// A running tracker.
+pub struct Tracker {
+    endpoint: Endpoint,
+    peer_id: PeerId,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept_task: JoinHandle<()>,
+}
+
+impl Tracker {
+    /// Binds and starts serving. Must be called inside a tokio runtime.
+    pub fn start(identity: &Identity, config: TrackerConfig) -> Result<Self, TrackerStartError> {
+        let certified = CertifiedIdentity::new(identity)?;
+        let mut server = certified.server(tls::ALPN_TRACKER, tls::allow_any_peer())?;
+        server.transport_config(config.liveness.transport_config());
+        let bound = endpoint::bind(config.listen, Some(server)).map_err(|source| TrackerStartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let endpoint = bound.endpoint;
+        let local_addr = endpoint.local_addr().map_err(|source| TrackerStartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            registry: Mutex::new(Registry::new(config.limits.clone())),
+            outboxes: Mutex::new(HashMap::new()),
+            config,
+        });
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+        tracing::info!(%local_addr, tracker = %identity.peer_id(), "tracker listening");
+        Ok(Self {
+            endpoint,
+            peer_id: identity.peer_id(),
+            local_addr,
+            shared,
+            accept_task,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `PEERID@addr`, what nodes pass as `--tracker`.
+    pub fn target(&self) -> String {
+        format!("{}@{}", self.peer_id, self.local_addr)
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.shared.registry().peer_count()
+    }
+
+    /// Closes every connection with a reason and waits until they are gone.
+    pub async fn shutdown(self) {
+        self.accept_task.abort();
+        self.endpoint
+            .close(CloseCode::Normal.varint(), b"tracker shutting down");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(serve_connection(shared.clone(), incoming));
+    }
+}
+
+/// How a node's session ended.
+enum SessionEnd {
+    /// The node closed its stream or its connection, or we shut down.
+    Closed,
+    /// The node broke the protocol.
+    Protocol(WireError),
+}
+
+impl From<WireError> for SessionEnd {
+    fn from(error: WireError) -> Self {
+        SessionEnd::Protocol(error)
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let handshake_timeout = shared.config.handshake_timeout;
+    let connection = match timeout(handshake_timeout, incoming).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "tracker handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("tracker handshake timed out");
+            return;
+        }
+    };
+    let peer_id = match tls::peer_id_of(&connection) {
+        Ok(peer_id) => peer_id,
+        Err(error) => {
+            connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+            return;
+        }
+    };
+    let mut generation = None;
+    let end = session(&shared, &connection, peer_id, &mut generation).await;
+    if let SessionEnd::Protocol(error) = end {
+        tracing::debug!(peer = %peer_id.short(), %error, "closing a node that broke the protocol");
+        connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+    }
+    if let Some(generation) = generation {
+        let outbox = shared.registry().unregister(peer_id, generation);
+        shared.deliver(outbox);
+        let mut outboxes = shared.outboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        if outboxes.get(&peer_id).map(|(g, _)| *g) == Some(generation) {
+            outboxes.remove(&peer_id);
+        }
+    }
+}
+
+async fn session(
+    shared: &Shared,
+    connection: &Connection,
+    peer_id: PeerId,
+    generation: &mut Option<Generation>,
+) -> SessionEnd {
+    let (send, recv) = match timeout(shared.config.handshake_timeout, connection.accept_bi()).await {
+        Ok(Ok(stream)) => stream,
+        _ => return SessionEnd::Closed,
+    };
+    let mut reader = match FrameReader::accept(recv, StreamKind::Tracker).await {
+        Ok(reader) => reader,
+        Err(error) => return SessionEnd::Protocol(error),
+    };
+    let mut writer = FrameWriter::answering(send, StreamKind::Tracker);
+    // Responses and pushed events share one queue drained by the writer, so
+    // the reader is never cancelled in the middle of a frame.
+    let (out_tx, mut out_rx) = mpsc::channel::<TrackerMessage>(EVENT_QUEUE);
+    let write_all = async move {
+        while let Some(message) = out_rx.recv().await {
+            writer.send(&message).await?;
+        }
+        Ok::<(), WireError>(())
+    };
+    let limits = &shared.config.limits;
+    let mut bucket = TokenBucket::new(limits.requests_per_second, limits.request_burst, Instant::now().into_std());
+    let read_all = async {
+        loop {
+            tokio::select! {
+                frame = reader.recv::<TrackerRequest>() => {
+                    let Some(request) = frame? else { return Ok(()) };
+                    let result = if bucket.try_take(Instant::now().into_std()) {
+                        handle_request(shared, connection, peer_id, request.body, generation, &out_tx)
+                    } else {
+                        Err(TrackerRefusal::RateLimited { per_second: limits.requests_per_second })
+                    };
+                    let response = TrackerMessage::Response { id: request.id, result };
+                    if out_tx.send(response).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                stream = connection.accept_uni() => {
+                    let Ok(mut recv) = stream else { return Ok(()) };
+                    return Err(unexpected_stream(&mut recv).await);
+                }
+                stream = connection.accept_bi() => {
+                    let Ok((_, mut recv)) = stream else { return Ok(()) };
+                    return Err(unexpected_stream(&mut recv).await);
+                }
+            }
+        }
+    };
+    let result: Result<(), SessionEnd> = tokio::select! {
+        result = read_all => result,
+        result = write_all => result.map_err(SessionEnd::from),
+    };
+    match result {
+        Ok(()) => SessionEnd::Closed,
+        Err(end) => end,
+    }
+}
+
+/// The error for a stream a node should not have opened: whatever is wrong
+/// with its header, or that it is not the tracker stream.
+async fn unexpected_stream(recv: &mut quinn::RecvStream) -> SessionEnd {
+    match timeout(Duration::from_secs(5), wire::read_header(recv)).await {
+        Ok(Err(error)) => SessionEnd::Protocol(error),
+        Ok(Ok(kind)) => SessionEnd::Protocol(WireError::UnexpectedKind {
+            expected: "single tracker",
+            got: kind.name(),
+        }),
+        Err(_) => SessionEnd::Protocol(WireError::Truncated("stream header")),
+    }
+}
+
+fn handle_request(
+    shared: &Shared,
+    connection: &Connection,
+    peer_id: PeerId,
+    body: TrackerRequestBody,
+    generation: &mut Option<Generation>,
+    events: &mpsc::Sender<TrackerMessage>,
+) -> Result<TrackerResponse, TrackerRefusal> {
+    if generation.is_none() && !matches!(body, TrackerRequestBody::Register { .. }) {
+        return Err(TrackerRefusal::NotRegistered);
+    }
+    match body {
+        TrackerRequestBody::Register { name, local_addrs } => {
+            if generation.is_some() {
+                return Err(TrackerRefusal::AlreadyRegistered);
+            }
+            let reflexive = connection.remote_address();
+            let (new_generation, outbox) = shared.registry().register(peer_id, name, reflexive, local_addrs)?;
+            shared.deliver(outbox);
+            shared
+                .outboxes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(peer_id, (new_generation, events.clone()));
+            *generation = Some(new_generation);
+            tracing::debug!(peer = %peer_id.short(), %reflexive, "registered");
+            Ok(TrackerResponse::Registered { reflexive })
+        }
+        TrackerRequestBody::Join { room } => {
+            let (members, outbox) = shared.registry().join(peer_id, &room)?;
+            shared.deliver(outbox);
+            Ok(TrackerResponse::Joined { room, members })
+        }
+        TrackerRequestBody::Leave { room } => {
+            let outbox = shared.registry().leave(peer_id, &room)?;
+            shared.deliver(outbox);
+            Ok(TrackerResponse::Left { room })
+        }
+        TrackerRequestBody::Members { room } => {
+            let members = shared.registry().members(peer_id, &room)?;
+            Ok(TrackerResponse::Members { room, members })
+        }
+    }
+}
