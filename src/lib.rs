@@ -4,6 +4,7 @@
 //! [`tls`], [`wire`], [`gate_socket`], [`tracker`] and [`node`], then the
 //! command-line interface in the binary. See docs/ARCHITECTURE.md.
 
+pub mod command;
 pub mod endpoint;
 pub mod gate_socket;
 pub mod home;
@@ -13,3 +14,4 @@ pub mod rate;
 pub mod tls;
 pub mod wire;
 pub mod tracker;
+pub mod node;

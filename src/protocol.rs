@@ -19,6 +19,8 @@ pub const MAX_ROOM_LEN: usize = 64;
 pub const MAX_TEXT_LEN: usize = 8 * 1024;
 /// Most addresses a node may list as its local candidates.
 pub const MAX_LOCAL_ADDRS: usize = 16;
+/// Most rooms a peer may announce.
+pub const MAX_ROOMS: usize = 16;
 
 // ---------------------------------------------------------------- tracker --
 
@@ -135,8 +137,14 @@ pub fn validate_label(what: &str, text: &str, max: usize) -> Result<(), String> 
 /// On the [`wire::StreamKind::Control`] stream, which the dialer opens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ControlMessage {
-    /// First message each way.
-    Hello { name: String, agent: String },
+    /// First message each way: who the sender is and which rooms it is in.
+    Hello {
+        name: String,
+        agent: String,
+        rooms: Vec<String>,
+    },
+    /// The sender's rooms changed (it joined or left one).
+    Rooms { rooms: Vec<String> },
     /// The sender is leaving; the receiver shows it gone at once.
     Goodbye { reason: String },
     Ping { nonce: u64 },

@@ -1,0 +1,108 @@
+//! The commands of the chat REPL and of `--json` mode (the same syntax):
+//! a plain line is a message, `/name args` is a command.
+
+use crate::node::events::HelpLine;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send text to the current room.
+    Say(String),
+    Help,
+    Peers,
+    Rooms,
+    /// Connect to `PEERID@host:port`, or to a known peer by name or id prefix.
+    Connect(String),
+    Join(String),
+    Leave(String),
+    Quit,
+}
+
+/// `(usage, what it does)` for every command; `/help` prints these.
+pub const HELP: &[(&str, &str)] = &[
+    ("<text>", "send a message to the current room"),
+    ("/help", "list the commands"),
+    ("/peers", "every known peer: name, id, status, path, address"),
+    ("/rooms", "the rooms you are in (the last joined is current)"),
+    ("/connect PEER", "connect to PEERID@host:port, or to a room member by name or id"),
+    ("/join ROOM", "join a room and connect to its members"),
+    ("/leave ROOM", "leave a room"),
+    ("/quit", "tell connected peers goodbye and exit"),
+];
+
+pub fn help_lines() -> Vec<HelpLine> {
+    HELP.iter()
+        .map(|(usage, about)| HelpLine {
+            usage: usage.to_string(),
+            about: about.to_string(),
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("unknown command /{0}; /help lists them")]
+    Unknown(String),
+    #[error("/{0} needs an argument: {1}")]
+    MissingArgument(&'static str, &'static str),
+    #[error("empty line")]
+    Empty,
+}
+
+/// Parses one line. `//text` sends a message starting with `/`.
+pub fn parse(line: &str) -> Result<Command, CommandError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Err(CommandError::Empty);
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Ok(Command::Say(line.to_string()));
+    };
+    if rest.starts_with('/') {
+        return Ok(Command::Say(rest.to_string()));
+    }
+    let (name, arg) = match rest.split_once(char::is_whitespace) {
+        Some((name, arg)) => (name, arg.trim()),
+        None => (rest, ""),
+    };
+    let required = |command: &'static str, what: &'static str| {
+        if arg.is_empty() {
+            Err(CommandError::MissingArgument(command, what))
+        } else {
+            Ok(arg.to_string())
+        }
+    };
+    match name {
+        "help" | "h" | "?" => Ok(Command::Help),
+        "peers" => Ok(Command::Peers),
+        "rooms" => Ok(Command::Rooms),
+        "connect" => required("connect", "PEERID@host:port, a name or an id").map(Command::Connect),
+        "join" => required("join", "a room name").map(Command::Join),
+        "leave" => required("leave", "a room name").map(Command::Leave),
+        "quit" | "exit" | "q" => Ok(Command::Quit),
+        other => Err(CommandError::Unknown(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_into_commands() {
+        assert_eq!(parse("hello there"), Ok(Command::Say("hello there".into())));
+        assert_eq!(parse("//not a command"), Ok(Command::Say("/not a command".into())));
+        assert_eq!(parse("/peers"), Ok(Command::Peers));
+        assert_eq!(parse("/join  games "), Ok(Command::Join("games".into())));
+        assert_eq!(parse("/quit\n"), Ok(Command::Quit));
+        assert_eq!(parse("/join"), Err(CommandError::MissingArgument("join", "a room name")));
+        assert_eq!(parse("/frobnicate"), Err(CommandError::Unknown("frobnicate".into())));
+        assert_eq!(parse("   "), Err(CommandError::Empty));
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        for name in ["help", "peers", "rooms", "connect", "join", "leave", "quit"] {
+            assert!(HELP.iter().any(|(usage, _)| usage.starts_with(&format!("/{name}"))), "{name}");
+        }
+    }
+}

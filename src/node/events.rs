@@ -1,0 +1,184 @@
+//! What a node reports: one [`Event`] per thing that happened. Serialised as
+//! one JSON object per line with a string field `event`, this is the `--json`
+//! contract of DESIGN.md and README.md; fields are only ever added.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Where a peer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerStatus {
+    /// Known (from the tracker), not connected yet.
+    Known,
+    Connecting,
+    Connected,
+    /// Left, unreachable, or its connection died.
+    Offline,
+}
+
+/// How a gate's packets travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    Direct,
+    Relay,
+}
+
+/// One line of `/peers`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub name: String,
+    pub status: PeerStatus,
+    pub path: Option<PathKind>,
+    pub remote: Option<SocketAddr>,
+    pub rtt_ms: Option<f64>,
+    /// How long the current connection has been up.
+    pub connected_secs: Option<u64>,
+    pub rooms: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The node is up: its id, its socket, and what the tracker sees.
+    Ready {
+        peer_id: String,
+        name: String,
+        addr: SocketAddr,
+        reflexive: Option<SocketAddr>,
+        tracker: Option<String>,
+        /// Connecting and registering with the tracker, in milliseconds.
+        tracker_ms: Option<f64>,
+    },
+    /// A tracker started (the `tracker` command).
+    TrackerReady { peer_id: String, addr: SocketAddr, target: String },
+    /// A peer's status changed.
+    Peer {
+        peer_id: String,
+        name: String,
+        status: PeerStatus,
+        reason: Option<String>,
+    },
+    Connected {
+        peer_id: String,
+        name: String,
+        path: PathKind,
+        remote: SocketAddr,
+        rtt_ms: f64,
+        /// From the first dial (or the first packet in) to an authenticated,
+        /// greeted connection.
+        setup_ms: f64,
+        /// Whether this node dialed.
+        dialed: bool,
+    },
+    Disconnected {
+        peer_id: String,
+        name: String,
+        reason: String,
+    },
+    Message {
+        id: String,
+        from: String,
+        from_name: String,
+        room: String,
+        text: String,
+        /// Milliseconds since the Unix epoch, by the author's clock.
+        ts: u64,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        history: bool,
+    },
+    /// This node sent a message to `peers` connected room members.
+    Sent {
+        id: String,
+        room: String,
+        text: String,
+        peers: usize,
+    },
+    /// `peer_id` acknowledged the message `id`.
+    Delivered {
+        id: String,
+        peer_id: String,
+        /// From sending to the acknowledgement.
+        ack_ms: f64,
+    },
+    Joined { room: String, members: usize },
+    Left { room: String },
+    Peers { peers: Vec<PeerInfo> },
+    Rooms { rooms: Vec<String> },
+    Help { commands: Vec<HelpLine> },
+    Info { message: String },
+    Error { message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HelpLine {
+    pub usage: String,
+    pub about: String,
+}
+
+impl Event {
+    pub fn error(message: impl std::fmt::Display) -> Self {
+        Event::Error {
+            message: message.to_string(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"event":"error","message":"cannot serialise an event: {e}"}}"#)
+        })
+    }
+}
+
+/// Milliseconds of a duration, as shown in events.
+pub fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// A node's event stream, with a helper to wait for a particular event.
+pub struct Events {
+    receiver: mpsc::UnboundedReceiver<Event>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("timed out after {0:?} waiting for an event")]
+    Timeout(Duration),
+    #[error("the node stopped")]
+    Closed,
+}
+
+impl Events {
+    pub(crate) fn new(receiver: mpsc::UnboundedReceiver<Event>) -> Self {
+        Self { receiver }
+    }
+
+    /// The next event; `None` once the node is gone.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.receiver.recv().await
+    }
+
+    /// Skips events until one makes `pick` return `Some`, with a deadline.
+    pub async fn wait_for<T>(
+        &mut self,
+        deadline: Duration,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> Result<T, WaitError> {
+        let wait = async {
+            while let Some(event) = self.receiver.recv().await {
+                if let Some(found) = pick(&event) {
+                    return Ok(found);
+                }
+            }
+            Err(WaitError::Closed)
+        };
+        tokio::time::timeout(deadline, wait)
+            .await
+            .map_err(|_| WaitError::Timeout(deadline))?
+    }
+}

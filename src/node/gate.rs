@@ -1,0 +1,208 @@
+//! One gate: an authenticated QUIC connection to one peer, its greeting, and
+//! the streams the node opens on it. The node in [`super`] decides which gates
+//! live; this module only speaks the per-connection protocol.
+
+use std::time::{Duration, Instant};
+
+use quinn::{Connection, ConnectionError, RecvStream, SendStream};
+use tokio::sync::Mutex;
+use tokio::time::timeout;
+
+use crate::identity::PeerId;
+use crate::protocol::{validate_label, ChatFrame, ControlMessage, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN};
+use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+
+/// Time the other side has to greet after the handshake.
+pub(super) const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("connection failed: {0}")]
+    Connection(#[from] ConnectionError),
+    #[error("the peer did not greet within {0:?}")]
+    GreetingTimeout(Duration),
+    #[error("the peer's greeting is invalid: {0}")]
+    BadGreeting(String),
+    #[error("the peer closed the control stream before greeting")]
+    NoGreeting,
+}
+
+impl GateError {
+    /// Closes `connection` with the code and reason this error deserves.
+    pub fn close(&self, connection: &Connection) {
+        let code = match self {
+            GateError::Wire(WireError::Io(_)) | GateError::Connection(_) => return,
+            GateError::GreetingTimeout(_) | GateError::NoGreeting => CloseCode::Refused,
+            GateError::Wire(_) | GateError::BadGreeting(_) => CloseCode::Protocol,
+        };
+        connection.close(code.varint(), self.to_string().as_bytes());
+    }
+}
+
+/// What a peer said about itself in its greeting.
+#[derive(Clone, Debug)]
+pub struct Greeting {
+    pub name: String,
+    pub rooms: Vec<String>,
+}
+
+impl Greeting {
+    fn from_message(message: Option<ControlMessage>) -> Result<Self, GateError> {
+        match message {
+            Some(ControlMessage::Hello { name, rooms, .. }) => {
+                validate_label("name", &name, MAX_NAME_LEN).map_err(GateError::BadGreeting)?;
+                if rooms.len() > MAX_ROOMS {
+                    return Err(GateError::BadGreeting(format!("more than {MAX_ROOMS} rooms")));
+                }
+                for room in &rooms {
+                    validate_label("room", room, MAX_ROOM_LEN).map_err(GateError::BadGreeting)?;
+                }
+                Ok(Self { name, rooms })
+            }
+            Some(other) => Err(GateError::BadGreeting(format!("expected hello, got {other:?}"))),
+            None => Err(GateError::NoGreeting),
+        }
+    }
+}
+
+/// A greeted connection to one peer.
+pub struct Gate {
+    pub connection: Connection,
+    pub peer_id: PeerId,
+    /// Which side dialed: decides which of two simultaneous connections stays.
+    pub dialer: PeerId,
+    pub since: Instant,
+    control: Mutex<FrameWriter<SendStream>>,
+    chat: Mutex<Option<FrameWriter<SendStream>>>,
+}
+
+/// A gate fresh from its greeting, with the control stream's reading half.
+pub struct Greeted {
+    pub gate: Gate,
+    pub greeting: Greeting,
+    pub control: FrameReader<RecvStream>,
+}
+
+async fn read_greeting(reader: &mut FrameReader<RecvStream>) -> Result<Greeting, GateError> {
+    let message = timeout(GREETING_TIMEOUT, reader.recv::<ControlMessage>())
+        .await
+        .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
+    Greeting::from_message(message)
+}
+
+impl Gate {
+    fn new(connection: Connection, peer_id: PeerId, dialer: PeerId, control: FrameWriter<SendStream>) -> Self {
+        Self {
+            connection,
+            peer_id,
+            dialer,
+            since: Instant::now(),
+            control: Mutex::new(control),
+            chat: Mutex::new(None),
+        }
+    }
+
+    /// The dialer opens the control stream and greets first.
+    pub async fn greet_as_dialer(
+        connection: Connection,
+        me: PeerId,
+        peer_id: PeerId,
+        hello: &ControlMessage,
+    ) -> Result<Greeted, GateError> {
+        let (send, recv) = connection.open_bi().await?;
+        let mut writer = FrameWriter::open(send, StreamKind::Control).await?;
+        writer.send(hello).await?;
+        let mut control = FrameReader::new(recv, StreamKind::Control);
+        let greeting = read_greeting(&mut control).await?;
+        Ok(Greeted {
+            gate: Self::new(connection, peer_id, me, writer),
+            greeting,
+            control,
+        })
+    }
+
+    /// The acceptor waits for the control stream and answers the greeting.
+    pub async fn greet_as_acceptor(
+        connection: Connection,
+        peer_id: PeerId,
+        hello: &ControlMessage,
+    ) -> Result<Greeted, GateError> {
+        let (send, recv) = timeout(GREETING_TIMEOUT, connection.accept_bi())
+            .await
+            .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
+        let mut control = FrameReader::accept(recv, StreamKind::Control).await?;
+        let greeting = read_greeting(&mut control).await?;
+        let mut writer = FrameWriter::answering(send, StreamKind::Control);
+        writer.send(hello).await?;
+        Ok(Greeted {
+            gate: Self::new(connection, peer_id, peer_id, writer),
+            greeting,
+            control,
+        })
+    }
+
+    /// Sends a control message (goodbye, pong, room changes).
+    pub async fn send_control(&self, message: &ControlMessage) -> Result<(), WireError> {
+        self.control.lock().await.send(message).await
+    }
+
+    /// Sends a chat frame on this node's chat stream to the peer, opening it
+    /// first if needed; a new stream's receiving half (acknowledgements) is
+    /// handed to `on_open`.
+    pub async fn send_chat(
+        &self,
+        frame: &ChatFrame,
+        on_open: impl FnOnce(FrameReader<RecvStream>),
+    ) -> Result<(), GateError> {
+        let mut chat = self.chat.lock().await;
+        if chat.is_none() {
+            let (send, recv) = self.connection.open_bi().await?;
+            *chat = Some(FrameWriter::open(send, StreamKind::Chat).await?);
+            on_open(FrameReader::new(recv, StreamKind::Chat));
+        }
+        let result = match chat.as_mut() {
+            Some(writer) => writer.send(frame).await,
+            None => return Err(GateError::NoGreeting),
+        };
+        if result.is_err() {
+            // The stream is broken; the next message opens a new one.
+            *chat = None;
+        }
+        Ok(result?)
+    }
+
+    /// Says goodbye and closes the connection.
+    pub async fn goodbye(&self, reason: &str) {
+        let goodbye = ControlMessage::Goodbye {
+            reason: reason.to_string(),
+        };
+        let _ = timeout(Duration::from_secs(1), self.send_control(&goodbye)).await;
+        self.connection
+            .close(CloseCode::Normal.varint(), reason.as_bytes());
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.connection.close_reason().is_none()
+    }
+}
+
+/// Words for why a connection ended, as the user should read them.
+pub fn describe_close(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ApplicationClosed(close) => {
+            let reason = String::from_utf8_lossy(&close.reason);
+            match CloseCode::from_varint(close.error_code) {
+                Some(CloseCode::Normal) => format!("left ({reason})"),
+                Some(CloseCode::Protocol) => format!("protocol error: {reason}"),
+                Some(CloseCode::Refused) => format!("refused: {reason}"),
+                Some(CloseCode::Duplicate) => "replaced by a simultaneous connection".to_string(),
+                None => format!("closed with code {}: {reason}", close.error_code),
+            }
+        }
+        ConnectionError::LocallyClosed => "closed".to_string(),
+        ConnectionError::TimedOut => "timed out: no packets from the peer".to_string(),
+        other => other.to_string(),
+    }
+}

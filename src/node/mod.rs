@@ -1,0 +1,1059 @@
+//! The node: one QUIC endpoint on one gate socket, the session with the
+//! tracker, and the gates (one connection per peer, capped). It takes
+//! commands ([`Node::execute`] and the methods it calls) and reports
+//! everything as [`Event`]s; interfaces only render those.
+//!
+//! Connection set-up in this version is direct: a peer is dialed at each of
+//! its candidate addresses (the address the tracker saw, then its LAN
+//! addresses), staggered, and the first authenticated handshake wins.
+
+pub mod events;
+mod gate;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+pub use events::{Event, Events, PathKind, PeerInfo, PeerStatus};
+use gate::{describe_close, Gate, GateError, Greeted};
+
+use crate::command::{self, Command};
+use crate::endpoint::{self, Liveness, Target};
+use crate::gate_socket::GateSocket;
+use crate::identity::{Identity, PeerId};
+use crate::protocol::{
+    validate_label, ChatBody, ChatFrame, ControlMessage, Member, MessageId, SignedMessage, TrackerEvent,
+    MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
+};
+use crate::tls::{self, CertifiedIdentity};
+use crate::tracker::client::Registration;
+use crate::tracker::{TrackerError, TrackerSession};
+use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+
+/// Delay between handshakes to successive candidates of one peer.
+const CANDIDATE_STAGGER: Duration = Duration::from_millis(100);
+/// Identifies this implementation in greetings.
+const AGENT: &str = concat!("punchgate/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Shown to other peers. Default: `anon`.
+    pub name: String,
+    /// Where the gate socket binds. Default `0.0.0.0:0`.
+    pub bind: SocketAddr,
+    pub tracker: Option<Target>,
+    /// Rooms to join at start; the last one is where plain lines go.
+    /// Default `lobby`.
+    pub rooms: Vec<String>,
+    /// Peers to dial at start by address (`PEERID@host:port`).
+    pub connect: Vec<Target>,
+    /// If set, only these peers may connect in.
+    pub allow: Option<Vec<PeerId>>,
+    /// Most gates at once. Default 64.
+    pub max_gates: usize,
+    pub liveness: Liveness,
+    /// Deadline of one connection attempt to a peer. Default 10 s.
+    pub connect_timeout: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tracker: None,
+            rooms: vec!["lobby".to_string()],
+            connect: Vec::new(),
+            allow: None,
+            max_gates: 64,
+            liveness: Liveness::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot bind the gate socket on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+    #[error(transparent)]
+    Addr(#[from] endpoint::AddrError),
+    #[error("invalid {0}")]
+    Invalid(String),
+    #[error("could not connect to {peer}: {tried}")]
+    Unreachable { peer: String, tried: String },
+    #[error("no peer named {0:?} is known; give PEERID@host:port")]
+    UnknownPeer(String),
+    #[error("{0:?} matches several peers; use more of the id")]
+    AmbiguousPeer(String),
+    #[error("already at the limit of {0} connections")]
+    TooManyGates(usize),
+    #[error("that is this node's own id")]
+    SelfConnect,
+    #[error("not in any room: /join one first")]
+    NoRoom,
+    #[error("not connected to a tracker")]
+    NoTracker,
+    #[error(transparent)]
+    Message(#[from] crate::protocol::MessageError),
+}
+
+struct PeerRecord {
+    name: String,
+    status: PeerStatus,
+    candidates: Vec<SocketAddr>,
+    rooms: BTreeSet<String>,
+    gate: Option<Arc<Gate>>,
+}
+
+impl PeerRecord {
+    fn new(name: String) -> Self {
+        Self {
+            name,
+            status: PeerStatus::Known,
+            candidates: Vec::new(),
+            rooms: BTreeSet::new(),
+            gate: None,
+        }
+    }
+}
+
+/// A sent message waiting for acknowledgements.
+struct Outgoing {
+    sent_at: Instant,
+    waiting: usize,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<PeerId, PeerRecord>,
+    /// Joined rooms in the order joined; plain lines go to the last.
+    rooms: Vec<String>,
+    seen: HashSet<MessageId>,
+    outgoing: HashMap<MessageId, Outgoing>,
+    closing: bool,
+}
+
+struct Inner {
+    identity: Identity,
+    config: NodeConfig,
+    endpoint: Endpoint,
+    socket: Arc<GateSocket>,
+    client: quinn::ClientConfig,
+    tracker: Option<TrackerSession>,
+    events: mpsc::UnboundedSender<Event>,
+    state: Mutex<State>,
+    next_seq: AtomicU64,
+}
+
+/// A running node. Cloning gives another handle to the same node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The addresses this node can be reached at on its own networks.
+fn local_candidates(bound: SocketAddr) -> Vec<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let mut addrs: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|interface| interface.ip())
+        .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
+        .map(|ip| SocketAddr::new(ip, bound.port()))
+        .collect();
+    // Loopback last: it only helps peers on the same host.
+    addrs.sort_by_key(|addr| addr.ip().is_loopback());
+    addrs
+}
+
+impl Node {
+    /// Starts a node with the identity of the data directory `home`: binds,
+    /// registers with the tracker if one is configured, joins the configured
+    /// rooms and dials the configured peers. Events arrive on the returned
+    /// stream, starting with [`Event::Ready`].
+    pub async fn start(home: &Path, config: NodeConfig) -> Result<(Node, Events), NodeError> {
+        validate_label("name", &config.name, MAX_NAME_LEN).map_err(NodeError::Invalid)?;
+        let identity = Identity::load_or_create(home)?;
+        let certified = CertifiedIdentity::new(&identity)?;
+        let allow: Option<HashSet<PeerId>> = config.allow.clone().map(|list| list.into_iter().collect());
+        let policy: tls::IncomingPolicy = match allow {
+            Some(allowed) => Arc::new(move |peer: &PeerId| allowed.contains(peer)),
+            None => tls::allow_any_peer(),
+        };
+        let transport = config.liveness.transport_config();
+        let mut server = certified.server(tls::ALPN_PEER, policy)?;
+        server.transport_config(transport.clone());
+        let mut client = certified.pinned_client(tls::ALPN_PEER)?;
+        client.transport_config(transport);
+        let bound = endpoint::bind(config.bind, Some(server)).map_err(|source| NodeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let addr = bound.endpoint.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        // Probes matter once hole punching exists; until then they are counted and dropped.
+        drop(bound.probes);
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut tracker_events = None;
+        let mut tracker_ms = None;
+        let tracker = match &config.tracker {
+            Some(target) => {
+                let started = Instant::now();
+                let registration = Registration {
+                    name: &config.name,
+                    local_addrs: local_candidates(addr),
+                };
+                let (session, events) = TrackerSession::connect(
+                    &bound.endpoint,
+                    &certified,
+                    home,
+                    target,
+                    config.liveness,
+                    registration,
+                )
+                .await?;
+                tracker_ms = Some(events::millis(started.elapsed()));
+                tracker_events = Some(events);
+                Some(session)
+            }
+            None => None,
+        };
+        let node = Node {
+            inner: Arc::new(Inner {
+                config,
+                endpoint: bound.endpoint,
+                socket: bound.socket,
+                client,
+                tracker,
+                events: events_tx,
+                state: Mutex::new(State::default()),
+                next_seq: AtomicU64::new(1),
+                identity,
+            }),
+        };
+        node.emit(Event::Ready {
+            peer_id: node.peer_id().to_string(),
+            name: node.inner.config.name.clone(),
+            addr,
+            reflexive: node.inner.tracker.as_ref().map(TrackerSession::reflexive),
+            tracker: node
+                .inner
+                .tracker
+                .as_ref()
+                .map(|t| format!("{}@{}", t.tracker_id(), t.tracker_addr())),
+            tracker_ms,
+        });
+        tokio::spawn(node.clone().accept_loop());
+        if let Some(events) = tracker_events {
+            tokio::spawn(node.clone().tracker_loop(events));
+        }
+        for room in node.inner.config.rooms.clone() {
+            if let Err(error) = node.join(&room).await {
+                node.emit(Event::error(format!("cannot join {room}: {error}")));
+            }
+        }
+        for target in node.inner.config.connect.clone() {
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(error) = node.connect_target(&target).await {
+                    node.emit(Event::error(error));
+                }
+            });
+        }
+        Ok((node, Events::new(events_rx)))
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.identity.peer_id()
+    }
+
+    /// The gate socket's address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.endpoint.local_addr()
+    }
+
+    /// `PEERID@addr` of this node, for another node's `--connect`.
+    pub fn target(&self) -> std::io::Result<String> {
+        Ok(format!("{}@{}", self.peer_id(), self.local_addr()?))
+    }
+
+    pub fn socket(&self) -> &Arc<GateSocket> {
+        &self.inner.socket
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn emit(&self, event: Event) {
+        // Nobody listening is fine: a library user may not want events.
+        let _ = self.inner.events.send(event);
+    }
+
+    fn hello(&self) -> ControlMessage {
+        ControlMessage::Hello {
+            name: self.inner.config.name.clone(),
+            agent: AGENT.to_string(),
+            rooms: self.state().rooms.clone(),
+        }
+    }
+
+    fn name_of(&self, peer: &PeerId) -> String {
+        self.state()
+            .peers
+            .get(peer)
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| peer.short())
+    }
+
+    fn set_status(&self, peer: PeerId, status: PeerStatus, reason: Option<String>) {
+        let name = {
+            let mut state = self.state();
+            let record = state
+                .peers
+                .entry(peer)
+                .or_insert_with(|| PeerRecord::new(peer.short()));
+            if record.status == status {
+                return;
+            }
+            record.status = status;
+            record.name.clone()
+        };
+        self.emit(Event::Peer {
+            peer_id: peer.to_string(),
+            name,
+            status,
+            reason,
+        });
+    }
+
+    // ------------------------------------------------------------ commands --
+
+    /// Runs one REPL / `--json` command. Returns `false` on `/quit`, after
+    /// the node has shut down.
+    pub async fn execute(&self, command: Command) -> bool {
+        let result = match command {
+            Command::Say(text) => self.say(&text).await.map(|_| ()),
+            Command::Help => {
+                self.emit(Event::Help {
+                    commands: command::help_lines(),
+                });
+                Ok(())
+            }
+            Command::Peers => {
+                self.emit(Event::Peers { peers: self.peers() });
+                Ok(())
+            }
+            Command::Rooms => {
+                self.emit(Event::Rooms {
+                    rooms: self.state().rooms.clone(),
+                });
+                Ok(())
+            }
+            Command::Connect(what) => {
+                // Connecting can take seconds; the REPL stays responsive.
+                let node = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = node.connect_by_text(&what).await {
+                        node.emit(Event::error(error));
+                    }
+                });
+                Ok(())
+            }
+            Command::Join(room) => self.join(&room).await,
+            Command::Leave(room) => self.leave(&room).await,
+            Command::Quit => {
+                self.shutdown().await;
+                return false;
+            }
+        };
+        if let Err(error) = result {
+            self.emit(Event::error(error));
+        }
+        true
+    }
+
+    /// Every known peer.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let state = self.state();
+        let mut peers: Vec<PeerInfo> = state
+            .peers
+            .iter()
+            .map(|(id, record)| {
+                let gate = record.gate.as_ref().filter(|g| g.is_open());
+                PeerInfo {
+                    peer_id: id.to_string(),
+                    name: record.name.clone(),
+                    status: record.status,
+                    path: gate.map(|_| PathKind::Direct),
+                    remote: gate
+                        .map(|g| g.connection.remote_address())
+                        .or(record.candidates.first().copied()),
+                    rtt_ms: gate.map(|g| events::millis(g.connection.rtt())),
+                    connected_secs: gate.map(|g| g.since.elapsed().as_secs()),
+                    rooms: record.rooms.iter().cloned().collect(),
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer_id.cmp(&b.peer_id)));
+        peers
+    }
+
+    /// Joins `room` (through the tracker, if any) and dials its members.
+    pub async fn join(&self, room: &str) -> Result<(), NodeError> {
+        validate_label("room", room, MAX_ROOM_LEN).map_err(NodeError::Invalid)?;
+        if self.state().rooms.len() >= MAX_ROOMS {
+            return Err(NodeError::Invalid(format!("room count: at most {MAX_ROOMS}")));
+        }
+        let members = match &self.inner.tracker {
+            Some(tracker) => tracker.join(room).await?,
+            None => Vec::new(),
+        };
+        {
+            let mut state = self.state();
+            state.rooms.retain(|r| r != room);
+            state.rooms.push(room.to_string());
+        }
+        self.emit(Event::Joined {
+            room: room.to_string(),
+            members: members.len(),
+        });
+        self.announce_rooms().await;
+        for member in members {
+            self.learn_member(room, &member);
+            let node = self.clone();
+            tokio::spawn(async move {
+                let peer = member.peer_id;
+                if let Err(error) = node.connect_to(peer, member.candidates()).await {
+                    node.emit(Event::error(error));
+                }
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn leave(&self, room: &str) -> Result<(), NodeError> {
+        if let Some(tracker) = &self.inner.tracker {
+            tracker.leave(room).await?;
+        }
+        self.state().rooms.retain(|r| r != room);
+        self.emit(Event::Left {
+            room: room.to_string(),
+        });
+        self.announce_rooms().await;
+        Ok(())
+    }
+
+    async fn announce_rooms(&self) {
+        let rooms = self.state().rooms.clone();
+        for gate in self.open_gates() {
+            let message = ControlMessage::Rooms { rooms: rooms.clone() };
+            if let Err(error) = gate.send_control(&message).await {
+                tracing::debug!(peer = %gate.peer_id.short(), %error, "cannot announce rooms");
+            }
+        }
+    }
+
+    fn open_gates(&self) -> Vec<Arc<Gate>> {
+        self.state()
+            .peers
+            .values()
+            .filter_map(|r| r.gate.clone())
+            .filter(|g| g.is_open())
+            .collect()
+    }
+
+    /// Sends `text` to the current room: signs it and writes it to every
+    /// connected member. Acknowledgements arrive as [`Event::Delivered`].
+    pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
+        let room = self.state().rooms.last().cloned().ok_or(NodeError::NoRoom)?;
+        let id = MessageId {
+            author: self.peer_id(),
+            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let body = ChatBody {
+            id,
+            ts_ms: now_ms(),
+            room: room.clone(),
+            text: text.to_string(),
+        };
+        let message = SignedMessage::sign(&self.inner.identity, body)?;
+        let recipients: Vec<Arc<Gate>> = {
+            let mut state = self.state();
+            state.seen.insert(id);
+            let recipients: Vec<Arc<Gate>> = state
+                .peers
+                .values()
+                .filter(|r| r.rooms.contains(&room))
+                .filter_map(|r| r.gate.clone())
+                .filter(|g| g.is_open())
+                .collect();
+            state.outgoing.insert(
+                id,
+                Outgoing {
+                    sent_at: Instant::now(),
+                    waiting: recipients.len(),
+                },
+            );
+            recipients
+        };
+        self.emit(Event::Sent {
+            id: id.to_string(),
+            room,
+            text: text.to_string(),
+            peers: recipients.len(),
+        });
+        let frame = ChatFrame::Message(message);
+        for gate in recipients {
+            let node = self.clone();
+            let frame = frame.clone();
+            tokio::spawn(async move {
+                let on_open = |acks| {
+                    tokio::spawn(node.clone().read_acks(gate.clone(), acks));
+                };
+                if let Err(error) = gate.send_chat(&frame, on_open).await {
+                    let name = node.name_of(&gate.peer_id);
+                    node.emit(Event::error(format!("could not send to {name}: {error}")));
+                }
+            });
+        }
+        Ok(id)
+    }
+
+    // --------------------------------------------------------- connecting --
+
+    /// `/connect`: `PEERID@host:port`, or a known peer's name or id prefix.
+    pub async fn connect_by_text(&self, what: &str) -> Result<(), NodeError> {
+        if what.contains('@') {
+            return self.connect_target(&what.parse()?).await;
+        }
+        let (peer, candidates) = {
+            let state = self.state();
+            let matches: Vec<(&PeerId, &PeerRecord)> = state
+                .peers
+                .iter()
+                .filter(|(id, r)| r.name == what || id.to_string().starts_with(what))
+                .collect();
+            match matches.as_slice() {
+                [] => return Err(NodeError::UnknownPeer(what.to_string())),
+                [(id, record)] => (**id, record.candidates.clone()),
+                _ => return Err(NodeError::AmbiguousPeer(what.to_string())),
+            }
+        };
+        self.connect_to(peer, candidates).await
+    }
+
+    /// Dials `PEERID@host:port`.
+    pub async fn connect_target(&self, target: &Target) -> Result<(), NodeError> {
+        let peer = target.require_peer()?;
+        let addr = target.resolve().await?;
+        self.connect_to(peer, vec![addr]).await
+    }
+
+    /// Dials `peer` at its candidate addresses, staggered; the first
+    /// authenticated handshake wins and the others are dropped.
+    pub async fn connect_to(&self, peer: PeerId, candidates: Vec<SocketAddr>) -> Result<(), NodeError> {
+        if peer == self.peer_id() {
+            return Err(NodeError::SelfConnect);
+        }
+        {
+            let state = self.state();
+            if state.closing {
+                return Ok(());
+            }
+            if let Some(record) = state.peers.get(&peer) {
+                if record.gate.as_ref().is_some_and(|g| g.is_open()) || record.status == PeerStatus::Connecting {
+                    return Ok(());
+                }
+            }
+            if self.gate_count(&state) >= self.inner.config.max_gates {
+                return Err(NodeError::TooManyGates(self.inner.config.max_gates));
+            }
+        }
+        self.set_status(peer, PeerStatus::Connecting, None);
+        let started = Instant::now();
+        let result = self.dial(peer, &candidates).await;
+        let connection = match result {
+            Ok(connection) => connection,
+            Err(tried) => {
+                self.set_status(peer, PeerStatus::Offline, Some("unreachable".into()));
+                return Err(NodeError::Unreachable {
+                    peer: self.name_of(&peer),
+                    tried,
+                });
+            }
+        };
+        match Gate::greet_as_dialer(connection.clone(), self.peer_id(), peer, &self.hello()).await {
+            Ok(greeted) => {
+                self.install(greeted, started, true);
+                Ok(())
+            }
+            Err(error) => {
+                error.close(&connection);
+                self.set_status(peer, PeerStatus::Offline, Some(error.to_string()));
+                Err(NodeError::Unreachable {
+                    peer: self.name_of(&peer),
+                    tried: error.to_string(),
+                })
+            }
+        }
+    }
+
+    fn gate_count(&self, state: &State) -> usize {
+        state
+            .peers
+            .values()
+            .filter(|r| r.gate.as_ref().is_some_and(|g| g.is_open()))
+            .count()
+    }
+
+    /// Races handshakes to `candidates`; returns the first authenticated
+    /// connection, or what went wrong with each candidate.
+    async fn dial(&self, peer: PeerId, candidates: &[SocketAddr]) -> Result<Connection, String> {
+        if candidates.is_empty() {
+            return Err("no known address".into());
+        }
+        let mut attempts = JoinSet::new();
+        for (index, addr) in candidates.iter().copied().enumerate() {
+            let endpoint = self.inner.endpoint.clone();
+            let config = self.inner.client.clone();
+            attempts.spawn(async move {
+                tokio::time::sleep(CANDIDATE_STAGGER * index as u32).await;
+                let result = match endpoint::connect_pinned(&endpoint, config, addr, &peer) {
+                    Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                (addr, result)
+            });
+        }
+        let mut failures = Vec::new();
+        let deadline = tokio::time::sleep(self.inner.config.connect_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                joined = attempts.join_next() => match joined {
+                    Some(Ok((_, Ok(connection)))) => {
+                        attempts.abort_all();
+                        return Ok(connection);
+                    }
+                    Some(Ok((addr, Err(error)))) => failures.push(format!("{addr}: {error}")),
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    attempts.abort_all();
+                    failures.push(format!("no answer within {:?}", self.inner.config.connect_timeout));
+                    break;
+                }
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    async fn accept_loop(self) {
+        while let Some(incoming) = self.inner.endpoint.accept().await {
+            let node = self.clone();
+            tokio::spawn(async move { node.accept_one(incoming).await });
+        }
+    }
+
+    async fn accept_one(&self, incoming: quinn::Incoming) {
+        let started = Instant::now();
+        {
+            let state = self.state();
+            if state.closing || self.gate_count(&state) >= self.inner.config.max_gates {
+                incoming.refuse();
+                return;
+            }
+        }
+        let connection = match timeout(gate::GREETING_TIMEOUT, incoming).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "incoming handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let peer = match tls::peer_id_of(&connection) {
+            Ok(peer) => peer,
+            Err(error) => {
+                connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+                return;
+            }
+        };
+        match Gate::greet_as_acceptor(connection.clone(), peer, &self.hello()).await {
+            Ok(greeted) => self.install(greeted, started, false),
+            Err(error) => {
+                tracing::debug!(peer = %peer.short(), %error, "incoming greeting failed");
+                error.close(&connection);
+            }
+        }
+    }
+
+    /// Makes a greeted connection the peer's gate. Of two live connections to
+    /// one peer (both dialed at once), both sides keep the one dialed by the
+    /// smaller peer id, so they agree without talking.
+    fn install(&self, greeted: Greeted, started: Instant, dialed: bool) {
+        let Greeted {
+            gate,
+            greeting,
+            control,
+        } = greeted;
+        let gate = Arc::new(gate);
+        let peer = gate.peer_id;
+        let replaced = {
+            let mut state = self.state();
+            if state.closing {
+                drop(state);
+                gate.connection.close(CloseCode::Normal.varint(), b"shutting down");
+                return;
+            }
+            let record = state
+                .peers
+                .entry(peer)
+                .or_insert_with(|| PeerRecord::new(greeting.name.clone()));
+            record.name = greeting.name.clone();
+            record.rooms = greeting.rooms.iter().cloned().collect();
+            let existing = record.gate.take().filter(|g| g.is_open());
+            if let Some(existing) = existing {
+                let keep_existing = existing.dialer != gate.dialer && existing.dialer < gate.dialer;
+                if keep_existing {
+                    record.gate = Some(existing);
+                    drop(state);
+                    gate.connection.close(CloseCode::Duplicate.varint(), b"duplicate");
+                    return;
+                }
+                Some(existing)
+            } else {
+                None
+            }
+        };
+        if let Some(old) = replaced {
+            old.connection.close(CloseCode::Duplicate.varint(), b"duplicate");
+        }
+        {
+            let mut state = self.state();
+            if let Some(record) = state.peers.get_mut(&peer) {
+                record.gate = Some(gate.clone());
+                record.status = PeerStatus::Connected;
+            }
+        }
+        self.emit(Event::Connected {
+            peer_id: peer.to_string(),
+            name: greeting.name,
+            path: PathKind::Direct,
+            remote: gate.connection.remote_address(),
+            rtt_ms: events::millis(gate.connection.rtt()),
+            setup_ms: events::millis(started.elapsed()),
+            dialed,
+        });
+        tokio::spawn(self.clone().read_control(gate.clone(), control));
+        tokio::spawn(self.clone().serve_gate(gate));
+    }
+
+    // ----------------------------------------------------------- per gate --
+
+    /// Accepts the peer's streams until the connection ends, then reports it.
+    async fn serve_gate(self, gate: Arc<Gate>) {
+        let connection = gate.connection.clone();
+        let error = loop {
+            tokio::select! {
+                stream = connection.accept_bi() => match stream {
+                    Ok((send, recv)) => {
+                        tokio::spawn(self.clone().serve_stream(gate.clone(), send, recv));
+                    }
+                    Err(error) => break error,
+                },
+                stream = connection.accept_uni() => match stream {
+                    Ok(mut recv) => {
+                        // No stream kind is unidirectional yet.
+                        let error = match crate::wire::read_header(&mut recv).await {
+                            Ok(kind) => WireError::UnexpectedKind { expected: "bidirectional", got: kind.name() },
+                            Err(error) => error,
+                        };
+                        GateError::from(error).close(&connection);
+                    }
+                    Err(error) => break error,
+                },
+            }
+        };
+        let reason = describe_close(&error);
+        let name = {
+            let mut state = self.state();
+            let Some(record) = state.peers.get_mut(&gate.peer_id) else { return };
+            let current = record
+                .gate
+                .as_ref()
+                .is_some_and(|g| g.connection.stable_id() == connection.stable_id());
+            if !current {
+                return; // a duplicate that lost; the peer is still connected
+            }
+            record.gate = None;
+            record.status = PeerStatus::Offline;
+            record.name.clone()
+        };
+        self.emit(Event::Disconnected {
+            peer_id: gate.peer_id.to_string(),
+            name,
+            reason,
+        });
+    }
+
+    /// A stream the peer opened: only chat streams exist so far.
+    async fn serve_stream(self, gate: Arc<Gate>, send: SendStream, mut recv: RecvStream) {
+        let result = async {
+            let kind = crate::wire::read_header(&mut recv).await?;
+            if kind != StreamKind::Chat {
+                return Err(WireError::UnexpectedKind {
+                    expected: "chat",
+                    got: kind.name(),
+                });
+            }
+            let mut reader = FrameReader::new(recv, StreamKind::Chat);
+            let mut writer = FrameWriter::answering(send, StreamKind::Chat);
+            while let Some(frame) = reader.recv::<ChatFrame>().await? {
+                let ChatFrame::Message(message) = frame else {
+                    return Err(WireError::Malformed {
+                        kind: "chat",
+                        reason: "only messages travel this way".into(),
+                    });
+                };
+                let id = message.body.id;
+                let answer = match self.take_message(message, gate.peer_id) {
+                    Ok(()) => ChatFrame::Ack(id),
+                    Err(reason) => ChatFrame::Reject { id, reason },
+                };
+                writer.send(&answer).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = result {
+            GateError::from(error).close(&gate.connection);
+        }
+    }
+
+    /// Checks and shows a message that arrived from `via`. Only messages whose
+    /// signature verifies against their author are taken.
+    fn take_message(&self, message: SignedMessage, via: PeerId) -> Result<(), String> {
+        if let Err(error) = message.verify() {
+            let via_name = self.name_of(&via);
+            self.emit(Event::error(format!("refused a message from {via_name}: {error}")));
+            return Err(error.to_string());
+        }
+        let body = message.body;
+        let from_name = {
+            let mut state = self.state();
+            if !state.rooms.contains(&body.room) {
+                return Err(format!("not in room {}", body.room));
+            }
+            if !state.seen.insert(body.id) {
+                return Ok(()); // already have it: acknowledge again, show once
+            }
+            state
+                .peers
+                .get(&body.id.author)
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| body.id.author.short())
+        };
+        self.emit(Event::Message {
+            id: body.id.to_string(),
+            from: body.id.author.to_string(),
+            from_name,
+            room: body.room,
+            text: body.text,
+            ts: body.ts_ms,
+            history: false,
+        });
+        Ok(())
+    }
+
+    /// Reads acknowledgements on a chat stream this node opened.
+    async fn read_acks(self, gate: Arc<Gate>, mut reader: FrameReader<RecvStream>) {
+        loop {
+            match reader.recv::<ChatFrame>().await {
+                Ok(Some(ChatFrame::Ack(id))) => self.delivered(id, gate.peer_id),
+                Ok(Some(ChatFrame::Reject { id, reason })) => {
+                    let name = self.name_of(&gate.peer_id);
+                    self.emit(Event::error(format!("{name} refused message {id}: {reason}")));
+                }
+                Ok(Some(ChatFrame::Message(_))) => {
+                    let error = WireError::Malformed {
+                        kind: "chat",
+                        reason: "a message on the acknowledgement side".into(),
+                    };
+                    GateError::from(error).close(&gate.connection);
+                    return;
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    GateError::from(error).close(&gate.connection);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn delivered(&self, id: MessageId, peer: PeerId) {
+        let ack_ms = {
+            let mut state = self.state();
+            let Some(outgoing) = state.outgoing.get_mut(&id) else { return };
+            let elapsed = outgoing.sent_at.elapsed();
+            outgoing.waiting = outgoing.waiting.saturating_sub(1);
+            if outgoing.waiting == 0 {
+                state.outgoing.remove(&id);
+            }
+            events::millis(elapsed)
+        };
+        self.emit(Event::Delivered {
+            id: id.to_string(),
+            peer_id: peer.to_string(),
+            ack_ms,
+        });
+    }
+
+    /// Reads the peer's control stream: goodbye, ping, room changes.
+    async fn read_control(self, gate: Arc<Gate>, mut reader: FrameReader<RecvStream>) {
+        loop {
+            let message = match reader.recv::<ControlMessage>().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(error) => {
+                    GateError::from(error).close(&gate.connection);
+                    return;
+                }
+            };
+            match message {
+                ControlMessage::Goodbye { reason } => {
+                    tracing::debug!(peer = %gate.peer_id.short(), %reason, "goodbye");
+                    gate.connection.close(CloseCode::Normal.varint(), reason.as_bytes());
+                    return;
+                }
+                ControlMessage::Ping { nonce } => {
+                    let _ = gate.send_control(&ControlMessage::Pong { nonce }).await;
+                }
+                ControlMessage::Pong { .. } => {}
+                ControlMessage::Rooms { rooms } => {
+                    let valid = rooms.len() <= MAX_ROOMS
+                        && rooms.iter().all(|r| validate_label("room", r, MAX_ROOM_LEN).is_ok());
+                    if !valid {
+                        GateError::BadGreeting("invalid room list".into()).close(&gate.connection);
+                        return;
+                    }
+                    if let Some(record) = self.state().peers.get_mut(&gate.peer_id) {
+                        record.rooms = rooms.into_iter().collect();
+                    }
+                }
+                ControlMessage::Hello { .. } => {
+                    GateError::BadGreeting("a second hello".into()).close(&gate.connection);
+                    return;
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ tracker --
+
+    fn learn_member(&self, room: &str, member: &Member) -> bool {
+        let mut state = self.state();
+        let record = state
+            .peers
+            .entry(member.peer_id)
+            .or_insert_with(|| PeerRecord::new(member.name.clone()));
+        let first_seen = record.candidates.is_empty() && record.gate.is_none();
+        record.name = member.name.clone();
+        record.candidates = member.candidates();
+        record.rooms.insert(room.to_string());
+        first_seen
+    }
+
+    async fn tracker_loop(self, mut events: mpsc::UnboundedReceiver<TrackerEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                TrackerEvent::Joined { room, member } => {
+                    let peer = member.peer_id;
+                    self.learn_member(&room, &member);
+                    // The joiner dials; this side waits for it.
+                    let connected = self.state().peers.get(&peer).is_some_and(|r| r.gate.is_some());
+                    if !connected {
+                        self.set_status(peer, PeerStatus::Known, Some(format!("joined {room}")));
+                    }
+                }
+                TrackerEvent::Left { room, peer_id } => {
+                    let gone = {
+                        let mut state = self.state();
+                        let Some(record) = state.peers.get_mut(&peer_id) else { continue };
+                        record.rooms.remove(&room);
+                        record.rooms.is_empty() && !record.gate.as_ref().is_some_and(|g| g.is_open())
+                    };
+                    if gone {
+                        self.set_status(peer_id, PeerStatus::Offline, Some(format!("left {room}")));
+                    }
+                }
+            }
+        }
+        if !self.state().closing {
+            self.emit(Event::error(
+                "lost the connection to the tracker; connected peers stay connected",
+            ));
+        }
+    }
+
+    // ----------------------------------------------------------- shutdown --
+
+    /// Tells every connected peer goodbye, leaves the tracker, and waits
+    /// (briefly) for the connections to close.
+    pub async fn shutdown(&self) {
+        let gates = {
+            let mut state = self.state();
+            state.closing = true;
+            state.peers.values().filter_map(|r| r.gate.clone()).collect::<Vec<_>>()
+        };
+        let mut goodbyes = JoinSet::new();
+        for gate in gates {
+            goodbyes.spawn(async move { gate.goodbye("quit").await });
+        }
+        while goodbyes.join_next().await.is_some() {}
+        if let Some(tracker) = &self.inner.tracker {
+            tracker.close();
+        }
+        self.inner.endpoint.close(CloseCode::Normal.varint(), b"quit");
+        let _ = timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
+    }
+
+    /// The data directory default, for callers without one.
+    pub fn default_home() -> Result<PathBuf, crate::home::HomeError> {
+        crate::home::resolve(None)
+    }
+}
