@@ -5,12 +5,14 @@
 //! command-line interface in the binary. See docs/ARCHITECTURE.md.
 
 pub mod command;
+pub mod demo;
 pub mod endpoint;
 pub mod gate_socket;
 pub mod home;
 pub mod identity;
 pub mod protocol;
 pub mod rate;
+pub mod render;
 pub mod tls;
 pub mod wire;
 pub mod tracker;

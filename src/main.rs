@@ -1,1 +1,261 @@
-fn main() {}
+//! The `punchgate` command: parses arguments, runs the library, maps the
+//! result to an exit status. All logic lives in the library.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use punchgate::command;
+use punchgate::endpoint::Target;
+use punchgate::identity::{Identity, PeerId};
+use punchgate::node::{Event, Node, NodeConfig};
+use punchgate::render;
+use punchgate::tracker::{Tracker, TrackerConfig, TrackerLimits};
+
+#[derive(Parser)]
+#[command(name = "punchgate", version, about = "Encrypted peer-to-peer chat across NATs over pinned QUIC")]
+struct Cli {
+    /// Data directory (identity key, known trackers). Default: the platform's
+    /// data directory, e.g. ~/.local/share/punchgate.
+    #[arg(long, global = true, env = "PUNCHGATE_HOME")]
+    home: Option<PathBuf>,
+    /// Machine mode: commands on stdin one per line, events on stdout as JSON lines.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Print this node's peer id.
+    Id,
+    /// Run a rendezvous tracker; prints PEERID@addr once listening.
+    Tracker {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "0.0.0.0:7000")]
+        listen: SocketAddr,
+        /// Most registered peers at once.
+        #[arg(long, default_value_t = TrackerLimits::default().max_peers)]
+        max_peers: u32,
+        /// Most rooms at once.
+        #[arg(long, default_value_t = TrackerLimits::default().max_rooms)]
+        max_rooms: u32,
+        /// Most members in one room.
+        #[arg(long, default_value_t = TrackerLimits::default().max_room_members)]
+        max_room_members: u32,
+        /// Requests per second one peer may make on average.
+        #[arg(long, default_value_t = TrackerLimits::default().requests_per_second)]
+        rate: u32,
+    },
+    /// Chat: join rooms through a tracker, or connect to peers by address.
+    Chat {
+        /// Tracker as PEERID@host:port, or host:port to trust on first use.
+        #[arg(long)]
+        tracker: Option<Target>,
+        /// Your display name.
+        #[arg(long, default_value = "anon")]
+        name: String,
+        /// Room to join (repeatable; the last is where your lines go).
+        #[arg(long = "room", default_value = "lobby")]
+        rooms: Vec<String>,
+        /// Peer to connect to directly, as PEERID@host:port (repeatable).
+        #[arg(long)]
+        connect: Vec<Target>,
+        /// Address of the UDP socket.
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddr,
+        /// Only let these peers connect in (repeatable); default: anyone.
+        #[arg(long)]
+        allow: Vec<PeerId>,
+    },
+    /// A self-contained demo on loopback: a tracker and two peers chatting.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("punchgate: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("punchgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Prints events as JSON lines or as text for people.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn show(&self, event: &Event) -> std::io::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        if self.json {
+            writeln!(stdout, "{}", event.to_json())?;
+        } else {
+            for line in render::render(event) {
+                writeln!(stdout, "{line}")?;
+            }
+        }
+        stdout.flush()
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let output = Output { json: cli.json };
+    match cli.command {
+        Commands::Id => {
+            let home = punchgate::home::resolve(cli.home.as_deref())?;
+            let identity = Identity::load_or_create(&home)?;
+            println!("{}", identity.peer_id());
+            Ok(())
+        }
+        Commands::Demo => {
+            let mut stdout = std::io::stdout();
+            punchgate::demo::run(&mut stdout).await?;
+            Ok(())
+        }
+        Commands::Tracker {
+            listen,
+            max_peers,
+            max_rooms,
+            max_room_members,
+            rate,
+        } => {
+            let home = punchgate::home::resolve(cli.home.as_deref())?;
+            let identity = Identity::load_or_create(&home)?;
+            let mut config = TrackerConfig::new(listen);
+            config.limits = TrackerLimits {
+                max_peers,
+                max_rooms,
+                max_room_members,
+                requests_per_second: rate,
+                request_burst: rate.saturating_mul(2),
+                ..TrackerLimits::default()
+            };
+            let tracker = Tracker::start(&identity, config)?;
+            output.show(&Event::TrackerReady {
+                peer_id: tracker.peer_id().to_string(),
+                addr: tracker.local_addr(),
+                target: tracker.target(),
+                role: "tracker",
+            })?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            tracker.shutdown().await;
+            Ok(())
+        }
+        Commands::Chat {
+            tracker,
+            name,
+            rooms,
+            connect,
+            bind,
+            allow,
+        } => {
+            let home = punchgate::home::resolve(cli.home.as_deref())?;
+            let mut config = NodeConfig::new(name);
+            config.tracker = tracker;
+            config.rooms = rooms;
+            config.connect = connect;
+            config.bind = bind;
+            config.allow = (!allow.is_empty()).then_some(allow);
+            chat(&home, config, output).await
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn chat(home: &std::path::Path, config: NodeConfig, output: Output) -> anyhow::Result<()> {
+    let (node, mut events) = Node::start(home, config).await.context("cannot start the node")?;
+    let printer = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if output.show(&event).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let line = match line {
+                    Ok(Some(line)) => line,
+                    // End of input is /quit: scripts end by closing stdin.
+                    Ok(None) | Err(_) => { node.shutdown().await; break; }
+                };
+                match command::parse(&line) {
+                    Ok(command) => {
+                        if !node.execute(command).await {
+                            break;
+                        }
+                    }
+                    Err(command::CommandError::Empty) => {}
+                    Err(error) => node.execute_error(error),
+                }
+            }
+            _ = shutdown_signal() => {
+                node.shutdown().await;
+                break;
+            }
+        }
+    }
+    drop(node);
+    // Print what is left (goodbyes, last messages); background tasks holding
+    // the node end as their connections close, which closes the stream.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    Ok(())
+}

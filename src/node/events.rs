@@ -28,6 +28,15 @@ pub enum PathKind {
     Relay,
 }
 
+impl std::fmt::Display for PathKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PathKind::Direct => "direct",
+            PathKind::Relay => "relay",
+        })
+    }
+}
+
 /// One line of `/peers`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PeerInfo {
@@ -55,8 +64,15 @@ pub enum Event {
         /// Connecting and registering with the tracker, in milliseconds.
         tracker_ms: Option<f64>,
     },
-    /// A tracker started (the `tracker` command).
-    TrackerReady { peer_id: String, addr: SocketAddr, target: String },
+    /// A tracker started (the `tracker` command); `target` is what nodes
+    /// pass as `--tracker`.
+    #[serde(rename = "ready")]
+    TrackerReady {
+        peer_id: String,
+        addr: SocketAddr,
+        target: String,
+        role: &'static str,
+    },
     /// A peer's status changed.
     Peer {
         peer_id: String,

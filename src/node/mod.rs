@@ -404,6 +404,11 @@ impl Node {
         true
     }
 
+    /// Reports a command that could not be parsed, as an [`Event::Error`].
+    pub fn execute_error(&self, error: command::CommandError) {
+        self.emit(Event::error(error));
+    }
+
     /// Every known peer.
     pub fn peers(&self) -> Vec<PeerInfo> {
         let state = self.state();

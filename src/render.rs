@@ -1,0 +1,159 @@
+//! Human-readable rendering of [`Event`]s for the interactive chat. Text from
+//! the network is shown with control characters replaced, so a peer cannot
+//! drive the user's terminal.
+
+use crate::node::events::{Event, PeerInfo, PeerStatus};
+
+/// Replaces control characters (escape sequences, bells, carriage returns)
+/// with U+FFFD.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
+pub fn clock(ts_ms: u64) -> String {
+    let secs = ts_ms / 1000;
+    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+}
+
+fn short(id: &str) -> &str {
+    id.get(..10).unwrap_or(id)
+}
+
+fn status_word(status: PeerStatus) -> &'static str {
+    match status {
+        PeerStatus::Known => "yet to connect",
+        PeerStatus::Connecting => "connecting",
+        PeerStatus::Connected => "connected",
+        PeerStatus::Offline => "offline",
+    }
+}
+
+fn peer_line(peer: &PeerInfo) -> String {
+    let mut line = format!(
+        "  {:<16} {}  {:<14}",
+        sanitize(&peer.name),
+        short(&peer.peer_id),
+        status_word(peer.status)
+    );
+    if let Some(remote) = peer.remote {
+        line.push_str(&format!(" {remote}"));
+    }
+    if let Some(rtt) = peer.rtt_ms {
+        line.push_str(&format!(" rtt {rtt:.1} ms"));
+    }
+    if let Some(secs) = peer.connected_secs {
+        line.push_str(&format!(" up {secs}s"));
+    }
+    line
+}
+
+/// The lines to print for `event`; empty for events a person need not see.
+pub fn render(event: &Event) -> Vec<String> {
+    match event {
+        Event::Ready {
+            peer_id,
+            name,
+            addr,
+            reflexive,
+            tracker_ms,
+            ..
+        } => {
+            let mut lines = vec![format!("you are {} ({peer_id}) on {addr}", sanitize(name))];
+            if let (Some(reflexive), Some(ms)) = (reflexive, tracker_ms) {
+                lines.push(format!("registered with the tracker in {ms:.1} ms; it sees you at {reflexive}"));
+            }
+            lines.push("type /help for commands".into());
+            lines
+        }
+        Event::TrackerReady { target, .. } => vec![target.clone()],
+        Event::Peer {
+            peer_id,
+            name,
+            status,
+            reason,
+        } => {
+            let reason = reason.as_deref().map(|r| format!(" ({})", sanitize(r))).unwrap_or_default();
+            vec![format!(
+                "* {} [{}] {}{reason}",
+                sanitize(name),
+                short(peer_id),
+                status_word(*status)
+            )]
+        }
+        Event::Connected {
+            peer_id,
+            name,
+            path,
+            remote,
+            rtt_ms,
+            setup_ms,
+            ..
+        } => vec![format!(
+            "* connected to {} [{}] {path} via {remote}, rtt {rtt_ms:.1} ms, set up in {setup_ms:.1} ms",
+            sanitize(name),
+            short(peer_id),
+        )],
+        Event::Disconnected { peer_id, name, reason } => vec![format!(
+            "* {} [{}] is gone: {}",
+            sanitize(name),
+            short(peer_id),
+            sanitize(reason)
+        )],
+        Event::Message {
+            from_name,
+            room,
+            text,
+            ts,
+            ..
+        } => vec![format!(
+            "[{}] #{} {}: {}",
+            clock(*ts),
+            sanitize(room),
+            sanitize(from_name),
+            sanitize(text)
+        )],
+        Event::Sent { room, peers, .. } if *peers == 0 => {
+            vec![format!("(nobody else is connected in #{} yet)", sanitize(room))]
+        }
+        Event::Sent { .. } | Event::Delivered { .. } => Vec::new(),
+        Event::Joined { room, members } => vec![format!("* joined #{} ({members} other members)", sanitize(room))],
+        Event::Left { room } => vec![format!("* left #{}", sanitize(room))],
+        Event::Peers { peers } if peers.is_empty() => vec!["no peers known yet".into()],
+        Event::Peers { peers } => peers.iter().map(peer_line).collect(),
+        Event::Rooms { rooms } if rooms.is_empty() => vec!["in no room; /join one".into()],
+        Event::Rooms { rooms } => vec![format!(
+            "rooms: {} (current: #{})",
+            rooms.iter().map(|r| format!("#{}", sanitize(r))).collect::<Vec<_>>().join(" "),
+            rooms.last().map(|r| sanitize(r)).unwrap_or_default()
+        )],
+        Event::Help { commands } => commands
+            .iter()
+            .map(|line| format!("  {:<16} {}", line.usage, line.about))
+            .collect(),
+        Event::Info { message } => vec![format!("* {}", sanitize(message))],
+        Event::Error { message } => vec![format!("! {}", sanitize(message))],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_escapes_from_peers_are_neutralised() {
+        let event = Event::Message {
+            id: "x".into(),
+            from: "y".into(),
+            from_name: "mallory".into(),
+            room: "lobby".into(),
+            text: "hi\u{1b}[2J\rgone".into(),
+            ts: 3_723_000,
+            history: false,
+        };
+        let lines = render(&event);
+        assert_eq!(lines, vec!["[01:02:03] #lobby mallory: hi\u{fffd}[2J\u{fffd}gone".to_string()]);
+    }
+}
