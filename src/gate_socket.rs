@@ -20,7 +20,7 @@ use std::task::{ready, Context, Poll};
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Every probe datagram starts with these bytes.
 pub const PROBE_MAGIC: &[u8] = b"\0PGPROBE";
@@ -43,6 +43,16 @@ pub struct GateSocket {
     probes: mpsc::Sender<Probe>,
     probes_received: AtomicU64,
     probes_dropped: AtomicU64,
+    released: std::sync::Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+impl Drop for GateSocket {
+    fn drop(&mut self) {
+        let waiters = self.released.get_mut().map(std::mem::take).unwrap_or_default();
+        for waiter in waiters {
+            let _ = waiter.send(());
+        }
+    }
 }
 
 impl fmt::Debug for GateSocket {
@@ -68,6 +78,7 @@ impl GateSocket {
             probes,
             probes_received: AtomicU64::new(0),
             probes_dropped: AtomicU64::new(0),
+            released: std::sync::Mutex::new(Vec::new()),
         };
         Ok((Arc::new(gate), receiver))
     }
@@ -83,6 +94,16 @@ impl GateSocket {
         datagram.extend_from_slice(payload);
         self.io.send_to(&datagram, to).await?;
         Ok(())
+    }
+
+    /// Resolves once the socket is closed (its last owner dropped it), so its
+    /// port can be bound again.
+    pub fn when_released(&self) -> oneshot::Receiver<()> {
+        let (sender, receiver) = oneshot::channel();
+        if let Ok(mut waiters) = self.released.lock() {
+            waiters.push(sender);
+        }
+        receiver
     }
 
     /// Probes received so far, and those dropped because nobody read them.

@@ -52,7 +52,7 @@ pub enum TlsError {
 
 /// Raised inside a handshake when the presented key is not the pinned one:
 /// a misconfigured address, or someone impersonating the peer.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("peer id mismatch: expected {expected}, the peer presented {presented}")]
 pub struct PeerIdMismatch {
     pub expected: PeerId,
@@ -61,9 +61,22 @@ pub struct PeerIdMismatch {
 
 /// Raised inside a handshake when an incoming peer is not allowed by the
 /// node's policy (see [`IncomingPolicy`]).
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("peer {0} is not allowed to connect")]
 pub struct PeerNotAllowed(pub PeerId);
+
+// rustls shows these through `Debug`; make that the readable text.
+impl std::fmt::Debug for PeerIdMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Debug for PeerNotAllowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
 
 /// Decides which authenticated peers may connect in; consulted during the
 /// handshake, so a refused peer never gets a connection.
@@ -404,6 +417,16 @@ pub mod danger {
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             ED25519_ONLY.supported_schemes()
+        }
+    }
+
+    /// An identity that presents `cert` instead of its own certificate: for
+    /// tests that prove the other side refuses a certificate that does not
+    /// match the key or whose signature is broken.
+    pub fn with_certificate(identity: &Identity, cert: CertificateDer<'static>) -> CertifiedIdentity {
+        CertifiedIdentity {
+            cert,
+            key: PrivatePkcs8KeyDer::from(identity.pkcs8_der().to_vec()),
         }
     }
 

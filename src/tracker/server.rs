@@ -84,6 +84,7 @@ impl Shared {
 /// A running tracker.
 pub struct Tracker {
     endpoint: Endpoint,
+    socket_released: tokio::sync::oneshot::Receiver<()>,
     peer_id: PeerId,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
@@ -101,6 +102,7 @@ impl Tracker {
             source,
         })?;
         let endpoint = bound.endpoint;
+        let socket_released = bound.socket.when_released();
         let local_addr = endpoint.local_addr().map_err(|source| TrackerStartError::Bind {
             addr: config.listen,
             source,
@@ -114,6 +116,7 @@ impl Tracker {
         tracing::info!(%local_addr, tracker = %identity.peer_id(), "tracker listening");
         Ok(Self {
             endpoint,
+            socket_released,
             peer_id: identity.peer_id(),
             local_addr,
             shared,
@@ -138,12 +141,22 @@ impl Tracker {
         self.shared.registry().peer_count()
     }
 
-    /// Closes every connection with a reason and waits until they are gone.
+    /// Closes every connection with a reason, waits until they are gone, and
+    /// returns once the socket is closed (its port can be bound again).
     pub async fn shutdown(self) {
-        self.accept_task.abort();
-        self.endpoint
-            .close(CloseCode::Normal.varint(), b"tracker shutting down");
-        self.endpoint.wait_idle().await;
+        let Self {
+            endpoint,
+            socket_released,
+            accept_task,
+            ..
+        } = self;
+        endpoint.close(CloseCode::Normal.varint(), b"tracker shutting down");
+        endpoint.wait_idle().await;
+        accept_task.abort();
+        let _ = accept_task.await;
+        drop(endpoint);
+        // quinn's driver lets go of the socket once the last handle is gone.
+        let _ = tokio::time::timeout(Duration::from_secs(5), socket_released).await;
     }
 }
 

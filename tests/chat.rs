@@ -1,0 +1,123 @@
+//! Chat between real nodes over QUIC on 127.0.0.1, found through a real tracker
+//! or given by address.
+
+mod common;
+
+use common::*;
+use punchgate::node::{Event, PeerStatus};
+
+#[tokio::test]
+async fn chat_is_delivered_both_ways_and_acknowledged() {
+    let tracker = start_tracker();
+    let mut alice = start_node(config("alice", Some(&tracker), "r")).await;
+    let mut bob = start_node(config("bob", Some(&tracker), "r")).await;
+    alice.connected_to(&bob).await;
+    bob.connected_to(&alice).await;
+
+    let id = alice.node.say("hello bob").await.unwrap().to_string();
+    let (from, from_name) = bob.receives("hello bob").await;
+    assert_eq!((from, from_name.as_str()), (alice.id(), "alice"));
+    let bob_id = bob.id();
+    alice
+        .sees("the delivery acknowledgement", |e| match e {
+            Event::Delivered { id: got, peer_id, .. } if *got == id && *peer_id == bob_id => Some(()),
+            _ => None,
+        })
+        .await;
+
+    bob.node.say("hello alice").await.unwrap();
+    let (from, _) = alice.receives("hello alice").await;
+    assert_eq!(from, bob.id());
+}
+
+#[tokio::test]
+async fn third_peer_joins_and_is_seen_by_both_then_a_leaver_is_reported_gone() {
+    let tracker = start_tracker();
+    let mut alice = start_node(config("alice", Some(&tracker), "r")).await;
+    let mut bob = start_node(config("bob", Some(&tracker), "r")).await;
+    alice.connected_to(&bob).await;
+    bob.connected_to(&alice).await;
+
+    let mut carol = start_node(config("carol", Some(&tracker), "r")).await;
+    carol.connected_to(&alice).await;
+    carol.connected_to(&bob).await;
+    alice.connected_to(&carol).await;
+    bob.connected_to(&carol).await;
+
+    carol.node.say("hi both").await.unwrap();
+    alice.receives("hi both").await;
+    bob.receives("hi both").await;
+    let peers = alice.node.peers();
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    assert!(peers.iter().all(|p| p.status == PeerStatus::Connected));
+
+    carol.node.shutdown().await;
+    let carol_id = carol.id();
+    for node in [&mut alice, &mut bob] {
+        let reason = node
+            .sees("carol to leave", |e| match e {
+                Event::Disconnected { peer_id, reason, .. } if *peer_id == carol_id => Some(reason.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(reason.starts_with("left"), "{reason}");
+        let carol_now = node.node.peers().into_iter().find(|p| p.peer_id == carol_id).unwrap();
+        assert_eq!(carol_now.status, PeerStatus::Offline);
+    }
+    // The tracker forgets carol too.
+    assert_eq!(alice.node.peers().iter().filter(|p| p.status == PeerStatus::Connected).count(), 1);
+}
+
+#[tokio::test]
+async fn manual_connect_works_without_any_tracker() {
+    let mut alice = start_node(config("alice", None, "lobby")).await;
+    let mut bob_config = config("bob", None, "lobby");
+    bob_config.connect = vec![alice.node.target().unwrap().parse().unwrap()];
+    let mut bob = start_node(bob_config).await;
+    bob.connected_to(&alice).await;
+    alice.connected_to(&bob).await;
+    bob.node.say("no tracker needed").await.unwrap();
+    assert_eq!(alice.receives("no tracker needed").await.1, "bob");
+    alice.node.say("indeed").await.unwrap();
+    bob.receives("indeed").await;
+}
+
+#[tokio::test]
+async fn simultaneous_dials_leave_exactly_one_connection() {
+    let mut alice = start_node(config("alice", None, "lobby")).await;
+    let mut bob = start_node(config("bob", None, "lobby")).await;
+    let (a, b) = (alice.node.clone(), bob.node.clone());
+    let (a_target, b_target) = (a.target().unwrap(), b.target().unwrap());
+    let (ra, rb) = tokio::join!(a.connect_by_text(&b_target), b.connect_by_text(&a_target));
+    ra.unwrap();
+    rb.unwrap();
+    alice.connected_to(&bob).await;
+    bob.connected_to(&alice).await;
+    // Whatever raced, one gate per side stays and carries messages.
+    alice.node.say("after the race").await.unwrap();
+    bob.receives("after the race").await;
+    assert_eq!(alice.node.peers().len(), 1);
+    assert_eq!(alice.node.peers()[0].status, PeerStatus::Connected);
+    assert_eq!(bob.node.peers()[0].status, PeerStatus::Connected);
+}
+
+#[tokio::test]
+async fn messages_stay_in_their_room() {
+    let tracker = start_tracker();
+    let mut alice = start_node(config("alice", Some(&tracker), "public")).await;
+    let mut bob = start_node(config("bob", Some(&tracker), "public")).await;
+    alice.connected_to(&bob).await;
+    bob.connected_to(&alice).await;
+    // Alice moves to a room Bob is not in: her lines go there, not to Bob.
+    alice.node.join("private").await.unwrap();
+    let sent = alice.node.say("secret").await.unwrap().to_string();
+    alice
+        .sees("the send report", |e| match e {
+            Event::Sent { id, peers, .. } if *id == sent => Some(assert_eq!(*peers, 0)),
+            _ => None,
+        })
+        .await;
+    alice.node.leave("private").await.unwrap();
+    alice.node.say("public again").await.unwrap();
+    bob.receives("public again").await;
+}

@@ -1,0 +1,96 @@
+//! Shared set-up of the integration tests: trackers and nodes on 127.0.0.1,
+//! each node in its own temporary data directory, and event waits with a
+//! deadline (never a fixed sleep).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use punchgate::identity::Identity;
+use punchgate::node::{Event, Events, Node, NodeConfig};
+use punchgate::tracker::{Tracker, TrackerConfig};
+
+/// Deadline of any single wait: generous, since CI machines are slow.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn start_tracker() -> Tracker {
+    start_tracker_with(TrackerConfig::new(loopback()))
+}
+
+pub fn start_tracker_with(config: TrackerConfig) -> Tracker {
+    Tracker::start(&Identity::generate().unwrap(), config).unwrap()
+}
+
+pub struct TestNode {
+    pub node: Node,
+    pub events: Events,
+    pub home: tempfile::TempDir,
+}
+
+pub fn config(name: &str, tracker: Option<&Tracker>, room: &str) -> NodeConfig {
+    let mut config = NodeConfig::new(name);
+    config.bind = loopback();
+    config.tracker = tracker.map(|t| t.target().parse().unwrap());
+    config.rooms = vec![room.to_string()];
+    config
+}
+
+pub async fn start_node(config: NodeConfig) -> TestNode {
+    let home = tempfile::tempdir().unwrap();
+    start_node_in(home, config).await
+}
+
+pub async fn start_node_in(home: tempfile::TempDir, config: NodeConfig) -> TestNode {
+    let (node, mut events) = Node::start(home.path(), config).await.unwrap();
+    events
+        .wait_for(WAIT, |e| matches!(e, Event::Ready { .. }).then_some(()))
+        .await
+        .unwrap();
+    TestNode { node, events, home }
+}
+
+impl TestNode {
+    pub fn id(&self) -> String {
+        self.node.peer_id().to_string()
+    }
+
+    /// Waits until this node is connected to `peer`.
+    pub async fn connected_to(&mut self, peer: &TestNode) {
+        let want = peer.id();
+        self.events
+            .wait_for(WAIT, |e| match e {
+                Event::Connected { peer_id, .. } if *peer_id == want => Some(()),
+                _ => None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("waiting for a connection to {want}: {e}"));
+    }
+
+    /// Waits for a message with `text`; returns (author id, author name).
+    pub async fn receives(&mut self, text: &str) -> (String, String) {
+        self.events
+            .wait_for(WAIT, |e| match e {
+                Event::Message {
+                    text: got,
+                    from,
+                    from_name,
+                    ..
+                } if got == text => Some((from.clone(), from_name.clone())),
+                _ => None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("waiting for message {text:?}: {e}"))
+    }
+
+    /// Waits for an event `pick` accepts.
+    pub async fn sees<T>(&mut self, what: &str, pick: impl FnMut(&Event) -> Option<T>) -> T {
+        self.events
+            .wait_for(WAIT, pick)
+            .await
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+    }
+}
