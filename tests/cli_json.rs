@@ -1,0 +1,160 @@
+//! The CLI contract: real `punchgate` processes driven only through stdin and
+//! stdout JSON lines.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A child process with its stdout read line by line on a thread.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<Value>,
+    _home: tempfile::TempDir,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let home = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            .arg("--home")
+            .arg(home.path())
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                assert!(value["event"].is_string(), "no event field: {line}");
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines,
+            _home: home,
+        }
+    }
+
+    /// Waits for an event named `name` that `accept` likes.
+    fn expect(&self, name: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(event) if event["event"] == name && accept(&event) => return event,
+                Ok(_) => {}
+                Err(_) => panic!("no {name} event within {WAIT:?}"),
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (the same as /quit) and waits for a clean exit.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit status {status}");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_nodes_chat_through_json_lines_only() {
+    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let ready = tracker.expect("ready", |_| true);
+    let target = ready["target"].as_str().unwrap().to_string();
+    assert!(target.ends_with(&ready["addr"].as_str().unwrap().to_string()));
+
+    let chat = |name: &str| {
+        Proc::start(&["chat", "--tracker", &target, "--name", name, "--room", "r", "--bind", "127.0.0.1:0"])
+    };
+    let mut alice = chat("alice");
+    let alice_id = alice.expect("ready", |_| true)["peer_id"].as_str().unwrap().to_string();
+    let mut bob = chat("bob");
+    let bob_id = bob.expect("ready", |_| true)["peer_id"].as_str().unwrap().to_string();
+
+    let connected = bob.expect("connected", |e| e["peer_id"] == alice_id.as_str());
+    assert_eq!(connected["path"], "direct");
+    assert!(connected["rtt_ms"].as_f64().is_some());
+    alice.expect("connected", |e| e["peer_id"] == bob_id.as_str());
+
+    alice.send("hello from alice");
+    let message = bob.expect("message", |e| e["text"] == "hello from alice");
+    assert_eq!(message["from"], alice_id.as_str());
+    assert_eq!(message["from_name"], "alice");
+    assert_eq!(message["room"], "r");
+    assert!(message["ts"].as_u64().is_some() && message["id"].is_string());
+    let id = message["id"].as_str().unwrap().to_string();
+    alice.expect("delivered", |e| e["id"] == id.as_str() && e["peer_id"] == bob_id.as_str());
+
+    bob.send("/peers");
+    let peers = bob.expect("peers", |_| true);
+    assert_eq!(peers["peers"][0]["name"], "alice");
+    assert_eq!(peers["peers"][0]["status"], "connected");
+
+    bob.send("/nonsense");
+    assert!(bob.expect("error", |_| true)["message"].as_str().unwrap().contains("/help"));
+
+    bob.send("/quit");
+    alice.expect("disconnected", |e| e["peer_id"] == bob_id.as_str());
+    bob.finish();
+    alice.finish();
+}
+
+#[test]
+fn id_is_stable_for_a_data_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let id = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            .arg("--home")
+            .arg(home.path())
+            .arg("id")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let first = id();
+    assert_eq!(first.len(), 52);
+    assert_eq!(id(), first);
+}
+
+#[test]
+fn bad_arguments_fail_with_a_one_line_reason() {
+    let out = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        .args(["chat", "--connect", "not-a-peer@127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("malformed peer id"), "{stderr}");
+}

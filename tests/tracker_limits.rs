@@ -1,0 +1,71 @@
+//! The tracker's limits hold and each is a clear error to the client.
+
+mod common;
+
+use common::*;
+use punchgate::endpoint::{self, Liveness};
+use punchgate::identity::Identity;
+use punchgate::node::Node;
+use punchgate::protocol::TrackerRefusal;
+use punchgate::tls::CertifiedIdentity;
+use punchgate::tracker::client::Registration;
+use punchgate::tracker::{TrackerConfig, TrackerError, TrackerLimits, TrackerSession};
+
+#[tokio::test]
+async fn a_full_tracker_refuses_with_its_limit() {
+    let mut config = TrackerConfig::new(loopback());
+    config.limits = TrackerLimits {
+        max_peers: 1,
+        ..TrackerLimits::default()
+    };
+    let tracker = start_tracker_with(config);
+    let _first = start_node(config_for(&tracker, "first")).await;
+    let home = tempfile::tempdir().unwrap();
+    let error = Node::start(home.path(), config_for(&tracker, "second")).await.err().unwrap();
+    assert!(error.to_string().contains("the tracker is full (1 peers)"), "{error}");
+}
+
+fn config_for(tracker: &punchgate::tracker::Tracker, name: &str) -> punchgate::node::NodeConfig {
+    config(name, Some(tracker), "r")
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_rate_limited_and_others_are_served() {
+    let mut config = TrackerConfig::new(loopback());
+    config.limits = TrackerLimits {
+        requests_per_second: 1,
+        request_burst: 5,
+        ..TrackerLimits::default()
+    };
+    let tracker = start_tracker_with(config);
+    let identity = Identity::generate().unwrap();
+    let certified = CertifiedIdentity::new(&identity).unwrap();
+    let bound = endpoint::bind(loopback(), None).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let registration = Registration {
+        name: "flood",
+        local_addrs: vec![],
+    };
+    let target = tracker.target().parse().unwrap();
+    let (session, _events) =
+        TrackerSession::connect(&bound.endpoint, &certified, home.path(), &target, Liveness::default(), registration)
+            .await
+            .unwrap();
+    session.join("r").await.unwrap();
+    let mut refused = None;
+    for _ in 0..20 {
+        if let Err(error) = session.members("r").await {
+            refused = Some(error);
+            break;
+        }
+    }
+    match refused {
+        Some(TrackerError::Refused(TrackerRefusal::RateLimited { per_second: 1 })) => {}
+        other => panic!("expected a rate-limit refusal, got {other:?}"),
+    }
+    // Another peer is unaffected and meets the flooder's room.
+    let mut other = start_node(config_for(&tracker, "other")).await;
+    other
+        .sees("the join", |e| matches!(e, punchgate::node::Event::Joined { members: 1, .. }).then_some(()))
+        .await;
+}
