@@ -21,9 +21,18 @@ pub enum Command {
 pub const HELP: &[(&str, &str)] = &[
     ("<text>", "send a message to the current room"),
     ("/help", "list the commands"),
-    ("/peers", "every known peer: name, id, status, path, address"),
-    ("/rooms", "the rooms you are in (the last joined is current)"),
-    ("/connect PEER", "connect to PEERID@host:port, or to a room member by name or id"),
+    (
+        "/peers",
+        "every known peer: name, id, status, path, address",
+    ),
+    (
+        "/rooms",
+        "the rooms you are in (the last joined is current)",
+    ),
+    (
+        "/connect PEER",
+        "connect to PEERID@host:port, or to a room member by name or id",
+    ),
     ("/join ROOM", "join a room and connect to its members"),
     ("/leave ROOM", "leave a room"),
     ("/quit", "tell connected peers goodbye and exit"),
@@ -90,19 +99,32 @@ mod tests {
     #[test]
     fn lines_parse_into_commands() {
         assert_eq!(parse("hello there"), Ok(Command::Say("hello there".into())));
-        assert_eq!(parse("//not a command"), Ok(Command::Say("/not a command".into())));
+        assert_eq!(
+            parse("//not a command"),
+            Ok(Command::Say("/not a command".into()))
+        );
         assert_eq!(parse("/peers"), Ok(Command::Peers));
         assert_eq!(parse("/join  games "), Ok(Command::Join("games".into())));
         assert_eq!(parse("/quit\n"), Ok(Command::Quit));
-        assert_eq!(parse("/join"), Err(CommandError::MissingArgument("join", "a room name")));
-        assert_eq!(parse("/frobnicate"), Err(CommandError::Unknown("frobnicate".into())));
+        assert_eq!(
+            parse("/join"),
+            Err(CommandError::MissingArgument("join", "a room name"))
+        );
+        assert_eq!(
+            parse("/frobnicate"),
+            Err(CommandError::Unknown("frobnicate".into()))
+        );
         assert_eq!(parse("   "), Err(CommandError::Empty));
     }
 
     #[test]
     fn every_command_has_help() {
         for name in ["help", "peers", "rooms", "connect", "join", "leave", "quit"] {
-            assert!(HELP.iter().any(|(usage, _)| usage.starts_with(&format!("/{name}"))), "{name}");
+            assert!(
+                HELP.iter()
+                    .any(|(usage, _)| usage.starts_with(&format!("/{name}"))),
+                "{name}"
+            );
         }
     }
 }

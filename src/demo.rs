@@ -25,7 +25,11 @@ pub struct DemoReport {
     pub round_trip_ms: [f64; 2],
 }
 
-async fn start_peer(home: &std::path::Path, name: &str, tracker: &str) -> anyhow::Result<(Node, Events, f64)> {
+async fn start_peer(
+    home: &std::path::Path,
+    name: &str,
+    tracker: &str,
+) -> anyhow::Result<(Node, Events, f64)> {
     let mut config = NodeConfig::new(name);
     config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     config.tracker = Some(tracker.parse()?);
@@ -61,7 +65,9 @@ async fn exchange(
     }
     let ack_ms = sender_events
         .wait_for(STEP_TIMEOUT, |e| match e {
-            Event::Delivered { id: got, ack_ms, .. } if *got == id => Some(*ack_ms),
+            Event::Delivered {
+                id: got, ack_ms, ..
+            } if *got == id => Some(*ack_ms),
             _ => None,
         })
         .await
@@ -71,16 +77,33 @@ async fn exchange(
 
 /// Runs the demo, writing its story to `out`.
 pub async fn run(out: &mut impl Write) -> anyhow::Result<DemoReport> {
-    let homes = [tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?];
+    let homes = [
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    ];
     writeln!(out, "punchgate demo: one tracker and two peers on loopback")?;
     let tracker_identity = Identity::generate()?;
-    let tracker = Tracker::start(&tracker_identity, TrackerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))))?;
+    let tracker = Tracker::start(
+        &tracker_identity,
+        TrackerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))),
+    )?;
     writeln!(out, "tracker      {}", tracker.target())?;
 
-    let (alice, mut alice_events, alice_ms) = start_peer(homes[0].path(), "alice", &tracker.target()).await?;
-    writeln!(out, "alice        {} registered in {alice_ms:.1} ms", alice.peer_id().short())?;
-    let (bob, mut bob_events, bob_ms) = start_peer(homes[1].path(), "bob", &tracker.target()).await?;
-    writeln!(out, "bob          {} registered in {bob_ms:.1} ms; found alice in #{ROOM}", bob.peer_id().short())?;
+    let (alice, mut alice_events, alice_ms) =
+        start_peer(homes[0].path(), "alice", &tracker.target()).await?;
+    writeln!(
+        out,
+        "alice        {} registered in {alice_ms:.1} ms",
+        alice.peer_id().short()
+    )?;
+    let (bob, mut bob_events, bob_ms) =
+        start_peer(homes[1].path(), "bob", &tracker.target()).await?;
+    writeln!(
+        out,
+        "bob          {} registered in {bob_ms:.1} ms; found alice in #{ROOM}",
+        bob.peer_id().short()
+    )?;
 
     // Bob joined second, so Bob dials Alice.
     let (handshake_ms, rtt_ms, remote) = bob_events
@@ -96,7 +119,9 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<DemoReport> {
         .await
         .context("waiting for bob to connect to alice")?;
     alice_events
-        .wait_for(STEP_TIMEOUT, |e| matches!(e, Event::Connected { .. }).then_some(()))
+        .wait_for(STEP_TIMEOUT, |e| {
+            matches!(e, Event::Connected { .. }).then_some(())
+        })
         .await
         .context("waiting for alice to see bob")?;
     writeln!(
@@ -104,10 +129,28 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<DemoReport> {
         "bob → alice  pinned QUIC handshake + greeting in {handshake_ms:.1} ms to {remote} (rtt {rtt_ms:.2} ms)"
     )?;
 
-    let to_bob = exchange(&alice, &mut alice_events, &mut bob_events, "hello bob, this is alice").await?;
-    writeln!(out, "alice → bob  \"hello bob, this is alice\" delivered; round trip {to_bob:.1} ms")?;
-    let to_alice = exchange(&bob, &mut bob_events, &mut alice_events, "hi alice, bob here").await?;
-    writeln!(out, "bob → alice  \"hi alice, bob here\" delivered; round trip {to_alice:.1} ms")?;
+    let to_bob = exchange(
+        &alice,
+        &mut alice_events,
+        &mut bob_events,
+        "hello bob, this is alice",
+    )
+    .await?;
+    writeln!(
+        out,
+        "alice → bob  \"hello bob, this is alice\" delivered; round trip {to_bob:.1} ms"
+    )?;
+    let to_alice = exchange(
+        &bob,
+        &mut bob_events,
+        &mut alice_events,
+        "hi alice, bob here",
+    )
+    .await?;
+    writeln!(
+        out,
+        "bob → alice  \"hi alice, bob here\" delivered; round trip {to_alice:.1} ms"
+    )?;
 
     bob.shutdown().await;
     let reason = alice_events
@@ -120,7 +163,10 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<DemoReport> {
     writeln!(out, "bob quit     alice saw: {reason}")?;
     alice.shutdown().await;
     tracker.shutdown().await;
-    writeln!(out, "demo ok: messages delivered both ways over mutually authenticated QUIC")?;
+    writeln!(
+        out,
+        "demo ok: messages delivered both ways over mutually authenticated QUIC"
+    )?;
     Ok(DemoReport {
         registration_ms: [alice_ms, bob_ms],
         handshake_ms,

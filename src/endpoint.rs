@@ -52,11 +52,15 @@ pub struct BoundEndpoint {
 /// Binds a gate socket on `addr` and a QUIC endpoint on it, accepting
 /// connections with `server` if given. QUIC-bit greasing is off so probes can
 /// share the socket.
-pub fn bind(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<BoundEndpoint> {
+pub fn bind(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<BoundEndpoint> {
     let (socket, probes) = GateSocket::bind(addr)?;
     let mut config = EndpointConfig::default();
     config.grease_quic_bit(false);
-    let endpoint = Endpoint::new_with_abstract_socket(config, server, socket.clone(), Arc::new(TokioRuntime))?;
+    let endpoint =
+        Endpoint::new_with_abstract_socket(config, server, socket.clone(), Arc::new(TokioRuntime))?;
     Ok(BoundEndpoint {
         endpoint,
         socket,

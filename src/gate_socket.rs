@@ -48,7 +48,11 @@ pub struct GateSocket {
 
 impl Drop for GateSocket {
     fn drop(&mut self) {
-        let waiters = self.released.get_mut().map(std::mem::take).unwrap_or_default();
+        let waiters = self
+            .released
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         for waiter in waiters {
             let _ = waiter.send(());
         }
@@ -87,7 +91,10 @@ impl GateSocket {
     /// it leaves through the same NAT mapping as the node's QUIC traffic.
     pub async fn send_probe(&self, to: SocketAddr, payload: &[u8]) -> io::Result<()> {
         if payload.len() > MAX_PROBE_PAYLOAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "probe payload too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "probe payload too large",
+            ));
         }
         let mut datagram = Vec::with_capacity(PROBE_MAGIC.len() + payload.len());
         datagram.extend_from_slice(PROBE_MAGIC);
@@ -132,7 +139,12 @@ pub fn is_probe(datagram: &[u8]) -> bool {
 /// `stride`-sized segments (only the last may be shorter), handing each probe
 /// to `on_probe`. The QUIC segments left keep their order and are packed to the
 /// front; returns their total length.
-pub fn take_probes(buf: &mut [u8], len: usize, stride: usize, mut on_probe: impl FnMut(&[u8])) -> usize {
+pub fn take_probes(
+    buf: &mut [u8],
+    len: usize,
+    stride: usize,
+    mut on_probe: impl FnMut(&[u8]),
+) -> usize {
     let stride = stride.max(1);
     let mut read = 0;
     let mut write = 0;
@@ -160,8 +172,9 @@ impl AsyncUdpSocket for GateSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.io
-            .try_io(Interest::WRITABLE, || self.state.send((&self.io).into(), transmit))
+        self.io.try_io(Interest::WRITABLE, || {
+            self.state.send((&self.io).into(), transmit)
+        })
     }
 
     fn poll_recv(
@@ -172,10 +185,9 @@ impl AsyncUdpSocket for GateSocket {
     ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.io.poll_recv_ready(cx))?;
-            let Ok(count) = self
-                .io
-                .try_io(Interest::READABLE, || self.state.recv((&self.io).into(), bufs, meta))
-            else {
+            let Ok(count) = self.io.try_io(Interest::READABLE, || {
+                self.state.recv((&self.io).into(), bufs, meta)
+            }) else {
                 continue;
             };
             let mut quic_left = false;
@@ -261,7 +273,10 @@ mod tests {
         let mut seen = Vec::new();
         let left = take_probes(&mut buf, len, stride, |p| seen.push(p.to_vec()));
         assert_eq!(seen, vec![probe]);
-        assert_eq!(&buf[..left], [quic_a.as_slice(), &quic_b, &tail].concat().as_slice());
+        assert_eq!(
+            &buf[..left],
+            [quic_a.as_slice(), &quic_b, &tail].concat().as_slice()
+        );
     }
 
     #[test]
@@ -273,7 +288,9 @@ mod tests {
             assert!(!is_probe(&datagram));
         }
         assert!(is_probe(PROBE_MAGIC));
-        assert!(!is_probe(&[PROBE_MAGIC, &[0u8; MAX_PROBE_PAYLOAD + 1]].concat()));
+        assert!(!is_probe(
+            &[PROBE_MAGIC, &[0u8; MAX_PROBE_PAYLOAD + 1]].concat()
+        ));
     }
 
     #[tokio::test]

@@ -78,7 +78,10 @@ pub fn read_private(path: &Path) -> Result<Option<Vec<u8>>, HomeError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(io_error(path))?.permissions().mode();
+        let mode = std::fs::metadata(path)
+            .map_err(io_error(path))?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             return Err(HomeError::TooOpen {
                 path: path.display().to_string(),
@@ -182,9 +185,7 @@ mod tests {
         assert!(matches!(err, HomeError::TrackerKeyChanged { .. }));
         assert!(err.to_string().contains("TRACKER KEY CHANGED"));
         // Another address is independent.
-        known
-            .check_or_remember("127.0.0.1:4001", other)
-            .unwrap();
+        known.check_or_remember("127.0.0.1:4001", other).unwrap();
     }
 
     #[cfg(unix)]
@@ -195,6 +196,9 @@ mod tests {
         let path = dir.path().join("secret");
         write_private(&path, b"x").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(read_private(&path), Err(HomeError::TooOpen { .. })));
+        assert!(matches!(
+            read_private(&path),
+            Err(HomeError::TooOpen { .. })
+        ));
     }
 }

@@ -56,7 +56,11 @@ impl PeerId {
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&data_encoding::BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
+        f.write_str(
+            &data_encoding::BASE32_NOPAD
+                .encode(&self.0)
+                .to_ascii_lowercase(),
+        )
     }
 }
 
@@ -91,7 +95,9 @@ impl FromStr for PeerId {
 pub enum IdentityError {
     #[error("malformed peer id: {0} (a peer id is 52 characters of a-z and 2-7)")]
     MalformedPeerId(String),
-    #[error("signature does not verify against the claimed peer id (a corrupted or forged message)")]
+    #[error(
+        "signature does not verify against the claimed peer id (a corrupted or forged message)"
+    )]
     BadSignature,
     #[error("the identity key file {path} is invalid: {reason}")]
     BadKeyFile { path: String, reason: String },
@@ -116,7 +122,8 @@ impl Identity {
     pub fn generate() -> Result<Self, IdentityError> {
         let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
             .map_err(|e| IdentityError::Generate(e.to_string()))?;
-        Self::from_pkcs8(key_pair.serialize_der()).map_err(|e| IdentityError::Generate(e.to_string()))
+        Self::from_pkcs8(key_pair.serialize_der())
+            .map_err(|e| IdentityError::Generate(e.to_string()))
     }
 
     fn from_pkcs8(pkcs8: Vec<u8>) -> Result<Self, ring::error::KeyRejected> {
@@ -208,7 +215,9 @@ mod tests {
         let id = Identity::generate().unwrap().peer_id();
         let text = id.to_string();
         assert_eq!(text.len(), PEER_ID_TEXT_LEN);
-        assert!(text.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+        assert!(text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
         assert_eq!(text.parse::<PeerId>().unwrap(), id);
         assert_eq!(text.to_uppercase().parse::<PeerId>().unwrap(), id);
     }
@@ -216,7 +225,13 @@ mod tests {
     #[test]
     fn malformed_peer_ids_are_refused() {
         for bad in ["", "abc", &"1".repeat(52), &"a".repeat(53)] {
-            assert!(matches!(bad.parse::<PeerId>(), Err(IdentityError::MalformedPeerId(_))), "{bad}");
+            assert!(
+                matches!(
+                    bad.parse::<PeerId>(),
+                    Err(IdentityError::MalformedPeerId(_))
+                ),
+                "{bad}"
+            );
         }
     }
 
@@ -240,7 +255,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -18,7 +18,11 @@ use punchgate::render;
 use punchgate::tracker::{Tracker, TrackerConfig, TrackerLimits};
 
 #[derive(Parser)]
-#[command(name = "punchgate", version, about = "Encrypted peer-to-peer chat across NATs over pinned QUIC")]
+#[command(
+    name = "punchgate",
+    version,
+    about = "Encrypted peer-to-peer chat across NATs over pinned QUIC"
+)]
 struct Cli {
     /// Data directory (identity key, known trackers). Default: the platform's
     /// data directory, e.g. ~/.local/share/punchgate.
@@ -221,7 +225,9 @@ async fn shutdown_signal() {
 }
 
 async fn chat(home: &std::path::Path, config: NodeConfig, output: Output) -> anyhow::Result<()> {
-    let (node, mut events) = Node::start(home, config).await.context("cannot start the node")?;
+    let (node, mut events) = Node::start(home, config)
+        .await
+        .context("cannot start the node")?;
     let printer = tokio::spawn(async move {
         while let Some(event) = events.next().await {
             if output.show(&event).is_err() {

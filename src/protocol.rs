@@ -40,9 +40,15 @@ pub enum TrackerRequestBody {
         name: String,
         local_addrs: Vec<SocketAddr>,
     },
-    Join { room: String },
-    Leave { room: String },
-    Members { room: String },
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+    },
+    Members {
+        room: String,
+    },
 }
 
 /// Tracker → node, on the same stream.
@@ -58,11 +64,21 @@ pub enum TrackerMessage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TrackerResponse {
     /// `reflexive` is the address the tracker saw the node's packets come from.
-    Registered { reflexive: SocketAddr },
+    Registered {
+        reflexive: SocketAddr,
+    },
     /// The room's members other than the node itself.
-    Joined { room: String, members: Vec<Member> },
-    Left { room: String },
-    Members { room: String, members: Vec<Member> },
+    Joined {
+        room: String,
+        members: Vec<Member>,
+    },
+    Left {
+        room: String,
+    },
+    Members {
+        room: String,
+        members: Vec<Member>,
+    },
 }
 
 /// Why the tracker refused a request. Each names the limit that was hit.
@@ -113,9 +129,15 @@ impl Member {
 /// Pushed by the tracker to every other member of a room.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TrackerEvent {
-    Joined { room: String, member: Member },
+    Joined {
+        room: String,
+        member: Member,
+    },
     /// The peer left the room, or its tracker connection died.
-    Left { room: String, peer_id: PeerId },
+    Left {
+        room: String,
+        peer_id: PeerId,
+    },
 }
 
 /// Checks a user-chosen name or room: non-empty, bounded, printable.
@@ -144,11 +166,19 @@ pub enum ControlMessage {
         rooms: Vec<String>,
     },
     /// The sender's rooms changed (it joined or left one).
-    Rooms { rooms: Vec<String> },
+    Rooms {
+        rooms: Vec<String>,
+    },
     /// The sender is leaving; the receiver shows it gone at once.
-    Goodbye { reason: String },
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
+    Goodbye {
+        reason: String,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
 }
 
 /// Identifies a chat message: its author and the author's sequence number.
@@ -240,7 +270,10 @@ pub enum ChatFrame {
     /// The receiver accepted the message (verified it and took it in).
     Ack(MessageId),
     /// The receiver refused the message, and why.
-    Reject { id: MessageId, reason: String },
+    Reject {
+        id: MessageId,
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -15,7 +15,12 @@ pub fn sanitize(text: &str) -> String {
 /// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
 pub fn clock(ts_ms: u64) -> String {
     let secs = ts_ms / 1000;
-    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }
 
 fn short(id: &str) -> &str {
@@ -154,6 +159,9 @@ mod tests {
             history: false,
         };
         let lines = render(&event);
-        assert_eq!(lines, vec!["[01:02:03] #lobby mallory: hi\u{fffd}[2J\u{fffd}gone".to_string()]);
+        assert_eq!(
+            lines,
+            vec!["[01:02:03] #lobby mallory: hi\u{fffd}[2J\u{fffd}gone".to_string()]
+        );
     }
 }

@@ -17,7 +17,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 
 use crate::identity::{Identity, PeerId, PEER_ID_LEN};
 
@@ -113,7 +115,7 @@ pub fn verify_self_signed(
     entity
         .verify_for_usage(
             ED25519_ONLY.all,
-            &[anchor.clone()],
+            std::slice::from_ref(&anchor),
             &[],
             now,
             usage,
@@ -121,8 +123,9 @@ pub fn verify_self_signed(
             None,
         )
         .map_err(bad)?;
-    peer_id_from_spki(&anchor.subject_public_key_info)
-        .ok_or(rustls::Error::InvalidCertificate(CertificateError::BadEncoding))
+    peer_id_from_spki(&anchor.subject_public_key_info).ok_or(rustls::Error::InvalidCertificate(
+        CertificateError::BadEncoding,
+    ))
 }
 
 fn webpki_error(error: webpki::Error) -> CertificateError {
@@ -182,11 +185,12 @@ impl ServerCertVerifier for PinnedServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if !intermediates.is_empty() {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            ));
         }
-        let expected = expected_peer(server_name).ok_or_else(|| {
-            rustls::Error::General("server name does not name a peer id".into())
-        })?;
+        let expected = expected_peer(server_name)
+            .ok_or_else(|| rustls::Error::General("server name does not name a peer id".into()))?;
         let presented = verify_self_signed(end_entity, now, webpki::KeyUsage::server_auth())?;
         if presented != expected {
             return Err(refuse(PeerIdMismatch {
@@ -244,7 +248,9 @@ impl ClientCertVerifier for PeerClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         if !intermediates.is_empty() {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            ));
         }
         let presented = verify_self_signed(end_entity, now, webpki::KeyUsage::client_auth())?;
         if !(self.policy)(&presented) {
@@ -294,11 +300,12 @@ impl CertifiedIdentity {
     pub fn new(identity: &Identity) -> Result<Self, TlsError> {
         let cert_error = |e: rcgen::Error| TlsError::Certificate(e.to_string());
         let key_pair = rcgen::KeyPair::try_from(identity.pkcs8_der()).map_err(cert_error)?;
-        let mut params = rcgen::CertificateParams::new(vec!["punchgate".to_string()])
-            .map_err(cert_error)?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("punchgate {}", identity.peer_id()));
+        let mut params =
+            rcgen::CertificateParams::new(vec!["punchgate".to_string()]).map_err(cert_error)?;
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("punchgate {}", identity.peer_id()),
+        );
         let cert = params.self_signed(&key_pair).map_err(cert_error)?;
         Ok(Self {
             cert: cert.der().clone(),
@@ -391,7 +398,9 @@ pub mod danger {
             now: UnixTime,
         ) -> Result<ServerCertVerified, rustls::Error> {
             if !intermediates.is_empty() {
-                return Err(rustls::Error::InvalidCertificate(CertificateError::BadEncoding));
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::BadEncoding,
+                ));
             }
             verify_self_signed(end_entity, now, webpki::KeyUsage::server_auth())?;
             Ok(ServerCertVerified::assertion())
@@ -423,7 +432,10 @@ pub mod danger {
     /// An identity that presents `cert` instead of its own certificate: for
     /// tests that prove the other side refuses a certificate that does not
     /// match the key or whose signature is broken.
-    pub fn with_certificate(identity: &Identity, cert: CertificateDer<'static>) -> CertifiedIdentity {
+    pub fn with_certificate(
+        identity: &Identity,
+        cert: CertificateDer<'static>,
+    ) -> CertifiedIdentity {
         CertifiedIdentity {
             cert,
             key: PrivatePkcs8KeyDer::from(identity.pkcs8_der().to_vec()),
@@ -451,7 +463,10 @@ mod tests {
     fn own_certificate_verifies_and_yields_the_peer_id() {
         let identity = Identity::generate().unwrap();
         let certified = CertifiedIdentity::new(&identity).unwrap();
-        for usage in [webpki::KeyUsage::server_auth(), webpki::KeyUsage::client_auth()] {
+        for usage in [
+            webpki::KeyUsage::server_auth(),
+            webpki::KeyUsage::client_auth(),
+        ] {
             let id = verify_self_signed(&certified.cert, now(), usage).unwrap();
             assert_eq!(id, identity.peer_id());
         }
@@ -465,9 +480,16 @@ mod tests {
         // The signature is the last 64 bytes of the DER.
         let last = der.len() - 1;
         der[last] ^= 0x01;
-        let err = verify_self_signed(&CertificateDer::from(der), now(), webpki::KeyUsage::server_auth())
-            .unwrap_err();
-        assert_eq!(err, rustls::Error::InvalidCertificate(CertificateError::BadSignature));
+        let err = verify_self_signed(
+            &CertificateDer::from(der),
+            now(),
+            webpki::KeyUsage::server_auth(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+        );
     }
 
     #[test]
@@ -483,14 +505,22 @@ mod tests {
             .unwrap()
             .signed_by(&a_key, &issuer, &b_key)
             .unwrap();
-        let err = verify_self_signed(forged.der(), now(), webpki::KeyUsage::server_auth()).unwrap_err();
-        assert_eq!(err, rustls::Error::InvalidCertificate(CertificateError::BadSignature));
+        let err =
+            verify_self_signed(forged.der(), now(), webpki::KeyUsage::server_auth()).unwrap_err();
+        assert_eq!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+        );
     }
 
     #[test]
     fn garbage_is_not_a_certificate() {
-        let err = verify_self_signed(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]), now(), webpki::KeyUsage::server_auth())
-            .unwrap_err();
+        let err = verify_self_signed(
+            &CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]),
+            now(),
+            webpki::KeyUsage::server_auth(),
+        )
+        .unwrap_err();
         assert!(matches!(err, rustls::Error::InvalidCertificate(_)));
     }
 

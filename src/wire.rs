@@ -218,8 +218,8 @@ pub fn decode_body<T: DeserializeOwned>(kind: StreamKind, body: &[u8]) -> Result
         kind: kind.name(),
         reason,
     };
-    let (message, used) = bincode::serde::decode_from_slice(body, codec())
-        .map_err(|e| malformed(e.to_string()))?;
+    let (message, used) =
+        bincode::serde::decode_from_slice(body, codec()).map_err(|e| malformed(e.to_string()))?;
     if used != body.len() {
         return Err(malformed(format!("{} trailing bytes", body.len() - used)));
     }
@@ -341,10 +341,14 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_end_cleanly() {
         let mut bytes = Vec::new();
-        let mut writer = FrameWriter::open(&mut bytes, StreamKind::Chat).await.unwrap();
+        let mut writer = FrameWriter::open(&mut bytes, StreamKind::Chat)
+            .await
+            .unwrap();
         writer.send(&sample()).await.unwrap();
         writer.send(&sample()).await.unwrap();
-        let mut reader = FrameReader::accept(&bytes[..], StreamKind::Chat).await.unwrap();
+        let mut reader = FrameReader::accept(&bytes[..], StreamKind::Chat)
+            .await
+            .unwrap();
         assert_eq!(reader.recv::<Sample>().await.unwrap(), Some(sample()));
         assert_eq!(reader.recv::<Sample>().await.unwrap(), Some(sample()));
         assert_eq!(reader.recv::<Sample>().await.unwrap(), None);
@@ -354,7 +358,9 @@ mod tests {
     async fn oversized_length_is_refused_before_allocation() {
         let mut bytes = header(StreamKind::Control).to_vec();
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
-        let mut reader = FrameReader::accept(&bytes[..], StreamKind::Control).await.unwrap();
+        let mut reader = FrameReader::accept(&bytes[..], StreamKind::Control)
+            .await
+            .unwrap();
         let err = reader.recv::<Sample>().await.unwrap_err();
         assert!(matches!(err, WireError::FrameTooLarge { len, .. } if len == u32::MAX as usize));
     }
@@ -365,17 +371,25 @@ mod tests {
         for cut in [2, LENGTH_PREFIX + 1, frame.len() - 1] {
             let mut bytes = header(StreamKind::Chat).to_vec();
             bytes.extend_from_slice(&frame[..cut]);
-            let mut reader = FrameReader::accept(&bytes[..], StreamKind::Chat).await.unwrap();
+            let mut reader = FrameReader::accept(&bytes[..], StreamKind::Chat)
+                .await
+                .unwrap();
             let err = reader.recv::<Sample>().await.unwrap_err();
-            assert!(matches!(err, WireError::Truncated(_)), "cut at {cut}: {err}");
+            assert!(
+                matches!(err, WireError::Truncated(_)),
+                "cut at {cut}: {err}"
+            );
         }
     }
 
     #[tokio::test]
     async fn bad_headers_are_typed_errors() {
-        let cases: [(&[u8], fn(&WireError) -> bool); 4] = [
+        type Check = fn(&WireError) -> bool;
+        let cases: [(&[u8], Check); 4] = [
             (b"XX\x01\x01", |e| matches!(e, WireError::BadMagic(_))),
-            (b"PG\x09\x01", |e| matches!(e, WireError::UnsupportedVersion(9))),
+            (b"PG\x09\x01", |e| {
+                matches!(e, WireError::UnsupportedVersion(9))
+            }),
             (b"PG\x01\xee", |e| matches!(e, WireError::UnknownKind(0xee))),
             (b"PG", |e| matches!(e, WireError::Truncated(_))),
         ];

@@ -14,13 +14,22 @@ use punchgate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind};
 use quinn::{Connection, ConnectionError};
 
 /// A bare QUIC client with a valid identity, to send whatever bytes we like.
-async fn raw_connection(addr: std::net::SocketAddr, server: PeerId, alpn: &[u8]) -> (Connection, endpoint::BoundEndpoint) {
+async fn raw_connection(
+    addr: std::net::SocketAddr,
+    server: PeerId,
+    alpn: &[u8],
+) -> (Connection, endpoint::BoundEndpoint) {
     let certified = CertifiedIdentity::new(&Identity::generate().unwrap()).unwrap();
     let bound = endpoint::bind(loopback(), None).unwrap();
-    let connection = endpoint::connect_pinned(&bound.endpoint, certified.pinned_client(alpn).unwrap(), addr, &server)
-        .unwrap()
-        .await
-        .unwrap();
+    let connection = endpoint::connect_pinned(
+        &bound.endpoint,
+        certified.pinned_client(alpn).unwrap(),
+        addr,
+        &server,
+    )
+    .unwrap()
+    .await
+    .unwrap();
     (connection, bound)
 }
 
@@ -32,7 +41,10 @@ async fn send_and_get_close_reason(connection: &Connection, bytes: &[u8]) -> Str
     send.finish().unwrap();
     match connection.closed().await {
         ConnectionError::ApplicationClosed(close) => {
-            assert_eq!(CloseCode::from_varint(close.error_code), Some(CloseCode::Protocol));
+            assert_eq!(
+                CloseCode::from_varint(close.error_code),
+                Some(CloseCode::Protocol)
+            );
             String::from_utf8_lossy(&close.reason).into_owned()
         }
         other => panic!("expected a protocol close, got {other}"),
@@ -65,9 +77,21 @@ fn hostile_streams(kind: StreamKind) -> Vec<(&'static str, Vec<u8>, &'static str
     malformed.extend_from_slice(&[0xff; 5]);
     vec![
         ("oversized length", frame_header(kind, u32::MAX), "exceeds"),
-        ("truncated frame", truncated, "ended in the middle of a frame"),
-        ("unknown stream kind", b"PG\x01\xee".to_vec(), "unknown stream kind 238"),
-        ("random bytes", random_bytes(64, 7), "not a punchgate stream"),
+        (
+            "truncated frame",
+            truncated,
+            "ended in the middle of a frame",
+        ),
+        (
+            "unknown stream kind",
+            b"PG\x01\xee".to_vec(),
+            "unknown stream kind 238",
+        ),
+        (
+            "random bytes",
+            random_bytes(64, 7),
+            "not a punchgate stream",
+        ),
         ("malformed frame", malformed, "malformed"),
     ]
 }
@@ -90,27 +114,39 @@ async fn tracker_closes_only_the_offender_on_bad_streams() {
     let tracker = start_tracker();
     // A well-behaved node, connected throughout.
     let mut witness = start_node(config("witness", Some(&tracker), "w")).await;
-    for (round, (what, bytes, expected)) in hostile_streams(StreamKind::Tracker).into_iter().enumerate() {
-        let (connection, _bound) = raw_connection(tracker.local_addr(), tracker.peer_id(), tls::ALPN_TRACKER).await;
+    for (round, (what, bytes, expected)) in
+        hostile_streams(StreamKind::Tracker).into_iter().enumerate()
+    {
+        let (connection, _bound) =
+            raw_connection(tracker.local_addr(), tracker.peer_id(), tls::ALPN_TRACKER).await;
         let reason = send_and_get_close_reason(&connection, &bytes).await;
-        assert!(reason.contains(expected), "{what}: reason {reason:?} lacks {expected:?}");
+        assert!(
+            reason.contains(expected),
+            "{what}: reason {reason:?} lacks {expected:?}"
+        );
         tracker_still_serves(&tracker, round).await;
     }
     // The witness's session survived all of it.
     witness.node.join("w2").await.unwrap();
     witness
-        .sees("the join", |e| matches!(e, punchgate::node::Event::Joined { room, .. } if room == "w2").then_some(()))
+        .sees("the join", |e| {
+            matches!(e, punchgate::node::Event::Joined { room, .. } if room == "w2").then_some(())
+        })
         .await;
 }
 
 #[tokio::test]
 async fn tracker_refuses_a_second_stream() {
     let tracker = start_tracker();
-    let (connection, _bound) = raw_connection(tracker.local_addr(), tracker.peer_id(), tls::ALPN_TRACKER).await;
+    let (connection, _bound) =
+        raw_connection(tracker.local_addr(), tracker.peer_id(), tls::ALPN_TRACKER).await;
     let (send, _recv) = connection.open_bi().await.unwrap();
     let _writer = FrameWriter::open(send, StreamKind::Tracker).await.unwrap();
     let reason = send_and_get_close_reason(&connection, &wire::header(StreamKind::Chat)).await;
-    assert!(reason.contains("expected a single tracker stream, got a chat stream"), "{reason}");
+    assert!(
+        reason.contains("expected a single tracker stream, got a chat stream"),
+        "{reason}"
+    );
 }
 
 /// A greeted peer connection, with the control stream kept open.
@@ -122,7 +158,12 @@ struct Greeted {
 
 /// Connects to `node` as a greeted peer, so later streams reach the gate.
 async fn greeted_connection(node: &TestNode) -> Greeted {
-    let (connection, bound) = raw_connection(node.node.local_addr().unwrap(), node.node.peer_id(), tls::ALPN_PEER).await;
+    let (connection, bound) = raw_connection(
+        node.node.local_addr().unwrap(),
+        node.node.peer_id(),
+        tls::ALPN_PEER,
+    )
+    .await;
     let (send, recv) = connection.open_bi().await.unwrap();
     let mut control = FrameWriter::open(send, StreamKind::Control).await.unwrap();
     let hello = ControlMessage::Hello {
@@ -132,7 +173,10 @@ async fn greeted_connection(node: &TestNode) -> Greeted {
     };
     control.send(&hello).await.unwrap();
     let mut answers = FrameReader::new(recv, StreamKind::Control);
-    assert!(matches!(answers.recv::<ControlMessage>().await.unwrap(), Some(ControlMessage::Hello { .. })));
+    assert!(matches!(
+        answers.recv::<ControlMessage>().await.unwrap(),
+        Some(ControlMessage::Hello { .. })
+    ));
     Greeted {
         connection,
         _control: control,
@@ -151,7 +195,12 @@ async fn node_closes_only_the_offender_on_bad_streams() {
 
     for (what, bytes, expected) in hostile_streams(StreamKind::Chat) {
         // Before the greeting: the bytes land where the control stream should be.
-        let (connection, _bound) = raw_connection(alice.node.local_addr().unwrap(), alice.node.peer_id(), tls::ALPN_PEER).await;
+        let (connection, _bound) = raw_connection(
+            alice.node.local_addr().unwrap(),
+            alice.node.peer_id(),
+            tls::ALPN_PEER,
+        )
+        .await;
         let reason = send_and_get_close_reason(&connection, &bytes).await;
         // A well-formed chat header is refused for not being the control stream.
         let first_expected = if bytes.starts_with(&wire::header(StreamKind::Chat)) {
@@ -159,11 +208,17 @@ async fn node_closes_only_the_offender_on_bad_streams() {
         } else {
             expected
         };
-        assert!(reason.contains(first_expected), "{what} as first stream: {reason:?}");
+        assert!(
+            reason.contains(first_expected),
+            "{what} as first stream: {reason:?}"
+        );
         // After the greeting, on a fresh stream.
         let greeted = greeted_connection(&alice).await;
         let reason = send_and_get_close_reason(&greeted.connection, &bytes).await;
-        assert!(reason.contains(expected), "{what} on a gate: reason {reason:?} lacks {expected:?}");
+        assert!(
+            reason.contains(expected),
+            "{what} on a gate: reason {reason:?} lacks {expected:?}"
+        );
 
         // Bob's gate to Alice is untouched.
         let text = format!("after {what}");
@@ -186,9 +241,11 @@ async fn random_datagrams_do_not_disturb_the_tracker_or_a_node() {
         let len = 1 + (i as usize * 37) % 1400;
         let mut datagram = random_bytes(len, i + 1);
         match i % 4 {
-            0 => datagram[0] = 0xc0,                         // looks like a QUIC long header
-            1 => datagram[0] = 0x40,                         // looks like a QUIC short header
-            2 => datagram.splice(0..0, punchgate::gate_socket::PROBE_MAGIC.iter().copied()).for_each(drop),
+            0 => datagram[0] = 0xc0, // looks like a QUIC long header
+            1 => datagram[0] = 0x40, // looks like a QUIC short header
+            2 => datagram
+                .splice(0..0, punchgate::gate_socket::PROBE_MAGIC.iter().copied())
+                .for_each(drop),
             _ => {}
         }
         for target in targets {

@@ -95,12 +95,28 @@ fn two_nodes_chat_through_json_lines_only() {
     assert!(target.ends_with(&ready["addr"].as_str().unwrap().to_string()));
 
     let chat = |name: &str| {
-        Proc::start(&["chat", "--tracker", &target, "--name", name, "--room", "r", "--bind", "127.0.0.1:0"])
+        Proc::start(&[
+            "chat",
+            "--tracker",
+            &target,
+            "--name",
+            name,
+            "--room",
+            "r",
+            "--bind",
+            "127.0.0.1:0",
+        ])
     };
     let mut alice = chat("alice");
-    let alice_id = alice.expect("ready", |_| true)["peer_id"].as_str().unwrap().to_string();
+    let alice_id = alice.expect("ready", |_| true)["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let mut bob = chat("bob");
-    let bob_id = bob.expect("ready", |_| true)["peer_id"].as_str().unwrap().to_string();
+    let bob_id = bob.expect("ready", |_| true)["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let connected = bob.expect("connected", |e| e["peer_id"] == alice_id.as_str());
     assert_eq!(connected["path"], "direct");
@@ -114,7 +130,9 @@ fn two_nodes_chat_through_json_lines_only() {
     assert_eq!(message["room"], "r");
     assert!(message["ts"].as_u64().is_some() && message["id"].is_string());
     let id = message["id"].as_str().unwrap().to_string();
-    alice.expect("delivered", |e| e["id"] == id.as_str() && e["peer_id"] == bob_id.as_str());
+    alice.expect("delivered", |e| {
+        e["id"] == id.as_str() && e["peer_id"] == bob_id.as_str()
+    });
 
     bob.send("/peers");
     let peers = bob.expect("peers", |_| true);
@@ -122,7 +140,10 @@ fn two_nodes_chat_through_json_lines_only() {
     assert_eq!(peers["peers"][0]["status"], "connected");
 
     bob.send("/nonsense");
-    assert!(bob.expect("error", |_| true)["message"].as_str().unwrap().contains("/help"));
+    assert!(bob.expect("error", |_| true)["message"]
+        .as_str()
+        .unwrap()
+        .contains("/help"));
 
     bob.send("/quit");
     alice.expect("disconnected", |e| e["peer_id"] == bob_id.as_str());

@@ -22,7 +22,11 @@ async fn dialer_refuses_a_server_with_another_key() {
     let error = alice.node.connect_by_text(&target).await.unwrap_err();
     assert!(matches!(error, NodeError::Unreachable { .. }), "{error}");
     assert!(error.to_string().contains("peer id mismatch"), "{error}");
-    assert!(bob.node.peers().iter().all(|p| p.status != PeerStatus::Connected));
+    assert!(bob
+        .node
+        .peers()
+        .iter()
+        .all(|p| p.status != PeerStatus::Connected));
 }
 
 #[tokio::test]
@@ -75,7 +79,10 @@ async fn tracker_pinned_by_id_refuses_another_key() {
     let mut bad = config("alice", None, "lobby");
     bad.tracker = Some(format!("{wrong}@{}", tracker.local_addr()).parse().unwrap());
     let home = tempfile::tempdir().unwrap();
-    let error = Node::start(home.path(), bad).await.err().expect("must refuse");
+    let error = Node::start(home.path(), bad)
+        .await
+        .err()
+        .expect("must refuse");
     assert!(error.to_string().contains("peer id mismatch"), "{error}");
 }
 
@@ -93,13 +100,20 @@ async fn tracker_trusted_on_first_use_is_refused_when_its_key_changes() {
 
     // Same address, new key: a different tracker, or an impostor.
     let second = start_tracker_with(TrackerConfig::new(addr));
-    let error = Node::start(home.path(), tofu.clone()).await.err().expect("must refuse");
+    let error = Node::start(home.path(), tofu.clone())
+        .await
+        .err()
+        .expect("must refuse");
     assert!(
         matches!(&error, NodeError::Tracker(TrackerError::Home(_))),
         "{error}"
     );
     assert!(error.to_string().contains("TRACKER KEY CHANGED"), "{error}");
-    assert_eq!(second.peer_count(), 0, "nothing was registered with the impostor");
+    assert_eq!(
+        second.peer_count(),
+        0,
+        "nothing was registered with the impostor"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +163,10 @@ async fn forged_message_from_a_peer_is_refused_and_not_shown() {
     chat.send(&ChatFrame::Message(forged)).await.unwrap();
     let mut answers = FrameReader::new(recv, StreamKind::Chat);
     let answer = answers.recv::<ChatFrame>().await.unwrap().unwrap();
-    assert!(matches!(answer, ChatFrame::Reject { ref reason, .. } if reason.contains("signature")), "{answer:?}");
+    assert!(
+        matches!(answer, ChatFrame::Reject { ref reason, .. } if reason.contains("signature")),
+        "{answer:?}"
+    );
     bob.sees("the refusal report", |e| match e {
         Event::Error { message } if message.contains("refused a message") => Some(()),
         Event::Message { .. } => panic!("a forged message was shown"),

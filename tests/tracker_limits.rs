@@ -21,8 +21,14 @@ async fn a_full_tracker_refuses_with_its_limit() {
     let tracker = start_tracker_with(config);
     let _first = start_node(config_for(&tracker, "first")).await;
     let home = tempfile::tempdir().unwrap();
-    let error = Node::start(home.path(), config_for(&tracker, "second")).await.err().unwrap();
-    assert!(error.to_string().contains("the tracker is full (1 peers)"), "{error}");
+    let error = Node::start(home.path(), config_for(&tracker, "second"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        error.to_string().contains("the tracker is full (1 peers)"),
+        "{error}"
+    );
 }
 
 fn config_for(tracker: &punchgate::tracker::Tracker, name: &str) -> punchgate::node::NodeConfig {
@@ -47,10 +53,16 @@ async fn a_flooding_client_is_rate_limited_and_others_are_served() {
         local_addrs: vec![],
     };
     let target = tracker.target().parse().unwrap();
-    let (session, _events) =
-        TrackerSession::connect(&bound.endpoint, &certified, home.path(), &target, Liveness::default(), registration)
-            .await
-            .unwrap();
+    let (session, _events) = TrackerSession::connect(
+        &bound.endpoint,
+        &certified,
+        home.path(),
+        &target,
+        Liveness::default(),
+        registration,
+    )
+    .await
+    .unwrap();
     session.join("r").await.unwrap();
     let mut refused = None;
     for _ in 0..20 {
@@ -66,6 +78,8 @@ async fn a_flooding_client_is_rate_limited_and_others_are_served() {
     // Another peer is unaffected and meets the flooder's room.
     let mut other = start_node(config_for(&tracker, "other")).await;
     other
-        .sees("the join", |e| matches!(e, punchgate::node::Event::Joined { members: 1, .. }).then_some(()))
+        .sees("the join", |e| {
+            matches!(e, punchgate::node::Event::Joined { members: 1, .. }).then_some(())
+        })
         .await;
 }

@@ -122,13 +122,28 @@ pub enum Event {
         /// From sending to the acknowledgement.
         ack_ms: f64,
     },
-    Joined { room: String, members: usize },
-    Left { room: String },
-    Peers { peers: Vec<PeerInfo> },
-    Rooms { rooms: Vec<String> },
-    Help { commands: Vec<HelpLine> },
-    Info { message: String },
-    Error { message: String },
+    Joined {
+        room: String,
+        members: usize,
+    },
+    Left {
+        room: String,
+    },
+    Peers {
+        peers: Vec<PeerInfo>,
+    },
+    Rooms {
+        rooms: Vec<String>,
+    },
+    Help {
+        commands: Vec<HelpLine>,
+    },
+    Info {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

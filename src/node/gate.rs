@@ -9,7 +9,9 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 use crate::identity::PeerId;
-use crate::protocol::{validate_label, ChatFrame, ControlMessage, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN};
+use crate::protocol::{
+    validate_label, ChatFrame, ControlMessage, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
+};
 use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
 
 /// Time the other side has to greet after the handshake.
@@ -54,14 +56,18 @@ impl Greeting {
             Some(ControlMessage::Hello { name, rooms, .. }) => {
                 validate_label("name", &name, MAX_NAME_LEN).map_err(GateError::BadGreeting)?;
                 if rooms.len() > MAX_ROOMS {
-                    return Err(GateError::BadGreeting(format!("more than {MAX_ROOMS} rooms")));
+                    return Err(GateError::BadGreeting(format!(
+                        "more than {MAX_ROOMS} rooms"
+                    )));
                 }
                 for room in &rooms {
                     validate_label("room", room, MAX_ROOM_LEN).map_err(GateError::BadGreeting)?;
                 }
                 Ok(Self { name, rooms })
             }
-            Some(other) => Err(GateError::BadGreeting(format!("expected hello, got {other:?}"))),
+            Some(other) => Err(GateError::BadGreeting(format!(
+                "expected hello, got {other:?}"
+            ))),
             None => Err(GateError::NoGreeting),
         }
     }
@@ -93,7 +99,12 @@ async fn read_greeting(reader: &mut FrameReader<RecvStream>) -> Result<Greeting,
 }
 
 impl Gate {
-    fn new(connection: Connection, peer_id: PeerId, dialer: PeerId, control: FrameWriter<SendStream>) -> Self {
+    fn new(
+        connection: Connection,
+        peer_id: PeerId,
+        dialer: PeerId,
+        control: FrameWriter<SendStream>,
+    ) -> Self {
         Self {
             connection,
             peer_id,

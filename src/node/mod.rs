@@ -30,8 +30,8 @@ use crate::endpoint::{self, Liveness, Target};
 use crate::gate_socket::GateSocket;
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    validate_label, ChatBody, ChatFrame, ControlMessage, Member, MessageId, SignedMessage, TrackerEvent,
-    MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
+    validate_label, ChatBody, ChatFrame, ControlMessage, Member, MessageId, SignedMessage,
+    TrackerEvent, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
 };
 use crate::tls::{self, CertifiedIdentity};
 use crate::tracker::client::Registration;
@@ -203,7 +203,8 @@ impl Node {
         validate_label("name", &config.name, MAX_NAME_LEN).map_err(NodeError::Invalid)?;
         let identity = Identity::load_or_create(home)?;
         let certified = CertifiedIdentity::new(&identity)?;
-        let allow: Option<HashSet<PeerId>> = config.allow.clone().map(|list| list.into_iter().collect());
+        let allow: Option<HashSet<PeerId>> =
+            config.allow.clone().map(|list| list.into_iter().collect());
         let policy: tls::IncomingPolicy = match allow {
             Some(allowed) => Arc::new(move |peer: &PeerId| allowed.contains(peer)),
             None => tls::allow_any_peer(),
@@ -213,14 +214,18 @@ impl Node {
         server.transport_config(transport.clone());
         let mut client = certified.pinned_client(tls::ALPN_PEER)?;
         client.transport_config(transport);
-        let bound = endpoint::bind(config.bind, Some(server)).map_err(|source| NodeError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-        let addr = bound.endpoint.local_addr().map_err(|source| NodeError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+        let bound =
+            endpoint::bind(config.bind, Some(server)).map_err(|source| NodeError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = bound
+            .endpoint
+            .local_addr()
+            .map_err(|source| NodeError::Bind {
+                addr: config.bind,
+                source,
+            })?;
         // Probes matter once hole punching exists; until then they are counted and dropped.
         drop(bound.probes);
 
@@ -313,7 +318,10 @@ impl Node {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn emit(&self, event: Event) {
@@ -372,7 +380,9 @@ impl Node {
                 Ok(())
             }
             Command::Peers => {
-                self.emit(Event::Peers { peers: self.peers() });
+                self.emit(Event::Peers {
+                    peers: self.peers(),
+                });
                 Ok(())
             }
             Command::Rooms => {
@@ -439,7 +449,9 @@ impl Node {
     pub async fn join(&self, room: &str) -> Result<(), NodeError> {
         validate_label("room", room, MAX_ROOM_LEN).map_err(NodeError::Invalid)?;
         if self.state().rooms.len() >= MAX_ROOMS {
-            return Err(NodeError::Invalid(format!("room count: at most {MAX_ROOMS}")));
+            return Err(NodeError::Invalid(format!(
+                "room count: at most {MAX_ROOMS}"
+            )));
         }
         let members = match &self.inner.tracker {
             Some(tracker) => tracker.join(room).await?,
@@ -483,7 +495,9 @@ impl Node {
     async fn announce_rooms(&self) {
         let rooms = self.state().rooms.clone();
         for gate in self.open_gates() {
-            let message = ControlMessage::Rooms { rooms: rooms.clone() };
+            let message = ControlMessage::Rooms {
+                rooms: rooms.clone(),
+            };
             if let Err(error) = gate.send_control(&message).await {
                 tracing::debug!(peer = %gate.peer_id.short(), %error, "cannot announce rooms");
             }
@@ -502,7 +516,12 @@ impl Node {
     /// Sends `text` to the current room: signs it and writes it to every
     /// connected member. Acknowledgements arrive as [`Event::Delivered`].
     pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
-        let room = self.state().rooms.last().cloned().ok_or(NodeError::NoRoom)?;
+        let room = self
+            .state()
+            .rooms
+            .last()
+            .cloned()
+            .ok_or(NodeError::NoRoom)?;
         let id = MessageId {
             author: self.peer_id(),
             seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
@@ -588,7 +607,11 @@ impl Node {
 
     /// Dials `peer` at its candidate addresses, staggered; the first
     /// authenticated handshake wins and the others are dropped.
-    pub async fn connect_to(&self, peer: PeerId, candidates: Vec<SocketAddr>) -> Result<(), NodeError> {
+    pub async fn connect_to(
+        &self,
+        peer: PeerId,
+        candidates: Vec<SocketAddr>,
+    ) -> Result<(), NodeError> {
         if peer == self.peer_id() {
             return Err(NodeError::SelfConnect);
         }
@@ -598,7 +621,9 @@ impl Node {
                 return Ok(());
             }
             if let Some(record) = state.peers.get(&peer) {
-                if record.gate.as_ref().is_some_and(|g| g.is_open()) || record.status == PeerStatus::Connecting {
+                if record.gate.as_ref().is_some_and(|g| g.is_open())
+                    || record.status == PeerStatus::Connecting
+                {
                     return Ok(());
                 }
             }
@@ -741,7 +766,8 @@ impl Node {
             let mut state = self.state();
             if state.closing {
                 drop(state);
-                gate.connection.close(CloseCode::Normal.varint(), b"shutting down");
+                gate.connection
+                    .close(CloseCode::Normal.varint(), b"shutting down");
                 return;
             }
             let record = state
@@ -756,7 +782,8 @@ impl Node {
                 if keep_existing {
                     record.gate = Some(existing);
                     drop(state);
-                    gate.connection.close(CloseCode::Duplicate.varint(), b"duplicate");
+                    gate.connection
+                        .close(CloseCode::Duplicate.varint(), b"duplicate");
                     return;
                 }
                 Some(existing)
@@ -765,7 +792,8 @@ impl Node {
             }
         };
         if let Some(old) = replaced {
-            old.connection.close(CloseCode::Duplicate.varint(), b"duplicate");
+            old.connection
+                .close(CloseCode::Duplicate.varint(), b"duplicate");
         }
         {
             let mut state = self.state();
@@ -816,7 +844,9 @@ impl Node {
         let reason = describe_close(&error);
         let name = {
             let mut state = self.state();
-            let Some(record) = state.peers.get_mut(&gate.peer_id) else { return };
+            let Some(record) = state.peers.get_mut(&gate.peer_id) else {
+                return;
+            };
             let current = record
                 .gate
                 .as_ref()
@@ -874,7 +904,9 @@ impl Node {
     fn take_message(&self, message: SignedMessage, via: PeerId) -> Result<(), String> {
         if let Err(error) = message.verify() {
             let via_name = self.name_of(&via);
-            self.emit(Event::error(format!("refused a message from {via_name}: {error}")));
+            self.emit(Event::error(format!(
+                "refused a message from {via_name}: {error}"
+            )));
             return Err(error.to_string());
         }
         let body = message.body;
@@ -911,7 +943,9 @@ impl Node {
                 Ok(Some(ChatFrame::Ack(id))) => self.delivered(id, gate.peer_id),
                 Ok(Some(ChatFrame::Reject { id, reason })) => {
                     let name = self.name_of(&gate.peer_id);
-                    self.emit(Event::error(format!("{name} refused message {id}: {reason}")));
+                    self.emit(Event::error(format!(
+                        "{name} refused message {id}: {reason}"
+                    )));
                 }
                 Ok(Some(ChatFrame::Message(_))) => {
                     let error = WireError::Malformed {
@@ -933,7 +967,9 @@ impl Node {
     fn delivered(&self, id: MessageId, peer: PeerId) {
         let ack_ms = {
             let mut state = self.state();
-            let Some(outgoing) = state.outgoing.get_mut(&id) else { return };
+            let Some(outgoing) = state.outgoing.get_mut(&id) else {
+                return;
+            };
             let elapsed = outgoing.sent_at.elapsed();
             outgoing.waiting = outgoing.waiting.saturating_sub(1);
             if outgoing.waiting == 0 {
@@ -962,7 +998,8 @@ impl Node {
             match message {
                 ControlMessage::Goodbye { reason } => {
                     tracing::debug!(peer = %gate.peer_id.short(), %reason, "goodbye");
-                    gate.connection.close(CloseCode::Normal.varint(), reason.as_bytes());
+                    gate.connection
+                        .close(CloseCode::Normal.varint(), reason.as_bytes());
                     return;
                 }
                 ControlMessage::Ping { nonce } => {
@@ -971,7 +1008,9 @@ impl Node {
                 ControlMessage::Pong { .. } => {}
                 ControlMessage::Rooms { rooms } => {
                     let valid = rooms.len() <= MAX_ROOMS
-                        && rooms.iter().all(|r| validate_label("room", r, MAX_ROOM_LEN).is_ok());
+                        && rooms
+                            .iter()
+                            .all(|r| validate_label("room", r, MAX_ROOM_LEN).is_ok());
                     if !valid {
                         GateError::BadGreeting("invalid room list".into()).close(&gate.connection);
                         return;
@@ -1010,7 +1049,11 @@ impl Node {
                     let peer = member.peer_id;
                     self.learn_member(&room, &member);
                     // The joiner dials; this side waits for it.
-                    let connected = self.state().peers.get(&peer).is_some_and(|r| r.gate.is_some());
+                    let connected = self
+                        .state()
+                        .peers
+                        .get(&peer)
+                        .is_some_and(|r| r.gate.is_some());
                     if !connected {
                         self.set_status(peer, PeerStatus::Known, Some(format!("joined {room}")));
                     }
@@ -1018,9 +1061,12 @@ impl Node {
                 TrackerEvent::Left { room, peer_id } => {
                     let gone = {
                         let mut state = self.state();
-                        let Some(record) = state.peers.get_mut(&peer_id) else { continue };
+                        let Some(record) = state.peers.get_mut(&peer_id) else {
+                            continue;
+                        };
                         record.rooms.remove(&room);
-                        record.rooms.is_empty() && !record.gate.as_ref().is_some_and(|g| g.is_open())
+                        record.rooms.is_empty()
+                            && !record.gate.as_ref().is_some_and(|g| g.is_open())
                     };
                     if gone {
                         self.set_status(peer_id, PeerStatus::Offline, Some(format!("left {room}")));
@@ -1043,7 +1089,11 @@ impl Node {
         let gates = {
             let mut state = self.state();
             state.closing = true;
-            state.peers.values().filter_map(|r| r.gate.clone()).collect::<Vec<_>>()
+            state
+                .peers
+                .values()
+                .filter_map(|r| r.gate.clone())
+                .collect::<Vec<_>>()
         };
         let mut goodbyes = JoinSet::new();
         for gate in gates {
@@ -1053,7 +1103,9 @@ impl Node {
         if let Some(tracker) = &self.inner.tracker {
             tracker.close();
         }
-        self.inner.endpoint.close(CloseCode::Normal.varint(), b"quit");
+        self.inner
+            .endpoint
+            .close(CloseCode::Normal.varint(), b"quit");
         let _ = timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle()).await;
     }
 

@@ -16,7 +16,10 @@ use tokio::time::timeout;
 use crate::endpoint::{AddrError, Liveness, Target};
 use crate::home::{HomeError, KnownTrackers};
 use crate::identity::PeerId;
-use crate::protocol::{Member, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse};
+use crate::protocol::{
+    Member, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody,
+    TrackerResponse,
+};
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
 
@@ -78,7 +81,10 @@ impl TrackerSession {
         let addr = target.resolve().await?;
         let connect_error = |reason: String| TrackerError::Connect { addr, reason };
         let (mut config, server_name) = match &target.peer {
-            Some(peer) => (certified.pinned_client(tls::ALPN_TRACKER)?, tls::server_name_for(peer)),
+            Some(peer) => (
+                certified.pinned_client(tls::ALPN_TRACKER)?,
+                tls::server_name_for(peer),
+            ),
             None => (
                 tls::danger::trust_on_first_use_client(certified, tls::ALPN_TRACKER)?,
                 "tracker.punchgate".to_string(),
@@ -94,12 +100,17 @@ impl TrackerSession {
             .map_err(|e| connect_error(e.to_string()))?;
         let tracker = tls::peer_id_of(&connection)?;
         if target.peer.is_none() {
-            if let Err(error) = KnownTrackers::in_home(home).check_or_remember(&target.host, tracker) {
+            if let Err(error) =
+                KnownTrackers::in_home(home).check_or_remember(&target.host, tracker)
+            {
                 connection.close(CloseCode::Refused.varint(), b"tracker key changed");
                 return Err(error.into());
             }
         }
-        let (send, recv) = connection.open_bi().await.map_err(|e| connect_error(e.to_string()))?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
         let writer = FrameWriter::open(send, StreamKind::Tracker).await?;
         let pending: Pending = Arc::default();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -161,21 +172,30 @@ impl TrackerSession {
 
     /// Joins `room`; returns its other members.
     pub async fn join(&self, room: &str) -> Result<Vec<Member>, TrackerError> {
-        match self.request(TrackerRequestBody::Join { room: room.into() }).await? {
+        match self
+            .request(TrackerRequestBody::Join { room: room.into() })
+            .await?
+        {
             TrackerResponse::Joined { members, .. } => Ok(members),
             _ => Err(TrackerError::UnexpectedResponse),
         }
     }
 
     pub async fn leave(&self, room: &str) -> Result<(), TrackerError> {
-        match self.request(TrackerRequestBody::Leave { room: room.into() }).await? {
+        match self
+            .request(TrackerRequestBody::Leave { room: room.into() })
+            .await?
+        {
             TrackerResponse::Left { .. } => Ok(()),
             _ => Err(TrackerError::UnexpectedResponse),
         }
     }
 
     pub async fn members(&self, room: &str) -> Result<Vec<Member>, TrackerError> {
-        match self.request(TrackerRequestBody::Members { room: room.into() }).await? {
+        match self
+            .request(TrackerRequestBody::Members { room: room.into() })
+            .await?
+        {
             TrackerResponse::Members { members, .. } => Ok(members),
             _ => Err(TrackerError::UnexpectedResponse),
         }
@@ -216,7 +236,10 @@ async fn read_messages(
     loop {
         match reader.recv::<TrackerMessage>().await {
             Ok(Some(TrackerMessage::Response { id, result })) => {
-                let waiter = pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                let waiter = pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(result);
                 }
@@ -236,5 +259,8 @@ async fn read_messages(
             }
         }
     }
-    pending.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
 }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use crate::identity::PeerId;
 use crate::protocol::{
-    validate_label, Member, TrackerEvent, TrackerRefusal, MAX_LOCAL_ADDRS, MAX_NAME_LEN, MAX_ROOM_LEN,
+    validate_label, Member, TrackerEvent, TrackerRefusal, MAX_LOCAL_ADDRS, MAX_NAME_LEN,
+    MAX_ROOM_LEN,
 };
 
 /// The tracker's limits. Defaults suit a small public tracker on one core.
@@ -137,7 +138,11 @@ impl Registry {
 
     /// Adds the peer to `room`; returns the other members, and the events
     /// telling them.
-    pub fn join(&mut self, peer_id: PeerId, room: &str) -> Result<(Vec<Member>, Outbox), TrackerRefusal> {
+    pub fn join(
+        &mut self,
+        peer_id: PeerId,
+        room: &str,
+    ) -> Result<(Vec<Member>, Outbox), TrackerRefusal> {
         validate_label("room", room, MAX_ROOM_LEN).map_err(TrackerRefusal::InvalidName)?;
         let registration = self.registration(&peer_id)?;
         let member = registration.member.clone();
@@ -163,7 +168,10 @@ impl Registry {
             _ => {}
         }
         let others = self.members_except(room, &peer_id);
-        self.rooms.entry(room.to_string()).or_default().insert(peer_id);
+        self.rooms
+            .entry(room.to_string())
+            .or_default()
+            .insert(peer_id);
         if let Some(registration) = self.peers.get_mut(&peer_id) {
             registration.rooms.insert(room.to_string());
         }
@@ -184,7 +192,10 @@ impl Registry {
 
     /// Removes the peer from `room` and tells the members left.
     pub fn leave(&mut self, peer_id: PeerId, room: &str) -> Result<Outbox, TrackerRefusal> {
-        let registration = self.peers.get_mut(&peer_id).ok_or(TrackerRefusal::NotRegistered)?;
+        let registration = self
+            .peers
+            .get_mut(&peer_id)
+            .ok_or(TrackerRefusal::NotRegistered)?;
         if !registration.rooms.remove(room) {
             return Err(TrackerRefusal::NotInRoom(room.to_string()));
         }
@@ -253,7 +264,16 @@ mod tests {
         assert_eq!(outbox.len(), 1);
         assert_eq!(outbox[0].0, a);
         let outbox = registry.unregister(a, gen_a);
-        assert_eq!(outbox, vec![(b, TrackerEvent::Left { room: "r".into(), peer_id: a })]);
+        assert_eq!(
+            outbox,
+            vec![(
+                b,
+                TrackerEvent::Left {
+                    room: "r".into(),
+                    peer_id: a
+                }
+            )]
+        );
         assert_eq!(registry.members(b, "r").unwrap(), vec![]);
     }
 
@@ -285,17 +305,28 @@ mod tests {
         registry.register(a, "a".into(), addr(1), vec![]).unwrap();
         registry.register(b, "b".into(), addr(2), vec![]).unwrap();
         assert_eq!(
-            registry.register(c, "c".into(), addr(3), vec![]).unwrap_err(),
+            registry
+                .register(c, "c".into(), addr(3), vec![])
+                .unwrap_err(),
             TrackerRefusal::TooManyPeers { limit: 2 }
         );
         registry.join(a, "r").unwrap();
-        assert_eq!(registry.join(b, "r").unwrap_err(), TrackerRefusal::RoomFull { limit: 1 });
-        assert_eq!(registry.join(b, "s").unwrap_err(), TrackerRefusal::TooManyRooms { limit: 1 });
+        assert_eq!(
+            registry.join(b, "r").unwrap_err(),
+            TrackerRefusal::RoomFull { limit: 1 }
+        );
+        assert_eq!(
+            registry.join(b, "s").unwrap_err(),
+            TrackerRefusal::TooManyRooms { limit: 1 }
+        );
         assert_eq!(
             registry.join(a, "s").unwrap_err(),
             TrackerRefusal::TooManyRoomsForPeer { limit: 1 }
         );
-        assert_eq!(registry.join(c, "r").unwrap_err(), TrackerRefusal::NotRegistered);
+        assert_eq!(
+            registry.join(c, "r").unwrap_err(),
+            TrackerRefusal::NotRegistered
+        );
         assert!(matches!(
             registry.register(c, "".into(), addr(3), vec![]),
             Err(TrackerRefusal::InvalidName(_))

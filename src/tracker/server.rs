@@ -16,7 +16,9 @@ use tokio::time::{timeout, Instant};
 use super::registry::{Generation, Outbox, Registry, TrackerLimits};
 use crate::endpoint::{self, Liveness};
 use crate::identity::{Identity, PeerId};
-use crate::protocol::{TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse};
+use crate::protocol::{
+    TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse,
+};
 use crate::rate::TokenBucket;
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
@@ -97,16 +99,20 @@ impl Tracker {
         let certified = CertifiedIdentity::new(identity)?;
         let mut server = certified.server(tls::ALPN_TRACKER, tls::allow_any_peer())?;
         server.transport_config(config.liveness.transport_config());
-        let bound = endpoint::bind(config.listen, Some(server)).map_err(|source| TrackerStartError::Bind {
-            addr: config.listen,
-            source,
+        let bound = endpoint::bind(config.listen, Some(server)).map_err(|source| {
+            TrackerStartError::Bind {
+                addr: config.listen,
+                source,
+            }
         })?;
         let endpoint = bound.endpoint;
         let socket_released = bound.socket.when_released();
-        let local_addr = endpoint.local_addr().map_err(|source| TrackerStartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|source| TrackerStartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let shared = Arc::new(Shared {
             registry: Mutex::new(Registry::new(config.limits.clone())),
             outboxes: Mutex::new(HashMap::new()),
@@ -209,7 +215,10 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     if let Some(generation) = generation {
         let outbox = shared.registry().unregister(peer_id, generation);
         shared.deliver(outbox);
-        let mut outboxes = shared.outboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut outboxes = shared
+            .outboxes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if outboxes.get(&peer_id).map(|(g, _)| *g) == Some(generation) {
             outboxes.remove(&peer_id);
         }
@@ -222,7 +231,8 @@ async fn session(
     peer_id: PeerId,
     generation: &mut Option<Generation>,
 ) -> SessionEnd {
-    let (send, recv) = match timeout(shared.config.handshake_timeout, connection.accept_bi()).await {
+    let (send, recv) = match timeout(shared.config.handshake_timeout, connection.accept_bi()).await
+    {
         Ok(Ok(stream)) => stream,
         _ => return SessionEnd::Closed,
     };
@@ -241,7 +251,11 @@ async fn session(
         Ok::<(), WireError>(())
     };
     let limits = &shared.config.limits;
-    let mut bucket = TokenBucket::new(limits.requests_per_second, limits.request_burst, Instant::now().into_std());
+    let mut bucket = TokenBucket::new(
+        limits.requests_per_second,
+        limits.request_burst,
+        Instant::now().into_std(),
+    );
     let read_all = async {
         loop {
             tokio::select! {
@@ -308,7 +322,10 @@ fn handle_request(
                 return Err(TrackerRefusal::AlreadyRegistered);
             }
             let reflexive = connection.remote_address();
-            let (new_generation, outbox) = shared.registry().register(peer_id, name, reflexive, local_addrs)?;
+            let (new_generation, outbox) =
+                shared
+                    .registry()
+                    .register(peer_id, name, reflexive, local_addrs)?;
             shared.deliver(outbox);
             shared
                 .outboxes
