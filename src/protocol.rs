@@ -18,7 +18,7 @@ pub const MAX_ROOM_LEN: usize = 64;
 /// Longest chat text, in bytes.
 pub const MAX_TEXT_LEN: usize = 8 * 1024;
 /// Most addresses a node may list as its local candidates.
-pub const MAX_LOCAL_ADDRS: usize = 16;
+pub const MAX_LOCAL_ADDRS: usize = 8;
 /// Most rooms a peer may announce.
 pub const MAX_ROOMS: usize = 16;
 
@@ -140,7 +140,19 @@ pub enum TrackerEvent {
     },
 }
 
-/// Checks a user-chosen name or room: non-empty, bounded, printable.
+/// True for characters that change how text around them is shown without
+/// being visible themselves: controls, bidirectional overrides, zero-width
+/// characters. A name containing them could pass for another.
+pub fn is_deceptive_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}')
+}
+
+/// Checks a user-chosen name or room: non-empty, bounded, nothing invisible
+/// or deceptive, no leading or trailing space.
 pub fn validate_label(what: &str, text: &str, max: usize) -> Result<(), String> {
     if text.is_empty() {
         return Err(format!("{what} is empty"));
@@ -148,10 +160,34 @@ pub fn validate_label(what: &str, text: &str, max: usize) -> Result<(), String> 
     if text.len() > max {
         return Err(format!("{what} is longer than {max} bytes"));
     }
-    if text.chars().any(char::is_control) {
-        return Err(format!("{what} contains control characters"));
+    if text.chars().any(is_deceptive_char) {
+        return Err(format!("{what} contains control or invisible characters"));
+    }
+    if text.trim() != text {
+        return Err(format!("{what} starts or ends with spaces"));
     }
     Ok(())
+}
+
+/// True for addresses a node may offer as its LAN candidates: private,
+/// shared (carrier-grade NAT), loopback and link-local ranges. Anything else
+/// is either the reflexive address (which the tracker already knows) or an
+/// attempt to make other nodes send handshakes somewhere.
+pub fn is_lan_candidate(addr: &SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => {
+            let shared = ip.octets()[0] == 100 && (ip.octets()[1] & 0xc0) == 64;
+            ip.is_private() || ip.is_loopback() || ip.is_link_local() || shared
+        }
+        std::net::IpAddr::V6(ip) => {
+            let unique_local = (ip.segments()[0] & 0xfe00) == 0xfc00;
+            let link_local = (ip.segments()[0] & 0xffc0) == 0xfe80;
+            ip.is_loopback() || unique_local || link_local
+        }
+    }
 }
 
 // -------------------------------------------------------------- peer-peer --
@@ -315,7 +351,34 @@ mod tests {
     }
 
     #[test]
+    fn only_lan_addresses_are_candidates() {
+        for lan in [
+            "10.1.2.3:5",
+            "192.168.0.9:5",
+            "172.16.0.1:5",
+            "100.64.0.1:5",
+            "127.0.0.1:5",
+            "[fd00::1]:5",
+        ] {
+            assert!(is_lan_candidate(&lan.parse().unwrap()), "{lan}");
+        }
+        for other in [
+            "8.8.8.8:53",
+            "203.0.113.1:5",
+            "10.0.0.1:0",
+            "[2001:db8::1]:5",
+            "224.0.0.1:5",
+        ] {
+            assert!(!is_lan_candidate(&other.parse().unwrap()), "{other}");
+        }
+    }
+
+    #[test]
     fn labels_are_checked() {
+        assert!(validate_label("name", "al\u{202e}ice", MAX_NAME_LEN).is_err());
+        assert!(validate_label("name", "ali\u{200b}ce", MAX_NAME_LEN).is_err());
+        assert!(validate_label("name", " alice", MAX_NAME_LEN).is_err());
+        assert!(validate_label("name", "Zoë ☕", MAX_NAME_LEN).is_ok());
         assert!(validate_label("name", "alice", MAX_NAME_LEN).is_ok());
         assert!(validate_label("name", "", MAX_NAME_LEN).is_err());
         assert!(validate_label("name", "a\u{1b}[2J", MAX_NAME_LEN).is_err());

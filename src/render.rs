@@ -3,14 +3,19 @@
 //! drive the user's terminal.
 
 use crate::node::events::{Event, PeerInfo, PeerStatus};
+use crate::protocol::is_deceptive_char;
 
-/// Replaces control characters (escape sequences, bells, carriage returns)
-/// with U+FFFD.
+/// Replaces control and invisible characters (escape sequences, carriage
+/// returns, bidirectional overrides) with U+FFFD.
 pub fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .map(|c| if is_deceptive_char(c) { '\u{fffd}' } else { c })
         .collect()
 }
+
+/// The first characters of a peer id, shown beside every name: names are
+/// chosen by their owners, ids are not.
+const SHOWN_ID_LEN: usize = 6;
 
 /// `HH:MM:SS` (UTC) of a Unix time in milliseconds.
 pub fn clock(ts_ms: u64) -> String {
@@ -108,16 +113,18 @@ pub fn render(event: &Event) -> Vec<String> {
             sanitize(reason)
         )],
         Event::Message {
+            from,
             from_name,
             room,
             text,
             ts,
             ..
         } => vec![format!(
-            "[{}] #{} {}: {}",
+            "[{}] #{} {}~{}: {}",
             clock(*ts),
             sanitize(room),
             sanitize(from_name),
+            from.get(..SHOWN_ID_LEN).unwrap_or(from),
             sanitize(text)
         )],
         Event::Sent { room, peers, .. } if *peers == 0 => {
@@ -151,7 +158,7 @@ mod tests {
     fn terminal_escapes_from_peers_are_neutralised() {
         let event = Event::Message {
             id: "x".into(),
-            from: "y".into(),
+            from: "abcdefghij".into(),
             from_name: "mallory".into(),
             room: "lobby".into(),
             text: "hi\u{1b}[2J\rgone".into(),
@@ -161,7 +168,7 @@ mod tests {
         let lines = render(&event);
         assert_eq!(
             lines,
-            vec!["[01:02:03] #lobby mallory: hi\u{fffd}[2J\u{fffd}gone".to_string()]
+            vec!["[01:02:03] #lobby mallory~abcdef: hi\u{fffd}[2J\u{fffd}gone".to_string()]
         );
     }
 }

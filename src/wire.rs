@@ -28,7 +28,7 @@ fn codec() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
-/// What a stream carries; the second byte of its header names it.
+/// What a stream carries; the last byte of its header names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum StreamKind {
@@ -46,7 +46,9 @@ impl StreamKind {
     /// The largest frame body accepted on a stream of this kind.
     pub fn max_frame_len(self) -> usize {
         match self {
-            StreamKind::Tracker => 64 * 1024,
+            // A full room's member list (256 members of at most ~300 bytes)
+            // must fit in one response.
+            StreamKind::Tracker => 256 * 1024,
             StreamKind::Control => 4 * 1024,
             StreamKind::Chat => 16 * 1024,
         }

@@ -174,3 +174,41 @@ async fn forged_message_from_a_peer_is_refused_and_not_shown() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn regression_joining_a_room_does_not_bypass_the_allow_list() {
+    let tracker = start_tracker();
+    let alice = start_node(config("alice", Some(&tracker), "r")).await;
+    let mallory = start_node(config("mallory", Some(&tracker), "r")).await;
+    let mut bob_config = config("bob", Some(&tracker), "r");
+    bob_config.allow = Some(vec![alice.node.peer_id()]);
+    let mut bob = start_node(bob_config).await;
+    // Bob joined last, so Bob dials both members; only Alice is allowed.
+    bob.connected_to(&alice).await;
+    let mallory_id = mallory.id();
+    let refusal = bob
+        .sees("the refusal to dial mallory", |e| match e {
+            Event::Error { message } if message.contains("not in --allow") => Some(message.clone()),
+            Event::Connected { peer_id, .. } if *peer_id == mallory_id => {
+                panic!("connected to mallory")
+            }
+            _ => None,
+        })
+        .await;
+    assert!(
+        refusal.contains(&mallory.node.peer_id().short()),
+        "{refusal}"
+    );
+    // Mallory dialing Bob is refused in the handshake.
+    let error = mallory
+        .node
+        .connect_by_text(&bob.node.target().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, NodeError::Unreachable { .. }), "{error}");
+    assert!(bob
+        .node
+        .peers()
+        .iter()
+        .all(|p| p.peer_id != mallory_id || p.status != PeerStatus::Connected));
+}

@@ -83,3 +83,43 @@ async fn a_flooding_client_is_rate_limited_and_others_are_served() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn regression_a_connection_that_never_registers_is_closed() {
+    use punchgate::wire::CloseCode;
+    let mut config = TrackerConfig::new(loopback());
+    config.handshake_timeout = std::time::Duration::from_millis(300);
+    let tracker = start_tracker_with(config);
+    let certified = CertifiedIdentity::new(&Identity::generate().unwrap()).unwrap();
+    let bound = endpoint::bind(loopback(), None).unwrap();
+    let client = certified
+        .pinned_client(punchgate::tls::ALPN_TRACKER)
+        .unwrap();
+    let connection = endpoint::connect_pinned(
+        &bound.endpoint,
+        client,
+        tracker.local_addr(),
+        &tracker.peer_id(),
+    )
+    .unwrap()
+    .await
+    .unwrap();
+    // Open the stream with its header but never register.
+    let (send, _recv) = connection.open_bi().await.unwrap();
+    let _writer = punchgate::wire::FrameWriter::open(send, punchgate::wire::StreamKind::Tracker)
+        .await
+        .unwrap();
+    match tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .unwrap()
+    {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                CloseCode::from_varint(close.error_code),
+                Some(CloseCode::Refused)
+            );
+            assert_eq!(&close.reason[..], b"did not register in time");
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
+}

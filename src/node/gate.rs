@@ -143,7 +143,12 @@ impl Gate {
         let (send, recv) = timeout(GREETING_TIMEOUT, connection.accept_bi())
             .await
             .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
-        let mut control = FrameReader::accept(recv, StreamKind::Control).await?;
+        let mut control = timeout(
+            GREETING_TIMEOUT,
+            FrameReader::accept(recv, StreamKind::Control),
+        )
+        .await
+        .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
         let greeting = read_greeting(&mut control).await?;
         let mut writer = FrameWriter::answering(send, StreamKind::Control);
         writer.send(hello).await?;

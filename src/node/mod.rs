@@ -139,7 +139,36 @@ impl PeerRecord {
 /// A sent message waiting for acknowledgements.
 struct Outgoing {
     sent_at: Instant,
-    waiting: usize,
+    waiting_for: HashSet<PeerId>,
+}
+
+/// Most message ids remembered for de-duplication; the oldest are forgotten.
+const SEEN_CAPACITY: usize = 100_000;
+/// Sent messages whose acknowledgements are still awaited, at most.
+const OUTGOING_CAPACITY: usize = 10_000;
+
+/// Message ids already shown, bounded: insertion order decides what is
+/// forgotten first.
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<MessageId>,
+    order: std::collections::VecDeque<MessageId>,
+}
+
+impl Seen {
+    /// Records `id`; false if it was already there.
+    fn insert(&mut self, id: MessageId) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
+    }
 }
 
 #[derive(Default)]
@@ -147,9 +176,24 @@ struct State {
     peers: HashMap<PeerId, PeerRecord>,
     /// Joined rooms in the order joined; plain lines go to the last.
     rooms: Vec<String>,
-    seen: HashSet<MessageId>,
+    seen: Seen,
     outgoing: HashMap<MessageId, Outgoing>,
     closing: bool,
+}
+
+impl State {
+    fn open_gate_count(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|r| r.gate.as_ref().is_some_and(|g| g.is_open()))
+            .count()
+    }
+
+    fn has_open_gate(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|r| r.gate.as_ref().is_some_and(|g| g.is_open()))
+    }
 }
 
 struct Inner {
@@ -159,6 +203,7 @@ struct Inner {
     socket: Arc<GateSocket>,
     client: quinn::ClientConfig,
     tracker: Option<TrackerSession>,
+    allowed: Option<HashSet<PeerId>>,
     events: mpsc::UnboundedSender<Event>,
     state: Mutex<State>,
     next_seq: AtomicU64,
@@ -203,9 +248,9 @@ impl Node {
         validate_label("name", &config.name, MAX_NAME_LEN).map_err(NodeError::Invalid)?;
         let identity = Identity::load_or_create(home)?;
         let certified = CertifiedIdentity::new(&identity)?;
-        let allow: Option<HashSet<PeerId>> =
+        let allowed: Option<HashSet<PeerId>> =
             config.allow.clone().map(|list| list.into_iter().collect());
-        let policy: tls::IncomingPolicy = match allow {
+        let policy: tls::IncomingPolicy = match allowed.clone() {
             Some(allowed) => Arc::new(move |peer: &PeerId| allowed.contains(peer)),
             None => tls::allow_any_peer(),
         };
@@ -261,9 +306,12 @@ impl Node {
                 socket: bound.socket,
                 client,
                 tracker,
+                allowed,
                 events: events_tx,
                 state: Mutex::new(State::default()),
-                next_seq: AtomicU64::new(1),
+                // Until history is stored, sequence numbers start from the
+                // clock so a restarted author never reuses an id.
+                next_seq: AtomicU64::new(now_ms().max(1) << 10),
                 identity,
             }),
         };
@@ -337,6 +385,13 @@ impl Node {
         }
     }
 
+    fn is_allowed(&self, peer: &PeerId) -> bool {
+        self.inner
+            .allowed
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(peer))
+    }
+
     fn name_of(&self, peer: &PeerId) -> String {
         self.state()
             .peers
@@ -348,11 +403,13 @@ impl Node {
     fn set_status(&self, peer: PeerId, status: PeerStatus, reason: Option<String>) {
         let name = {
             let mut state = self.state();
+            let connected = state.has_open_gate(&peer);
             let record = state
                 .peers
                 .entry(peer)
                 .or_insert_with(|| PeerRecord::new(peer.short()));
-            if record.status == status {
+            // An open gate outranks any report of trouble or news.
+            if record.status == status || (connected && status != PeerStatus::Connected) {
                 return;
             }
             record.status = status;
@@ -543,13 +600,26 @@ impl Node {
                 .filter_map(|r| r.gate.clone())
                 .filter(|g| g.is_open())
                 .collect();
-            state.outgoing.insert(
-                id,
-                Outgoing {
-                    sent_at: Instant::now(),
-                    waiting: recipients.len(),
-                },
-            );
+            if !recipients.is_empty() {
+                if state.outgoing.len() >= OUTGOING_CAPACITY {
+                    // Peers that never acknowledge must not grow this forever.
+                    let oldest = state
+                        .outgoing
+                        .iter()
+                        .min_by_key(|(_, o)| o.sent_at)
+                        .map(|(id, _)| *id);
+                    if let Some(oldest) = oldest {
+                        state.outgoing.remove(&oldest);
+                    }
+                }
+                state.outgoing.insert(
+                    id,
+                    Outgoing {
+                        sent_at: Instant::now(),
+                        waiting_for: recipients.iter().map(|g| g.peer_id).collect(),
+                    },
+                );
+            }
             recipients
         };
         self.emit(Event::Sent {
@@ -615,23 +685,37 @@ impl Node {
         if peer == self.peer_id() {
             return Err(NodeError::SelfConnect);
         }
-        {
-            let state = self.state();
-            if state.closing {
+        if !self.is_allowed(&peer) {
+            return Err(NodeError::Invalid(format!(
+                "peer {}: not in --allow",
+                peer.short()
+            )));
+        }
+        // Claim the peer for this dial in one step, so two dials never race.
+        let name = {
+            let mut state = self.state();
+            if state.closing || state.has_open_gate(&peer) {
                 return Ok(());
             }
-            if let Some(record) = state.peers.get(&peer) {
-                if record.gate.as_ref().is_some_and(|g| g.is_open())
-                    || record.status == PeerStatus::Connecting
-                {
-                    return Ok(());
-                }
-            }
-            if self.gate_count(&state) >= self.inner.config.max_gates {
+            if state.open_gate_count() >= self.inner.config.max_gates {
                 return Err(NodeError::TooManyGates(self.inner.config.max_gates));
             }
-        }
-        self.set_status(peer, PeerStatus::Connecting, None);
+            let record = state
+                .peers
+                .entry(peer)
+                .or_insert_with(|| PeerRecord::new(peer.short()));
+            if record.status == PeerStatus::Connecting {
+                return Ok(());
+            }
+            record.status = PeerStatus::Connecting;
+            record.name.clone()
+        };
+        self.emit(Event::Peer {
+            peer_id: peer.to_string(),
+            name,
+            status: PeerStatus::Connecting,
+            reason: None,
+        });
         let started = Instant::now();
         let result = self.dial(peer, &candidates).await;
         let connection = match result {
@@ -644,7 +728,13 @@ impl Node {
                 });
             }
         };
-        match Gate::greet_as_dialer(connection.clone(), self.peer_id(), peer, &self.hello()).await {
+        let greeting = timeout(
+            gate::GREETING_TIMEOUT,
+            Gate::greet_as_dialer(connection.clone(), self.peer_id(), peer, &self.hello()),
+        )
+        .await
+        .unwrap_or(Err(GateError::GreetingTimeout(gate::GREETING_TIMEOUT)));
+        match greeting {
             Ok(greeted) => {
                 self.install(greeted, started, true);
                 Ok(())
@@ -658,14 +748,6 @@ impl Node {
                 })
             }
         }
-    }
-
-    fn gate_count(&self, state: &State) -> usize {
-        state
-            .peers
-            .values()
-            .filter(|r| r.gate.as_ref().is_some_and(|g| g.is_open()))
-            .count()
     }
 
     /// Races handshakes to `candidates`; returns the first authenticated
@@ -722,7 +804,7 @@ impl Node {
         let started = Instant::now();
         {
             let state = self.state();
-            if state.closing || self.gate_count(&state) >= self.inner.config.max_gates {
+            if state.closing || state.open_gate_count() >= self.inner.config.max_gates {
                 incoming.refuse();
                 return;
             }
@@ -751,9 +833,11 @@ impl Node {
         }
     }
 
-    /// Makes a greeted connection the peer's gate. Of two live connections to
-    /// one peer (both dialed at once), both sides keep the one dialed by the
-    /// smaller peer id, so they agree without talking.
+    /// Makes a greeted connection the peer's gate, deciding in one critical
+    /// section. Of two live connections to one peer (both dialed at once),
+    /// both sides keep the one dialed by the smaller peer id, so they agree
+    /// without talking; a new connection from the same dialer replaces the
+    /// old (a reconnect).
     fn install(&self, greeted: Greeted, started: Instant, dialed: bool) {
         let Greeted {
             gate,
@@ -762,45 +846,46 @@ impl Node {
         } = greeted;
         let gate = Arc::new(gate);
         let peer = gate.peer_id;
-        let replaced = {
+        let decision = {
             let mut state = self.state();
+            let open_elsewhere = state.open_gate_count() - usize::from(state.has_open_gate(&peer));
             if state.closing {
-                drop(state);
-                gate.connection
-                    .close(CloseCode::Normal.varint(), b"shutting down");
-                return;
-            }
-            let record = state
-                .peers
-                .entry(peer)
-                .or_insert_with(|| PeerRecord::new(greeting.name.clone()));
-            record.name = greeting.name.clone();
-            record.rooms = greeting.rooms.iter().cloned().collect();
-            let existing = record.gate.take().filter(|g| g.is_open());
-            if let Some(existing) = existing {
-                let keep_existing = existing.dialer != gate.dialer && existing.dialer < gate.dialer;
-                if keep_existing {
-                    record.gate = Some(existing);
-                    drop(state);
-                    gate.connection
-                        .close(CloseCode::Duplicate.varint(), b"duplicate");
-                    return;
-                }
-                Some(existing)
+                Err((CloseCode::Normal, "shutting down"))
+            } else if !self.is_allowed(&peer) {
+                Err((CloseCode::Refused, "not allowed"))
+            } else if open_elsewhere >= self.inner.config.max_gates {
+                Err((CloseCode::Refused, "too many connections"))
             } else {
-                None
+                let record = state
+                    .peers
+                    .entry(peer)
+                    .or_insert_with(|| PeerRecord::new(greeting.name.clone()));
+                let existing = record.gate.take().filter(|g| g.is_open());
+                let keep_existing = existing
+                    .as_ref()
+                    .is_some_and(|old| old.dialer != gate.dialer && old.dialer < gate.dialer);
+                if keep_existing {
+                    record.gate = existing;
+                    Err((CloseCode::Duplicate, "duplicate"))
+                } else {
+                    record.name = greeting.name.clone();
+                    record.rooms = greeting.rooms.iter().cloned().collect();
+                    record.gate = Some(gate.clone());
+                    record.status = PeerStatus::Connected;
+                    Ok(existing)
+                }
+            }
+        };
+        let replaced = match decision {
+            Ok(replaced) => replaced,
+            Err((code, reason)) => {
+                gate.connection.close(code.varint(), reason.as_bytes());
+                return;
             }
         };
         if let Some(old) = replaced {
             old.connection
                 .close(CloseCode::Duplicate.varint(), b"duplicate");
-        }
-        {
-            let mut state = self.state();
-            if let Some(record) = state.peers.get_mut(&peer) {
-                record.gate = Some(gate.clone());
-                record.status = PeerStatus::Connected;
-            }
         }
         self.emit(Event::Connected {
             peer_id: peer.to_string(),
@@ -831,11 +916,15 @@ impl Node {
                 stream = connection.accept_uni() => match stream {
                     Ok(mut recv) => {
                         // No stream kind is unidirectional yet.
-                        let error = match crate::wire::read_header(&mut recv).await {
-                            Ok(kind) => WireError::UnexpectedKind { expected: "bidirectional", got: kind.name() },
-                            Err(error) => error,
-                        };
-                        GateError::from(error).close(&connection);
+                        let connection = connection.clone();
+                        tokio::spawn(async move {
+                            let error = match timeout(gate::GREETING_TIMEOUT, crate::wire::read_header(&mut recv)).await {
+                                Ok(Ok(kind)) => WireError::UnexpectedKind { expected: "bidirectional", got: kind.name() },
+                                Ok(Err(error)) => error,
+                                Err(_) => WireError::Truncated("stream header"),
+                            };
+                            GateError::from(error).close(&connection);
+                        });
                     }
                     Err(error) => break error,
                 },
@@ -868,7 +957,9 @@ impl Node {
     /// A stream the peer opened: only chat streams exist so far.
     async fn serve_stream(self, gate: Arc<Gate>, send: SendStream, mut recv: RecvStream) {
         let result = async {
-            let kind = crate::wire::read_header(&mut recv).await?;
+            let kind = timeout(gate::GREETING_TIMEOUT, crate::wire::read_header(&mut recv))
+                .await
+                .map_err(|_| WireError::Truncated("stream header"))??;
             if kind != StreamKind::Chat {
                 return Err(WireError::UnexpectedKind {
                     expected: "chat",
@@ -970,9 +1061,11 @@ impl Node {
             let Some(outgoing) = state.outgoing.get_mut(&id) else {
                 return;
             };
+            if !outgoing.waiting_for.remove(&peer) {
+                return; // not expected from this peer, or a repeat
+            }
             let elapsed = outgoing.sent_at.elapsed();
-            outgoing.waiting = outgoing.waiting.saturating_sub(1);
-            if outgoing.waiting == 0 {
+            if outgoing.waiting_for.is_empty() {
                 state.outgoing.remove(&id);
             }
             events::millis(elapsed)
@@ -1049,12 +1142,11 @@ impl Node {
                     let peer = member.peer_id;
                     self.learn_member(&room, &member);
                     // The joiner dials; this side waits for it.
-                    let connected = self
-                        .state()
-                        .peers
-                        .get(&peer)
-                        .is_some_and(|r| r.gate.is_some());
-                    if !connected {
+                    // Only news for a peer nobody is connecting to or connected with.
+                    let idle = self.state().peers.get(&peer).is_none_or(|r| {
+                        matches!(r.status, PeerStatus::Known | PeerStatus::Offline)
+                    });
+                    if idle {
                         self.set_status(peer, PeerStatus::Known, Some(format!("joined {room}")));
                     }
                 }

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 
 use crate::identity::PeerId;
 use crate::protocol::{
-    validate_label, Member, TrackerEvent, TrackerRefusal, MAX_LOCAL_ADDRS, MAX_NAME_LEN,
-    MAX_ROOM_LEN,
+    is_lan_candidate, validate_label, Member, TrackerEvent, TrackerRefusal, MAX_LOCAL_ADDRS,
+    MAX_NAME_LEN, MAX_ROOM_LEN,
 };
 
 /// The tracker's limits. Defaults suit a small public tracker on one core.
@@ -97,6 +97,7 @@ impl Registry {
                 limit: self.limits.max_peers,
             });
         }
+        local_addrs.retain(is_lan_candidate);
         local_addrs.truncate(MAX_LOCAL_ADDRS);
         self.next_generation += 1;
         let generation = self.next_generation;

@@ -23,8 +23,12 @@ use crate::rate::TokenBucket;
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
 
-/// Events waiting for one slow node beyond this are dropped.
-const EVENT_QUEUE: usize = 1024;
+/// Messages waiting for one node's stream. Events beyond this are dropped;
+/// responses wait (the node is rate-limited anyway).
+const EVENT_QUEUE: usize = 256;
+/// A node whose stream takes no data for this long is not reading: it is
+/// closed rather than allowed to pin the tracker's memory.
+const WRITE_STALL: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct TrackerConfig {
@@ -178,6 +182,8 @@ enum SessionEnd {
     Closed,
     /// The node broke the protocol.
     Protocol(WireError),
+    /// The node overstayed a limit: never registered, or stopped reading.
+    Refused(&'static str),
 }
 
 impl From<WireError> for SessionEnd {
@@ -208,9 +214,16 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     };
     let mut generation = None;
     let end = session(&shared, &connection, peer_id, &mut generation).await;
-    if let SessionEnd::Protocol(error) = end {
-        tracing::debug!(peer = %peer_id.short(), %error, "closing a node that broke the protocol");
-        connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+    match end {
+        SessionEnd::Protocol(error) => {
+            tracing::debug!(peer = %peer_id.short(), %error, "closing a node that broke the protocol");
+            connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+        }
+        SessionEnd::Refused(reason) => {
+            tracing::debug!(peer = %peer_id.short(), reason, "closing a node");
+            connection.close(CloseCode::Refused.varint(), reason.as_bytes());
+        }
+        SessionEnd::Closed => {}
     }
     if let Some(generation) = generation {
         let outbox = shared.registry().unregister(peer_id, generation);
@@ -231,24 +244,34 @@ async fn session(
     peer_id: PeerId,
     generation: &mut Option<Generation>,
 ) -> SessionEnd {
-    let (send, recv) = match timeout(shared.config.handshake_timeout, connection.accept_bi()).await
-    {
+    // The stream, its header and the registration must all come within the
+    // handshake timeout: a connection that never registers holds nothing long.
+    let register_by = Instant::now() + shared.config.handshake_timeout;
+    let (send, recv) = match tokio::time::timeout_at(register_by, connection.accept_bi()).await {
         Ok(Ok(stream)) => stream,
-        _ => return SessionEnd::Closed,
+        Ok(Err(_)) => return SessionEnd::Closed,
+        Err(_) => return SessionEnd::Refused("no tracker stream opened in time"),
     };
-    let mut reader = match FrameReader::accept(recv, StreamKind::Tracker).await {
-        Ok(reader) => reader,
-        Err(error) => return SessionEnd::Protocol(error),
-    };
+    let mut reader =
+        match tokio::time::timeout_at(register_by, FrameReader::accept(recv, StreamKind::Tracker))
+            .await
+        {
+            Ok(Ok(reader)) => reader,
+            Ok(Err(error)) => return SessionEnd::Protocol(error),
+            Err(_) => return SessionEnd::Refused("no stream header in time"),
+        };
     let mut writer = FrameWriter::answering(send, StreamKind::Tracker);
     // Responses and pushed events share one queue drained by the writer, so
     // the reader is never cancelled in the middle of a frame.
     let (out_tx, mut out_rx) = mpsc::channel::<TrackerMessage>(EVENT_QUEUE);
     let write_all = async move {
         while let Some(message) = out_rx.recv().await {
-            writer.send(&message).await?;
+            match timeout(WRITE_STALL, writer.send(&message)).await {
+                Ok(result) => result?,
+                Err(_) => return Err(SessionEnd::Refused("not reading its tracker stream")),
+            }
         }
-        Ok::<(), WireError>(())
+        Ok::<(), SessionEnd>(())
     };
     let limits = &shared.config.limits;
     let mut bucket = TokenBucket::new(
@@ -259,6 +282,9 @@ async fn session(
     let read_all = async {
         loop {
             tokio::select! {
+                _ = tokio::time::sleep_until(register_by), if generation.is_none() => {
+                    return Err(SessionEnd::Refused("did not register in time"));
+                }
                 frame = reader.recv::<TrackerRequest>() => {
                     let Some(request) = frame? else { return Ok(()) };
                     let result = if bucket.try_take(Instant::now().into_std()) {
@@ -284,7 +310,7 @@ async fn session(
     };
     let result: Result<(), SessionEnd> = tokio::select! {
         result = read_all => result,
-        result = write_all => result.map_err(SessionEnd::from),
+        result = write_all => result,
     };
     match result {
         Ok(()) => SessionEnd::Closed,

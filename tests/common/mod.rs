@@ -28,6 +28,9 @@ pub fn start_tracker_with(config: TrackerConfig) -> Tracker {
 pub struct TestNode {
     pub node: Node,
     pub events: Events,
+    /// Events seen while waiting for others, still to be matched: waits do
+    /// not depend on the order unrelated events arrive in.
+    backlog: Vec<Event>,
     pub home: tempfile::TempDir,
 }
 
@@ -50,7 +53,12 @@ pub async fn start_node_in(home: tempfile::TempDir, config: NodeConfig) -> TestN
         .wait_for(WAIT, |e| matches!(e, Event::Ready { .. }).then_some(()))
         .await
         .unwrap();
-    TestNode { node, events, home }
+    TestNode {
+        node,
+        events,
+        backlog: Vec::new(),
+        home,
+    }
 }
 
 impl TestNode {
@@ -61,36 +69,46 @@ impl TestNode {
     /// Waits until this node is connected to `peer`.
     pub async fn connected_to(&mut self, peer: &TestNode) {
         let want = peer.id();
-        self.events
-            .wait_for(WAIT, |e| match e {
-                Event::Connected { peer_id, .. } if *peer_id == want => Some(()),
-                _ => None,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("waiting for a connection to {want}: {e}"));
+        self.sees(&format!("a connection to {want}"), |e| match e {
+            Event::Connected { peer_id, .. } if *peer_id == want => Some(()),
+            _ => None,
+        })
+        .await
     }
 
     /// Waits for a message with `text`; returns (author id, author name).
     pub async fn receives(&mut self, text: &str) -> (String, String) {
-        self.events
-            .wait_for(WAIT, |e| match e {
-                Event::Message {
-                    text: got,
-                    from,
-                    from_name,
-                    ..
-                } if got == text => Some((from.clone(), from_name.clone())),
-                _ => None,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("waiting for message {text:?}: {e}"))
+        self.sees(&format!("message {text:?}"), |e| match e {
+            Event::Message {
+                text: got,
+                from,
+                from_name,
+                ..
+            } if got == text => Some((from.clone(), from_name.clone())),
+            _ => None,
+        })
+        .await
     }
 
-    /// Waits for an event `pick` accepts.
-    pub async fn sees<T>(&mut self, what: &str, pick: impl FnMut(&Event) -> Option<T>) -> T {
+    /// Waits for an event `pick` accepts: first among those already seen
+    /// and not yet matched, then among new ones.
+    pub async fn sees<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        for index in 0..self.backlog.len() {
+            if let Some(found) = pick(&self.backlog[index]) {
+                self.backlog.remove(index);
+                return found;
+            }
+        }
+        let backlog = &mut self.backlog;
         self.events
-            .wait_for(WAIT, pick)
+            .wait_for(WAIT, |event| {
+                let found = pick(event);
+                if found.is_none() {
+                    backlog.push(event.clone());
+                }
+                found
+            })
             .await
-            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}; unmatched events: {backlog:#?}"))
     }
 }
