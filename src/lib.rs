@@ -12,6 +12,7 @@ pub mod home;
 pub mod identity;
 pub mod node;
 pub mod protocol;
+pub mod punch;
 pub mod rate;
 pub mod render;
 pub mod tls;

@@ -49,6 +49,11 @@ pub enum TrackerRequestBody {
     Members {
         room: String,
     },
+    /// Introduce this node to `peer` (they must share a room): both receive
+    /// [`TrackerEvent::Introduce`] at the same moment, this node as dialer.
+    Connect {
+        peer: PeerId,
+    },
 }
 
 /// Tracker → node, on the same stream.
@@ -79,6 +84,10 @@ pub enum TrackerResponse {
         room: String,
         members: Vec<Member>,
     },
+    /// The introduction is on its way, under this attempt id.
+    Introducing {
+        attempt: u64,
+    },
 }
 
 /// Why the tracker refused a request. Each names the limit that was hit.
@@ -102,6 +111,10 @@ pub enum TrackerRefusal {
     InvalidName(String),
     #[error("not in room {0}")]
     NotInRoom(String),
+    #[error("that peer is not registered with the tracker")]
+    UnknownPeer,
+    #[error("you share no room with that peer")]
+    NoSharedRoom,
 }
 
 /// A room member as the tracker knows it.
@@ -137,6 +150,13 @@ pub enum TrackerEvent {
     Left {
         room: String,
         peer_id: PeerId,
+    },
+    /// Punch toward `peer` now, in `role`; probes carry `attempt`. Sent to
+    /// both sides so that they arrive at the same moment.
+    Introduce {
+        attempt: u64,
+        peer: Member,
+        role: crate::punch::Role,
     },
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
@@ -31,8 +31,9 @@ use crate::gate_socket::GateSocket;
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
     validate_label, ChatBody, ChatFrame, ControlMessage, Member, MessageId, SignedMessage,
-    TrackerEvent, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
+    TrackerEvent, TrackerRequestBody, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
 };
+use crate::punch::{order_candidates, Punch, PunchAction, PunchSchedule, Role};
 use crate::tls::{self, CertifiedIdentity};
 use crate::tracker::client::Registration;
 use crate::tracker::{TrackerError, TrackerSession};
@@ -60,8 +61,10 @@ pub struct NodeConfig {
     /// Most gates at once. Default 64.
     pub max_gates: usize,
     pub liveness: Liveness,
-    /// Deadline of one connection attempt to a peer. Default 10 s.
+    /// Deadline of one direct connection attempt to a peer. Default 10 s.
     pub connect_timeout: Duration,
+    /// Timing of tracker-coordinated hole punches.
+    pub punch: PunchSchedule,
 }
 
 impl NodeConfig {
@@ -76,6 +79,7 @@ impl NodeConfig {
             max_gates: 64,
             liveness: Liveness::default(),
             connect_timeout: Duration::from_secs(10),
+            punch: PunchSchedule::default(),
         }
     }
 }
@@ -178,6 +182,10 @@ struct State {
     rooms: Vec<String>,
     seen: Seen,
     outgoing: HashMap<MessageId, Outgoing>,
+    /// Running punches by attempt id: where their probes go.
+    punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
+    /// Callers waiting for a punch toward a peer to end.
+    punch_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
     closing: bool,
 }
 
@@ -205,6 +213,8 @@ struct Inner {
     tracker: Option<TrackerSession>,
     allowed: Option<HashSet<PeerId>>,
     events: mpsc::UnboundedSender<Event>,
+    /// Woken whenever a gate is installed (punches watch for theirs).
+    gate_installed: Notify,
     state: Mutex<State>,
     next_seq: AtomicU64,
 }
@@ -271,8 +281,7 @@ impl Node {
                 addr: config.bind,
                 source,
             })?;
-        // Probes matter once hole punching exists; until then they are counted and dropped.
-        drop(bound.probes);
+        let probes = bound.probes;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tracker_events = None;
@@ -308,6 +317,7 @@ impl Node {
                 tracker,
                 allowed,
                 events: events_tx,
+                gate_installed: Notify::new(),
                 state: Mutex::new(State::default()),
                 // Until history is stored, sequence numbers start from the
                 // clock so a restarted author never reuses an id.
@@ -328,6 +338,7 @@ impl Node {
             tracker_ms,
         });
         tokio::spawn(node.clone().accept_loop());
+        tokio::spawn(route_probes(Arc::downgrade(&node.inner), probes));
         if let Some(events) = tracker_events {
             tokio::spawn(node.clone().tracker_loop(events));
         }
@@ -528,8 +539,7 @@ impl Node {
             self.learn_member(room, &member);
             let node = self.clone();
             tokio::spawn(async move {
-                let peer = member.peer_id;
-                if let Err(error) = node.connect_to(peer, member.candidates()).await {
+                if let Err(error) = node.connect_peer(member.peer_id).await {
                     node.emit(Event::error(error));
                 }
             });
@@ -652,20 +662,181 @@ impl Node {
         if what.contains('@') {
             return self.connect_target(&what.parse()?).await;
         }
-        let (peer, candidates) = {
+        let peer = {
             let state = self.state();
-            let matches: Vec<(&PeerId, &PeerRecord)> = state
+            let matches: Vec<&PeerId> = state
                 .peers
                 .iter()
                 .filter(|(id, r)| r.name == what || id.to_string().starts_with(what))
+                .map(|(id, _)| id)
                 .collect();
             match matches.as_slice() {
                 [] => return Err(NodeError::UnknownPeer(what.to_string())),
-                [(id, record)] => (**id, record.candidates.clone()),
+                [id] => **id,
                 _ => return Err(NodeError::AmbiguousPeer(what.to_string())),
             }
         };
-        self.connect_to(peer, candidates).await
+        self.connect_peer(peer).await
+    }
+
+    /// Connects to a known peer: through a tracker-coordinated punch when
+    /// there is a tracker, else by dialing its known addresses.
+    pub async fn connect_peer(&self, peer: PeerId) -> Result<(), NodeError> {
+        let Some(tracker) = &self.inner.tracker else {
+            let candidates = self
+                .state()
+                .peers
+                .get(&peer)
+                .map(|r| r.candidates.clone())
+                .unwrap_or_default();
+            return self.connect_to(peer, candidates).await;
+        };
+        if peer == self.peer_id() {
+            return Err(NodeError::SelfConnect);
+        }
+        if !self.is_allowed(&peer) {
+            return Err(NodeError::Invalid(format!(
+                "peer {}: not in --allow",
+                peer.short()
+            )));
+        }
+        let (outcome_tx, outcome_rx) = oneshot::channel();
+        let first = {
+            let mut state = self.state();
+            if state.closing || state.has_open_gate(&peer) {
+                return Ok(());
+            }
+            let waiters = state.punch_waiters.entry(peer).or_default();
+            waiters.push(outcome_tx);
+            waiters.len() == 1
+        };
+        if first {
+            // The introduction comes back as an event and starts the punch.
+            if let Err(error) = tracker.request(TrackerRequestBody::Connect { peer }).await {
+                self.finish_punch_waiters(peer, Err(error.to_string()));
+            }
+        }
+        let limit = self.inner.config.punch.deadline + gate::GREETING_TIMEOUT;
+        match timeout(limit, outcome_rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(tried))) => Err(NodeError::Unreachable {
+                peer: self.name_of(&peer),
+                tried,
+            }),
+            Ok(Err(_)) | Err(_) => Err(NodeError::Unreachable {
+                peer: self.name_of(&peer),
+                tried: "the punch did not report back".into(),
+            }),
+        }
+    }
+
+    fn finish_punch_waiters(&self, peer: PeerId, outcome: Result<(), String>) {
+        let waiters = self.state().punch_waiters.remove(&peer).unwrap_or_default();
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+
+    /// Runs one punch, in the role the tracker gave, toward `member`.
+    async fn run_punch(self, attempt: u64, member: Member, role: Role) {
+        let peer = member.peer_id;
+        let started = Instant::now();
+        let reflexive = self.inner.tracker.as_ref().map(TrackerSession::reflexive);
+        let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+        let allowed = self.is_allowed(&peer);
+        {
+            let mut state = self.state();
+            if state.closing || !allowed {
+                drop(state);
+                self.finish_punch_waiters(peer, Err("not allowed".into()));
+                return;
+            }
+            state.punches.insert(attempt, probe_tx);
+        }
+        if role == Role::Dialer {
+            self.set_status(peer, PeerStatus::Connecting, None);
+        }
+        let payload = probe_payload(attempt, &self.peer_id());
+        let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
+        let mut dials = JoinSet::new();
+        let outcome: Result<Option<Connection>, String> = loop {
+            let installed = self.inner.gate_installed.notified();
+            if self.state().has_open_gate(&peer) {
+                break Ok(None);
+            }
+            let now = Instant::now();
+            while let Some(action) = punch.poll_action(now) {
+                match action {
+                    PunchAction::Probe(addr) => {
+                        if let Err(error) = self.inner.socket.send_probe(addr, &payload).await {
+                            tracing::debug!(%addr, %error, "probe not sent");
+                        }
+                    }
+                    PunchAction::Dial(addr) => {
+                        let endpoint = self.inner.endpoint.clone();
+                        let config = self.inner.client.clone();
+                        dials.spawn(async move {
+                            let result =
+                                match endpoint::connect_pinned(&endpoint, config, addr, &peer) {
+                                    Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                                    Err(error) => Err(error.to_string()),
+                                };
+                            (addr, result)
+                        });
+                    }
+                }
+            }
+            if punch.is_expired(now) {
+                break Err(punch.summary());
+            }
+            let wake = tokio::time::Instant::from_std(punch.poll_timeout());
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                Some(from) = probe_rx.recv() => punch.handle_probe(from, Instant::now()),
+                Some(joined) = dials.join_next(), if !dials.is_empty() => match joined {
+                    Ok((_, Ok(connection))) => break Ok(Some(connection)),
+                    Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
+                    Err(_) => {}
+                },
+                _ = installed => {}
+            }
+        };
+        // The losers of the race close as they drop.
+        dials.abort_all();
+        self.state().punches.remove(&attempt);
+        let result = match outcome {
+            Ok(None) => Ok(()),
+            Ok(Some(connection)) => {
+                let greeting = timeout(
+                    gate::GREETING_TIMEOUT,
+                    Gate::greet_as_dialer(connection.clone(), self.peer_id(), peer, &self.hello()),
+                )
+                .await
+                .unwrap_or(Err(GateError::GreetingTimeout(gate::GREETING_TIMEOUT)));
+                match greeting {
+                    Ok(greeted) => {
+                        self.install(greeted, started, true);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        error.close(&connection);
+                        Err(error.to_string())
+                    }
+                }
+            }
+            Err(tried) => Err(tried),
+        };
+        if let Err(tried) = &result {
+            if role == Role::Dialer {
+                self.set_status(peer, PeerStatus::Offline, Some("unreachable".into()));
+                self.emit(Event::error(format!(
+                    "could not connect to {}: {tried}",
+                    self.name_of(&peer)
+                )));
+            }
+        }
+        self.finish_punch_waiters(peer, result);
     }
 
     /// Dials `PEERID@host:port`.
@@ -887,6 +1058,8 @@ impl Node {
             old.connection
                 .close(CloseCode::Duplicate.varint(), b"duplicate");
         }
+        // Punches waiting for this peer's gate stop.
+        self.inner.gate_installed.notify_waiters();
         self.emit(Event::Connected {
             peer_id: peer.to_string(),
             name: greeting.name,
@@ -1150,6 +1323,21 @@ impl Node {
                         self.set_status(peer, PeerStatus::Known, Some(format!("joined {room}")));
                     }
                 }
+                TrackerEvent::Introduce {
+                    attempt,
+                    peer,
+                    role,
+                } => {
+                    {
+                        let mut state = self.state();
+                        let record = state
+                            .peers
+                            .entry(peer.peer_id)
+                            .or_insert_with(|| PeerRecord::new(peer.name.clone()));
+                        record.candidates = peer.candidates();
+                    }
+                    tokio::spawn(self.clone().run_punch(attempt, peer, role));
+                }
                 TrackerEvent::Left { room, peer_id } => {
                     let gone = {
                         let mut state = self.state();
@@ -1204,5 +1392,43 @@ impl Node {
     /// The data directory default, for callers without one.
     pub fn default_home() -> Result<PathBuf, crate::home::HomeError> {
         crate::home::resolve(None)
+    }
+}
+
+/// Probe payload: the attempt id, then the sender's peer id.
+fn probe_payload(attempt: u64, me: &PeerId) -> Vec<u8> {
+    let mut payload = attempt.to_be_bytes().to_vec();
+    payload.extend_from_slice(me.as_bytes());
+    payload
+}
+
+fn parse_probe(payload: &[u8]) -> Option<(u64, PeerId)> {
+    let attempt = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let sender: [u8; 32] = payload.get(8..40)?.try_into().ok()?;
+    Some((attempt, PeerId::from_bytes(sender)))
+}
+
+/// Hands each probe to the punch whose attempt it names. Holds the node
+/// weakly: the socket owns the probe channel, so a strong reference here
+/// would keep the node alive forever.
+async fn route_probes(
+    node: std::sync::Weak<Inner>,
+    mut probes: mpsc::Receiver<crate::gate_socket::Probe>,
+) {
+    while let Some(probe) = probes.recv().await {
+        let Some(inner) = node.upgrade() else { return };
+        let Some((attempt, _sender)) = parse_probe(&probe.payload) else {
+            continue;
+        };
+        let route = inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .punches
+            .get(&attempt)
+            .cloned();
+        if let Some(route) = route {
+            let _ = route.send(probe.from);
+        }
     }
 }

@@ -219,6 +219,16 @@ impl Registry {
         Ok(outbox)
     }
 
+    /// The two members to introduce to each other, if they share a room.
+    pub fn introduce(&self, from: PeerId, to: PeerId) -> Result<(Member, Member), TrackerRefusal> {
+        let from = self.registration(&from)?;
+        let to = self.peers.get(&to).ok_or(TrackerRefusal::UnknownPeer)?;
+        if from.rooms.is_disjoint(&to.rooms) {
+            return Err(TrackerRefusal::NoSharedRoom);
+        }
+        Ok((from.member.clone(), to.member.clone()))
+    }
+
     /// The members of a room the peer is in, other than itself.
     pub fn members(&self, peer_id: PeerId, room: &str) -> Result<Vec<Member>, TrackerRefusal> {
         if !self.registration(&peer_id)?.rooms.contains(room) {
@@ -276,6 +286,30 @@ mod tests {
             )]
         );
         assert_eq!(registry.members(b, "r").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn introductions_need_a_shared_room() {
+        let mut registry = Registry::new(TrackerLimits::default());
+        let (a, b, c) = (id(), id(), id());
+        for (peer, port) in [(a, 1), (b, 2), (c, 3)] {
+            registry
+                .register(peer, "x".into(), addr(port), vec![])
+                .unwrap();
+        }
+        registry.join(a, "r").unwrap();
+        registry.join(b, "r").unwrap();
+        registry.join(c, "other").unwrap();
+        let (from, to) = registry.introduce(a, b).unwrap();
+        assert_eq!((from.peer_id, to.peer_id), (a, b));
+        assert_eq!(
+            registry.introduce(a, c).unwrap_err(),
+            TrackerRefusal::NoSharedRoom
+        );
+        assert_eq!(
+            registry.introduce(a, id()).unwrap_err(),
+            TrackerRefusal::UnknownPeer
+        );
     }
 
     #[test]

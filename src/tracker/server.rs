@@ -13,12 +13,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
-use super::registry::{Generation, Outbox, Registry, TrackerLimits};
+use super::registry::{self, Generation, Registry, TrackerLimits};
 use crate::endpoint::{self, Liveness};
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse,
+    Member, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody,
+    TrackerResponse,
 };
+use crate::punch::Role;
 use crate::rate::TokenBucket;
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
@@ -66,8 +68,15 @@ pub enum TrackerStartError {
 struct Shared {
     config: TrackerConfig,
     registry: Mutex<Registry>,
-    /// Where to push each registered node's events, by generation.
-    outboxes: Mutex<HashMap<PeerId, (Generation, mpsc::Sender<TrackerMessage>)>>,
+    /// Where to push each registered node's events, by generation, with
+    /// its connection (whose RTT times introductions).
+    outboxes: Mutex<HashMap<PeerId, Outbox>>,
+}
+
+struct Outbox {
+    generation: Generation,
+    sender: mpsc::Sender<TrackerMessage>,
+    connection: Connection,
 }
 
 impl Shared {
@@ -75,11 +84,15 @@ impl Shared {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn deliver(&self, outbox: Outbox) {
+    fn deliver(&self, outbox: registry::Outbox) {
         let outboxes = self.outboxes.lock().unwrap_or_else(PoisonError::into_inner);
         for (recipient, event) in outbox {
-            if let Some((_, sender)) = outboxes.get(&recipient) {
-                if sender.try_send(TrackerMessage::Event(event)).is_err() {
+            if let Some(outbox) = outboxes.get(&recipient) {
+                if outbox
+                    .sender
+                    .try_send(TrackerMessage::Event(event))
+                    .is_err()
+                {
                     tracing::warn!(peer = %recipient.short(), "event queue full; dropping an event");
                 }
             }
@@ -187,8 +200,13 @@ enum SessionEnd {
 }
 
 impl From<WireError> for SessionEnd {
+    /// A stream that fails because its connection went away is a close, not
+    /// a protocol error.
     fn from(error: WireError) -> Self {
-        SessionEnd::Protocol(error)
+        match error {
+            WireError::Io(_) => SessionEnd::Closed,
+            error => SessionEnd::Protocol(error),
+        }
     }
 }
 
@@ -232,7 +250,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
             .outboxes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if outboxes.get(&peer_id).map(|(g, _)| *g) == Some(generation) {
+        if outboxes.get(&peer_id).map(|o| o.generation) == Some(generation) {
             outboxes.remove(&peer_id);
         }
     }
@@ -357,7 +375,14 @@ fn handle_request(
                 .outboxes
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(peer_id, (new_generation, events.clone()));
+                .insert(
+                    peer_id,
+                    Outbox {
+                        generation: new_generation,
+                        sender: events.clone(),
+                        connection: connection.clone(),
+                    },
+                );
             *generation = Some(new_generation);
             tracing::debug!(peer = %peer_id.short(), %reflexive, "registered");
             Ok(TrackerResponse::Registered { reflexive })
@@ -375,6 +400,64 @@ fn handle_request(
         TrackerRequestBody::Members { room } => {
             let members = shared.registry().members(peer_id, &room)?;
             Ok(TrackerResponse::Members { room, members })
+        }
+        TrackerRequestBody::Connect { peer } => {
+            let (from, to) = shared.registry().introduce(peer_id, peer)?;
+            let attempt = random_u64();
+            shared.introduce(attempt, from, to);
+            Ok(TrackerResponse::Introducing { attempt })
+        }
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // ring's system RNG only fails if the OS has none; a zero id still works.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+impl Shared {
+    /// Sends each side the other's introduction so both arrive at the same
+    /// moment: the side nearer the tracker gets its copy later by half the
+    /// difference of the two round-trip times.
+    fn introduce(&self, attempt: u64, dialer: Member, acceptor: Member) {
+        let outboxes = self.outboxes.lock().unwrap_or_else(PoisonError::into_inner);
+        let (Some(to_dialer), Some(to_acceptor)) = (
+            outboxes.get(&dialer.peer_id),
+            outboxes.get(&acceptor.peer_id),
+        ) else {
+            return;
+        };
+        let dialer_rtt = to_dialer.connection.rtt();
+        let acceptor_rtt = to_acceptor.connection.rtt();
+        let sends = [
+            (
+                to_dialer.sender.clone(),
+                TrackerEvent::Introduce {
+                    attempt,
+                    peer: acceptor,
+                    role: Role::Dialer,
+                },
+                acceptor_rtt.saturating_sub(dialer_rtt) / 2,
+            ),
+            (
+                to_acceptor.sender.clone(),
+                TrackerEvent::Introduce {
+                    attempt,
+                    peer: dialer,
+                    role: Role::Acceptor,
+                },
+                dialer_rtt.saturating_sub(acceptor_rtt) / 2,
+            ),
+        ];
+        for (sender, event, delay) in sends {
+            tokio::spawn(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let _ = sender.try_send(TrackerMessage::Event(event));
+            });
         }
     }
 }

@@ -1,0 +1,462 @@
+//! The hole-punch scheduler: which probes to send and which handshakes to
+//! start, when. Pure: it owns no socket and no clock. The node drives it:
+//! feed it what happened (`handle_*`), then ask what to do (`poll_action`)
+//! until it answers `None`, and sleep until `poll_timeout`.
+//!
+//! Both sides spray probes at every candidate on a backoff schedule, which
+//! opens each side's NAT toward the other. A probe that arrives proves a path
+//! and teaches its source (a peer-reflexive candidate, which is how a
+//! symmetric NAT's fresh mapping is found). The acceptor answers probes; the
+//! dialer starts a QUIC handshake to each given candidate once, staggered, and
+//! again to any address a probe arrived from. The node keeps the first
+//! handshake that authenticates.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Which side of a punch this node plays, as the tracker assigned it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// Starts QUIC handshakes.
+    Dialer,
+    /// Accepts the handshake; probes to open its NAT.
+    Acceptor,
+}
+
+/// Something the node should do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PunchAction {
+    Probe(SocketAddr),
+    Dial(SocketAddr),
+}
+
+/// Timing of a punch. Defaults suit paths from LAN to intercontinental.
+#[derive(Clone, Debug)]
+pub struct PunchSchedule {
+    /// When probe rounds go out, from the start. Default: 0, 25, 50, 100,
+    /// 200, 400, 800 ms, then every 1.6 s.
+    pub probe_rounds: Vec<Duration>,
+    /// Interval of probe rounds after the listed ones.
+    pub probe_interval: Duration,
+    /// Between the dialer's first handshakes to successive candidates.
+    /// Default 25 ms.
+    pub dial_stagger: Duration,
+    /// A proven address is dialed again if its last handshake started this
+    /// long ago (its first packets may have hit a closed NAT). Default 300 ms.
+    pub redial_after: Duration,
+    /// Handshakes started per address, at most. Default 4.
+    pub max_dials_per_address: u32,
+    /// The whole attempt. Default 10 s.
+    pub deadline: Duration,
+    /// Most addresses one punch tracks (given plus learned). Default 24.
+    pub max_candidates: usize,
+}
+
+impl Default for PunchSchedule {
+    fn default() -> Self {
+        Self {
+            probe_rounds: [0, 25, 50, 100, 200, 400, 800]
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect(),
+            probe_interval: Duration::from_millis(1600),
+            dial_stagger: Duration::from_millis(25),
+            redial_after: Duration::from_millis(300),
+            max_dials_per_address: 4,
+            deadline: Duration::from_secs(10),
+            max_candidates: 24,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// From the tracker's introduction.
+    Given,
+    /// A probe arrived from it.
+    Learned,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    addr: SocketAddr,
+    source: Source,
+    /// A probe arrived from this address.
+    proven: bool,
+    dials: u32,
+    last_dial: Option<Instant>,
+    /// When the first handshake to this given candidate is due (dialer).
+    first_dial_at: Option<Instant>,
+    failed: Option<String>,
+}
+
+/// One punch attempt toward one peer.
+pub struct Punch {
+    role: Role,
+    schedule: PunchSchedule,
+    started: Instant,
+    candidates: Vec<Candidate>,
+    next_round: usize,
+    next_round_at: Instant,
+    pending: VecDeque<PunchAction>,
+    probes_received: u32,
+}
+
+impl Punch {
+    pub fn new(role: Role, given: &[SocketAddr], schedule: PunchSchedule, now: Instant) -> Self {
+        let mut candidates: Vec<Candidate> = Vec::new();
+        for (index, addr) in given.iter().enumerate() {
+            if candidates.iter().any(|c| c.addr == *addr)
+                || candidates.len() >= schedule.max_candidates
+            {
+                continue;
+            }
+            let first_dial_at =
+                (role == Role::Dialer).then(|| now + schedule.dial_stagger * index as u32);
+            candidates.push(Candidate {
+                addr: *addr,
+                source: Source::Given,
+                proven: false,
+                dials: 0,
+                last_dial: None,
+                first_dial_at,
+                failed: None,
+            });
+        }
+        Self {
+            role,
+            started: now,
+            next_round: 0,
+            next_round_at: now,
+            candidates,
+            schedule,
+            pending: VecDeque::new(),
+            probes_received: 0,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// A probe of this attempt arrived from `from`.
+    pub fn handle_probe(&mut self, from: SocketAddr, now: Instant) {
+        self.probes_received = self.probes_received.saturating_add(1);
+        let index = match self.candidates.iter().position(|c| c.addr == from) {
+            Some(index) => index,
+            None if self.candidates.len() < self.schedule.max_candidates => {
+                self.candidates.push(Candidate {
+                    addr: from,
+                    source: Source::Learned,
+                    proven: false,
+                    dials: 0,
+                    last_dial: None,
+                    first_dial_at: None,
+                    failed: None,
+                });
+                self.candidates.len() - 1
+            }
+            None => return,
+        };
+        let first_proof = !self.candidates[index].proven;
+        self.candidates[index].proven = true;
+        match self.role {
+            // Answer at once: the answer is what opens our NAT to that source.
+            Role::Acceptor if first_proof => self.queue(PunchAction::Probe(from)),
+            Role::Acceptor => {}
+            Role::Dialer => {
+                if first_proof {
+                    self.queue(PunchAction::Probe(from));
+                }
+                if self.may_dial(index, now, true) {
+                    self.start_dial(index, now);
+                }
+            }
+        }
+    }
+
+    /// A handshake to `addr` failed (refused, wrong key, timed out).
+    pub fn handle_dial_failed(&mut self, addr: SocketAddr, reason: String) {
+        if let Some(candidate) = self.candidates.iter_mut().find(|c| c.addr == addr) {
+            candidate.failed = Some(reason);
+        }
+    }
+
+    fn may_dial(&self, index: usize, now: Instant, proven: bool) -> bool {
+        let candidate = &self.candidates[index];
+        if candidate.dials >= self.schedule.max_dials_per_address {
+            return false;
+        }
+        match candidate.last_dial {
+            None => true,
+            Some(last) => {
+                proven && now.saturating_duration_since(last) >= self.schedule.redial_after
+            }
+        }
+    }
+
+    fn start_dial(&mut self, index: usize, now: Instant) {
+        let candidate = &mut self.candidates[index];
+        candidate.dials += 1;
+        candidate.last_dial = Some(now);
+        candidate.first_dial_at = None;
+        let dial = PunchAction::Dial(candidate.addr);
+        self.queue(dial);
+    }
+
+    /// Queues an action unless the same one is already waiting.
+    fn queue(&mut self, action: PunchAction) {
+        if !self.pending.contains(&action) {
+            self.pending.push_back(action);
+        }
+    }
+
+    fn round_time(&self, round: usize) -> Duration {
+        match self.schedule.probe_rounds.get(round) {
+            Some(offset) => *offset,
+            None => {
+                let last = self
+                    .schedule
+                    .probe_rounds
+                    .last()
+                    .copied()
+                    .unwrap_or_default();
+                let extra = (round + 1 - self.schedule.probe_rounds.len()) as u32;
+                last + self.schedule.probe_interval * extra
+            }
+        }
+    }
+
+    /// The next thing to do now, if any.
+    pub fn poll_action(&mut self, now: Instant) -> Option<PunchAction> {
+        if self.is_expired(now) {
+            return None;
+        }
+        if now >= self.next_round_at {
+            let probes: Vec<PunchAction> = self
+                .candidates
+                .iter()
+                .map(|c| PunchAction::Probe(c.addr))
+                .collect();
+            for probe in probes {
+                self.queue(probe);
+            }
+            self.next_round += 1;
+            self.next_round_at = self.started + self.round_time(self.next_round);
+        }
+        if self.role == Role::Dialer {
+            let due: Vec<usize> = (0..self.candidates.len())
+                .filter(|&i| self.candidates[i].first_dial_at.is_some_and(|at| at <= now))
+                .collect();
+            for index in due {
+                self.start_dial(index, now);
+            }
+            // Proven addresses whose last handshake may have been lost.
+            let redial: Vec<usize> = (0..self.candidates.len())
+                .filter(|&i| self.candidates[i].proven && self.candidates[i].last_dial.is_some())
+                .filter(|&i| self.may_dial(i, now, true))
+                .collect();
+            for index in redial {
+                self.start_dial(index, now);
+            }
+        }
+        self.pending.pop_front()
+    }
+
+    /// When to call [`Punch::poll_action`] next.
+    pub fn poll_timeout(&self) -> Instant {
+        let deadline = self.started + self.schedule.deadline;
+        let mut next = self.next_round_at.min(deadline);
+        for candidate in &self.candidates {
+            if let Some(at) = candidate.first_dial_at {
+                next = next.min(at);
+            }
+            if let (true, Some(last)) = (candidate.proven, candidate.last_dial) {
+                if candidate.dials < self.schedule.max_dials_per_address {
+                    next = next.min(last + self.schedule.redial_after);
+                }
+            }
+        }
+        next
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        now >= self.started + self.schedule.deadline
+    }
+
+    /// What was tried and what came of it, for the error a failed punch reports.
+    pub fn summary(&self) -> String {
+        if self.candidates.is_empty() {
+            return "no candidate addresses".into();
+        }
+        let parts: Vec<String> = self
+            .candidates
+            .iter()
+            .map(|c| {
+                let kind = match c.source {
+                    Source::Given => "given",
+                    Source::Learned => "learned",
+                };
+                let outcome = match (&c.failed, c.proven) {
+                    (Some(reason), _) => format!("handshake failed: {reason}"),
+                    (None, true) => "probes arrived, no handshake completed".into(),
+                    (None, false) => "no probe arrived".into(),
+                };
+                format!("{} ({kind}): {outcome}", c.addr)
+            })
+            .collect();
+        format!(
+            "{} probes received over {:?}; {}",
+            self.probes_received,
+            self.schedule.deadline,
+            parts.join("; ")
+        )
+    }
+}
+
+/// Orders a peer's candidates: behind the same public address, its LAN
+/// addresses first (hairpinning is rare); otherwise its public one first.
+pub fn order_candidates(
+    my_reflexive: Option<SocketAddr>,
+    reflexive: SocketAddr,
+    local: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let same_nat = my_reflexive.is_some_and(|mine| mine.ip() == reflexive.ip());
+    let mut out = Vec::with_capacity(local.len() + 1);
+    if !same_nat {
+        out.push(reflexive);
+    }
+    for addr in local {
+        if !out.contains(addr) {
+            out.push(*addr);
+        }
+    }
+    if same_nat && !out.contains(&reflexive) {
+        out.push(reflexive);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn drain(punch: &mut Punch, now: Instant) -> Vec<PunchAction> {
+        std::iter::from_fn(|| punch.poll_action(now)).collect()
+    }
+
+    #[test]
+    fn dialer_probes_everything_then_dials_given_candidates_staggered() {
+        let start = Instant::now();
+        let given = [addr("198.51.100.1:4000"), addr("10.0.0.2:4000")];
+        let mut punch = Punch::new(Role::Dialer, &given, PunchSchedule::default(), start);
+        let first = drain(&mut punch, start);
+        assert_eq!(
+            first,
+            vec![
+                PunchAction::Probe(given[0]),
+                PunchAction::Probe(given[1]),
+                PunchAction::Dial(given[0]),
+            ]
+        );
+        let next = punch.poll_timeout();
+        assert_eq!(next, start + Duration::from_millis(25));
+        let second = drain(&mut punch, next);
+        assert!(second.contains(&PunchAction::Dial(given[1])));
+        assert!(second.contains(&PunchAction::Probe(given[0])));
+    }
+
+    #[test]
+    fn acceptor_answers_a_probe_from_an_unknown_mapping_and_never_dials() {
+        let start = Instant::now();
+        let given = [addr("198.51.100.1:4000")];
+        let mut punch = Punch::new(Role::Acceptor, &given, PunchSchedule::default(), start);
+        drain(&mut punch, start);
+        // A symmetric NAT gave the dialer a fresh port toward us.
+        let fresh = addr("198.51.100.1:51234");
+        punch.handle_probe(fresh, start);
+        assert_eq!(drain(&mut punch, start), vec![PunchAction::Probe(fresh)]);
+        // Later rounds probe the learned address too, and never dial.
+        let later = start + Duration::from_secs(1);
+        let actions = drain(&mut punch, later);
+        assert!(actions.contains(&PunchAction::Probe(fresh)));
+        assert!(actions.iter().all(|a| matches!(a, PunchAction::Probe(_))));
+    }
+
+    #[test]
+    fn dialer_dials_a_proven_address_at_once_and_again_after_a_pause() {
+        let start = Instant::now();
+        let given = [addr("198.51.100.1:4000")];
+        let mut punch = Punch::new(Role::Dialer, &given, PunchSchedule::default(), start);
+        drain(&mut punch, start); // the first dial went out before the hole was open
+        let proof = start + Duration::from_millis(40);
+        punch.handle_probe(given[0], proof);
+        // Dialed 40 ms ago: too soon to dial again.
+        assert_eq!(drain(&mut punch, proof), vec![PunchAction::Probe(given[0])]);
+        let retry = start + Duration::from_millis(300);
+        assert!(punch.poll_timeout() <= retry);
+        assert!(drain(&mut punch, retry).contains(&PunchAction::Dial(given[0])));
+        let learned = addr("203.0.113.9:6000");
+        punch.handle_probe(learned, retry);
+        assert!(drain(&mut punch, retry).contains(&PunchAction::Dial(learned)));
+    }
+
+    #[test]
+    fn dials_per_address_are_bounded_and_the_deadline_ends_everything() {
+        let start = Instant::now();
+        let given = [addr("198.51.100.1:4000")];
+        let schedule = PunchSchedule::default();
+        let mut punch = Punch::new(Role::Dialer, &given, schedule.clone(), start);
+        let mut dials = 0;
+        let mut now = start;
+        // Drive it on a virtual clock with a probe arriving at every step.
+        for _ in 0..10_000 {
+            punch.handle_probe(given[0], now);
+            dials += drain(&mut punch, now)
+                .iter()
+                .filter(|a| matches!(a, PunchAction::Dial(_)))
+                .count();
+            if punch.is_expired(now) {
+                break;
+            }
+            now = punch.poll_timeout().max(now + Duration::from_millis(1));
+        }
+        assert_eq!(dials as u32, schedule.max_dials_per_address);
+        assert!(punch.is_expired(now));
+        assert_eq!(punch.poll_action(now), None);
+        assert!(punch.summary().contains("198.51.100.1:4000 (given)"));
+    }
+
+    #[test]
+    fn learned_candidates_are_bounded() {
+        let start = Instant::now();
+        let mut punch = Punch::new(Role::Acceptor, &[], PunchSchedule::default(), start);
+        for port in 1..1000u16 {
+            punch.handle_probe(SocketAddr::from(([192, 0, 2, 1], port)), start);
+        }
+        assert_eq!(
+            drain(&mut punch, start).len(),
+            PunchSchedule::default().max_candidates
+        );
+    }
+
+    #[test]
+    fn candidates_behind_the_same_nat_put_lan_first() {
+        let theirs = addr("198.51.100.1:4000");
+        let lan = [addr("10.0.0.5:4000")];
+        assert_eq!(
+            order_candidates(Some(addr("198.51.100.1:5000")), theirs, &lan),
+            vec![lan[0], theirs]
+        );
+        assert_eq!(
+            order_candidates(Some(addr("203.0.113.1:5000")), theirs, &lan),
+            vec![theirs, lan[0]]
+        );
+        assert_eq!(order_candidates(None, theirs, &lan), vec![theirs, lan[0]]);
+    }
+}
