@@ -77,6 +77,19 @@ enum Commands {
         /// Only let these peers connect in (repeatable); default: anyone.
         #[arg(long)]
         allow: Vec<PeerId>,
+        /// Most connections to peers at once.
+        #[arg(long, default_value_t = 64)]
+        max_peers: usize,
+        /// Seconds of silence before a keep-alive; keep it below the NAT's
+        /// UDP mapping timeout (often 30 s).
+        #[arg(long, default_value_t = 10.0)]
+        keep_alive: f64,
+        /// Seconds without packets before a connection is declared dead.
+        #[arg(long, default_value_t = 30.0)]
+        idle_timeout: f64,
+        /// Seconds a hole punch may take before it is given up.
+        #[arg(long, default_value_t = 10.0)]
+        punch_timeout: f64,
     },
     /// A self-contained demo on loopback: a tracker and two peers chatting.
     Demo,
@@ -188,9 +201,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             connect,
             bind,
             allow,
+            max_peers,
+            keep_alive,
+            idle_timeout,
+            punch_timeout,
         } => {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
             let mut config = NodeConfig::new(name);
+            config.max_gates = max_peers;
+            config.liveness.keep_alive = seconds("--keep-alive", keep_alive)?;
+            config.liveness.idle_timeout = seconds("--idle-timeout", idle_timeout)?;
+            config.punch.deadline = seconds("--punch-timeout", punch_timeout)?;
+            if config.liveness.keep_alive >= config.liveness.idle_timeout {
+                anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
+            }
             config.tracker = tracker;
             config.rooms = rooms;
             config.connect = connect;
@@ -199,6 +223,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             chat(&home, config, output).await
         }
     }
+}
+
+/// A positive number of seconds from the command line.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
+    if !(value > 0.0 && value < 86_400.0) {
+        anyhow::bail!("{flag} must be a number of seconds between 0 and 86400, got {value}");
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
 }
 
 /// Ctrl-C or SIGTERM.

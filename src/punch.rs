@@ -169,7 +169,12 @@ impl Punch {
                 if first_proof {
                     self.queue(PunchAction::Probe(from));
                 }
-                if self.may_dial(index, now, true) {
+                // The first proof means the hole is open now: a handshake
+                // started before it may have hit a closed NAT, so start
+                // another at once rather than wait for the redial pause.
+                let dial_now = first_proof
+                    && self.candidates[index].dials < self.schedule.max_dials_per_address;
+                if dial_now || self.may_dial(index, now, true) {
                     self.start_dial(index, now);
                 }
             }
@@ -389,16 +394,25 @@ mod tests {
     }
 
     #[test]
-    fn dialer_dials_a_proven_address_at_once_and_again_after_a_pause() {
+    fn dialer_dials_an_address_as_soon_as_it_is_proven_and_again_after_a_pause() {
         let start = Instant::now();
         let given = [addr("198.51.100.1:4000")];
         let mut punch = Punch::new(Role::Dialer, &given, PunchSchedule::default(), start);
         drain(&mut punch, start); // the first dial went out before the hole was open
         let proof = start + Duration::from_millis(40);
         punch.handle_probe(given[0], proof);
-        // Dialed 40 ms ago: too soon to dial again.
-        assert_eq!(drain(&mut punch, proof), vec![PunchAction::Probe(given[0])]);
-        let retry = start + Duration::from_millis(300);
+        // The first proof dials again at once: the hole just opened.
+        let actions = drain(&mut punch, proof);
+        assert_eq!(
+            actions,
+            vec![PunchAction::Probe(given[0]), PunchAction::Dial(given[0])]
+        );
+        // Further probes within the pause do not.
+        // (45 ms: before the probe round due at 50 ms.)
+        let soon = proof + Duration::from_millis(5);
+        punch.handle_probe(given[0], soon);
+        assert_eq!(drain(&mut punch, soon), vec![]);
+        let retry = proof + Duration::from_millis(300);
         assert!(punch.poll_timeout() <= retry);
         assert!(drain(&mut punch, retry).contains(&PunchAction::Dial(given[0])));
         let learned = addr("203.0.113.9:6000");

@@ -1,91 +1,11 @@
 //! The CLI contract: real `punchgate` processes driven only through stdin and
 //! stdout JSON lines.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-use serde_json::Value;
+use std::process::Command;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A child process with its stdout read line by line on a thread.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<Value>,
-    _home: tempfile::TempDir,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let home = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_punchgate"))
-            .arg("--home")
-            .arg(home.path())
-            .arg("--json")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                assert!(value["event"].is_string(), "no event field: {line}");
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Proc {
-            child,
-            stdin,
-            lines,
-            _home: home,
-        }
-    }
-
-    /// Waits for an event named `name` that `accept` likes.
-    fn expect(&self, name: &str, accept: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(event) if event["event"] == name && accept(&event) => return event,
-                Ok(_) => {}
-                Err(_) => panic!("no {name} event within {WAIT:?}"),
-            }
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Closes stdin (the same as /quit) and waits for a clean exit.
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit status {status}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::process::Proc;
 
 #[test]
 fn two_nodes_chat_through_json_lines_only() {

@@ -3,6 +3,8 @@
 //! deadline (never a fixed sleep).
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

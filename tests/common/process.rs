@@ -1,0 +1,131 @@
+//! Real `punchgate` processes driven through stdin and stdout JSON lines,
+//! optionally inside a network namespace (`ip netns exec`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Deadline of any single wait for an event.
+pub const PROC_WAIT: Duration = Duration::from_secs(30);
+
+/// A child process with its stdout read line by line on a thread.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<Value>,
+    _home: tempfile::TempDir,
+}
+
+impl Proc {
+    /// `punchgate --home <fresh dir> --json ARGS...`.
+    pub fn start(args: &[&str]) -> Proc {
+        Self::start_in(None, args)
+    }
+
+    /// The same, inside the network namespace `netns` if given.
+    pub fn start_in(netns: Option<&str>, args: &[&str]) -> Proc {
+        let home = tempfile::tempdir().unwrap();
+        let binary = env!("CARGO_BIN_EXE_punchgate");
+        let mut command = match netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, binary]);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
+            .arg("--home")
+            .arg(home.path())
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                assert!(value["event"].is_string(), "no event field: {line}");
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines,
+            _home: home,
+        }
+    }
+
+    /// Waits for an event named `name` that `accept` likes.
+    pub fn expect(&self, name: &str, accept: impl Fn(&Value) -> bool) -> Value {
+        self.expect_within(PROC_WAIT, name, accept)
+            .unwrap_or_else(|| panic!("no {name} event within {PROC_WAIT:?}"))
+    }
+
+    /// Waits up to `limit` for an event named `name` that `accept` likes.
+    pub fn expect_within(
+        &self,
+        limit: Duration,
+        name: &str,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(event) if event["event"] == name && accept(&event) => return Some(event),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits for the first event that `pick` maps to a value.
+    pub fn first<T>(&self, limit: Duration, pick: impl Fn(&Value) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(event) => {
+                    if let Some(found) = pick(&event) {
+                        return Some(found);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (the same as /quit) and waits for a clean exit.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit status {status}");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,503 @@
+//! The NAT lab: a topology of network namespaces with real nftables NAT.
+//!
+//! ```text
+//!            tracker ns (198.51.100.2 and .3)
+//!                     |
+//!   inet ns: bridge br0, 198.51.100.0/24 ("the internet")
+//!      |                     |                         |
+//!  router N (wan .10+N)   host N (no NAT, .10+N)   carrier router (wan .10+N)
+//!      | lan 10.0.N.0/24                               | 100.64.N.0/24
+//!  host N (10.0.N.2, .3)                           home router → host
+//! ```
+//!
+//! Endpoint-independent mapping is built deliberately: each host's gate
+//! socket (port 4000) is mapped to a fixed external port (41000 + index), since
+//! plain masquerade only keeps ports stable when nothing collides. Filtering is
+//! then endpoint-independent (a static forward), address-dependent (forward
+//! only from addresses the host has sent to, an nftables set), or
+//! address-and-port-dependent (conntrack replies only). Symmetric mapping is
+//! `snat … random`: a fresh port per destination. Unsolicited packets are
+//! dropped before conntrack confirms them, so they never disturb a mapping.
+//!
+//! Everything lives in namespaces this lab creates (names start with a
+//! per-lab prefix) and is deleted when the lab is dropped, also on panic.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The port every lab host binds its gate socket to.
+pub const HOST_PORT: u16 = 4000;
+pub const TRACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// A second address of the tracker's namespace (another "internet host").
+pub const OTHER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+pub const TRACKER_PORT: u16 = 7000;
+
+/// NAT behaviours of RFC 4787.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nat {
+    /// A public address, no NAT.
+    None,
+    /// Endpoint-independent mapping and filtering ("full cone").
+    FullCone,
+    /// Endpoint-independent mapping, address-dependent filtering.
+    AddressRestricted,
+    /// Endpoint-independent mapping, address-and-port-dependent filtering.
+    PortRestricted,
+    /// Endpoint-dependent mapping ("symmetric"), address-and-port filtering.
+    Symmetric,
+}
+
+impl Nat {
+    pub const ALL: [Nat; 5] = [
+        Nat::None,
+        Nat::FullCone,
+        Nat::AddressRestricted,
+        Nat::PortRestricted,
+        Nat::Symmetric,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Nat::None => "no NAT",
+            Nat::FullCone => "EIM/EIF (full cone)",
+            Nat::AddressRestricted => "EIM/ADF (address-restricted)",
+            Nat::PortRestricted => "EIM/APDF (port-restricted)",
+            Nat::Symmetric => "EDM/APDF (symmetric)",
+        }
+    }
+
+    pub fn endpoint_independent_mapping(self) -> bool {
+        self != Nat::Symmetric
+    }
+
+    /// Whether a direct path between these two can be punched without port
+    /// prediction: not when one side maps per destination and the other only
+    /// lets in the exact address and port it sent to.
+    pub fn punchable(a: Nat, b: Nat) -> bool {
+        let hard = |x: Nat, y: Nat| {
+            x == Nat::Symmetric && matches!(y, Nat::Symmetric | Nat::PortRestricted)
+        };
+        !(hard(a, b) || hard(b, a))
+    }
+}
+
+/// One internal endpoint a NAT maps: internal address, external port.
+struct Mapping {
+    internal: SocketAddrV4,
+    external_port: u16,
+}
+
+/// The nftables ruleset of a NAT router.
+fn nat_rules(
+    nat: Nat,
+    wan_ip: Ipv4Addr,
+    lan_net: &str,
+    mappings: &[Mapping],
+    hairpin: bool,
+) -> String {
+    let mut sets = String::new();
+    let mut prerouting = String::new();
+    let mut postrouting = String::new();
+    for (index, mapping) in mappings.iter().enumerate() {
+        let (ip, port, external) = (
+            mapping.internal.ip(),
+            mapping.internal.port(),
+            mapping.external_port,
+        );
+        if hairpin {
+            prerouting += &format!(
+                "    iifname \"lan\" ip daddr {wan_ip} udp dport {external} dnat to {ip}:{port}\n"
+            );
+        }
+        match nat {
+            Nat::FullCone => {
+                prerouting +=
+                    &format!("    iifname \"wan\" udp dport {external} dnat to {ip}:{port}\n");
+                postrouting += &format!(
+                    "    oifname \"wan\" ip saddr {ip} udp sport {port} snat to {wan_ip}:{external}\n"
+                );
+            }
+            Nat::AddressRestricted => {
+                sets += &format!(
+                    "  set contacted{index} {{ type ipv4_addr; flags timeout; timeout 600s; }}\n"
+                );
+                prerouting += &format!(
+                    "    iifname \"wan\" udp dport {external} ip saddr @contacted{index} dnat to {ip}:{port}\n"
+                );
+                postrouting += &format!(
+                    "    oifname \"wan\" ip saddr {ip} udp sport {port} update @contacted{index} {{ ip daddr }} snat to {wan_ip}:{external}\n"
+                );
+            }
+            Nat::PortRestricted => {
+                postrouting += &format!(
+                    "    oifname \"wan\" ip saddr {ip} udp sport {port} snat to {wan_ip}:{external}\n"
+                );
+            }
+            Nat::Symmetric | Nat::None => {}
+        }
+    }
+    if hairpin {
+        postrouting +=
+            &format!("    oifname \"lan\" ip saddr {lan_net} ct status dnat masquerade\n");
+    }
+    format!(
+        "table ip nat {{\n{sets}  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;\n{prerouting}  }}\n  \
+         chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n{postrouting}    \
+         oifname \"wan\" meta l4proto udp snat to {wan_ip}:20000-40000 random\n    oifname \"wan\" snat to {wan_ip}\n  }}\n}}\n\
+         table ip filter {{\n  chain input {{ type filter hook input priority 0; policy accept;\n    \
+         iifname \"wan\" meta l4proto udp drop\n  }}\n}}\n"
+    )
+}
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+/// A host inside the lab.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub netns: String,
+    pub ip: Ipv4Addr,
+}
+
+/// A site: hosts behind one NAT (or one public host).
+#[derive(Clone, Debug)]
+pub struct Site {
+    pub hosts: Vec<Host>,
+    /// The address the internet sees the site at.
+    pub public_ip: Ipv4Addr,
+    /// The router whose conntrack table holds the site's mappings.
+    pub router: Option<String>,
+}
+
+/// A lab; dropping it deletes everything it made.
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    veths: u32,
+}
+
+/// Why the lab cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(
+            "the NAT lab needs root (network namespaces, nftables); CI runs it as root".into(),
+        );
+    }
+    for tool in ["ip", "nft", "conntrack"] {
+        let found = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Some(format!(
+                "the NAT lab needs `{tool}` (Debian packages iproute2, nftables, conntrack)"
+            ));
+        }
+    }
+    None
+}
+
+/// Runs a command; panics with its stderr if it fails.
+pub fn run(args: &[&str]) -> String {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    if !output.status.success() {
+        panic!(
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl Lab {
+    /// An empty internet with a tracker namespace.
+    pub fn new() -> Lab {
+        let id = LABS.fetch_add(1, Ordering::Relaxed);
+        let mut lab = Lab {
+            prefix: format!("pg{}x{id}", std::process::id() % 10_000),
+            namespaces: Vec::new(),
+            veths: 0,
+        };
+        let inet = lab.add_ns("inet");
+        run(&["ip", "-n", &inet, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &inet, "link", "set", "br0", "up"]);
+        let tracker = lab.add_ns("trk");
+        lab.link(&tracker, "eth0", &inet, None);
+        lab.attach_to_bridge();
+        lab.addr(&tracker, "eth0", &format!("{TRACKER_IP}/24"));
+        lab.addr(&tracker, "eth0", &format!("{OTHER_IP}/24"));
+        lab
+    }
+
+    pub fn ns(&self, short: &str) -> String {
+        format!("{}-{short}", self.prefix)
+    }
+
+    pub fn tracker_ns(&self) -> String {
+        self.ns("trk")
+    }
+
+    fn add_ns(&mut self, short: &str) -> String {
+        let name = self.ns(short);
+        run(&["ip", "netns", "add", &name]);
+        self.namespaces.push(name.clone());
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        name
+    }
+
+    /// A veth pair: `a_name` inside `a`, the other end inside `b` named
+    /// `b_name`, or left with its temporary name for the bridge.
+    fn link(&mut self, a: &str, a_name: &str, b: &str, b_name: Option<&str>) {
+        self.veths += 1;
+        let (tmp_a, tmp_b) = (
+            format!("{}a{}", self.prefix, self.veths),
+            format!("{}b{}", self.prefix, self.veths),
+        );
+        run(&[
+            "ip", "link", "add", &tmp_a, "type", "veth", "peer", "name", &tmp_b,
+        ]);
+        run(&["ip", "link", "set", &tmp_a, "netns", a]);
+        run(&["ip", "link", "set", &tmp_b, "netns", b]);
+        run(&["ip", "-n", a, "link", "set", &tmp_a, "name", a_name]);
+        run(&["ip", "-n", a, "link", "set", a_name, "up"]);
+        let b_final = b_name.map(str::to_string).unwrap_or(tmp_b.clone());
+        if let Some(name) = b_name {
+            run(&["ip", "-n", b, "link", "set", &tmp_b, "name", name]);
+        }
+        run(&["ip", "-n", b, "link", "set", &b_final, "up"]);
+    }
+
+    /// Puts the newest veth's second end on the internet bridge.
+    fn attach_to_bridge(&self) {
+        let end = format!("{}b{}", self.prefix, self.veths);
+        run(&[
+            "ip",
+            "-n",
+            &self.ns("inet"),
+            "link",
+            "set",
+            &end,
+            "master",
+            "br0",
+        ]);
+    }
+
+    fn addr(&self, ns: &str, dev: &str, cidr: &str) {
+        run(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev]);
+    }
+
+    fn route_default(&self, ns: &str, via: &str) {
+        run(&["ip", "-n", ns, "route", "add", "default", "via", via]);
+    }
+
+    fn router(&mut self, short: &str) -> String {
+        let router = self.add_ns(short);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &router,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        router
+    }
+
+    fn load_rules(&self, ns: &str, rules: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "nft rules failed: {}\n{rules}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Site number `n` (1..=99) with `hosts` hosts behind `nat`.
+    pub fn add_site(&mut self, n: u8, nat: Nat, hosts: u8, hairpin: bool) -> Site {
+        let public_ip = Ipv4Addr::new(198, 51, 100, 10 + n);
+        let inet = self.ns("inet");
+        if nat == Nat::None {
+            let host = self.add_ns(&format!("h{n}"));
+            self.link(&host, "eth0", &inet, None);
+            self.attach_to_bridge();
+            self.addr(&host, "eth0", &format!("{public_ip}/24"));
+            return Site {
+                hosts: vec![Host {
+                    netns: host,
+                    ip: public_ip,
+                }],
+                public_ip,
+                router: None,
+            };
+        }
+        let router = self.router(&format!("r{n}"));
+        self.link(&router, "wan", &inet, None);
+        self.attach_to_bridge();
+        self.addr(&router, "wan", &format!("{public_ip}/24"));
+        // The LAN: a bridge in the router's namespace joins its hosts.
+        run(&["ip", "-n", &router, "link", "add", "lan", "type", "bridge"]);
+        run(&["ip", "-n", &router, "link", "set", "lan", "up"]);
+        self.addr(&router, "lan", &format!("10.0.{n}.1/24"));
+        let mut site_hosts = Vec::new();
+        let mut mappings = Vec::new();
+        for index in 0..hosts {
+            let host = self.add_ns(&format!("h{n}{}", (b'a' + index) as char));
+            self.link(&host, "eth0", &router, None);
+            let end = format!("{}b{}", self.prefix, self.veths);
+            run(&["ip", "-n", &router, "link", "set", &end, "master", "lan"]);
+            let ip = Ipv4Addr::new(10, 0, n, 2 + index);
+            self.addr(&host, "eth0", &format!("{ip}/24"));
+            self.route_default(&host, &format!("10.0.{n}.1"));
+            mappings.push(Mapping {
+                internal: SocketAddrV4::new(ip, HOST_PORT),
+                external_port: 41_000 + u16::from(index),
+            });
+            site_hosts.push(Host { netns: host, ip });
+        }
+        let rules = nat_rules(nat, public_ip, &format!("10.0.{n}.0/24"), &mappings, hairpin);
+        self.load_rules(&router, &rules);
+        Site {
+            hosts: site_hosts,
+            public_ip,
+            router: Some(router),
+        }
+    }
+
+    /// Site `n` behind two NATs: a home router (port-restricted) behind a
+    /// carrier-grade NAT (address-restricted) on 100.64.n.0/24.
+    pub fn add_double_nat_site(&mut self, n: u8) -> Site {
+        let public_ip = Ipv4Addr::new(198, 51, 100, 10 + n);
+        let inet = self.ns("inet");
+        let carrier = self.router(&format!("c{n}"));
+        self.link(&carrier, "wan", &inet, None);
+        self.attach_to_bridge();
+        self.addr(&carrier, "wan", &format!("{public_ip}/24"));
+        let home = self.router(&format!("r{n}"));
+        self.link(&home, "wan", &carrier, Some("lan"));
+        self.addr(&carrier, "lan", &format!("100.64.{n}.1/24"));
+        let home_wan = Ipv4Addr::new(100, 64, n, 2);
+        self.addr(&home, "wan", &format!("{home_wan}/24"));
+        self.route_default(&home, &format!("100.64.{n}.1"));
+        let host = self.add_ns(&format!("h{n}a"));
+        self.link(&host, "eth0", &home, Some("lan"));
+        let ip = Ipv4Addr::new(10, 0, n, 2);
+        self.addr(&home, "lan", &format!("10.0.{n}.1/24"));
+        self.addr(&host, "eth0", &format!("{ip}/24"));
+        self.route_default(&host, &format!("10.0.{n}.1"));
+        let home_rules = nat_rules(
+            Nat::PortRestricted,
+            home_wan,
+            &format!("10.0.{n}.0/24"),
+            &[Mapping {
+                internal: SocketAddrV4::new(ip, HOST_PORT),
+                external_port: 41_000,
+            }],
+            false,
+        );
+        self.load_rules(&home, &home_rules);
+        let carrier_rules = nat_rules(
+            Nat::AddressRestricted,
+            public_ip,
+            &format!("100.64.{n}.0/24"),
+            &[Mapping {
+                internal: SocketAddrV4::new(home_wan, 41_000),
+                external_port: 42_000,
+            }],
+            false,
+        );
+        self.load_rules(&carrier, &carrier_rules);
+        Site {
+            hosts: vec![Host { netns: host, ip }],
+            public_ip,
+            router: Some(carrier),
+        }
+    }
+
+    /// Drops a share of the packets crossing `router`'s WAN link each way
+    /// (nftables `numgen random`), `percent` in 0..100.
+    pub fn add_loss(&self, router: &str, percent: u32) {
+        let rules = format!(
+            "table inet loss {{\n  chain forward {{ type filter hook forward priority -10; policy accept;\n    \
+             numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+        );
+        self.load_rules(router, &rules);
+    }
+
+    /// Forgets every NAT mapping of `router`, as a NAT reboot would
+    /// (conntrack(8), Debian package `conntrack`).
+    pub fn flush_conntrack(&self, router: &str) {
+        run(&["ip", "netns", "exec", router, "conntrack", "-F"]);
+    }
+
+    /// Sets `router`'s UDP mapping timeout, in seconds.
+    pub fn set_udp_timeout(&self, router: &str, seconds: u32) {
+        for key in [
+            "net.netfilter.nf_conntrack_udp_timeout",
+            "net.netfilter.nf_conntrack_udp_timeout_stream",
+        ] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                router,
+                "sysctl",
+                "-qw",
+                &format!("{key}={seconds}"),
+            ]);
+        }
+    }
+
+    /// A UDP socket bound inside namespace `netns`.
+    pub fn socket_in(&self, netns: &str, addr: SocketAddr) -> UdpSocket {
+        in_netns(netns, || UdpSocket::bind(addr).unwrap())
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `netns`; sockets
+/// it creates stay in that namespace.
+pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let file = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+                // SAFETY: a valid namespace fd; CLONE_NEWNET only changes this thread's network namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {netns}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap()
+    })
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

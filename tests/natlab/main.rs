@@ -1,0 +1,436 @@
+//! The NAT lab tests: real `punchgate` processes in network namespaces behind
+//! real nftables NAT (see `lab.rs`). They need root; without it each test
+//! prints why it is skipped and passes. CI runs them as root.
+//!
+//! Lines starting `NATLAB |` are the results docs/NAT.md records; see them
+//! with `cargo test --test natlab -- --nocapture --test-threads 2`.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod lab;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use common::process::Proc;
+use lab::{Host, Lab, Nat, Site, HOST_PORT, OTHER_IP, TRACKER_IP, TRACKER_PORT};
+use serde_json::Value;
+
+/// The punch deadline given to lab nodes.
+const PUNCH_TIMEOUT_SECS: &str = "4";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn lab_or_skip(test: &str) -> Option<Lab> {
+    match lab::unavailable() {
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: {reason}");
+            None
+        }
+        None => Some(Lab::new()),
+    }
+}
+
+fn start_tracker(lab: &Lab) -> (Proc, String) {
+    let listen = SocketAddrV4::new(TRACKER_IP, TRACKER_PORT).to_string();
+    let tracker = Proc::start_in(Some(&lab.tracker_ns()), &["tracker", "--listen", &listen]);
+    let ready = tracker.expect("ready", |_| true);
+    let target = ready["target"].as_str().unwrap().to_string();
+    (tracker, target)
+}
+
+/// A chat node on `host`; `extra` flags come last (and may set their own
+/// `--punch-timeout`).
+fn start_chat(host: &Host, name: &str, target: &str, extra: &[&str]) -> (Proc, String) {
+    let bind = format!("0.0.0.0:{HOST_PORT}");
+    let mut args = vec![
+        "chat",
+        "--tracker",
+        target,
+        "--name",
+        name,
+        "--room",
+        "lab",
+        "--bind",
+        &bind,
+    ];
+    if !extra.contains(&"--punch-timeout") {
+        args.extend(["--punch-timeout", PUNCH_TIMEOUT_SECS]);
+    }
+    args.extend_from_slice(extra);
+    let proc = Proc::start_in(Some(&host.netns), &args);
+    let ready = proc.expect("ready", |_| true);
+    let id = ready["peer_id"].as_str().unwrap().to_string();
+    (proc, id)
+}
+
+fn remote_ip(connected: &Value) -> Ipv4Addr {
+    let remote: SocketAddr = connected["remote"].as_str().unwrap().parse().unwrap();
+    match remote {
+        SocketAddr::V4(v4) => *v4.ip(),
+        SocketAddr::V6(v6) => panic!("unexpected IPv6 remote {v6}"),
+    }
+}
+
+/// Sends a line from `from` and waits for it at `to`.
+fn chat_once(from: &mut Proc, to: &Proc, text: &str) {
+    from.send(text);
+    to.expect("message", |e| e["text"] == text);
+}
+
+// ------------------------------------------------------------------ self-test
+
+/// What a NAT actually does, measured with raw sockets: whether its mapping
+/// is endpoint-independent, and which of three senders get in: the address
+/// and port contacted (a), the same address from another port (c), another
+/// address (d).
+fn observe(lab: &Lab, site: &Site) -> (bool, SocketAddr, BTreeSet<&'static str>) {
+    let host = &site.hosts[0];
+    let inside = lab.socket_in(&host.netns, SocketAddr::from(([0, 0, 0, 0], HOST_PORT)));
+    let tracker = lab.tracker_ns();
+    let a = lab.socket_in(&tracker, SocketAddr::from((TRACKER_IP, 5000)));
+    let b = lab.socket_in(&tracker, SocketAddr::from((TRACKER_IP, 5001)));
+    let c = lab.socket_in(&tracker, SocketAddr::from((TRACKER_IP, 5002)));
+    let d = lab.socket_in(&tracker, SocketAddr::from((OTHER_IP, 5000)));
+    for s in [&a, &b, &inside] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    inside.send_to(b"m", a.local_addr().unwrap()).unwrap();
+    inside.send_to(b"m", b.local_addr().unwrap()).unwrap();
+    let (_, seen_by_a) = a.recv_from(&mut buf).unwrap();
+    let (_, seen_by_b) = b.recv_from(&mut buf).unwrap();
+    a.send_to(b"a", seen_by_a).unwrap();
+    c.send_to(b"c", seen_by_a).unwrap();
+    d.send_to(b"d", seen_by_a).unwrap();
+    // Proving that a packet does NOT arrive needs a bounded wait.
+    inside
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut admitted = BTreeSet::new();
+    while let Ok((n, _)) = inside.recv_from(&mut buf) {
+        admitted.insert(match &buf[..n] {
+            b"a" => "a",
+            b"c" => "c",
+            _ => "d",
+        });
+    }
+    (seen_by_a == seen_by_b, seen_by_a, admitted)
+}
+
+#[test]
+fn lab_self_test_each_nat_behaves_as_specified() {
+    let Some(mut lab) = lab_or_skip("lab_self_test") else {
+        return;
+    };
+    for (n, nat) in Nat::ALL.into_iter().enumerate() {
+        let site = lab.add_site(n as u8 + 1, nat, 1, false);
+        let (eim, mapped, admitted) = observe(&lab, &site);
+        let expected: &[&str] = match nat {
+            Nat::None | Nat::FullCone => &["a", "c", "d"],
+            Nat::AddressRestricted => &["a", "c"],
+            Nat::PortRestricted | Nat::Symmetric => &["a"],
+        };
+        eprintln!(
+            "NATLAB-SELFTEST | {} | mapping {} | mapped to {mapped} | admitted {admitted:?}",
+            nat.label(),
+            if eim {
+                "endpoint-independent"
+            } else {
+                "endpoint-dependent"
+            }
+        );
+        assert_eq!(
+            eim,
+            nat.endpoint_independent_mapping(),
+            "{}: mapping",
+            nat.label()
+        );
+        assert_eq!(
+            mapped.ip(),
+            std::net::IpAddr::V4(site.public_ip),
+            "{}: public address",
+            nat.label()
+        );
+        assert_eq!(
+            admitted.into_iter().collect::<Vec<_>>(),
+            expected,
+            "{}: filtering",
+            nat.label()
+        );
+    }
+}
+
+// ---------------------------------------------------------------- the matrix
+
+/// Two sites with NATs `a` and `b`; the second host joins last, so it dials.
+fn punch_pair(a: Nat, b: Nat) {
+    let Some(mut lab) = lab_or_skip(&format!("punch {a:?} x {b:?}")) else {
+        return;
+    };
+    let first = lab.add_site(1, a, 1, false);
+    let second = lab.add_site(2, b, 1, false);
+    let (_tracker, target) = start_tracker(&lab);
+    let (mut h1, id1) = start_chat(&first.hosts[0], "h1", &target, &[]);
+    let (mut h2, id2) = start_chat(&second.hosts[0], "h2", &target, &[]);
+    let started = Instant::now();
+    let outcome = h2.first(WAIT, |e| match e["event"].as_str() {
+        Some("connected") if e["peer_id"] == id1.as_str() => Some(Ok(e.clone())),
+        Some("error") => Some(Err(e["message"].as_str().unwrap_or_default().to_string())),
+        _ => None,
+    });
+    let pair = format!("{} | {}", a.label(), b.label());
+    match outcome {
+        Some(Ok(connected)) => {
+            assert!(
+                Nat::punchable(a, b),
+                "{pair}: connected although the pair should not punch"
+            );
+            assert_eq!(connected["path"], "direct");
+            // The peer's NAT, not the tracker: the path is direct.
+            assert_eq!(
+                remote_ip(&connected),
+                first.public_ip,
+                "{pair}: {connected}"
+            );
+            let back = h1.expect("connected", |e| e["peer_id"] == id2.as_str());
+            assert_eq!(remote_ip(&back), second.public_ip, "{pair}: {back}");
+            chat_once(&mut h1, &h2, "hello from h1");
+            chat_once(&mut h2, &h1, "hello from h2");
+            eprintln!(
+                "NATLAB | {pair} | direct | {:.1} ms punch, {:.0} ms to connected",
+                connected["setup_ms"].as_f64().unwrap_or_default(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
+        Some(Err(message)) => {
+            assert!(
+                !Nat::punchable(a, b),
+                "{pair}: should punch, but: {message}"
+            );
+            assert!(message.contains("could not connect to h1"), "{message}");
+            assert!(
+                message.contains("probes received"),
+                "the error says what was tried: {message}"
+            );
+            eprintln!("NATLAB | {pair} | no direct path (relay needed) | {message}");
+        }
+        None => panic!("{pair}: neither connected nor an error within {WAIT:?}"),
+    }
+}
+
+macro_rules! matrix {
+    ($($name:ident: $a:ident x $b:ident;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                punch_pair(Nat::$a, Nat::$b);
+            }
+        )*
+    };
+}
+
+matrix! {
+    punch_none_x_none: None x None;
+    punch_none_x_full_cone: None x FullCone;
+    punch_none_x_address_restricted: None x AddressRestricted;
+    punch_none_x_port_restricted: None x PortRestricted;
+    punch_none_x_symmetric: None x Symmetric;
+    punch_full_cone_x_full_cone: FullCone x FullCone;
+    punch_full_cone_x_address_restricted: FullCone x AddressRestricted;
+    punch_full_cone_x_port_restricted: FullCone x PortRestricted;
+    punch_full_cone_x_symmetric: FullCone x Symmetric;
+    punch_address_restricted_x_address_restricted: AddressRestricted x AddressRestricted;
+    punch_address_restricted_x_port_restricted: AddressRestricted x PortRestricted;
+    punch_address_restricted_x_symmetric: AddressRestricted x Symmetric;
+    punch_port_restricted_x_port_restricted: PortRestricted x PortRestricted;
+    punch_port_restricted_x_symmetric: PortRestricted x Symmetric;
+    punch_symmetric_x_port_restricted: Symmetric x PortRestricted;
+    punch_symmetric_x_symmetric: Symmetric x Symmetric;
+    punch_symmetric_x_address_restricted: Symmetric x AddressRestricted;
+    punch_symmetric_x_full_cone: Symmetric x FullCone;
+}
+
+// --------------------------------------------------------------- other cases
+
+fn same_nat(hairpin: bool) {
+    let Some(mut lab) = lab_or_skip("same NAT") else {
+        return;
+    };
+    let site = lab.add_site(1, Nat::PortRestricted, 2, hairpin);
+    let (_tracker, target) = start_tracker(&lab);
+    let (mut a, id_a) = start_chat(&site.hosts[0], "a", &target, &[]);
+    let (mut b, _) = start_chat(&site.hosts[1], "b", &target, &[]);
+    let connected = b.expect("connected", |e| e["peer_id"] == id_a.as_str());
+    // Behind one NAT the LAN address comes first, hairpin or not.
+    assert_eq!(remote_ip(&connected), site.hosts[0].ip, "{connected}");
+    chat_once(&mut a, &b, "same lan");
+    chat_once(&mut b, &a, "indeed");
+    eprintln!(
+        "NATLAB | two hosts behind one {} NAT, hairpin {} | direct over the LAN | {:.1} ms punch",
+        Nat::PortRestricted.label(),
+        if hairpin { "on" } else { "off" },
+        connected["setup_ms"].as_f64().unwrap_or_default()
+    );
+}
+
+#[test]
+fn same_nat_without_hairpinning_connects_over_the_lan() {
+    same_nat(false);
+}
+
+#[test]
+fn same_nat_with_hairpinning_connects_over_the_lan() {
+    same_nat(true);
+}
+
+#[test]
+fn double_nat_connects_to_a_port_restricted_site() {
+    let Some(mut lab) = lab_or_skip("double NAT") else {
+        return;
+    };
+    let carrier = lab.add_double_nat_site(1);
+    let other = lab.add_site(2, Nat::PortRestricted, 1, false);
+    let (_tracker, target) = start_tracker(&lab);
+    let (mut h1, id1) = start_chat(&carrier.hosts[0], "h1", &target, &[]);
+    let (mut h2, _) = start_chat(&other.hosts[0], "h2", &target, &[]);
+    let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+    assert_eq!(remote_ip(&connected), carrier.public_ip);
+    chat_once(&mut h1, &h2, "through two NATs");
+    chat_once(&mut h2, &h1, "and back");
+    eprintln!(
+        "NATLAB | double NAT (home EIM/APDF behind carrier EIM/ADF) | {} | direct | {:.1} ms punch",
+        Nat::PortRestricted.label(),
+        connected["setup_ms"].as_f64().unwrap_or_default()
+    );
+}
+
+#[test]
+fn punch_survives_packet_loss() {
+    let Some(mut lab) = lab_or_skip("loss") else {
+        return;
+    };
+    let first = lab.add_site(1, Nat::PortRestricted, 1, false);
+    let second = lab.add_site(2, Nat::AddressRestricted, 1, false);
+    for site in [&first, &second] {
+        lab.add_loss(site.router.as_deref().unwrap(), 15);
+    }
+    let (_tracker, target) = start_tracker(&lab);
+    let (mut h1, id1) = start_chat(&first.hosts[0], "h1", &target, &["--punch-timeout", "10"]);
+    let (h2, _) = start_chat(&second.hosts[0], "h2", &target, &["--punch-timeout", "10"]);
+    let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+    assert_eq!(remote_ip(&connected), first.public_ip);
+    // QUIC retransmits what the links drop: every line arrives.
+    for i in 0..10 {
+        chat_once(&mut h1, &h2, &format!("lossy {i}"));
+    }
+    eprintln!(
+        "NATLAB | {} | {} with 15% loss per router, each way | direct | {:.1} ms punch",
+        Nat::PortRestricted.label(),
+        Nat::AddressRestricted.label(),
+        connected["setup_ms"].as_f64().unwrap_or_default()
+    );
+}
+
+/// Two connected chat nodes on sites `a` (joins first, accepts) and `b`.
+struct Pair {
+    lab: Lab,
+    first: Site,
+    second: Site,
+    h1: Proc,
+    h2: Proc,
+    _tracker: Proc,
+}
+
+fn connected_pair(test: &str, a: Nat, b: Nat, extra: &[&str]) -> Option<Pair> {
+    let mut lab = lab_or_skip(test)?;
+    let first = lab.add_site(1, a, 1, false);
+    let second = lab.add_site(2, b, 1, false);
+    let (tracker, target) = start_tracker(&lab);
+    let (h1, id1) = start_chat(&first.hosts[0], "h1", &target, extra);
+    let (h2, id2) = start_chat(&second.hosts[0], "h2", &target, extra);
+    h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+    h1.expect("connected", |e| e["peer_id"] == id2.as_str());
+    Some(Pair {
+        lab,
+        first,
+        second,
+        h1,
+        h2,
+        _tracker: tracker,
+    })
+}
+
+#[test]
+fn keep_alives_hold_a_mapping_open_past_the_nat_timeout() {
+    let extra = ["--keep-alive", "1", "--idle-timeout", "20"];
+    let Some(mut pair) = connected_pair(
+        "keep-alive",
+        Nat::PortRestricted,
+        Nat::PortRestricted,
+        &extra,
+    ) else {
+        return;
+    };
+    for site in [&pair.first, &pair.second] {
+        pair.lab.set_udp_timeout(site.router.as_deref().unwrap(), 3);
+    }
+    // The subject here is elapsed time: stay idle for more than twice the
+    // NAT's 3 s timeout, watching for a disconnect that must not come.
+    let idle = Duration::from_secs(7);
+    assert!(pair
+        .h1
+        .expect_within(idle, "disconnected", |_| true)
+        .is_none());
+    chat_once(&mut pair.h1, &pair.h2, "still here after the idle period");
+    chat_once(&mut pair.h2, &pair.h1, "and so am I");
+    eprintln!("NATLAB | keep-alive 1 s vs NAT UDP timeout 3 s, idle 7 s | connection kept");
+}
+
+#[test]
+fn flushing_both_nats_mid_chat_recovers_by_itself() {
+    let extra = ["--keep-alive", "1"];
+    let Some(mut pair) = connected_pair(
+        "conntrack flush",
+        Nat::PortRestricted,
+        Nat::PortRestricted,
+        &extra,
+    ) else {
+        return;
+    };
+    chat_once(&mut pair.h1, &pair.h2, "before the flush");
+    for site in [&pair.first, &pair.second] {
+        pair.lab.flush_conntrack(site.router.as_deref().unwrap());
+    }
+    chat_once(&mut pair.h1, &pair.h2, "after the flush, one way");
+    chat_once(&mut pair.h2, &pair.h1, "after the flush, the other way");
+    assert!(pair
+        .h1
+        .expect_within(Duration::ZERO, "disconnected", |_| true)
+        .is_none());
+}
+
+#[test]
+fn symmetric_nat_rebinding_the_dialer_is_survived_by_quic_migration() {
+    let extra = ["--keep-alive", "1"];
+    // The symmetric site joins second, so it dials: a flush gives its NAT a
+    // new random port, and the acceptor's QUIC follows the client there.
+    let Some(mut pair) = connected_pair("NAT rebinding", Nat::FullCone, Nat::Symmetric, &extra)
+    else {
+        return;
+    };
+    chat_once(&mut pair.h2, &pair.h1, "before rebinding");
+    pair.lab
+        .flush_conntrack(pair.second.router.as_deref().unwrap());
+    chat_once(&mut pair.h2, &pair.h1, "after rebinding, one way");
+    chat_once(&mut pair.h1, &pair.h2, "after rebinding, the other way");
+    pair.h1.send("/peers");
+    let peers = pair.h1.expect("peers", |_| true);
+    let remote: SocketAddr = peers["peers"][0]["remote"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(remote.ip(), std::net::IpAddr::V4(pair.second.public_ip));
+    eprintln!("NATLAB | symmetric dialer rebound by a NAT flush | migrated to {remote}");
+}
