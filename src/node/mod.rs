@@ -802,8 +802,7 @@ impl Node {
                 _ = installed => {}
             }
         };
-        // The losers of the race close as they drop.
-        dials.abort_all();
+        close_losers(dials, self.inner.config.punch.deadline);
         self.state().punches.remove(&attempt);
         let result = match outcome {
             Ok(None) => Ok(()),
@@ -947,7 +946,7 @@ impl Node {
             tokio::select! {
                 joined = attempts.join_next() => match joined {
                     Some(Ok((_, Ok(connection)))) => {
-                        attempts.abort_all();
+                        close_losers(attempts, self.inner.config.connect_timeout);
                         return Ok(connection);
                     }
                     Some(Ok((addr, Err(error)))) => failures.push(format!("{addr}: {error}")),
@@ -1431,4 +1430,27 @@ async fn route_probes(
             let _ = route.send(probe.from);
         }
     }
+}
+
+/// Handshakes racing toward one peer, each with the address it went to.
+type Handshakes = JoinSet<(SocketAddr, Result<Connection, String>)>;
+
+/// Closes the handshakes that lost a race once they finish, as duplicates.
+/// Dropping one mid-handshake would close it with keys the other side may
+/// already have discarded, leaving it half-open there until its idle timeout.
+fn close_losers(mut losers: Handshakes, limit: Duration) {
+    if losers.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            while let Some(joined) = losers.join_next().await {
+                if let Ok((_, Ok(connection))) = joined {
+                    connection.close(CloseCode::Duplicate.varint(), b"another path won");
+                }
+            }
+        };
+        // Whatever has not finished by then has failed; dropping aborts it.
+        let _ = timeout(limit, drain).await;
+    });
 }

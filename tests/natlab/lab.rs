@@ -374,7 +374,13 @@ impl Lab {
             });
             site_hosts.push(Host { netns: host, ip });
         }
-        let rules = nat_rules(nat, public_ip, &format!("10.0.{n}.0/24"), &mappings, hairpin);
+        let rules = nat_rules(
+            nat,
+            public_ip,
+            &format!("10.0.{n}.0/24"),
+            &mappings,
+            hairpin,
+        );
         self.load_rules(&router, &rules);
         Site {
             hosts: site_hosts,
