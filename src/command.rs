@@ -9,6 +9,8 @@ pub enum Command {
     Say(String),
     Help,
     Peers,
+    /// Every gate: path, address, RTT, bytes each way, age.
+    Show,
     Rooms,
     /// Connect to `PEERID@host:port`, or to a known peer by name or id prefix.
     Connect(String),
@@ -24,6 +26,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/peers",
         "every known peer: name, id, status, path, address",
+    ),
+    (
+        "/show",
+        "every connection: peer, path, address, RTT, bytes in and out, age",
     ),
     (
         "/rooms",
@@ -83,6 +89,7 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
     match name {
         "help" | "h" | "?" => Ok(Command::Help),
         "peers" => Ok(Command::Peers),
+        "show" => Ok(Command::Show),
         "rooms" => Ok(Command::Rooms),
         "connect" => required("connect", "PEERID@host:port, a name or an id").map(Command::Connect),
         "join" => required("join", "a room name").map(Command::Join),
@@ -119,7 +126,9 @@ mod tests {
 
     #[test]
     fn every_command_has_help() {
-        for name in ["help", "peers", "rooms", "connect", "join", "leave", "quit"] {
+        for name in [
+            "help", "peers", "show", "rooms", "connect", "join", "leave", "quit",
+        ] {
             assert!(
                 HELP.iter()
                     .any(|(usage, _)| usage.starts_with(&format!("/{name}"))),

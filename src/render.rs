@@ -135,6 +135,23 @@ pub fn render(event: &Event) -> Vec<String> {
         Event::Left { room } => vec![format!("* left #{}", sanitize(room))],
         Event::Peers { peers } if peers.is_empty() => vec!["no peers known yet".into()],
         Event::Peers { peers } => peers.iter().map(peer_line).collect(),
+        Event::Gates { gates } if gates.is_empty() => vec!["no connections".into()],
+        Event::Gates { gates } => gates
+            .iter()
+            .map(|g| {
+                format!(
+                    "  {:<16} {}  {:<6} {:<21} rtt {:>6.1} ms  in {:>10} B  out {:>10} B  up {}s",
+                    sanitize(&g.name),
+                    short(&g.peer_id),
+                    g.path,
+                    g.remote,
+                    g.rtt_ms,
+                    g.bytes_in,
+                    g.bytes_out,
+                    g.age_secs
+                )
+            })
+            .collect(),
         Event::Rooms { rooms } if rooms.is_empty() => vec!["in no room; /join one".into()],
         Event::Rooms { rooms } => vec![format!(
             "rooms: {} (current: #{})",

@@ -51,6 +51,13 @@ async fn third_peer_joins_and_is_seen_by_both_then_a_leaver_is_reported_gone() {
     bob.receives("hi both").await;
     let peers = alice.node.peers();
     assert_eq!(peers.len(), 2, "{peers:?}");
+    let gates = alice.node.gates();
+    assert_eq!(gates.len(), 2, "{gates:?}");
+    for gate in &gates {
+        assert_eq!(gate.path, punchgate::node::PathKind::Direct);
+        assert!(gate.bytes_in > 0 && gate.bytes_out > 0, "{gate:?}");
+        assert_eq!(gate.remote.ip(), std::net::Ipv4Addr::LOCALHOST);
+    }
     assert!(peers.iter().all(|p| p.status == PeerStatus::Connected));
 
     carol.node.shutdown().await;

@@ -51,6 +51,20 @@ pub struct PeerInfo {
     pub rooms: Vec<String>,
 }
 
+/// One line of `/show`: a live connection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GateInfo {
+    pub peer_id: String,
+    pub name: String,
+    pub path: PathKind,
+    pub remote: SocketAddr,
+    pub rtt_ms: f64,
+    /// UDP bytes received and sent on this connection.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub age_secs: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -131,6 +145,9 @@ pub enum Event {
     },
     Peers {
         peers: Vec<PeerInfo>,
+    },
+    Gates {
+        gates: Vec<GateInfo>,
     },
     Rooms {
         rooms: Vec<String>,

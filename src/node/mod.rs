@@ -453,6 +453,12 @@ impl Node {
                 });
                 Ok(())
             }
+            Command::Show => {
+                self.emit(Event::Gates {
+                    gates: self.gates(),
+                });
+                Ok(())
+            }
             Command::Rooms => {
                 self.emit(Event::Rooms {
                     rooms: self.state().rooms.clone(),
@@ -485,6 +491,31 @@ impl Node {
     /// Reports a command that could not be parsed, as an [`Event::Error`].
     pub fn execute_error(&self, error: command::CommandError) {
         self.emit(Event::error(error));
+    }
+
+    /// Every live connection.
+    pub fn gates(&self) -> Vec<events::GateInfo> {
+        let state = self.state();
+        let mut gates: Vec<events::GateInfo> = state
+            .peers
+            .iter()
+            .filter_map(|(id, record)| {
+                let gate = record.gate.as_ref().filter(|g| g.is_open())?;
+                let stats = gate.connection.stats();
+                Some(events::GateInfo {
+                    peer_id: id.to_string(),
+                    name: record.name.clone(),
+                    path: PathKind::Direct,
+                    remote: gate.connection.remote_address(),
+                    rtt_ms: events::millis(gate.connection.rtt()),
+                    bytes_in: stats.udp_rx.bytes,
+                    bytes_out: stats.udp_tx.bytes,
+                    age_secs: gate.since.elapsed().as_secs(),
+                })
+            })
+            .collect();
+        gates.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer_id.cmp(&b.peer_id)));
+        gates
     }
 
     /// Every known peer.
