@@ -96,10 +96,7 @@ impl GateSocket {
                 "probe payload too large",
             ));
         }
-        let mut datagram = Vec::with_capacity(PROBE_MAGIC.len() + payload.len());
-        datagram.extend_from_slice(PROBE_MAGIC);
-        datagram.extend_from_slice(payload);
-        self.io.send_to(&datagram, to).await?;
+        self.io.send_to(&probe_datagram(payload), to).await?;
         Ok(())
     }
 
@@ -128,6 +125,14 @@ impl GateSocket {
             self.probes_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A probe datagram: the magic, then `payload`.
+pub fn probe_datagram(payload: &[u8]) -> Vec<u8> {
+    let mut datagram = Vec::with_capacity(PROBE_MAGIC.len() + payload.len());
+    datagram.extend_from_slice(PROBE_MAGIC);
+    datagram.extend_from_slice(payload);
+    datagram
 }
 
 /// True if `datagram` is a probe rather than QUIC.

@@ -93,6 +93,16 @@ enum Commands {
     },
     /// A self-contained demo on loopback: a tracker and two peers chatting.
     Demo,
+    /// What your NAT does: public address, mapping, filtering, hairpinning,
+    /// RTT to the tracker.
+    Netcheck {
+        /// Tracker as PEERID@host:port, or host:port to trust on first use.
+        #[arg(long)]
+        tracker: Target,
+        /// Address of the UDP socket (use the port you chat from).
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,6 +167,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
             let identity = Identity::load_or_create(&home)?;
             println!("{}", identity.peer_id());
+            Ok(())
+        }
+        Commands::Netcheck { tracker, bind } => {
+            let home = punchgate::home::resolve(cli.home.as_deref())?;
+            let mut config = NodeConfig::new("netcheck");
+            config.tracker = Some(tracker);
+            config.rooms = Vec::new();
+            config.bind = bind;
+            let (node, _events) = Node::start(&home, config)
+                .await
+                .context("cannot start the node")?;
+            let report = node.netcheck().await;
+            node.shutdown().await;
+            output.show(&report?)?;
             Ok(())
         }
         Commands::Demo => {

@@ -54,6 +54,11 @@ pub enum TrackerRequestBody {
     Connect {
         peer: PeerId,
     },
+    /// netcheck: send [`ProbeMessage::Unsolicited`] from the tracker's second
+    /// port to the address this connection comes from.
+    Netcheck {
+        nonce: u64,
+    },
 }
 
 /// Tracker → node, on the same stream.
@@ -87,6 +92,11 @@ pub enum TrackerResponse {
     /// The introduction is on its way, under this attempt id.
     Introducing {
         attempt: u64,
+    },
+    /// The unsolicited probe is on its way from `aux_port` of the tracker's
+    /// address, which also answers [`ProbeMessage::Reflect`].
+    NetcheckStarted {
+        aux_port: u16,
     },
 }
 
@@ -208,6 +218,25 @@ pub fn is_lan_candidate(addr: &SocketAddr) -> bool {
             ip.is_loopback() || unique_local || link_local
         }
     }
+}
+
+// ----------------------------------------------------------------- probes --
+
+/// The payload of a probe datagram (after the probe magic; see
+/// [`crate::gate_socket`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeMessage {
+    /// Hole punching: opens the sender's NAT toward the receiver and proves
+    /// the path to it.
+    Punch { attempt: u64, sender: PeerId },
+    /// netcheck: asks the tracker's second port which address it sees.
+    Reflect { nonce: u64 },
+    /// The answer: the address the `Reflect` came from.
+    Reflected { nonce: u64, seen: SocketAddr },
+    /// netcheck: sent by the tracker from a port the node never contacted.
+    Unsolicited { nonce: u64 },
+    /// netcheck: sent to the node's own public address (hairpinning).
+    Hairpin { nonce: u64 },
 }
 
 // -------------------------------------------------------------- peer-peer --

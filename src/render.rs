@@ -135,6 +135,26 @@ pub fn render(event: &Event) -> Vec<String> {
         Event::Left { room } => vec![format!("* left #{}", sanitize(room))],
         Event::Peers { peers } if peers.is_empty() => vec!["no peers known yet".into()],
         Event::Peers { peers } => peers.iter().map(peer_line).collect(),
+        Event::Netcheck {
+            public,
+            second_port_view,
+            mapping,
+            filtering,
+            hairpin,
+            rtt_ms,
+            verdict,
+            ..
+        } => vec![
+            format!("public address:  {public}"),
+            format!(
+                "mapping:         {mapping} (second tracker port sees {})",
+                second_port_view.map(|a| a.to_string()).unwrap_or_else(|| "nothing".into())
+            ),
+            format!("filtering:       {filtering}"),
+            format!("hairpinning:     {}", if *hairpin { "yes" } else { "no (or not detectable)" }),
+            format!("tracker RTT:     {rtt_ms:.1} ms"),
+            format!("verdict:         {verdict}"),
+        ],
         Event::Gates { gates } if gates.is_empty() => vec!["no connections".into()],
         Event::Gates { gates } => gates
             .iter()

@@ -216,16 +216,31 @@ pub fn encode_frame<T: Serialize>(kind: StreamKind, message: &T) -> Result<Vec<u
 
 /// Decodes one frame body of a stream of `kind`; trailing bytes are an error.
 pub fn decode_body<T: DeserializeOwned>(kind: StreamKind, body: &[u8]) -> Result<T, WireError> {
-    let malformed = |reason: String| WireError::Malformed {
-        kind: kind.name(),
-        reason,
-    };
+    decode_exact(kind.name(), body)
+}
+
+/// Decodes one value that must use every byte of `bytes`.
+fn decode_exact<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, WireError> {
+    let malformed = |reason: String| WireError::Malformed { kind, reason };
     let (message, used) =
-        bincode::serde::decode_from_slice(body, codec()).map_err(|e| malformed(e.to_string()))?;
-    if used != body.len() {
-        return Err(malformed(format!("{} trailing bytes", body.len() - used)));
+        bincode::serde::decode_from_slice(bytes, codec()).map_err(|e| malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(malformed(format!("{} trailing bytes", bytes.len() - used)));
     }
     Ok(message)
+}
+
+/// Encodes a probe's payload.
+pub fn encode_probe(message: &crate::protocol::ProbeMessage) -> Result<Vec<u8>, WireError> {
+    bincode::serde::encode_to_vec(message, codec()).map_err(|e| WireError::Encode {
+        kind: "probe",
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes a probe's payload; trailing bytes are an error.
+pub fn decode_probe(payload: &[u8]) -> Result<crate::protocol::ProbeMessage, WireError> {
+    decode_exact("probe", payload)
 }
 
 /// Canonical bytes of `value` prefixed by a domain string, for signatures:

@@ -149,6 +149,22 @@ pub enum Event {
     Gates {
         gates: Vec<GateInfo>,
     },
+    /// The answer of `punchgate netcheck`.
+    Netcheck {
+        /// The address the tracker sees this node at.
+        public: SocketAddr,
+        /// The address the tracker's second port sees (same = endpoint-independent mapping).
+        second_port_view: Option<SocketAddr>,
+        mapping: String,
+        filtering: String,
+        /// A probe from a port this node never contacted got in.
+        unsolicited_admitted: bool,
+        /// A probe to this node's own public address came back.
+        hairpin: bool,
+        rtt_ms: f64,
+        /// What it means for connecting to peers.
+        verdict: String,
+    },
     Rooms {
         rooms: Vec<String>,
     },

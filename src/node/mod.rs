@@ -9,6 +9,7 @@
 
 pub mod events;
 mod gate;
+mod netcheck;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -30,14 +31,14 @@ use crate::endpoint::{self, Liveness, Target};
 use crate::gate_socket::GateSocket;
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    validate_label, ChatBody, ChatFrame, ControlMessage, Member, MessageId, SignedMessage,
-    TrackerEvent, TrackerRequestBody, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
+    validate_label, ChatBody, ChatFrame, ControlMessage, Member, MessageId, ProbeMessage,
+    SignedMessage, TrackerEvent, TrackerRequestBody, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
 };
 use crate::punch::{order_candidates, Punch, PunchAction, PunchSchedule, Role};
 use crate::tls::{self, CertifiedIdentity};
 use crate::tracker::client::Registration;
 use crate::tracker::{TrackerError, TrackerSession};
-use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
 
 /// Delay between handshakes to successive candidates of one peer.
 const CANDIDATE_STAGGER: Duration = Duration::from_millis(100);
@@ -184,6 +185,8 @@ struct State {
     outgoing: HashMap<MessageId, Outgoing>,
     /// Running punches by attempt id: where their probes go.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
+    /// Where netcheck's probes go while it runs.
+    netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
     /// Callers waiting for a punch toward a peer to end.
     punch_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
     closing: bool,
@@ -788,7 +791,19 @@ impl Node {
         if role == Role::Dialer {
             self.set_status(peer, PeerStatus::Connecting, None);
         }
-        let payload = probe_payload(attempt, &self.peer_id());
+        let payload = wire::encode_probe(&ProbeMessage::Punch {
+            attempt,
+            sender: self.peer_id(),
+        })
+        .map_err(|e| e.to_string());
+        let payload = match payload {
+            Ok(payload) => payload,
+            Err(error) => {
+                self.state().punches.remove(&attempt);
+                self.finish_punch_waiters(peer, Err(error));
+                return;
+            }
+        };
         let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
         let mut dials = JoinSet::new();
         let outcome: Result<Option<Connection>, String> = loop {
@@ -1425,19 +1440,6 @@ impl Node {
     }
 }
 
-/// Probe payload: the attempt id, then the sender's peer id.
-fn probe_payload(attempt: u64, me: &PeerId) -> Vec<u8> {
-    let mut payload = attempt.to_be_bytes().to_vec();
-    payload.extend_from_slice(me.as_bytes());
-    payload
-}
-
-fn parse_probe(payload: &[u8]) -> Option<(u64, PeerId)> {
-    let attempt = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
-    let sender: [u8; 32] = payload.get(8..40)?.try_into().ok()?;
-    Some((attempt, PeerId::from_bytes(sender)))
-}
-
 /// Hands each probe to the punch whose attempt it names. Holds the node
 /// weakly: the socket owns the probe channel, so a strong reference here
 /// would keep the node alive forever.
@@ -1447,18 +1449,21 @@ async fn route_probes(
 ) {
     while let Some(probe) = probes.recv().await {
         let Some(inner) = node.upgrade() else { return };
-        let Some((attempt, _sender)) = parse_probe(&probe.payload) else {
+        let Ok(message) = wire::decode_probe(&probe.payload) else {
             continue;
         };
-        let route = inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .punches
-            .get(&attempt)
-            .cloned();
-        if let Some(route) = route {
-            let _ = route.send(probe.from);
+        let state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match message {
+            ProbeMessage::Punch { attempt, .. } => {
+                if let Some(route) = state.punches.get(&attempt) {
+                    let _ = route.send(probe.from);
+                }
+            }
+            other => {
+                if let Some(netcheck) = &state.netcheck {
+                    let _ = netcheck.send((probe.from, other));
+                }
+            }
         }
     }
 }

@@ -15,10 +15,11 @@ use tokio::time::{timeout, Instant};
 
 use super::registry::{self, Generation, Registry, TrackerLimits};
 use crate::endpoint::{self, Liveness};
+use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    Member, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody,
-    TrackerResponse,
+    Member, ProbeMessage, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest,
+    TrackerRequestBody, TrackerResponse,
 };
 use crate::punch::Role;
 use crate::rate::TokenBucket;
@@ -40,6 +41,9 @@ pub struct TrackerConfig {
     /// Time a node has to finish the handshake and open its tracker stream.
     /// Default 10 s.
     pub handshake_timeout: Duration,
+    /// The second UDP port netcheck uses (same address as `listen`).
+    /// Default: `listen`'s port + 1, or any free port when that is 0.
+    pub aux_port: Option<u16>,
 }
 
 impl TrackerConfig {
@@ -49,6 +53,7 @@ impl TrackerConfig {
             limits: TrackerLimits::default(),
             liveness: Liveness::default(),
             handshake_timeout: Duration::from_secs(10),
+            aux_port: None,
         }
     }
 }
@@ -65,7 +70,13 @@ pub enum TrackerStartError {
     Tls(#[from] tls::TlsError),
 }
 
+/// Answers to `Reflect` probes per second, at most: the second port must
+/// not become a reflector for floods.
+const REFLECT_RATE: u32 = 200;
+
 struct Shared {
+    /// The second port: unsolicited probes and reflections for netcheck.
+    aux: tokio::net::UdpSocket,
     config: TrackerConfig,
     registry: Mutex<Registry>,
     /// Where to push each registered node's events, by generation, with
@@ -108,6 +119,7 @@ pub struct Tracker {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     accept_task: JoinHandle<()>,
+    aux_task: JoinHandle<()>,
 }
 
 impl Tracker {
@@ -130,12 +142,29 @@ impl Tracker {
                 addr: config.listen,
                 source,
             })?;
+        let aux_port = config.aux_port.unwrap_or(if local_addr.port() == 0 {
+            0
+        } else {
+            local_addr.port().wrapping_add(1)
+        });
+        let aux_addr = SocketAddr::new(config.listen.ip(), aux_port);
+        let aux = std::net::UdpSocket::bind(aux_addr)
+            .and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                tokio::net::UdpSocket::from_std(socket)
+            })
+            .map_err(|source| TrackerStartError::Bind {
+                addr: aux_addr,
+                source,
+            })?;
         let shared = Arc::new(Shared {
+            aux,
             registry: Mutex::new(Registry::new(config.limits.clone())),
             outboxes: Mutex::new(HashMap::new()),
             config,
         });
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
+        let aux_task = tokio::spawn(reflect_loop(shared.clone()));
         tracing::info!(%local_addr, tracker = %identity.peer_id(), "tracker listening");
         Ok(Self {
             endpoint,
@@ -144,6 +173,7 @@ impl Tracker {
             local_addr,
             shared,
             accept_task,
+            aux_task,
         })
     }
 
@@ -160,6 +190,11 @@ impl Tracker {
         format!("{}@{}", self.peer_id, self.local_addr)
     }
 
+    /// The second UDP port (netcheck).
+    pub fn aux_addr(&self) -> SocketAddr {
+        self.shared.aux.local_addr().unwrap_or(self.local_addr)
+    }
+
     pub fn peer_count(&self) -> usize {
         self.shared.registry().peer_count()
     }
@@ -171,8 +206,10 @@ impl Tracker {
             endpoint,
             socket_released,
             accept_task,
+            aux_task,
             ..
         } = self;
+        aux_task.abort();
         endpoint.close(CloseCode::Normal.varint(), b"tracker shutting down");
         endpoint.wait_idle().await;
         accept_task.abort();
@@ -180,6 +217,30 @@ impl Tracker {
         drop(endpoint);
         // quinn's driver lets go of the socket once the last handle is gone.
         let _ = tokio::time::timeout(Duration::from_secs(5), socket_released).await;
+    }
+}
+
+/// Answers `Reflect` probes on the second port with the address they came
+/// from, within [`REFLECT_RATE`].
+async fn reflect_loop(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 2048];
+    let mut bucket = TokenBucket::new(REFLECT_RATE, REFLECT_RATE, Instant::now().into_std());
+    loop {
+        let Ok((len, from)) = shared.aux.recv_from(&mut buf).await else {
+            continue;
+        };
+        let datagram = &buf[..len];
+        if !is_probe(datagram) || !bucket.try_take(Instant::now().into_std()) {
+            continue;
+        }
+        let Ok(ProbeMessage::Reflect { nonce }) =
+            wire::decode_probe(&datagram[PROBE_MAGIC.len()..])
+        else {
+            continue;
+        };
+        if let Ok(payload) = wire::encode_probe(&ProbeMessage::Reflected { nonce, seen: from }) {
+            let _ = shared.aux.send_to(&probe_datagram(&payload), from).await;
+        }
     }
 }
 
@@ -400,6 +461,18 @@ fn handle_request(
         TrackerRequestBody::Members { room } => {
             let members = shared.registry().members(peer_id, &room)?;
             Ok(TrackerResponse::Members { room, members })
+        }
+        TrackerRequestBody::Netcheck { nonce } => {
+            let probe = wire::encode_probe(&ProbeMessage::Unsolicited { nonce })
+                .map(|payload| probe_datagram(&payload));
+            if let Ok(datagram) = probe {
+                // Best effort: a full socket buffer loses it, as a network could.
+                let _ = shared
+                    .aux
+                    .try_send_to(&datagram, connection.remote_address());
+            }
+            let aux_port = shared.aux.local_addr().map(|a| a.port()).unwrap_or(0);
+            Ok(TrackerResponse::NetcheckStarted { aux_port })
         }
         TrackerRequestBody::Connect { peer } => {
             let (from, to) = shared.registry().introduce(peer_id, peer)?;

@@ -434,3 +434,53 @@ fn symmetric_nat_rebinding_the_dialer_is_survived_by_quic_migration() {
     assert_eq!(remote.ip(), std::net::IpAddr::V4(pair.second.public_ip));
     eprintln!("NATLAB | symmetric dialer rebound by a NAT flush | migrated to {remote}");
 }
+
+#[test]
+fn netcheck_reports_each_nat_behaviour() {
+    let Some(mut lab) = lab_or_skip("netcheck") else {
+        return;
+    };
+    let sites: Vec<(Nat, Site)> = Nat::ALL
+        .into_iter()
+        .enumerate()
+        .map(|(n, nat)| (nat, lab.add_site(n as u8 + 1, nat, 1, false)))
+        .collect();
+    let (_tracker, target) = start_tracker(&lab);
+    let bind = format!("0.0.0.0:{HOST_PORT}");
+    for (nat, site) in &sites {
+        let check = Proc::start_in(
+            Some(&site.hosts[0].netns),
+            &["netcheck", "--tracker", &target, "--bind", &bind],
+        );
+        let report = check.expect("netcheck", |_| true);
+        let expected_mapping = if nat.endpoint_independent_mapping() {
+            "endpoint-independent"
+        } else {
+            "endpoint-dependent"
+        };
+        let admits_new_ports = matches!(nat, Nat::None | Nat::FullCone | Nat::AddressRestricted);
+        eprintln!(
+            "NATLAB-NETCHECK | {} | mapping {} | unsolicited admitted {} | hairpin {} | {}",
+            nat.label(),
+            report["mapping"],
+            report["unsolicited_admitted"],
+            report["hairpin"],
+            report["verdict"]
+        );
+        assert_eq!(
+            report["mapping"],
+            expected_mapping,
+            "{}: {report}",
+            nat.label()
+        );
+        assert_eq!(
+            report["unsolicited_admitted"],
+            admits_new_ports,
+            "{}: {report}",
+            nat.label()
+        );
+        let public: SocketAddr = report["public"].as_str().unwrap().parse().unwrap();
+        assert_eq!(public.ip(), std::net::IpAddr::V4(site.public_ip));
+        check.finish();
+    }
+}
