@@ -174,6 +174,10 @@ pub struct Lab {
     prefix: String,
     namespaces: Vec<String>,
     veths: u32,
+    /// One-way delay added to every link into the internet, in ms.
+    delay_ms: u32,
+    /// The delay-line processes.
+    delay_lines: Vec<std::process::Child>,
 }
 
 /// Why the lab cannot run here, if it cannot.
@@ -218,11 +222,19 @@ pub fn run(args: &[&str]) -> String {
 impl Lab {
     /// An empty internet with a tracker namespace.
     pub fn new() -> Lab {
+        Self::with_delay(0)
+    }
+
+    /// The same, where every link into the internet (the tracker's and each
+    /// site's) delays packets by `delay_ms` each way.
+    pub fn with_delay(delay_ms: u32) -> Lab {
         let id = LABS.fetch_add(1, Ordering::Relaxed);
         let mut lab = Lab {
             prefix: format!("pg{}x{id}", std::process::id() % 10_000),
             namespaces: Vec::new(),
             veths: 0,
+            delay_ms,
+            delay_lines: Vec::new(),
         };
         let inet = lab.add_ns("inet");
         run(&["ip", "-n", &inet, "link", "add", "br0", "type", "bridge"]);
@@ -273,19 +285,46 @@ impl Lab {
         run(&["ip", "-n", b, "link", "set", &b_final, "up"]);
     }
 
-    /// Puts the newest veth's second end on the internet bridge.
-    fn attach_to_bridge(&self) {
+    /// Puts the newest veth's second end on the internet bridge, through a
+    /// delay line if the lab has one.
+    fn attach_to_bridge(&mut self) {
         let end = format!("{}b{}", self.prefix, self.veths);
-        run(&[
-            "ip",
-            "-n",
-            &self.ns("inet"),
-            "link",
-            "set",
-            &end,
-            "master",
-            "br0",
-        ]);
+        let inet = self.ns("inet");
+        if self.delay_ms == 0 {
+            run(&["ip", "-n", &inet, "link", "set", &end, "master", "br0"]);
+            return;
+        }
+        // veth end + tap A on a small bridge; tap B on the internet bridge.
+        let n = self.veths;
+        let side = format!("{}d{n}", self.prefix);
+        let (tap_a, tap_b) = (
+            format!("{}p{n}", self.prefix),
+            format!("{}q{n}", self.prefix),
+        );
+        run(&["ip", "-n", &inet, "link", "add", &side, "type", "bridge"]);
+        run(&["ip", "-n", &inet, "link", "set", &side, "up"]);
+        run(&["ip", "-n", &inet, "link", "set", &end, "master", &side]);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/natlab/delayline.py");
+        let delay = self.delay_ms.to_string();
+        let mut child = Command::new("ip")
+            .args([
+                "netns", "exec", &inet, "python3", script, &tap_a, &tap_b, &delay,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready", "the delay line did not start");
+        self.delay_lines.push(child);
+        run(&["ip", "-n", &inet, "link", "set", &tap_a, "master", &side]);
+        run(&["ip", "-n", &inet, "link", "set", &tap_b, "master", "br0"]);
+        for tap in [&tap_a, &tap_b] {
+            run(&["ip", "-n", &inet, "link", "set", tap, "up"]);
+        }
     }
 
     fn addr(&self, ns: &str, dev: &str, cidr: &str) {
@@ -499,6 +538,10 @@ pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for child in &mut self.delay_lines {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip")
                 .args(["netns", "del", ns])

@@ -484,3 +484,74 @@ fn netcheck_reports_each_nat_behaviour() {
         check.finish();
     }
 }
+
+/// One-way delay of every lab link in the timing test: peer to peer crosses
+/// two links (RTT 80 ms), and so does a node to the tracker.
+const LINK_DELAY_MS: u32 = 20;
+
+#[test]
+fn lab_delay_line_delays_by_what_it_says() {
+    let Some(_) = lab_or_skip("delay line") else {
+        return;
+    };
+    let mut lab = Lab::with_delay(LINK_DELAY_MS);
+    let site = lab.add_site(1, Nat::None, 1, false);
+    let inside = lab.socket_in(
+        &site.hosts[0].netns,
+        SocketAddr::from(([0, 0, 0, 0], HOST_PORT)),
+    );
+    let echo = lab.socket_in(&lab.tracker_ns(), SocketAddr::from((TRACKER_IP, 5000)));
+    inside.set_read_timeout(Some(WAIT)).unwrap();
+    echo.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rtts = Vec::new();
+    let mut buf = [0u8; 16];
+    for _ in 0..10 {
+        let sent = Instant::now();
+        inside.send_to(b"ping", echo.local_addr().unwrap()).unwrap();
+        let (_, from) = echo.recv_from(&mut buf).unwrap();
+        echo.send_to(b"pong", from).unwrap();
+        inside.recv_from(&mut buf).unwrap();
+        rtts.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    rtts.sort_by(f64::total_cmp);
+    let median = rtts[rtts.len() / 2];
+    eprintln!("NATLAB-SELFTEST | delay line {LINK_DELAY_MS} ms per link | host-tracker RTT median {median:.1} ms (min {:.1}, max {:.1})", rtts[0], rtts[rtts.len() - 1]);
+    // Two links each way: at least 4 × the one-way delay.
+    assert!(median >= f64::from(4 * LINK_DELAY_MS), "{rtts:?}");
+}
+
+#[test]
+fn punch_times_with_delayed_links() {
+    let Some(_) = lab_or_skip("punch timing") else {
+        return;
+    };
+    let rtt_ms = f64::from(4 * LINK_DELAY_MS);
+    for (a, b) in [
+        (Nat::FullCone, Nat::FullCone),
+        (Nat::AddressRestricted, Nat::PortRestricted),
+        (Nat::PortRestricted, Nat::PortRestricted),
+        (Nat::FullCone, Nat::Symmetric),
+        (Nat::Symmetric, Nat::AddressRestricted),
+    ] {
+        let mut lab = Lab::with_delay(LINK_DELAY_MS);
+        let first = lab.add_site(1, a, 1, false);
+        let second = lab.add_site(2, b, 1, false);
+        let (_tracker, target) = start_tracker(&lab);
+        let (mut h1, id1) = start_chat(&first.hosts[0], "h1", &target, &["--punch-timeout", "10"]);
+        let (h2, _) = start_chat(&second.hosts[0], "h2", &target, &["--punch-timeout", "10"]);
+        let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+        assert_eq!(remote_ip(&connected), first.public_ip);
+        let measured_rtt = connected["rtt_ms"].as_f64().unwrap_or_default();
+        // The direct path's RTT, not the tracker's (which is the same here),
+        // must at least reflect the two delayed links each way.
+        assert!(measured_rtt >= rtt_ms * 0.9, "rtt {measured_rtt} ms");
+        let setup = connected["setup_ms"].as_f64().unwrap_or_default();
+        chat_once(&mut h1, &h2, "over slow links");
+        eprintln!(
+            "NATLAB-TIMING | {} | {} | punch {setup:.0} ms = {:.1} × the {rtt_ms:.0} ms path RTT (minimum 2: handshake + greeting; quinn's RTT estimate {measured_rtt:.0} ms)",
+            a.label(),
+            b.label(),
+            setup / rtt_ms
+        );
+    }
+}
