@@ -40,6 +40,31 @@ use crate::tracker::client::Registration;
 use crate::tracker::{TrackerError, TrackerSession};
 use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
 
+/// Pauses before successive reconnection attempts after a path died.
+const RECONNECT_BACKOFF: [Duration; 7] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(16),
+    Duration::from_secs(30),
+];
+
+/// True when a connection ended because its path failed, not because
+/// someone closed it on purpose.
+fn path_died(error: &quinn::ConnectionError) -> bool {
+    match error {
+        quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset => true,
+        quinn::ConnectionError::ApplicationClosed(_)
+        | quinn::ConnectionError::ConnectionClosed(_)
+        | quinn::ConnectionError::LocallyClosed
+        | quinn::ConnectionError::VersionMismatch
+        | quinn::ConnectionError::TransportError(_)
+        | quinn::ConnectionError::CidsExhausted => false,
+    }
+}
+
 /// Delay between handshakes to successive candidates of one peer.
 const CANDIDATE_STAGGER: Duration = Duration::from_millis(100);
 /// Identifies this implementation in greetings.
@@ -924,6 +949,10 @@ impl Node {
                 return Ok(());
             }
             record.status = PeerStatus::Connecting;
+            if record.candidates.is_empty() {
+                // Remembered for reconnecting to a peer given by address.
+                record.candidates = candidates.clone();
+            }
             record.name.clone()
         };
         self.emit(Event::Peer {
@@ -1170,6 +1199,38 @@ impl Node {
             name,
             reason,
         });
+        if path_died(&error) {
+            tokio::spawn(self.reconnect(gate.peer_id));
+        }
+    }
+
+    /// After a path died: punch again with backoff while the peer shares a
+    /// room with this node and nobody has reconnected yet. Both sides try;
+    /// the duplicate rule keeps one connection if both succeed.
+    async fn reconnect(self, peer: PeerId) {
+        for (attempt, pause) in RECONNECT_BACKOFF.iter().enumerate() {
+            tokio::time::sleep(*pause).await;
+            let wanted = {
+                let state = self.state();
+                let shares_room = state
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|r| r.rooms.iter().any(|room| state.rooms.contains(room)));
+                !state.closing && shares_room && !state.has_open_gate(&peer)
+            };
+            if !wanted {
+                return;
+            }
+            tracing::debug!(peer = %peer.short(), attempt, "reconnecting");
+            if self.connect_peer(peer).await.is_ok() && self.state().has_open_gate(&peer) {
+                return;
+            }
+        }
+        self.emit(Event::error(format!(
+            "gave up reconnecting to {} after {} attempts",
+            self.name_of(&peer),
+            RECONNECT_BACKOFF.len()
+        )));
     }
 
     /// A stream the peer opened: only chat streams exist so far.

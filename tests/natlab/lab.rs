@@ -488,6 +488,22 @@ impl Lab {
         self.load_rules(router, &rules);
     }
 
+    /// Drops everything `router` forwards to or from `ip` until
+    /// [`Lab::unblock`]: the path to that address dies.
+    pub fn block(&self, router: &str, ip: Ipv4Addr) {
+        let rules = format!(
+            "table inet block {{\n  chain forward {{ type filter hook forward priority -20; policy accept;\n    \
+             ip daddr {ip} drop\n    ip saddr {ip} drop\n  }}\n}}\n"
+        );
+        self.load_rules(router, &rules);
+    }
+
+    pub fn unblock(&self, router: &str) {
+        run(&[
+            "ip", "netns", "exec", router, "nft", "delete", "table", "inet", "block",
+        ]);
+    }
+
     /// Forgets every NAT mapping of `router`, as a NAT reboot would
     /// (conntrack(8), Debian package `conntrack`).
     pub fn flush_conntrack(&self, router: &str) {

@@ -555,3 +555,39 @@ fn punch_times_with_delayed_links() {
         );
     }
 }
+
+#[test]
+fn a_dead_path_is_reconnected_once_it_heals() {
+    let extra = [
+        "--keep-alive",
+        "1",
+        "--idle-timeout",
+        "3",
+        "--punch-timeout",
+        "2",
+    ];
+    let Some(mut pair) = connected_pair(
+        "reconnect",
+        Nat::PortRestricted,
+        Nat::AddressRestricted,
+        &extra,
+    ) else {
+        return;
+    };
+    let router = pair.first.router.clone().unwrap();
+    let other_side = pair.second.public_ip;
+    chat_once(&mut pair.h1, &pair.h2, "before the outage");
+    // Only the path between the two sites dies; both keep their tracker.
+    pair.lab.block(&router, other_side);
+    pair.h1.expect("disconnected", |e| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("timed out"))
+    });
+    pair.lab.unblock(&router);
+    let back = pair.h1.expect("connected", |_| true);
+    assert_eq!(back["path"], "direct");
+    chat_once(&mut pair.h1, &pair.h2, "after the outage");
+    chat_once(&mut pair.h2, &pair.h1, "welcome back");
+    eprintln!("NATLAB | path dead for an idle timeout, then healed | reconnected by itself");
+}
