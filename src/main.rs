@@ -56,6 +56,9 @@ enum Commands {
         /// Requests per second one peer may make on average.
         #[arg(long, default_value_t = TrackerLimits::default().requests_per_second)]
         rate: u32,
+        /// netcheck's second UDP port (default: the listening port + 1).
+        #[arg(long)]
+        aux_port: Option<u16>,
     },
     /// Chat: join rooms through a tracker, or connect to peers by address.
     Chat {
@@ -194,10 +197,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_rooms,
             max_room_members,
             rate,
+            aux_port,
         } => {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
             let identity = Identity::load_or_create(&home)?;
             let mut config = TrackerConfig::new(listen);
+            config.aux_port = aux_port;
             config.limits = TrackerLimits {
                 max_peers,
                 max_rooms,

@@ -260,21 +260,20 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The addresses this node can be reached at on its own networks.
+/// The addresses this node can be reached at on its own networks. Loopback
+/// is left out unless the node is bound to it: a remote peer dialing
+/// 127.0.0.1 reaches itself, and peers on one host share a LAN address anyway.
 fn local_candidates(bound: SocketAddr) -> Vec<SocketAddr> {
     if !bound.ip().is_unspecified() {
         return vec![bound];
     }
-    let mut addrs: Vec<SocketAddr> = if_addrs::get_if_addrs()
+    if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
         .map(|interface| interface.ip())
-        .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
+        .filter(|ip| ip.is_ipv4() == bound.is_ipv4() && !ip.is_loopback())
         .map(|ip| SocketAddr::new(ip, bound.port()))
-        .collect();
-    // Loopback last: it only helps peers on the same host.
-    addrs.sort_by_key(|addr| addr.ip().is_loopback());
-    addrs
+        .collect()
 }
 
 impl Node {
