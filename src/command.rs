@@ -16,6 +16,8 @@ pub enum Command {
     Connect(String),
     Join(String),
     Leave(String),
+    /// Show the current room's last N messages (default 20).
+    History(usize),
     Quit,
 }
 
@@ -30,6 +32,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/show",
         "every connection: peer, path, address, RTT, bytes in and out, age",
+    ),
+    (
+        "/history [N]",
+        "the current room's last N messages (default 20), in order",
     ),
     (
         "/rooms",
@@ -53,12 +59,17 @@ pub fn help_lines() -> Vec<HelpLine> {
         .collect()
 }
 
+/// Messages `/history` shows when not told how many.
+pub const DEFAULT_HISTORY: usize = 20;
+
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
     #[error("unknown command /{0}; /help lists them")]
     Unknown(String),
     #[error("/{0} needs an argument: {1}")]
     MissingArgument(&'static str, &'static str),
+    #[error("/{0} takes {1}")]
+    BadArgument(&'static str, &'static str),
     #[error("empty line")]
     Empty,
 }
@@ -94,6 +105,13 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "connect" => required("connect", "PEERID@host:port, a name or an id").map(Command::Connect),
         "join" => required("join", "a room name").map(Command::Join),
         "leave" => required("leave", "a room name").map(Command::Leave),
+        "history" => match arg {
+            "" => Ok(Command::History(DEFAULT_HISTORY)),
+            count => count
+                .parse()
+                .map(Command::History)
+                .map_err(|_| CommandError::BadArgument("history", "a number of messages")),
+        },
         "quit" | "exit" | "q" => Ok(Command::Quit),
         other => Err(CommandError::Unknown(other.to_string())),
     }
@@ -113,6 +131,9 @@ mod tests {
         assert_eq!(parse("/peers"), Ok(Command::Peers));
         assert_eq!(parse("/join  games "), Ok(Command::Join("games".into())));
         assert_eq!(parse("/quit\n"), Ok(Command::Quit));
+        assert_eq!(parse("/history"), Ok(Command::History(DEFAULT_HISTORY)));
+        assert_eq!(parse("/history 5"), Ok(Command::History(5)));
+        assert!(parse("/history lots").is_err());
         assert_eq!(
             parse("/join"),
             Err(CommandError::MissingArgument("join", "a room name"))
@@ -127,7 +148,7 @@ mod tests {
     #[test]
     fn every_command_has_help() {
         for name in [
-            "help", "peers", "show", "rooms", "connect", "join", "leave", "quit",
+            "help", "peers", "show", "history", "rooms", "connect", "join", "leave", "quit",
         ] {
             assert!(
                 HELP.iter()

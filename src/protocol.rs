@@ -283,8 +283,9 @@ impl std::fmt::Display for MessageId {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatBody {
     pub id: MessageId,
-    /// Milliseconds since the Unix epoch, by the author's clock.
-    pub ts_ms: u64,
+    /// Hybrid logical clock of the author ([`crate::hlc`]): milliseconds
+    /// since the Unix epoch << 16 | a counter. Orders history.
+    pub hlc: u64,
     pub room: String,
     pub text: String,
 }
@@ -347,6 +348,29 @@ impl ChatBody {
     }
 }
 
+/// On a [`wire::StreamKind::Sync`] stream, which the side that wants to
+/// catch up opens: requests from it, batches and an end marker back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SyncFrame {
+    /// "Of `room` I hold, per author, every message up to this sequence
+    /// number; send me what I lack."
+    Request {
+        room: String,
+        have: Vec<(PeerId, u64)>,
+    },
+    /// Messages the requester lacks, at most [`SYNC_BATCH`] per frame.
+    Batch {
+        room: String,
+        messages: Vec<SignedMessage>,
+    },
+    /// Everything for `room` has been sent (nothing, if the requester may
+    /// not have it).
+    Done { room: String },
+}
+
+/// Messages per [`SyncFrame::Batch`]: 64 of the largest fit the frame limit.
+pub const SYNC_BATCH: usize = 64;
+
 /// On a [`wire::StreamKind::Chat`] stream: messages from the opener,
 /// acknowledgements back from the receiver.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -371,7 +395,7 @@ mod tests {
                 author: author.peer_id(),
                 seq: 1,
             },
-            ts_ms: 1,
+            hlc: 1,
             room: "lobby".into(),
             text: "hi".into(),
         }

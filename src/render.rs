@@ -127,6 +127,10 @@ pub fn render(event: &Event) -> Vec<String> {
             from.get(..SHOWN_ID_LEN).unwrap_or(from),
             sanitize(text)
         )],
+        Event::Sent { pending, .. } if !pending.is_empty() => vec![format!(
+            "(pending for {}: delivered when they connect)",
+            pending.iter().map(|n| sanitize(n)).collect::<Vec<_>>().join(", ")
+        )],
         Event::Sent { room, peers, .. } if *peers == 0 => {
             vec![format!("(nobody else is connected in #{} yet)", sanitize(room))]
         }

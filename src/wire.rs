@@ -38,10 +38,17 @@ pub enum StreamKind {
     Control = 2,
     /// Chat messages one way and acknowledgements back (bidirectional).
     Chat = 3,
+    /// History sync: requests one way, batches back (bidirectional).
+    Sync = 4,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 3] = [StreamKind::Tracker, StreamKind::Control, StreamKind::Chat];
+    pub const ALL: [StreamKind; 4] = [
+        StreamKind::Tracker,
+        StreamKind::Control,
+        StreamKind::Chat,
+        StreamKind::Sync,
+    ];
 
     /// The largest frame body accepted on a stream of this kind.
     pub fn max_frame_len(self) -> usize {
@@ -51,6 +58,7 @@ impl StreamKind {
             StreamKind::Tracker => 256 * 1024,
             StreamKind::Control => 4 * 1024,
             StreamKind::Chat => 16 * 1024,
+            StreamKind::Sync => 1024 * 1024,
         }
     }
 
@@ -59,6 +67,7 @@ impl StreamKind {
             StreamKind::Tracker => "tracker",
             StreamKind::Control => "control",
             StreamKind::Chat => "chat",
+            StreamKind::Sync => "sync",
         }
     }
 
@@ -228,6 +237,19 @@ fn decode_exact<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result
         return Err(malformed(format!("{} trailing bytes", bytes.len() - used)));
     }
     Ok(message)
+}
+
+/// Encodes a message for the history store.
+pub fn encode_stored(message: &crate::protocol::SignedMessage) -> Result<Vec<u8>, WireError> {
+    bincode::serde::encode_to_vec(message, codec()).map_err(|e| WireError::Encode {
+        kind: "stored message",
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes a message from the history store.
+pub fn decode_stored(bytes: &[u8]) -> Result<crate::protocol::SignedMessage, WireError> {
+    decode_exact("stored message", bytes)
 }
 
 /// Encodes a probe's payload.

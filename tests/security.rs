@@ -96,6 +96,7 @@ async fn tracker_trusted_on_first_use_is_refused_when_its_key_changes() {
 
     let (node, _events) = Node::start(home.path(), tofu.clone()).await.unwrap();
     node.shutdown().await;
+    drop(node);
     first.shutdown().await;
 
     // Same address, new key: a different tracker, or an impostor.
@@ -152,7 +153,7 @@ async fn forged_message_from_a_peer_is_refused_and_not_shown() {
             author: alice.peer_id(),
             seq: 1,
         },
-        ts_ms: 0,
+        hlc: 0,
         room: "lobby".into(),
         text: "alice owes mallory".into(),
     };

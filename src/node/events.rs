@@ -128,6 +128,9 @@ pub enum Event {
         room: String,
         text: String,
         peers: usize,
+        /// Names of room members not connected now: history sync delivers
+        /// the message to them when they are.
+        pending: Vec<String>,
     },
     /// `peer_id` acknowledged the message `id`.
     Delivered {

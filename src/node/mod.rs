@@ -10,6 +10,7 @@
 pub mod events;
 mod gate;
 mod netcheck;
+mod sync;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -29,12 +30,14 @@ use gate::{describe_close, Gate, GateError, Greeted};
 use crate::command::{self, Command};
 use crate::endpoint::{self, Liveness, Target};
 use crate::gate_socket::GateSocket;
+use crate::hlc::{self, Hlc};
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
     validate_label, ChatBody, ChatFrame, ControlMessage, Member, MessageId, ProbeMessage,
     SignedMessage, TrackerEvent, TrackerRequestBody, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
 };
 use crate::punch::{order_candidates, Punch, PunchAction, PunchSchedule, Role};
+use crate::store::{Store, StoreError};
 use crate::tls::{self, CertifiedIdentity};
 use crate::tracker::client::Registration;
 use crate::tracker::{TrackerError, TrackerSession};
@@ -89,6 +92,9 @@ pub struct NodeConfig {
     pub liveness: Liveness,
     /// Deadline of one direct connection attempt to a peer. Default 10 s.
     pub connect_timeout: Duration,
+    /// How long sending one message to one peer may take before it is left
+    /// to history sync (the user sees it pending). Default 10 s.
+    pub send_timeout: Duration,
     /// Timing of tracker-coordinated hole punches.
     pub punch: PunchSchedule,
 }
@@ -105,6 +111,7 @@ impl NodeConfig {
             max_gates: 64,
             liveness: Liveness::default(),
             connect_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
             punch: PunchSchedule::default(),
         }
     }
@@ -144,6 +151,8 @@ pub enum NodeError {
     NoTracker,
     #[error(transparent)]
     Message(#[from] crate::protocol::MessageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 struct PeerRecord {
@@ -172,41 +181,16 @@ struct Outgoing {
     waiting_for: HashSet<PeerId>,
 }
 
-/// Most message ids remembered for de-duplication; the oldest are forgotten.
-const SEEN_CAPACITY: usize = 100_000;
 /// Sent messages whose acknowledgements are still awaited, at most.
 const OUTGOING_CAPACITY: usize = 10_000;
-
-/// Message ids already shown, bounded: insertion order decides what is
-/// forgotten first.
-#[derive(Default)]
-struct Seen {
-    ids: HashSet<MessageId>,
-    order: std::collections::VecDeque<MessageId>,
-}
-
-impl Seen {
-    /// Records `id`; false if it was already there.
-    fn insert(&mut self, id: MessageId) -> bool {
-        if !self.ids.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > SEEN_CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.ids.remove(&oldest);
-            }
-        }
-        true
-    }
-}
 
 #[derive(Default)]
 struct State {
     peers: HashMap<PeerId, PeerRecord>,
     /// Joined rooms in the order joined; plain lines go to the last.
     rooms: Vec<String>,
-    seen: Seen,
+    /// This node's hybrid logical clock (restored from the store).
+    clock: Hlc,
     outgoing: HashMap<MessageId, Outgoing>,
     /// Running punches by attempt id: where their probes go.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
@@ -245,6 +229,8 @@ struct Inner {
     gate_installed: Notify,
     state: Mutex<State>,
     next_seq: AtomicU64,
+    /// Durable history.
+    store: Arc<Store>,
 }
 
 /// A running node. Cloning gives another handle to the same node.
@@ -284,6 +270,12 @@ impl Node {
     pub async fn start(home: &Path, config: NodeConfig) -> Result<(Node, Events), NodeError> {
         validate_label("name", &config.name, MAX_NAME_LEN).map_err(NodeError::Invalid)?;
         let identity = Identity::load_or_create(home)?;
+        let store_home = home.to_path_buf();
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_home))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
+        let (next_seq, clock) = (store.next_seq()?, store.clock()?);
+        let store = Arc::new(store);
         let certified = CertifiedIdentity::new(&identity)?;
         let allowed: Option<HashSet<PeerId>> =
             config.allow.clone().map(|list| list.into_iter().collect());
@@ -345,10 +337,12 @@ impl Node {
                 allowed,
                 events: events_tx,
                 gate_installed: Notify::new(),
-                state: Mutex::new(State::default()),
-                // Until history is stored, sequence numbers start from the
-                // clock so a restarted author never reuses an id.
-                next_seq: AtomicU64::new(now_ms().max(1) << 10),
+                state: Mutex::new(State {
+                    clock: Hlc::starting_at(clock),
+                    ..State::default()
+                }),
+                next_seq: AtomicU64::new(next_seq),
+                store,
                 identity,
             }),
         };
@@ -504,6 +498,7 @@ impl Node {
             }
             Command::Join(room) => self.join(&room).await,
             Command::Leave(room) => self.leave(&room).await,
+            Command::History(count) => self.history(count).await,
             Command::Quit => {
                 self.shutdown().await;
                 return false;
@@ -593,6 +588,9 @@ impl Node {
             members: members.len(),
         });
         self.announce_rooms().await;
+        for gate in self.open_gates() {
+            tokio::spawn(self.clone().sync_with(gate));
+        }
         for member in members {
             self.learn_member(room, &member);
             let node = self.clone();
@@ -638,8 +636,10 @@ impl Node {
             .collect()
     }
 
-    /// Sends `text` to the current room: signs it and writes it to every
-    /// connected member. Acknowledgements arrive as [`Event::Delivered`].
+    /// Sends `text` to the current room: signs it, commits it to this node's
+    /// history, and writes it to every connected member. Acknowledgements
+    /// arrive as [`Event::Delivered`]; members not connected get it by
+    /// history sync when they are (they are listed as pending).
     pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
         let room = self
             .state()
@@ -647,27 +647,34 @@ impl Node {
             .last()
             .cloned()
             .ok_or(NodeError::NoRoom)?;
-        let id = MessageId {
-            author: self.peer_id(),
-            seq: self.inner.next_seq.fetch_add(1, Ordering::Relaxed),
+        let (id, hlc) = {
+            let mut state = self.state();
+            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            let id = MessageId {
+                author: self.peer_id(),
+                seq,
+            };
+            (id, state.clock.tick(now_ms()))
         };
         let body = ChatBody {
             id,
-            ts_ms: now_ms(),
+            hlc,
             room: room.clone(),
             text: text.to_string(),
         };
         let message = SignedMessage::sign(&self.inner.identity, body)?;
-        let recipients: Vec<Arc<Gate>> = {
+        // Durable before anyone hears of it: a crash cannot unsay it, and
+        // sync can deliver it later.
+        self.store_messages(vec![message.clone()], Some(id.seq + 1))
+            .await?;
+        let (recipients, pending) = {
             let mut state = self.state();
-            state.seen.insert(id);
-            let recipients: Vec<Arc<Gate>> = state
-                .peers
-                .values()
-                .filter(|r| r.rooms.contains(&room))
-                .filter_map(|r| r.gate.clone())
-                .filter(|g| g.is_open())
-                .collect();
+            let members = state.peers.values().filter(|r| r.rooms.contains(&room));
+            let (connected, offline): (Vec<&PeerRecord>, Vec<&PeerRecord>) =
+                members.partition(|r| r.gate.as_ref().is_some_and(|g| g.is_open()));
+            let recipients: Vec<Arc<Gate>> =
+                connected.iter().filter_map(|r| r.gate.clone()).collect();
+            let pending: Vec<String> = offline.iter().map(|r| r.name.clone()).collect();
             if !recipients.is_empty() {
                 if state.outgoing.len() >= OUTGOING_CAPACITY {
                     // Peers that never acknowledge must not grow this forever.
@@ -688,15 +695,17 @@ impl Node {
                     },
                 );
             }
-            recipients
+            (recipients, pending)
         };
         self.emit(Event::Sent {
             id: id.to_string(),
             room,
             text: text.to_string(),
             peers: recipients.len(),
+            pending,
         });
         let frame = ChatFrame::Message(message);
+        let send_timeout = self.inner.config.send_timeout;
         for gate in recipients {
             let node = self.clone();
             let frame = frame.clone();
@@ -704,13 +713,74 @@ impl Node {
                 let on_open = |acks| {
                     tokio::spawn(node.clone().read_acks(gate.clone(), acks));
                 };
-                if let Err(error) = gate.send_chat(&frame, on_open).await {
-                    let name = node.name_of(&gate.peer_id);
-                    node.emit(Event::error(format!("could not send to {name}: {error}")));
-                }
+                let sent = timeout(send_timeout, gate.send_chat(&frame, on_open)).await;
+                let problem = match sent {
+                    Ok(Ok(())) => return,
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => format!("no progress within {send_timeout:?}"),
+                };
+                let name = node.name_of(&gate.peer_id);
+                node.emit(Event::error(format!(
+                    "message {id} to {name} is pending ({problem}); history sync delivers it when they reconnect"
+                )));
             });
         }
         Ok(id)
+    }
+
+    /// Commits messages to the history; returns which were new.
+    async fn store_messages(
+        &self,
+        messages: Vec<SignedMessage>,
+        next_seq: Option<u64>,
+    ) -> Result<Vec<bool>, NodeError> {
+        let store = self.inner.store.clone();
+        let clock = self.state().clock.last();
+        let fresh = tokio::task::spawn_blocking(move || store.insert(&messages, next_seq, clock))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
+        Ok(fresh)
+    }
+
+    /// Reports a message as an [`Event::Message`].
+    fn show(&self, message: &SignedMessage, history: bool) {
+        let body = &message.body;
+        let from_name = if body.id.author == self.peer_id() {
+            self.inner.config.name.clone()
+        } else {
+            self.state()
+                .peers
+                .get(&body.id.author)
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| body.id.author.short())
+        };
+        self.emit(Event::Message {
+            id: body.id.to_string(),
+            from: body.id.author.to_string(),
+            from_name,
+            room: body.room.clone(),
+            text: body.text.clone(),
+            ts: hlc::millis_of(body.hlc),
+            history,
+        });
+    }
+
+    /// `/history [N]`: the current room's last `count` messages, in order.
+    pub async fn history(&self, count: usize) -> Result<(), NodeError> {
+        let room = self
+            .state()
+            .rooms
+            .last()
+            .cloned()
+            .ok_or(NodeError::NoRoom)?;
+        let store = self.inner.store.clone();
+        let messages = tokio::task::spawn_blocking(move || store.history(&room, count))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
+        for message in &messages {
+            self.show(message, true);
+        }
+        Ok(())
     }
 
     // --------------------------------------------------------- connecting --
@@ -1143,7 +1213,9 @@ impl Node {
             dialed,
         });
         tokio::spawn(self.clone().read_control(gate.clone(), control));
-        tokio::spawn(self.clone().serve_gate(gate));
+        tokio::spawn(self.clone().serve_gate(gate.clone()));
+        // Catch up on what was said while apart.
+        tokio::spawn(self.clone().sync_with(gate));
     }
 
     // ----------------------------------------------------------- per gate --
@@ -1232,35 +1304,21 @@ impl Node {
         )));
     }
 
-    /// A stream the peer opened: only chat streams exist so far.
+    /// A stream the peer opened: chat messages to take, or a history sync
+    /// to answer.
     async fn serve_stream(self, gate: Arc<Gate>, send: SendStream, mut recv: RecvStream) {
         let result = async {
             let kind = timeout(gate::GREETING_TIMEOUT, crate::wire::read_header(&mut recv))
                 .await
                 .map_err(|_| WireError::Truncated("stream header"))??;
-            if kind != StreamKind::Chat {
-                return Err(WireError::UnexpectedKind {
-                    expected: "chat",
-                    got: kind.name(),
-                });
+            match kind {
+                StreamKind::Chat => self.serve_chat(&gate, send, recv).await,
+                StreamKind::Sync => self.serve_sync(&gate, send, recv).await,
+                other => Err(WireError::UnexpectedKind {
+                    expected: "chat or sync",
+                    got: other.name(),
+                }),
             }
-            let mut reader = FrameReader::new(recv, StreamKind::Chat);
-            let mut writer = FrameWriter::answering(send, StreamKind::Chat);
-            while let Some(frame) = reader.recv::<ChatFrame>().await? {
-                let ChatFrame::Message(message) = frame else {
-                    return Err(WireError::Malformed {
-                        kind: "chat",
-                        reason: "only messages travel this way".into(),
-                    });
-                };
-                let id = message.body.id;
-                let answer = match self.take_message(message, gate.peer_id) {
-                    Ok(()) => ChatFrame::Ack(id),
-                    Err(reason) => ChatFrame::Reject { id, reason },
-                };
-                writer.send(&answer).await?;
-            }
-            Ok(())
         }
         .await;
         if let Err(error) = result {
@@ -1268,41 +1326,91 @@ impl Node {
         }
     }
 
-    /// Checks and shows a message that arrived from `via`. Only messages whose
-    /// signature verifies against their author are taken.
-    fn take_message(&self, message: SignedMessage, via: PeerId) -> Result<(), String> {
-        if let Err(error) = message.verify() {
-            let via_name = self.name_of(&via);
-            self.emit(Event::error(format!(
-                "refused a message from {via_name}: {error}"
-            )));
-            return Err(error.to_string());
+    /// Takes the peer's chat messages, acknowledging each once it is on disk.
+    async fn serve_chat(
+        &self,
+        gate: &Gate,
+        send: SendStream,
+        recv: RecvStream,
+    ) -> Result<(), WireError> {
+        let mut reader = FrameReader::new(recv, StreamKind::Chat);
+        let mut writer = FrameWriter::answering(send, StreamKind::Chat);
+        while let Some(frame) = reader.recv::<ChatFrame>().await? {
+            let ChatFrame::Message(message) = frame else {
+                return Err(WireError::Malformed {
+                    kind: "chat",
+                    reason: "only messages travel this way".into(),
+                });
+            };
+            let id = message.body.id;
+            let verdict = self.take_messages(vec![message], gate.peer_id).await;
+            let answer = match verdict.into_iter().next() {
+                Some(Ok(())) => ChatFrame::Ack(id),
+                Some(Err(reason)) => ChatFrame::Reject { id, reason },
+                None => continue,
+            };
+            writer.send(&answer).await?;
         }
-        let body = message.body;
-        let from_name = {
-            let mut state = self.state();
-            if !state.rooms.contains(&body.room) {
-                return Err(format!("not in room {}", body.room));
-            }
-            if !state.seen.insert(body.id) {
-                return Ok(()); // already have it: acknowledge again, show once
-            }
-            state
-                .peers
-                .get(&body.id.author)
-                .map(|r| r.name.clone())
-                .unwrap_or_else(|| body.id.author.short())
-        };
-        self.emit(Event::Message {
-            id: body.id.to_string(),
-            from: body.id.author.to_string(),
-            from_name,
-            room: body.room,
-            text: body.text,
-            ts: body.ts_ms,
-            history: false,
-        });
         Ok(())
+    }
+
+    /// Takes messages that arrived from `via` (live or by sync): keeps those
+    /// whose signature verifies against their author and whose room this
+    /// node is in, commits them to disk, then shows the new ones in clock
+    /// order. Returns, per message, `Ok` (stored, or already had it) or why
+    /// it was refused. Only after this returns may a message be acknowledged.
+    async fn take_messages(
+        &self,
+        messages: Vec<SignedMessage>,
+        via: PeerId,
+    ) -> Vec<Result<(), String>> {
+        let mut verdicts = Vec::with_capacity(messages.len());
+        let mut accepted = Vec::new();
+        for message in messages {
+            let verdict = match message.verify() {
+                Err(error) => {
+                    let via_name = self.name_of(&via);
+                    self.emit(Event::error(format!(
+                        "refused a message from {via_name}: {error}"
+                    )));
+                    Err(error.to_string())
+                }
+                Ok(()) if !self.state().rooms.contains(&message.body.room) => {
+                    Err(format!("not in room {}", message.body.room))
+                }
+                Ok(()) => {
+                    self.state().clock.observe(message.body.hlc);
+                    accepted.push(message);
+                    Ok(())
+                }
+            };
+            verdicts.push(verdict);
+        }
+        if accepted.is_empty() {
+            return verdicts;
+        }
+        match self.store_messages(accepted.clone(), None).await {
+            Ok(fresh) => {
+                let mut new: Vec<&SignedMessage> = accepted
+                    .iter()
+                    .zip(fresh)
+                    .filter(|(_, f)| *f)
+                    .map(|(m, _)| m)
+                    .collect();
+                new.sort_by_key(|m| m.body.hlc);
+                for message in new {
+                    self.show(message, false);
+                }
+            }
+            Err(error) => {
+                // Not on disk, so not acknowledged: the sender keeps it pending.
+                self.emit(Event::error(format!("cannot store messages: {error}")));
+                for verdict in verdicts.iter_mut().filter(|v| v.is_ok()) {
+                    *verdict = Err(format!("not stored: {error}"));
+                }
+            }
+        }
+        verdicts
     }
 
     /// Reads acknowledgements on a chat stream this node opened.
@@ -1389,6 +1497,8 @@ impl Node {
                     if let Some(record) = self.state().peers.get_mut(&gate.peer_id) {
                         record.rooms = rooms.into_iter().collect();
                     }
+                    // A newly shared room has history to catch up on.
+                    tokio::spawn(self.clone().sync_with(gate.clone()));
                 }
                 ControlMessage::Hello { .. } => {
                     GateError::BadGreeting("a second hello".into()).close(&gate.connection);

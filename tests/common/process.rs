@@ -16,7 +16,7 @@ pub struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<Value>,
-    _home: tempfile::TempDir,
+    _home: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -28,6 +28,14 @@ impl Proc {
     /// The same, inside the network namespace `netns` if given.
     pub fn start_in(netns: Option<&str>, args: &[&str]) -> Proc {
         let home = tempfile::tempdir().unwrap();
+        let mut proc = Self::start_with_home(home.path(), netns, args);
+        proc._home = Some(home);
+        proc
+    }
+
+    /// `punchgate --home HOME --json ARGS...`, with a data directory that
+    /// outlives the process (to restart it).
+    pub fn start_with_home(home: &std::path::Path, netns: Option<&str>, args: &[&str]) -> Proc {
         let binary = env!("CARGO_BIN_EXE_punchgate");
         let mut command = match netns {
             Some(ns) => {
@@ -39,7 +47,7 @@ impl Proc {
         };
         let mut child = command
             .arg("--home")
-            .arg(home.path())
+            .arg(home)
             .arg("--json")
             .args(args)
             .stdin(Stdio::piped())
@@ -65,7 +73,7 @@ impl Proc {
             child,
             stdin,
             lines,
-            _home: home,
+            _home: None,
         }
     }
 
@@ -107,6 +115,12 @@ impl Proc {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// Kills the process at once (SIGKILL): no goodbye, no flush.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     pub fn send(&mut self, line: &str) {

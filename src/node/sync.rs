@@ -1,0 +1,182 @@
+//! History sync, on its own stream so live chat is never blocked behind it.
+//! On every (re)connect — and when the rooms two peers share change — each
+//! side asks the other, per shared room, for what it lacks: it sends its
+//! version vector (per author, the highest sequence number it holds without
+//! gaps) and receives the missing messages in bounded batches, then a `Done`.
+//! Messages are verified against their authors and committed like live ones,
+//! so they can come from any peer, not only their author. When nothing is
+//! missing a sync costs one request and one `Done` per room.
+
+use std::sync::Arc;
+
+use quinn::{RecvStream, SendStream};
+
+use super::gate::{Gate, GateError};
+use super::{Node, NodeError};
+use crate::identity::PeerId;
+use crate::protocol::{SyncFrame, SYNC_BATCH};
+use crate::store::{StoreError, VersionVector};
+use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+
+/// Most authors a version vector may list.
+const MAX_AUTHORS: usize = 16_384;
+
+impl Node {
+    /// Rooms this node and `peer` are both in.
+    fn shared_rooms(&self, peer: &PeerId) -> Vec<String> {
+        let state = self.state();
+        let Some(record) = state.peers.get(peer) else {
+            return Vec::new();
+        };
+        state
+            .rooms
+            .iter()
+            .filter(|room| record.rooms.contains(*room))
+            .cloned()
+            .collect()
+    }
+
+    async fn version_vector(&self, room: &str) -> Result<VersionVector, NodeError> {
+        let store = self.inner.store.clone();
+        let room = room.to_string();
+        let vector = tokio::task::spawn_blocking(move || store.version_vector(&room))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
+        Ok(vector)
+    }
+
+    /// Pulls from `gate`'s peer whatever this node lacks of their shared rooms.
+    pub(super) async fn sync_with(self, gate: Arc<Gate>) {
+        let rooms = self.shared_rooms(&gate.peer_id);
+        if rooms.is_empty() {
+            return;
+        }
+        if let Err(error) = self.pull(&gate, rooms).await {
+            match error {
+                SyncError::Wire(error) => GateError::from(error).close(&gate.connection),
+                SyncError::Node(error) => {
+                    self.emit(super::Event::error(format!("history sync: {error}")))
+                }
+            }
+        }
+    }
+
+    async fn pull(&self, gate: &Gate, rooms: Vec<String>) -> Result<(), SyncError> {
+        let (send, recv) = gate
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| SyncError::Wire(WireError::Io(e.into())))?;
+        let mut writer = FrameWriter::open(send, StreamKind::Sync).await?;
+        let mut reader = FrameReader::new(recv, StreamKind::Sync);
+        for room in rooms {
+            let have = self.version_vector(&room).await?.into_iter().collect();
+            writer
+                .send(&SyncFrame::Request {
+                    room: room.clone(),
+                    have,
+                })
+                .await?;
+            loop {
+                match reader.recv::<SyncFrame>().await? {
+                    Some(SyncFrame::Batch {
+                        room: got,
+                        messages,
+                    }) if got == room => {
+                        if messages.len() > SYNC_BATCH {
+                            return Err(malformed("batch larger than allowed").into());
+                        }
+                        // Refused messages (forged, foreign rooms) are reported
+                        // by take_messages and not stored; the rest are.
+                        self.take_messages(messages, gate.peer_id).await;
+                    }
+                    Some(SyncFrame::Done { room: got }) if got == room => break,
+                    Some(_) => return Err(malformed("unexpected frame").into()),
+                    None => return Err(WireError::Truncated("sync").into()),
+                }
+            }
+        }
+        let _ = writer.get_mut().finish();
+        Ok(())
+    }
+
+    /// Answers a peer's sync requests: for rooms both are in, the messages
+    /// its version vector lacks.
+    pub(super) async fn serve_sync(
+        &self,
+        gate: &Gate,
+        send: SendStream,
+        recv: RecvStream,
+    ) -> Result<(), WireError> {
+        let mut reader = FrameReader::new(recv, StreamKind::Sync);
+        let mut writer = FrameWriter::answering(send, StreamKind::Sync);
+        while let Some(frame) = reader.recv::<SyncFrame>().await? {
+            let SyncFrame::Request { room, have } = frame else {
+                return Err(malformed("only requests travel this way"));
+            };
+            if have.len() > MAX_AUTHORS {
+                return Err(malformed("version vector too long"));
+            }
+            if self.shared_rooms(&gate.peer_id).contains(&room) {
+                let theirs: VersionVector = have.into_iter().collect();
+                let mut after = None;
+                loop {
+                    let store = self.inner.store.clone();
+                    let (room_name, vector) = (room.clone(), theirs.clone());
+                    let batch = tokio::task::spawn_blocking(move || {
+                        store.missing(&room_name, &vector, after, SYNC_BATCH)
+                    })
+                    .await;
+                    let (messages, next) = match batch {
+                        Ok(Ok(found)) => found,
+                        Ok(Err(error)) => {
+                            self.emit(super::Event::error(format!("history sync: {error}")));
+                            break;
+                        }
+                        Err(_) => break,
+                    };
+                    if !messages.is_empty() {
+                        writer
+                            .send(&SyncFrame::Batch {
+                                room: room.clone(),
+                                messages,
+                            })
+                            .await?;
+                    }
+                    match next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+            }
+            writer.send(&SyncFrame::Done { room }).await?;
+        }
+        Ok(())
+    }
+}
+
+fn malformed(reason: &str) -> WireError {
+    WireError::Malformed {
+        kind: "sync",
+        reason: reason.to_string(),
+    }
+}
+
+enum SyncError {
+    /// The peer broke the protocol or the stream failed.
+    Wire(WireError),
+    /// This node could not read its own history.
+    Node(NodeError),
+}
+
+impl From<WireError> for SyncError {
+    fn from(error: WireError) -> Self {
+        SyncError::Wire(error)
+    }
+}
+
+impl From<NodeError> for SyncError {
+    fn from(error: NodeError) -> Self {
+        SyncError::Node(error)
+    }
+}

@@ -1,0 +1,414 @@
+//! Durable chat history in an embedded redb database (`history.redb` in the
+//! data directory). Every write is one transaction committed with fsync
+//! before it returns, so a message acknowledged after [`Store::insert`] has
+//! returned survives a crash or `kill -9`.
+//!
+//! Tables (keys are byte strings that sort the way they are read):
+//! - `messages`: room ‖ author ‖ seq → the signed message (wire encoding);
+//! - `timeline`: room ‖ hlc ‖ author ‖ seq → nothing (history in time order);
+//! - `meta`: name → u64 (this node's next sequence number, its clock).
+//!
+//! All methods block on disk I/O; async callers use `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::identity::{PeerId, PEER_ID_LEN};
+use crate::protocol::{MessageId, SignedMessage};
+use crate::wire::{self, WireError};
+
+const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
+const TIMELINE: TableDefinition<&[u8], ()> = TableDefinition::new("timeline");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_SEQ: &str = "next_seq";
+const CLOCK: &str = "clock";
+
+/// File name of the history database inside the data directory.
+pub const HISTORY_FILE: &str = "history.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("history database: {0}")]
+    Database(String),
+    #[error("the data directory's history is in use by another punchgate process; give this one its own --home")]
+    InUse,
+    #[error("history database holds an unreadable message: {0}")]
+    Corrupt(#[from] WireError),
+}
+
+fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+/// `len ‖ room`: a prefix no other room's key starts with.
+fn room_prefix(room: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + room.len() + PEER_ID_LEN + 8);
+    key.push(room.len().min(255) as u8);
+    key.extend_from_slice(room.as_bytes());
+    key
+}
+
+fn message_key(room: &str, id: &MessageId) -> Vec<u8> {
+    let mut key = room_prefix(room);
+    key.extend_from_slice(id.author.as_bytes());
+    key.extend_from_slice(&id.seq.to_be_bytes());
+    key
+}
+
+fn timeline_key(room: &str, hlc: u64, id: &MessageId) -> Vec<u8> {
+    let mut key = room_prefix(room);
+    key.extend_from_slice(&hlc.to_be_bytes());
+    key.extend_from_slice(id.author.as_bytes());
+    key.extend_from_slice(&id.seq.to_be_bytes());
+    key
+}
+
+/// The id at the end of a `messages` or `timeline` key.
+fn id_of_key(key: &[u8]) -> Option<MessageId> {
+    let split = key.len().checked_sub(PEER_ID_LEN + 8)?;
+    let author: [u8; PEER_ID_LEN] = key[split..split + PEER_ID_LEN].try_into().ok()?;
+    let seq = u64::from_be_bytes(key[split + PEER_ID_LEN..].try_into().ok()?);
+    Some(MessageId {
+        author: PeerId::from_bytes(author),
+        seq,
+    })
+}
+
+/// The end of a prefix range: the prefix with its last byte incremented.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 255 {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![255; prefix.len() + 1]
+}
+
+/// What a node holds of a room: per author, the highest sequence number
+/// up to which it has every message.
+pub type VersionVector = BTreeMap<PeerId, u64>;
+
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the history of the data directory `home`.
+    pub fn open(home: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(home.join(HISTORY_FILE)).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
+            other => db_error(other),
+        })?;
+        let txn = db.begin_write().map_err(db_error)?;
+        {
+            txn.open_table(MESSAGES).map_err(db_error)?;
+            txn.open_table(TIMELINE).map_err(db_error)?;
+            txn.open_table(META).map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)?;
+        Ok(Self { db })
+    }
+
+    /// Stores verified messages in one durable transaction; returns which
+    /// were new. Also records this node's next sequence number and clock
+    /// when given.
+    pub fn insert(
+        &self,
+        messages: &[SignedMessage],
+        next_seq: Option<u64>,
+        clock: u64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let mut fresh = Vec::with_capacity(messages.len());
+        {
+            let mut table = txn.open_table(MESSAGES).map_err(db_error)?;
+            let mut timeline = txn.open_table(TIMELINE).map_err(db_error)?;
+            for message in messages {
+                let body = &message.body;
+                let key = message_key(&body.room, &body.id);
+                if table.get(key.as_slice()).map_err(db_error)?.is_some() {
+                    fresh.push(false);
+                    continue;
+                }
+                let bytes = wire::encode_stored(message)?;
+                table
+                    .insert(key.as_slice(), bytes.as_slice())
+                    .map_err(db_error)?;
+                let at = timeline_key(&body.room, body.hlc, &body.id);
+                timeline.insert(at.as_slice(), ()).map_err(db_error)?;
+                fresh.push(true);
+            }
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            if let Some(next) = next_seq {
+                // Concurrent sends may commit out of order: keep the highest.
+                let known = meta
+                    .get(NEXT_SEQ)
+                    .map_err(db_error)?
+                    .map(|v| v.value())
+                    .unwrap_or(1);
+                if next > known {
+                    meta.insert(NEXT_SEQ, next).map_err(db_error)?;
+                }
+            }
+            let known = meta
+                .get(CLOCK)
+                .map_err(db_error)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            if clock > known {
+                meta.insert(CLOCK, clock).map_err(db_error)?;
+            }
+        }
+        txn.commit().map_err(db_error)?;
+        Ok(fresh)
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let meta = txn.open_table(META).map_err(db_error)?;
+        Ok(meta.get(name).map_err(db_error)?.map(|v| v.value()))
+    }
+
+    /// This node's next sequence number (1 on a fresh store).
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.meta(NEXT_SEQ)?.unwrap_or(1))
+    }
+
+    /// The latest clock value stored.
+    pub fn clock(&self) -> Result<u64, StoreError> {
+        Ok(self.meta(CLOCK)?.unwrap_or(0))
+    }
+
+    pub fn contains(&self, room: &str, id: &MessageId) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(MESSAGES).map_err(db_error)?;
+        Ok(table
+            .get(message_key(room, id).as_slice())
+            .map_err(db_error)?
+            .is_some())
+    }
+
+    /// Per author, the highest sequence number up to which every message of
+    /// `room` is here.
+    pub fn version_vector(&self, room: &str) -> Result<VersionVector, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(MESSAGES).map_err(db_error)?;
+        let prefix = room_prefix(room);
+        let end = prefix_end(&prefix);
+        let mut vector = VersionVector::new();
+        for entry in table
+            .range(prefix.as_slice()..end.as_slice())
+            .map_err(db_error)?
+        {
+            let (key, _) = entry.map_err(db_error)?;
+            let Some(id) = id_of_key(key.value()) else {
+                continue;
+            };
+            let contiguous = vector.entry(id.author).or_insert(0);
+            if id.seq == *contiguous + 1 {
+                *contiguous = id.seq;
+            }
+        }
+        Ok(vector)
+    }
+
+    /// Up to `limit` messages of `room` that a peer holding `theirs` lacks,
+    /// starting after the key `after` (for the next batch); returns them and
+    /// where to continue, if anything is left.
+    pub fn missing(
+        &self,
+        room: &str,
+        theirs: &VersionVector,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<(Vec<SignedMessage>, Option<Vec<u8>>), StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(MESSAGES).map_err(db_error)?;
+        let prefix = room_prefix(room);
+        let end = prefix_end(&prefix);
+        let start = after.unwrap_or_else(|| prefix.clone());
+        let mut out = Vec::new();
+        for entry in table
+            .range(start.as_slice()..end.as_slice())
+            .map_err(db_error)?
+        {
+            let (key, value) = entry.map_err(db_error)?;
+            if key.value() == start.as_slice() && start != prefix {
+                continue; // the last key of the previous batch
+            }
+            let Some(id) = id_of_key(key.value()) else {
+                continue;
+            };
+            if id.seq <= theirs.get(&id.author).copied().unwrap_or(0) {
+                continue;
+            }
+            if out.len() == limit {
+                let next = start_of_next(&out, room);
+                return Ok((out, Some(next)));
+            }
+            out.push(wire::decode_stored(value.value())?);
+        }
+        Ok((out, None))
+    }
+
+    /// The last `count` messages of `room`, oldest first.
+    pub fn history(&self, room: &str, count: usize) -> Result<Vec<SignedMessage>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let timeline = txn.open_table(TIMELINE).map_err(db_error)?;
+        let table = txn.open_table(MESSAGES).map_err(db_error)?;
+        let prefix = room_prefix(room);
+        let end = prefix_end(&prefix);
+        let mut out = Vec::new();
+        for entry in timeline
+            .range(prefix.as_slice()..end.as_slice())
+            .map_err(db_error)?
+            .rev()
+        {
+            if out.len() == count {
+                break;
+            }
+            let (key, _) = entry.map_err(db_error)?;
+            let Some(id) = id_of_key(key.value()) else {
+                continue;
+            };
+            if let Some(value) = table
+                .get(message_key(room, &id).as_slice())
+                .map_err(db_error)?
+            {
+                out.push(wire::decode_stored(value.value())?);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+/// The `messages` key of the last message of a batch: the next batch starts
+/// after it.
+fn start_of_next(batch: &[SignedMessage], room: &str) -> Vec<u8> {
+    batch
+        .last()
+        .map(|m| message_key(room, &m.body.id))
+        .unwrap_or_else(|| room_prefix(room))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::protocol::ChatBody;
+
+    fn message(author: &Identity, seq: u64, hlc: u64, room: &str) -> SignedMessage {
+        let body = ChatBody {
+            id: MessageId {
+                author: author.peer_id(),
+                seq,
+            },
+            hlc,
+            room: room.into(),
+            text: format!("message {seq}"),
+        };
+        SignedMessage::sign(author, body).unwrap()
+    }
+
+    #[test]
+    fn messages_persist_and_duplicates_are_not_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = Identity::generate().unwrap();
+        let m = message(&alice, 1, 10, "r");
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(
+                store.insert(std::slice::from_ref(&m), Some(2), 10).unwrap(),
+                vec![true]
+            );
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.insert(std::slice::from_ref(&m), None, 10).unwrap(),
+            vec![false]
+        );
+        assert!(store.contains("r", &m.body.id).unwrap());
+        assert_eq!(store.next_seq().unwrap(), 2);
+        assert_eq!(store.clock().unwrap(), 10);
+    }
+
+    #[test]
+    fn version_vector_counts_only_contiguous_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let alice = Identity::generate().unwrap();
+        let bob = Identity::generate().unwrap();
+        let batch: Vec<_> = [1, 2, 4]
+            .into_iter()
+            .map(|seq| message(&alice, seq, seq, "r"))
+            .chain([message(&bob, 1, 9, "r"), message(&bob, 1, 9, "other")])
+            .collect();
+        store.insert(&batch, None, 9).unwrap();
+        let vector = store.version_vector("r").unwrap();
+        assert_eq!(vector.get(&alice.peer_id()), Some(&2));
+        assert_eq!(vector.get(&bob.peer_id()), Some(&1));
+    }
+
+    #[test]
+    fn missing_messages_come_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let alice = Identity::generate().unwrap();
+        let batch: Vec<_> = (1..=10).map(|seq| message(&alice, seq, seq, "r")).collect();
+        store.insert(&batch, None, 10).unwrap();
+        let mut theirs = VersionVector::new();
+        theirs.insert(alice.peer_id(), 3);
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let (chunk, next) = store.missing("r", &theirs, after, 3).unwrap();
+            assert!(chunk.len() <= 3);
+            got.extend(chunk.into_iter().map(|m| m.body.id.seq));
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(got, (4..=10).collect::<Vec<_>>());
+        let all: VersionVector = [(alice.peer_id(), 10)].into_iter().collect();
+        assert!(store.missing("r", &all, None, 3).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn history_is_in_clock_order_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let alice = Identity::generate().unwrap();
+        let bob = Identity::generate().unwrap();
+        store
+            .insert(
+                &[
+                    message(&bob, 1, 30, "r"),
+                    message(&alice, 1, 10, "r"),
+                    message(&alice, 2, 20, "r"),
+                ],
+                None,
+                30,
+            )
+            .unwrap();
+        let texts: Vec<u64> = store
+            .history("r", 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.body.hlc)
+            .collect();
+        assert_eq!(texts, vec![10, 20, 30]);
+        let last_two: Vec<u64> = store
+            .history("r", 2)
+            .unwrap()
+            .iter()
+            .map(|m| m.body.hlc)
+            .collect();
+        assert_eq!(last_two, vec![20, 30]);
+    }
+}
