@@ -2,6 +2,7 @@
 //! a plain line is a message, `/name args` is a command.
 
 use crate::node::events::HelpLine;
+use crate::pake::Secret;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -18,6 +19,8 @@ pub enum Command {
     Leave(String),
     /// Show the current room's last N messages (default 20).
     History(usize),
+    /// Protect the current room with a password.
+    Password(Secret),
     Quit,
 }
 
@@ -36,6 +39,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/history [N]",
         "the current room's last N messages (default 20), in order",
+    ),
+    (
+        "/password PW",
+        "make the current room a password room: only peers who prove PW share it",
     ),
     (
         "/rooms",
@@ -105,6 +112,9 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "connect" => required("connect", "PEERID@host:port, a name or an id").map(Command::Connect),
         "join" => required("join", "a room name").map(Command::Join),
         "leave" => required("leave", "a room name").map(Command::Leave),
+        "password" => {
+            required("password", "the room's password").map(|pw| Command::Password(Secret::new(pw)))
+        }
         "history" => match arg {
             "" => Ok(Command::History(DEFAULT_HISTORY)),
             count => count
@@ -148,7 +158,8 @@ mod tests {
     #[test]
     fn every_command_has_help() {
         for name in [
-            "help", "peers", "show", "history", "rooms", "connect", "join", "leave", "quit",
+            "help", "peers", "show", "history", "password", "rooms", "connect", "join", "leave",
+            "quit",
         ] {
             assert!(
                 HELP.iter()

@@ -12,6 +12,7 @@ pub mod hlc;
 pub mod home;
 pub mod identity;
 pub mod node;
+pub mod pake;
 pub mod protocol;
 pub mod punch;
 pub mod rate;

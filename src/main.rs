@@ -93,6 +93,10 @@ enum Commands {
         /// Seconds a hole punch may take before it is given up.
         #[arg(long, default_value_t = 10.0)]
         punch_timeout: f64,
+        /// Password of the --room rooms: only peers who prove it share them.
+        /// (The tracker never sees it; /password sets one later.)
+        #[arg(long, env = "PUNCHGATE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     /// A self-contained demo on loopback: a tracker and two peers chatting.
     Demo,
@@ -234,6 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keep_alive,
             idle_timeout,
             punch_timeout,
+            password,
         } => {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
             let mut config = NodeConfig::new(name);
@@ -245,6 +250,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
             }
             config.tracker = tracker;
+            if let Some(password) = password {
+                let secret = punchgate::pake::Secret::new(password);
+                config.passwords = rooms
+                    .iter()
+                    .map(|room| (room.clone(), secret.clone()))
+                    .collect();
+            }
             config.rooms = rooms;
             config.connect = connect;
             config.bind = bind;

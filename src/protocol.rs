@@ -348,6 +348,20 @@ impl ChatBody {
     }
 }
 
+/// On a [`wire::StreamKind::Auth`] stream: one password proof for one room
+/// (see [`crate::pake`]). The opener is the initiator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AuthFrame {
+    /// Initiator → responder: its SPAKE2 message.
+    Start { room: String, spake: Vec<u8> },
+    /// Responder → initiator: its SPAKE2 message and key confirmation.
+    Reply { spake: Vec<u8>, confirm: Vec<u8> },
+    /// Initiator → responder: its key confirmation.
+    Confirm { confirm: Vec<u8> },
+    /// Either way: the proof failed or cannot be made, and why.
+    Refused { reason: String },
+}
+
 /// On a [`wire::StreamKind::Sync`] stream, which the side that wants to
 /// catch up opens: requests from it, batches and an end marker back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -40,14 +40,17 @@ pub enum StreamKind {
     Chat = 3,
     /// History sync: requests one way, batches back (bidirectional).
     Sync = 4,
+    /// A room-password proof (bidirectional).
+    Auth = 5,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 4] = [
+    pub const ALL: [StreamKind; 5] = [
         StreamKind::Tracker,
         StreamKind::Control,
         StreamKind::Chat,
         StreamKind::Sync,
+        StreamKind::Auth,
     ];
 
     /// The largest frame body accepted on a stream of this kind.
@@ -59,6 +62,7 @@ impl StreamKind {
             StreamKind::Control => 4 * 1024,
             StreamKind::Chat => 16 * 1024,
             StreamKind::Sync => 1024 * 1024,
+            StreamKind::Auth => 4 * 1024,
         }
     }
 
@@ -68,6 +72,7 @@ impl StreamKind {
             StreamKind::Control => "control",
             StreamKind::Chat => "chat",
             StreamKind::Sync => "sync",
+            StreamKind::Auth => "auth",
         }
     }
 

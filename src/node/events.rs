@@ -225,6 +225,11 @@ impl Events {
         Self { receiver }
     }
 
+    /// An event already waiting, if any (never waits).
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.receiver.try_recv().ok()
+    }
+
     /// The next event; `None` once the node is gone.
     pub async fn next(&mut self) -> Option<Event> {
         self.receiver.recv().await

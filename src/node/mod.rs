@@ -7,6 +7,7 @@
 //! its candidate addresses (the address the tracker saw, then its LAN
 //! addresses), staggered, and the first authenticated handshake wins.
 
+mod auth;
 pub mod events;
 mod gate;
 mod netcheck;
@@ -32,6 +33,7 @@ use crate::endpoint::{self, Liveness, Target};
 use crate::gate_socket::GateSocket;
 use crate::hlc::{self, Hlc};
 use crate::identity::{Identity, PeerId};
+use crate::pake::Secret;
 use crate::protocol::{
     validate_label, ChatBody, ChatFrame, ControlMessage, Member, MessageId, ProbeMessage,
     SignedMessage, TrackerEvent, TrackerRequestBody, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
@@ -97,6 +99,8 @@ pub struct NodeConfig {
     pub send_timeout: Duration,
     /// Timing of tracker-coordinated hole punches.
     pub punch: PunchSchedule,
+    /// Passwords of password rooms, by room.
+    pub passwords: HashMap<String, Secret>,
 }
 
 impl NodeConfig {
@@ -113,6 +117,7 @@ impl NodeConfig {
             connect_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
             punch: PunchSchedule::default(),
+            passwords: HashMap::new(),
         }
     }
 }
@@ -160,6 +165,10 @@ struct PeerRecord {
     status: PeerStatus,
     candidates: Vec<SocketAddr>,
     rooms: BTreeSet<String>,
+    /// Password rooms the peer has proven the password of, on this connection.
+    verified: BTreeSet<String>,
+    /// Failed password proofs on this connection.
+    auth_failures: u32,
     gate: Option<Arc<Gate>>,
 }
 
@@ -170,6 +179,8 @@ impl PeerRecord {
             status: PeerStatus::Known,
             candidates: Vec::new(),
             rooms: BTreeSet::new(),
+            verified: BTreeSet::new(),
+            auth_failures: 0,
             gate: None,
         }
     }
@@ -191,6 +202,8 @@ struct State {
     rooms: Vec<String>,
     /// This node's hybrid logical clock (restored from the store).
     clock: Hlc,
+    /// Passwords of this node's password rooms.
+    passwords: HashMap<String, Secret>,
     outgoing: HashMap<MessageId, Outgoing>,
     /// Running punches by attempt id: where their probes go.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
@@ -207,6 +220,13 @@ impl State {
             .values()
             .filter(|r| r.gate.as_ref().is_some_and(|g| g.is_open()))
             .count()
+    }
+
+    /// Whether `record`'s peer counts as a member of `room`: it says it is
+    /// in the room and, for a password room, has proven the password.
+    fn is_member(&self, record: &PeerRecord, room: &str) -> bool {
+        record.rooms.contains(room)
+            && (!self.passwords.contains_key(room) || record.verified.contains(room))
     }
 
     fn has_open_gate(&self, peer: &PeerId) -> bool {
@@ -302,6 +322,7 @@ impl Node {
             })?;
         let probes = bound.probes;
 
+        let passwords = config.passwords.clone();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tracker_events = None;
         let mut tracker_ms = None;
@@ -339,6 +360,7 @@ impl Node {
                 gate_installed: Notify::new(),
                 state: Mutex::new(State {
                     clock: Hlc::starting_at(clock),
+                    passwords,
                     ..State::default()
                 }),
                 next_seq: AtomicU64::new(next_seq),
@@ -424,6 +446,17 @@ impl Node {
             .is_none_or(|allowed| allowed.contains(peer))
     }
 
+    /// Whether messages for `room` may come from `via`: any peer for an
+    /// open room, only one that proved the password for a password room.
+    fn may_speak_for(&self, via: &PeerId, room: &str) -> bool {
+        let state = self.state();
+        !state.passwords.contains_key(room)
+            || state
+                .peers
+                .get(via)
+                .is_some_and(|r| r.verified.contains(room))
+    }
+
     fn name_of(&self, peer: &PeerId) -> String {
         self.state()
             .peers
@@ -499,6 +532,7 @@ impl Node {
             Command::Join(room) => self.join(&room).await,
             Command::Leave(room) => self.leave(&room).await,
             Command::History(count) => self.history(count).await,
+            Command::Password(password) => self.set_password(password),
             Command::Quit => {
                 self.shutdown().await;
                 return false;
@@ -513,6 +547,30 @@ impl Node {
     /// Reports a command that could not be parsed, as an [`Event::Error`].
     pub fn execute_error(&self, error: command::CommandError) {
         self.emit(Event::error(error));
+    }
+
+    /// Makes the current room a password room: from now on only peers that
+    /// prove `password` share it. Proofs start with every connected peer in
+    /// the room.
+    pub fn set_password(&self, password: Secret) -> Result<(), NodeError> {
+        let room = {
+            let mut state = self.state();
+            let room = state.rooms.last().cloned().ok_or(NodeError::NoRoom)?;
+            state.passwords.insert(room.clone(), password);
+            for record in state.peers.values_mut() {
+                record.verified.remove(&room);
+            }
+            room
+        };
+        self.emit(Event::Info {
+            message: format!(
+                "#{room} is a password room: peers share it once they prove the password"
+            ),
+        });
+        for gate in self.open_gates() {
+            self.authenticate_all(&gate);
+        }
+        Ok(())
     }
 
     /// Every live connection.
@@ -669,7 +727,7 @@ impl Node {
             .await?;
         let (recipients, pending) = {
             let mut state = self.state();
-            let members = state.peers.values().filter(|r| r.rooms.contains(&room));
+            let members = state.peers.values().filter(|r| state.is_member(r, &room));
             let (connected, offline): (Vec<&PeerRecord>, Vec<&PeerRecord>) =
                 members.partition(|r| r.gate.as_ref().is_some_and(|g| g.is_open()));
             let recipients: Vec<Arc<Gate>> =
@@ -1184,6 +1242,9 @@ impl Node {
                 } else {
                     record.name = greeting.name.clone();
                     record.rooms = greeting.rooms.iter().cloned().collect();
+                    // Password proofs belong to a connection.
+                    record.verified.clear();
+                    record.auth_failures = 0;
                     record.gate = Some(gate.clone());
                     record.status = PeerStatus::Connected;
                     Ok(existing)
@@ -1214,6 +1275,7 @@ impl Node {
         });
         tokio::spawn(self.clone().read_control(gate.clone(), control));
         tokio::spawn(self.clone().serve_gate(gate.clone()));
+        self.authenticate_all(&gate);
         // Catch up on what was said while apart.
         tokio::spawn(self.clone().sync_with(gate));
     }
@@ -1314,6 +1376,7 @@ impl Node {
             match kind {
                 StreamKind::Chat => self.serve_chat(&gate, send, recv).await,
                 StreamKind::Sync => self.serve_sync(&gate, send, recv).await,
+                StreamKind::Auth => self.serve_auth(&gate, send, recv).await,
                 other => Err(WireError::UnexpectedKind {
                     expected: "chat or sync",
                     got: other.name(),
@@ -1378,6 +1441,10 @@ impl Node {
                 Ok(()) if !self.state().rooms.contains(&message.body.room) => {
                     Err(format!("not in room {}", message.body.room))
                 }
+                Ok(()) if !self.may_speak_for(&via, &message.body.room) => Err(format!(
+                    "#{} needs the room password first",
+                    message.body.room
+                )),
                 Ok(()) => {
                     self.state().clock.observe(message.body.hlc);
                     accepted.push(message);
@@ -1497,7 +1564,9 @@ impl Node {
                     if let Some(record) = self.state().peers.get_mut(&gate.peer_id) {
                         record.rooms = rooms.into_iter().collect();
                     }
-                    // A newly shared room has history to catch up on.
+                    // A newly shared room has history to catch up on, or a
+                    // password to prove first.
+                    self.authenticate_all(&gate);
                     tokio::spawn(self.clone().sync_with(gate.clone()));
                 }
                 ControlMessage::Hello { .. } => {

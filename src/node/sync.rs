@@ -31,7 +31,7 @@ impl Node {
         state
             .rooms
             .iter()
-            .filter(|room| record.rooms.contains(*room))
+            .filter(|room| state.is_member(record, room))
             .cloned()
             .collect()
     }

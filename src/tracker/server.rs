@@ -44,6 +44,9 @@ pub struct TrackerConfig {
     /// The second UDP port netcheck uses (same address as `listen`).
     /// Default: `listen`'s port + 1, or any free port when that is 0.
     pub aux_port: Option<u16>,
+    /// If set, every request the tracker receives is appended here, in full:
+    /// for audits and tests of what the tracker gets to see. Unbounded.
+    pub request_log: Option<Arc<Mutex<Vec<TrackerRequest>>>>,
 }
 
 impl TrackerConfig {
@@ -54,6 +57,7 @@ impl TrackerConfig {
             liveness: Liveness::default(),
             handshake_timeout: Duration::from_secs(10),
             aux_port: None,
+            request_log: None,
         }
     }
 }
@@ -366,6 +370,9 @@ async fn session(
                 }
                 frame = reader.recv::<TrackerRequest>() => {
                     let Some(request) = frame? else { return Ok(()) };
+                    if let Some(log) = &shared.config.request_log {
+                        log.lock().unwrap_or_else(PoisonError::into_inner).push(request.clone());
+                    }
                     let result = if bucket.try_take(Instant::now().into_std()) {
                         handle_request(shared, connection, peer_id, request.body, generation, &out_tx)
                     } else {
