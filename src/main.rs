@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rustyline::ExternalPrinter as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use punchgate::command;
@@ -297,25 +300,58 @@ async fn shutdown_signal() {
     }
 }
 
+/// The chat loop: lines in (a line editor on a terminal, else plain stdin),
+/// events out (above the input line on a terminal, else to stdout).
 async fn chat(home: &std::path::Path, config: NodeConfig, output: Output) -> anyhow::Result<()> {
     let (node, mut events) = Node::start(home, config)
         .await
         .context("cannot start the node")?;
-    let printer = tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            if output.show(&event).is_err() {
-                break;
+    let interactive =
+        !output.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    // Lines typed or piped in; the channel closing is the end of input.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let printer = if interactive {
+        let mut editor = rustyline::DefaultEditor::new().context("cannot start the line editor")?;
+        let mut above_prompt = editor
+            .create_external_printer()
+            .context("cannot start the line editor")?;
+        std::thread::spawn(move || edit_lines(editor, lines_tx));
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                for line in render::render(&event) {
+                    // Each line ends itself: lines printed before the first
+                    // prompt would otherwise run together.
+                    let painted = format!("{}\n", render::paint(&event, &line));
+                    if above_prompt.print(painted).is_err() {
+                        return;
+                    }
+                }
             }
-        }
-    });
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        })
+    } else {
+        tokio::spawn(async move {
+            let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(line)) = stdin.next_line().await {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if output.show(&event).is_err() {
+                    break;
+                }
+            }
+        })
+    };
     loop {
         tokio::select! {
-            line = lines.next_line() => {
-                let line = match line {
-                    Ok(Some(line)) => line,
-                    // End of input is /quit: scripts end by closing stdin.
-                    Ok(None) | Err(_) => { node.shutdown().await; break; }
+            line = lines.recv() => {
+                // End of input is /quit: scripts end by closing stdin.
+                let Some(line) = line else {
+                    node.shutdown().await;
+                    break;
                 };
                 match command::parse(&line) {
                     Ok(command) => {
@@ -338,4 +374,27 @@ async fn chat(home: &std::path::Path, config: NodeConfig, output: Output) -> any
     // the node end as their connections close, which closes the stream.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
     Ok(())
+}
+
+/// Reads lines with the line editor (history, editing) until /quit, Ctrl-C
+/// or Ctrl-D. Password lines stay out of the history.
+fn edit_lines(
+    mut editor: rustyline::DefaultEditor,
+    lines: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    loop {
+        match editor.readline("> ") {
+            Ok(line) => {
+                let quit = matches!(command::parse(&line), Ok(command::Command::Quit));
+                if !line.trim_start().starts_with("/password") {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if lines.send(line).is_err() || quit {
+                    // Stop reading so the terminal leaves raw mode before exit.
+                    return;
+                }
+            }
+            Err(_) => return, // Ctrl-C, Ctrl-D, or the terminal went away
+        }
+    }
 }

@@ -13,6 +13,20 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
+/// `line` of `event` with terminal colours: messages plain with the sender
+/// in bold, errors red, everything else about peers and rooms dimmed.
+pub fn paint(event: &Event, line: &str) -> String {
+    const RESET: &str = "\x1b[0m";
+    match event {
+        Event::Message { from_name, .. } => {
+            let name = sanitize(from_name);
+            line.replacen(&format!(" {name}~"), &format!(" \x1b[1m{name}\x1b[22m~"), 1)
+        }
+        Event::Error { .. } => format!("\x1b[31m{line}{RESET}"),
+        _ => format!("\x1b[2m{line}{RESET}"),
+    }
+}
+
 /// The first characters of a peer id, shown beside every name: names are
 /// chosen by their owners, ids are not.
 const SHOWN_ID_LEN: usize = 6;
