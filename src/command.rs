@@ -21,6 +21,11 @@ pub enum Command {
     History(usize),
     /// Protect the current room with a password.
     Password(Secret),
+    /// A private message to one peer.
+    Msg {
+        to: String,
+        text: String,
+    },
     Quit,
 }
 
@@ -39,6 +44,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/history [N]",
         "the current room's last N messages (default 20), in order",
+    ),
+    (
+        "/msg PEER TEXT",
+        "a private message to one peer (name or id)",
     ),
     (
         "/password PW",
@@ -112,6 +121,13 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "connect" => required("connect", "PEERID@host:port, a name or an id").map(Command::Connect),
         "join" => required("join", "a room name").map(Command::Join),
         "leave" => required("leave", "a room name").map(Command::Leave),
+        "msg" => match arg.split_once(char::is_whitespace) {
+            Some((to, text)) if !text.trim().is_empty() => Ok(Command::Msg {
+                to: to.to_string(),
+                text: text.trim().to_string(),
+            }),
+            _ => Err(CommandError::MissingArgument("msg", "a peer and the text")),
+        },
         "password" => {
             required("password", "the room's password").map(|pw| Command::Password(Secret::new(pw)))
         }
@@ -158,8 +174,8 @@ mod tests {
     #[test]
     fn every_command_has_help() {
         for name in [
-            "help", "peers", "show", "history", "password", "rooms", "connect", "join", "leave",
-            "quit",
+            "help", "peers", "show", "history", "msg", "password", "rooms", "connect", "join",
+            "leave", "quit",
         ] {
             assert!(
                 HELP.iter()

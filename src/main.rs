@@ -245,6 +245,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
             let mut config = NodeConfig::new(name);
+            config.connect = bootstrap_peers(&home)?;
+            config.connect.extend(connect);
             config.max_gates = max_peers;
             config.liveness.keep_alive = seconds("--keep-alive", keep_alive)?;
             config.liveness.idle_timeout = seconds("--idle-timeout", idle_timeout)?;
@@ -261,12 +263,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .collect();
             }
             config.rooms = rooms;
-            config.connect = connect;
             config.bind = bind;
             config.allow = (!allow.is_empty()).then_some(allow);
             chat(&home, config, output).await
         }
     }
+}
+
+/// Peers to greet at start-up, from the data directory's `bootstrap` file:
+/// one `PEERID@host:port` per line; `#` starts a comment.
+fn bootstrap_peers(home: &std::path::Path) -> anyhow::Result<Vec<Target>> {
+    let path = home.join("bootstrap");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| (n, line.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(n, line)| {
+            let target: Target = line
+                .parse()
+                .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+            target
+                .require_peer()
+                .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+            Ok(target)
+        })
+        .collect()
 }
 
 /// A positive number of seconds from the command line.

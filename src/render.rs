@@ -71,7 +71,19 @@ fn peer_line(peer: &PeerInfo) -> String {
     if let Some(secs) = peer.connected_secs {
         line.push_str(&format!(" up {secs}s"));
     }
+    if let Some(secs) = peer.last_seen_secs {
+        line.push_str(&format!(" seen {secs}s ago"));
+    }
     line
+}
+
+/// `#room`, or `(private)` for a private room of two.
+fn room_label(room: &str) -> String {
+    if room.starts_with('@') {
+        "(private)".to_string()
+    } else {
+        format!("#{}", sanitize(room))
+    }
 }
 
 /// The lines to print for `event`; empty for events a person need not see.
@@ -134,9 +146,9 @@ pub fn render(event: &Event) -> Vec<String> {
             ts,
             ..
         } => vec![format!(
-            "[{}] #{} {}~{}: {}",
+            "[{}] {} {}~{}: {}",
             clock(*ts),
-            sanitize(room),
+            room_label(room),
             sanitize(from_name),
             from.get(..SHOWN_ID_LEN).unwrap_or(from),
             sanitize(text)

@@ -146,3 +146,65 @@ async fn messages_stay_in_their_room() {
     alice.node.say("public again").await.unwrap();
     bob.receives("public again").await;
 }
+
+#[tokio::test]
+async fn private_messages_reach_only_their_peer_also_later_by_sync() {
+    let tracker = start_tracker();
+    let mut alice = start_node(config("alice", Some(&tracker), "r")).await;
+    let mut bob = start_node(config("bob", Some(&tracker), "r")).await;
+    let mut carol = start_node(config("carol", Some(&tracker), "r")).await;
+    alice.connected_to(&bob).await;
+    alice.connected_to(&carol).await;
+    bob.connected_to(&carol).await;
+    alice
+        .node
+        .direct_message("bob", "just between us")
+        .await
+        .unwrap();
+    let (from, _) = bob.receives("just between us").await;
+    assert_eq!(from, alice.id());
+    // Carol hears the next room message, and never the private one.
+    alice.node.say("hello everyone").await.unwrap();
+    carol
+        .sees("the room message", |e| match e {
+            Event::Message { text, .. } if text == "just between us" => {
+                panic!("carol got the private message")
+            }
+            Event::Message { text, .. } if text == "hello everyone" => Some(()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        alice.node.join("@forged").await.is_err(),
+        "private rooms cannot be joined"
+    );
+
+    // Bob leaves; a private message waits for him and arrives by sync.
+    let bob_home = bob.home;
+    let bob_id = bob.node.peer_id();
+    bob.node.shutdown().await;
+    drop(bob.node);
+    alice
+        .sees("bob leaving", |e| match e {
+            Event::Disconnected { peer_id, .. } if *peer_id == bob_id.to_string() => Some(()),
+            _ => None,
+        })
+        .await;
+    let id = alice
+        .node
+        .direct_message(&bob_id.to_string(), "while you were out")
+        .await
+        .unwrap()
+        .to_string();
+    let pending = alice
+        .sees("the send report", |e| match e {
+            Event::Sent {
+                id: got, pending, ..
+            } if *got == id => Some(pending.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pending, vec!["bob".to_string()]);
+    let mut bob = start_node_in(bob_home, config("bob", Some(&tracker), "r")).await;
+    bob.receives("while you were out").await;
+}

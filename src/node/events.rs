@@ -48,6 +48,8 @@ pub struct PeerInfo {
     pub rtt_ms: Option<f64>,
     /// How long the current connection has been up.
     pub connected_secs: Option<u64>,
+    /// Seconds since this node last heard from the peer.
+    pub last_seen_secs: Option<u64>,
     pub rooms: Vec<String>,
 }
 

@@ -45,6 +45,18 @@ use crate::tracker::client::Registration;
 use crate::tracker::{TrackerError, TrackerSession};
 use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
 
+/// The private room of two peers: `@` and the first characters of both ids,
+/// in order. Only messages whose author addressed this node this way are
+/// taken into it; only the two ever sync it.
+pub fn dm_room(a: &PeerId, b: &PeerId) -> String {
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    let (low, high) = (low.to_string(), high.to_string());
+    format!("@{}+{}", &low[..DM_ID_CHARS], &high[..DM_ID_CHARS])
+}
+
+/// Id characters per side in a private room's name (100 bits each).
+const DM_ID_CHARS: usize = 20;
+
 /// Pauses before successive reconnection attempts after a path died.
 const RECONNECT_BACKOFF: [Duration; 7] = [
     Duration::from_millis(500),
@@ -169,6 +181,8 @@ struct PeerRecord {
     verified: BTreeSet<String>,
     /// Failed password proofs on this connection.
     auth_failures: u32,
+    /// When this node last heard from the peer.
+    last_seen: Option<Instant>,
     gate: Option<Arc<Gate>>,
 }
 
@@ -181,6 +195,7 @@ impl PeerRecord {
             rooms: BTreeSet::new(),
             verified: BTreeSet::new(),
             auth_failures: 0,
+            last_seen: None,
             gate: None,
         }
     }
@@ -225,7 +240,9 @@ impl State {
     /// Whether `record`'s peer counts as a member of `room`: it says it is
     /// in the room and, for a password room, has proven the password.
     fn is_member(&self, record: &PeerRecord, room: &str) -> bool {
-        record.rooms.contains(room)
+        // Private rooms of two are never joined, only derived (`dm_room`).
+        !room.starts_with('@')
+            && record.rooms.contains(room)
             && (!self.passwords.contains_key(room) || record.verified.contains(room))
     }
 
@@ -533,6 +550,7 @@ impl Node {
             Command::Leave(room) => self.leave(&room).await,
             Command::History(count) => self.history(count).await,
             Command::Password(password) => self.set_password(password),
+            Command::Msg { to, text } => self.direct_message(&to, &text).await.map(|_| ()),
             Command::Quit => {
                 self.shutdown().await;
                 return false;
@@ -616,6 +634,7 @@ impl Node {
                         .or(record.candidates.first().copied()),
                     rtt_ms: gate.map(|g| events::millis(g.connection.rtt())),
                     connected_secs: gate.map(|g| g.since.elapsed().as_secs()),
+                    last_seen_secs: record.last_seen.map(|at| at.elapsed().as_secs()),
                     rooms: record.rooms.iter().cloned().collect(),
                 }
             })
@@ -627,6 +646,11 @@ impl Node {
     /// Joins `room` (through the tracker, if any) and dials its members.
     pub async fn join(&self, room: &str) -> Result<(), NodeError> {
         validate_label("room", room, MAX_ROOM_LEN).map_err(NodeError::Invalid)?;
+        if room.starts_with('@') {
+            return Err(NodeError::Invalid(format!(
+                "room {room}: names starting with @ are private rooms of two; use /msg"
+            )));
+        }
         if self.state().rooms.len() >= MAX_ROOMS {
             return Err(NodeError::Invalid(format!(
                 "room count: at most {MAX_ROOMS}"
@@ -694,10 +718,7 @@ impl Node {
             .collect()
     }
 
-    /// Sends `text` to the current room: signs it, commits it to this node's
-    /// history, and writes it to every connected member. Acknowledgements
-    /// arrive as [`Event::Delivered`]; members not connected get it by
-    /// history sync when they are (they are listed as pending).
+    /// Sends `text` to the current room. See [`Node::post`].
     pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
         let room = self
             .state()
@@ -705,6 +726,21 @@ impl Node {
             .last()
             .cloned()
             .ok_or(NodeError::NoRoom)?;
+        self.post(room, text).await
+    }
+
+    /// `/msg`: sends `text` to one peer only (by name, id prefix or id), in
+    /// the private room of the two.
+    pub async fn direct_message(&self, to: &str, text: &str) -> Result<MessageId, NodeError> {
+        let peer = self.resolve_peer(to)?;
+        self.post(dm_room(&self.peer_id(), &peer), text).await
+    }
+
+    /// Signs `text` for `room`, commits it to this node's history, and
+    /// writes it to every connected member. Acknowledgements arrive as
+    /// [`Event::Delivered`]; members not connected get it by history sync
+    /// when they are (they are listed as pending).
+    async fn post(&self, room: String, text: &str) -> Result<MessageId, NodeError> {
         let (id, hlc) = {
             let mut state = self.state();
             let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -727,7 +763,11 @@ impl Node {
             .await?;
         let (recipients, pending) = {
             let mut state = self.state();
-            let members = state.peers.values().filter(|r| state.is_member(r, &room));
+            let members = state
+                .peers
+                .iter()
+                .filter(|(id, r)| state.is_member(r, &room) || room == dm_room(&self.peer_id(), id))
+                .map(|(_, r)| r);
             let (connected, offline): (Vec<&PeerRecord>, Vec<&PeerRecord>) =
                 members.partition(|r| r.gate.as_ref().is_some_and(|g| g.is_open()));
             let recipients: Vec<Arc<Gate>> =
@@ -848,21 +888,27 @@ impl Node {
         if what.contains('@') {
             return self.connect_target(&what.parse()?).await;
         }
-        let peer = {
-            let state = self.state();
-            let matches: Vec<&PeerId> = state
-                .peers
-                .iter()
-                .filter(|(id, r)| r.name == what || id.to_string().starts_with(what))
-                .map(|(id, _)| id)
-                .collect();
-            match matches.as_slice() {
-                [] => return Err(NodeError::UnknownPeer(what.to_string())),
-                [id] => **id,
-                _ => return Err(NodeError::AmbiguousPeer(what.to_string())),
-            }
-        };
+        let peer = self.resolve_peer(what)?;
         self.connect_peer(peer).await
+    }
+
+    /// A known peer by name, id prefix or whole id.
+    fn resolve_peer(&self, what: &str) -> Result<PeerId, NodeError> {
+        if let Ok(peer) = what.parse::<PeerId>() {
+            return Ok(peer);
+        }
+        let state = self.state();
+        let matches: Vec<&PeerId> = state
+            .peers
+            .iter()
+            .filter(|(id, r)| r.name == what || id.to_string().starts_with(what))
+            .map(|(id, _)| id)
+            .collect();
+        match matches.as_slice() {
+            [] => Err(NodeError::UnknownPeer(what.to_string())),
+            [id] => Ok(**id),
+            _ => Err(NodeError::AmbiguousPeer(what.to_string())),
+        }
     }
 
     /// Connects to a known peer: through a tracker-coordinated punch when
@@ -1245,6 +1291,7 @@ impl Node {
                     // Password proofs belong to a connection.
                     record.verified.clear();
                     record.auth_failures = 0;
+                    record.last_seen = Some(Instant::now());
                     record.gate = Some(gate.clone());
                     record.status = PeerStatus::Connected;
                     Ok(existing)
@@ -1438,7 +1485,11 @@ impl Node {
                     )));
                     Err(error.to_string())
                 }
-                Ok(()) if !self.state().rooms.contains(&message.body.room) => {
+                Ok(())
+                    if !self.state().rooms.contains(&message.body.room)
+                        && message.body.room
+                            != dm_room(&self.peer_id(), &message.body.id.author) =>
+                {
                     Err(format!("not in room {}", message.body.room))
                 }
                 Ok(()) if !self.may_speak_for(&via, &message.body.room) => Err(format!(
@@ -1446,7 +1497,12 @@ impl Node {
                     message.body.room
                 )),
                 Ok(()) => {
-                    self.state().clock.observe(message.body.hlc);
+                    let mut state = self.state();
+                    state.clock.observe(message.body.hlc);
+                    if let Some(record) = state.peers.get_mut(&via) {
+                        record.last_seen = Some(Instant::now());
+                    }
+                    drop(state);
                     accepted.push(message);
                     Ok(())
                 }

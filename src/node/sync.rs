@@ -28,12 +28,15 @@ impl Node {
         let Some(record) = state.peers.get(peer) else {
             return Vec::new();
         };
-        state
+        let mut rooms: Vec<String> = state
             .rooms
             .iter()
             .filter(|room| state.is_member(record, room))
             .cloned()
-            .collect()
+            .collect();
+        // Private messages between the two.
+        rooms.push(super::dm_room(&self.peer_id(), peer));
+        rooms
     }
 
     async fn version_vector(&self, room: &str) -> Result<VersionVector, NodeError> {
