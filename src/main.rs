@@ -96,6 +96,10 @@ enum Commands {
         /// Seconds a hole punch may take before it is given up.
         #[arg(long, default_value_t = 10.0)]
         punch_timeout: f64,
+        /// Seconds sending a message to one peer may take before it is left
+        /// pending for history sync.
+        #[arg(long, default_value_t = 10.0)]
+        send_timeout: f64,
         /// Password of the --room rooms: only peers who prove it share them.
         /// (The tracker never sees it; /password sets one later.)
         #[arg(long, env = "PUNCHGATE_PASSWORD", hide_env_values = true)]
@@ -241,6 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             keep_alive,
             idle_timeout,
             punch_timeout,
+            send_timeout,
             password,
         } => {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
@@ -251,6 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.liveness.keep_alive = seconds("--keep-alive", keep_alive)?;
             config.liveness.idle_timeout = seconds("--idle-timeout", idle_timeout)?;
             config.punch.deadline = seconds("--punch-timeout", punch_timeout)?;
+            config.send_timeout = seconds("--send-timeout", send_timeout)?;
             if config.liveness.keep_alive >= config.liveness.idle_timeout {
                 anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
             }

@@ -174,7 +174,10 @@ impl Punch {
                 // another at once rather than wait for the redial pause.
                 let dial_now = first_proof
                     && self.candidates[index].dials < self.schedule.max_dials_per_address;
-                if dial_now || self.may_dial(index, now, true) {
+                // A given candidate still waiting for its slot keeps it: the
+                // order puts better paths first (LAN before a hairpin).
+                let waiting_for_slot = self.candidates[index].first_dial_at.is_some();
+                if !waiting_for_slot && (dial_now || self.may_dial(index, now, true)) {
                     self.start_dial(index, now);
                 }
             }
@@ -418,6 +421,20 @@ mod tests {
         let learned = addr("203.0.113.9:6000");
         punch.handle_probe(learned, retry);
         assert!(drain(&mut punch, retry).contains(&PunchAction::Dial(learned)));
+    }
+
+    #[test]
+    fn regression_a_proof_does_not_let_a_later_candidate_jump_the_queue() {
+        // Behind one hairpinning NAT: LAN first, the public address second.
+        let start = Instant::now();
+        let given = [addr("10.0.1.2:4000"), addr("198.51.100.11:41000")];
+        let mut punch = Punch::new(Role::Dialer, &given, PunchSchedule::default(), start);
+        drain(&mut punch, start);
+        let early = start + Duration::from_millis(2);
+        punch.handle_probe(given[1], early);
+        assert!(!drain(&mut punch, early).contains(&PunchAction::Dial(given[1])));
+        let slot = start + Duration::from_millis(25);
+        assert!(drain(&mut punch, slot).contains(&PunchAction::Dial(given[1])));
     }
 
     #[test]
