@@ -526,13 +526,17 @@ fn punch_times_with_delayed_links() {
         return;
     };
     let rtt_ms = f64::from(4 * LINK_DELAY_MS);
-    for (a, b) in [
-        (Nat::FullCone, Nat::FullCone),
-        (Nat::AddressRestricted, Nat::PortRestricted),
-        (Nat::PortRestricted, Nat::PortRestricted),
-        (Nat::FullCone, Nat::Symmetric),
-        (Nat::Symmetric, Nat::AddressRestricted),
-    ] {
+    // Every punchable pair once, plus each with the symmetric side accepting
+    // (the direction that needs the extra probe exchange).
+    let wanted = |&(a, b): &(Nat, Nat)| {
+        Nat::punchable(a, b) && ((a as u8) <= (b as u8) || a == Nat::Symmetric)
+    };
+    let pairs: Vec<(Nat, Nat)> = Nat::ALL
+        .into_iter()
+        .flat_map(|a| Nat::ALL.into_iter().map(move |b| (a, b)))
+        .filter(wanted)
+        .collect();
+    for (a, b) in pairs {
         let mut lab = Lab::with_delay(LINK_DELAY_MS);
         let first = lab.add_site(1, a, 1, false);
         let second = lab.add_site(2, b, 1, false);
