@@ -146,13 +146,23 @@ impl Punch {
         let index = match self.candidates.iter().position(|c| c.addr == from) {
             Some(index) => index,
             None if self.candidates.len() < self.schedule.max_candidates => {
+                // A learned address (a symmetric NAT's fresh mapping, or a
+                // hairpin's masquerade) waits until every given candidate
+                // has had its slot: those are ordered best first.
+                let given = self
+                    .candidates
+                    .iter()
+                    .filter(|c| c.source == Source::Given)
+                    .count();
+                let earliest = self.started + self.schedule.dial_stagger * given as u32;
+                let first_dial_at = (self.role == Role::Dialer).then(|| earliest.max(now));
                 self.candidates.push(Candidate {
                     addr: from,
                     source: Source::Learned,
                     proven: false,
                     dials: 0,
                     last_dial: None,
-                    first_dial_at: None,
+                    first_dial_at,
                     failed: None,
                 });
                 self.candidates.len() - 1
@@ -254,11 +264,26 @@ impl Punch {
             self.next_round_at = self.started + self.round_time(self.next_round);
         }
         if self.role == Role::Dialer {
+            // A handshake to a proven given address that may still finish
+            // holds back learned ones (a hairpin's masquerade must not beat
+            // the LAN): until its redial pause ends.
+            let given_in_flight = self
+                .candidates
+                .iter()
+                .filter(|c| c.source == Source::Given && c.proven && c.failed.is_none())
+                .filter_map(|c| c.last_dial.map(|at| at + self.schedule.redial_after))
+                .filter(|until| *until > now)
+                .max();
             let due: Vec<usize> = (0..self.candidates.len())
                 .filter(|&i| self.candidates[i].first_dial_at.is_some_and(|at| at <= now))
                 .collect();
             for index in due {
-                self.start_dial(index, now);
+                match given_in_flight {
+                    Some(until) if self.candidates[index].source == Source::Learned => {
+                        self.candidates[index].first_dial_at = Some(until);
+                    }
+                    _ => self.start_dial(index, now),
+                }
             }
             // Proven addresses whose last handshake may have been lost.
             let redial: Vec<usize> = (0..self.candidates.len())
@@ -418,9 +443,12 @@ mod tests {
         let retry = proof + Duration::from_millis(300);
         assert!(punch.poll_timeout() <= retry);
         assert!(drain(&mut punch, retry).contains(&PunchAction::Dial(given[0])));
+        // A learned address waits while that proven handshake may finish.
         let learned = addr("203.0.113.9:6000");
         punch.handle_probe(learned, retry);
-        assert!(drain(&mut punch, retry).contains(&PunchAction::Dial(learned)));
+        assert!(!drain(&mut punch, retry).contains(&PunchAction::Dial(learned)));
+        let after = retry + Duration::from_millis(300);
+        assert!(drain(&mut punch, after).contains(&PunchAction::Dial(learned)));
     }
 
     #[test]
@@ -435,6 +463,35 @@ mod tests {
         assert!(!drain(&mut punch, early).contains(&PunchAction::Dial(given[1])));
         let slot = start + Duration::from_millis(25);
         assert!(drain(&mut punch, slot).contains(&PunchAction::Dial(given[1])));
+    }
+
+    #[test]
+    fn regression_a_hairpin_masquerade_learned_early_waits_for_the_lan() {
+        let start = Instant::now();
+        let given = [addr("10.0.1.2:4000"), addr("198.51.100.11:41000")];
+        let mut punch = Punch::new(Role::Dialer, &given, PunchSchedule::default(), start);
+        drain(&mut punch, start);
+        let masquerade = addr("10.0.1.1:4000");
+        let early = start + Duration::from_millis(2);
+        punch.handle_probe(masquerade, early);
+        assert!(!drain(&mut punch, early).contains(&PunchAction::Dial(masquerade)));
+        // Not even later, while the LAN handshake (proven) may still finish.
+        punch.handle_probe(given[0], early);
+        let later = start + Duration::from_millis(60);
+        assert!(!drain(&mut punch, later).contains(&PunchAction::Dial(masquerade)));
+        // If the LAN handshake has not finished by its redial pause, the
+        // learned path gets its chance.
+        let after_pause = start + Duration::from_millis(400);
+        assert!(drain(&mut punch, after_pause).contains(&PunchAction::Dial(masquerade)));
+
+        // Without a proven given address, a learned one waits only for the
+        // given slots (a symmetric NAT's fresh mapping).
+        let mut punch = Punch::new(Role::Dialer, &given, PunchSchedule::default(), start);
+        drain(&mut punch, start);
+        let fresh = addr("198.51.100.11:51234");
+        punch.handle_probe(fresh, early);
+        assert!(drain(&mut punch, start + Duration::from_millis(50))
+            .contains(&PunchAction::Dial(fresh)));
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! Shared set-up of the benches: punchgate's pinned endpoints on the gate
+//! socket, and plain quinn endpoints with the same crypto provider (ring) as
+//! the baseline, all on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use punchgate::endpoint::{self, Liveness};
+use punchgate::identity::{Identity, PeerId};
+use punchgate::tls::{self, CertifiedIdentity};
+use quinn::{ClientConfig, Endpoint, ServerConfig, TransportConfig};
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A client endpoint, the config it dials with, the server, and what the
+/// client must call the server.
+pub struct Pair {
+    pub client: Endpoint,
+    pub client_config: ClientConfig,
+    pub server: Endpoint,
+    pub server_addr: SocketAddr,
+    pub server_name: String,
+}
+
+impl Pair {
+    pub async fn connect(&self) -> quinn::Connection {
+        self.client
+            .connect_with(
+                self.client_config.clone(),
+                self.server_addr,
+                &self.server_name,
+            )
+            .unwrap()
+            .await
+            .unwrap()
+    }
+}
+
+/// punchgate as it runs: gate sockets, pinned mutual TLS, `transport`.
+pub fn punchgate_pair(transport: Arc<TransportConfig>) -> Pair {
+    let server_identity = Identity::generate().unwrap();
+    let client_identity = Identity::generate().unwrap();
+    let server_cert = CertifiedIdentity::new(&server_identity).unwrap();
+    let client_cert = CertifiedIdentity::new(&client_identity).unwrap();
+    let mut server_config = server_cert
+        .server(tls::ALPN_PEER, tls::allow_any_peer())
+        .unwrap();
+    server_config.transport_config(transport.clone());
+    let server = endpoint::bind(loopback(), Some(server_config))
+        .unwrap()
+        .endpoint;
+    let client = endpoint::bind(loopback(), None).unwrap().endpoint;
+    let mut client_config = client_cert.pinned_client(tls::ALPN_PEER).unwrap();
+    client_config.transport_config(transport);
+    let server_addr = server.local_addr().unwrap();
+    Pair {
+        client,
+        client_config,
+        server,
+        server_addr,
+        server_name: tls::server_name_for(&server_identity.peer_id()),
+    }
+}
+
+/// Plain quinn: std UDP sockets, a self-signed server certificate the client
+/// trusts as its root, no client certificate, `transport`.
+pub fn quinn_pair(transport: Arc<TransportConfig>) -> Pair {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let mut server_config = ServerConfig::with_single_cert(vec![cert.clone()], key).unwrap();
+    server_config.transport_config(transport.clone());
+    let server = Endpoint::server(server_config, loopback()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut client_config = ClientConfig::with_root_certificates(Arc::new(roots)).unwrap();
+    client_config.transport_config(transport);
+    let client = Endpoint::client(loopback()).unwrap();
+    let server_addr = server.local_addr().unwrap();
+    Pair {
+        client,
+        client_config,
+        server,
+        server_addr,
+        server_name: "localhost".to_string(),
+    }
+}
+
+/// punchgate's own transport settings (what nodes use).
+pub fn punchgate_transport() -> Arc<TransportConfig> {
+    Liveness::default().transport_config()
+}
+
+/// quinn's defaults.
+pub fn default_transport() -> Arc<TransportConfig> {
+    Arc::new(TransportConfig::default())
+}
+
+pub fn peer_id_of(identity: &Identity) -> PeerId {
+    identity.peer_id()
+}
