@@ -15,6 +15,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 fn handshake(c: &mut Criterion) {
     let runtime = runtime();
+    // Sockets are registered with the runtime they are made in.
+    let _entered = runtime.enter();
     let mut group = c.benchmark_group("handshake");
     group.sample_size(30);
     group.measurement_time(Duration::from_secs(5));
@@ -32,8 +34,9 @@ fn handshake(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let start = Instant::now();
-                        let (client, incoming) = tokio::join!(pair.connect(), pair.server.accept());
-                        let server = incoming.unwrap().await.unwrap();
+                        // The server answers only once its Incoming is awaited.
+                        let accept = async { pair.server.accept().await.unwrap().await.unwrap() };
+                        let (client, server) = tokio::join!(pair.connect(), accept);
                         total += start.elapsed();
                         client.close(0u32.into(), b"done");
                         server.close(0u32.into(), b"done");

@@ -110,6 +110,8 @@ async fn tcp_transfer(listener: &tokio::net::TcpListener) -> Duration {
 
 fn throughput(c: &mut Criterion) {
     let runtime = runtime();
+    // Sockets are registered with the runtime they are made in.
+    let _entered = runtime.enter();
     let mut group = c.benchmark_group("throughput");
     group.throughput(Throughput::Bytes(SIZE as u64));
     group.sample_size(10);
@@ -117,19 +119,21 @@ fn throughput(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     let variants: [(&str, Pair); 4] = [
         ("punchgate", punchgate_pair(punchgate_transport())),
+        // Before: the system's socket buffers, as punchgate had them.
         (
-            "punchgate-default-windows",
-            punchgate_pair(default_transport()),
+            "punchgate-system-buffers",
+            punchgate_pair_with(punchgate_transport(), SocketBuffers::system_default()),
         ),
         ("quinn-default", quinn_pair(default_transport())),
         ("quinn-tuned", quinn_pair(tuned_transport())),
     ];
     for (name, pair) in &variants {
         let (client, server) = runtime.block_on(async {
-            let accept = pair.server.accept();
-            let (client, incoming) = tokio::join!(pair.connect(), accept);
-            (client, incoming.unwrap().await.unwrap())
+            // The server answers only once its Incoming is awaited.
+            let accept = async { pair.server.accept().await.unwrap().await.unwrap() };
+            tokio::join!(pair.connect(), accept)
         });
+        let before = client.stats().path;
         for streams in [1, PARALLEL] {
             group.bench_function(format!("{name}/{streams}-stream"), |b| {
                 b.iter_custom(|iters| {
@@ -143,6 +147,17 @@ fn throughput(c: &mut Criterion) {
                 })
             });
         }
+        // What limits a run: losses make quinn retransmit and back off.
+        let after = client.stats().path;
+        eprintln!(
+            "{name}: {} packets sent, {} lost ({:.2}%), {} congestion events, cwnd {} KiB",
+            after.sent_packets - before.sent_packets,
+            after.lost_packets - before.lost_packets,
+            100.0 * (after.lost_packets - before.lost_packets) as f64
+                / (after.sent_packets - before.sent_packets).max(1) as f64,
+            after.congestion_events - before.congestion_events,
+            after.cwnd / 1024
+        );
     }
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

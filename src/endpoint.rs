@@ -9,7 +9,7 @@ use std::time::Duration;
 use quinn::{Endpoint, EndpointConfig, TokioRuntime, TransportConfig};
 use tokio::sync::mpsc;
 
-use crate::gate_socket::{GateSocket, Probe};
+use crate::gate_socket::{GateSocket, Probe, SocketBuffers};
 use crate::identity::PeerId;
 use crate::tls;
 
@@ -56,7 +56,16 @@ pub fn bind(
     addr: SocketAddr,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<BoundEndpoint> {
-    let (socket, probes) = GateSocket::bind(addr)?;
+    bind_with(addr, server, SocketBuffers::default())
+}
+
+/// [`bind`] with chosen socket buffer sizes.
+pub fn bind_with(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    buffers: SocketBuffers,
+) -> std::io::Result<BoundEndpoint> {
+    let (socket, probes) = GateSocket::bind_with(addr, buffers)?;
     let mut config = EndpointConfig::default();
     config.grease_quic_bit(false);
     let endpoint =

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use punchgate::endpoint::{self, Liveness};
+pub use punchgate::gate_socket::SocketBuffers;
 use punchgate::identity::{Identity, PeerId};
 use punchgate::tls::{self, CertifiedIdentity};
 use quinn::{ClientConfig, Endpoint, ServerConfig, TransportConfig};
@@ -49,6 +50,11 @@ impl Pair {
 
 /// punchgate as it runs: gate sockets, pinned mutual TLS, `transport`.
 pub fn punchgate_pair(transport: Arc<TransportConfig>) -> Pair {
+    punchgate_pair_with(transport, SocketBuffers::default())
+}
+
+/// punchgate with chosen socket buffer sizes.
+pub fn punchgate_pair_with(transport: Arc<TransportConfig>, buffers: SocketBuffers) -> Pair {
     let server_identity = Identity::generate().unwrap();
     let client_identity = Identity::generate().unwrap();
     let server_cert = CertifiedIdentity::new(&server_identity).unwrap();
@@ -57,10 +63,12 @@ pub fn punchgate_pair(transport: Arc<TransportConfig>) -> Pair {
         .server(tls::ALPN_PEER, tls::allow_any_peer())
         .unwrap();
     server_config.transport_config(transport.clone());
-    let server = endpoint::bind(loopback(), Some(server_config))
+    let server = endpoint::bind_with(loopback(), Some(server_config), buffers)
         .unwrap()
         .endpoint;
-    let client = endpoint::bind(loopback(), None).unwrap().endpoint;
+    let client = endpoint::bind_with(loopback(), None, buffers)
+        .unwrap()
+        .endpoint;
     let mut client_config = client_cert.pinned_client(tls::ALPN_PEER).unwrap();
     client_config.transport_config(transport);
     let server_addr = server.local_addr().unwrap();
