@@ -105,6 +105,9 @@ pub enum Event {
         /// From the first dial (or the first packet in) to an authenticated,
         /// greeted connection.
         setup_ms: f64,
+        /// Of that, up to the authenticated QUIC connection (dialer only);
+        /// the rest is the greeting.
+        handshake_ms: Option<f64>,
         /// Whether this node dialed.
         dialed: bool,
     },

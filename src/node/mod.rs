@@ -1050,24 +1050,10 @@ impl Node {
         self.state().punches.remove(&attempt);
         let result = match outcome {
             Ok(None) => Ok(()),
-            Ok(Some(connection)) => {
-                let greeting = timeout(
-                    gate::GREETING_TIMEOUT,
-                    Gate::greet_as_dialer(connection.clone(), self.peer_id(), peer, &self.hello()),
-                )
+            Ok(Some(connection)) => self
+                .greet_and_install(connection, peer, started)
                 .await
-                .unwrap_or(Err(GateError::GreetingTimeout(gate::GREETING_TIMEOUT)));
-                match greeting {
-                    Ok(greeted) => {
-                        self.install(greeted, started, true);
-                        Ok(())
-                    }
-                    Err(error) => {
-                        error.close(&connection);
-                        Err(error.to_string())
-                    }
-                }
-            }
+                .map_err(|error| error.to_string()),
             Err(tried) => Err(tried),
         };
         if let Err(tried) = &result {
@@ -1146,6 +1132,27 @@ impl Node {
                 });
             }
         };
+        match self.greet_and_install(connection, peer, started).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.set_status(peer, PeerStatus::Offline, Some(error.to_string()));
+                Err(NodeError::Unreachable {
+                    peer: self.name_of(&peer),
+                    tried: error.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Greets over an authenticated connection this node dialed (set-up
+    /// began at `started`) and makes it the peer's gate.
+    async fn greet_and_install(
+        &self,
+        connection: Connection,
+        peer: PeerId,
+        started: Instant,
+    ) -> Result<(), GateError> {
+        let handshake = started.elapsed();
         let greeting = timeout(
             gate::GREETING_TIMEOUT,
             Gate::greet_as_dialer(connection.clone(), self.peer_id(), peer, &self.hello()),
@@ -1154,17 +1161,22 @@ impl Node {
         .unwrap_or(Err(GateError::GreetingTimeout(gate::GREETING_TIMEOUT)));
         match greeting {
             Ok(greeted) => {
-                self.install(greeted, started, true);
+                self.install(greeted, started, Some(handshake), true);
                 Ok(())
             }
             Err(error) => {
                 error.close(&connection);
-                self.set_status(peer, PeerStatus::Offline, Some(error.to_string()));
-                Err(NodeError::Unreachable {
-                    peer: self.name_of(&peer),
-                    tried: error.to_string(),
-                })
+                Err(error)
             }
+        }
+    }
+
+    /// Closes the connection to `peer` on purpose (no reconnection follows).
+    pub fn disconnect(&self, peer: &PeerId) {
+        let gate = self.state().peers.get(peer).and_then(|r| r.gate.clone());
+        if let Some(gate) = gate {
+            gate.connection
+                .close(CloseCode::Normal.varint(), b"disconnect");
         }
     }
 
@@ -1243,7 +1255,7 @@ impl Node {
             }
         };
         match Gate::greet_as_acceptor(connection.clone(), peer, &self.hello()).await {
-            Ok(greeted) => self.install(greeted, started, false),
+            Ok(greeted) => self.install(greeted, started, None, false),
             Err(error) => {
                 tracing::debug!(peer = %peer.short(), %error, "incoming greeting failed");
                 error.close(&connection);
@@ -1256,7 +1268,13 @@ impl Node {
     /// both sides keep the one dialed by the smaller peer id, so they agree
     /// without talking; a new connection from the same dialer replaces the
     /// old (a reconnect).
-    fn install(&self, greeted: Greeted, started: Instant, dialed: bool) {
+    fn install(
+        &self,
+        greeted: Greeted,
+        started: Instant,
+        handshake: Option<Duration>,
+        dialed: bool,
+    ) {
         let Greeted {
             gate,
             greeting,
@@ -1318,6 +1336,7 @@ impl Node {
             remote: gate.connection.remote_address(),
             rtt_ms: events::millis(gate.connection.rtt()),
             setup_ms: events::millis(started.elapsed()),
+            handshake_ms: handshake.map(events::millis),
             dialed,
         });
         tokio::spawn(self.clone().read_control(gate.clone(), control));
