@@ -595,3 +595,54 @@ fn a_dead_path_is_reconnected_once_it_heals() {
     chat_once(&mut pair.h2, &pair.h1, "welcome back");
     eprintln!("NATLAB | path dead for an idle timeout, then healed | reconnected by itself");
 }
+
+#[test]
+fn punch_times_over_10_50_and_150_ms_links() {
+    let Some(_) = lab_or_skip("punch timing by delay") else {
+        return;
+    };
+    for delay_ms in [10u32, 50, 150] {
+        let rtt_ms = f64::from(4 * delay_ms);
+        let mut lab = Lab::with_delay(delay_ms);
+        let first = lab.add_site(1, Nat::PortRestricted, 1, false);
+        let second = lab.add_site(2, Nat::PortRestricted, 1, false);
+        let (_tracker, target) = start_tracker(&lab);
+        let (_h1, id1) = start_chat(&first.hosts[0], "h1", &target, &["--punch-timeout", "20"]);
+        let bind = format!("0.0.0.0:{HOST_PORT}");
+        let h2 = Proc::start_in(
+            Some(&second.hosts[0].netns),
+            &[
+                "chat",
+                "--tracker",
+                &target,
+                "--name",
+                "h2",
+                "--room",
+                "lab",
+                "--bind",
+                &bind,
+                "--punch-timeout",
+                "20",
+            ],
+        );
+        // From the moment the dialer is in the room (it asks the tracker to
+        // connect right after) to the authenticated, greeted connection.
+        h2.expect("joined", |_| true);
+        let joined = Instant::now();
+        let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+        let total = joined.elapsed().as_secs_f64() * 1000.0;
+        let setup = connected["setup_ms"].as_f64().unwrap_or_default();
+        let handshake = connected["handshake_ms"].as_f64().unwrap_or_default();
+        eprintln!(
+            "NATLAB-DELAY | {delay_ms} ms per link (path RTT {rtt_ms:.0} ms) | total {total:.0} ms = {:.2} RTT | introduction {:.0} ms, probes + QUIC handshake {handshake:.0} ms, greeting {:.0} ms | minimum to authenticated: 2 RTT = {:.0} ms",
+            total / rtt_ms,
+            total - setup,
+            setup - handshake,
+            2.0 * rtt_ms
+        );
+        assert!(
+            total >= 2.0 * rtt_ms * 0.95,
+            "faster than physics: {total} ms"
+        );
+    }
+}
