@@ -4,6 +4,7 @@
 //! [`tls`], [`wire`], [`gate_socket`], [`tracker`] and [`node`], then the
 //! command-line interface in the binary. See docs/ARCHITECTURE.md.
 
+pub mod bench;
 pub mod command;
 pub mod demo;
 pub mod endpoint;

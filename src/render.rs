@@ -86,6 +86,39 @@ fn room_label(room: &str) -> String {
     }
 }
 
+/// A bench report as a small table: one line per measured quantity.
+fn render_bench(kind: &str, peer: &str, report: &serde_json::Value) -> Vec<String> {
+    let mut lines = vec![format!("bench {kind} with {}", short(peer))];
+    let summary_line = |label: &str, s: &serde_json::Value| {
+        format!(
+            "  {label:<14} min {:>8.2} ms  median {:>8.2} ms  p90 {:>8.2} ms  max {:>8.2} ms  ({:.2} RTT of {:.2} ms, {} runs)",
+            s["min_ms"].as_f64().unwrap_or_default(),
+            s["median_ms"].as_f64().unwrap_or_default(),
+            s["p90_ms"].as_f64().unwrap_or_default(),
+            s["max_ms"].as_f64().unwrap_or_default(),
+            s["median_rtts"].as_f64().unwrap_or_default(),
+            s["rtt_ms"].as_f64().unwrap_or_default(),
+            s["runs"].as_u64().unwrap_or_default()
+        )
+    };
+    match kind {
+        "handshake" => lines.push(summary_line("handshake", report)),
+        "punch" => {
+            for phase in ["introduction", "handshake", "greeting", "total"] {
+                lines.push(summary_line(phase, &report[phase]));
+            }
+        }
+        _ => lines.push(format!(
+            "  {:.1} MB/s over punchgate ({} bytes in {:.2} s); raw quinn on this machine's loopback: {:.1} MB/s",
+            report["mb_per_s"].as_f64().unwrap_or_default(),
+            report["bytes"].as_u64().unwrap_or_default(),
+            report["seconds"].as_f64().unwrap_or_default(),
+            report["raw_quinn_loopback_mb_per_s"].as_f64().unwrap_or_default()
+        )),
+    }
+    lines
+}
+
 /// The lines to print for `event`; empty for events a person need not see.
 pub fn render(event: &Event) -> Vec<String> {
     match event {
@@ -165,6 +198,7 @@ pub fn render(event: &Event) -> Vec<String> {
         Event::Left { room } => vec![format!("* left #{}", sanitize(room))],
         Event::Peers { peers } if peers.is_empty() => vec!["no peers known yet".into()],
         Event::Peers { peers } => peers.iter().map(peer_line).collect(),
+        Event::Bench { kind, peer, report } => render_bench(kind, peer, report),
         Event::Netcheck {
             public,
             second_port_view,

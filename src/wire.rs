@@ -42,15 +42,18 @@ pub enum StreamKind {
     Sync = 4,
     /// A room-password proof (bidirectional).
     Auth = 5,
+    /// `punchgate bench throughput`: raw bytes one way, their count back.
+    Bench = 6,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 5] = [
+    pub const ALL: [StreamKind; 6] = [
         StreamKind::Tracker,
         StreamKind::Control,
         StreamKind::Chat,
         StreamKind::Sync,
         StreamKind::Auth,
+        StreamKind::Bench,
     ];
 
     /// The largest frame body accepted on a stream of this kind.
@@ -63,6 +66,8 @@ impl StreamKind {
             StreamKind::Chat => 16 * 1024,
             StreamKind::Sync => 1024 * 1024,
             StreamKind::Auth => 4 * 1024,
+            // Bench streams carry raw bytes, not frames.
+            StreamKind::Bench => 0,
         }
     }
 
@@ -73,6 +78,7 @@ impl StreamKind {
             StreamKind::Chat => "chat",
             StreamKind::Sync => "sync",
             StreamKind::Auth => "auth",
+            StreamKind::Bench => "bench",
         }
     }
 

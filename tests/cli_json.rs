@@ -99,3 +99,68 @@ fn bad_arguments_fail_with_a_one_line_reason() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("malformed peer id"), "{stderr}");
 }
+
+#[test]
+fn bench_punch_and_throughput_between_real_processes() {
+    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let target = tracker.expect("ready", |_| true)["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = Proc::start(&[
+        "bench",
+        "serve",
+        "--tracker",
+        &target,
+        "--name",
+        "server",
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    server.expect("ready", |_| true);
+
+    let punch = Proc::start(&[
+        "bench",
+        "punch",
+        "--tracker",
+        &target,
+        "--peer",
+        "server",
+        "--runs",
+        "3",
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    let report = punch.expect("bench", |_| true);
+    assert_eq!(report["kind"], "punch");
+    for phase in ["introduction", "handshake", "greeting", "total"] {
+        let summary = &report["report"][phase];
+        assert_eq!(summary["runs"], 3, "{report}");
+        assert!(summary["min_ms"].as_f64().unwrap() <= summary["max_ms"].as_f64().unwrap());
+    }
+    punch.finish();
+
+    let bytes = (8u64 << 20).to_string();
+    let throughput = Proc::start(&[
+        "bench",
+        "throughput",
+        "--tracker",
+        &target,
+        "--peer",
+        "server",
+        "--bytes",
+        &bytes,
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    let report = throughput.expect("bench", |_| true);
+    assert_eq!(report["report"]["bytes"], 8u64 << 20);
+    assert!(report["report"]["mb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["report"]["raw_quinn_loopback_mb_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    throughput.finish();
+}

@@ -157,6 +157,13 @@ pub enum Event {
     Gates {
         gates: Vec<GateInfo>,
     },
+    /// The answer of `punchgate bench`: `kind` is handshake, punch or
+    /// throughput; `report` its figures.
+    Bench {
+        kind: String,
+        peer: String,
+        report: serde_json::Value,
+    },
     /// The answer of `punchgate netcheck`.
     Netcheck {
         /// The address the tracker sees this node at.

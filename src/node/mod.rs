@@ -113,6 +113,8 @@ pub struct NodeConfig {
     pub punch: PunchSchedule,
     /// Passwords of password rooms, by room.
     pub passwords: HashMap<String, Secret>,
+    /// Answer `punchgate bench` streams (only `bench serve` does).
+    pub bench_serve: bool,
 }
 
 impl NodeConfig {
@@ -130,6 +132,7 @@ impl NodeConfig {
             send_timeout: Duration::from_secs(10),
             punch: PunchSchedule::default(),
             passwords: HashMap::new(),
+            bench_serve: false,
         }
     }
 }
@@ -893,7 +896,7 @@ impl Node {
     }
 
     /// A known peer by name, id prefix or whole id.
-    fn resolve_peer(&self, what: &str) -> Result<PeerId, NodeError> {
+    pub fn resolve_peer(&self, what: &str) -> Result<PeerId, NodeError> {
         if let Ok(peer) = what.parse::<PeerId>() {
             return Ok(peer);
         }
@@ -1171,6 +1174,35 @@ impl Node {
         }
     }
 
+    /// One pinned handshake to `peer` at `addr`, nothing more (benchmarks).
+    pub async fn dial_once(&self, addr: SocketAddr, peer: PeerId) -> Result<Connection, String> {
+        endpoint::connect_pinned(&self.inner.endpoint, self.inner.client.clone(), addr, &peer)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sends `bytes` on a bench stream to a connected `peer` running
+    /// `bench serve`; returns the count it reports back.
+    pub async fn bench_send(&self, peer: PeerId, bytes: u64) -> Result<u64, String> {
+        let gate = self
+            .state()
+            .peers
+            .get(&peer)
+            .and_then(|r| r.gate.clone())
+            .ok_or("not connected to that peer")?;
+        let (mut send, mut recv) = gate.connection.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&crate::wire::header(StreamKind::Bench))
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::bench::write_zeros(&mut send, bytes).await?;
+        let mut count = [0u8; 8];
+        recv.read_exact(&mut count)
+            .await
+            .map_err(|e| format!("no count back (is the peer running `bench serve`?): {e}"))?;
+        Ok(u64::from_be_bytes(count))
+    }
+
     /// Closes the connection to `peer` on purpose (no reconnection follows).
     pub fn disconnect(&self, peer: &PeerId) {
         let gate = self.state().peers.get(peer).and_then(|r| r.gate.clone());
@@ -1443,6 +1475,7 @@ impl Node {
                 StreamKind::Chat => self.serve_chat(&gate, send, recv).await,
                 StreamKind::Sync => self.serve_sync(&gate, send, recv).await,
                 StreamKind::Auth => self.serve_auth(&gate, send, recv).await,
+                StreamKind::Bench if self.inner.config.bench_serve => serve_bench(send, recv).await,
                 other => Err(WireError::UnexpectedKind {
                     expected: "chat or sync",
                     got: other.name(),
@@ -1780,6 +1813,23 @@ async fn route_probes(
             }
         }
     }
+}
+
+/// Reads a bench stream to its end and answers with the byte count.
+async fn serve_bench(mut send: SendStream, mut recv: RecvStream) -> Result<(), WireError> {
+    let mut total = 0u64;
+    while let Some(chunk) = recv
+        .read_chunk(usize::MAX, true)
+        .await
+        .map_err(|e| WireError::Io(e.into()))?
+    {
+        total += chunk.bytes.len() as u64;
+    }
+    send.write_all(&total.to_be_bytes())
+        .await
+        .map_err(|e| WireError::Io(e.into()))?;
+    let _ = send.finish();
+    Ok(())
 }
 
 /// Handshakes racing toward one peer, each with the address it went to.
