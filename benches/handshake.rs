@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -29,21 +29,7 @@ fn handshake(c: &mut Criterion) {
     ];
     for (name, pair) in &variants {
         group.bench_function(*name, |b| {
-            b.iter_custom(|iters| {
-                runtime.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let start = Instant::now();
-                        // The server answers only once its Incoming is awaited.
-                        let accept = async { pair.server.accept().await.unwrap().await.unwrap() };
-                        let (client, server) = tokio::join!(pair.connect(), accept);
-                        total += start.elapsed();
-                        client.close(0u32.into(), b"done");
-                        server.close(0u32.into(), b"done");
-                    }
-                    total
-                })
-            })
+            b.iter_custom(|iters| runtime.block_on(pair.timed_handshakes(iters)))
         });
     }
     group.finish();

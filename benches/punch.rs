@@ -80,6 +80,11 @@ fn punch(c: &mut Criterion) {
             })
         })
     });
+    // Baseline: a plain quinn handshake on loopback, the floor any connect pays.
+    let baseline = quinn_pair(default_transport());
+    group.bench_function("loopback/baseline-plain-quinn-handshake", |b| {
+        b.iter_custom(|iters| runtime.block_on(baseline.timed_handshakes(iters)))
+    });
     group.finish();
     let n = phases.len() as f64;
     let mean = |f: fn(&(f64, f64, f64)) -> f64| phases.iter().map(f).sum::<f64>() / n;

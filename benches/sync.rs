@@ -90,6 +90,34 @@ fn sync(c: &mut Criterion) {
             })
         });
         runtime.block_on(holder.shutdown());
+        drop(holder);
+        // Baseline: the same work with no network — verify every message
+        // and commit it in batches of 64 to a fresh store.
+        let messages = Store::open(home.path())
+            .unwrap()
+            .history(ROOM, count)
+            .unwrap();
+        group.bench_function(
+            format!("{count}-messages/baseline-local-verify-and-store"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let fresh = tempfile::tempdir().unwrap();
+                        let start = Instant::now();
+                        let store = Store::open(fresh.path()).unwrap();
+                        for batch in messages.chunks(64) {
+                            for message in batch {
+                                message.verify().unwrap();
+                            }
+                            store.insert(batch, None, 0).unwrap();
+                        }
+                        total += start.elapsed();
+                    }
+                    total
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -7,10 +7,9 @@ mod common;
 use common::*;
 use punchgate::endpoint;
 use punchgate::identity::{Identity, PeerId};
-use punchgate::protocol::ControlMessage;
 use punchgate::tls::{self, CertifiedIdentity};
 use punchgate::tracker::Tracker;
-use punchgate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind};
+use punchgate::wire::{self, CloseCode, FrameWriter, StreamKind};
 use quinn::{Connection, ConnectionError};
 
 /// A bare QUIC client with a valid identity, to send whatever bytes we like.
@@ -149,41 +148,6 @@ async fn tracker_refuses_a_second_stream() {
     );
 }
 
-/// A greeted peer connection, with the control stream kept open.
-struct Greeted {
-    connection: Connection,
-    _control: FrameWriter<quinn::SendStream>,
-    _bound: endpoint::BoundEndpoint,
-}
-
-/// Connects to `node` as a greeted peer, so later streams reach the gate.
-async fn greeted_connection(node: &TestNode) -> Greeted {
-    let (connection, bound) = raw_connection(
-        node.node.local_addr().unwrap(),
-        node.node.peer_id(),
-        tls::ALPN_PEER,
-    )
-    .await;
-    let (send, recv) = connection.open_bi().await.unwrap();
-    let mut control = FrameWriter::open(send, StreamKind::Control).await.unwrap();
-    let hello = ControlMessage::Hello {
-        name: "probe".into(),
-        agent: "test".into(),
-        rooms: vec!["lobby".into()],
-    };
-    control.send(&hello).await.unwrap();
-    let mut answers = FrameReader::new(recv, StreamKind::Control);
-    assert!(matches!(
-        answers.recv::<ControlMessage>().await.unwrap(),
-        Some(ControlMessage::Hello { .. })
-    ));
-    Greeted {
-        connection,
-        _control: control,
-        _bound: bound,
-    }
-}
-
 #[tokio::test]
 async fn node_closes_only_the_offender_on_bad_streams() {
     let mut alice = start_node(config("alice", None, "lobby")).await;
@@ -213,7 +177,7 @@ async fn node_closes_only_the_offender_on_bad_streams() {
             "{what} as first stream: {reason:?}"
         );
         // After the greeting, on a fresh stream.
-        let greeted = greeted_connection(&alice).await;
+        let greeted = raw_peer(&alice, "probe", "lobby").await;
         let reason = send_and_get_close_reason(&greeted.connection, &bytes).await;
         assert!(
             reason.contains(expected),

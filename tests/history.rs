@@ -7,11 +7,10 @@ use common::process::Proc;
 use common::*;
 use punchgate::identity::Identity;
 use punchgate::node::Event;
-use punchgate::protocol::{ChatBody, ControlMessage, MessageId, SignedMessage, SyncFrame};
+use punchgate::node::NodeConfig;
+use punchgate::protocol::{ChatBody, MessageId, SignedMessage, SyncFrame};
 use punchgate::store::Store;
-use punchgate::tls::{self, CertifiedIdentity};
 use punchgate::wire::{self, FrameReader, FrameWriter, StreamKind};
-use punchgate::{endpoint, node::NodeConfig};
 
 fn manual(name: &str, connect: &[&TestNode]) -> NodeConfig {
     let mut config = config(name, None, "lobby");
@@ -96,30 +95,8 @@ async fn messages_reach_a_returning_peer_through_a_third_peer_in_order_and_signe
 async fn a_forged_message_offered_by_sync_is_refused_and_not_stored() {
     let mut bob = start_node(manual("bob", &[])).await;
     let alice = Identity::generate().unwrap();
-    let mallory = Identity::generate().unwrap();
-    let certified = CertifiedIdentity::new(&mallory).unwrap();
-    let bound = endpoint::bind(loopback(), None).unwrap();
-    let connection = endpoint::connect_pinned(
-        &bound.endpoint,
-        certified.pinned_client(tls::ALPN_PEER).unwrap(),
-        bob.node.local_addr().unwrap(),
-        &bob.node.peer_id(),
-    )
-    .unwrap()
-    .await
-    .unwrap();
-    let (send, recv) = connection.open_bi().await.unwrap();
-    let mut control = FrameWriter::open(send, StreamKind::Control).await.unwrap();
-    let hello = ControlMessage::Hello {
-        name: "mallory".into(),
-        agent: "test".into(),
-        rooms: vec!["lobby".into()],
-    };
-    control.send(&hello).await.unwrap();
-    FrameReader::new(recv, StreamKind::Control)
-        .recv::<ControlMessage>()
-        .await
-        .unwrap();
+    let peer = raw_peer(&bob, "mallory", "lobby").await;
+    let (mallory, connection) = (&peer.identity, &peer.connection);
 
     // Bob asks Mallory for history; Mallory offers one genuine message of
     // her own and one that claims Alice as author.
@@ -132,7 +109,7 @@ async fn a_forged_message_offered_by_sync_is_refused_and_not_stored() {
         panic!("expected a sync request");
     };
     let genuine = SignedMessage::sign(
-        &mallory,
+        mallory,
         ChatBody {
             id: MessageId {
                 author: mallory.peer_id(),

@@ -119,33 +119,13 @@ async fn tracker_trusted_on_first_use_is_refused_when_its_key_changes() {
 
 #[tokio::test]
 async fn forged_message_from_a_peer_is_refused_and_not_shown() {
-    use punchgate::protocol::{ChatBody, ChatFrame, ControlMessage, MessageId, SignedMessage};
+    use punchgate::protocol::{ChatBody, ChatFrame, MessageId, SignedMessage};
     use punchgate::wire::{FrameReader, FrameWriter, StreamKind};
 
     let mut bob = start_node(config("bob", None, "lobby")).await;
     let alice = Identity::generate().unwrap();
-    let mallory = Identity::generate().unwrap();
-    let certified = CertifiedIdentity::new(&mallory).unwrap();
-    let bound = endpoint::bind(loopback(), None).unwrap();
-    let connection = endpoint::connect_pinned(
-        &bound.endpoint,
-        certified.pinned_client(tls::ALPN_PEER).unwrap(),
-        bob.node.local_addr().unwrap(),
-        &bob.node.peer_id(),
-    )
-    .unwrap()
-    .await
-    .unwrap();
-    let (send, recv) = connection.open_bi().await.unwrap();
-    let mut control = FrameWriter::open(send, StreamKind::Control).await.unwrap();
-    let hello = ControlMessage::Hello {
-        name: "mallory".into(),
-        agent: "test".into(),
-        rooms: vec!["lobby".into()],
-    };
-    control.send(&hello).await.unwrap();
-    let mut control_in = FrameReader::new(recv, StreamKind::Control);
-    control_in.recv::<ControlMessage>().await.unwrap();
+    let peer = raw_peer(&bob, "mallory", "lobby").await;
+    let (mallory, connection) = (&peer.identity, &peer.connection);
 
     // A message claiming Alice as author, signed by Mallory.
     let body = ChatBody {

@@ -105,6 +105,23 @@ pub fn quinn_pair(transport: Arc<TransportConfig>) -> Pair {
     }
 }
 
+impl Pair {
+    /// `iters` fresh handshakes, each closed at once; their total time.
+    pub async fn timed_handshakes(&self, iters: u64) -> std::time::Duration {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..iters {
+            let start = std::time::Instant::now();
+            // The server answers only once its Incoming is awaited.
+            let accept = async { self.server.accept().await.unwrap().await.unwrap() };
+            let (client, server) = tokio::join!(self.connect(), accept);
+            total += start.elapsed();
+            client.close(0u32.into(), b"done");
+            server.close(0u32.into(), b"done");
+        }
+        total
+    }
+}
+
 /// punchgate's own transport settings (what nodes use).
 pub fn punchgate_transport() -> Arc<TransportConfig> {
     Liveness::default().transport_config()

@@ -926,15 +926,7 @@ impl Node {
                 .unwrap_or_default();
             return self.connect_to(peer, candidates).await;
         };
-        if peer == self.peer_id() {
-            return Err(NodeError::SelfConnect);
-        }
-        if !self.is_allowed(&peer) {
-            return Err(NodeError::Invalid(format!(
-                "peer {}: not in --allow",
-                peer.short()
-            )));
-        }
+        self.check_dialable(&peer)?;
         let (outcome_tx, outcome_rx) = oneshot::channel();
         let first = {
             let mut state = self.state();
@@ -1021,16 +1013,7 @@ impl Node {
                         }
                     }
                     PunchAction::Dial(addr) => {
-                        let endpoint = self.inner.endpoint.clone();
-                        let config = self.inner.client.clone();
-                        dials.spawn(async move {
-                            let result =
-                                match endpoint::connect_pinned(&endpoint, config, addr, &peer) {
-                                    Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
-                                    Err(error) => Err(error.to_string()),
-                                };
-                            (addr, result)
-                        });
+                        self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
                     }
                 }
             }
@@ -1085,15 +1068,7 @@ impl Node {
         peer: PeerId,
         candidates: Vec<SocketAddr>,
     ) -> Result<(), NodeError> {
-        if peer == self.peer_id() {
-            return Err(NodeError::SelfConnect);
-        }
-        if !self.is_allowed(&peer) {
-            return Err(NodeError::Invalid(format!(
-                "peer {}: not in --allow",
-                peer.short()
-            )));
-        }
+        self.check_dialable(&peer)?;
         // Claim the peer for this dial in one step, so two dials never race.
         let name = {
             let mut state = self.state();
@@ -1203,6 +1178,42 @@ impl Node {
         Ok(u64::from_be_bytes(count))
     }
 
+    /// Starts a pinned handshake to `peer` at `addr` after `delay`, into `set`.
+    fn spawn_handshake(
+        &self,
+        set: &mut Handshakes,
+        addr: SocketAddr,
+        peer: PeerId,
+        delay: Duration,
+    ) {
+        let endpoint = self.inner.endpoint.clone();
+        let config = self.inner.client.clone();
+        set.spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let result = match endpoint::connect_pinned(&endpoint, config, addr, &peer) {
+                Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            (addr, result)
+        });
+    }
+
+    /// Refuses dialing this node itself or a peer outside `--allow`.
+    fn check_dialable(&self, peer: &PeerId) -> Result<(), NodeError> {
+        if *peer == self.peer_id() {
+            return Err(NodeError::SelfConnect);
+        }
+        if !self.is_allowed(peer) {
+            return Err(NodeError::Invalid(format!(
+                "peer {}: not in --allow",
+                peer.short()
+            )));
+        }
+        Ok(())
+    }
+
     /// Closes the connection to `peer` on purpose (no reconnection follows).
     pub fn disconnect(&self, peer: &PeerId) {
         let gate = self.state().peers.get(peer).and_then(|r| r.gate.clone());
@@ -1220,16 +1231,7 @@ impl Node {
         }
         let mut attempts = JoinSet::new();
         for (index, addr) in candidates.iter().copied().enumerate() {
-            let endpoint = self.inner.endpoint.clone();
-            let config = self.inner.client.clone();
-            attempts.spawn(async move {
-                tokio::time::sleep(CANDIDATE_STAGGER * index as u32).await;
-                let result = match endpoint::connect_pinned(&endpoint, config, addr, &peer) {
-                    Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
-                    Err(error) => Err(error.to_string()),
-                };
-                (addr, result)
-            });
+            self.spawn_handshake(&mut attempts, addr, peer, CANDIDATE_STAGGER * index as u32);
         }
         let mut failures = Vec::new();
         let deadline = tokio::time::sleep(self.inner.config.connect_timeout);

@@ -27,6 +27,56 @@ pub fn start_tracker_with(config: TrackerConfig) -> Tracker {
     Tracker::start(&Identity::generate().unwrap(), config).unwrap()
 }
 
+/// A peer driven by hand: its own identity, connected to a node and greeted
+/// (control stream kept open), for tests that speak the protocol directly.
+pub struct RawPeer {
+    pub identity: Identity,
+    pub connection: quinn::Connection,
+    _control: punchgate::wire::FrameWriter<quinn::SendStream>,
+    _bound: punchgate::endpoint::BoundEndpoint,
+}
+
+/// Connects to `node` as `name`, in `room`, and exchanges greetings.
+pub async fn raw_peer(node: &TestNode, name: &str, room: &str) -> RawPeer {
+    use punchgate::protocol::ControlMessage;
+    use punchgate::tls::{self, CertifiedIdentity};
+    use punchgate::wire::{FrameReader, FrameWriter, StreamKind};
+    let identity = Identity::generate().unwrap();
+    let certified = CertifiedIdentity::new(&identity).unwrap();
+    let bound = punchgate::endpoint::bind(loopback(), None).unwrap();
+    let connection = punchgate::endpoint::connect_pinned(
+        &bound.endpoint,
+        certified.pinned_client(tls::ALPN_PEER).unwrap(),
+        node.node.local_addr().unwrap(),
+        &node.node.peer_id(),
+    )
+    .unwrap()
+    .await
+    .unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    let mut control = FrameWriter::open(send, StreamKind::Control).await.unwrap();
+    let hello = ControlMessage::Hello {
+        name: name.into(),
+        agent: "test".into(),
+        rooms: vec![room.into()],
+    };
+    control.send(&hello).await.unwrap();
+    let answer = FrameReader::new(recv, StreamKind::Control)
+        .recv::<ControlMessage>()
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, Some(ControlMessage::Hello { .. })),
+        "{answer:?}"
+    );
+    RawPeer {
+        identity,
+        connection,
+        _control: control,
+        _bound: bound,
+    }
+}
+
 pub struct TestNode {
     pub node: Node,
     pub events: Events,
