@@ -16,12 +16,14 @@ use punchgate::store::Store;
 
 const ROOM: &str = "lobby";
 
-/// A data directory whose identity has written `count` messages to the room.
-fn holder_home(count: usize) -> tempfile::TempDir {
+/// A data directory whose identity has written `count` messages to the room,
+/// and those messages.
+fn holder_home(count: usize) -> (tempfile::TempDir, Vec<SignedMessage>) {
     let home = tempfile::tempdir().unwrap();
     let identity = Identity::load_or_create(home.path()).unwrap();
     let store = Store::open(home.path()).unwrap();
     let mut batch = Vec::with_capacity(1000);
+    let mut all = Vec::with_capacity(count);
     for seq in 1..=count as u64 {
         let body = ChatBody {
             id: MessageId {
@@ -35,13 +37,14 @@ fn holder_home(count: usize) -> tempfile::TempDir {
         batch.push(SignedMessage::sign(&identity, body).unwrap());
         if batch.len() == 1000 {
             store.insert(&batch, Some(seq + 1), seq << 16).unwrap();
-            batch.clear();
+            all.append(&mut batch);
         }
     }
     store
         .insert(&batch, Some(count as u64 + 1), (count as u64) << 16)
         .unwrap();
-    home
+    all.append(&mut batch);
+    (home, all)
 }
 
 fn node_config(name: &str) -> NodeConfig {
@@ -57,7 +60,7 @@ fn sync(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(1));
     for count in [10_000usize, 100_000] {
-        let home = holder_home(count);
+        let (home, messages) = holder_home(count);
         let (holder, _holder_events) = runtime
             .block_on(Node::start(home.path(), node_config("holder")))
             .unwrap();
@@ -90,13 +93,8 @@ fn sync(c: &mut Criterion) {
             })
         });
         runtime.block_on(holder.shutdown());
-        drop(holder);
         // Baseline: the same work with no network — verify every message
         // and commit it in batches of 64 to a fresh store.
-        let messages = Store::open(home.path())
-            .unwrap()
-            .history(ROOM, count)
-            .unwrap();
         group.bench_function(
             format!("{count}-messages/baseline-local-verify-and-store"),
             |b| {
