@@ -721,14 +721,14 @@ impl Node {
             .collect()
     }
 
+    /// The room plain lines go to: the last one joined.
+    fn current_room(&self) -> Result<String, NodeError> {
+        self.state().rooms.last().cloned().ok_or(NodeError::NoRoom)
+    }
+
     /// Sends `text` to the current room. See [`Node::post`].
     pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
-        let room = self
-            .state()
-            .rooms
-            .last()
-            .cloned()
-            .ok_or(NodeError::NoRoom)?;
+        let room = self.current_room()?;
         self.post(room, text).await
     }
 
@@ -868,12 +868,7 @@ impl Node {
 
     /// `/history [N]`: the current room's last `count` messages, in order.
     pub async fn history(&self, count: usize) -> Result<(), NodeError> {
-        let room = self
-            .state()
-            .rooms
-            .last()
-            .cloned()
-            .ok_or(NodeError::NoRoom)?;
+        let room = self.current_room()?;
         let store = self.inner.store.clone();
         let messages = tokio::task::spawn_blocking(move || store.history(&room, count))
             .await
