@@ -204,6 +204,15 @@ impl Gate {
     }
 }
 
+/// True when the peer closed `connection` because it keeps another one.
+pub fn closed_as_duplicate(connection: &Connection) -> bool {
+    matches!(
+        connection.close_reason(),
+        Some(ConnectionError::ApplicationClosed(close))
+            if CloseCode::from_varint(close.error_code) == Some(CloseCode::Duplicate)
+    )
+}
+
 /// Words for why a connection ended, as the user should read them.
 pub fn describe_close(error: &ConnectionError) -> String {
     match error {

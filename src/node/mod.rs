@@ -1105,14 +1105,43 @@ impl Node {
                 });
             }
         };
+        let attempt = connection.clone();
         match self.greet_and_install(connection, peer, started).await {
             Ok(()) => Ok(()),
+            // The peer dialed us at the same moment and kept its own
+            // connection: ours lost the race, the peer is still reached.
+            Err(_)
+                if gate::closed_as_duplicate(&attempt)
+                    && self.wait_for_gate(peer, gate::GREETING_TIMEOUT).await =>
+            {
+                Ok(())
+            }
             Err(error) => {
                 self.set_status(peer, PeerStatus::Offline, Some(error.to_string()));
                 Err(NodeError::Unreachable {
                     peer: self.name_of(&peer),
                     tried: error.to_string(),
                 })
+            }
+        }
+    }
+
+    /// Waits up to `limit` for `peer` to have an open gate.
+    async fn wait_for_gate(&self, peer: PeerId, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let installed = self.inner.gate_installed.notified();
+            if self.state().has_open_gate(&peer) {
+                return true;
+            }
+            if timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                installed,
+            )
+            .await
+            .is_err()
+            {
+                return false;
             }
         }
     }
