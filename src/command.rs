@@ -26,6 +26,15 @@ pub enum Command {
         to: String,
         text: String,
     },
+    /// Share a file or folder and offer it to the current room.
+    Send(String),
+    /// What the rooms offer.
+    Files,
+    /// Download an offer (by name or hash prefix) into a folder.
+    Get {
+        what: String,
+        dir: Option<String>,
+    },
     Quit,
 }
 
@@ -60,6 +69,18 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/connect PEER",
         "connect to PEERID@host:port, or to a room member by name or id",
+    ),
+    (
+        "/send PATH",
+        "share a file or folder and offer it to the current room",
+    ),
+    (
+        "/files",
+        "what your rooms offer: name, size, hash, who has it",
+    ),
+    (
+        "/get NAME|HASH [DIR]",
+        "download an offer from everyone who has it (into DIR, default the download folder)",
     ),
     ("/join ROOM", "join a room and connect to its members"),
     ("/leave ROOM", "leave a room"),
@@ -138,6 +159,18 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
                 .map(Command::History)
                 .map_err(|_| CommandError::BadArgument("history", "a number of messages")),
         },
+        "send" => required("send", "a file or folder").map(Command::Send),
+        "files" => Ok(Command::Files),
+        "get" => {
+            let what = required("get", "a name or hash from /files")?;
+            Ok(match what.split_once(char::is_whitespace) {
+                Some((what, dir)) => Command::Get {
+                    what: what.to_string(),
+                    dir: Some(dir.trim().to_string()),
+                },
+                None => Command::Get { what, dir: None },
+            })
+        }
         "quit" | "exit" | "q" => Ok(Command::Quit),
         other => Err(CommandError::Unknown(other.to_string())),
     }
@@ -169,13 +202,31 @@ mod tests {
             Err(CommandError::Unknown("frobnicate".into()))
         );
         assert_eq!(parse("   "), Err(CommandError::Empty));
+        assert_eq!(
+            parse("/send my photos"),
+            Ok(Command::Send("my photos".into()))
+        );
+        assert_eq!(
+            parse("/get abcd ~/in box"),
+            Ok(Command::Get {
+                what: "abcd".into(),
+                dir: Some("~/in box".into())
+            })
+        );
+        assert_eq!(
+            parse("/get photos"),
+            Ok(Command::Get {
+                what: "photos".into(),
+                dir: None
+            })
+        );
     }
 
     #[test]
     fn every_command_has_help() {
         for name in [
             "help", "peers", "show", "history", "msg", "password", "rooms", "connect", "join",
-            "leave", "quit",
+            "leave", "send", "files", "get", "quit",
         ] {
             assert!(
                 HELP.iter()

@@ -21,4 +21,5 @@ pub mod render;
 pub mod store;
 pub mod tls;
 pub mod tracker;
+pub mod transfer;
 pub mod wire;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, PeerId, SIGNATURE_LEN};
+use crate::transfer::ContentId;
 use crate::wire::{self, WireError};
 
 /// Longest display name, in bytes.
@@ -264,6 +265,54 @@ pub enum ControlMessage {
     Pong {
         nonce: u64,
     },
+    /// The sender offers content to a room it shares with the receiver.
+    Offer(FileOffer),
+}
+
+// ------------------------------------------------------------------ files --
+
+/// Content a peer offers to a room (`/send`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOffer {
+    pub room: String,
+    pub content: ContentId,
+    /// The manifest's display name; checked like a label before it is shown.
+    pub name: String,
+    pub bytes: u64,
+    pub files: u32,
+}
+
+/// Receiver → sender, the one frame of a [`wire::StreamKind::Manifest`] stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRequest {
+    pub content: ContentId,
+}
+
+/// Sender → receiver, the answer on the same stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ManifestReply {
+    /// The encoded manifest: the receiver checks it hashes to the content id.
+    Found(Vec<u8>),
+    /// The sender does not serve that content.
+    Missing,
+}
+
+/// Receiver → sender on a [`wire::StreamKind::Chunks`] stream; several may
+/// be outstanding, and they are answered in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRequest {
+    pub content: ContentId,
+    pub index: u64,
+}
+
+/// Sender → receiver, one per request, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkReply {
+    /// Followed by exactly the chunk's length of raw bytes (the receiver
+    /// knows the length from the manifest).
+    Data { index: u64 },
+    /// The sender does not have that chunk (content unknown or unreadable).
+    Missing { index: u64 },
 }
 
 /// Identifies a chat message: its author and the author's sequence number.

@@ -119,6 +119,22 @@ fn render_bench(kind: &str, peer: &str, report: &serde_json::Value) -> Vec<Strin
     lines
 }
 
+/// A byte count as people read it: B, KiB, MiB, GiB.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// The lines to print for `event`; empty for events a person need not see.
 pub fn render(event: &Event) -> Vec<String> {
     match event {
@@ -246,6 +262,75 @@ pub fn render(event: &Event) -> Vec<String> {
             .iter()
             .map(|line| format!("  {:<16} {}", line.usage, line.about))
             .collect(),
+        Event::FileOffered {
+            from,
+            from_name,
+            room,
+            hash,
+            name,
+            bytes,
+            files,
+        } => vec![format!(
+            "* {}~{} offers {} ({}, {files} file{}) in #{}: /get {}",
+            sanitize(from_name),
+            from.get(..SHOWN_ID_LEN).unwrap_or(from),
+            sanitize(name),
+            size(*bytes),
+            if *files == 1 { "" } else { "s" },
+            sanitize(room),
+            hash.get(..10).unwrap_or(hash)
+        )],
+        Event::Files { files } if files.is_empty() => vec!["nothing offered yet; /send PATH offers something".into()],
+        Event::Files { files } => files
+            .iter()
+            .map(|f| {
+                format!(
+                    "  {}  {:<24} {:>10}  {:>5} file{}  #{}  from {}",
+                    f.hash.get(..10).unwrap_or(&f.hash),
+                    sanitize(&f.name),
+                    size(f.bytes),
+                    f.files,
+                    if f.files == 1 { " " } else { "s" },
+                    sanitize(&f.room),
+                    f.providers.iter().map(|p| sanitize(p)).collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect(),
+        Event::Ticket { ticket, name, bytes, files, .. } => vec![
+            format!("serving {} ({}, {files} file{}); Ctrl-C stops", sanitize(name), size(*bytes), if *files == 1 { "" } else { "s" }),
+            "on the other computer run:".into(),
+            format!("  punchgate get {ticket}"),
+        ],
+        Event::TransferProgress { name, bytes, total, bytes_per_s, .. } => {
+            let percent = if *total == 0 { 100.0 } else { *bytes as f64 * 100.0 / *total as f64 };
+            let eta = if *bytes_per_s > 0.0 && bytes < total {
+                format!(", {:.0} s left", (total - bytes) as f64 / bytes_per_s)
+            } else {
+                String::new()
+            };
+            vec![format!(
+                "* {} {percent:.0}% ({} of {}, {}/s{eta})",
+                sanitize(name),
+                size(*bytes),
+                size(*total),
+                size(*bytes_per_s as u64)
+            )]
+        }
+        Event::TransferDone { path, report } => vec![format!(
+            "* got {} ({}) in {:.1} s: {} chunks fetched from {}, {} kept from before; every byte verified",
+            sanitize(path),
+            size(report.bytes),
+            report.secs,
+            report.chunks_fetched,
+            report
+                .sources
+                .iter()
+                .filter(|s| s.chunks > 0)
+                .map(|s| format!("{} ({})", sanitize(&s.name), s.chunks))
+                .collect::<Vec<_>>()
+                .join(", "),
+            report.chunks_resumed
+        )],
         Event::Info { message } => vec![format!("* {}", sanitize(message))],
         Event::Error { message } => vec![format!("! {}", sanitize(message))],
     }

@@ -44,16 +44,23 @@ pub enum StreamKind {
     Auth = 5,
     /// `punchgate bench throughput`: raw bytes one way, their count back.
     Bench = 6,
+    /// One manifest request and its answer (bidirectional).
+    Manifest = 7,
+    /// Chunk requests one way; per request a reply frame, then the chunk's
+    /// raw bytes, back (bidirectional).
+    Chunks = 8,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 6] = [
+    pub const ALL: [StreamKind; 8] = [
         StreamKind::Tracker,
         StreamKind::Control,
         StreamKind::Chat,
         StreamKind::Sync,
         StreamKind::Auth,
         StreamKind::Bench,
+        StreamKind::Manifest,
+        StreamKind::Chunks,
     ];
 
     /// The largest frame body accepted on a stream of this kind.
@@ -68,6 +75,10 @@ impl StreamKind {
             StreamKind::Auth => 4 * 1024,
             // Bench streams carry raw bytes, not frames.
             StreamKind::Bench => 0,
+            // The largest manifest and its enum tag and length.
+            StreamKind::Manifest => crate::transfer::manifest::MAX_MANIFEST_LEN + 16,
+            // Requests and reply headers; chunk bytes travel unframed.
+            StreamKind::Chunks => 128,
         }
     }
 
@@ -79,6 +90,8 @@ impl StreamKind {
             StreamKind::Sync => "sync",
             StreamKind::Auth => "auth",
             StreamKind::Bench => "bench",
+            StreamKind::Manifest => "manifest",
+            StreamKind::Chunks => "chunks",
         }
     }
 
@@ -250,12 +263,17 @@ fn decode_exact<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result
     Ok(message)
 }
 
-/// Encodes a message for the history store.
-pub fn encode_stored(message: &crate::protocol::SignedMessage) -> Result<Vec<u8>, WireError> {
-    bincode::serde::encode_to_vec(message, codec()).map_err(|e| WireError::Encode {
-        kind: "stored message",
+/// Encodes one value that travels or is stored outside a frame.
+fn encode_plain<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, WireError> {
+    bincode::serde::encode_to_vec(value, codec()).map_err(|e| WireError::Encode {
+        kind,
         reason: e.to_string(),
     })
+}
+
+/// Encodes a message for the history store.
+pub fn encode_stored(message: &crate::protocol::SignedMessage) -> Result<Vec<u8>, WireError> {
+    encode_plain("stored message", message)
 }
 
 /// Decodes a message from the history store.
@@ -265,15 +283,33 @@ pub fn decode_stored(bytes: &[u8]) -> Result<crate::protocol::SignedMessage, Wir
 
 /// Encodes a probe's payload.
 pub fn encode_probe(message: &crate::protocol::ProbeMessage) -> Result<Vec<u8>, WireError> {
-    bincode::serde::encode_to_vec(message, codec()).map_err(|e| WireError::Encode {
-        kind: "probe",
-        reason: e.to_string(),
-    })
+    encode_plain("probe", message)
 }
 
 /// Decodes a probe's payload; trailing bytes are an error.
 pub fn decode_probe(payload: &[u8]) -> Result<crate::protocol::ProbeMessage, WireError> {
     decode_exact("probe", payload)
+}
+
+/// Encodes a manifest: its BLAKE3 hash is the content id.
+pub fn encode_manifest(
+    manifest: &crate::transfer::manifest::Manifest,
+) -> Result<Vec<u8>, WireError> {
+    encode_plain("manifest", manifest)
+}
+
+/// Decodes a manifest; trailing bytes are an error (they would change the
+/// content id without changing the content).
+pub fn decode_manifest(bytes: &[u8]) -> Result<crate::transfer::manifest::Manifest, WireError> {
+    decode_exact("manifest", bytes)
+}
+
+pub fn encode_ticket(ticket: &crate::transfer::Ticket) -> Result<Vec<u8>, WireError> {
+    encode_plain("ticket", ticket)
+}
+
+pub fn decode_ticket(bytes: &[u8]) -> Result<crate::transfer::Ticket, WireError> {
+    decode_exact("ticket", bytes)
 }
 
 /// Canonical bytes of `value` prefixed by a domain string, for signatures:

@@ -199,7 +199,7 @@ impl Node {
                         ),
                     });
                     // The room's history may now flow both ways.
-                    tokio::spawn(self.clone().sync_with(gate.clone()));
+                    self.catch_up(gate.clone());
                 }
             }
             Ok(Err(reason)) => {

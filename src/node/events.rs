@@ -183,6 +183,45 @@ pub enum Event {
     Rooms {
         rooms: Vec<String>,
     },
+    /// A peer offered content to a room this node is in (`/send`).
+    FileOffered {
+        from: String,
+        from_name: String,
+        room: String,
+        hash: String,
+        name: String,
+        bytes: u64,
+        files: u32,
+    },
+    /// The answer of `/files`.
+    Files {
+        files: Vec<crate::node::FileInfo>,
+    },
+    /// `punchgate send` serves content: pass `ticket` to `punchgate get`.
+    Ticket {
+        ticket: String,
+        hash: String,
+        name: String,
+        bytes: u64,
+        files: u32,
+    },
+    /// A running fetch: `bytes` of `total` verified so far (a few times a
+    /// second).
+    TransferProgress {
+        hash: String,
+        name: String,
+        bytes: u64,
+        total: u64,
+        /// Fetch rate of this run so far.
+        bytes_per_s: f64,
+    },
+    /// A fetch completed: every byte verified and in place. `path` is the
+    /// top-level file or folder it created.
+    TransferDone {
+        path: String,
+        #[serde(flatten)]
+        report: crate::node::FetchReport,
+    },
     Help {
         commands: Vec<HelpLine>,
     },

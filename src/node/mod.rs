@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod events;
+mod files;
 mod gate;
 mod netcheck;
 mod sync;
@@ -26,6 +27,9 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 pub use events::{Event, Events, PathKind, PeerInfo, PeerStatus};
+pub use files::{
+    FetchError, FetchReport, FetchRequest, FileInfo, SourceCount, TransferConfig, PIPELINE_DEPTH,
+};
 use gate::{describe_close, Gate, GateError, Greeted};
 
 use crate::command::{self, Command};
@@ -115,6 +119,8 @@ pub struct NodeConfig {
     pub passwords: HashMap<String, Secret>,
     /// Answer `punchgate bench` streams (only `bench serve` does).
     pub bench_serve: bool,
+    /// How file transfers run.
+    pub transfer: TransferConfig,
 }
 
 impl NodeConfig {
@@ -133,6 +139,7 @@ impl NodeConfig {
             punch: PunchSchedule::default(),
             passwords: HashMap::new(),
             bench_serve: false,
+            transfer: TransferConfig::default(),
         }
     }
 }
@@ -229,6 +236,8 @@ struct State {
     netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
     /// Callers waiting for a punch toward a peer to end.
     punch_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
+    /// Shared content and offers heard.
+    files: files::FileState,
     closing: bool,
 }
 
@@ -271,6 +280,8 @@ struct Inner {
     next_seq: AtomicU64,
     /// Durable history.
     store: Arc<Store>,
+    /// Bounds the chunks read from disk for peers at once.
+    chunk_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running node. Cloning gives another handle to the same node.
@@ -386,6 +397,7 @@ impl Node {
                 next_seq: AtomicU64::new(next_seq),
                 store,
                 identity,
+                chunk_reads: Arc::new(tokio::sync::Semaphore::new(files::MAX_CHUNK_READS)),
             }),
         };
         node.emit(Event::Ready {
@@ -554,6 +566,28 @@ impl Node {
             Command::History(count) => self.history(count).await,
             Command::Password(password) => self.set_password(password),
             Command::Msg { to, text } => self.direct_message(&to, &text).await.map(|_| ()),
+            Command::Send(path) => {
+                // Hashing a large folder takes a while; the REPL stays responsive.
+                let node = self.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = node.send_files(vec![PathBuf::from(path)]).await {
+                        node.emit(Event::error(error));
+                    }
+                });
+                Ok(())
+            }
+            Command::Files => {
+                self.emit(Event::Files {
+                    files: self.files(),
+                });
+                Ok(())
+            }
+            Command::Get { what, dir } => {
+                let target = dir
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| self.inner.config.transfer.downloads.clone());
+                self.get_offered(&what, target, false)
+            }
             Command::Quit => {
                 self.shutdown().await;
                 return false;
@@ -674,7 +708,7 @@ impl Node {
         });
         self.announce_rooms().await;
         for gate in self.open_gates() {
-            tokio::spawn(self.clone().sync_with(gate));
+            self.catch_up(gate);
         }
         for member in members {
             self.learn_member(room, &member);
@@ -1401,7 +1435,7 @@ impl Node {
         tokio::spawn(self.clone().serve_gate(gate.clone()));
         self.authenticate_all(&gate);
         // Catch up on what was said while apart.
-        tokio::spawn(self.clone().sync_with(gate));
+        self.catch_up(gate);
     }
 
     // ----------------------------------------------------------- per gate --
@@ -1502,6 +1536,8 @@ impl Node {
                 StreamKind::Sync => self.serve_sync(&gate, send, recv).await,
                 StreamKind::Auth => self.serve_auth(&gate, send, recv).await,
                 StreamKind::Bench if self.inner.config.bench_serve => serve_bench(send, recv).await,
+                StreamKind::Manifest => self.serve_manifest(send, recv).await,
+                StreamKind::Chunks => self.serve_chunks(send, recv).await,
                 other => Err(WireError::UnexpectedKind {
                     expected: "chat or sync",
                     got: other.name(),
@@ -1701,11 +1737,22 @@ impl Node {
                     // A newly shared room has history to catch up on, or a
                     // password to prove first.
                     self.authenticate_all(&gate);
-                    tokio::spawn(self.clone().sync_with(gate.clone()));
+                    self.catch_up(gate.clone());
                 }
                 ControlMessage::Hello { .. } => {
                     GateError::BadGreeting("a second hello".into()).close(&gate.connection);
                     return;
+                }
+                ControlMessage::Offer(offer) => {
+                    if let Err(reason) = self.take_offer(&gate, offer) {
+                        let reason = format!("invalid offer: {reason}");
+                        GateError::from(WireError::Malformed {
+                            kind: "control",
+                            reason,
+                        })
+                        .close(&gate.connection);
+                        return;
+                    }
                 }
             }
         }

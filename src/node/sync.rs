@@ -49,6 +49,17 @@ impl Node {
     }
 
     /// Pulls from `gate`'s peer whatever this node lacks of their shared rooms.
+    /// What a peer gets when it newly shares rooms with this node (a new
+    /// connection, a joined room, a proven password): the history it lacks
+    /// and this node's offers.
+    pub(super) fn catch_up(&self, gate: Arc<Gate>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.send_offers(&gate).await;
+            node.sync_with(gate).await;
+        });
+    }
+
     pub(super) async fn sync_with(self, gate: Arc<Gate>) {
         let rooms = self.shared_rooms(&gate.peer_id);
         if rooms.is_empty() {

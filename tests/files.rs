@@ -1,0 +1,293 @@
+//! File transfer between nodes on loopback: byte-identical files and
+//! folders (nested, empty files, odd sizes), several sources at once, a
+//! corrupt source dropped, hostile manifests refused, no overwrite without
+//! force.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use punchgate::node::{Event, FetchError, FetchReport, FetchRequest, NodeConfig};
+use punchgate::protocol::{ManifestReply, ManifestRequest};
+use punchgate::transfer::manifest::{ContentId, FileEntry, Manifest, MIN_CHUNK_SIZE};
+use punchgate::wire::{self, FrameReader, FrameWriter, StreamKind};
+
+/// Small chunks so small files have many of them.
+fn small_chunks(name: &str, connect: &[&TestNode]) -> NodeConfig {
+    let mut config = config(name, None, "lobby");
+    config.transfer.chunk_size = MIN_CHUNK_SIZE;
+    config.connect = connect
+        .iter()
+        .map(|n| n.node.target().unwrap().parse().unwrap())
+        .collect();
+    config
+}
+
+/// Deterministic bytes that differ from chunk to chunk.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
+        .collect()
+}
+
+/// Every file under `root`, relative, with its bytes.
+fn tree(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                found.push((path.strip_prefix(root).unwrap().to_path_buf(), bytes));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+async fn fetch(
+    node: &TestNode,
+    content: ContentId,
+    sources: &[&TestNode],
+    target: &Path,
+) -> Result<FetchReport, FetchError> {
+    node.node
+        .fetch(FetchRequest {
+            content,
+            sources: sources.iter().map(|s| s.node.peer_id()).collect(),
+            target: target.to_path_buf(),
+            force: false,
+        })
+        .await
+}
+
+async fn pair() -> (TestNode, TestNode) {
+    let mut alice = start_node(small_chunks("alice", &[])).await;
+    let mut bob = start_node(small_chunks("bob", &[&alice])).await;
+    bob.connected_to(&alice).await;
+    alice.connected_to(&bob).await;
+    (alice, bob)
+}
+
+#[tokio::test]
+async fn a_folder_with_nested_folders_an_empty_file_and_odd_sizes_arrives_byte_identical() {
+    let (alice, mut bob) = pair().await;
+    let source = tempfile::tempdir().unwrap();
+    let root = source.path().join("album");
+    std::fs::create_dir_all(root.join("2024/summer/beach")).unwrap();
+    std::fs::create_dir_all(root.join("notes")).unwrap();
+    let chunk = MIN_CHUNK_SIZE as usize;
+    std::fs::write(root.join("cover.jpg"), pattern(3 * chunk + 17, 1)).unwrap();
+    std::fs::write(root.join("2024/summer/beach/wave.raw"), pattern(chunk, 2)).unwrap();
+    std::fs::write(root.join("2024/summer/index.txt"), b"x").unwrap();
+    std::fs::write(root.join("notes/empty"), b"").unwrap();
+    let share = alice.node.share(vec![root.clone()]).await.unwrap();
+
+    let target = tempfile::tempdir().unwrap();
+    let report = fetch(&bob, share.layout.id, &[&alice], target.path())
+        .await
+        .unwrap();
+    assert_eq!(tree(&target.path().join("album")), tree(&root));
+    assert_eq!(
+        report.chunks,
+        3 + 1 + 1 + 1,
+        "odd tail, exact chunk, one byte"
+    );
+    assert_eq!(report.chunks_fetched, report.chunks);
+    assert_eq!(report.bytes, (4 * chunk + 18) as u64);
+    // Nothing but the content is left in the target.
+    let left: Vec<_> = std::fs::read_dir(target.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let done = bob
+        .sees("the transfer report", |e| match e {
+            Event::TransferDone { path, report } => Some((path.clone(), report.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(done.0, target.path().join("album").display().to_string());
+    assert_eq!(done.1, report);
+}
+
+#[tokio::test]
+async fn a_single_file_and_a_zero_byte_file_arrive() {
+    let (alice, bob) = pair().await;
+    let source = tempfile::tempdir().unwrap();
+    let odd = source.path().join("odd size.bin");
+    std::fs::write(&odd, pattern(5 * MIN_CHUNK_SIZE as usize - 1, 3)).unwrap();
+    let empty = source.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let target = tempfile::tempdir().unwrap();
+    for path in [&odd, &empty] {
+        let share = alice.node.share(vec![path.clone()]).await.unwrap();
+        let report = fetch(&bob, share.layout.id, &[&alice], target.path())
+            .await
+            .unwrap();
+        let name = path.file_name().unwrap();
+        assert_eq!(
+            std::fs::read(target.path().join(name)).unwrap(),
+            std::fs::read(path).unwrap()
+        );
+        assert_eq!(report.paths, vec![target.path().join(name)]);
+    }
+}
+
+#[tokio::test]
+async fn chunks_come_from_all_three_providers_and_a_corrupt_one_is_dropped() {
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("big.bin");
+    let bytes = pattern(64 * MIN_CHUNK_SIZE as usize + 5, 4);
+    std::fs::write(&file, &bytes).unwrap();
+    // Four providers with their own copy of the same content.
+    let mut providers = Vec::new();
+    for name in ["alice", "bob", "carol", "mallory"] {
+        let node = start_node(small_chunks(name, &[])).await;
+        let copy = node.home.path().join("big.bin");
+        std::fs::copy(&file, &copy).unwrap();
+        let share = node.node.share(vec![copy]).await.unwrap();
+        providers.push((node, share.layout.id));
+    }
+    let content = providers[0].1;
+    assert!(
+        providers.iter().all(|(_, id)| *id == content),
+        "same bytes, same id"
+    );
+    // Mallory's copy changes under her share: every chunk she sends is bad.
+    let mallory_copy = providers[3].0.home.path().join("big.bin");
+    std::fs::write(&mallory_copy, pattern(bytes.len(), 99)).unwrap();
+
+    let peers: Vec<&TestNode> = providers.iter().map(|(n, _)| n).collect();
+    let mut dave = start_node(small_chunks("dave", &peers)).await;
+    for peer in &peers {
+        dave.connected_to(peer).await;
+    }
+    let target = tempfile::tempdir().unwrap();
+    let report = fetch(&dave, content, &peers, target.path()).await.unwrap();
+    assert_eq!(std::fs::read(target.path().join("big.bin")).unwrap(), bytes);
+    let counts: Vec<(String, u64)> = report
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), s.chunks))
+        .collect();
+    for (name, chunks) in &counts[..3] {
+        assert!(*chunks > 0, "{name} served nothing: {counts:?}");
+    }
+    assert_eq!(counts[3], ("mallory".to_string(), 0));
+    assert_eq!(report.chunks_fetched, report.chunks);
+    assert_eq!(report.corrupt_sources, vec!["mallory".to_string()]);
+    dave.sees("the corrupt-chunk error", |e| match e {
+        Event::Error { message } if message.contains("mallory") && message.contains("hash") => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_existing_file_is_kept_unless_forced() {
+    let (alice, bob) = pair().await;
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("report.txt");
+    std::fs::write(&file, b"new contents").unwrap();
+    let share = alice.node.share(vec![file]).await.unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let existing = target.path().join("report.txt");
+    std::fs::write(&existing, b"precious").unwrap();
+
+    let refused = fetch(&bob, share.layout.id, &[&alice], target.path()).await;
+    let error = refused.unwrap_err().to_string();
+    assert!(
+        error.contains("already exists") && error.contains("--force"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious");
+
+    let forced = bob
+        .node
+        .fetch(FetchRequest {
+            content: share.layout.id,
+            sources: vec![alice.node.peer_id()],
+            target: target.path().to_path_buf(),
+            force: true,
+        })
+        .await;
+    forced.unwrap();
+    assert_eq!(std::fs::read(&existing).unwrap(), b"new contents");
+}
+
+/// A raw peer answers Bob's manifest request with `manifest`.
+async fn serve_one_manifest(peer: &RawPeer, manifest: &Manifest) -> ContentId {
+    let encoded = wire::encode_manifest(manifest).unwrap();
+    let id = ContentId::of_manifest(&encoded);
+    let connection = peer.connection.clone();
+    tokio::spawn(async move {
+        // Bob also opens a sync stream: held open, never answered.
+        let mut others = Vec::new();
+        let (send, recv) = loop {
+            let (send, mut recv) = connection.accept_bi().await.unwrap();
+            if wire::read_header(&mut recv).await.unwrap() == StreamKind::Manifest {
+                break (send, recv);
+            }
+            others.push((send, recv));
+        };
+        let mut reader = FrameReader::new(recv, StreamKind::Manifest);
+        let request: ManifestRequest = reader.recv().await.unwrap().unwrap();
+        assert_eq!(request.content, id);
+        let mut writer = FrameWriter::answering(send, StreamKind::Manifest);
+        writer.send(&ManifestReply::Found(encoded)).await.unwrap();
+        let _ = writer.get_mut().finish();
+        // Keep the stream open until Bob has read the answer.
+        let _ = reader.recv::<ManifestRequest>().await;
+    });
+    id
+}
+
+#[tokio::test]
+async fn hostile_manifests_are_refused_and_write_nothing_outside_the_target() {
+    let mut bob = start_node(small_chunks("bob", &[])).await;
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("downloads");
+    for hostile in [
+        "../../x",
+        "inner/../../x",
+        "/tmp/punchgate-escape-test",
+        "nul\0byte",
+    ] {
+        let peer = raw_peer(&bob, "mallory", "lobby").await;
+        let id = peer.identity.peer_id().to_string();
+        bob.sees("mallory connected", |e| match e {
+            Event::Connected { peer_id, .. } if *peer_id == id => Some(()),
+            _ => None,
+        })
+        .await;
+        let manifest = Manifest {
+            name: "innocent".into(),
+            chunk_size: MIN_CHUNK_SIZE,
+            files: vec![FileEntry {
+                path: hostile.into(),
+                size: 1,
+                chunks: vec![*blake3::hash(b"x").as_bytes()],
+            }],
+        };
+        let content = serve_one_manifest(&peer, &manifest).await;
+        let result = bob
+            .node
+            .fetch(FetchRequest {
+                content,
+                sources: vec![peer.identity.peer_id()],
+                target: target.clone(),
+                force: true,
+            })
+            .await;
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains("unsafe file name"), "{hostile:?}: {error}");
+    }
+    assert!(!target.exists(), "nothing was created, not even the target");
+    assert_eq!(std::fs::read_dir(outer.path()).unwrap().count(), 0);
+    assert!(!Path::new("/tmp/punchgate-escape-test").exists());
+}
