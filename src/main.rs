@@ -16,9 +16,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use punchgate::command;
 use punchgate::endpoint::Target;
 use punchgate::identity::{Identity, PeerId};
-use punchgate::node::{Event, Node, NodeConfig};
+use punchgate::node::{Event, Node, NodeConfig, TransferConfig};
 use punchgate::render;
 use punchgate::tracker::{Tracker, TrackerConfig, TrackerLimits};
+use punchgate::transfer::Ticket;
 
 #[derive(Parser)]
 #[command(
@@ -100,10 +101,56 @@ enum Commands {
         /// pending for history sync.
         #[arg(long, default_value_t = 10.0)]
         send_timeout: f64,
+        /// Folder where /get puts downloads.
+        #[arg(long, default_value = ".")]
+        downloads: PathBuf,
+        /// Most bytes per second to upload to peers fetching your offers.
+        #[arg(long)]
+        max_rate: Option<u32>,
         /// Password of the --room rooms: only peers who prove it share them.
         /// (The tracker never sees it; /password sets one later.)
         #[arg(long, env = "PUNCHGATE_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+    },
+    /// Share files or folders: prints a ticket for `punchgate get` and serves
+    /// until Ctrl-C.
+    Send {
+        /// Files or folders to share (a folder keeps its layout).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Tracker as PEERID@host:port, or host:port to trust on first use.
+        #[arg(long, env = "PUNCHGATE_TRACKER")]
+        tracker: Target,
+        /// Address of the UDP socket.
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddr,
+        /// Chunk size in bytes: a power of two from 16 KiB to 16 MiB.
+        #[arg(long, default_value_t = punchgate::transfer::manifest::DEFAULT_CHUNK_SIZE)]
+        chunk_size: u32,
+        /// Most bytes per second to upload, to all receivers together.
+        #[arg(long)]
+        max_rate: Option<u32>,
+    },
+    /// Fetch what a ticket names, from its sender and from everyone else
+    /// serving it; run it again to resume.
+    Get {
+        /// The ticket `punchgate send` printed.
+        ticket: Ticket,
+        /// Folder to put it in (created if missing).
+        #[arg(short = 'o', long = "out", default_value = ".")]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+        /// Concurrent chunk streams per source.
+        #[arg(long, default_value_t = TransferConfig::default().streams)]
+        streams: usize,
+        /// Address of the UDP socket.
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddr,
+        /// Seconds a hole punch to the sender may take.
+        #[arg(long, default_value_t = 10.0)]
+        punch_timeout: f64,
     },
     /// A self-contained demo on loopback: a tracker and two peers chatting.
     Demo,
@@ -258,6 +305,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
             bench(&home, what, output).await
         }
+        Commands::Send {
+            paths,
+            tracker,
+            bind,
+            chunk_size,
+            max_rate,
+        } => {
+            let home = punchgate::home::resolve(cli.home.as_deref())?;
+            let mut config = NodeConfig::new("sender");
+            config.tracker = Some(tracker);
+            config.bind = bind;
+            config.rooms = Vec::new();
+            config.transfer.chunk_size = chunk_size;
+            config.transfer.upload_limit = max_rate;
+            send_files(&home, config, paths, output).await
+        }
+        Commands::Get {
+            ticket,
+            out,
+            force,
+            streams,
+            bind,
+            punch_timeout,
+        } => {
+            let home = punchgate::home::resolve(cli.home.as_deref())?;
+            let mut config = NodeConfig::new("getter");
+            config.tracker = Some(ticket.tracker.parse()?);
+            config.bind = bind;
+            config.rooms = Vec::new();
+            config.punch.deadline = seconds("--punch-timeout", punch_timeout)?;
+            config.transfer.streams = streams.max(1);
+            get_files(&home, config, ticket, out, force, output).await
+        }
         Commands::Demo => {
             let mut stdout = std::io::stdout();
             punchgate::demo::run(&mut stdout).await?;
@@ -307,6 +387,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             idle_timeout,
             punch_timeout,
             send_timeout,
+            downloads,
+            max_rate,
             password,
         } => {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
@@ -318,6 +400,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.liveness.idle_timeout = seconds("--idle-timeout", idle_timeout)?;
             config.punch.deadline = seconds("--punch-timeout", punch_timeout)?;
             config.send_timeout = seconds("--send-timeout", send_timeout)?;
+            config.transfer.downloads = downloads;
+            config.transfer.upload_limit = max_rate;
             if config.liveness.keep_alive >= config.liveness.idle_timeout {
                 anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
             }
@@ -440,6 +524,129 @@ async fn bench(home: &std::path::Path, what: BenchCommand, output: Output) -> an
     Ok(())
 }
 
+/// `punchgate send`: shares, prints the ticket, serves until Ctrl-C.
+async fn send_files(
+    home: &std::path::Path,
+    config: NodeConfig,
+    paths: Vec<PathBuf>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let (node, mut events) = Node::start(home, config)
+        .await
+        .context("cannot start the node")?;
+    if !output.json {
+        eprintln!("hashing {} path(s)…", paths.len());
+    }
+    let ticket = node
+        .share_with_ticket(paths)
+        .await
+        .context("cannot share")?;
+    let share = node.shared(&ticket.content).context("the share vanished")?;
+    output.show(&Event::Ticket {
+        ticket: ticket.to_string(),
+        hash: ticket.content.to_string(),
+        name: share.layout.manifest.name.clone(),
+        bytes: share.layout.total_bytes,
+        files: share.layout.manifest.files.len() as u32,
+    })?;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(event) => output.show(&event)?,
+                None => break,
+            },
+            _ = shutdown_signal() => break,
+        }
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+/// `punchgate get`: fetches what the ticket names, with a progress bar on a
+/// terminal (or progress events with --json).
+async fn get_files(
+    home: &std::path::Path,
+    config: NodeConfig,
+    ticket: Ticket,
+    out: PathBuf,
+    force: bool,
+    output: Output,
+) -> anyhow::Result<()> {
+    let (node, mut events) = Node::start(home, config)
+        .await
+        .context("cannot start the node")?;
+    let json = output.json;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let shown = bar.clone();
+    let printer = tokio::spawn(async move {
+        let mut throttle = render::ProgressThrottle::default();
+        while let Some(event) = events.next().await {
+            match (&event, &shown) {
+                (
+                    Event::TransferProgress {
+                        name, bytes, total, ..
+                    },
+                    Some(bar),
+                ) => {
+                    bar.set_length(*total);
+                    bar.set_position(*bytes);
+                    bar.set_message(render::sanitize(name));
+                }
+                // The report is printed once the fetch returns.
+                (Event::TransferDone { .. }, _) if !json => {}
+                (_, Some(bar)) => {
+                    for line in render::render(&event) {
+                        bar.println(line);
+                    }
+                }
+                _ => {
+                    if json || throttle.admit(&event, std::time::Instant::now()) {
+                        let _ = output.show(&event);
+                    }
+                }
+            }
+        }
+    });
+    let result = tokio::select! {
+        result = node.fetch_ticket(&ticket, out, force) => result,
+        _ = shutdown_signal() => {
+            node.shutdown().await;
+            anyhow::bail!("interrupted; what was verified is kept: run the same get again to resume");
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    node.shutdown().await;
+    drop(node);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    let report = result?;
+    if !json {
+        let done = Event::TransferDone {
+            path: report
+                .paths
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            report,
+        };
+        for line in render::render(&done) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
 /// Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -480,7 +687,11 @@ async fn chat(home: &std::path::Path, config: NodeConfig, output: Output) -> any
             .context("cannot start the line editor")?;
         std::thread::spawn(move || edit_lines(editor, lines_tx));
         tokio::spawn(async move {
+            let mut throttle = render::ProgressThrottle::default();
             while let Some(event) = events.next().await {
+                if !throttle.admit(&event, std::time::Instant::now()) {
+                    continue;
+                }
                 for line in render::render(&event) {
                     // Each line ends itself: lines printed before the first
                     // prompt would otherwise run together.
@@ -501,7 +712,11 @@ async fn chat(home: &std::path::Path, config: NodeConfig, output: Output) -> any
             }
         });
         tokio::spawn(async move {
+            let mut throttle = render::ProgressThrottle::default();
             while let Some(event) = events.next().await {
+                if !output.json && !throttle.admit(&event, std::time::Instant::now()) {
+                    continue;
+                }
                 if output.show(&event).is_err() {
                     break;
                 }

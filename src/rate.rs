@@ -34,6 +34,20 @@ impl TokenBucket {
             false
         }
     }
+
+    /// Takes `amount` tokens now, going into debt if need be, and returns
+    /// how long the caller should wait before acting on them: pacing for a
+    /// byte stream rather than refusal.
+    pub fn pace(&mut self, amount: f64, now: Instant) -> std::time::Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst) - amount;
+        if self.tokens >= 0.0 || self.per_second <= 0.0 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_secs_f64(-self.tokens / self.per_second)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +67,16 @@ mod tests {
         let later = start + Duration::from_secs(60);
         assert!((0..3).all(|_| bucket.try_take(later)));
         assert!(!bucket.try_take(later));
+    }
+
+    #[test]
+    fn pacing_spreads_large_takes_at_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(1000, 500, start);
+        assert_eq!(bucket.pace(500.0, start), Duration::ZERO, "the burst");
+        assert_eq!(bucket.pace(1000.0, start), Duration::from_secs(1));
+        // After waiting that second the debt is paid.
+        let later = start + Duration::from_secs(1);
+        assert_eq!(bucket.pace(0.0, later), Duration::ZERO);
     }
 }

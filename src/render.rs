@@ -119,6 +119,37 @@ fn render_bench(kind: &str, peer: &str, report: &serde_json::Value) -> Vec<Strin
     lines
 }
 
+/// Keeps progress lines for people to one every few seconds per transfer
+/// (`--json` gets every event).
+#[derive(Default)]
+pub struct ProgressThrottle {
+    last: std::collections::HashMap<String, std::time::Instant>,
+}
+
+impl ProgressThrottle {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Whether to print `event` at `now`.
+    pub fn admit(&mut self, event: &Event, now: std::time::Instant) -> bool {
+        let Event::TransferProgress {
+            hash, bytes, total, ..
+        } = event
+        else {
+            return true;
+        };
+        if bytes == total {
+            return self.last.remove(hash).is_some();
+        }
+        match self.last.get(hash) {
+            Some(at) if now.saturating_duration_since(*at) < Self::EVERY => false,
+            _ => {
+                self.last.insert(hash.clone(), now);
+                true
+            }
+        }
+    }
+}
+
 /// A byte count as people read it: B, KiB, MiB, GiB.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

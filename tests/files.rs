@@ -291,3 +291,87 @@ async fn hostile_manifests_are_refused_and_write_nothing_outside_the_target() {
     assert_eq!(std::fs::read_dir(outer.path()).unwrap().count(), 0);
     assert!(!Path::new("/tmp/punchgate-escape-test").exists());
 }
+
+/// `punchgate get` killed halfway (SIGKILL) and run again fetches only the
+/// chunks it had not verified, through real processes and a tracker.
+#[test]
+fn a_killed_get_resumes_and_fetches_only_the_missing_chunks() {
+    use common::process::Proc;
+    const CHUNK: u64 = 32 * 1024;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("movie.bin");
+    let bytes = pattern(4 * 1024 * 1024 + 123, 7);
+    std::fs::write(&file, &bytes).unwrap();
+    let out = work.path().join("out");
+
+    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let target = tracker.expect("ready", |_| true)["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The sender paces itself so the kill lands mid-transfer.
+    let sender = Proc::start(&[
+        "send",
+        file.to_str().unwrap(),
+        "--tracker",
+        &target,
+        "--bind",
+        "127.0.0.1:0",
+        "--chunk-size",
+        &CHUNK.to_string(),
+        "--max-rate",
+        "2000000",
+    ]);
+    let ticket = sender.expect("ticket", |_| true)["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = || {
+        Proc::start(&[
+            "get",
+            &ticket,
+            "-o",
+            out.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+        ])
+    };
+
+    let first = get();
+    let total = bytes.len() as u64;
+    let progress = first.expect("transfer_progress", |e| {
+        e["bytes"].as_u64().is_some_and(|b| b >= total / 4)
+    });
+    first.kill();
+    let verified_before = progress["bytes"].as_u64().unwrap();
+    assert!(verified_before < total, "killed before the end");
+    assert!(
+        !out.join("movie.bin").exists(),
+        "no half file under its name"
+    );
+    assert!(out.join(".punchgate-partial").is_dir());
+
+    let second = get();
+    let done = second.expect("transfer_done", |_| true);
+    let chunks = done["chunks"].as_u64().unwrap();
+    let resumed = done["chunks_resumed"].as_u64().unwrap();
+    let fetched = done["chunks_fetched"].as_u64().unwrap();
+    assert_eq!(chunks, total.div_ceil(CHUNK));
+    assert!(
+        resumed >= verified_before / CHUNK,
+        "every chunk reported verified before the kill is kept: {resumed} < {}",
+        verified_before / CHUNK
+    );
+    assert_eq!(
+        resumed + fetched,
+        chunks,
+        "only the missing chunks were fetched"
+    );
+    assert!(fetched > 0 && resumed > 0);
+    assert_eq!(std::fs::read(out.join("movie.bin")).unwrap(), bytes);
+    assert!(
+        !out.join(".punchgate-partial").exists(),
+        "work folder removed"
+    );
+    second.finish();
+}

@@ -32,7 +32,7 @@ use crate::protocol::{
 use crate::transfer::manifest::{self, ContentId, Layout};
 use crate::transfer::partial::{self, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
-use crate::transfer::Share;
+use crate::transfer::{swarm_room, Share, Ticket};
 use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
 
 /// Chunk requests a worker keeps outstanding, so its stream never idles
@@ -59,6 +59,8 @@ pub struct TransferConfig {
     /// Where `/get` puts downloads without a folder. Default: the current
     /// directory.
     pub downloads: PathBuf,
+    /// Most bytes per second served to all peers together. Default: no limit.
+    pub upload_limit: Option<u32>,
 }
 
 impl Default for TransferConfig {
@@ -67,6 +69,7 @@ impl Default for TransferConfig {
             streams: 4,
             chunk_size: manifest::DEFAULT_CHUNK_SIZE,
             downloads: PathBuf::from("."),
+            upload_limit: None,
         }
     }
 }
@@ -172,6 +175,11 @@ impl Node {
             .shares
             .insert(share.layout.id, share.clone());
         Ok(share)
+    }
+
+    /// The content this node serves under `content`, if any.
+    pub fn shared(&self, content: &ContentId) -> Option<Arc<Share>> {
+        self.state().files.share(content)
     }
 
     /// `/send`: shares `paths` and offers them to the current room.
@@ -680,7 +688,104 @@ impl Node {
         }
     }
 
+    // ------------------------------------------------------------- one-shot --
+
+    /// `punchgate send`: shares `paths` and waits in the content's swarm
+    /// room on the tracker, where getters (and other holders) meet. Returns
+    /// the ticket to hand to the receiver.
+    pub async fn share_with_ticket(&self, paths: Vec<PathBuf>) -> Result<Ticket, NodeError> {
+        let tracker = self.tracker_target().ok_or(NodeError::NoTracker)?;
+        let share = self.share(paths).await?;
+        let content = share.layout.id;
+        self.join(&swarm_room(content)).await?;
+        Ok(Ticket {
+            tracker,
+            sender: self.peer_id(),
+            content,
+        })
+    }
+
+    /// `punchgate get`: meets everyone serving the ticket's content in its
+    /// swarm room, connects to them all (punching as needed; the sender
+    /// first), and fetches from every one that connected.
+    pub async fn fetch_ticket(
+        &self,
+        ticket: &Ticket,
+        target: PathBuf,
+        force: bool,
+    ) -> Result<FetchReport, FetchError> {
+        let room = swarm_room(ticket.content);
+        self.join(&room)
+            .await
+            .map_err(|e| FetchError::NoSource(format!("{} ({e})", ticket.content.short())))?;
+        let mut holders: Vec<PeerId> = vec![ticket.sender];
+        holders.extend(
+            self.state()
+                .peers
+                .iter()
+                .filter(|(id, r)| r.rooms.contains(&room) && **id != ticket.sender)
+                .map(|(id, _)| *id),
+        );
+        let mut connects = JoinSet::new();
+        for peer in holders.iter().copied() {
+            let node = self.clone();
+            connects.spawn(async move { (peer, node.connect_peer(peer).await) });
+        }
+        // Start once the sender answered (or, if it cannot be reached, once
+        // anyone did) with everyone connected by then; a holder that went
+        // away without the tracker noticing yet must not hold the start.
+        let mut failures = Vec::new();
+        let mut sender_done = false;
+        while let Some(joined) = connects.join_next().await {
+            match joined {
+                Ok((peer, Err(error))) => {
+                    failures.push(format!("{}: {error}", self.name_of(&peer)));
+                    sender_done |= peer == ticket.sender;
+                }
+                Ok((peer, Ok(()))) => sender_done |= peer == ticket.sender,
+                Err(_) => {}
+            }
+            let any = holders.iter().any(|p| self.state().has_open_gate(p));
+            if any && sender_done {
+                break;
+            }
+        }
+        connects.detach_all();
+        let sources: Vec<PeerId> = {
+            let state = self.state();
+            holders
+                .into_iter()
+                .filter(|p| state.has_open_gate(p))
+                .collect()
+        };
+        if sources.is_empty() {
+            return Err(FetchError::NoSource(format!(
+                "{}: {}",
+                ticket.content.short(),
+                failures.join("; ")
+            )));
+        }
+        self.fetch(FetchRequest {
+            content: ticket.content,
+            sources,
+            target,
+            force,
+        })
+        .await
+    }
+
     // -------------------------------------------------------------- serving --
+
+    /// How long to hold `bytes` back to stay under the upload limit.
+    fn upload_pace(&self, bytes: usize) -> Duration {
+        match &self.inner.upload_limit {
+            Some(bucket) => bucket
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pace(bytes as f64, Instant::now()),
+            None => Duration::ZERO,
+        }
+    }
 
     /// Answers one manifest request.
     pub(super) async fn serve_manifest(
@@ -746,6 +851,10 @@ impl Node {
             while let Some((index, _permit, read)) = reads_rx.recv().await {
                 match read.await {
                     Ok(Ok(data)) => {
+                        let wait = self.upload_pace(data.len());
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
                         writer.send(&ChunkReply::Data { index }).await?;
                         writer
                             .get_mut()

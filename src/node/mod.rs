@@ -282,6 +282,8 @@ struct Inner {
     store: Arc<Store>,
     /// Bounds the chunks read from disk for peers at once.
     chunk_reads: Arc<tokio::sync::Semaphore>,
+    /// Paces chunks served when an upload limit is set.
+    upload_limit: Option<Mutex<crate::rate::TokenBucket>>,
 }
 
 /// A running node. Cloning gives another handle to the same node.
@@ -379,6 +381,14 @@ impl Node {
             }
             None => None,
         };
+        let upload_limit = config.transfer.upload_limit.map(|rate| {
+            // A burst of a quarter second keeps pacing smooth.
+            Mutex::new(crate::rate::TokenBucket::new(
+                rate,
+                rate / 4,
+                Instant::now(),
+            ))
+        });
         let node = Node {
             inner: Arc::new(Inner {
                 config,
@@ -398,6 +408,7 @@ impl Node {
                 store,
                 identity,
                 chunk_reads: Arc::new(tokio::sync::Semaphore::new(files::MAX_CHUNK_READS)),
+                upload_limit,
             }),
         };
         node.emit(Event::Ready {
@@ -405,11 +416,7 @@ impl Node {
             name: node.inner.config.name.clone(),
             addr,
             reflexive: node.inner.tracker.as_ref().map(TrackerSession::reflexive),
-            tracker: node
-                .inner
-                .tracker
-                .as_ref()
-                .map(|t| format!("{}@{}", t.tracker_id(), t.tracker_addr())),
+            tracker: node.tracker_target(),
             tracker_ms,
         });
         tokio::spawn(node.clone().accept_loop());
@@ -431,6 +438,15 @@ impl Node {
             });
         }
         Ok((node, Events::new(events_rx)))
+    }
+
+    /// The tracker as `PEERID@host:port` (pinned, even if it was given
+    /// without its id), if this node has one.
+    pub fn tracker_target(&self) -> Option<String> {
+        self.inner
+            .tracker
+            .as_ref()
+            .map(|t| format!("{}@{}", t.tracker_id(), t.tracker_addr()))
     }
 
     pub fn peer_id(&self) -> PeerId {
