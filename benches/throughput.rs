@@ -6,16 +6,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use quinn::{TransportConfig, VarInt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bytes moved per iteration.
 const SIZE: usize = 64 << 20;
-const CHUNK: usize = 1 << 20;
 const PARALLEL: usize = 4;
 
 /// quinn with windows sized for a fast path: enough in flight to keep a
@@ -26,86 +24,6 @@ fn tuned_transport() -> Arc<TransportConfig> {
     transport.receive_window(VarInt::from_u32(64 << 20));
     transport.send_window(64 << 20);
     Arc::new(transport)
-}
-
-/// Moves SIZE bytes client → server over `streams` streams; returns the time
-/// until the server has read everything.
-async fn quic_transfer(
-    client: &quinn::Connection,
-    server: &quinn::Connection,
-    streams: usize,
-) -> Duration {
-    let per_stream = SIZE / streams;
-    let start = Instant::now();
-    let readers = tokio::spawn({
-        let server = server.clone();
-        async move {
-            let mut tasks = Vec::new();
-            for _ in 0..streams {
-                let mut recv = server.accept_uni().await.unwrap();
-                tasks.push(tokio::spawn(async move {
-                    let mut total = 0usize;
-                    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
-                        total += chunk.bytes.len();
-                    }
-                    total
-                }));
-            }
-            let mut total = 0;
-            for task in tasks {
-                total += task.await.unwrap();
-            }
-            total
-        }
-    });
-    let buffer = vec![0x5au8; CHUNK];
-    let mut writers = Vec::new();
-    for _ in 0..streams {
-        let mut send = client.open_uni().await.unwrap();
-        let buffer = buffer.clone();
-        writers.push(tokio::spawn(async move {
-            let mut left = per_stream;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                send.write_all(&buffer[..n]).await.unwrap();
-                left -= n;
-            }
-            send.finish().unwrap();
-        }));
-    }
-    for writer in writers {
-        writer.await.unwrap();
-    }
-    assert_eq!(readers.await.unwrap(), per_stream * streams);
-    start.elapsed()
-}
-
-async fn tcp_transfer(listener: &tokio::net::TcpListener) -> Duration {
-    let addr = listener.local_addr().unwrap();
-    let start = Instant::now();
-    let reader = async {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buffer = vec![0u8; CHUNK];
-        let mut total = 0;
-        loop {
-            let n = socket.read(&mut buffer).await.unwrap();
-            if n == 0 {
-                break total;
-            }
-            total += n;
-        }
-    };
-    let writer = async {
-        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let buffer = vec![0x5au8; CHUNK];
-        for _ in 0..SIZE / CHUNK {
-            socket.write_all(&buffer).await.unwrap();
-        }
-        socket.shutdown().await.unwrap();
-    };
-    let (total, ()) = tokio::join!(reader, writer);
-    assert_eq!(total, SIZE);
-    start.elapsed()
 }
 
 fn throughput(c: &mut Criterion) {
@@ -140,7 +58,7 @@ fn throughput(c: &mut Criterion) {
                     runtime.block_on(async {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
-                            total += quic_transfer(&client, &server, streams).await;
+                            total += quic_transfer(&client, &server, streams, SIZE).await;
                         }
                         total
                     })
@@ -167,7 +85,7 @@ fn throughput(c: &mut Criterion) {
             runtime.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += tcp_transfer(&listener).await;
+                    total += tcp_transfer(&listener, SIZE).await;
                 }
                 total
             })

@@ -5,12 +5,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use punchgate::endpoint::{self, Liveness};
 pub use punchgate::gate_socket::SocketBuffers;
 use punchgate::identity::{Identity, PeerId};
 use punchgate::tls::{self, CertifiedIdentity};
 use quinn::{ClientConfig, Endpoint, ServerConfig, TransportConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -134,4 +136,89 @@ pub fn default_transport() -> Arc<TransportConfig> {
 
 pub fn peer_id_of(identity: &Identity) -> PeerId {
     identity.peer_id()
+}
+
+/// Write size of the reference transfers.
+const CHUNK: usize = 1 << 20;
+
+/// Moves `size` bytes client → server over `streams` streams of plain quinn;
+/// returns the time until the server has read everything.
+pub async fn quic_transfer(
+    client: &quinn::Connection,
+    server: &quinn::Connection,
+    streams: usize,
+    size: usize,
+) -> Duration {
+    let per_stream = size / streams;
+    let start = Instant::now();
+    let readers = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for _ in 0..streams {
+                let mut recv = server.accept_uni().await.unwrap();
+                tasks.push(tokio::spawn(async move {
+                    let mut total = 0usize;
+                    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
+                        total += chunk.bytes.len();
+                    }
+                    total
+                }));
+            }
+            let mut total = 0;
+            for task in tasks {
+                total += task.await.unwrap();
+            }
+            total
+        }
+    });
+    let buffer = vec![0x5au8; CHUNK];
+    let mut writers = Vec::new();
+    for _ in 0..streams {
+        let mut send = client.open_uni().await.unwrap();
+        let buffer = buffer.clone();
+        writers.push(tokio::spawn(async move {
+            let mut left = per_stream;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                send.write_all(&buffer[..n]).await.unwrap();
+                left -= n;
+            }
+            send.finish().unwrap();
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(readers.await.unwrap(), per_stream * streams);
+    start.elapsed()
+}
+
+/// Moves `size` bytes over one TCP connection on loopback.
+pub async fn tcp_transfer(listener: &tokio::net::TcpListener, size: usize) -> Duration {
+    let addr = listener.local_addr().unwrap();
+    let start = Instant::now();
+    let reader = async {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buffer = vec![0u8; CHUNK];
+        let mut total = 0;
+        loop {
+            let n = socket.read(&mut buffer).await.unwrap();
+            if n == 0 {
+                break total;
+            }
+            total += n;
+        }
+    };
+    let writer = async {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let buffer = vec![0x5au8; CHUNK];
+        for _ in 0..size / CHUNK {
+            socket.write_all(&buffer).await.unwrap();
+        }
+        socket.shutdown().await.unwrap();
+    };
+    let (total, ()) = tokio::join!(reader, writer);
+    assert_eq!(total, size);
+    start.elapsed()
 }
