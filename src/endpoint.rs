@@ -13,6 +13,11 @@ use crate::gate_socket::{GateSocket, Probe, SocketBuffers};
 use crate::identity::PeerId;
 use crate::tls;
 
+/// Bytes a peer may send ahead on one stream.
+const STREAM_WINDOW: u32 = 4 << 20;
+/// Bytes a peer may send ahead on one connection, all streams together.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// Timing of a QUIC connection's liveness.
 #[derive(Clone, Copy, Debug)]
 pub struct Liveness {
@@ -35,6 +40,13 @@ impl Default for Liveness {
 impl Liveness {
     pub fn transport_config(&self) -> Arc<TransportConfig> {
         let mut transport = TransportConfig::default();
+        // Flow-control windows for file transfer: a stream may run 4 MiB
+        // ahead (two 1 MiB chunks in flight, and the next while one is being
+        // verified), a connection 16 MiB: enough for ~1 Gbit/s at 100 ms,
+        // and a bound on what one peer can make this node buffer.
+        transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+        transport.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
+        transport.send_window(u64::from(CONNECTION_WINDOW));
         transport.keep_alive_interval(Some(self.keep_alive));
         // An idle timeout beyond quinn's VarInt range is clamped to none.
         transport.max_idle_timeout(self.idle_timeout.try_into().ok());

@@ -375,3 +375,86 @@ fn a_killed_get_resumes_and_fetches_only_the_missing_chunks() {
     );
     second.finish();
 }
+
+/// A disk that fills up mid-download (here: a file-size limit, which fails
+/// writes the same way) is a clear error that keeps every verified chunk;
+/// the rerun fetches only the rest.
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_rerun_resumes() {
+    use common::process::Proc;
+    use std::os::unix::process::CommandExt;
+    const LIMIT: u64 = 1 << 20;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("disk.img");
+    let bytes = pattern(3 * LIMIT as usize + 5, 8);
+    std::fs::write(&file, &bytes).unwrap();
+    let out = work.path().join("out");
+    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let target = tracker.expect("ready", |_| true)["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sender = Proc::start(&[
+        "send",
+        file.to_str().unwrap(),
+        "--tracker",
+        &target,
+        "--bind",
+        "127.0.0.1:0",
+        "--chunk-size",
+        "65536",
+    ]);
+    let ticket = sender.expect("ticket", |_| true)["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let args = [
+        "get",
+        &ticket,
+        "-o",
+        out.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ];
+
+    let home = tempfile::tempdir().unwrap();
+    let mut limited = std::process::Command::new(env!("CARGO_BIN_EXE_punchgate"));
+    limited
+        .arg("--home")
+        .arg(home.path())
+        .arg("--json")
+        .args(args);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        limited.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let failed = limited.output().unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "the limited get cannot finish");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("verified chunks are kept"),
+        "{stderr}"
+    );
+    assert!(!out.join("disk.img").exists());
+
+    let rerun = Proc::start_with_home(home.path(), None, &args);
+    let done = rerun.expect("transfer_done", |_| true);
+    let resumed = done["chunks_resumed"].as_u64().unwrap();
+    assert!(resumed > 0, "what fit under the limit was kept");
+    assert_eq!(
+        resumed + done["chunks_fetched"].as_u64().unwrap(),
+        done["chunks"].as_u64().unwrap()
+    );
+    assert_eq!(std::fs::read(out.join("disk.img")).unwrap(), bytes);
+    rerun.finish();
+}

@@ -81,7 +81,7 @@ pub enum FetchError {
     NoSource(String),
     #[error("no source has the manifest of {content}: {tried}")]
     NoManifest { content: String, tried: String },
-    #[error(transparent)]
+    #[error("{0}; the verified chunks are kept: fix that and run the same get again to resume")]
     Disk(#[from] DiskError),
     #[error("{missing} of {total} chunks still missing and no source left ({why}); the {have} verified chunks are kept: run the same get again to resume")]
     Incomplete {
