@@ -28,6 +28,9 @@ fn codec() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
+/// The largest packet a relay frame carries: a UDP datagram's payload.
+pub const MAX_RELAYED_PACKET: usize = 65_535;
+
 /// What a stream carries; the last byte of its header names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -44,16 +47,20 @@ pub enum StreamKind {
     Auth = 5,
     /// `punchgate bench throughput`: raw bytes one way, their count back.
     Bench = 6,
+    /// Node ⇄ tracker: peers' QUIC packets the tracker relays by peer id
+    /// (bidirectional, opened by the node). 7 and 8 are kept for files.
+    Relay = 9,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 6] = [
+    pub const ALL: [StreamKind; 7] = [
         StreamKind::Tracker,
         StreamKind::Control,
         StreamKind::Chat,
         StreamKind::Sync,
         StreamKind::Auth,
         StreamKind::Bench,
+        StreamKind::Relay,
     ];
 
     /// The largest frame body accepted on a stream of this kind.
@@ -68,6 +75,8 @@ impl StreamKind {
             StreamKind::Auth => 4 * 1024,
             // Bench streams carry raw bytes, not frames.
             StreamKind::Bench => 0,
+            // One UDP datagram (at most 64 KiB) and its peer id.
+            StreamKind::Relay => MAX_RELAYED_PACKET + 64,
         }
     }
 
@@ -79,6 +88,7 @@ impl StreamKind {
             StreamKind::Sync => "sync",
             StreamKind::Auth => "auth",
             StreamKind::Bench => "bench",
+            StreamKind::Relay => "relay",
         }
     }
 
