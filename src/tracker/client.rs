@@ -18,8 +18,8 @@ use crate::endpoint::{AddrError, Liveness, Target};
 use crate::home::{HomeError, KnownTrackers};
 use crate::identity::PeerId;
 use crate::protocol::{
-    Member, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody,
-    TrackerResponse,
+    Member, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest,
+    TrackerRequestBody, TrackerResponse,
 };
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};

@@ -22,8 +22,8 @@ use crate::endpoint::{self, Liveness};
 use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    Member, ProbeMessage, RelayFrame, RelayRefusal, TrackerEvent, TrackerMessage,
-    TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse,
+    Member, ProbeMessage, RelayFrame, RelayRefusal, TrackerEvent, TrackerMessage, TrackerRefusal,
+    TrackerRequest, TrackerRequestBody, TrackerResponse,
 };
 use crate::punch::Role;
 use crate::rate::TokenBucket;
@@ -767,7 +767,9 @@ async fn serve_relay(
     let mut reader = FrameReader::new(recv, StreamKind::Relay);
     let now = || Instant::now().into_std();
     let mut budget = TokenBucket::new(config.bytes_per_second, config.burst(), now());
-    let mut notices = TokenBucket::new(1, 1, now());
+    // One notice of each kind a second, at most.
+    let mut refusal_notices = TokenBucket::new(1, 1, now());
+    let mut throttle_notices = TokenBucket::new(1, 1, now());
     let read_all = async {
         while let Some(frame) = reader.recv::<RelayFrame>().await? {
             let RelayFrame::Packet { peer, packet } = frame else {
@@ -781,14 +783,15 @@ async fn serve_relay(
             let notice = match destination {
                 Err(reason) => {
                     bump(&shared.counters.relay_refused, 1);
-                    Some(RelayFrame::Refused { peer, reason })
+                    Some((&mut refusal_notices, RelayFrame::Refused { peer, reason }))
                 }
                 Ok(_) if !shared.within_relay_budget(&mut budget, size) => {
                     bump(&shared.counters.relay_throttled, 1);
-                    Some(RelayFrame::Throttled {
+                    let throttled = RelayFrame::Throttled {
                         peer,
                         bytes_per_second: config.bytes_per_second,
-                    })
+                    };
+                    Some((&mut throttle_notices, throttled))
                 }
                 Ok(destination) => {
                     let relayed = RelayFrame::Packet {
@@ -804,7 +807,7 @@ async fn serve_relay(
                     None
                 }
             };
-            if let Some(notice) = notice {
+            if let Some((notices, notice)) = notice {
                 if notices.try_take(now()) {
                     let _ = out_tx.try_send(notice);
                 }
