@@ -542,8 +542,8 @@ mod tests {
         crate::identity::Identity::generate().unwrap().peer_id()
     }
 
-    #[test]
-    fn relay_addresses_are_reserved_stable_and_distinct() {
+    #[tokio::test]
+    async fn relay_addresses_are_reserved_stable_and_distinct() {
         let (socket, _) = GateSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let (a, b) = (peer(), peer());
         let addr_a = socket.relay_addr(&a).unwrap();
