@@ -164,6 +164,14 @@ async fn a_relay_flood_is_throttled_while_another_pair_keeps_its_service() {
 }
 
 #[tokio::test]
+async fn a_second_relay_stream_is_a_protocol_error() {
+    let tracker = start_tracker();
+    let (session, _relay) = raw_relay_client(&tracker, "r").await;
+    assert!(session.open_relay().await.is_err());
+    assert_eq!(tracker.stats().relay_streams, 0);
+}
+
+#[tokio::test]
 async fn a_tracker_that_does_not_relay_is_a_clear_error() {
     let mut config = TrackerConfig::new(loopback());
     config.relay = RelayConfig::disabled();

@@ -552,9 +552,18 @@ async fn session(
                             let task = serve_relay(shared.clone(), connection.clone(), peer_id, generation, send, recv);
                             relay = Some(AbortOnDrop(tokio::spawn(task)));
                         }
+                        (None, StreamKind::Relay, _) => {
+                            return Err(SessionEnd::Refused("relay stream opened before registering"));
+                        }
+                        (_, StreamKind::Relay, Some(_)) => {
+                            return Err(SessionEnd::Protocol(WireError::UnexpectedKind {
+                                expected: "single relay",
+                                got: "second relay",
+                            }));
+                        }
                         (_, kind, _) => {
                             return Err(SessionEnd::Protocol(WireError::UnexpectedKind {
-                                expected: "one relay stream after registering",
+                                expected: "single tracker or relay",
                                 got: kind.name(),
                             }));
                         }
