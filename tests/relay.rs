@@ -6,13 +6,10 @@
 mod common;
 
 use common::*;
-use punchgate::endpoint::{self, Liveness};
-use punchgate::identity::Identity;
 use punchgate::node::{Event, NodeConfig, PathKind, RelayPolicy};
 use punchgate::protocol::{RelayFrame, RelayRefusal, TrackerRequestBody};
-use punchgate::tls::CertifiedIdentity;
-use punchgate::tracker::client::{Registration, RelayOffer, RelayStream};
-use punchgate::tracker::{RelayConfig, Tracker, TrackerConfig, TrackerSession};
+use punchgate::tracker::client::{RelayOffer, RelayStream};
+use punchgate::tracker::{RelayConfig, Tracker, TrackerConfig};
 
 fn relayed(name: &str, tracker: &Tracker, room: &str) -> NodeConfig {
     let mut config = config(name, Some(tracker), room);
@@ -58,31 +55,12 @@ async fn relayed_peers_chat_both_ways_and_sync_history() {
 }
 
 /// A raw relay client: registered, in `room`, with its relay stream open.
-async fn raw_relay_client(tracker: &Tracker, room: &str) -> (TrackerSession, RelayStream) {
-    let identity = Identity::generate().unwrap();
-    let certified = CertifiedIdentity::new(&identity).unwrap();
-    let bound = endpoint::bind(loopback(), None).unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let registration = Registration {
-        name: "flood",
-        local_addrs: vec![],
-    };
-    let (session, _events) = TrackerSession::connect(
-        &bound.endpoint,
-        &certified,
-        home.path(),
-        &tracker.target().parse().unwrap(),
-        Liveness::default(),
-        registration,
-    )
-    .await
-    .unwrap();
-    // The endpoint must outlive this function: leak it for the test's life.
-    std::mem::forget(bound);
-    session.join(room).await.unwrap();
-    let (offer, stream) = session.open_relay().await.unwrap();
+async fn raw_relay_client(tracker: &Tracker, room: &str) -> (RawSession, RelayStream) {
+    let raw = raw_session(tracker, "flood").await;
+    raw.session.join(room).await.unwrap();
+    let (offer, stream) = raw.session.open_relay().await.unwrap();
     assert!(matches!(offer, RelayOffer::Ready { .. }), "{offer:?}");
-    (session, stream.unwrap())
+    (raw, stream.unwrap())
 }
 
 /// Reads relay frames until one `pick` accepts.
@@ -115,7 +93,7 @@ async fn a_relay_flood_is_throttled_while_another_pair_keeps_its_service() {
     assert_eq!(connected_path(&mut dave, &carol).await, PathKind::Relay);
     let victim = start_node(relayed("victim", &tracker, "noisy")).await;
 
-    let (session, mut flood) = raw_relay_client(&tracker, "noisy").await;
+    let (raw, mut flood) = raw_relay_client(&tracker, "noisy").await;
     // Not introduced yet: the relay refuses to carry anything to the victim.
     let packet = |peer| RelayFrame::Packet {
         peer,
@@ -132,7 +110,7 @@ async fn a_relay_flood_is_throttled_while_another_pair_keeps_its_service() {
     })
     .await;
     assert_eq!(refusal, RelayRefusal::NotIntroduced);
-    session
+    raw.session
         .request(TrackerRequestBody::Connect {
             peer: victim.node.peer_id(),
         })
@@ -166,8 +144,8 @@ async fn a_relay_flood_is_throttled_while_another_pair_keeps_its_service() {
 #[tokio::test]
 async fn a_second_relay_stream_is_a_protocol_error() {
     let tracker = start_tracker();
-    let (session, _relay) = raw_relay_client(&tracker, "r").await;
-    assert!(session.open_relay().await.is_err());
+    let (raw, _relay) = raw_relay_client(&tracker, "r").await;
+    assert!(raw.session.open_relay().await.is_err());
     assert_eq!(tracker.stats().relay_streams, 0);
 }
 

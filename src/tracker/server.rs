@@ -495,19 +495,11 @@ async fn session(
             Ok(Err(error)) => return SessionEnd::Protocol(error),
             Err(_) => return SessionEnd::Refused("no stream header in time"),
         };
-    let mut writer = FrameWriter::answering(send, StreamKind::Tracker);
+    let writer = FrameWriter::answering(send, StreamKind::Tracker);
     // Responses and pushed events share one queue drained by the writer, so
     // the reader is never cancelled in the middle of a frame.
-    let (out_tx, mut out_rx) = mpsc::channel::<TrackerMessage>(EVENT_QUEUE);
-    let write_all = async move {
-        while let Some(message) = out_rx.recv().await {
-            match timeout(WRITE_STALL, writer.send(&message)).await {
-                Ok(result) => result?,
-                Err(_) => return Err(SessionEnd::Refused("not reading its tracker stream")),
-            }
-        }
-        Ok::<(), SessionEnd>(())
-    };
+    let (out_tx, out_rx) = mpsc::channel::<TrackerMessage>(EVENT_QUEUE);
+    let write_all = drain_into(writer, out_rx, "not reading its tracker stream");
     let limits = &shared.config.limits;
     let mut bucket = TokenBucket::new(
         limits.requests_per_second,
@@ -580,6 +572,23 @@ async fn session(
         Ok(()) => SessionEnd::Closed,
         Err(end) => end,
     }
+}
+
+/// Writes queued frames to a node's stream until the queue closes; a node
+/// whose stream takes nothing for [`WRITE_STALL`] is refused with
+/// `stalled`, rather than allowed to pin the tracker's memory.
+async fn drain_into<T: serde::Serialize>(
+    mut writer: FrameWriter<quinn::SendStream>,
+    mut queue: mpsc::Receiver<T>,
+    stalled: &'static str,
+) -> Result<(), SessionEnd> {
+    while let Some(frame) = queue.recv().await {
+        match timeout(WRITE_STALL, writer.send(&frame)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(SessionEnd::Refused(stalled)),
+        }
+    }
+    Ok(())
 }
 
 /// The error for a stream a node should not have opened: whatever is wrong
@@ -746,7 +755,7 @@ async fn serve_relay(
         let _ = writer.get_mut().finish();
         return;
     }
-    let (out_tx, mut out_rx) = mpsc::channel::<RelayFrame>(config.queue.max(1));
+    let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(config.queue.max(1));
     let first = RelayFrame::Ready {
         bytes_per_second: config.bytes_per_second,
         burst: config.burst(),
@@ -764,15 +773,7 @@ async fn serve_relay(
                 sender: out_tx.clone(),
             },
         );
-    let write_all = async move {
-        while let Some(frame) = out_rx.recv().await {
-            match timeout(WRITE_STALL, writer.send(&frame)).await {
-                Ok(result) => result?,
-                Err(_) => return Err(SessionEnd::Refused("not reading its relay stream")),
-            }
-        }
-        Ok::<(), SessionEnd>(())
-    };
+    let write_all = drain_into(writer, out_rx, "not reading its relay stream");
     let mut reader = FrameReader::new(recv, StreamKind::Relay);
     let now = || Instant::now().into_std();
     let mut budget = TokenBucket::new(config.bytes_per_second, config.burst(), now());

@@ -298,47 +298,44 @@ fn same_nat_with_hairpinning_connects_over_the_lan() {
     same_nat(true);
 }
 
-#[test]
-fn double_nat_connects_to_a_port_restricted_site() {
-    let Some(mut lab) = lab_or_skip("double NAT") else {
+/// A host behind two NATs (a port-restricted home router behind an
+/// address-restricted carrier NAT) and one behind `other_nat`; the second
+/// dials. Returns the dialer's `connected` event.
+fn double_nat_against(other_nat: Nat, expected_path: &str) {
+    let Some(mut lab) = lab_or_skip(&format!("double NAT x {other_nat:?}")) else {
         return;
     };
     let carrier = lab.add_double_nat_site(1);
-    let other = lab.add_site(2, Nat::PortRestricted, 1, false);
-    let (_tracker, target) = start_tracker(&lab);
-    let (mut h1, id1) = start_chat(&carrier.hosts[0], "h1", &target, &[]);
-    let (mut h2, _) = start_chat(&other.hosts[0], "h2", &target, &[]);
-    let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
-    assert_eq!(remote_ip(&connected), carrier.public_ip);
-    chat_once(&mut h1, &h2, "through two NATs");
-    chat_once(&mut h2, &h1, "and back");
-    eprintln!(
-        "NATLAB | double NAT (home EIM/APDF behind carrier EIM/ADF) | {} | direct | {:.1} ms punch",
-        Nat::PortRestricted.label(),
-        connected["setup_ms"].as_f64().unwrap_or_default()
-    );
-}
-
-#[test]
-fn double_nat_against_a_symmetric_nat_connects_through_the_relay() {
-    let Some(mut lab) = lab_or_skip("double NAT x symmetric") else {
-        return;
-    };
-    let carrier = lab.add_double_nat_site(1);
-    let other = lab.add_site(2, Nat::Symmetric, 1, false);
+    let other = lab.add_site(2, other_nat, 1, false);
     let (_tracker, target) = start_tracker(&lab);
     let (mut h1, id1) = start_chat(&carrier.hosts[0], "h1", &target, &[]);
     let (mut h2, _) = start_chat(&other.hosts[0], "h2", &target, &[]);
     let started = Instant::now();
     let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
-    assert_eq!(connected["path"], "relay", "{connected}");
-    chat_once(&mut h1, &h2, "through two NATs and the relay");
+    assert_eq!(connected["path"], expected_path, "{connected}");
+    let expected_remote = match expected_path {
+        "direct" => carrier.public_ip,
+        _ => TRACKER_IP,
+    };
+    assert_eq!(remote_ip(&connected), expected_remote, "{connected}");
+    chat_once(&mut h1, &h2, "through two NATs");
     chat_once(&mut h2, &h1, "and back");
     eprintln!(
-        "NATLAB | double NAT (home EIM/APDF behind carrier EIM/ADF) | {} | relay | {:.0} ms to connected",
-        Nat::Symmetric.label(),
+        "NATLAB | double NAT (home EIM/APDF behind carrier EIM/ADF) | {} | {expected_path} | {:.1} ms punch, {:.0} ms to connected",
+        other_nat.label(),
+        connected["setup_ms"].as_f64().unwrap_or_default(),
         started.elapsed().as_secs_f64() * 1000.0
     );
+}
+
+#[test]
+fn double_nat_connects_to_a_port_restricted_site() {
+    double_nat_against(Nat::PortRestricted, "direct");
+}
+
+#[test]
+fn double_nat_against_a_symmetric_nat_connects_through_the_relay() {
+    double_nat_against(Nat::Symmetric, "relay");
 }
 
 /// What `node` shows until the message `last` arrives: the texts of the
