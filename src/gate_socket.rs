@@ -7,11 +7,20 @@
 //! that, so probes are taken out of every received batch before quinn sees
 //! it — also out of GRO batches, segment by segment. QUIC traffic keeps
 //! quinn-udp's fast path (GSO on send, GRO on receive).
+//!
+//! Peers reached through the tracker's relay appear to quinn as ordinary
+//! addresses in 240.0.0.0/4 (reserved, never routed, so no real packet can
+//! come from there): a transmit to such an address is cut into its segments
+//! and handed, with the peer's id, to the node's relay writer
+//! ([`GateSocket::attach_relay`]); packets the relay delivers
+//! ([`GateSocket::deliver_relayed`]) come out of `poll_recv` with the
+//! synthetic source address. A connection cannot tell the difference.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,12 +31,144 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::identity::PeerId;
+
 /// Every probe datagram starts with these bytes.
 pub const PROBE_MAGIC: &[u8] = b"\0PGPROBE";
 /// Largest probe payload after the magic.
 pub const MAX_PROBE_PAYLOAD: usize = 256;
 /// Probes waiting for the node beyond this are dropped (they are retried anyway).
 const PROBE_QUEUE: usize = 256;
+
+/// Relayed packets waiting in either direction beyond this are dropped, as a
+/// full router queue would drop them; QUIC's congestion control backs off.
+const RELAY_QUEUE: usize = 1024;
+/// Most peers one socket gives a relay address to.
+const MAX_RELAY_ADDRS: u32 = 1 << 16;
+/// The port of every relay address (any would do: the address names the peer).
+const RELAY_PORT: u16 = 1;
+
+/// True for the synthetic addresses of relayed peers (240.0.0.0/4).
+pub fn is_relay_addr(addr: &SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V4(v4) => v4.ip().octets()[0] & 0xf0 == 240,
+        SocketAddr::V6(_) => false,
+    }
+}
+
+/// A packet for, or from, a peer through the relay.
+pub type RelayedPacket = (PeerId, Vec<u8>);
+
+/// Which synthetic address stands for which relayed peer.
+#[derive(Default)]
+struct RelayBook {
+    by_addr: HashMap<SocketAddr, PeerId>,
+    by_peer: HashMap<PeerId, SocketAddr>,
+}
+
+impl RelayBook {
+    fn addr_of(&mut self, peer: &PeerId) -> Option<SocketAddr> {
+        if let Some(addr) = self.by_peer.get(peer) {
+            return Some(*addr);
+        }
+        let index = u32::try_from(self.by_peer.len() + 1).ok()?;
+        if index > MAX_RELAY_ADDRS {
+            return None;
+        }
+        let addr = SocketAddr::from((Ipv4Addr::from(0xf000_0000 | index), RELAY_PORT));
+        self.by_peer.insert(*peer, addr);
+        self.by_addr.insert(addr, *peer);
+        Some(addr)
+    }
+}
+
+/// The relayed side of a gate socket.
+struct RelayPath {
+    book: std::sync::Mutex<RelayBook>,
+    /// To the node's relay writer, once attached.
+    outgoing: std::sync::Mutex<Option<mpsc::Sender<RelayedPacket>>>,
+    incoming_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    incoming: std::sync::Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
+    dropped: AtomicU64,
+}
+
+impl RelayPath {
+    fn new() -> Self {
+        let (incoming_tx, incoming) = mpsc::channel(RELAY_QUEUE);
+        Self {
+            book: std::sync::Mutex::default(),
+            outgoing: std::sync::Mutex::new(None),
+            incoming_tx,
+            incoming: std::sync::Mutex::new(incoming),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, RelayBook> {
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands each segment of `transmit` to the relay writer; what does not
+    /// fit (or has nowhere to go) is dropped, as UDP would.
+    fn send(&self, transmit: &Transmit) {
+        let peer = self.book().by_addr.get(&transmit.destination).copied();
+        let writer = self
+            .outgoing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (Some(peer), Some(writer)) = (peer, writer) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        for packet in transmit.contents.chunks(segment) {
+            if writer.try_send((peer, packet.to_vec())).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Fills `bufs` with relayed packets already waiting; registers for a
+    /// wake-up when none are.
+    fn poll_take(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> usize {
+        let mut incoming = self
+            .incoming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut filled = 0;
+        while filled < bufs.len().min(meta.len()) {
+            let Poll::Ready(Some((from, packet))) = incoming.poll_recv(cx) else {
+                break;
+            };
+            let buf = &mut bufs[filled];
+            if packet.len() > buf.len() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            buf[..packet.len()].copy_from_slice(&packet);
+            meta[filled] = RecvMeta {
+                addr: from,
+                len: packet.len(),
+                stride: packet.len(),
+                ecn: None,
+                dst_ip: None,
+            };
+            filled += 1;
+        }
+        filled
+    }
+}
 
 /// A probe datagram that arrived on the gate socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +217,7 @@ pub struct GateSocket {
     probes_received: AtomicU64,
     probes_dropped: AtomicU64,
     released: std::sync::Mutex<Vec<oneshot::Sender<()>>>,
+    relay: RelayPath,
 }
 
 impl Drop for GateSocket {
@@ -131,6 +273,7 @@ impl GateSocket {
             probes_received: AtomicU64::new(0),
             probes_dropped: AtomicU64::new(0),
             released: std::sync::Mutex::new(Vec::new()),
+            relay: RelayPath::new(),
         };
         Ok((Arc::new(gate), receiver))
     }
@@ -164,6 +307,47 @@ impl GateSocket {
             self.probes_received.load(Ordering::Relaxed),
             self.probes_dropped.load(Ordering::Relaxed),
         )
+    }
+
+    /// The synthetic address `peer` is reached at through the relay (the
+    /// same one every time); `None` once [`MAX_RELAY_ADDRS`] peers have one.
+    pub fn relay_addr(&self, peer: &PeerId) -> Option<SocketAddr> {
+        self.relay.book().addr_of(peer)
+    }
+
+    /// The peer a relay address stands for.
+    pub fn relayed_peer(&self, addr: &SocketAddr) -> Option<PeerId> {
+        self.relay.book().by_addr.get(addr).copied()
+    }
+
+    /// Starts sending packets for relay addresses to the returned receiver
+    /// (the node writes them to its tracker's relay stream). Until then, or
+    /// after the receiver is gone, they are dropped.
+    pub fn attach_relay(&self) -> mpsc::Receiver<RelayedPacket> {
+        let (sender, receiver) = mpsc::channel(RELAY_QUEUE);
+        *self
+            .relay
+            .outgoing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender);
+        receiver
+    }
+
+    /// A packet the relay brought from `from`: quinn receives it from the
+    /// peer's relay address. Dropped if the queue is full.
+    pub fn deliver_relayed(&self, from: PeerId, packet: Vec<u8>) {
+        let Some(addr) = self.relay_addr(&from) else {
+            self.relay.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if self.relay.incoming_tx.try_send((addr, packet)).is_err() {
+            self.relay.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Relayed packets dropped so far (full queues, no relay attached).
+    pub fn relay_dropped(&self) -> u64 {
+        self.relay.dropped.load(Ordering::Relaxed)
     }
 
     fn deliver_probe(&self, from: SocketAddr, datagram: &[u8]) {
@@ -225,6 +409,10 @@ impl AsyncUdpSocket for GateSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if is_relay_addr(&transmit.destination) {
+            self.relay.send(transmit);
+            return Ok(());
+        }
         self.io.try_io(Interest::WRITABLE, || {
             self.state.send((&self.io).into(), transmit)
         })
@@ -237,6 +425,10 @@ impl AsyncUdpSocket for GateSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         loop {
+            let relayed = self.relay.poll_take(cx, bufs, meta);
+            if relayed > 0 {
+                return Poll::Ready(Ok(relayed));
+            }
             ready!(self.io.poll_recv_ready(cx))?;
             let Ok(count) = self.io.try_io(Interest::READABLE, || {
                 self.state.recv((&self.io).into(), bufs, meta)
@@ -344,6 +536,65 @@ mod tests {
         assert!(!is_probe(
             &[PROBE_MAGIC, &[0u8; MAX_PROBE_PAYLOAD + 1]].concat()
         ));
+    }
+
+    fn peer() -> PeerId {
+        crate::identity::Identity::generate().unwrap().peer_id()
+    }
+
+    #[tokio::test]
+    async fn relay_addresses_are_reserved_stable_and_distinct() {
+        let (socket, _) = GateSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (a, b) = (peer(), peer());
+        let addr_a = socket.relay_addr(&a).unwrap();
+        assert_eq!(socket.relay_addr(&a), Some(addr_a));
+        assert_ne!(socket.relay_addr(&b), Some(addr_a));
+        assert!(is_relay_addr(&addr_a));
+        assert_eq!(socket.relayed_peer(&addr_a), Some(a));
+        for ordinary in ["127.0.0.1:1", "198.51.100.2:7000", "[::1]:5", "239.1.1.1:1"] {
+            assert!(!is_relay_addr(&ordinary.parse().unwrap()), "{ordinary}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gso_transmit_to_a_relay_address_is_cut_into_its_segments() {
+        let (socket, _) = GateSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut relay = socket.attach_relay();
+        let to = peer();
+        let destination = socket.relay_addr(&to).unwrap();
+        let contents = [[1u8; 10].as_slice(), &[2u8; 10], &[3u8; 4]].concat();
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents: &contents,
+            segment_size: Some(10),
+            src_ip: None,
+        };
+        socket.try_send(&transmit).unwrap();
+        let mut got = Vec::new();
+        while let Ok((peer, packet)) = relay.try_recv() {
+            assert_eq!(peer, to);
+            got.push(packet);
+        }
+        assert_eq!(got, vec![vec![1u8; 10], vec![2u8; 10], vec![3u8; 4]]);
+    }
+
+    #[tokio::test]
+    async fn relayed_packets_come_out_of_poll_recv_from_the_relay_address() {
+        let (socket, _) = GateSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let from = peer();
+        socket.deliver_relayed(from, vec![0x40, 1, 2, 3]);
+        let mut storage = vec![0u8; 2048];
+        let mut meta = [RecvMeta::default()];
+        let count = std::future::poll_fn(|cx| {
+            let mut bufs = [IoSliceMut::new(&mut storage)];
+            socket.poll_recv(cx, &mut bufs, &mut meta)
+        })
+        .await
+        .unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(meta[0].addr, socket.relay_addr(&from).unwrap());
+        assert_eq!(&storage[..meta[0].len], &[0x40, 1, 2, 3]);
     }
 
     #[tokio::test]

@@ -16,9 +16,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use punchgate::command;
 use punchgate::endpoint::Target;
 use punchgate::identity::{Identity, PeerId};
-use punchgate::node::{Event, Node, NodeConfig, TransferConfig};
+use punchgate::node::{Event, Node, NodeConfig, RelayPolicy, TransferConfig};
 use punchgate::render;
-use punchgate::tracker::{Tracker, TrackerConfig, TrackerLimits};
+use punchgate::tracker::{RelayConfig, Tracker, TrackerConfig, TrackerLimits};
 use punchgate::transfer::Ticket;
 
 #[derive(Parser)]
@@ -63,6 +63,24 @@ enum Commands {
         /// netcheck's second UDP port (default: the listening port + 1).
         #[arg(long)]
         aux_port: Option<u16>,
+        /// Do not relay packets for peers that cannot punch a direct path
+        /// (they get a clear error instead).
+        #[arg(long)]
+        no_relay: bool,
+        /// Bytes per second one peer may send through the relay, on average.
+        #[arg(long, default_value_t = RelayConfig::default().bytes_per_second)]
+        relay_rate: u32,
+        /// Bytes one peer may send through the relay in a burst (at least 65535).
+        #[arg(long, default_value_t = RelayConfig::default().burst)]
+        relay_burst: u32,
+        /// Bytes per second the relay forwards for all peers together.
+        #[arg(long, default_value_t = RelayConfig::default().total_bytes_per_second)]
+        relay_total_rate: u32,
+        /// Print counters (registrations, introductions, relayed packets and
+        /// bytes, drops, throttles) to stderr every SECS seconds; with
+        /// --json also as a `tracker_stats` event.
+        #[arg(long, value_name = "SECS")]
+        stats: Option<f64>,
     },
     /// Chat: join rooms through a tracker, or connect to peers by address.
     Chat {
@@ -107,6 +125,14 @@ enum Commands {
         /// Most bytes per second to upload to peers fetching your offers.
         #[arg(long)]
         max_rate: Option<u32>,
+        /// Never connect through the tracker's relay: a peer no hole can be
+        /// punched to is an error.
+        #[arg(long, conflicts_with = "relay_only")]
+        no_relay: bool,
+        /// Skip direct attempts and connect through the tracker's relay
+        /// (for tests, or networks where punching never works).
+        #[arg(long)]
+        relay_only: bool,
         /// Password of the --room rooms: only peers who prove it share them.
         /// (The tracker never sees it; /password sets one later.)
         #[arg(long, env = "PUNCHGATE_PASSWORD", hide_env_values = true)]
@@ -350,6 +376,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_room_members,
             rate,
             aux_port,
+            no_relay,
+            relay_rate,
+            relay_burst,
+            relay_total_rate,
+            stats,
         } => {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
             let identity = Identity::load_or_create(&home)?;
@@ -363,14 +394,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 request_burst: rate.saturating_mul(2),
                 ..TrackerLimits::default()
             };
-            let tracker = Tracker::start(&identity, config)?;
+            config.relay = RelayConfig {
+                enabled: !no_relay,
+                bytes_per_second: relay_rate,
+                burst: relay_burst,
+                total_bytes_per_second: relay_total_rate,
+                ..RelayConfig::default()
+            };
+            let stats_every = stats.map(|s| seconds("--stats", s)).transpose()?;
+            let tracker = std::sync::Arc::new(Tracker::start(&identity, config)?);
             output.show(&Event::TrackerReady {
                 peer_id: tracker.peer_id().to_string(),
                 addr: tracker.local_addr(),
                 target: tracker.target(),
                 role: "tracker",
             })?;
+            let reporter = stats_every.map(|every| {
+                let tracker = tracker.clone();
+                tokio::spawn(async move {
+                    let mut ticks = tokio::time::interval(every);
+                    ticks.tick().await;
+                    loop {
+                        ticks.tick().await;
+                        let event = Event::TrackerStats {
+                            stats: tracker.stats(),
+                        };
+                        for line in render::render(&event) {
+                            eprintln!("punchgate tracker: {line}");
+                        }
+                        if output.json && output.show(&event).is_err() {
+                            return;
+                        }
+                    }
+                })
+            });
             shutdown_signal().await;
+            if let Some(reporter) = reporter {
+                reporter.abort();
+                let _ = reporter.await;
+            }
+            let Ok(tracker) = std::sync::Arc::try_unwrap(tracker) else {
+                anyhow::bail!("the tracker is still in use at shutdown");
+            };
             tracing::info!("shutting down");
             tracker.shutdown().await;
             Ok(())
@@ -389,6 +454,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             send_timeout,
             downloads,
             max_rate,
+            no_relay,
+            relay_only,
             password,
         } => {
             let home = punchgate::home::resolve(cli.home.as_deref())?;
@@ -416,6 +483,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.rooms = rooms;
             config.bind = bind;
             config.allow = (!allow.is_empty()).then_some(allow);
+            config.relay = match (no_relay, relay_only) {
+                (true, _) => RelayPolicy::Never,
+                (_, true) => RelayPolicy::Only,
+                _ => RelayPolicy::Fallback,
+            };
             chat(&home, config, output).await
         }
     }

@@ -171,6 +171,39 @@ pub enum TrackerEvent {
     },
 }
 
+// ------------------------------------------------------------------ relay --
+
+/// On the [`wire::StreamKind::Relay`] stream a node opens to its tracker:
+/// the QUIC packets of peer connections that found no direct path. The
+/// tracker forwards them by peer id and can read none of them (they are the
+/// peers' own end-to-end encrypted QUIC).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RelayFrame {
+    /// Node → tracker: relay `packet` to `peer`. Tracker → node: `packet`
+    /// came from `peer`. One UDP datagram's payload each.
+    Packet { peer: PeerId, packet: Vec<u8> },
+    /// Tracker → node, the first frame: relaying is on, and each peer may
+    /// send this many bytes per second on average, in bursts of `burst`.
+    Ready { bytes_per_second: u32, burst: u32 },
+    /// Tracker → node, the first and only frame: this tracker does not relay.
+    Unavailable { reason: String },
+    /// Tracker → node: packets to `peer` were dropped because the sender
+    /// went over its limit (sent at most once a second).
+    Throttled { peer: PeerId, bytes_per_second: u32 },
+    /// Tracker → node: packets to `peer` cannot be relayed (sent at most
+    /// once a second).
+    Refused { peer: PeerId, reason: RelayRefusal },
+}
+
+/// Why the tracker will not relay to a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RelayRefusal {
+    #[error("the tracker relays only between peers it introduced to each other")]
+    NotIntroduced,
+    #[error("that peer is not connected to the tracker's relay")]
+    Offline,
+}
+
 /// True for characters that change how text around them is shown without
 /// being visible themselves: controls, bidirectional overrides, zero-width
 /// characters. A name containing them could pass for another.

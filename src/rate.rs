@@ -1,4 +1,5 @@
-//! A token bucket: the rate limit used wherever a peer could flood us.
+//! A token bucket: the rate limit used wherever a peer could flood us
+//! (requests, reflections, relayed bytes).
 //! Pure: the caller passes the time, so tests need no clock.
 
 use std::time::Instant;
@@ -24,11 +25,18 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
+        self.try_take_amount(1, now)
+    }
+
+    /// Takes `amount` tokens (bytes, say) if there are that many; an amount
+    /// beyond the burst never fits.
+    pub fn try_take_amount(&mut self, amount: u32, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let amount = f64::from(amount);
+        if self.tokens >= amount {
+            self.tokens -= amount;
             true
         } else {
             false
@@ -78,5 +86,16 @@ mod tests {
         // After waiting that second the debt is paid.
         let later = start + Duration::from_secs(1);
         assert_eq!(bucket.pace(0.0, later), Duration::ZERO);
+    }
+
+    #[test]
+    fn amounts_are_taken_whole_or_not_at_all() {
+        let start = Instant::now();
+        let mut bytes = TokenBucket::new(1000, 1500, start);
+        assert!(bytes.try_take_amount(1200, start));
+        assert!(!bytes.try_take_amount(1200, start));
+        assert!(bytes.try_take_amount(300, start));
+        assert!(!bytes.try_take_amount(2000, start + Duration::from_secs(60)));
+        assert!(bytes.try_take_amount(1200, start + Duration::from_secs(60)));
     }
 }

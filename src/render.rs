@@ -212,6 +212,28 @@ pub fn render(event: &Event) -> Vec<String> {
             sanitize(name),
             short(peer_id),
         )],
+        Event::Path {
+            peer_id,
+            name,
+            path,
+            remote,
+        } => vec![format!(
+            "* {} [{}] is now {path} via {remote}",
+            sanitize(name),
+            short(peer_id),
+        )],
+        Event::TrackerStats { stats } => vec![format!(
+            "peers {}, relay streams {}, registrations {}, introductions {}, relayed {} packets / {} bytes, dropped {}, throttled {}, refused {}",
+            stats.peers,
+            stats.relay_streams,
+            stats.registrations,
+            stats.introductions,
+            stats.relayed_packets,
+            stats.relayed_bytes,
+            stats.relay_dropped,
+            stats.relay_throttled,
+            stats.relay_refused
+        )],
         Event::Disconnected { peer_id, name, reason } => vec![format!(
             "* {} [{}] is gone: {}",
             sanitize(name),

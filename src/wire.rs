@@ -28,6 +28,9 @@ fn codec() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
+/// The largest packet a relay frame carries: a UDP datagram's payload.
+pub const MAX_RELAYED_PACKET: usize = 65_535;
+
 /// What a stream carries; the last byte of its header names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -49,10 +52,13 @@ pub enum StreamKind {
     /// Chunk requests one way; per request a reply frame, then the chunk's
     /// raw bytes, back (bidirectional).
     Chunks = 8,
+    /// Node ⇄ tracker: peers' QUIC packets the tracker relays by peer id
+    /// (bidirectional, opened by the node).
+    Relay = 9,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 8] = [
+    pub const ALL: [StreamKind; 9] = [
         StreamKind::Tracker,
         StreamKind::Control,
         StreamKind::Chat,
@@ -61,6 +67,7 @@ impl StreamKind {
         StreamKind::Bench,
         StreamKind::Manifest,
         StreamKind::Chunks,
+        StreamKind::Relay,
     ];
 
     /// The largest frame body accepted on a stream of this kind.
@@ -79,6 +86,8 @@ impl StreamKind {
             StreamKind::Manifest => crate::transfer::manifest::MAX_MANIFEST_LEN + 16,
             // Requests and reply headers; chunk bytes travel unframed.
             StreamKind::Chunks => 128,
+            // One UDP datagram (at most 64 KiB) and its peer id.
+            StreamKind::Relay => MAX_RELAYED_PACKET + 64,
         }
     }
 
@@ -92,6 +101,7 @@ impl StreamKind {
             StreamKind::Bench => "bench",
             StreamKind::Manifest => "manifest",
             StreamKind::Chunks => "chunks",
+            StreamKind::Relay => "relay",
         }
     }
 

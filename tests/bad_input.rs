@@ -143,9 +143,33 @@ async fn tracker_refuses_a_second_stream() {
     let _writer = FrameWriter::open(send, StreamKind::Tracker).await.unwrap();
     let reason = send_and_get_close_reason(&connection, &wire::header(StreamKind::Chat)).await;
     assert!(
-        reason.contains("expected a single tracker stream, got a chat stream"),
+        reason.contains("expected a single tracker or relay stream, got a chat stream"),
         "{reason}"
     );
+}
+
+#[tokio::test]
+async fn tracker_refuses_a_relay_stream_before_registration() {
+    let tracker = start_tracker();
+    let (connection, _bound) =
+        raw_connection(tracker.local_addr(), tracker.peer_id(), tls::ALPN_TRACKER).await;
+    let (send, _recv) = connection.open_bi().await.unwrap();
+    let _writer = FrameWriter::open(send, StreamKind::Tracker).await.unwrap();
+    let (mut relay, _) = connection.open_bi().await.unwrap();
+    relay
+        .write_all(&wire::header(StreamKind::Relay))
+        .await
+        .unwrap();
+    match connection.closed().await {
+        ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                CloseCode::from_varint(close.error_code),
+                Some(CloseCode::Refused)
+            );
+            assert_eq!(&close.reason[..], b"relay stream opened before registering");
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
 }
 
 #[tokio::test]

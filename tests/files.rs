@@ -383,10 +383,11 @@ fn a_killed_get_resumes_and_fetches_only_the_missing_chunks() {
 fn a_full_disk_is_a_clear_error_and_the_rerun_resumes() {
     use common::process::Proc;
     use std::os::unix::process::CommandExt;
-    const LIMIT: u64 = 1 << 20;
+    // Above the history database's initial size (3.5 MiB), below the file's.
+    const LIMIT: u64 = 8 << 20;
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("disk.img");
-    let bytes = pattern(3 * LIMIT as usize + 5, 8);
+    let bytes = pattern(2 * LIMIT as usize + 5, 8);
     std::fs::write(&file, &bytes).unwrap();
     let out = work.path().join("out");
     let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);

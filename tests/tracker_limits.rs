@@ -3,13 +3,12 @@
 mod common;
 
 use common::*;
-use punchgate::endpoint::{self, Liveness};
+use punchgate::endpoint;
 use punchgate::identity::Identity;
 use punchgate::node::Node;
 use punchgate::protocol::TrackerRefusal;
 use punchgate::tls::CertifiedIdentity;
-use punchgate::tracker::client::Registration;
-use punchgate::tracker::{TrackerConfig, TrackerError, TrackerLimits, TrackerSession};
+use punchgate::tracker::{TrackerConfig, TrackerError, TrackerLimits};
 
 #[tokio::test]
 async fn a_full_tracker_refuses_with_its_limit() {
@@ -44,25 +43,8 @@ async fn a_flooding_client_is_rate_limited_and_others_are_served() {
         ..TrackerLimits::default()
     };
     let tracker = start_tracker_with(config);
-    let identity = Identity::generate().unwrap();
-    let certified = CertifiedIdentity::new(&identity).unwrap();
-    let bound = endpoint::bind(loopback(), None).unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let registration = Registration {
-        name: "flood",
-        local_addrs: vec![],
-    };
-    let target = tracker.target().parse().unwrap();
-    let (session, _events) = TrackerSession::connect(
-        &bound.endpoint,
-        &certified,
-        home.path(),
-        &target,
-        Liveness::default(),
-        registration,
-    )
-    .await
-    .unwrap();
+    let raw = raw_session(&tracker, "flood").await;
+    let session = &raw.session;
     session.join("r").await.unwrap();
     let mut refused = None;
     for _ in 0..20 {

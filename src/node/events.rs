@@ -116,6 +116,20 @@ pub enum Event {
         name: String,
         reason: String,
     },
+    /// A connected peer's path changed: a relayed connection was replaced
+    /// by a direct one (or the reverse). `remote` is where packets go now
+    /// (the tracker's address for the relay).
+    Path {
+        peer_id: String,
+        name: String,
+        path: PathKind,
+        remote: SocketAddr,
+    },
+    /// The tracker's counters (`punchgate tracker --stats SECS`).
+    TrackerStats {
+        #[serde(flatten)]
+        stats: crate::tracker::TrackerStats,
+    },
     Message {
         id: String,
         from: String,

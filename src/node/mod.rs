@@ -3,15 +3,20 @@
 //! commands ([`Node::execute`] and the methods it calls) and reports
 //! everything as [`Event`]s; interfaces only render those.
 //!
-//! Connection set-up in this version is direct: a peer is dialed at each of
-//! its candidate addresses (the address the tracker saw, then its LAN
-//! addresses), staggered, and the first authenticated handshake wins.
+//! Connection set-up: through a tracker, a coordinated hole punch
+//! ([`Node::run_punch`]); when it finds no direct path by its deadline, the
+//! same pinned QUIC connection through the tracker's relay, with direct
+//! punches retried in the background until one replaces it
+//! ([`Node::upgrade_to_direct`]). Without a tracker, a peer is dialed at each
+//! of its known addresses, staggered, and the first authenticated handshake
+//! wins.
 
 mod auth;
 pub mod events;
 mod files;
 mod gate;
 mod netcheck;
+mod relay;
 mod sync;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -31,10 +36,12 @@ pub use files::{
     FetchError, FetchReport, FetchRequest, FileInfo, SourceCount, TransferConfig, PIPELINE_DEPTH,
 };
 use gate::{describe_close, Gate, GateError, Greeted};
+pub use relay::RelayPolicy;
+use relay::RelayState;
 
 use crate::command::{self, Command};
 use crate::endpoint::{self, Liveness, Target};
-use crate::gate_socket::GateSocket;
+use crate::gate_socket::{is_relay_addr, GateSocket};
 use crate::hlc::{self, Hlc};
 use crate::identity::{Identity, PeerId};
 use crate::pake::Secret;
@@ -86,6 +93,27 @@ fn path_died(error: &quinn::ConnectionError) -> bool {
     }
 }
 
+/// Pauses between attempts to replace a relayed connection with a direct
+/// one; the last repeats for as long as the connection is relayed.
+const UPGRADE_BACKOFF: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+];
+
+/// How a connection's packets travel: a relay address means through the
+/// tracker.
+fn path_of(connection: &Connection) -> PathKind {
+    if is_relay_addr(&connection.remote_address()) {
+        PathKind::Relay
+    } else {
+        PathKind::Direct
+    }
+}
+
 /// Delay between handshakes to successive candidates of one peer.
 const CANDIDATE_STAGGER: Duration = Duration::from_millis(100);
 /// Identifies this implementation in greetings.
@@ -121,6 +149,9 @@ pub struct NodeConfig {
     pub bench_serve: bool,
     /// How file transfers run.
     pub transfer: TransferConfig,
+    /// Whether connections may run through the tracker's relay. Default:
+    /// as a fallback when punching fails.
+    pub relay: RelayPolicy,
 }
 
 impl NodeConfig {
@@ -140,6 +171,7 @@ impl NodeConfig {
             passwords: HashMap::new(),
             bench_serve: false,
             transfer: TransferConfig::default(),
+            relay: RelayPolicy::default(),
         }
     }
 }
@@ -238,6 +270,8 @@ struct State {
     punch_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
     /// Shared content and offers heard.
     files: files::FileState,
+    /// Whether the tracker's relay can carry connections.
+    relay: RelayState,
     closing: bool,
 }
 
@@ -262,6 +296,15 @@ impl State {
         self.peers
             .get(peer)
             .is_some_and(|r| r.gate.as_ref().is_some_and(|g| g.is_open()))
+    }
+
+    /// An open gate on a direct path: nothing left to punch for.
+    fn has_direct_gate(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|r| {
+            r.gate
+                .as_ref()
+                .is_some_and(|g| g.is_open() && path_of(&g.connection) == PathKind::Direct)
+        })
     }
 }
 
@@ -421,6 +464,7 @@ impl Node {
         });
         tokio::spawn(node.clone().accept_loop());
         tokio::spawn(route_probes(Arc::downgrade(&node.inner), probes));
+        node.open_relay().await;
         if let Some(events) = tracker_events {
             tokio::spawn(node.clone().tracker_loop(events));
         }
@@ -451,6 +495,47 @@ impl Node {
 
     pub fn peer_id(&self) -> PeerId {
         self.inner.identity.peer_id()
+    }
+
+    /// Opens the relay stream to the tracker (unless this node never
+    /// relays) and starts pumping packets through it.
+    async fn open_relay(&self) {
+        let Some(tracker) = &self.inner.tracker else {
+            return;
+        };
+        if self.inner.config.relay == RelayPolicy::Never {
+            return;
+        }
+        let state = match tracker.open_relay().await {
+            Ok((
+                crate::tracker::client::RelayOffer::Ready {
+                    bytes_per_second, ..
+                },
+                Some(stream),
+            )) => {
+                let outgoing = self.inner.socket.attach_relay();
+                let socket = self.inner.socket.clone();
+                let node = Arc::downgrade(&self.inner);
+                tokio::spawn(relay::pump(node, socket, stream, outgoing));
+                RelayState::Ready { bytes_per_second }
+            }
+            Ok((crate::tracker::client::RelayOffer::Unavailable(reason), _)) => {
+                RelayState::Unavailable(reason)
+            }
+            Ok((_, None)) => RelayState::Unavailable("no relay stream".into()),
+            Err(error) => RelayState::Unavailable(format!("cannot open the relay stream: {error}")),
+        };
+        self.state().relay = state;
+    }
+
+    /// Where a connection's packets go, as the user should see it: the
+    /// tracker's address for a relayed one.
+    fn shown_remote(&self, connection: &Connection) -> SocketAddr {
+        let remote = connection.remote_address();
+        match (path_of(connection), &self.inner.tracker) {
+            (PathKind::Relay, Some(tracker)) => tracker.tracker_addr(),
+            _ => remote,
+        }
     }
 
     /// The gate socket's address.
@@ -656,8 +741,8 @@ impl Node {
                 Some(events::GateInfo {
                     peer_id: id.to_string(),
                     name: record.name.clone(),
-                    path: PathKind::Direct,
-                    remote: gate.connection.remote_address(),
+                    path: path_of(&gate.connection),
+                    remote: self.shown_remote(&gate.connection),
                     rtt_ms: events::millis(gate.connection.rtt()),
                     bytes_in: stats.udp_rx.bytes,
                     bytes_out: stats.udp_tx.bytes,
@@ -681,9 +766,9 @@ impl Node {
                     peer_id: id.to_string(),
                     name: record.name.clone(),
                     status: record.status,
-                    path: gate.map(|_| PathKind::Direct),
+                    path: gate.map(|g| path_of(&g.connection)),
                     remote: gate
-                        .map(|g| g.connection.remote_address())
+                        .map(|g| self.shown_remote(&g.connection))
                         .or(record.candidates.first().copied()),
                     rtt_ms: gate.map(|g| events::millis(g.connection.rtt())),
                     connected_secs: gate.map(|g| g.since.elapsed().as_secs()),
@@ -975,7 +1060,8 @@ impl Node {
         let (outcome_tx, outcome_rx) = oneshot::channel();
         let first = {
             let mut state = self.state();
-            if state.closing || state.has_open_gate(&peer) {
+            // A relayed peer is punched for again: that is the upgrade.
+            if state.closing || state.has_direct_gate(&peer) {
                 return Ok(());
             }
             let waiters = state.punch_waiters.entry(peer).or_default();
@@ -988,7 +1074,8 @@ impl Node {
                 self.finish_punch_waiters(peer, Err(error.to_string()));
             }
         }
-        let limit = self.inner.config.punch.deadline + gate::GREETING_TIMEOUT;
+        let config = &self.inner.config;
+        let limit = config.punch.deadline + config.connect_timeout + gate::GREETING_TIMEOUT;
         match timeout(limit, outcome_rx).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(tried))) => Err(NodeError::Unreachable {
@@ -1017,11 +1104,16 @@ impl Node {
         let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
         let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
         let allowed = self.is_allowed(&peer);
+        let relay_only = self.inner.config.relay == RelayPolicy::Only;
         {
             let mut state = self.state();
             if state.closing || !allowed {
                 drop(state);
                 self.finish_punch_waiters(peer, Err("not allowed".into()));
+                return;
+            }
+            if relay_only && role == Role::Acceptor {
+                // The dialer comes through the relay; nothing to open here.
                 return;
             }
             state.punches.insert(attempt, probe_tx);
@@ -1044,37 +1136,41 @@ impl Node {
         };
         let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
         let mut dials = JoinSet::new();
-        let outcome: Result<Option<Connection>, String> = loop {
-            let installed = self.inner.gate_installed.notified();
-            if self.state().has_open_gate(&peer) {
-                break Ok(None);
-            }
-            let now = Instant::now();
-            while let Some(action) = punch.poll_action(now) {
-                match action {
-                    PunchAction::Probe(addr) => {
-                        if let Err(error) = self.inner.socket.send_probe(addr, &payload).await {
-                            tracing::debug!(%addr, %error, "probe not sent");
+        let outcome: Result<Option<Connection>, String> = if relay_only {
+            Err("direct attempts are off (--relay-only)".into())
+        } else {
+            loop {
+                let installed = self.inner.gate_installed.notified();
+                if self.state().has_direct_gate(&peer) {
+                    break Ok(None);
+                }
+                let now = Instant::now();
+                while let Some(action) = punch.poll_action(now) {
+                    match action {
+                        PunchAction::Probe(addr) => {
+                            if let Err(error) = self.inner.socket.send_probe(addr, &payload).await {
+                                tracing::debug!(%addr, %error, "probe not sent");
+                            }
+                        }
+                        PunchAction::Dial(addr) => {
+                            self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
                         }
                     }
-                    PunchAction::Dial(addr) => {
-                        self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
-                    }
                 }
-            }
-            if punch.is_expired(now) {
-                break Err(punch.summary());
-            }
-            let wake = tokio::time::Instant::from_std(punch.poll_timeout());
-            tokio::select! {
-                _ = tokio::time::sleep_until(wake) => {}
-                Some(from) = probe_rx.recv() => punch.handle_probe(from, Instant::now()),
-                Some(joined) = dials.join_next(), if !dials.is_empty() => match joined {
-                    Ok((_, Ok(connection))) => break Ok(Some(connection)),
-                    Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
-                    Err(_) => {}
-                },
-                _ = installed => {}
+                if punch.is_expired(now) {
+                    break Err(punch.summary());
+                }
+                let wake = tokio::time::Instant::from_std(punch.poll_timeout());
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => {}
+                    Some(from) = probe_rx.recv() => punch.handle_probe(from, Instant::now()),
+                    Some(joined) = dials.join_next(), if !dials.is_empty() => match joined {
+                        Ok((_, Ok(connection))) => break Ok(Some(connection)),
+                        Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
+                        Err(_) => {}
+                    },
+                    _ = installed => {}
+                }
             }
         };
         close_losers(dials, self.inner.config.punch.deadline);
@@ -1085,6 +1181,11 @@ impl Node {
                 .greet_and_install(connection, peer, started)
                 .await
                 .map_err(|error| error.to_string()),
+            // Still connected through the relay: the upgrade tries again later.
+            Err(_) if self.state().has_open_gate(&peer) => Ok(()),
+            Err(tried) if role == Role::Dialer => {
+                self.connect_via_relay(peer, started, tried).await
+            }
             Err(tried) => Err(tried),
         };
         if let Err(tried) = &result {
@@ -1097,6 +1198,68 @@ impl Node {
             }
         }
         self.finish_punch_waiters(peer, result);
+    }
+
+    /// After a punch found no direct path (`punch_failure` says what was
+    /// tried): the same pinned connection through the tracker's relay, if
+    /// this node and the tracker allow it.
+    async fn connect_via_relay(
+        &self,
+        peer: PeerId,
+        started: Instant,
+        punch_failure: String,
+    ) -> Result<(), String> {
+        let relay = self.state().relay.clone();
+        match relay {
+            RelayState::Ready { .. } => {}
+            RelayState::Off if self.inner.config.relay == RelayPolicy::Never => {
+                return Err(format!(
+                    "{punch_failure}; relaying is off on this node (--no-relay)"
+                ))
+            }
+            RelayState::Off => return Err(format!("{punch_failure}; no relay")),
+            RelayState::Unavailable(reason) => {
+                return Err(format!("{punch_failure}; no relay: {reason}"))
+            }
+        }
+        let addr = self
+            .inner
+            .socket
+            .relay_addr(&peer)
+            .ok_or_else(|| format!("{punch_failure}; too many relayed peers"))?;
+        tracing::debug!(peer = %peer.short(), "no direct path; connecting through the relay");
+        let connection = self
+            .dial(peer, &[addr])
+            .await
+            .map_err(|error| format!("{punch_failure}; through the relay: {error}"))?;
+        self.greet_and_install(connection, peer, started)
+            .await
+            .map_err(|error| format!("through the relay: {error}"))
+    }
+
+    /// While `peer` is connected through the relay on the connection
+    /// `relayed`, punches again with backoff; a direct connection that
+    /// succeeds replaces the relayed one ([`Node::install`]), and the user
+    /// sees a [`Event::Path`].
+    async fn upgrade_to_direct(self, peer: PeerId, relayed: usize) {
+        for attempt in 0usize.. {
+            let pause = UPGRADE_BACKOFF[attempt.min(UPGRADE_BACKOFF.len() - 1)];
+            tokio::time::sleep(pause).await;
+            let still_relayed = {
+                let state = self.state();
+                !state.closing
+                    && state
+                        .peers
+                        .get(&peer)
+                        .and_then(|r| r.gate.as_ref())
+                        .is_some_and(|g| g.is_open() && g.connection.stable_id() == relayed)
+            };
+            if !still_relayed {
+                return;
+            }
+            tracing::debug!(peer = %peer.short(), attempt, "trying a direct path again");
+            let _ = self.connect_peer(peer).await;
+        }
     }
 
     /// Dials `PEERID@host:port`.
@@ -1405,9 +1568,7 @@ impl Node {
                     .entry(peer)
                     .or_insert_with(|| PeerRecord::new(greeting.name.clone()));
                 let existing = record.gate.take().filter(|g| g.is_open());
-                let keep_existing = existing
-                    .as_ref()
-                    .is_some_and(|old| old.dialer != gate.dialer && old.dialer < gate.dialer);
+                let keep_existing = existing.as_ref().is_some_and(|old| keeps_over(old, &gate));
                 if keep_existing {
                     record.gate = existing;
                     Err((CloseCode::Duplicate, "duplicate"))
@@ -1431,22 +1592,38 @@ impl Node {
                 return;
             }
         };
+        let path = path_of(&gate.connection);
+        let remote = self.shown_remote(&gate.connection);
+        let path_before = replaced.as_ref().map(|old| path_of(&old.connection));
         if let Some(old) = replaced {
             old.connection
                 .close(CloseCode::Duplicate.varint(), b"duplicate");
         }
         // Punches waiting for this peer's gate stop.
         self.inner.gate_installed.notify_waiters();
-        self.emit(Event::Connected {
-            peer_id: peer.to_string(),
-            name: greeting.name,
-            path: PathKind::Direct,
-            remote: gate.connection.remote_address(),
-            rtt_ms: events::millis(gate.connection.rtt()),
-            setup_ms: events::millis(started.elapsed()),
-            handshake_ms: handshake.map(events::millis),
-            dialed,
-        });
+        if path_before.is_some_and(|before| before != path) {
+            self.emit(Event::Path {
+                peer_id: peer.to_string(),
+                name: greeting.name,
+                path,
+                remote,
+            });
+        } else {
+            self.emit(Event::Connected {
+                peer_id: peer.to_string(),
+                name: greeting.name,
+                path,
+                remote,
+                rtt_ms: events::millis(gate.connection.rtt()),
+                setup_ms: events::millis(started.elapsed()),
+                handshake_ms: handshake.map(events::millis),
+                dialed,
+            });
+        }
+        if path == PathKind::Relay && dialed && self.inner.config.relay == RelayPolicy::Fallback {
+            let relayed = gate.connection.stable_id();
+            tokio::spawn(self.clone().upgrade_to_direct(peer, relayed));
+        }
         tokio::spawn(self.clone().read_control(gate.clone(), control));
         tokio::spawn(self.clone().serve_gate(gate.clone()));
         self.authenticate_all(&gate);
@@ -1901,6 +2078,18 @@ async fn route_probes(
                 }
             }
         }
+    }
+}
+
+/// Of two open connections to one peer, whether `old` stays rather than
+/// `new`. Both sides decide alike without talking: a direct path beats a
+/// relayed one; otherwise the connection dialed by the smaller id wins, and
+/// a new one from the same dialer replaces the old (a reconnect).
+fn keeps_over(old: &Gate, new: &Gate) -> bool {
+    match (path_of(&old.connection), path_of(&new.connection)) {
+        (PathKind::Direct, PathKind::Relay) => true,
+        (PathKind::Relay, PathKind::Direct) => false,
+        _ => old.dialer != new.dialer && old.dialer < new.dialer,
     }
 }
 

@@ -1,6 +1,7 @@
 //! A node's session with its tracker: connect (pinned, or trusted on first
 //! use), register, then requests with responses matched by id, and the
-//! tracker's pushed events on a channel.
+//! tracker's pushed events on a channel; and the relay stream
+//! ([`TrackerSession::open_relay`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,8 +18,8 @@ use crate::endpoint::{AddrError, Liveness, Target};
 use crate::home::{HomeError, KnownTrackers};
 use crate::identity::PeerId;
 use crate::protocol::{
-    Member, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody,
-    TrackerResponse,
+    Member, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest,
+    TrackerRequestBody, TrackerResponse,
 };
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
@@ -58,6 +59,21 @@ pub struct TrackerSession {
     writer: tokio::sync::Mutex<FrameWriter<SendStream>>,
     pending: Pending,
     next_id: AtomicU32,
+}
+
+/// The tracker's answer to a relay stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayOffer {
+    /// It relays, each peer within this many bytes per second.
+    Ready { bytes_per_second: u32, burst: u32 },
+    /// It does not relay, and why.
+    Unavailable(String),
+}
+
+/// An open relay stream: frames to the tracker, and frames from it.
+pub struct RelayStream {
+    pub writer: FrameWriter<SendStream>,
+    pub reader: FrameReader<RecvStream>,
 }
 
 /// What a node tells the tracker about itself.
@@ -198,6 +214,36 @@ impl TrackerSession {
         {
             TrackerResponse::Members { members, .. } => Ok(members),
             _ => Err(TrackerError::UnexpectedResponse),
+        }
+    }
+
+    /// Opens the relay stream and reads the tracker's first answer: whether
+    /// it relays, and within which limits. The stream is returned only if
+    /// it does.
+    pub async fn open_relay(&self) -> Result<(RelayOffer, Option<RelayStream>), TrackerError> {
+        let (send, recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|_| TrackerError::Lost)?;
+        let writer = FrameWriter::open(send, StreamKind::Relay).await?;
+        let mut reader = FrameReader::new(recv, StreamKind::Relay);
+        let first = timeout(REQUEST_TIMEOUT, reader.recv::<RelayFrame>())
+            .await
+            .map_err(|_| TrackerError::Timeout(REQUEST_TIMEOUT))??;
+        match first {
+            Some(RelayFrame::Ready {
+                bytes_per_second,
+                burst,
+            }) => Ok((
+                RelayOffer::Ready {
+                    bytes_per_second,
+                    burst,
+                },
+                Some(RelayStream { writer, reader }),
+            )),
+            Some(RelayFrame::Unavailable { reason }) => Ok((RelayOffer::Unavailable(reason), None)),
+            Some(_) | None => Err(TrackerError::UnexpectedResponse),
         }
     }
 

@@ -1,5 +1,5 @@
-//! The rendezvous tracker: the server ([`server`]) with its pure state
-//! ([`registry`]), and the session a node keeps with it ([`client`]).
+//! The rendezvous tracker and relay: the server ([`server`]) with its pure
+//! state ([`registry`]), and the session a node keeps with it ([`client`]).
 
 pub mod client;
 pub mod registry;
@@ -7,4 +7,4 @@ pub mod server;
 
 pub use client::{TrackerError, TrackerSession};
 pub use registry::TrackerLimits;
-pub use server::{Tracker, TrackerConfig};
+pub use server::{RelayConfig, Tracker, TrackerConfig, TrackerStats};

@@ -2,13 +2,13 @@
 //! Pure: no sockets. Every change returns the events to push and to whom;
 //! the server in [`super::server`] delivers them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 
 use crate::identity::PeerId;
 use crate::protocol::{
-    is_lan_candidate, validate_label, Member, TrackerEvent, TrackerRefusal, MAX_LOCAL_ADDRS,
-    MAX_NAME_LEN, MAX_ROOM_LEN,
+    is_lan_candidate, validate_label, Member, RelayRefusal, TrackerEvent, TrackerRefusal,
+    MAX_LOCAL_ADDRS, MAX_NAME_LEN, MAX_ROOM_LEN,
 };
 
 /// The tracker's limits. Defaults suit a small public tracker on one core.
@@ -49,6 +49,9 @@ struct Registration {
     generation: Generation,
     member: Member,
     rooms: BTreeSet<String>,
+    /// Peers this one was introduced to (either way): the only ones the
+    /// relay forwards its packets to. At most every member of its rooms.
+    introduced: HashSet<PeerId>,
 }
 
 /// Events to push: (recipient, event).
@@ -112,6 +115,7 @@ impl Registry {
                     local_addrs,
                 },
                 rooms: BTreeSet::new(),
+                introduced: HashSet::new(),
             },
         );
         Ok((generation, outbox))
@@ -129,7 +133,13 @@ impl Registry {
         for room in rooms {
             outbox.extend(self.leave(peer_id, &room).unwrap_or_default());
         }
-        self.peers.remove(&peer_id);
+        if let Some(gone) = self.peers.remove(&peer_id) {
+            for other in gone.introduced {
+                if let Some(other) = self.peers.get_mut(&other) {
+                    other.introduced.remove(&peer_id);
+                }
+            }
+        }
         outbox
     }
 
@@ -220,13 +230,44 @@ impl Registry {
     }
 
     /// The two members to introduce to each other, if they share a room.
-    pub fn introduce(&self, from: PeerId, to: PeerId) -> Result<(Member, Member), TrackerRefusal> {
-        let from = self.registration(&from)?;
-        let to = self.peers.get(&to).ok_or(TrackerRefusal::UnknownPeer)?;
-        if from.rooms.is_disjoint(&to.rooms) {
+    /// From now on the relay may carry packets between them.
+    pub fn introduce(
+        &mut self,
+        from: PeerId,
+        to: PeerId,
+    ) -> Result<(Member, Member), TrackerRefusal> {
+        let from_registration = self.registration(&from)?;
+        let to_registration = self.peers.get(&to).ok_or(TrackerRefusal::UnknownPeer)?;
+        if from_registration.rooms.is_disjoint(&to_registration.rooms) {
             return Err(TrackerRefusal::NoSharedRoom);
         }
-        Ok((from.member.clone(), to.member.clone()))
+        let members = (
+            from_registration.member.clone(),
+            to_registration.member.clone(),
+        );
+        for (a, b) in [(from, to), (to, from)] {
+            if let Some(registration) = self.peers.get_mut(&a) {
+                registration.introduced.insert(b);
+            }
+        }
+        Ok(members)
+    }
+
+    /// Whether the relay may carry packets from `from` to `to`: both are
+    /// registered and the tracker introduced them to each other. Nobody
+    /// can spray packets at peers it was never introduced to.
+    pub fn may_relay(&self, from: &PeerId, to: &PeerId) -> Result<(), RelayRefusal> {
+        let introduced = self
+            .peers
+            .get(from)
+            .is_some_and(|r| r.introduced.contains(to));
+        if !introduced {
+            return Err(RelayRefusal::NotIntroduced);
+        }
+        if !self.peers.contains_key(to) {
+            return Err(RelayRefusal::Offline);
+        }
+        Ok(())
     }
 
     /// The members of a room the peer is in, other than itself.
@@ -310,6 +351,32 @@ mod tests {
             registry.introduce(a, id()).unwrap_err(),
             TrackerRefusal::UnknownPeer
         );
+    }
+
+    #[test]
+    fn relaying_needs_an_introduction_and_ends_with_the_registration() {
+        let mut registry = Registry::new(TrackerLimits::default());
+        let (a, b, c) = (id(), id(), id());
+        let mut generations = Vec::new();
+        for (peer, port) in [(a, 1), (b, 2), (c, 3)] {
+            let (generation, _) = registry
+                .register(peer, "x".into(), addr(port), vec![])
+                .unwrap();
+            generations.push(generation);
+            registry.join(peer, "r").unwrap();
+        }
+        assert_eq!(registry.may_relay(&a, &b), Err(RelayRefusal::NotIntroduced));
+        registry.introduce(a, b).unwrap();
+        // Both ways, and only between the two.
+        assert_eq!(registry.may_relay(&a, &b), Ok(()));
+        assert_eq!(registry.may_relay(&b, &a), Ok(()));
+        assert_eq!(registry.may_relay(&a, &c), Err(RelayRefusal::NotIntroduced));
+        assert_eq!(registry.may_relay(&c, &b), Err(RelayRefusal::NotIntroduced));
+        registry.unregister(b, generations[1]);
+        assert_eq!(registry.may_relay(&a, &b), Err(RelayRefusal::NotIntroduced));
+        // A new registration of b starts without introductions.
+        registry.register(b, "b".into(), addr(4), vec![]).unwrap();
+        assert_eq!(registry.may_relay(&b, &a), Err(RelayRefusal::NotIntroduced));
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The tracker server: accepts nodes over pinned QUIC, registers them, answers
-//! room requests, and pushes presence events. One [`wire::StreamKind::Tracker`]
-//! stream per connection carries everything; anything else a node sends is a
-//! protocol error that closes only that node's connection.
+//! room requests, pushes presence events, and relays packets between peers
+//! that found no direct path. One [`wire::StreamKind::Tracker`] stream per
+//! connection carries the requests and events; at most one
+//! [`wire::StreamKind::Relay`] stream carries relayed packets (see
+//! [`serve_relay`]). Anything else a node sends is a protocol error that
+//! closes only that node's connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,8 +22,8 @@ use crate::endpoint::{self, Liveness};
 use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    Member, ProbeMessage, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest,
-    TrackerRequestBody, TrackerResponse,
+    Member, ProbeMessage, RelayFrame, RelayRefusal, TrackerEvent, TrackerMessage, TrackerRefusal,
+    TrackerRequest, TrackerRequestBody, TrackerResponse,
 };
 use crate::punch::Role;
 use crate::rate::TokenBucket;
@@ -33,10 +37,93 @@ const EVENT_QUEUE: usize = 256;
 /// closed rather than allowed to pin the tracker's memory.
 const WRITE_STALL: Duration = Duration::from_secs(10);
 
+/// What the relay forwards, and how much. Defaults suit a small tracker
+/// carrying chat and some files for peers that cannot punch.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Whether the tracker relays at all. Default on (`--no-relay` turns it off).
+    pub enabled: bool,
+    /// Bytes per second one peer may send through the relay, on average.
+    /// Default 1 MB/s.
+    pub bytes_per_second: u32,
+    /// Bytes one peer may send in a burst. Default 512 KiB; at least one
+    /// largest packet (64 KiB) is always allowed.
+    pub burst: u32,
+    /// Bytes per second the whole relay forwards, all peers together.
+    /// Default 100 MB/s.
+    pub total_bytes_per_second: u32,
+    /// Packets waiting to be written to one destination; more are dropped,
+    /// as a full router queue would (QUIC's congestion control backs off).
+    /// Default 256.
+    pub queue: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bytes_per_second: 1_000_000,
+            burst: 512 * 1024,
+            total_bytes_per_second: 100_000_000,
+            queue: 256,
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Relaying switched off.
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    fn burst(&self) -> u32 {
+        self.burst.max(wire::MAX_RELAYED_PACKET as u32)
+    }
+}
+
+/// Counters of what the tracker did since it started (`--stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrackerStats {
+    /// Peers registered now.
+    pub peers: u64,
+    /// Relay streams open now.
+    pub relay_streams: u64,
+    pub registrations: u64,
+    pub introductions: u64,
+    /// Packets and bytes forwarded by the relay.
+    pub relayed_packets: u64,
+    pub relayed_bytes: u64,
+    /// Packets dropped because their destination's queue was full.
+    pub relay_dropped: u64,
+    /// Packets dropped because their sender was over its rate limit.
+    pub relay_throttled: u64,
+    /// Packets refused: no introduction, or the destination is gone.
+    pub relay_refused: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    registrations: AtomicU64,
+    introductions: AtomicU64,
+    relayed_packets: AtomicU64,
+    relayed_bytes: AtomicU64,
+    relay_dropped: AtomicU64,
+    relay_throttled: AtomicU64,
+    relay_refused: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
 #[derive(Clone, Debug)]
 pub struct TrackerConfig {
     pub listen: SocketAddr,
     pub limits: TrackerLimits,
+    pub relay: RelayConfig,
     pub liveness: Liveness,
     /// Time a node has to finish the handshake and open its tracker stream.
     /// Default 10 s.
@@ -54,6 +141,7 @@ impl TrackerConfig {
         Self {
             listen,
             limits: TrackerLimits::default(),
+            relay: RelayConfig::default(),
             liveness: Liveness::default(),
             handshake_timeout: Duration::from_secs(10),
             aux_port: None,
@@ -86,6 +174,16 @@ struct Shared {
     /// Where to push each registered node's events, by generation, with
     /// its connection (whose RTT times introductions).
     outboxes: Mutex<HashMap<PeerId, Outbox>>,
+    /// Where to write packets relayed to each node with a relay stream.
+    relays: Mutex<HashMap<PeerId, RelayOutbox>>,
+    /// The relay's tracker-wide byte budget.
+    relay_total: Mutex<TokenBucket>,
+    counters: Counters,
+}
+
+struct RelayOutbox {
+    generation: Generation,
+    sender: mpsc::Sender<RelayFrame>,
 }
 
 struct Outbox {
@@ -161,10 +259,21 @@ impl Tracker {
                 addr: aux_addr,
                 source,
             })?;
+        let relay_total = TokenBucket::new(
+            config.relay.total_bytes_per_second,
+            config
+                .relay
+                .total_bytes_per_second
+                .max(config.relay.burst()),
+            Instant::now().into_std(),
+        );
         let shared = Arc::new(Shared {
             aux,
             registry: Mutex::new(Registry::new(config.limits.clone())),
             outboxes: Mutex::new(HashMap::new()),
+            relays: Mutex::new(HashMap::new()),
+            relay_total: Mutex::new(relay_total),
+            counters: Counters::default(),
             config,
         });
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
@@ -201,6 +310,28 @@ impl Tracker {
 
     pub fn peer_count(&self) -> usize {
         self.shared.registry().peer_count()
+    }
+
+    /// What the tracker has done so far.
+    pub fn stats(&self) -> TrackerStats {
+        let shared = &self.shared;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = &shared.counters;
+        TrackerStats {
+            peers: shared.registry().peer_count() as u64,
+            relay_streams: shared
+                .relays
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len() as u64,
+            registrations: read(&counters.registrations),
+            introductions: read(&counters.introductions),
+            relayed_packets: read(&counters.relayed_packets),
+            relayed_bytes: read(&counters.relayed_bytes),
+            relay_dropped: read(&counters.relay_dropped),
+            relay_throttled: read(&counters.relay_throttled),
+            relay_refused: read(&counters.relay_refused),
+        }
     }
 
     /// Closes every connection with a reason, waits until they are gone, and
@@ -297,17 +428,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     };
     let mut generation = None;
     let end = session(&shared, &connection, peer_id, &mut generation).await;
-    match end {
-        SessionEnd::Protocol(error) => {
-            tracing::debug!(peer = %peer_id.short(), %error, "closing a node that broke the protocol");
-            connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
-        }
-        SessionEnd::Refused(reason) => {
-            tracing::debug!(peer = %peer_id.short(), reason, "closing a node");
-            connection.close(CloseCode::Refused.varint(), reason.as_bytes());
-        }
-        SessionEnd::Closed => {}
-    }
+    end.close(&connection, peer_id);
     if let Some(generation) = generation {
         let outbox = shared.registry().unregister(peer_id, generation);
         shared.deliver(outbox);
@@ -318,11 +439,42 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
         if outboxes.get(&peer_id).map(|o| o.generation) == Some(generation) {
             outboxes.remove(&peer_id);
         }
+        drop(outboxes);
+        let mut relays = shared.relays.lock().unwrap_or_else(PoisonError::into_inner);
+        if relays.get(&peer_id).map(|r| r.generation) == Some(generation) {
+            relays.remove(&peer_id);
+        }
+    }
+}
+
+impl SessionEnd {
+    /// Closes the node's connection with the code and reason this end deserves.
+    fn close(&self, connection: &Connection, peer_id: PeerId) {
+        match self {
+            SessionEnd::Protocol(error) => {
+                tracing::debug!(peer = %peer_id.short(), %error, "closing a node that broke the protocol");
+                connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+            }
+            SessionEnd::Refused(reason) => {
+                tracing::debug!(peer = %peer_id.short(), reason, "closing a node");
+                connection.close(CloseCode::Refused.varint(), reason.as_bytes());
+            }
+            SessionEnd::Closed => {}
+        }
+    }
+}
+
+/// Aborts a task when dropped: a node's relay lives as long as its session.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 async fn session(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     connection: &Connection,
     peer_id: PeerId,
     generation: &mut Option<Generation>,
@@ -343,19 +495,11 @@ async fn session(
             Ok(Err(error)) => return SessionEnd::Protocol(error),
             Err(_) => return SessionEnd::Refused("no stream header in time"),
         };
-    let mut writer = FrameWriter::answering(send, StreamKind::Tracker);
+    let writer = FrameWriter::answering(send, StreamKind::Tracker);
     // Responses and pushed events share one queue drained by the writer, so
     // the reader is never cancelled in the middle of a frame.
-    let (out_tx, mut out_rx) = mpsc::channel::<TrackerMessage>(EVENT_QUEUE);
-    let write_all = async move {
-        while let Some(message) = out_rx.recv().await {
-            match timeout(WRITE_STALL, writer.send(&message)).await {
-                Ok(result) => result?,
-                Err(_) => return Err(SessionEnd::Refused("not reading its tracker stream")),
-            }
-        }
-        Ok::<(), SessionEnd>(())
-    };
+    let (out_tx, out_rx) = mpsc::channel::<TrackerMessage>(EVENT_QUEUE);
+    let write_all = drain_into(writer, out_rx, "not reading its tracker stream");
     let limits = &shared.config.limits;
     let mut bucket = TokenBucket::new(
         limits.requests_per_second,
@@ -363,6 +507,7 @@ async fn session(
         Instant::now().into_std(),
     );
     let read_all = async {
+        let mut relay: Option<AbortOnDrop> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(register_by), if generation.is_none() => {
@@ -388,8 +533,33 @@ async fn session(
                     return Err(unexpected_stream(&mut recv).await);
                 }
                 stream = connection.accept_bi() => {
-                    let Ok((_, mut recv)) = stream else { return Ok(()) };
-                    return Err(unexpected_stream(&mut recv).await);
+                    let Ok((send, mut recv)) = stream else { return Ok(()) };
+                    let kind = match timeout(Duration::from_secs(5), wire::read_header(&mut recv)).await {
+                        Ok(Ok(kind)) => kind,
+                        Ok(Err(error)) => return Err(SessionEnd::Protocol(error)),
+                        Err(_) => return Err(SessionEnd::Protocol(WireError::Truncated("stream header"))),
+                    };
+                    match (*generation, kind, &relay) {
+                        (Some(generation), StreamKind::Relay, None) => {
+                            let task = serve_relay(shared.clone(), connection.clone(), peer_id, generation, send, recv);
+                            relay = Some(AbortOnDrop(tokio::spawn(task)));
+                        }
+                        (None, StreamKind::Relay, _) => {
+                            return Err(SessionEnd::Refused("relay stream opened before registering"));
+                        }
+                        (_, StreamKind::Relay, Some(_)) => {
+                            return Err(SessionEnd::Protocol(WireError::UnexpectedKind {
+                                expected: "single relay",
+                                got: "second relay",
+                            }));
+                        }
+                        (_, kind, _) => {
+                            return Err(SessionEnd::Protocol(WireError::UnexpectedKind {
+                                expected: "single tracker or relay",
+                                got: kind.name(),
+                            }));
+                        }
+                    }
                 }
             }
         }
@@ -402,6 +572,23 @@ async fn session(
         Ok(()) => SessionEnd::Closed,
         Err(end) => end,
     }
+}
+
+/// Writes queued frames to a node's stream until the queue closes; a node
+/// whose stream takes nothing for [`WRITE_STALL`] is refused with
+/// `stalled`, rather than allowed to pin the tracker's memory.
+async fn drain_into<T: serde::Serialize>(
+    mut writer: FrameWriter<quinn::SendStream>,
+    mut queue: mpsc::Receiver<T>,
+    stalled: &'static str,
+) -> Result<(), SessionEnd> {
+    while let Some(frame) = queue.recv().await {
+        match timeout(WRITE_STALL, writer.send(&frame)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(SessionEnd::Refused(stalled)),
+        }
+    }
+    Ok(())
 }
 
 /// The error for a stream a node should not have opened: whatever is wrong
@@ -452,6 +639,7 @@ fn handle_request(
                     },
                 );
             *generation = Some(new_generation);
+            bump(&shared.counters.registrations, 1);
             tracing::debug!(peer = %peer_id.short(), %reflexive, "registered");
             Ok(TrackerResponse::Registered { reflexive })
         }
@@ -484,6 +672,7 @@ fn handle_request(
         TrackerRequestBody::Connect { peer } => {
             let (from, to) = shared.registry().introduce(peer_id, peer)?;
             let attempt = random_u64();
+            bump(&shared.counters.introductions, 1);
             shared.introduce(attempt, from, to);
             Ok(TrackerResponse::Introducing { attempt })
         }
@@ -539,5 +728,141 @@ impl Shared {
                 let _ = sender.try_send(TrackerMessage::Event(event));
             });
         }
+    }
+}
+
+/// A node's relay stream: announces the relay's limits (or that there is
+/// none), then forwards each packet the node sends to its destination's
+/// relay stream, with the node's id as the source. Packets go only to peers
+/// the tracker introduced the node to, within the node's byte budget and the
+/// tracker's; beyond either, or when the destination's queue is full, they
+/// are dropped, as a router would. The sender hears of refusals and
+/// throttling at most once a second. Ends (closing the connection) if the
+/// node breaks the protocol or stops reading.
+async fn serve_relay(
+    shared: Arc<Shared>,
+    connection: Connection,
+    peer_id: PeerId,
+    generation: Generation,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let config = shared.config.relay.clone();
+    let mut writer = FrameWriter::answering(send, StreamKind::Relay);
+    if !config.enabled {
+        let reason = "this tracker does not relay (it runs with --no-relay)".to_string();
+        let _ = writer.send(&RelayFrame::Unavailable { reason }).await;
+        let _ = writer.get_mut().finish();
+        return;
+    }
+    let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(config.queue.max(1));
+    let first = RelayFrame::Ready {
+        bytes_per_second: config.bytes_per_second,
+        burst: config.burst(),
+    };
+    // The queue is fresh: the announcement always fits.
+    let _ = out_tx.try_send(first);
+    shared
+        .relays
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            peer_id,
+            RelayOutbox {
+                generation,
+                sender: out_tx.clone(),
+            },
+        );
+    let write_all = drain_into(writer, out_rx, "not reading its relay stream");
+    let mut reader = FrameReader::new(recv, StreamKind::Relay);
+    let now = || Instant::now().into_std();
+    let mut budget = TokenBucket::new(config.bytes_per_second, config.burst(), now());
+    // One notice of each kind a second, at most.
+    let mut refusal_notices = TokenBucket::new(1, 1, now());
+    let mut throttle_notices = TokenBucket::new(1, 1, now());
+    let read_all = async {
+        while let Some(frame) = reader.recv::<RelayFrame>().await? {
+            let RelayFrame::Packet { peer, packet } = frame else {
+                return Err(SessionEnd::Protocol(WireError::Malformed {
+                    kind: "relay",
+                    reason: "only packets travel from a node to the tracker".into(),
+                }));
+            };
+            let size = packet.len() as u32;
+            let destination = shared.relay_destination(&peer_id, &peer);
+            let notice = match destination {
+                Err(reason) => {
+                    bump(&shared.counters.relay_refused, 1);
+                    Some((&mut refusal_notices, RelayFrame::Refused { peer, reason }))
+                }
+                Ok(_) if !shared.within_relay_budget(&mut budget, size) => {
+                    bump(&shared.counters.relay_throttled, 1);
+                    let throttled = RelayFrame::Throttled {
+                        peer,
+                        bytes_per_second: config.bytes_per_second,
+                    };
+                    Some((&mut throttle_notices, throttled))
+                }
+                Ok(destination) => {
+                    let relayed = RelayFrame::Packet {
+                        peer: peer_id,
+                        packet,
+                    };
+                    if destination.try_send(relayed).is_ok() {
+                        bump(&shared.counters.relayed_packets, 1);
+                        bump(&shared.counters.relayed_bytes, u64::from(size));
+                    } else {
+                        bump(&shared.counters.relay_dropped, 1);
+                    }
+                    None
+                }
+            };
+            if let Some((notices, notice)) = notice {
+                if notices.try_take(now()) {
+                    let _ = out_tx.try_send(notice);
+                }
+            }
+        }
+        Ok::<(), SessionEnd>(())
+    };
+    let result = tokio::select! {
+        result = read_all => result,
+        result = write_all => result,
+    };
+    let mut relays = shared.relays.lock().unwrap_or_else(PoisonError::into_inner);
+    if relays.get(&peer_id).map(|r| r.generation) == Some(generation) {
+        relays.remove(&peer_id);
+    }
+    drop(relays);
+    if let Err(end) = result {
+        end.close(&connection, peer_id);
+    }
+}
+
+impl Shared {
+    /// Where packets from `from` to `to` go, if the relay may carry them.
+    fn relay_destination(
+        &self,
+        from: &PeerId,
+        to: &PeerId,
+    ) -> Result<mpsc::Sender<RelayFrame>, RelayRefusal> {
+        self.registry().may_relay(from, to)?;
+        self.relays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(to)
+            .map(|outbox| outbox.sender.clone())
+            .ok_or(RelayRefusal::Offline)
+    }
+
+    /// Takes `size` bytes from the sender's budget and the tracker's.
+    fn within_relay_budget(&self, sender: &mut TokenBucket, size: u32) -> bool {
+        let now = Instant::now().into_std();
+        sender.try_take_amount(size, now)
+            && self
+                .relay_total
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .try_take_amount(size, now)
     }
 }

@@ -27,6 +27,44 @@ pub fn start_tracker_with(config: TrackerConfig) -> Tracker {
     Tracker::start(&Identity::generate().unwrap(), config).unwrap()
 }
 
+/// A tracker session driven by hand (no node around it), with what it needs
+/// to stay alive.
+pub struct RawSession {
+    pub session: punchgate::tracker::TrackerSession,
+    pub events: tokio::sync::mpsc::UnboundedReceiver<punchgate::protocol::TrackerEvent>,
+    _bound: punchgate::endpoint::BoundEndpoint,
+    _home: tempfile::TempDir,
+}
+
+/// Registers a fresh identity named `name` with `tracker`.
+pub async fn raw_session(tracker: &Tracker, name: &str) -> RawSession {
+    use punchgate::tls::CertifiedIdentity;
+    use punchgate::tracker::client::Registration;
+    let certified = CertifiedIdentity::new(&Identity::generate().unwrap()).unwrap();
+    let bound = punchgate::endpoint::bind(loopback(), None).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let registration = Registration {
+        name,
+        local_addrs: vec![],
+    };
+    let (session, events) = punchgate::tracker::TrackerSession::connect(
+        &bound.endpoint,
+        &certified,
+        home.path(),
+        &tracker.target().parse().unwrap(),
+        punchgate::endpoint::Liveness::default(),
+        registration,
+    )
+    .await
+    .unwrap();
+    RawSession {
+        session,
+        events,
+        _bound: bound,
+        _home: home,
+    }
+}
+
 /// A peer driven by hand: its own identity, connected to a node and greeted
 /// (control stream kept open), for tests that speak the protocol directly.
 pub struct RawPeer {

@@ -1,0 +1,120 @@
+//! The node's end of the tracker's relay: pumps packets between the gate
+//! socket's relay path and the relay stream, and turns the tracker's notices
+//! (throttled, refused) into error events, at most one per peer and kind
+//! every [`NOTICE_INTERVAL`]. Which connections use the relay, and when, is
+//! decided in [`super`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{Event, Inner, Node};
+use crate::gate_socket::{GateSocket, RelayedPacket};
+use crate::identity::PeerId;
+use crate::protocol::RelayFrame;
+use crate::tracker::client::RelayStream;
+use crate::wire::WireError;
+
+/// The same notice about the same peer is shown at most this often.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Whether this node may use the tracker's relay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RelayPolicy {
+    /// Punch first; relay when no direct path appears by the deadline, and
+    /// keep trying to upgrade to a direct path. The default.
+    #[default]
+    Fallback,
+    /// Never relay (`--no-relay`): a failed punch is an error.
+    Never,
+    /// Skip direct attempts and always relay (`--relay-only`; tests, or
+    /// networks where punching only wastes time).
+    Only,
+}
+
+/// What this node knows about its tracker's relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) enum RelayState {
+    /// This node does not relay (its policy), or has no tracker.
+    #[default]
+    Off,
+    /// The tracker relays, each peer within this many bytes per second.
+    Ready { bytes_per_second: u32 },
+    /// The tracker does not relay, or the relay stream was lost; why.
+    Unavailable(String),
+}
+
+/// Moves packets both ways until the stream ends or breaks, then marks the
+/// relay lost. Holds the node weakly, like the probe router.
+pub(super) async fn pump(
+    node: Weak<Inner>,
+    socket: Arc<GateSocket>,
+    stream: RelayStream,
+    mut outgoing: mpsc::Receiver<RelayedPacket>,
+) {
+    let RelayStream {
+        mut writer,
+        mut reader,
+    } = stream;
+    let write_all = async {
+        while let Some((peer, packet)) = outgoing.recv().await {
+            writer.send(&RelayFrame::Packet { peer, packet }).await?;
+        }
+        Ok::<(), WireError>(())
+    };
+    let mut shown: HashMap<(PeerId, &'static str), Instant> = HashMap::new();
+    let read_all = async {
+        while let Some(frame) = reader.recv::<RelayFrame>().await? {
+            let (peer, kind, text) = match frame {
+                RelayFrame::Packet { peer, packet } => {
+                    socket.deliver_relayed(peer, packet);
+                    continue;
+                }
+                RelayFrame::Throttled {
+                    peer,
+                    bytes_per_second,
+                } => (
+                    peer,
+                    "throttled",
+                    format!(
+                        "over the relay's limit of {bytes_per_second} bytes/s: packets are dropped until the rate falls"
+                    ),
+                ),
+                RelayFrame::Refused { peer, reason } => (peer, "refused", reason.to_string()),
+                RelayFrame::Ready { .. } | RelayFrame::Unavailable { .. } => {
+                    return Err(WireError::Malformed {
+                        kind: "relay",
+                        reason: "a second announcement".into(),
+                    })
+                }
+            };
+            let now = Instant::now();
+            let due = shown
+                .get(&(peer, kind))
+                .is_none_or(|at| now.duration_since(*at) >= NOTICE_INTERVAL);
+            if !due {
+                continue;
+            }
+            shown.insert((peer, kind), now);
+            let Some(inner) = node.upgrade() else { break };
+            let node = Node { inner };
+            let name = node.name_of(&peer);
+            node.emit(Event::error(format!("relay to {name}: {text}")));
+        }
+        Ok::<(), WireError>(())
+    };
+    let result = tokio::select! {
+        result = write_all => result,
+        result = read_all => result,
+    };
+    let Some(inner) = node.upgrade() else { return };
+    let node = Node { inner };
+    let reason = match result {
+        Ok(()) => "the tracker closed the relay stream".to_string(),
+        Err(error) => format!("the relay stream failed: {error}"),
+    };
+    tracing::debug!(%reason, "relay lost");
+    node.state().relay = RelayState::Unavailable(reason);
+}
