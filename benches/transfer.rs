@@ -109,6 +109,18 @@ fn transfer(c: &mut Criterion) {
             })
         });
     }
+    // What verification alone costs: BLAKE3 over the file's bytes, 1 MiB
+    // at a time, from memory (no network, no disk).
+    let block: Vec<u8> = std::fs::read(&file).unwrap();
+    group.bench_function("blake3-only", |b| {
+        b.iter(|| {
+            block
+                .chunks(1 << 20)
+                .map(|chunk| blake3::hash(chunk).as_bytes()[0])
+                .fold(0u8, |a, b| a ^ b)
+        })
+    });
+    drop(block);
     // The same bytes over plain quinn with punchgate's transport settings.
     let pair = quinn_pair(punchgate_transport());
     let (client, server) = runtime.block_on(async {

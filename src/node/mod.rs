@@ -1567,12 +1567,20 @@ impl Node {
                     .peers
                     .entry(peer)
                     .or_insert_with(|| PeerRecord::new(greeting.name.clone()));
-                let existing = record.gate.take().filter(|g| g.is_open());
+                let previous = record.gate.take();
+                let existing = previous.clone().filter(|g| g.is_open());
                 let keep_existing = existing.as_ref().is_some_and(|old| keeps_over(old, &gate));
                 if keep_existing {
                     record.gate = existing;
                     Err((CloseCode::Duplicate, "duplicate"))
                 } else {
+                    // The peer may have closed the gate this one replaces
+                    // (as a duplicate) before this side installed it: that
+                    // is still a change of path, not a new connection.
+                    let existing = existing.or(previous.filter(|old| {
+                        gate::closed_as_duplicate(&old.connection)
+                            && old.connection.stable_id() != gate.connection.stable_id()
+                    }));
                     record.name = greeting.name.clone();
                     record.rooms = greeting.rooms.iter().cloned().collect();
                     // Password proofs belong to a connection.
@@ -1595,7 +1603,7 @@ impl Node {
         let path = path_of(&gate.connection);
         let remote = self.shown_remote(&gate.connection);
         let path_before = replaced.as_ref().map(|old| path_of(&old.connection));
-        if let Some(old) = replaced {
+        if let Some(old) = replaced.filter(|old| old.is_open()) {
             old.connection
                 .close(CloseCode::Duplicate.varint(), b"duplicate");
         }
@@ -1662,6 +1670,16 @@ impl Node {
             }
         };
         let reason = describe_close(&error);
+        // The peer closed this gate because it keeps another connection to
+        // this node (an upgrade, or a simultaneous dial): the peer is not
+        // gone once that connection is installed here.
+        if gate::closed_as_duplicate(&connection)
+            && self
+                .wait_for_gate(gate.peer_id, gate::GREETING_TIMEOUT)
+                .await
+        {
+            return;
+        }
         let name = {
             let mut state = self.state();
             let Some(record) = state.peers.get_mut(&gate.peer_id) else {
