@@ -77,20 +77,7 @@ fn throughput(c: &mut Criterion) {
             after.cwnd / 1024
         );
     }
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    group.bench_function("tcp/1-stream", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    total += tcp_transfer(&listener, SIZE).await;
-                }
-                total
-            })
-        })
-    });
+    bench_tcp_copy(&mut group, &runtime, SIZE);
     group.finish();
 }
 

@@ -292,6 +292,32 @@ async fn hostile_manifests_are_refused_and_write_nothing_outside_the_target() {
     assert!(!Path::new("/tmp/punchgate-escape-test").exists());
 }
 
+/// A tracker process and a `punchgate send` of `file` through it (with
+/// `extra` flags); returns both and the ticket.
+fn serve(file: &Path, extra: &[&str]) -> (common::process::Proc, common::process::Proc, String) {
+    use common::process::Proc;
+    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let target = tracker.expect("ready", |_| true)["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut args = vec![
+        "send",
+        file.to_str().unwrap(),
+        "--tracker",
+        &target,
+        "--bind",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let sender = Proc::start(&args);
+    let ticket = sender.expect("ticket", |_| true)["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (tracker, sender, ticket)
+}
+
 /// `punchgate get` killed halfway (SIGKILL) and run again fetches only the
 /// chunks it had not verified, through real processes and a tracker.
 #[test]
@@ -304,28 +330,11 @@ fn a_killed_get_resumes_and_fetches_only_the_missing_chunks() {
     std::fs::write(&file, &bytes).unwrap();
     let out = work.path().join("out");
 
-    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
-    let target = tracker.expect("ready", |_| true)["target"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // The sender paces itself so the kill lands mid-transfer.
-    let sender = Proc::start(&[
-        "send",
-        file.to_str().unwrap(),
-        "--tracker",
-        &target,
-        "--bind",
-        "127.0.0.1:0",
-        "--chunk-size",
-        &CHUNK.to_string(),
-        "--max-rate",
-        "2000000",
-    ]);
-    let ticket = sender.expect("ticket", |_| true)["ticket"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_tracker, _sender, ticket) = serve(
+        &file,
+        &["--chunk-size", &CHUNK.to_string(), "--max-rate", "2000000"],
+    );
     let get = || {
         Proc::start(&[
             "get",
@@ -390,25 +399,7 @@ fn a_full_disk_is_a_clear_error_and_the_rerun_resumes() {
     let bytes = pattern(2 * LIMIT as usize + 5, 8);
     std::fs::write(&file, &bytes).unwrap();
     let out = work.path().join("out");
-    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
-    let target = tracker.expect("ready", |_| true)["target"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let sender = Proc::start(&[
-        "send",
-        file.to_str().unwrap(),
-        "--tracker",
-        &target,
-        "--bind",
-        "127.0.0.1:0",
-        "--chunk-size",
-        "65536",
-    ]);
-    let ticket = sender.expect("ticket", |_| true)["ticket"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_tracker, _sender, ticket) = serve(&file, &["--chunk-size", "65536"]);
     let args = [
         "get",
         &ticket,

@@ -222,3 +222,26 @@ pub async fn tcp_transfer(listener: &tokio::net::TcpListener, size: usize) -> Du
     assert_eq!(total, size);
     start.elapsed()
 }
+
+/// Benches a plain TCP copy of `size` bytes on loopback, as "tcp/1-stream"
+/// in `group`: the reference every transfer bench prints beside its own.
+pub fn bench_tcp_copy(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    size: usize,
+) {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    group.bench_function("tcp/1-stream", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += tcp_transfer(&listener, size).await;
+                }
+                total
+            })
+        })
+    });
+}
