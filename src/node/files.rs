@@ -30,7 +30,7 @@ use crate::protocol::{
     ManifestRequest, MAX_ROOM_LEN,
 };
 use crate::transfer::manifest::{self, ContentId, Layout};
-use crate::transfer::partial::{self, DiskError, Partial, Stored};
+use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
 use crate::transfer::{swarm_room, Share, Ticket};
 use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
@@ -587,7 +587,7 @@ impl Node {
             .map_err(|e| e.to_string())?;
         let mut reader = FrameReader::new(recv, StreamKind::Chunks);
         let mut outstanding = std::collections::VecDeque::with_capacity(PIPELINE_DEPTH);
-        let mut buffer: Vec<u8> = Vec::new();
+        let mut buffer = ChunkBuffer::default();
         loop {
             let changed = fetch.changed.notified();
             tokio::pin!(changed);
@@ -637,18 +637,22 @@ impl Node {
                 .layout()
                 .place(index)
                 .ok_or("answered a chunk that does not exist")?;
-            buffer.resize(place.len, 0);
-            reader
-                .get_mut()
-                .read_exact(&mut buffer)
-                .await
-                .map_err(|e| format!("chunk {index}: {e}"))?;
+            buffer.clear();
+            while buffer.len() < place.len {
+                let piece = reader
+                    .get_mut()
+                    .read_chunk(place.len - buffer.len(), true)
+                    .await
+                    .map_err(|e| format!("chunk {index}: {e}"))?
+                    .ok_or_else(|| format!("chunk {index}: the source closed the stream"))?;
+                buffer.extend(&piece.bytes);
+            }
             if fetch.schedule().is_done(index) {
                 continue; // another source was faster with this one
             }
             let partial = fetch.partial.clone();
             let (stored, returned) = tokio::task::spawn_blocking(move || {
-                let stored = partial.store(index, &buffer);
+                let stored = partial.store(index, &mut buffer);
                 (stored, buffer)
             })
             .await

@@ -53,6 +53,61 @@ impl DiskError {
     }
 }
 
+/// Bytes hashed at a time while a chunk arrives: large enough for BLAKE3's
+/// wide SIMD, small enough that the bytes are still in cache.
+const HASH_STEP: usize = 64 << 10;
+
+/// A chunk as it arrives from the network, hashed piece by piece while the
+/// pieces are hot in cache. Only [`Partial::store`] reads the result, and
+/// only after comparing the hash with the manifest's.
+#[derive(Default)]
+pub struct ChunkBuffer {
+    bytes: Vec<u8>,
+    hasher: blake3::Hasher,
+    hashed: usize,
+}
+
+impl ChunkBuffer {
+    /// Empties the buffer for the next chunk, keeping its allocation.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.hasher.reset();
+        self.hashed = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Appends `piece`, hashing whatever has reached a full step.
+    pub fn extend(&mut self, piece: &[u8]) {
+        self.bytes.extend_from_slice(piece);
+        if self.bytes.len() - self.hashed >= HASH_STEP {
+            self.hasher.update(&self.bytes[self.hashed..]);
+            self.hashed = self.bytes.len();
+        }
+    }
+
+    /// The hash of everything appended.
+    fn finish(&mut self) -> blake3::Hash {
+        self.hasher.update(&self.bytes[self.hashed..]);
+        self.hashed = self.bytes.len();
+        self.hasher.finalize()
+    }
+}
+
+impl From<&[u8]> for ChunkBuffer {
+    fn from(bytes: &[u8]) -> Self {
+        let mut chunk = Self::default();
+        chunk.extend(bytes);
+        chunk
+    }
+}
+
 /// Whether a received chunk was kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
@@ -159,13 +214,14 @@ impl Partial {
     }
 
     /// Verifies chunk `index` and, only if it matches, writes and logs it.
-    pub fn store(&self, index: u64, data: &[u8]) -> Result<Stored, DiskError> {
+    pub fn store(&self, index: u64, chunk: &mut ChunkBuffer) -> Result<Stored, DiskError> {
         let Some(place) = self.layout.place(index) else {
             return Ok(Stored::Corrupt);
         };
-        if data.len() != place.len || *blake3::hash(data).as_bytes() != place.hash {
+        if chunk.len() != place.len || *chunk.finish().as_bytes() != place.hash {
             return Ok(Stored::Corrupt);
         }
+        let data = &chunk.bytes;
         let data_path = || self.work.join(format!("{}.data", place.file));
         write_all_at(&self.files[place.file], data, place.offset)
             .map_err(|error| DiskError::io("write", &data_path())(error))?;
@@ -325,4 +381,79 @@ pub fn read_exact_at(file: &File, mut buffer: &mut [u8], mut offset: u64) -> io:
         offset += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::manifest::{build, MIN_CHUNK_SIZE};
+    use super::*;
+
+    #[test]
+    fn a_chunk_hashed_piece_by_piece_hashes_as_a_whole() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let whole = blake3::hash(&data);
+        let mut chunk = ChunkBuffer::default();
+        for piece_len in [1, 1200, HASH_STEP - 1, HASH_STEP, HASH_STEP + 1, data.len()] {
+            chunk.clear();
+            for piece in data.chunks(piece_len) {
+                chunk.extend(piece);
+            }
+            assert_eq!(chunk.len(), data.len());
+            assert_eq!(chunk.finish(), whole, "pieces of {piece_len} bytes");
+        }
+        chunk.clear();
+        assert!(chunk.is_empty());
+        assert_eq!(chunk.finish(), blake3::hash(b""));
+    }
+
+    #[test]
+    fn only_chunks_that_match_their_hash_are_written_and_kept_on_resume() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = source_dir.path().join("data.bin");
+        let chunk_size = MIN_CHUNK_SIZE as usize;
+        let data: Vec<u8> = (0..chunk_size * 2 + 5).map(|i| (i % 253) as u8).collect();
+        fs::write(&source, &data).unwrap();
+        let built = build(&[source], MIN_CHUNK_SIZE).unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let (partial, have) =
+            Partial::open(target.path(), built.layout.clone(), &built.encoded, false).unwrap();
+        assert!(have.is_empty());
+
+        let mut corrupt = ChunkBuffer::from(&data[..chunk_size]);
+        corrupt.bytes[10] ^= 1;
+        assert_eq!(partial.store(0, &mut corrupt).unwrap(), Stored::Corrupt);
+        let short = &data[chunk_size..chunk_size * 2 - 1];
+        assert_eq!(
+            partial.store(1, &mut ChunkBuffer::from(short)).unwrap(),
+            Stored::Corrupt
+        );
+        assert_eq!(
+            partial
+                .store(7, &mut ChunkBuffer::from(&data[..5]))
+                .unwrap(),
+            Stored::Corrupt
+        );
+        let data_file = work_dir(target.path(), built.layout.id).join("0.data");
+        assert_eq!(
+            fs::metadata(&data_file).unwrap().len(),
+            0,
+            "nothing written"
+        );
+
+        let last = &data[chunk_size * 2..];
+        assert_eq!(
+            partial.store(2, &mut ChunkBuffer::from(last)).unwrap(),
+            Stored::Verified
+        );
+        drop(partial);
+        let (partial, have) =
+            Partial::open(target.path(), built.layout, &built.encoded, false).unwrap();
+        assert_eq!(have.into_iter().collect::<Vec<_>>(), vec![2]);
+        for (index, range) in [(0, 0..chunk_size), (1, chunk_size..chunk_size * 2)] {
+            let mut chunk = ChunkBuffer::from(&data[range]);
+            assert_eq!(partial.store(index, &mut chunk).unwrap(), Stored::Verified);
+        }
+        let paths = partial.finish().unwrap();
+        assert_eq!(fs::read(&paths[0]).unwrap(), data);
+    }
 }
