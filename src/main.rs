@@ -674,8 +674,9 @@ async fn get_files(
                     bar.set_position(*bytes);
                     bar.set_message(render::sanitize(name));
                 }
-                // The report is printed once the fetch returns.
-                (Event::TransferDone { .. }, _) if !json => {}
+                // The report is printed once the fetch returns; holders'
+                // offers in the swarm room are of the content being fetched.
+                (Event::TransferDone { .. } | Event::FileOffered { .. }, _) if !json => {}
                 (_, Some(bar)) => {
                     for line in render::render(&event) {
                         bar.println(line);

@@ -1,6 +1,6 @@
 //! File transfer between nodes on loopback: byte-identical files and
 //! folders (nested, empty files, odd sizes), several sources at once, a
-//! corrupt source dropped, hostile manifests refused, no overwrite without
+//! holder added mid-download, a corrupt source dropped, hostile manifests refused, no overwrite without
 //! force.
 
 mod common;
@@ -186,6 +186,66 @@ async fn chunks_come_from_all_three_providers_and_a_corrupt_one_is_dropped() {
         _ => None,
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_holder_that_offers_the_content_mid_download_becomes_a_source() {
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("late.bin");
+    let bytes = pattern(256 * MIN_CHUNK_SIZE as usize, 6);
+    std::fs::write(&file, &bytes).unwrap();
+    // Alice serves 64 KiB/s: alone she would need a minute for these 4 MiB.
+    let mut slow = small_chunks("alice", &[]);
+    slow.transfer.upload_limit = Some(64 << 10);
+    let alice = start_node(slow).await;
+    let content = alice
+        .node
+        .share(vec![file.clone()])
+        .await
+        .unwrap()
+        .layout
+        .id;
+    let mut bob = start_node(small_chunks("bob", &[&alice])).await;
+    bob.connected_to(&alice).await;
+    let target = tempfile::tempdir().unwrap();
+    let download = tokio::spawn({
+        let (bob, alice, target) = (bob.node.clone(), alice.node.peer_id(), target.path().into());
+        async move {
+            bob.fetch(FetchRequest {
+                content,
+                sources: vec![alice],
+                target,
+                force: false,
+            })
+            .await
+        }
+    });
+    bob.sees("the download under way", |e| match e {
+        Event::TransferProgress { bytes, .. } if *bytes > 0 => Some(()),
+        _ => None,
+    })
+    .await;
+    // Carol has the same content and offers it to the room only now.
+    let carol = start_node(small_chunks("carol", &[&bob])).await;
+    let copy = carol.home.path().join("late.bin");
+    std::fs::copy(&file, &copy).unwrap();
+    bob.connected_to(&carol).await;
+    carol.node.send_files(vec![copy]).await.unwrap();
+
+    let report = download.await.unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(target.path().join("late.bin")).unwrap(),
+        bytes
+    );
+    let counts: Vec<(String, u64)> = report
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), s.chunks))
+        .collect();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(counts[1].0, "carol");
+    assert!(counts[1].1 > 0, "carol served nothing: {counts:?}");
+    assert_eq!(counts[0].1 + counts[1].1, report.chunks);
 }
 
 #[tokio::test]

@@ -5,8 +5,9 @@
 //!
 //! A fetch runs `streams` workers per source. Each keeps
 //! [`PIPELINE_DEPTH`] chunk requests outstanding on its stream, reads each
-//! answer into a buffer it reuses, and hands it to a blocking thread that
-//! verifies the BLAKE3 hash and only then writes it.
+//! answer into a buffer it reuses, hashing it (BLAKE3) piece by piece as it
+//! arrives, and hands it to a blocking thread that compares the hash with
+//! the manifest's and only then writes it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -79,6 +80,8 @@ impl Default for TransferConfig {
 pub enum FetchError {
     #[error("no connected source for {0}")]
     NoSource(String),
+    #[error("{0} is already being fetched")]
+    AlreadyFetching(String),
     #[error("no source has the manifest of {content}: {tried}")]
     NoManifest { content: String, tried: String },
     #[error("{0}; the verified chunks are kept: fix that and run the same get again to resume")]
@@ -152,11 +155,26 @@ pub(super) struct FileState {
     own_offers: Vec<FileOffer>,
     /// Offers heard from peers, with who offered each.
     offers: BTreeMap<ContentId, (FileOffer, BTreeSet<PeerId>)>,
+    /// Running fetches, each told of holders that offer it after it started.
+    fetching: BTreeMap<ContentId, mpsc::UnboundedSender<PeerId>>,
 }
 
 impl FileState {
     fn share(&self, content: &ContentId) -> Option<Arc<Share>> {
         self.shares.get(content).cloned()
+    }
+}
+
+/// A running fetch's place in [`FileState::fetching`], given up when the
+/// fetch ends however it ends.
+struct FetchRegistration {
+    node: Node,
+    content: ContentId,
+}
+
+impl Drop for FetchRegistration {
+    fn drop(&mut self) {
+        self.node.state().files.fetching.remove(&self.content);
     }
 }
 
@@ -262,6 +280,9 @@ impl Node {
                 return Ok(());
             }
             let name = record.name.clone();
+            if let Some(fetch) = state.files.fetching.get(&offer.content) {
+                let _ = fetch.send(from); // a new source for a running fetch
+            }
             let (_, providers) = state
                 .files
                 .offers
@@ -374,18 +395,28 @@ impl Node {
 
     /// Fetches `request.content` from its sources into `request.target`,
     /// resuming what an earlier run verified, and serves it afterwards.
+    /// Peers that offer the content while it runs become sources too.
     pub async fn fetch(&self, request: FetchRequest) -> Result<FetchReport, FetchError> {
         let started = Instant::now();
         let content = request.content;
+        let (late_tx, mut late_sources) = mpsc::unbounded_channel();
         let gates: Vec<Arc<Gate>> = {
-            let state = self.state();
+            let mut state = self.state();
+            if state.files.fetching.contains_key(&content) {
+                return Err(FetchError::AlreadyFetching(content.short()));
+            }
+            state.files.fetching.insert(content, late_tx);
             let mut seen = BTreeSet::new();
             request
                 .sources
                 .iter()
                 .filter(|p| seen.insert(**p))
-                .filter_map(|p| state.peers.get(p)?.gate.clone().filter(|g| g.is_open()))
+                .filter_map(|p| state.open_gate(p))
                 .collect()
+        };
+        let _registration = FetchRegistration {
+            node: self.clone(),
+            content,
         };
         if gates.is_empty() {
             return Err(FetchError::NoSource(content.short()));
@@ -423,13 +454,19 @@ impl Node {
         });
         let mut workers = JoinSet::new();
         let mut source_peers = Vec::new();
-        for gate in &gates {
+        let mut add_source = |gate: Arc<Gate>, workers: &mut JoinSet<_>| {
+            if source_peers.contains(&gate.peer_id) {
+                return;
+            }
             let source = fetch.schedule().add_source();
             source_peers.push(gate.peer_id);
             for _ in 0..self.inner.config.transfer.streams.max(1) {
                 let (node, fetch, gate) = (self.clone(), fetch.clone(), gate.clone());
                 workers.spawn(async move { node.fetch_worker(fetch, gate, source).await });
             }
+        };
+        for gate in gates {
+            add_source(gate, &mut workers);
         }
         let progress = |node: &Node| {
             let bytes = fetch.bytes_done.load(Ordering::Relaxed);
@@ -454,6 +491,13 @@ impl Node {
                     None => break,
                 },
                 _ = ticker.tick() => progress(self),
+                Some(peer) = late_sources.recv() => {
+                    let gate = self.state().open_gate(&peer);
+                    if let Some(gate) = gate {
+                        tracing::debug!(peer = %peer.short(), "a new source joins the fetch");
+                        add_source(gate, &mut workers);
+                    }
+                }
             }
         }
         progress(self);
@@ -701,6 +745,10 @@ impl Node {
         let tracker = self.tracker_target().ok_or(NodeError::NoTracker)?;
         let share = self.share(paths).await?;
         let content = share.layout.id;
+        // Offered in the swarm room, so a getter that meets this node after
+        // its download started adds it as a source.
+        let offer = offer_of(&share, swarm_room(content));
+        self.state().files.own_offers.push(offer);
         self.join(&swarm_room(content)).await?;
         Ok(Ticket {
             tracker,

@@ -293,9 +293,12 @@ impl State {
     }
 
     fn has_open_gate(&self, peer: &PeerId) -> bool {
-        self.peers
-            .get(peer)
-            .is_some_and(|r| r.gate.as_ref().is_some_and(|g| g.is_open()))
+        self.open_gate(peer).is_some()
+    }
+
+    /// The peer's gate, if it is open.
+    fn open_gate(&self, peer: &PeerId) -> Option<Arc<Gate>> {
+        self.peers.get(peer)?.gate.clone().filter(|g| g.is_open())
     }
 
     /// An open gate on a direct path: nothing left to punch for.
