@@ -362,8 +362,9 @@ pub fn render(event: &Event) -> Vec<String> {
                 String::new()
             };
             vec![format!(
-                "* {} {percent:.0}% ({} of {}, {}/s{eta})",
+                "* {} {} {percent:.0}% ({} of {}, {}/s{eta})",
                 sanitize(name),
+                text_bar(percent),
                 size(*bytes),
                 size(*total),
                 size(*bytes_per_s as u64)
@@ -389,9 +390,41 @@ pub fn render(event: &Event) -> Vec<String> {
     }
 }
 
+/// A progress bar in plain text, for lines printed above the chat prompt
+/// (a redrawn bar would garble it): `[=========>          ]`.
+fn text_bar(percent: f64) -> String {
+    const WIDTH: usize = 20;
+    let filled = ((percent.clamp(0.0, 100.0) / 100.0) * WIDTH as f64).round() as usize;
+    let head = usize::from(filled < WIDTH && filled > 0);
+    format!(
+        "[{}{}{}]",
+        "=".repeat(filled - head),
+        ">".repeat(head),
+        " ".repeat(WIDTH - filled)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transfer_progress_reads_as_a_bar_with_rate_and_time_left() {
+        let line = render(&Event::TransferProgress {
+            hash: "h".into(),
+            name: "film.mkv".into(),
+            bytes: 1 << 20,
+            total: 4 << 20,
+            bytes_per_s: 1048576.0,
+        });
+        assert_eq!(
+            line,
+            vec!["* film.mkv [====>               ] 25% (1.0 MiB of 4.0 MiB, 1.0 MiB/s, 3 s left)"]
+        );
+        assert_eq!(text_bar(0.0), format!("[{}]", " ".repeat(20)));
+        assert_eq!(text_bar(100.0), format!("[{}]", "=".repeat(20)));
+        assert_eq!(text_bar(250.0), text_bar(100.0));
+    }
 
     #[test]
     fn terminal_escapes_from_peers_are_neutralised() {
