@@ -163,6 +163,13 @@ impl FileState {
     fn share(&self, content: &ContentId) -> Option<Arc<Share>> {
         self.shares.get(content).cloned()
     }
+
+    /// Keeps `offer` among this node's own, to send to members met later.
+    fn remember_offer(&mut self, offer: &FileOffer) {
+        if !self.own_offers.contains(offer) {
+            self.own_offers.push(offer.clone());
+        }
+    }
 }
 
 /// A running fetch's place in [`FileState::fetching`], given up when the
@@ -214,9 +221,7 @@ impl Node {
     async fn announce(&self, offer: FileOffer) {
         let gates: Vec<Arc<Gate>> = {
             let mut state = self.state();
-            if !state.files.own_offers.contains(&offer) {
-                state.files.own_offers.push(offer.clone());
-            }
+            state.files.remember_offer(&offer);
             state
                 .peers
                 .values()
@@ -748,7 +753,7 @@ impl Node {
         // Offered in the swarm room, so a getter that meets this node after
         // its download started adds it as a source.
         let offer = offer_of(&share, swarm_room(content));
-        self.state().files.own_offers.push(offer);
+        self.state().files.remember_offer(&offer);
         self.join(&swarm_room(content)).await?;
         Ok(Ticket {
             tracker,
