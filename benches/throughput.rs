@@ -55,13 +55,7 @@ fn throughput(c: &mut Criterion) {
         for streams in [1, PARALLEL] {
             group.bench_function(format!("{name}/{streams}-stream"), |b| {
                 b.iter_custom(|iters| {
-                    runtime.block_on(async {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            total += quic_transfer(&client, &server, streams, SIZE).await;
-                        }
-                        total
-                    })
+                    runtime.block_on(quic_transfers(&client, &server, streams, SIZE, iters))
                 })
             });
         }

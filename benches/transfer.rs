@@ -213,13 +213,7 @@ fn transfer(c: &mut Criterion) {
     for streams in [1, 4] {
         group.bench_function(format!("quinn-raw/{streams}-stream"), |b| {
             b.iter_custom(|iters| {
-                runtime.block_on(async {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += quic_transfer(&client, &server, streams, SIZE).await;
-                    }
-                    total
-                })
+                runtime.block_on(quic_transfers(&client, &server, streams, SIZE, iters))
             })
         });
     }

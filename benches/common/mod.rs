@@ -194,6 +194,21 @@ pub async fn quic_transfer(
     start.elapsed()
 }
 
+/// `iters` runs of [`quic_transfer`]; their total time (for `iter_custom`).
+pub async fn quic_transfers(
+    client: &quinn::Connection,
+    server: &quinn::Connection,
+    streams: usize,
+    size: usize,
+    iters: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        total += quic_transfer(client, server, streams, size).await;
+    }
+    total
+}
+
 /// Moves `size` bytes over one TCP connection on loopback.
 pub async fn tcp_transfer(listener: &tokio::net::TcpListener, size: usize) -> Duration {
     let addr = listener.local_addr().unwrap();
