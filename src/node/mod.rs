@@ -958,6 +958,20 @@ impl Node {
                     Ok(Err(error)) => error.to_string(),
                     Err(_) => format!("no progress within {send_timeout:?}"),
                 };
+                // The path changed under the send: once more over the new gate.
+                let replacement = node
+                    .state()
+                    .open_gate(&gate.peer_id)
+                    .filter(|g| g.connection.stable_id() != gate.connection.stable_id());
+                if let Some(replacement) = replacement {
+                    let on_open = |acks| {
+                        tokio::spawn(node.clone().read_acks(replacement.clone(), acks));
+                    };
+                    let resent = timeout(send_timeout, replacement.send_chat(&frame, on_open));
+                    if let Ok(Ok(())) = resent.await {
+                        return;
+                    }
+                }
                 let name = node.name_of(&gate.peer_id);
                 node.emit(Event::error(format!(
                     "message {id} to {name} is pending ({problem}); history sync delivers it when they reconnect"
@@ -1342,6 +1356,16 @@ impl Node {
         }
     }
 
+    /// After a gate to `peer` ended while another one carries on (a change
+    /// of path): messages that were in flight on the old one are pulled
+    /// again over the current one (sync only fetches what is missing).
+    fn resync_over_current_gate(&self, peer: PeerId) {
+        let gate = self.state().open_gate(&peer);
+        if let Some(gate) = gate {
+            tokio::spawn(self.clone().sync_with(gate));
+        }
+    }
+
     /// Waits up to `limit` for `peer` to have an open gate.
     async fn wait_for_gate(&self, peer: PeerId, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
@@ -1681,6 +1705,7 @@ impl Node {
                 .wait_for_gate(gate.peer_id, gate::GREETING_TIMEOUT)
                 .await
         {
+            self.resync_over_current_gate(gate.peer_id);
             return;
         }
         let name = {
@@ -1693,7 +1718,10 @@ impl Node {
                 .as_ref()
                 .is_some_and(|g| g.connection.stable_id() == connection.stable_id());
             if !current {
-                return; // a duplicate that lost; the peer is still connected
+                // A duplicate that lost; the peer is still connected.
+                drop(state);
+                self.resync_over_current_gate(gate.peer_id);
+                return;
             }
             record.gate = None;
             record.status = PeerStatus::Offline;
