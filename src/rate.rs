@@ -43,6 +43,18 @@ impl TokenBucket {
         }
     }
 
+    /// When the next whole token will be there (at once if one is).
+    pub fn next_token_at(&self) -> Instant {
+        if self.tokens >= 1.0 || self.per_second <= 0.0 {
+            self.last
+        } else {
+            // Rounded up, so a caller woken then finds the token there.
+            self.last
+                + std::time::Duration::from_secs_f64((1.0 - self.tokens) / self.per_second)
+                + std::time::Duration::from_micros(1)
+        }
+    }
+
     /// Takes `amount` tokens now, going into debt if need be, and returns
     /// how long the caller should wait before acting on them: pacing for a
     /// byte stream rather than refusal.

@@ -15,6 +15,7 @@ mod auth;
 pub mod events;
 mod files;
 mod gate;
+pub mod manager;
 mod netcheck;
 mod relay;
 mod sync;

@@ -1,0 +1,911 @@
+//! The connection manager: every decision about the node's connections,
+//! with no sockets, no tasks and no clock of its own (the way quinn-proto
+//! sits under quinn). It owns, per tracker, the session's state and retry
+//! timer; per peer, whether it is wanted, its gate, the attempt under way
+//! (introduction, punch, the relay racing it), retry and upgrade timers, and
+//! the messages the peer has not acknowledged yet.
+//!
+//! Driving it: feed what happened through the `handle_*` methods and the
+//! commands ([`Manager::connect`], [`Manager::set_wanted`],
+//! [`Manager::post`]), each with the current time; then drain
+//! [`Manager::poll_action`] until it returns `None` and carry the actions
+//! out; sleep until [`Manager::poll_timeout`] and call
+//! [`Manager::handle_timeout`]. The node task in `super::driver` does this;
+//! the tests in `tests` do it with a virtual clock and a simulated network.
+
+mod backoff;
+mod peer;
+#[cfg(test)]
+mod tests;
+mod tracker;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use backoff::{Backoff, Jitter};
+use peer::{Attempt, PeerEntry, RelayLeg};
+use tracker::TrackerEntry;
+pub use tracker::TrackerState;
+
+use super::events::PathKind;
+use super::relay::RelayPolicy;
+use crate::identity::PeerId;
+use crate::protocol::MessageId;
+use crate::punch::Role;
+
+/// A gate's connection, by quinn's stable id.
+pub type GateId = usize;
+/// A tracker, by its place in the node's list of trackers.
+pub type TrackerIx = usize;
+
+/// What the manager needs to know of a greeted connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateFacts {
+    pub id: GateId,
+    pub path: PathKind,
+    /// Which side dialed: decides which of two simultaneous connections stays.
+    pub dialer: PeerId,
+}
+
+/// How a gate ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateEnd {
+    /// The peer (or this node) keeps another connection instead.
+    Duplicate,
+    /// The path failed (idle timeout, reset): worth reconnecting.
+    PathDied(String),
+    /// Someone closed it on purpose (goodbye, refusal, protocol error).
+    Closed(String),
+}
+
+/// Why the tracker did not introduce this node to a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntroductionRefused {
+    /// Too many requests: retried after a backoff.
+    RateLimited,
+    /// Anything else (the peer left, the tracker went away), in words.
+    Other(String),
+}
+
+/// How the manager is tuned. Defaults in [`ManagerConfig::default`].
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    pub relay: RelayPolicy,
+    /// A punch runs alone for twice the tracker's round-trip time, within
+    /// these bounds, before the relay joins the race (happy eyeballs).
+    /// Default 200 ms to 1 s: a direct path on a LAN or loopback wins
+    /// outright; across the world the relay starts well before a punch
+    /// would give up.
+    pub relay_race: (Duration, Duration),
+    /// Retries of failed attempts to reach a wanted peer. Default 500 ms
+    /// doubling to 30 s.
+    pub retry: Backoff,
+    /// Retries of direct paths while relayed. Default 1 s doubling to 30 s.
+    pub upgrade: Backoff,
+    /// Retries of a lost tracker session. Default 250 ms doubling to 30 s.
+    pub tracker_retry: Backoff,
+    /// How long an introduction may take before the request counts as
+    /// failed. Default 10 s.
+    pub introduction_timeout: Duration,
+    /// The longest one attempt may take after its introduction (a punch
+    /// that never reports back). Default 30 s.
+    pub attempt_timeout: Duration,
+    /// After the peer closed a gate as a duplicate, how long its
+    /// replacement may take before the peer counts as gone. Default 10 s.
+    pub replacement_grace: Duration,
+    /// Introduction requests per second per tracker (and the burst).
+    /// Default 10, half the tracker's default per-peer limit, which also
+    /// counts joins and other requests.
+    pub introductions_per_second: u32,
+    /// Seed of the retry jitter.
+    pub seed: u64,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            relay: RelayPolicy::default(),
+            relay_race: (Duration::from_millis(200), Duration::from_secs(1)),
+            retry: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+            upgrade: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
+            tracker_retry: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
+            introduction_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(30),
+            replacement_grace: Duration::from_secs(10),
+            introductions_per_second: 10,
+            seed: 1,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Connect and register with this tracker; report with
+    /// [`Manager::handle_tracker_up`] or [`Manager::handle_tracker_failed`].
+    ConnectTracker(TrackerIx),
+    /// The tracker is back after a loss: join the rooms again, reopen the
+    /// relay stream, announce the offers again.
+    RestoreTracker(TrackerIx),
+    /// Ask the tracker to introduce this node to `peer`; report the
+    /// introduction ([`Manager::handle_introduced`]) or the refusal.
+    RequestIntroduction { tracker: TrackerIx, peer: PeerId },
+    /// Run the punch the introduction asked for; a dialer's failure comes
+    /// back through [`Manager::handle_punch_failed`], success as a gate.
+    Punch {
+        peer: PeerId,
+        attempt: u64,
+        role: Role,
+    },
+    /// Dial `peer` through the tracker's relay; failure comes back through
+    /// [`Manager::handle_relay_failed`], success as a gate.
+    DialRelay { peer: PeerId, tracker: TrackerIx },
+    /// Dial `peer` at these addresses (no tracker); failure comes back
+    /// through [`Manager::handle_dial_failed`].
+    DialDirect {
+        peer: PeerId,
+        addrs: Vec<SocketAddr>,
+    },
+    /// Make this greeted connection the peer's gate. `replaces` is the
+    /// gate it takes over from (a change of path), if any.
+    Install {
+        peer: PeerId,
+        gate: GateId,
+        replaces: Option<GateFacts>,
+    },
+    /// Close this connection as a duplicate: the peer keeps another.
+    CloseDuplicate { peer: PeerId, gate: GateId },
+    /// Write this message to the peer's current gate, after those before.
+    Send { peer: PeerId, id: MessageId },
+    /// Pull what the peer has that this node lacks, over the current gate.
+    Sync { peer: PeerId },
+    /// Tell the user.
+    Report(Report),
+}
+
+/// What the user should hear about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// An attempt to reach a peer that has no gate began.
+    Connecting(PeerId),
+    /// An attempt failed; `retry_in` when it will be tried again.
+    Unreachable {
+        peer: PeerId,
+        why: String,
+        retry_in: Option<Duration>,
+    },
+    /// The peer's gate ended and no other replaced it.
+    Gone {
+        peer: PeerId,
+        reason: String,
+    },
+    TrackerLost {
+        tracker: TrackerIx,
+        reason: String,
+        retry_in: Duration,
+    },
+    TrackerBack(TrackerIx),
+}
+
+/// The sans-IO connection manager. See the module's documentation for how
+/// to drive it.
+pub struct Manager {
+    config: ManagerConfig,
+    trackers: Vec<TrackerEntry>,
+    peers: HashMap<PeerId, PeerEntry>,
+    /// Whether the relay of each tracker can carry connections now.
+    relay_ready: Vec<bool>,
+    actions: VecDeque<Action>,
+    jitter: Jitter,
+    closing: bool,
+}
+
+impl Manager {
+    /// A manager for a node with `trackers` trackers, each assumed to be
+    /// connecting (the driver connects them at start and reports).
+    pub fn new(config: ManagerConfig, trackers: usize, now: Instant) -> Self {
+        let per_second = config.introductions_per_second;
+        Self {
+            jitter: Jitter::new(config.seed),
+            config,
+            trackers: (0..trackers)
+                .map(|_| TrackerEntry::new(per_second, now))
+                .collect(),
+            peers: HashMap::new(),
+            relay_ready: vec![false; trackers],
+            actions: VecDeque::new(),
+            closing: false,
+        }
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Manager::handle_timeout`] should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closing {
+            return None;
+        }
+        let trackers = self.trackers.iter().filter_map(|t| match t.state {
+            TrackerState::Down { retry_at } => Some(retry_at),
+            _ => None,
+        });
+        let pacing = self
+            .trackers
+            .iter()
+            .filter(|t| t.is_up() && !t.queue.is_empty())
+            .map(|t| t.pacing.next_token_at());
+        let peers = self.peers.values().filter_map(PeerEntry::next_timer);
+        trackers.chain(pacing).chain(peers).min()
+    }
+
+    pub fn tracker_state(&self, tracker: TrackerIx) -> Option<TrackerState> {
+        self.trackers.get(tracker).map(|t| t.state)
+    }
+
+    /// The peer's current gate, as the manager sees it.
+    pub fn gate(&self, peer: &PeerId) -> Option<GateFacts> {
+        self.peers.get(peer).and_then(|p| p.gate)
+    }
+
+    /// Messages `peer` has not acknowledged yet, oldest first.
+    pub fn unacked(&self, peer: &PeerId) -> Vec<MessageId> {
+        self.peers
+            .get(peer)
+            .map(|p| p.unacked.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn report(&mut self, report: Report) {
+        self.actions.push_back(Action::Report(report));
+    }
+
+    fn entry(&mut self, peer: PeerId) -> &mut PeerEntry {
+        self.peers.entry(peer).or_default()
+    }
+
+    // ------------------------------------------------------------ commands --
+
+    /// Connect to `peer` now (`/connect`, `--connect`, a room member) and
+    /// keep it connected: failures are retried while it stays wanted.
+    pub fn connect(&mut self, peer: PeerId, now: Instant) {
+        if self.closing {
+            return;
+        }
+        let entry = self.entry(peer);
+        entry.wanted = true;
+        entry.retry_at = None;
+        if entry.has_direct_gate() || entry.attempt != Attempt::Idle {
+            return;
+        }
+        self.start_attempt(peer, now);
+    }
+
+    /// Whether `peer` should be kept connected (shares a room, or was asked
+    /// for). An unwanted peer's retries stop; its gate stays.
+    pub fn set_wanted(&mut self, peer: PeerId, wanted: bool) {
+        let entry = self.entry(peer);
+        entry.wanted = wanted;
+        if !wanted {
+            entry.retry_at = None;
+        }
+    }
+
+    /// Addresses at which `peer` can be dialed without a tracker.
+    pub fn set_addrs(&mut self, peer: PeerId, addrs: Vec<SocketAddr>) {
+        self.entry(peer).addrs = addrs;
+    }
+
+    /// Which trackers know `peer` (it shares a room there).
+    pub fn learn_tracker(&mut self, peer: PeerId, tracker: TrackerIx) {
+        let entry = self.entry(peer);
+        if !entry.trackers.contains(&tracker) {
+            entry.trackers.push(tracker);
+        }
+    }
+
+    /// A message was committed and goes to `recipients`: those with a gate
+    /// get it now and owe an acknowledgement; it is resent on every new gate
+    /// until they acknowledge. The rest get it by history sync. Returns the
+    /// peers it was sent to.
+    pub fn post(&mut self, id: MessageId, recipients: &[PeerId]) -> Vec<PeerId> {
+        let mut sent = Vec::new();
+        for peer in recipients {
+            let Some(entry) = self.peers.get_mut(peer) else {
+                continue;
+            };
+            if entry.gate.is_none() {
+                continue;
+            }
+            entry.remember_unacked(id);
+            self.actions.push_back(Action::Send { peer: *peer, id });
+            sent.push(*peer);
+        }
+        sent
+    }
+
+    /// Stops every retry and attempt: nothing more is started.
+    pub fn shutdown(&mut self) {
+        self.closing = true;
+        self.actions.clear();
+        for entry in self.peers.values_mut() {
+            entry.attempt = Attempt::Idle;
+            entry.retry_at = None;
+            entry.upgrade_at = None;
+            entry.replacement = None;
+        }
+        for tracker in &mut self.trackers {
+            tracker.queue.clear();
+        }
+    }
+
+    // ------------------------------------------------------------- trackers --
+
+    /// Registered with `tracker` (at start, or again after a loss).
+    pub fn handle_tracker_up(&mut self, tracker: TrackerIx, rtt: Duration, now: Instant) {
+        let Some(entry) = self.trackers.get_mut(tracker) else {
+            return;
+        };
+        let restored = entry.ever_up;
+        entry.state = TrackerState::Up;
+        entry.ever_up = true;
+        entry.failures = 0;
+        entry.rtt = rtt;
+        if self.closing {
+            return;
+        }
+        if restored {
+            self.report(Report::TrackerBack(tracker));
+            self.actions.push_back(Action::RestoreTracker(tracker));
+        }
+        // Peers that waited for a tracker try again now.
+        let waiting: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.wanted && p.gate.is_none() && p.attempt == Attempt::Idle)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in waiting {
+            self.start_attempt(peer, now);
+        }
+    }
+
+    /// A fresh measure of the tracker's round-trip time.
+    pub fn handle_tracker_rtt(&mut self, tracker: TrackerIx, rtt: Duration) {
+        if let Some(entry) = self.trackers.get_mut(tracker) {
+            entry.rtt = rtt;
+        }
+    }
+
+    /// Whether the tracker's relay stream is open and relaying.
+    pub fn handle_relay_ready(&mut self, tracker: TrackerIx, ready: bool) {
+        if let Some(slot) = self.relay_ready.get_mut(tracker) {
+            *slot = ready;
+        }
+    }
+
+    /// The session with `tracker` ended. Gates stay; introductions through
+    /// it are asked again elsewhere or when it is back.
+    pub fn handle_tracker_lost(&mut self, tracker: TrackerIx, reason: String, now: Instant) {
+        let Some(entry) = self.trackers.get_mut(tracker) else {
+            return;
+        };
+        let was_up = entry.is_up();
+        entry.failures = 1;
+        let retry_in = self.config.tracker_retry.delay(1, &mut self.jitter);
+        self.set_tracker_down(tracker, now + retry_in);
+        if was_up && !self.closing {
+            self.report(Report::TrackerLost {
+                tracker,
+                reason,
+                retry_in,
+            });
+        }
+    }
+
+    /// A connection or registration attempt with `tracker` failed.
+    pub fn handle_tracker_failed(&mut self, tracker: TrackerIx, now: Instant) {
+        let Some(entry) = self.trackers.get_mut(tracker) else {
+            return;
+        };
+        entry.failures += 1;
+        let failures = entry.failures;
+        let retry_in = self.config.tracker_retry.delay(failures, &mut self.jitter);
+        self.set_tracker_down(tracker, now + retry_in);
+    }
+
+    fn set_tracker_down(&mut self, tracker: TrackerIx, retry_at: Instant) {
+        let entry = &mut self.trackers[tracker];
+        entry.state = TrackerState::Down { retry_at };
+        entry.queue.clear();
+        self.relay_ready[tracker] = false;
+        for peer in self.peers.values_mut() {
+            let through_it = match peer.attempt {
+                Attempt::Queued { tracker: t } | Attempt::Introducing { tracker: t, .. } => {
+                    t == tracker
+                }
+                _ => false,
+            };
+            if through_it {
+                // Not the peer's fault: tried again when a tracker is up.
+                peer.attempt = Attempt::Idle;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------- connecting --
+
+    /// Begins an attempt toward `peer`: through an up tracker that knows it,
+    /// else by address.
+    fn start_attempt(&mut self, peer: PeerId, now: Instant) {
+        let up = |ix: &TrackerIx| self.trackers.get(*ix).is_some_and(TrackerEntry::is_up);
+        let entry = self.peers.get(&peer);
+        let known_at = entry.and_then(|p| p.trackers.iter().copied().find(up));
+        let tracker = known_at.or_else(|| (0..self.trackers.len()).find(up));
+        let entry = self.peers.entry(peer).or_default();
+        entry.retry_at = None;
+        let relayed = entry.gate.is_some();
+        if let Some(tracker) = tracker {
+            entry.attempt = Attempt::Queued { tracker };
+            self.trackers[tracker].queue.push_back(peer);
+            self.release_queued(now);
+        } else if !entry.addrs.is_empty() {
+            entry.attempt = Attempt::Dialing;
+            let addrs = entry.addrs.clone();
+            self.actions.push_back(Action::DialDirect { peer, addrs });
+        } else {
+            // No way to reach it now; a tracker coming up retries it.
+            return;
+        }
+        if !relayed {
+            self.report(Report::Connecting(peer));
+        }
+    }
+
+    /// Sends the queued introduction requests the trackers' pacing allows.
+    fn release_queued(&mut self, now: Instant) {
+        let timeout = self.config.introduction_timeout;
+        for (tracker, entry) in self.trackers.iter_mut().enumerate() {
+            while let Some(peer) = entry.queue.front().copied() {
+                let still_queued = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.attempt == Attempt::Queued { tracker });
+                if !still_queued {
+                    entry.queue.pop_front();
+                    continue;
+                }
+                if !entry.pacing.try_take(now) {
+                    break;
+                }
+                entry.queue.pop_front();
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.attempt = Attempt::Introducing {
+                        tracker,
+                        deadline: now + timeout,
+                    };
+                }
+                self.actions
+                    .push_back(Action::RequestIntroduction { tracker, peer });
+            }
+        }
+    }
+
+    /// The tracker refused to introduce this node to `peer`.
+    pub fn handle_introduction_refused(
+        &mut self,
+        peer: PeerId,
+        refusal: IntroductionRefused,
+        now: Instant,
+    ) {
+        let Some(entry) = self.peers.get(&peer) else {
+            return;
+        };
+        if !matches!(entry.attempt, Attempt::Introducing { .. }) {
+            return;
+        }
+        let why = match refusal {
+            IntroductionRefused::RateLimited => {
+                // Our own pacing was not enough (other requests count too):
+                // quietly again after a pause.
+                let entry = self.entry(peer);
+                entry.attempt = Attempt::Idle;
+                entry.failures += 1;
+                let failures = entry.failures;
+                let delay = self.config.retry.delay(failures, &mut self.jitter);
+                self.entry(peer).retry_at = Some(now + delay);
+                return;
+            }
+            IntroductionRefused::Other(why) => why,
+        };
+        self.fail_attempt(peer, why, now);
+    }
+
+    /// The tracker introduced this node to `peer` for punch `attempt`.
+    /// `--allow` and the gate cap are the driver's to check before.
+    pub fn handle_introduced(
+        &mut self,
+        tracker: TrackerIx,
+        peer: PeerId,
+        attempt: u64,
+        role: Role,
+        now: Instant,
+    ) {
+        if self.closing {
+            return;
+        }
+        let policy = self.config.relay;
+        if role == Role::Acceptor {
+            // The peer leads this attempt; open our side for it. Under
+            // --relay-only it comes through the relay, with nothing to open.
+            if policy != RelayPolicy::Only {
+                self.actions.push_back(Action::Punch {
+                    peer,
+                    attempt,
+                    role,
+                });
+            }
+            return;
+        }
+        let race = self.relay_race_delay(tracker);
+        let relay_allowed =
+            policy != RelayPolicy::Never && self.relay_ready.get(tracker).copied() == Some(true);
+        let deadline = now + self.config.attempt_timeout;
+        let entry = self.entry(peer);
+        entry.retry_at = None;
+        let relayed = entry.gate.is_some();
+        let relay = if !relay_allowed || relayed {
+            RelayLeg::Out
+        } else if policy == RelayPolicy::Only {
+            RelayLeg::Dialing
+        } else {
+            RelayLeg::At(now + race)
+        };
+        let punch_running = policy != RelayPolicy::Only;
+        entry.attempt = Attempt::Punching {
+            attempt,
+            tracker,
+            punch_running,
+            relay,
+            deadline,
+        };
+        if punch_running {
+            self.actions.push_back(Action::Punch {
+                peer,
+                attempt,
+                role,
+            });
+        } else if relay == RelayLeg::Dialing {
+            self.actions.push_back(Action::DialRelay { peer, tracker });
+        } else {
+            self.fail_attempt(
+                peer,
+                "direct attempts are off (--relay-only); no relay".into(),
+                now,
+            );
+        }
+    }
+
+    /// How long a punch runs alone before the relay joins.
+    fn relay_race_delay(&self, tracker: TrackerIx) -> Duration {
+        let rtt = self
+            .trackers
+            .get(tracker)
+            .map_or(Duration::from_millis(100), |t| t.rtt);
+        let (low, high) = self.config.relay_race;
+        (rtt * 2).clamp(low, high)
+    }
+
+    /// The dialer's punch toward `peer` found no direct path (`why`).
+    pub fn handle_punch_failed(&mut self, peer: PeerId, attempt: u64, why: String, now: Instant) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Attempt::Punching {
+            attempt: current,
+            tracker,
+            punch_running,
+            relay,
+            ..
+        } = &mut entry.attempt
+        else {
+            return;
+        };
+        if *current != attempt {
+            return;
+        }
+        *punch_running = false;
+        let tracker = *tracker;
+        if entry.gate.is_some() {
+            // Relayed, and no direct path yet: try again later.
+            entry.attempt = Attempt::Idle;
+            self.schedule_upgrade(peer, now);
+            return;
+        }
+        match *relay {
+            RelayLeg::Dialing => {} // the relay may still win
+            RelayLeg::At(_) => {
+                // Nothing direct will come: the relay joins now.
+                *relay = RelayLeg::Dialing;
+                self.actions.push_back(Action::DialRelay { peer, tracker });
+            }
+            RelayLeg::Out => {
+                let why = match self.config.relay {
+                    RelayPolicy::Never => {
+                        format!("{why}; relaying is off on this node (--no-relay)")
+                    }
+                    _ => format!("{why}; no relay"),
+                };
+                self.fail_attempt(peer, why, now);
+            }
+        }
+    }
+
+    /// Dialing `peer` through the relay failed.
+    pub fn handle_relay_failed(&mut self, peer: PeerId, why: String, now: Instant) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Attempt::Punching {
+            punch_running,
+            relay,
+            ..
+        } = &mut entry.attempt
+        else {
+            return;
+        };
+        *relay = RelayLeg::Out;
+        if !*punch_running && entry.gate.is_none() {
+            self.fail_attempt(peer, format!("through the relay: {why}"), now);
+        }
+    }
+
+    /// Dialing `peer` by address (no tracker) failed.
+    pub fn handle_dial_failed(&mut self, peer: PeerId, why: String, now: Instant) {
+        if self.peers.get(&peer).map(|p| &p.attempt) == Some(&Attempt::Dialing) {
+            self.fail_attempt(peer, why, now);
+        }
+    }
+
+    fn fail_attempt(&mut self, peer: PeerId, why: String, now: Instant) {
+        let entry = self.entry(peer);
+        entry.attempt = Attempt::Idle;
+        if entry.gate.is_some() {
+            return;
+        }
+        entry.failures += 1;
+        let (wanted, failures) = (entry.wanted, entry.failures);
+        let retry_in =
+            (wanted && !self.closing).then(|| self.config.retry.delay(failures, &mut self.jitter));
+        self.entry(peer).retry_at = retry_in.map(|delay| now + delay);
+        self.report(Report::Unreachable {
+            peer,
+            why,
+            retry_in,
+        });
+    }
+
+    fn schedule_upgrade(&mut self, peer: PeerId, now: Instant) {
+        if self.config.relay != RelayPolicy::Fallback || self.closing {
+            return;
+        }
+        let entry = self.entry(peer);
+        entry.upgrade_failures += 1;
+        let failures = entry.upgrade_failures;
+        let delay = self.config.upgrade.delay(failures, &mut self.jitter);
+        self.entry(peer).upgrade_at = Some(now + delay);
+    }
+
+    // ---------------------------------------------------------------- gates --
+
+    /// A connection to `peer` authenticated and greeted (dialed or
+    /// accepted). Decides whether it becomes the gate: of two live
+    /// connections, a direct path beats a relayed one; otherwise the one
+    /// dialed by the smaller id stays, and a new one from the same dialer
+    /// replaces the old (a reconnect). Both sides decide alike without
+    /// talking.
+    pub fn handle_gate_ready(&mut self, peer: PeerId, gate: GateFacts, now: Instant) {
+        let closing = self.closing;
+        let entry = self.entry(peer);
+        if closing {
+            self.actions.push_back(Action::CloseDuplicate {
+                peer,
+                gate: gate.id,
+            });
+            return;
+        }
+        if entry.gate.is_some_and(|old| keeps_over(&old, &gate)) {
+            self.actions.push_back(Action::CloseDuplicate {
+                peer,
+                gate: gate.id,
+            });
+            return;
+        }
+        let previous = entry.gate.take();
+        let replaces = previous.or(entry.replacement.take().map(|(old, _)| old));
+        entry.replacement = None;
+        entry.gate = Some(gate);
+        entry.failures = 0;
+        entry.retry_at = None;
+        if gate.path == PathKind::Direct {
+            entry.upgrade_at = None;
+            entry.upgrade_failures = 0;
+            // Whatever attempt ran has what it wanted.
+            if !matches!(entry.attempt, Attempt::Idle) {
+                entry.attempt = Attempt::Idle;
+            }
+        } else if let Attempt::Punching { relay, .. } = &mut entry.attempt {
+            // The relay is up; the punch may still find a direct path.
+            *relay = RelayLeg::Out;
+        }
+        let resend: Vec<MessageId> = entry.unacked.iter().copied().collect();
+        let punching = matches!(entry.attempt, Attempt::Punching { .. });
+        self.actions.push_back(Action::Install {
+            peer,
+            gate: gate.id,
+            replaces,
+        });
+        if let Some(old) = previous {
+            self.actions
+                .push_back(Action::CloseDuplicate { peer, gate: old.id });
+        }
+        // Whatever the old path still owed, in order, on the new one.
+        for id in resend {
+            self.actions.push_back(Action::Send { peer, id });
+        }
+        self.actions.push_back(Action::Sync { peer });
+        if gate.path == PathKind::Relay && !punching {
+            self.entry(peer).attempt = Attempt::Idle;
+            self.schedule_upgrade(peer, now);
+        }
+    }
+
+    /// The connection `gate` to `peer` ended.
+    pub fn handle_gate_closed(&mut self, peer: PeerId, gate: GateId, end: GateEnd, now: Instant) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let current = entry.gate.filter(|g| g.id == gate);
+        let Some(facts) = current else {
+            // A connection that lost a race or was replaced; whatever was in
+            // flight on it is pulled again over the current one.
+            if entry.gate.is_some() {
+                self.actions.push_back(Action::Sync { peer });
+            }
+            return;
+        };
+        entry.gate = None;
+        entry.upgrade_at = None;
+        match end {
+            GateEnd::Duplicate => {
+                entry.replacement = Some((facts, now + self.config.replacement_grace));
+            }
+            GateEnd::PathDied(reason) => {
+                self.report(Report::Gone { peer, reason });
+                self.retry_soon(peer, now);
+            }
+            GateEnd::Closed(reason) => {
+                // Closed on purpose: no reconnecting until wanted again.
+                self.entry(peer).wanted = false;
+                self.report(Report::Gone { peer, reason });
+            }
+        }
+    }
+
+    /// An acknowledgement: `peer` committed message `id`.
+    pub fn handle_acked(&mut self, peer: PeerId, id: MessageId) {
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.acked(id);
+        }
+    }
+
+    fn retry_soon(&mut self, peer: PeerId, now: Instant) {
+        let closing = self.closing;
+        let entry = self.entry(peer);
+        if !entry.wanted || closing || entry.attempt != Attempt::Idle {
+            return;
+        }
+        entry.failures += 1;
+        let failures = entry.failures;
+        let delay = self.config.retry.delay(failures, &mut self.jitter);
+        self.entry(peer).retry_at = Some(now + delay);
+    }
+
+    // --------------------------------------------------------------- timers --
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closing {
+            return;
+        }
+        for tracker in 0..self.trackers.len() {
+            if let TrackerState::Down { retry_at } = self.trackers[tracker].state {
+                if retry_at <= now {
+                    self.trackers[tracker].state = TrackerState::Connecting;
+                    self.actions.push_back(Action::ConnectTracker(tracker));
+                }
+            }
+        }
+        self.release_queued(now);
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.next_timer().is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in due {
+            self.peer_timers(peer, now);
+        }
+    }
+
+    fn peer_timers(&mut self, peer: PeerId, now: Instant) {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if entry.replacement.is_some_and(|(_, at)| at <= now) {
+            entry.replacement = None;
+            self.report(Report::Gone {
+                peer,
+                reason: "closed as a duplicate, and no other connection followed".into(),
+            });
+            self.retry_soon(peer, now);
+        }
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match entry.attempt.clone() {
+            Attempt::Introducing { deadline, .. } if deadline <= now => {
+                self.fail_attempt(peer, "the tracker did not introduce us in time".into(), now);
+            }
+            Attempt::Punching {
+                relay: RelayLeg::At(at),
+                tracker,
+                ..
+            } if at <= now => {
+                if let Attempt::Punching { relay, .. } = &mut entry.attempt {
+                    *relay = RelayLeg::Dialing;
+                }
+                if entry.gate.is_none() {
+                    self.actions.push_back(Action::DialRelay { peer, tracker });
+                }
+            }
+            Attempt::Punching { deadline, .. } if deadline <= now => {
+                self.fail_attempt(peer, "the attempt did not finish in time".into(), now);
+            }
+            _ => {}
+        }
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if entry.retry_at.is_some_and(|at| at <= now) {
+            entry.retry_at = None;
+            if entry.wanted && entry.gate.is_none() && entry.attempt == Attempt::Idle {
+                self.start_attempt(peer, now);
+            }
+        }
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if entry.upgrade_at.is_some_and(|at| at <= now) {
+            entry.upgrade_at = None;
+            let relayed = entry.gate.is_some_and(|g| g.path == PathKind::Relay);
+            if relayed && entry.attempt == Attempt::Idle {
+                self.start_attempt(peer, now);
+            }
+        }
+    }
+}
+
+/// Of two open connections to one peer, whether `old` stays rather than
+/// `new`: a direct path beats a relayed one; otherwise the connection
+/// dialed by the smaller id wins, and a new one from the same dialer
+/// replaces the old (a reconnect).
+fn keeps_over(old: &GateFacts, new: &GateFacts) -> bool {
+    match (old.path, new.path) {
+        (PathKind::Direct, PathKind::Relay) => true,
+        (PathKind::Relay, PathKind::Direct) => false,
+        _ => old.dialer != new.dialer && old.dialer < new.dialer,
+    }
+}
