@@ -1,0 +1,250 @@
+//! `punchgate chat`: its flags, and the chat loop. Lines come in from a line
+//! editor on a terminal (history, editing; events print above the prompt) or
+//! from plain stdin (with `--json`, or when piped), and go to the node as
+//! commands; events go out as text or JSON lines.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rustyline::ExternalPrinter as _;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use punchgate::command;
+use punchgate::endpoint::Target;
+use punchgate::identity::PeerId;
+use punchgate::node::{Node, NodeConfig, RelayPolicy};
+use punchgate::render;
+
+use super::{seconds, shutdown_signal, Output};
+
+// No doc comment: clap would take it as the subcommand's about text, which
+// the `Chat` variant of `Commands` gives.
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    /// Tracker as PEERID@host:port, or host:port to trust on first use.
+    #[arg(long)]
+    tracker: Option<Target>,
+    /// Your display name.
+    #[arg(long, default_value = "anon")]
+    name: String,
+    /// Room to join (repeatable; the last is where your lines go).
+    #[arg(long = "room", default_value = "lobby")]
+    rooms: Vec<String>,
+    /// Peer to connect to directly, as PEERID@host:port (repeatable).
+    #[arg(long)]
+    connect: Vec<Target>,
+    /// Address of the UDP socket.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    /// Only let these peers connect in (repeatable); default: anyone.
+    #[arg(long)]
+    allow: Vec<PeerId>,
+    /// Most connections to peers at once.
+    #[arg(long, default_value_t = 64)]
+    max_peers: usize,
+    /// Seconds of silence before a keep-alive; keep it below the NAT's
+    /// UDP mapping timeout (often 30 s).
+    #[arg(long, default_value_t = 10.0)]
+    keep_alive: f64,
+    /// Seconds without packets before a connection is declared dead.
+    #[arg(long, default_value_t = 30.0)]
+    idle_timeout: f64,
+    /// Seconds a hole punch may take before it is given up.
+    #[arg(long, default_value_t = 10.0)]
+    punch_timeout: f64,
+    /// Seconds sending a message to one peer may take before it is left
+    /// pending for history sync.
+    #[arg(long, default_value_t = 10.0)]
+    send_timeout: f64,
+    /// Folder where /get puts downloads.
+    #[arg(long, default_value = ".")]
+    downloads: PathBuf,
+    /// Most bytes per second to upload to peers fetching your offers.
+    #[arg(long)]
+    max_rate: Option<u32>,
+    /// Never connect through the tracker's relay: a peer no hole can be
+    /// punched to is an error.
+    #[arg(long, conflicts_with = "relay_only")]
+    no_relay: bool,
+    /// Skip direct attempts and connect through the tracker's relay
+    /// (for tests, or networks where punching never works).
+    #[arg(long)]
+    relay_only: bool,
+    /// Password of the --room rooms: only peers who prove it share them.
+    /// (The tracker never sees it; /password sets one later.)
+    #[arg(long, env = "PUNCHGATE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl ChatArgs {
+    /// The node's config: the flags checked, plus the peers in the data
+    /// directory's `bootstrap` file.
+    fn node_config(self, home: &Path) -> anyhow::Result<NodeConfig> {
+        let mut config = NodeConfig::new(self.name);
+        config.connect = bootstrap_peers(home)?;
+        config.connect.extend(self.connect);
+        config.max_gates = self.max_peers;
+        config.liveness.keep_alive = seconds("--keep-alive", self.keep_alive)?;
+        config.liveness.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;
+        config.punch.deadline = seconds("--punch-timeout", self.punch_timeout)?;
+        config.send_timeout = seconds("--send-timeout", self.send_timeout)?;
+        config.transfer.downloads = self.downloads;
+        config.transfer.upload_limit = self.max_rate;
+        if config.liveness.keep_alive >= config.liveness.idle_timeout {
+            anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
+        }
+        config.tracker = self.tracker;
+        if let Some(password) = self.password {
+            let secret = punchgate::pake::Secret::new(password);
+            config.passwords = self
+                .rooms
+                .iter()
+                .map(|room| (room.clone(), secret.clone()))
+                .collect();
+        }
+        config.rooms = self.rooms;
+        config.bind = self.bind;
+        config.allow = (!self.allow.is_empty()).then_some(self.allow);
+        config.relay = match (self.no_relay, self.relay_only) {
+            (true, _) => RelayPolicy::Never,
+            (_, true) => RelayPolicy::Only,
+            _ => RelayPolicy::Fallback,
+        };
+        Ok(config)
+    }
+}
+
+/// Peers to greet at start-up, from the data directory's `bootstrap` file:
+/// one `PEERID@host:port` per line; `#` starts a comment.
+fn bootstrap_peers(home: &Path) -> anyhow::Result<Vec<Target>> {
+    let path = home.join("bootstrap");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| (n, line.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(n, line)| {
+            let target: Target = line
+                .parse()
+                .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+            target
+                .require_peer()
+                .with_context(|| format!("{} line {}", path.display(), n + 1))?;
+            Ok(target)
+        })
+        .collect()
+}
+
+/// The chat loop: lines in (a line editor on a terminal, else plain stdin),
+/// events out (above the input line on a terminal, else to stdout).
+pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<()> {
+    let config = args.node_config(home)?;
+    let (node, mut events) = Node::start(home, config)
+        .await
+        .context("cannot start the node")?;
+    let interactive =
+        !output.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    // Lines typed or piped in; the channel closing is the end of input.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let printer = if interactive {
+        let mut editor = rustyline::DefaultEditor::new().context("cannot start the line editor")?;
+        let mut above_prompt = editor
+            .create_external_printer()
+            .context("cannot start the line editor")?;
+        std::thread::spawn(move || edit_lines(editor, lines_tx));
+        tokio::spawn(async move {
+            let mut throttle = render::ProgressThrottle::default();
+            while let Some(event) = events.next().await {
+                if !throttle.admit(&event, std::time::Instant::now()) {
+                    continue;
+                }
+                for line in render::render(&event) {
+                    // Each line ends itself: lines printed before the first
+                    // prompt would otherwise run together.
+                    let painted = format!("{}\n", render::paint(&event, &line));
+                    if above_prompt.print(painted).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    } else {
+        tokio::spawn(async move {
+            let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(line)) = stdin.next_line().await {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut throttle = render::ProgressThrottle::default();
+            while let Some(event) = events.next().await {
+                if !output.json && !throttle.admit(&event, std::time::Instant::now()) {
+                    continue;
+                }
+                if output.show(&event).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                // End of input is /quit: scripts end by closing stdin.
+                let Some(line) = line else {
+                    node.shutdown().await;
+                    break;
+                };
+                match command::parse(&line) {
+                    Ok(command) => {
+                        if !node.execute(command).await {
+                            break;
+                        }
+                    }
+                    Err(command::CommandError::Empty) => {}
+                    Err(error) => node.execute_error(error),
+                }
+            }
+            _ = shutdown_signal() => {
+                node.shutdown().await;
+                break;
+            }
+        }
+    }
+    drop(node);
+    // Print what is left (goodbyes, last messages); background tasks holding
+    // the node end as their connections close, which closes the stream.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    Ok(())
+}
+
+/// Reads lines with the line editor (history, editing) until /quit, Ctrl-C
+/// or Ctrl-D. Password lines stay out of the history.
+fn edit_lines(
+    mut editor: rustyline::DefaultEditor,
+    lines: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    loop {
+        match editor.readline("> ") {
+            Ok(line) => {
+                let quit = matches!(command::parse(&line), Ok(command::Command::Quit));
+                if !line.trim_start().starts_with("/password") {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if lines.send(line).is_err() || quit {
+                    // Stop reading so the terminal leaves raw mode before exit.
+                    return;
+                }
+            }
+            Err(_) => return, // Ctrl-C, Ctrl-D, or the terminal went away
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `punchgate send` and `punchgate get`: their flags, sharing files behind a
+//! ticket until Ctrl-C, and fetching what a ticket names with a progress bar
+//! on a terminal (or progress events with `--json`).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use punchgate::endpoint::Target;
+use punchgate::node::{Event, Node, NodeConfig, TransferConfig};
+use punchgate::render;
+use punchgate::transfer::Ticket;
+
+use super::{seconds, shutdown_signal, Output};
+
+// No doc comments on the two structs: clap would take them as the
+// subcommands' about texts, which the variants of `Commands` give.
+
+#[derive(clap::Args)]
+pub struct SendArgs {
+    /// Files or folders to share (a folder keeps its layout).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Tracker as PEERID@host:port, or host:port to trust on first use.
+    #[arg(long, env = "PUNCHGATE_TRACKER")]
+    tracker: Target,
+    /// Address of the UDP socket.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    /// Chunk size in bytes: a power of two from 16 KiB to 16 MiB.
+    #[arg(long, default_value_t = punchgate::transfer::manifest::DEFAULT_CHUNK_SIZE)]
+    chunk_size: u32,
+    /// Most bytes per second to upload, to all receivers together.
+    #[arg(long)]
+    max_rate: Option<u32>,
+}
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    /// The ticket `punchgate send` printed.
+    ticket: Ticket,
+    /// Folder to put it in (created if missing).
+    #[arg(short = 'o', long = "out", default_value = ".")]
+    out: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+    /// Concurrent chunk streams per source.
+    #[arg(long, default_value_t = TransferConfig::default().streams)]
+    streams: usize,
+    /// Address of the UDP socket.
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    /// Seconds a hole punch to the sender may take.
+    #[arg(long, default_value_t = 10.0)]
+    punch_timeout: f64,
+}
+
+/// `punchgate send`: shares, prints the ticket, serves until Ctrl-C.
+pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result<()> {
+    let mut config = NodeConfig::new("sender");
+    config.tracker = Some(args.tracker);
+    config.bind = args.bind;
+    config.rooms = Vec::new();
+    config.transfer.chunk_size = args.chunk_size;
+    config.transfer.upload_limit = args.max_rate;
+    let paths = args.paths;
+    let (node, mut events) = Node::start(home, config)
+        .await
+        .context("cannot start the node")?;
+    if !output.json {
+        eprintln!("hashing {} path(s)…", paths.len());
+    }
+    let ticket = node
+        .share_with_ticket(paths)
+        .await
+        .context("cannot share")?;
+    let share = node.shared(&ticket.content).context("the share vanished")?;
+    output.show(&Event::Ticket {
+        ticket: ticket.to_string(),
+        hash: ticket.content.to_string(),
+        name: share.layout.manifest.name.clone(),
+        bytes: share.layout.total_bytes,
+        files: share.layout.manifest.files.len() as u32,
+    })?;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(event) => output.show(&event)?,
+                None => break,
+            },
+            _ = shutdown_signal() => break,
+        }
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+/// `punchgate get`: fetches what the ticket names, with a progress bar on a
+/// terminal (or progress events with --json).
+pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<()> {
+    let mut config = NodeConfig::new("getter");
+    config.tracker = Some(args.ticket.tracker.parse()?);
+    config.bind = args.bind;
+    config.rooms = Vec::new();
+    config.punch.deadline = seconds("--punch-timeout", args.punch_timeout)?;
+    config.transfer.streams = args.streams.max(1);
+    let GetArgs {
+        ticket, out, force, ..
+    } = args;
+    let (node, mut events) = Node::start(home, config)
+        .await
+        .context("cannot start the node")?;
+    let json = output.json;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let shown = bar.clone();
+    let printer = tokio::spawn(async move {
+        let mut throttle = render::ProgressThrottle::default();
+        while let Some(event) = events.next().await {
+            match (&event, &shown) {
+                (
+                    Event::TransferProgress {
+                        name, bytes, total, ..
+                    },
+                    Some(bar),
+                ) => {
+                    bar.set_length(*total);
+                    bar.set_position(*bytes);
+                    bar.set_message(render::sanitize(name));
+                }
+                // The report is printed once the fetch returns; holders'
+                // offers in the swarm room are of the content being fetched.
+                (Event::TransferDone { .. } | Event::FileOffered { .. }, _) if !json => {}
+                (_, Some(bar)) => {
+                    for line in render::render(&event) {
+                        bar.println(line);
+                    }
+                }
+                _ => {
+                    if json || throttle.admit(&event, std::time::Instant::now()) {
+                        let _ = output.show(&event);
+                    }
+                }
+            }
+        }
+    });
+    let result = tokio::select! {
+        result = node.fetch_ticket(&ticket, out, force) => result,
+        _ = shutdown_signal() => {
+            node.shutdown().await;
+            anyhow::bail!("interrupted; what was verified is kept: run the same get again to resume");
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    node.shutdown().await;
+    drop(node);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    let report = result?;
+    if !json {
+        let done = Event::TransferDone {
+            path: report
+                .paths
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            report,
+        };
+        for line in render::render(&done) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The command line: the subcommands, and [`run`], which checks what the user
+//! typed, turns it into the library's configs and runs the command.
+//!
+//! Each subcommand with a module of its own keeps its flags there, next to
+//! the code that reads them: [`chat`], [`files`] (send and get), [`tracker`]
+//! and [`bench`](mod@bench). The small ones (`id`, `demo`, `netcheck`) are
+//! handled here. The library does the work; this module only parses, prints
+//! and waits for Ctrl-C. Errors go back to `main`, which prints them and sets
+//! the exit status.
+
+mod bench;
+mod chat;
+mod files;
+mod tracker;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use punchgate::endpoint::Target;
+use punchgate::identity::Identity;
+use punchgate::node::{Event, Node, NodeConfig};
+use punchgate::render;
+
+#[derive(Parser)]
+#[command(
+    name = "punchgate",
+    version,
+    about = "Encrypted peer-to-peer chat across NATs over pinned QUIC"
+)]
+pub struct Cli {
+    /// Data directory (identity key, known trackers). Default: the platform's
+    /// data directory, e.g. ~/.local/share/punchgate.
+    #[arg(long, global = true, env = "PUNCHGATE_HOME")]
+    home: Option<PathBuf>,
+    /// Machine mode: commands on stdin one per line, events on stdout as JSON lines.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Print this node's peer id.
+    Id,
+    /// Run a rendezvous tracker; prints PEERID@addr once listening.
+    Tracker(tracker::TrackerArgs),
+    /// Chat: join rooms through a tracker, or connect to peers by address.
+    Chat(chat::ChatArgs),
+    /// Share files or folders: prints a ticket for `punchgate get` and serves
+    /// until Ctrl-C.
+    Send(files::SendArgs),
+    /// Fetch what a ticket names, from its sender and from everyone else
+    /// serving it; run it again to resume.
+    Get(files::GetArgs),
+    /// A self-contained demo on loopback: a tracker and two peers chatting.
+    Demo,
+    /// Measure connection set-up and throughput on your network, against a
+    /// `punchgate bench serve` elsewhere.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+    /// What your NAT does: public address, mapping, filtering, hairpinning,
+    /// RTT to the tracker.
+    Netcheck {
+        /// Tracker as PEERID@host:port, or host:port to trust on first use.
+        #[arg(long)]
+        tracker: Target,
+        /// Address of the UDP socket (use the port you chat from).
+        #[arg(long, default_value = "0.0.0.0:0")]
+        bind: SocketAddr,
+    },
+}
+
+/// Runs the command `cli` names until it is done or interrupted (Ctrl-C,
+/// SIGTERM).
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let output = Output { json: cli.json };
+    // Every command but the demo keeps its key in the data directory; the
+    // demo must not create one.
+    let home = || punchgate::home::resolve(cli.home.as_deref());
+    match cli.command {
+        Commands::Id => {
+            let identity = Identity::load_or_create(&home()?)?;
+            println!("{}", identity.peer_id());
+            Ok(())
+        }
+        Commands::Netcheck { tracker, bind } => {
+            let home = home()?;
+            let mut config = NodeConfig::new("netcheck");
+            config.tracker = Some(tracker);
+            config.rooms = Vec::new();
+            config.bind = bind;
+            let (node, _events) = Node::start(&home, config)
+                .await
+                .context("cannot start the node")?;
+            let report = node.netcheck().await;
+            node.shutdown().await;
+            output.show(&report?)?;
+            Ok(())
+        }
+        Commands::Bench { what } => bench::run(&home()?, what, output).await,
+        Commands::Send(args) => files::send(&home()?, args, output).await,
+        Commands::Get(args) => files::get(&home()?, args, output).await,
+        Commands::Demo => {
+            let mut stdout = std::io::stdout();
+            punchgate::demo::run(&mut stdout).await?;
+            Ok(())
+        }
+        Commands::Tracker(args) => tracker::run(&home()?, args, output).await,
+        Commands::Chat(args) => chat::run(&home()?, args, output).await,
+    }
+}
+
+/// Prints events as JSON lines or as text for people.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn show(&self, event: &Event) -> std::io::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        if self.json {
+            writeln!(stdout, "{}", event.to_json())?;
+        } else {
+            for line in render::render(event) {
+                writeln!(stdout, "{line}")?;
+            }
+        }
+        stdout.flush()
+    }
+}
+
+/// A positive number of seconds from the command line.
+fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
+    if !(value > 0.0 && value < 86_400.0) {
+        anyhow::bail!("{flag} must be a number of seconds between 0 and 86400, got {value}");
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
