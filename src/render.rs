@@ -185,6 +185,25 @@ pub fn render(event: &Event) -> Vec<String> {
             lines
         }
         Event::TrackerReady { target, .. } => vec![target.clone()],
+        Event::Tracker {
+            state,
+            addr,
+            reason,
+            ..
+        } => {
+            let at = addr.as_deref().map(sanitize).unwrap_or_default();
+            vec![match (state, reason) {
+                (crate::node::events::TrackerLink::Lost, Some(reason)) => {
+                    format!("! lost the tracker {at}: {}", sanitize(reason))
+                }
+                (crate::node::events::TrackerLink::Lost, None) => {
+                    format!("! lost the tracker {at}")
+                }
+                (crate::node::events::TrackerLink::Back, _) => {
+                    format!("* the tracker {at} is back: registered, rooms joined again")
+                }
+            }]
+        }
         Event::Peer {
             peer_id,
             name,

@@ -46,10 +46,12 @@ pub struct ChatArgs {
     max_peers: usize,
     /// Seconds of silence before a keep-alive; keep it below the NAT's
     /// UDP mapping timeout (often 30 s).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 3.0)]
     keep_alive: f64,
-    /// Seconds without packets before a connection is declared dead.
-    #[arg(long, default_value_t = 30.0)]
+    /// Seconds without packets before a connection (or the tracker
+    /// session) is declared dead: a killed peer is reported gone within
+    /// this plus --keep-alive.
+    #[arg(long, default_value_t = 10.0)]
     idle_timeout: f64,
     /// Seconds a hole punch may take before it is given up.
     #[arg(long, default_value_t = 10.0)]

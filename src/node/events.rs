@@ -89,6 +89,15 @@ pub enum Event {
         target: String,
         role: &'static str,
     },
+    /// The session with a tracker was lost (`state: "lost"`; the node
+    /// retries with backoff, connected peers stay connected) or is back
+    /// (`"back"`: registered again, rooms joined again).
+    Tracker {
+        state: TrackerLink,
+        tracker_id: Option<String>,
+        addr: Option<String>,
+        reason: Option<String>,
+    },
     /// A peer's status changed.
     Peer {
         peer_id: String,
@@ -268,6 +277,23 @@ impl Event {
 }
 
 /// Milliseconds of a duration, as shown in events.
+/// Whether a tracker session is there, in a [`Event::Tracker`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackerLink {
+    Lost,
+    Back,
+}
+
+/// A delay as people read it: `800 ms`, `2.5 s`, `30 s`.
+pub fn seconds_text(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64()).replace(".0 s", " s")
+    }
+}
+
 pub fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }

@@ -116,5 +116,6 @@ pub(super) async fn pump(
         Err(error) => format!("the relay stream failed: {error}"),
     };
     tracing::debug!(%reason, "relay lost");
-    node.state().relay = RelayState::Unavailable(reason);
+    node.state().relay = RelayState::Unavailable(reason.clone());
+    node.input(super::driver::Input::RelayReady(Err(reason)));
 }

@@ -222,6 +222,10 @@ impl Capture {
             .args([
                 "netns", "exec", netns, "tcpdump", "-i", dev, "-n", "-U", "-s", "0",
             ])
+            // Without it libpcap hands packets over in blocks, up to a
+            // second late, and a short test stops the capture before its
+            // packets reach the file.
+            .arg("--immediate-mode")
             .args(["-Z", "root", "-w"])
             .arg(file)
             .arg("udp")

@@ -194,8 +194,9 @@ pub struct Manager {
     config: ManagerConfig,
     trackers: Vec<TrackerEntry>,
     peers: HashMap<PeerId, PeerEntry>,
-    /// Whether the relay of each tracker can carry connections now.
-    relay_ready: Vec<bool>,
+    /// Whether the relay of each tracker can carry connections now, or why
+    /// not.
+    relays: Vec<Result<(), String>>,
     actions: VecDeque<Action>,
     jitter: Jitter,
     closing: bool,
@@ -213,7 +214,7 @@ impl Manager {
                 .map(|_| TrackerEntry::new(per_second, now))
                 .collect(),
             peers: HashMap::new(),
-            relay_ready: vec![false; trackers],
+            relays: vec![Err("no relay stream yet".into()); trackers],
             actions: VecDeque::new(),
             closing: false,
         }
@@ -379,10 +380,19 @@ impl Manager {
         }
     }
 
-    /// Whether the tracker's relay stream is open and relaying.
-    pub fn handle_relay_ready(&mut self, tracker: TrackerIx, ready: bool) {
-        if let Some(slot) = self.relay_ready.get_mut(tracker) {
+    /// Whether the tracker's relay stream is open and relaying, or why not.
+    pub fn handle_relay_ready(&mut self, tracker: TrackerIx, ready: Result<(), String>) {
+        if let Some(slot) = self.relays.get_mut(tracker) {
             *slot = ready;
+        }
+    }
+
+    /// Why `tracker`'s relay cannot carry a connection, if it cannot.
+    fn relay_unavailable(&self, tracker: TrackerIx) -> Option<String> {
+        match self.relays.get(tracker) {
+            Some(Ok(())) => None,
+            Some(Err(why)) => Some(why.clone()),
+            None => Some("no such tracker".into()),
         }
     }
 
@@ -420,7 +430,7 @@ impl Manager {
         let entry = &mut self.trackers[tracker];
         entry.state = TrackerState::Down { retry_at };
         entry.queue.clear();
-        self.relay_ready[tracker] = false;
+        self.relays[tracker] = Err("the tracker is lost".into());
         for peer in self.peers.values_mut() {
             let through_it = match peer.attempt {
                 Attempt::Queued { tracker: t } | Attempt::Introducing { tracker: t, .. } => {
@@ -550,8 +560,8 @@ impl Manager {
             return;
         }
         let race = self.relay_race_delay(tracker);
-        let relay_allowed =
-            policy != RelayPolicy::Never && self.relay_ready.get(tracker).copied() == Some(true);
+        let relay_missing = self.relay_unavailable(tracker);
+        let relay_allowed = policy != RelayPolicy::Never && relay_missing.is_none();
         let deadline = now + self.config.attempt_timeout;
         let entry = self.entry(peer);
         entry.retry_at = None;
@@ -580,9 +590,10 @@ impl Manager {
         } else if relay == RelayLeg::Dialing {
             self.actions.push_back(Action::DialRelay { peer, tracker });
         } else {
+            let why = relay_missing.unwrap_or_default();
             self.fail_attempt(
                 peer,
-                "direct attempts are off (--relay-only); no relay".into(),
+                format!("direct attempts are off (--relay-only); no relay: {why}"),
                 now,
             );
         }
@@ -632,11 +643,12 @@ impl Manager {
                 self.actions.push_back(Action::DialRelay { peer, tracker });
             }
             RelayLeg::Out => {
-                let why = match self.config.relay {
-                    RelayPolicy::Never => {
+                let why = match (self.config.relay, self.relay_unavailable(tracker)) {
+                    (RelayPolicy::Never, _) => {
                         format!("{why}; relaying is off on this node (--no-relay)")
                     }
-                    _ => format!("{why}; no relay"),
+                    (_, Some(missing)) => format!("{why}; no relay: {missing}"),
+                    (_, None) => format!("{why}; the relay failed too"),
                 };
                 self.fail_attempt(peer, why, now);
             }

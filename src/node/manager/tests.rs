@@ -136,7 +136,7 @@ impl Sim {
     fn all_up(&mut self) {
         for node in 0..self.nodes.len() {
             let now = self.now;
-            self.nodes[node].handle_relay_ready(0, true);
+            self.nodes[node].handle_relay_ready(0, Ok(()));
             self.nodes[node].handle_tracker_up(0, 2 * self.tracker_delay, now);
         }
     }

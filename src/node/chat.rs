@@ -1,0 +1,349 @@
+//! Chat on a gate: posting (sign, commit, hand to the connection manager,
+//! which sends it to every connected member and resends it on a new path
+//! until acknowledged), the ordered chat writer of each gate, taking the
+//! peer's messages (verify, commit, acknowledge, show), and the history.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn::{RecvStream, SendStream};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use super::driver::Input;
+use super::gate::{Gate, GateError};
+use super::{
+    dm_room, events, now_ms, Event, Node, NodeError, Outgoing, PeerRecord, OUTGOING_CAPACITY,
+};
+use crate::hlc;
+use crate::identity::PeerId;
+use crate::protocol::{ChatBody, ChatFrame, MessageId, SignedMessage};
+use crate::store::StoreError;
+use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+
+impl Node {
+    /// Sends `text` to the current room. See [`Node::post`].
+    pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
+        let room = self.current_room()?;
+        self.post(room, text).await
+    }
+
+    /// `/msg`: sends `text` to one peer only (by name, id prefix or id), in
+    /// the private room of the two.
+    pub async fn direct_message(&self, to: &str, text: &str) -> Result<MessageId, NodeError> {
+        let peer = self.resolve_peer(to)?;
+        self.post(dm_room(&self.peer_id(), &peer), text).await
+    }
+
+    /// Signs `text` for `room`, commits it to this node's history, and
+    /// writes it to every connected member. Acknowledgements arrive as
+    /// [`Event::Delivered`]; members not connected get it by history sync
+    /// when they are (they are listed as pending).
+    async fn post(&self, room: String, text: &str) -> Result<MessageId, NodeError> {
+        let (id, hlc) = {
+            let mut state = self.state();
+            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            let id = MessageId {
+                author: self.peer_id(),
+                seq,
+            };
+            (id, state.clock.tick(now_ms()))
+        };
+        let body = ChatBody {
+            id,
+            hlc,
+            room: room.clone(),
+            text: text.to_string(),
+        };
+        let message = SignedMessage::sign(&self.inner.identity, body)?;
+        // Durable before anyone hears of it: a crash cannot unsay it, and
+        // sync can deliver it later.
+        self.store_messages(vec![message.clone()], Some(id.seq + 1))
+            .await?;
+        let (recipients, pending) = {
+            let mut state = self.state();
+            let members = state
+                .peers
+                .iter()
+                .filter(|(id, r)| state.is_member(r, &room) || room == dm_room(&self.peer_id(), id))
+                .map(|(_, r)| r);
+            let (connected, offline): (Vec<&PeerRecord>, Vec<&PeerRecord>) =
+                members.partition(|r| r.gate.as_ref().is_some_and(|g| g.is_open()));
+            let recipients: Vec<Arc<Gate>> =
+                connected.iter().filter_map(|r| r.gate.clone()).collect();
+            let pending: Vec<String> = offline.iter().map(|r| r.name.clone()).collect();
+            if !recipients.is_empty() {
+                if state.outgoing.len() >= OUTGOING_CAPACITY {
+                    // Peers that never acknowledge must not grow this forever.
+                    let oldest = state
+                        .outgoing
+                        .iter()
+                        .min_by_key(|(_, o)| o.sent_at)
+                        .map(|(id, _)| *id);
+                    if let Some(oldest) = oldest {
+                        state.outgoing.remove(&oldest);
+                    }
+                }
+                state.outgoing.insert(
+                    id,
+                    Outgoing {
+                        sent_at: Instant::now(),
+                        waiting_for: recipients.iter().map(|g| g.peer_id).collect(),
+                    },
+                );
+            }
+            (recipients, pending)
+        };
+        self.emit(Event::Sent {
+            id: id.to_string(),
+            room,
+            text: text.to_string(),
+            peers: recipients.len(),
+            pending,
+        });
+        // The manager sends it over each recipient's gate, in order, and
+        // again over a new gate until the recipient acknowledges it.
+        self.input(Input::Posted {
+            message,
+            recipients: recipients.iter().map(|g| g.peer_id).collect(),
+        });
+        Ok(id)
+    }
+
+    /// Commits messages to the history; returns which were new.
+    async fn store_messages(
+        &self,
+        messages: Vec<SignedMessage>,
+        next_seq: Option<u64>,
+    ) -> Result<Vec<bool>, NodeError> {
+        let store = self.inner.store.clone();
+        let clock = self.state().clock.last();
+        let fresh = tokio::task::spawn_blocking(move || store.insert(&messages, next_seq, clock))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
+        Ok(fresh)
+    }
+
+    /// Reports a message as an [`Event::Message`].
+    fn show(&self, message: &SignedMessage, history: bool) {
+        let body = &message.body;
+        let from_name = if body.id.author == self.peer_id() {
+            self.inner.config.name.clone()
+        } else {
+            self.state()
+                .peers
+                .get(&body.id.author)
+                .map(|r| r.name.clone())
+                .unwrap_or_else(|| body.id.author.short())
+        };
+        self.emit(Event::Message {
+            id: body.id.to_string(),
+            from: body.id.author.to_string(),
+            from_name,
+            room: body.room.clone(),
+            text: body.text.clone(),
+            ts: hlc::millis_of(body.hlc),
+            history,
+        });
+    }
+
+    /// `/history [N]`: the current room's last `count` messages, in order.
+    pub async fn history(&self, count: usize) -> Result<(), NodeError> {
+        let room = self.current_room()?;
+        let store = self.inner.store.clone();
+        let messages = tokio::task::spawn_blocking(move || store.history(&room, count))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
+        for message in &messages {
+            self.show(message, true);
+        }
+        Ok(())
+    }
+
+    /// Takes the peer's chat messages, acknowledging each once it is on disk.
+    pub(super) async fn serve_chat(
+        &self,
+        gate: &Gate,
+        send: SendStream,
+        recv: RecvStream,
+    ) -> Result<(), WireError> {
+        let mut reader = FrameReader::new(recv, StreamKind::Chat);
+        let mut writer = FrameWriter::answering(send, StreamKind::Chat);
+        while let Some(frame) = reader.recv::<ChatFrame>().await? {
+            let ChatFrame::Message(message) = frame else {
+                return Err(WireError::Malformed {
+                    kind: "chat",
+                    reason: "only messages travel this way".into(),
+                });
+            };
+            let id = message.body.id;
+            let verdict = self.take_messages(vec![message], gate.peer_id).await;
+            let answer = match verdict.into_iter().next() {
+                Some(Ok(())) => ChatFrame::Ack(id),
+                Some(Err(reason)) => ChatFrame::Reject { id, reason },
+                None => continue,
+            };
+            writer.send(&answer).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes messages that arrived from `via` (live or by sync): keeps those
+    /// whose signature verifies against their author and whose room this
+    /// node is in, commits them to disk, then shows the new ones in clock
+    /// order. Returns, per message, `Ok` (stored, or already had it) or why
+    /// it was refused. Only after this returns may a message be acknowledged.
+    pub(super) async fn take_messages(
+        &self,
+        messages: Vec<SignedMessage>,
+        via: PeerId,
+    ) -> Vec<Result<(), String>> {
+        let mut verdicts = Vec::with_capacity(messages.len());
+        let mut accepted = Vec::new();
+        for message in messages {
+            let verdict = match message.verify() {
+                Err(error) => {
+                    let via_name = self.name_of(&via);
+                    self.emit(Event::error(format!(
+                        "refused a message from {via_name}: {error}"
+                    )));
+                    Err(error.to_string())
+                }
+                Ok(())
+                    if !self.state().rooms.contains(&message.body.room)
+                        && message.body.room
+                            != dm_room(&self.peer_id(), &message.body.id.author) =>
+                {
+                    Err(format!("not in room {}", message.body.room))
+                }
+                Ok(()) if !self.may_speak_for(&via, &message.body.room) => Err(format!(
+                    "#{} needs the room password first",
+                    message.body.room
+                )),
+                Ok(()) => {
+                    let mut state = self.state();
+                    state.clock.observe(message.body.hlc);
+                    if let Some(record) = state.peers.get_mut(&via) {
+                        record.last_seen = Some(Instant::now());
+                    }
+                    drop(state);
+                    accepted.push(message);
+                    Ok(())
+                }
+            };
+            verdicts.push(verdict);
+        }
+        if accepted.is_empty() {
+            return verdicts;
+        }
+        match self.store_messages(accepted.clone(), None).await {
+            Ok(fresh) => {
+                let mut new: Vec<&SignedMessage> = accepted
+                    .iter()
+                    .zip(fresh)
+                    .filter(|(_, f)| *f)
+                    .map(|(m, _)| m)
+                    .collect();
+                new.sort_by_key(|m| m.body.hlc);
+                for message in new {
+                    self.show(message, false);
+                }
+            }
+            Err(error) => {
+                // Not on disk, so not acknowledged: the sender keeps it pending.
+                self.emit(Event::error(format!("cannot store messages: {error}")));
+                for verdict in verdicts.iter_mut().filter(|v| v.is_ok()) {
+                    *verdict = Err(format!("not stored: {error}"));
+                }
+            }
+        }
+        verdicts
+    }
+
+    /// Reads acknowledgements on a chat stream this node opened.
+    async fn read_acks(self, gate: Arc<Gate>, mut reader: FrameReader<RecvStream>) {
+        loop {
+            match reader.recv::<ChatFrame>().await {
+                Ok(Some(ChatFrame::Ack(id))) => {
+                    self.delivered(id, gate.peer_id);
+                    self.input(Input::Acked {
+                        peer: gate.peer_id,
+                        id,
+                    });
+                }
+                Ok(Some(ChatFrame::Reject { id, reason })) => {
+                    let name = self.name_of(&gate.peer_id);
+                    self.emit(Event::error(format!(
+                        "{name} refused message {id}: {reason}"
+                    )));
+                }
+                Ok(Some(ChatFrame::Message(_))) => {
+                    let error = WireError::Malformed {
+                        kind: "chat",
+                        reason: "a message on the acknowledgement side".into(),
+                    };
+                    GateError::from(error).close(&gate.connection);
+                    return;
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    GateError::from(error).close(&gate.connection);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn delivered(&self, id: MessageId, peer: PeerId) {
+        let ack_ms = {
+            let mut state = self.state();
+            let Some(outgoing) = state.outgoing.get_mut(&id) else {
+                return;
+            };
+            if !outgoing.waiting_for.remove(&peer) {
+                return; // not expected from this peer, or a repeat
+            }
+            let elapsed = outgoing.sent_at.elapsed();
+            if outgoing.waiting_for.is_empty() {
+                state.outgoing.remove(&id);
+            }
+            events::millis(elapsed)
+        };
+        self.emit(Event::Delivered {
+            id: id.to_string(),
+            peer_id: peer.to_string(),
+            ack_ms,
+        });
+    }
+
+    /// Writes a gate's chat frames in the order the manager queued them;
+    /// acknowledgements come back on the same stream. Ends with the gate.
+    pub(super) async fn chat_writer(
+        self,
+        gate: Arc<Gate>,
+        mut frames: mpsc::UnboundedReceiver<ChatFrame>,
+    ) {
+        let send_timeout = self.inner.config.send_timeout;
+        while let Some(frame) = frames.recv().await {
+            if !gate.is_open() {
+                return;
+            }
+            let on_open = |acks| {
+                tokio::spawn(self.clone().read_acks(gate.clone(), acks));
+            };
+            let problem = match timeout(send_timeout, gate.send_chat(&frame, on_open)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no progress within {send_timeout:?}"),
+            };
+            if let ChatFrame::Message(message) = &frame {
+                let name = self.name_of(&gate.peer_id);
+                self.emit(Event::error(format!(
+                    "message {} to {name} is pending ({problem}); it is sent again when they reconnect",
+                    message.body.id
+                )));
+            }
+        }
+    }
+}

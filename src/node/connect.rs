@@ -1,0 +1,468 @@
+//! Reaching peers: the public connect calls (which hand the peer to the
+//! connection manager and wait for its first outcome), and the I/O the
+//! manager asks for: a punch in the role the tracker gave, a dial through
+//! the relay, a dial by address, racing handshakes; and accepting incoming
+//! connections. Every greeted connection goes to the node task, which
+//! decides whether it becomes the peer's gate.
+
+use std::net::SocketAddr;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
+
+use quinn::Connection;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use super::driver::{Input, Ready};
+use super::gate::{self, Gate};
+use super::{Inner, Node, NodeError};
+use crate::endpoint::{self, Target};
+use crate::identity::PeerId;
+use crate::protocol::{Member, ProbeMessage};
+use crate::punch::Role;
+use crate::punch::{order_candidates, Punch, PunchAction};
+use crate::tls;
+use crate::wire::{self, CloseCode};
+
+/// Delay between handshakes to successive candidates of one peer.
+const CANDIDATE_STAGGER: Duration = Duration::from_millis(100);
+
+impl Node {
+    /// `/connect`: `PEERID@host:port`, or a known peer's name or id prefix.
+    pub async fn connect_by_text(&self, what: &str) -> Result<(), NodeError> {
+        if what.contains('@') {
+            return self.connect_target(&what.parse()?).await;
+        }
+        let peer = self.resolve_peer(what)?;
+        self.connect_peer(peer).await
+    }
+
+    /// A known peer by name, id prefix or whole id.
+    pub fn resolve_peer(&self, what: &str) -> Result<PeerId, NodeError> {
+        if let Ok(peer) = what.parse::<PeerId>() {
+            return Ok(peer);
+        }
+        let state = self.state();
+        let matches: Vec<&PeerId> = state
+            .peers
+            .iter()
+            .filter(|(id, r)| r.name == what || id.to_string().starts_with(what))
+            .map(|(id, _)| id)
+            .collect();
+        match matches.as_slice() {
+            [] => Err(NodeError::UnknownPeer(what.to_string())),
+            [id] => Ok(**id),
+            _ => Err(NodeError::AmbiguousPeer(what.to_string())),
+        }
+    }
+
+    /// Connects to a known peer (through a tracker-coordinated punch when
+    /// there is a tracker, else at its known addresses) and keeps it
+    /// connected; returns once it is connected or the first attempt failed.
+    pub async fn connect_peer(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.connect_with(peer, Vec::new()).await
+    }
+
+    /// Hands `peer` to the connection manager and waits for the outcome of
+    /// its first attempt.
+    async fn connect_with(&self, peer: PeerId, addrs: Vec<SocketAddr>) -> Result<(), NodeError> {
+        self.check_dialable(&peer)?;
+        {
+            let state = self.state();
+            if state.closing {
+                return Ok(());
+            }
+            let max = self.inner.config.max_gates;
+            if !state.has_open_gate(&peer) && state.open_gate_count() >= max {
+                return Err(NodeError::TooManyGates(max));
+            }
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.input(Input::Connect {
+            peer,
+            addrs,
+            reply: Some(reply),
+        });
+        let config = &self.inner.config;
+        let limit = config.punch.deadline * 2 + config.connect_timeout + gate::GREETING_TIMEOUT;
+        let tried = match timeout(limit, outcome).await {
+            Ok(Ok(Ok(()))) => return Ok(()),
+            Ok(Ok(Err(tried))) => tried,
+            Ok(Err(_)) => "the node is shutting down".into(),
+            Err(_) => format!("no outcome within {limit:?}"),
+        };
+        Err(NodeError::Unreachable {
+            peer: self.name_of(&peer),
+            tried,
+        })
+    }
+
+    /// The manager's `Punch`: runs one punch, in the role the tracker gave,
+    /// toward `member`. A connection it finds goes to the node task; a
+    /// dialer's failure is reported (the manager decides about the relay).
+    pub(super) async fn run_punch(self, attempt: u64, member: Member, role: Role) {
+        let peer = member.peer_id;
+        let started = Instant::now();
+        let reflexive = self.inner.tracker().map(|t| t.reflexive());
+        let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+        {
+            let mut state = self.state();
+            let record = state
+                .peers
+                .entry(peer)
+                .or_insert_with(|| super::PeerRecord::new(member.name.clone()));
+            record.candidates = member.candidates();
+            state.punches.insert(attempt, probe_tx);
+        }
+        let payload = wire::encode_probe(&ProbeMessage::Punch {
+            attempt,
+            sender: self.peer_id(),
+        });
+        let payload = match payload {
+            Ok(payload) => payload,
+            Err(error) => {
+                self.state().punches.remove(&attempt);
+                self.punch_failed(peer, attempt, role, error.to_string());
+                return;
+            }
+        };
+        let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
+        let mut dials = JoinSet::new();
+        let outcome: Result<Option<Connection>, String> = loop {
+            let installed = self.inner.gate_installed.notified();
+            if self.state().has_direct_gate(&peer) || self.is_closing() {
+                break Ok(None);
+            }
+            let now = Instant::now();
+            while let Some(action) = punch.poll_action(now) {
+                match action {
+                    PunchAction::Probe(addr) => {
+                        if let Err(error) = self.inner.socket.send_probe(addr, &payload).await {
+                            tracing::debug!(%addr, %error, "probe not sent");
+                        }
+                    }
+                    PunchAction::Dial(addr) => {
+                        self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
+                    }
+                }
+            }
+            if punch.is_expired(now) {
+                break Err(punch.summary());
+            }
+            let wake = tokio::time::Instant::from_std(punch.poll_timeout());
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                Some(from) = probe_rx.recv() => punch.handle_probe(from, Instant::now()),
+                Some(joined) = dials.join_next(), if !dials.is_empty() => match joined {
+                    Ok((_, Ok(connection))) => break Ok(Some(connection)),
+                    Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
+                    Err(_) => {}
+                },
+                _ = installed => {}
+            }
+        };
+        close_losers(dials, self.inner.config.punch.deadline);
+        self.state().punches.remove(&attempt);
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(connection)) => {
+                if let Err(error) = self.greet_dialed(connection, peer, started).await {
+                    self.punch_failed(peer, attempt, role, error);
+                }
+            }
+            Err(tried) => self.punch_failed(peer, attempt, role, tried),
+        }
+    }
+
+    /// Only the dialer's failures matter: it leads the attempt.
+    fn punch_failed(&self, peer: PeerId, attempt: u64, role: Role, why: String) {
+        if role == Role::Dialer {
+            self.input(Input::PunchFailed { peer, attempt, why });
+        } else {
+            tracing::debug!(peer = %peer.short(), %why, "punch as acceptor ended");
+        }
+    }
+
+    /// The manager's `DialRelay`: the same pinned connection to `peer`
+    /// through the tracker's relay.
+    pub(super) async fn dial_relay(self, peer: PeerId) {
+        let started = Instant::now();
+        let result: Result<(), String> = async {
+            let addr = self
+                .inner
+                .socket
+                .relay_addr(&peer)
+                .ok_or("too many relayed peers")?;
+            tracing::debug!(peer = %peer.short(), "connecting through the relay");
+            let connection = self.dial(peer, &[addr]).await?;
+            self.greet_dialed(connection, peer, started).await
+        }
+        .await;
+        if let Err(why) = result {
+            self.input(Input::RelayFailed {
+                peer,
+                why: why.to_string(),
+            });
+        }
+    }
+
+    /// The manager's `DialDirect`: dials `peer` at its known addresses
+    /// (no tracker).
+    pub(super) async fn dial_direct(self, peer: PeerId, addrs: Vec<SocketAddr>) {
+        let started = Instant::now();
+        let result = match self.dial(peer, &addrs).await {
+            Ok(connection) => self.greet_dialed(connection, peer, started).await,
+            Err(why) => Err(why),
+        };
+        if let Err(why) = result {
+            self.input(Input::DialFailed { peer, why });
+        }
+    }
+
+    /// Dials `PEERID@host:port`.
+    pub async fn connect_target(&self, target: &Target) -> Result<(), NodeError> {
+        let peer = target.require_peer()?;
+        let addr = target.resolve().await?;
+        self.connect_to(peer, vec![addr]).await
+    }
+
+    /// Dials `peer` at its candidate addresses, staggered; the first
+    /// authenticated handshake wins and the others are dropped.
+    pub async fn connect_to(
+        &self,
+        peer: PeerId,
+        candidates: Vec<SocketAddr>,
+    ) -> Result<(), NodeError> {
+        {
+            let mut state = self.state();
+            let record = state
+                .peers
+                .entry(peer)
+                .or_insert_with(|| super::PeerRecord::new(peer.short()));
+            if record.candidates.is_empty() {
+                // Remembered for reconnecting to a peer given by address.
+                record.candidates = candidates.clone();
+            }
+        }
+        self.connect_with(peer, candidates).await
+    }
+
+    /// Greets over an authenticated connection this node dialed (set-up
+    /// began at `started`) and hands it to the node task.
+    async fn greet_dialed(
+        &self,
+        connection: Connection,
+        peer: PeerId,
+        started: Instant,
+    ) -> Result<(), String> {
+        let handshake = started.elapsed();
+        let greeting = timeout(
+            gate::GREETING_TIMEOUT,
+            Gate::greet_as_dialer(connection.clone(), self.peer_id(), peer, &self.hello()),
+        )
+        .await
+        .unwrap_or(Err(gate::GateError::GreetingTimeout(
+            gate::GREETING_TIMEOUT,
+        )));
+        match greeting {
+            Ok(greeted) => {
+                self.input(Input::GateReady(Box::new(Ready {
+                    greeted,
+                    started,
+                    handshake: Some(handshake),
+                    dialed: true,
+                })));
+                Ok(())
+            }
+            Err(error) => {
+                error.close(&connection);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// One pinned handshake to `peer` at `addr`, nothing more (benchmarks).
+    pub async fn dial_once(&self, addr: SocketAddr, peer: PeerId) -> Result<Connection, String> {
+        endpoint::connect_pinned(&self.inner.endpoint, self.inner.client.clone(), addr, &peer)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts a pinned handshake to `peer` at `addr` after `delay`, into `set`.
+    fn spawn_handshake(
+        &self,
+        set: &mut Handshakes,
+        addr: SocketAddr,
+        peer: PeerId,
+        delay: Duration,
+    ) {
+        let endpoint = self.inner.endpoint.clone();
+        let config = self.inner.client.clone();
+        set.spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let result = match endpoint::connect_pinned(&endpoint, config, addr, &peer) {
+                Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            (addr, result)
+        });
+    }
+
+    /// Refuses dialing this node itself or a peer outside `--allow`.
+    pub(super) fn check_dialable(&self, peer: &PeerId) -> Result<(), NodeError> {
+        if *peer == self.peer_id() {
+            return Err(NodeError::SelfConnect);
+        }
+        if !self.is_allowed(peer) {
+            return Err(NodeError::Invalid(format!(
+                "peer {}: not in --allow",
+                peer.short()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Closes the connection to `peer` on purpose (no reconnection follows).
+    pub fn disconnect(&self, peer: &PeerId) {
+        let gate = self.state().peers.get(peer).and_then(|r| r.gate.clone());
+        if let Some(gate) = gate {
+            gate.connection
+                .close(CloseCode::Normal.varint(), b"disconnect");
+        }
+    }
+
+    /// Races handshakes to `candidates`; returns the first authenticated
+    /// connection, or what went wrong with each candidate.
+    async fn dial(&self, peer: PeerId, candidates: &[SocketAddr]) -> Result<Connection, String> {
+        if candidates.is_empty() {
+            return Err("no known address".into());
+        }
+        let mut attempts = JoinSet::new();
+        for (index, addr) in candidates.iter().copied().enumerate() {
+            self.spawn_handshake(&mut attempts, addr, peer, CANDIDATE_STAGGER * index as u32);
+        }
+        let mut failures = Vec::new();
+        let deadline = tokio::time::sleep(self.inner.config.connect_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                joined = attempts.join_next() => match joined {
+                    Some(Ok((_, Ok(connection)))) => {
+                        close_losers(attempts, self.inner.config.connect_timeout);
+                        return Ok(connection);
+                    }
+                    Some(Ok((addr, Err(error)))) => failures.push(format!("{addr}: {error}")),
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    attempts.abort_all();
+                    failures.push(format!("no answer within {:?}", self.inner.config.connect_timeout));
+                    break;
+                }
+            }
+        }
+        Err(failures.join("; "))
+    }
+
+    pub(super) async fn accept_loop(self) {
+        while let Some(incoming) = self.inner.endpoint.accept().await {
+            let node = self.clone();
+            tokio::spawn(async move { node.accept_one(incoming).await });
+        }
+    }
+
+    async fn accept_one(&self, incoming: quinn::Incoming) {
+        let started = Instant::now();
+        {
+            let state = self.state();
+            if state.closing || state.open_gate_count() >= self.inner.config.max_gates {
+                incoming.refuse();
+                return;
+            }
+        }
+        let connection = match timeout(gate::GREETING_TIMEOUT, incoming).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "incoming handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        let peer = match tls::peer_id_of(&connection) {
+            Ok(peer) => peer,
+            Err(error) => {
+                connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+                return;
+            }
+        };
+        match Gate::greet_as_acceptor(connection.clone(), peer, &self.hello()).await {
+            Ok(greeted) => self.input(Input::GateReady(Box::new(Ready {
+                greeted,
+                started,
+                handshake: None,
+                dialed: false,
+            }))),
+            Err(error) => {
+                tracing::debug!(peer = %peer.short(), %error, "incoming greeting failed");
+                error.close(&connection);
+            }
+        }
+    }
+}
+
+/// Hands each probe to the punch whose attempt it names. Holds the node
+/// weakly: the socket owns the probe channel, so a strong reference here
+/// would keep the node alive forever.
+pub(super) async fn route_probes(
+    node: std::sync::Weak<Inner>,
+    mut probes: mpsc::Receiver<crate::gate_socket::Probe>,
+) {
+    while let Some(probe) = probes.recv().await {
+        let Some(inner) = node.upgrade() else { return };
+        let Ok(message) = wire::decode_probe(&probe.payload) else {
+            continue;
+        };
+        let state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match message {
+            ProbeMessage::Punch { attempt, .. } => {
+                if let Some(route) = state.punches.get(&attempt) {
+                    let _ = route.send(probe.from);
+                }
+            }
+            other => {
+                if let Some(netcheck) = &state.netcheck {
+                    let _ = netcheck.send((probe.from, other));
+                }
+            }
+        }
+    }
+}
+
+/// Handshakes racing toward one peer, each with the address it went to.
+type Handshakes = JoinSet<(SocketAddr, Result<Connection, String>)>;
+
+/// Closes the handshakes that lost a race once they finish, as duplicates.
+/// Dropping one mid-handshake would close it with keys the other side may
+/// already have discarded, leaving it half-open there until its idle timeout.
+fn close_losers(mut losers: Handshakes, limit: Duration) {
+    if losers.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            while let Some(joined) = losers.join_next().await {
+                if let Ok((_, Ok(connection))) = joined {
+                    connection.close(CloseCode::Duplicate.varint(), b"another path won");
+                }
+            }
+        };
+        // Whatever has not finished by then has failed; dropping aborts it.
+        let _ = timeout(limit, drain).await;
+    });
+}

@@ -1,0 +1,248 @@
+//! Serving a gate: installing it once the node task chose it, the streams
+//! the peer opens (chat, sync, auth, files, bench) each handed to its
+//! service, the control stream, and reporting the gate's end to the node
+//! task.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn::{RecvStream, SendStream};
+use tokio::time::timeout;
+
+use super::driver::{Input, Ready};
+use super::gate::{self, describe_close, Gate, GateError, Greeted};
+use super::manager::{GateEnd, GateFacts};
+use super::{events, path_died, path_of, Event, Node, PeerRecord, PeerStatus};
+use crate::identity::PeerId;
+use crate::protocol::{validate_label, ControlMessage, MAX_ROOMS, MAX_ROOM_LEN};
+use crate::wire::{CloseCode, FrameReader, StreamKind, WireError};
+
+impl Node {
+    /// The manager's `Install`: makes a greeted connection the peer's gate
+    /// (`replaces` is the gate it takes over from, if any) and starts
+    /// serving it. Returns the gate.
+    pub(super) fn install(&self, ready: Ready, replaces: Option<GateFacts>) -> Arc<Gate> {
+        let Ready {
+            greeted,
+            started,
+            handshake,
+            dialed,
+        } = ready;
+        let Greeted {
+            gate,
+            greeting,
+            control,
+        } = greeted;
+        let gate = Arc::new(gate);
+        let peer = gate.peer_id;
+        {
+            let mut state = self.state();
+            let record = state
+                .peers
+                .entry(peer)
+                .or_insert_with(|| PeerRecord::new(greeting.name.clone()));
+            record.name = greeting.name.clone();
+            record.rooms = greeting.rooms.iter().cloned().collect();
+            // Password proofs belong to a connection.
+            record.verified.clear();
+            record.auth_failures = 0;
+            record.last_seen = Some(Instant::now());
+            record.gate = Some(gate.clone());
+            record.status = PeerStatus::Connected;
+        }
+        let path = path_of(&gate.connection);
+        let remote = self.shown_remote(&gate.connection);
+        // Punches waiting for this peer's gate stop.
+        self.inner.gate_installed.notify_waiters();
+        match replaces {
+            Some(old) if old.path != path => self.emit(Event::Path {
+                peer_id: peer.to_string(),
+                name: greeting.name,
+                path,
+                remote,
+            }),
+            // The same path again (a reconnect that replaced a gate the
+            // peer had closed as a duplicate): nothing for the user.
+            Some(_) => {}
+            None => self.emit(Event::Connected {
+                peer_id: peer.to_string(),
+                name: greeting.name,
+                path,
+                remote,
+                rtt_ms: events::millis(gate.connection.rtt()),
+                setup_ms: events::millis(started.elapsed()),
+                handshake_ms: handshake.map(events::millis),
+                dialed,
+            }),
+        }
+        tokio::spawn(self.clone().read_control(gate.clone(), control));
+        tokio::spawn(self.clone().serve_gate(gate.clone()));
+        self.authenticate_all(&gate);
+        gate
+    }
+
+    /// Accepts the peer's streams until the connection ends, then reports it.
+    pub(super) async fn serve_gate(self, gate: Arc<Gate>) {
+        let connection = gate.connection.clone();
+        let error = loop {
+            tokio::select! {
+                stream = connection.accept_bi() => match stream {
+                    Ok((send, recv)) => {
+                        tokio::spawn(self.clone().serve_stream(gate.clone(), send, recv));
+                    }
+                    Err(error) => break error,
+                },
+                stream = connection.accept_uni() => match stream {
+                    Ok(mut recv) => {
+                        // No stream kind is unidirectional yet.
+                        let connection = connection.clone();
+                        tokio::spawn(async move {
+                            let error = match timeout(gate::GREETING_TIMEOUT, crate::wire::read_header(&mut recv)).await {
+                                Ok(Ok(kind)) => WireError::UnexpectedKind { expected: "bidirectional", got: kind.name() },
+                                Ok(Err(error)) => error,
+                                Err(_) => WireError::Truncated("stream header"),
+                            };
+                            GateError::from(error).close(&connection);
+                        });
+                    }
+                    Err(error) => break error,
+                },
+            }
+        };
+        let reason = describe_close(&error);
+        let end = if gate::closed_as_duplicate(&connection) {
+            GateEnd::Duplicate
+        } else if path_died(&error) {
+            GateEnd::PathDied(reason)
+        } else {
+            GateEnd::Closed(reason)
+        };
+        self.input(Input::GateClosed {
+            peer: gate.peer_id,
+            gate: connection.stable_id(),
+            end,
+        });
+    }
+
+    /// A stream the peer opened: chat messages to take, or a history sync
+    /// to answer.
+    async fn serve_stream(self, gate: Arc<Gate>, send: SendStream, mut recv: RecvStream) {
+        let result = async {
+            let kind = timeout(gate::GREETING_TIMEOUT, crate::wire::read_header(&mut recv))
+                .await
+                .map_err(|_| WireError::Truncated("stream header"))??;
+            match kind {
+                StreamKind::Chat => self.serve_chat(&gate, send, recv).await,
+                StreamKind::Sync => self.serve_sync(&gate, send, recv).await,
+                StreamKind::Auth => self.serve_auth(&gate, send, recv).await,
+                StreamKind::Bench if self.inner.config.bench_serve => serve_bench(send, recv).await,
+                StreamKind::Manifest => self.serve_manifest(send, recv).await,
+                StreamKind::Chunks => self.serve_chunks(send, recv).await,
+                other => Err(WireError::UnexpectedKind {
+                    expected: "chat or sync",
+                    got: other.name(),
+                }),
+            }
+        }
+        .await;
+        if let Err(error) = result {
+            GateError::from(error).close(&gate.connection);
+        }
+    }
+
+    /// Reads the peer's control stream: goodbye, ping, room changes.
+    async fn read_control(self, gate: Arc<Gate>, mut reader: FrameReader<RecvStream>) {
+        loop {
+            let message = match reader.recv::<ControlMessage>().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(error) => {
+                    GateError::from(error).close(&gate.connection);
+                    return;
+                }
+            };
+            match message {
+                ControlMessage::Goodbye { reason } => {
+                    tracing::debug!(peer = %gate.peer_id.short(), %reason, "goodbye");
+                    gate.connection
+                        .close(CloseCode::Normal.varint(), reason.as_bytes());
+                    return;
+                }
+                ControlMessage::Ping { nonce } => {
+                    let _ = gate.send_control(&ControlMessage::Pong { nonce }).await;
+                }
+                ControlMessage::Pong { .. } => {}
+                ControlMessage::Rooms { rooms } => {
+                    let valid = rooms.len() <= MAX_ROOMS
+                        && rooms
+                            .iter()
+                            .all(|r| validate_label("room", r, MAX_ROOM_LEN).is_ok());
+                    if !valid {
+                        GateError::BadGreeting("invalid room list".into()).close(&gate.connection);
+                        return;
+                    }
+                    if let Some(record) = self.state().peers.get_mut(&gate.peer_id) {
+                        record.rooms = rooms.into_iter().collect();
+                    }
+                    // A newly shared room has history to catch up on, or a
+                    // password to prove first.
+                    self.authenticate_all(&gate);
+                    self.catch_up(gate.clone());
+                }
+                ControlMessage::Hello { .. } => {
+                    GateError::BadGreeting("a second hello".into()).close(&gate.connection);
+                    return;
+                }
+                ControlMessage::Offer(offer) => {
+                    if let Err(reason) = self.take_offer(&gate, offer) {
+                        let reason = format!("invalid offer: {reason}");
+                        GateError::from(WireError::Malformed {
+                            kind: "control",
+                            reason,
+                        })
+                        .close(&gate.connection);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `bytes` on a bench stream to a connected `peer` running
+    /// `bench serve`; returns the count it reports back.
+    pub async fn bench_send(&self, peer: PeerId, bytes: u64) -> Result<u64, String> {
+        let gate = self
+            .state()
+            .peers
+            .get(&peer)
+            .and_then(|r| r.gate.clone())
+            .ok_or("not connected to that peer")?;
+        let (mut send, mut recv) = gate.connection.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&crate::wire::header(StreamKind::Bench))
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::bench::write_zeros(&mut send, bytes).await?;
+        let mut count = [0u8; 8];
+        recv.read_exact(&mut count)
+            .await
+            .map_err(|e| format!("no count back (is the peer running `bench serve`?): {e}"))?;
+        Ok(u64::from_be_bytes(count))
+    }
+}
+
+/// Reads a bench stream to its end and answers with the byte count.
+async fn serve_bench(mut send: SendStream, mut recv: RecvStream) -> Result<(), WireError> {
+    let mut total = 0u64;
+    while let Some(chunk) = recv
+        .read_chunk(usize::MAX, true)
+        .await
+        .map_err(|e| WireError::Io(e.into()))?
+    {
+        total += chunk.bytes.len() as u64;
+    }
+    send.write_all(&total.to_be_bytes())
+        .await
+        .map_err(|e| WireError::Io(e.into()))?;
+    let _ = send.finish();
+    Ok(())
+}
