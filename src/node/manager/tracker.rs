@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::peer::Attempt;
+use super::{Action, Manager, Report, TrackerIx};
 use crate::identity::PeerId;
 use crate::rate::TokenBucket;
 
@@ -48,5 +50,109 @@ impl TrackerEntry {
 
     pub fn is_up(&self) -> bool {
         self.state == TrackerState::Up
+    }
+}
+
+/// The manager's inputs about tracker sessions.
+impl Manager {
+    /// Registered with `tracker` (at start, or again after a loss).
+    pub fn handle_tracker_up(&mut self, tracker: TrackerIx, rtt: Duration, now: Instant) {
+        let Some(entry) = self.trackers.get_mut(tracker) else {
+            return;
+        };
+        let restored = entry.ever_up;
+        entry.state = TrackerState::Up;
+        entry.ever_up = true;
+        entry.failures = 0;
+        entry.rtt = rtt;
+        if self.closing {
+            return;
+        }
+        if restored {
+            self.report(Report::TrackerBack(tracker));
+            self.actions.push_back(Action::RestoreTracker(tracker));
+        }
+        // Peers that waited for a tracker try again now.
+        let waiting: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.wanted && p.gate.is_none() && p.attempt == Attempt::Idle)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in waiting {
+            self.start_attempt(peer, now);
+        }
+    }
+
+    /// A fresh measure of the tracker's round-trip time.
+    pub fn handle_tracker_rtt(&mut self, tracker: TrackerIx, rtt: Duration) {
+        if let Some(entry) = self.trackers.get_mut(tracker) {
+            entry.rtt = rtt;
+        }
+    }
+
+    /// Whether the tracker's relay stream is open and relaying, or why not.
+    pub fn handle_relay_ready(&mut self, tracker: TrackerIx, ready: Result<(), String>) {
+        if let Some(slot) = self.relays.get_mut(tracker) {
+            *slot = ready;
+        }
+    }
+
+    /// Why `tracker`'s relay cannot carry a connection, if it cannot.
+    pub(super) fn relay_unavailable(&self, tracker: TrackerIx) -> Option<String> {
+        match self.relays.get(tracker) {
+            Some(Ok(())) => None,
+            Some(Err(why)) => Some(why.clone()),
+            None => Some("no such tracker".into()),
+        }
+    }
+
+    /// The session with `tracker` ended. Gates stay; introductions through
+    /// it are asked again elsewhere or when it is back.
+    pub fn handle_tracker_lost(&mut self, tracker: TrackerIx, reason: String, now: Instant) {
+        let Some(entry) = self.trackers.get_mut(tracker) else {
+            return;
+        };
+        let was_up = entry.is_up();
+        entry.failures = 1;
+        let retry_in = self.config.tracker_retry.delay(1, &mut self.jitter);
+        self.set_tracker_down(tracker, now + retry_in);
+        if was_up && !self.closing {
+            self.report(Report::TrackerLost {
+                tracker,
+                reason,
+                retry_in,
+            });
+        }
+    }
+
+    /// A connection or registration attempt with `tracker` failed.
+    pub fn handle_tracker_failed(&mut self, tracker: TrackerIx, now: Instant) {
+        let Some(entry) = self.trackers.get_mut(tracker) else {
+            return;
+        };
+        entry.failures += 1;
+        let failures = entry.failures;
+        let retry_in = self.config.tracker_retry.delay(failures, &mut self.jitter);
+        self.set_tracker_down(tracker, now + retry_in);
+    }
+
+    fn set_tracker_down(&mut self, tracker: TrackerIx, retry_at: Instant) {
+        let entry = &mut self.trackers[tracker];
+        entry.state = TrackerState::Down { retry_at };
+        entry.queue.clear();
+        self.relays[tracker] = Err("the tracker is lost".into());
+        for peer in self.peers.values_mut() {
+            let through_it = match peer.attempt {
+                Attempt::Queued { tracker: t } | Attempt::Introducing { tracker: t, .. } => {
+                    t == tracker
+                }
+                _ => false,
+            };
+            if through_it {
+                // Not the peer's fault: tried again when a tracker is up.
+                peer.attempt = Attempt::Idle;
+            }
+        }
     }
 }

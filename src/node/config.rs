@@ -1,0 +1,110 @@
+//! How a node is configured ([`NodeConfig`], with its defaults) and what
+//! can go wrong with it ([`NodeError`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{RelayPolicy, TransferConfig};
+use crate::endpoint::{self, Liveness, Target};
+use crate::identity::PeerId;
+use crate::pake::Secret;
+use crate::punch::PunchSchedule;
+use crate::store::StoreError;
+use crate::tls;
+use crate::tracker::TrackerError;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Shown to other peers. Default: `anon`.
+    pub name: String,
+    /// Where the gate socket binds. Default `0.0.0.0:0`.
+    pub bind: SocketAddr,
+    pub tracker: Option<Target>,
+    /// Rooms to join at start; the last one is where plain lines go.
+    /// Default `lobby`.
+    pub rooms: Vec<String>,
+    /// Peers to dial at start by address (`PEERID@host:port`).
+    pub connect: Vec<Target>,
+    /// If set, only these peers may connect in.
+    pub allow: Option<Vec<PeerId>>,
+    /// Most gates at once. Default 64.
+    pub max_gates: usize,
+    pub liveness: Liveness,
+    /// Deadline of one direct connection attempt to a peer. Default 10 s.
+    pub connect_timeout: Duration,
+    /// How long sending one message to one peer may take before it is left
+    /// to history sync (the user sees it pending). Default 10 s.
+    pub send_timeout: Duration,
+    /// Timing of tracker-coordinated hole punches.
+    pub punch: PunchSchedule,
+    /// Passwords of password rooms, by room.
+    pub passwords: HashMap<String, Secret>,
+    /// Answer `punchgate bench` streams (only `bench serve` does).
+    pub bench_serve: bool,
+    /// How file transfers run.
+    pub transfer: TransferConfig,
+    /// Whether connections may run through the tracker's relay. Default:
+    /// as a fallback when punching fails.
+    pub relay: RelayPolicy,
+}
+
+impl NodeConfig {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tracker: None,
+            rooms: vec!["lobby".to_string()],
+            connect: Vec::new(),
+            allow: None,
+            max_gates: 64,
+            liveness: Liveness::default(),
+            connect_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
+            punch: PunchSchedule::default(),
+            passwords: HashMap::new(),
+            bench_serve: false,
+            transfer: TransferConfig::default(),
+            relay: RelayPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot bind the gate socket on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tracker(#[from] TrackerError),
+    #[error(transparent)]
+    Addr(#[from] endpoint::AddrError),
+    #[error("invalid {0}")]
+    Invalid(String),
+    #[error("could not connect to {peer}: {tried}")]
+    Unreachable { peer: String, tried: String },
+    #[error("no peer named {0:?} is known; give PEERID@host:port")]
+    UnknownPeer(String),
+    #[error("{0:?} matches several peers; use more of the id")]
+    AmbiguousPeer(String),
+    #[error("already at the limit of {0} connections")]
+    TooManyGates(usize),
+    #[error("that is this node's own id")]
+    SelfConnect,
+    #[error("not in any room: /join one first")]
+    NoRoom,
+    #[error("not connected to a tracker")]
+    NoTracker,
+    #[error(transparent)]
+    Message(#[from] crate::protocol::MessageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
