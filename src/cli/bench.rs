@@ -75,7 +75,7 @@ pub async fn run(home: &Path, what: BenchCommand, output: Output) -> anyhow::Res
         | BenchCommand::Throughput { at, .. } => at,
     };
     let mut config = NodeConfig::new(at.name.clone());
-    config.tracker = Some(at.tracker.clone());
+    config.trackers = vec![at.tracker.clone()];
     config.bind = at.bind;
     config.rooms = vec![bench::BENCH_ROOM.to_string()];
     config.bench_serve = matches!(what, BenchCommand::Serve { .. });

@@ -23,9 +23,11 @@ use super::{seconds, shutdown_signal, Output};
 // the `Chat` variant of `Commands` gives.
 #[derive(clap::Args)]
 pub struct ChatArgs {
-    /// Tracker as PEERID@host:port, or host:port to trust on first use.
-    #[arg(long)]
-    tracker: Option<Target>,
+    /// Tracker as PEERID@host:port, or host:port to trust on first use
+    /// (repeatable: the node registers with each and meets peers through
+    /// any that is up).
+    #[arg(long = "tracker")]
+    trackers: Vec<Target>,
     /// Your display name.
     #[arg(long, default_value = "anon")]
     name: String,
@@ -97,7 +99,7 @@ impl ChatArgs {
         if config.liveness.keep_alive >= config.liveness.idle_timeout {
             anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
         }
-        config.tracker = self.tracker;
+        config.trackers = self.trackers;
         if let Some(password) = self.password {
             let secret = punchgate::pake::Secret::new(password);
             config.passwords = self

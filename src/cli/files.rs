@@ -61,7 +61,7 @@ pub struct GetArgs {
 /// `punchgate send`: shares, prints the ticket, serves until Ctrl-C.
 pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result<()> {
     let mut config = NodeConfig::new("sender");
-    config.tracker = Some(args.tracker);
+    config.trackers = vec![args.tracker];
     config.bind = args.bind;
     config.rooms = Vec::new();
     config.transfer.chunk_size = args.chunk_size;
@@ -102,7 +102,7 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
 /// terminal (or progress events with --json).
 pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<()> {
     let mut config = NodeConfig::new("getter");
-    config.tracker = Some(args.ticket.tracker.parse()?);
+    config.trackers = vec![args.ticket.tracker.parse()?];
     config.bind = args.bind;
     config.rooms = Vec::new();
     config.punch.deadline = seconds("--punch-timeout", args.punch_timeout)?;

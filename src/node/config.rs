@@ -20,7 +20,10 @@ pub struct NodeConfig {
     pub name: String,
     /// Where the gate socket binds. Default `0.0.0.0:0`.
     pub bind: SocketAddr,
-    pub tracker: Option<Target>,
+    /// Trackers to register with (`PEERID@host:port`, or `host:port` to
+    /// trust on first use). The node meets peers through every one that is
+    /// up; one going away changes nothing but a notice. Default: none.
+    pub trackers: Vec<Target>,
     /// Rooms to join at start; the last one is where plain lines go.
     /// Default `lobby`.
     pub rooms: Vec<String>,
@@ -54,7 +57,7 @@ impl NodeConfig {
         Self {
             name: name.into(),
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
-            tracker: None,
+            trackers: Vec::new(),
             rooms: vec!["lobby".to_string()],
             connect: Vec::new(),
             allow: None,

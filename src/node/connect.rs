@@ -16,6 +16,7 @@ use tokio::time::timeout;
 
 use super::driver::{Input, Ready};
 use super::gate::{self, Gate};
+use super::manager::TrackerIx;
 use super::{Inner, Node, NodeError};
 use crate::endpoint::{self, Target};
 use crate::identity::PeerId;
@@ -82,6 +83,7 @@ impl Node {
         self.input(Input::Connect {
             peer,
             addrs,
+            via: None,
             reply: Some(reply),
         });
         let config = &self.inner.config;
@@ -101,10 +103,21 @@ impl Node {
     /// The manager's `Punch`: runs one punch, in the role the tracker gave,
     /// toward `member`. A connection it finds goes to the node task; a
     /// dialer's failure is reported (the manager decides about the relay).
-    pub(super) async fn run_punch(self, attempt: u64, member: Member, role: Role) {
+    pub(super) async fn run_punch(
+        self,
+        tracker: TrackerIx,
+        attempt: u64,
+        member: Member,
+        role: Role,
+    ) {
         let peer = member.peer_id;
         let started = Instant::now();
-        let reflexive = self.inner.tracker().map(|t| t.reflexive());
+        // Where the introducing tracker sees this node.
+        let trackers = &self.inner.trackers;
+        let reflexive = trackers
+            .session(tracker)
+            .or_else(|| trackers.first_session())
+            .map(|t| t.reflexive());
         let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
         let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
         {
@@ -186,9 +199,10 @@ impl Node {
     }
 
     /// The manager's `DialRelay`: the same pinned connection to `peer`
-    /// through the tracker's relay.
-    pub(super) async fn dial_relay(self, peer: PeerId) {
+    /// through `tracker`'s relay.
+    pub(super) async fn dial_relay(self, peer: PeerId, tracker: TrackerIx) {
         let started = Instant::now();
+        self.inner.trackers.route(peer, tracker);
         let result: Result<(), String> = async {
             let addr = self
                 .inner

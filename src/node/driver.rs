@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::gate::{Gate, Greeted};
-use super::manager::{Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report};
+use super::manager::{
+    Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
+};
 use super::{path_of, Event, Node, PeerStatus};
 use crate::identity::PeerId;
 use crate::protocol::{ChatFrame, Member, MessageId, SignedMessage};
@@ -26,17 +28,21 @@ use crate::wire::CloseCode;
 pub(super) enum Input {
     /// Connect to `peer` and keep it connected; `reply` hears the first
     /// outcome.
+    /// `via`: a tracker that lists the peer in a room.
     Connect {
         peer: PeerId,
         addrs: Vec<SocketAddr>,
+        via: Option<TrackerIx>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// Whether `peer` shares a room with this node (from the tracker).
+    /// Whether `peer` shares a room with this node (from tracker `via`).
     Wanted {
         peer: PeerId,
         wanted: bool,
+        via: Option<TrackerIx>,
     },
     Introduced {
+        tracker: TrackerIx,
         attempt: u64,
         member: Member,
         role: Role,
@@ -75,18 +81,25 @@ pub(super) enum Input {
         id: MessageId,
     },
     TrackerUp {
+        tracker: TrackerIx,
         session: Arc<TrackerSession>,
-        events: mpsc::UnboundedReceiver<crate::protocol::TrackerEvent>,
+        events: TrackerEvents,
     },
     TrackerFailed {
+        tracker: TrackerIx,
         reason: String,
     },
-    /// The session `generation` ended.
+    /// The session `generation` with `tracker` ended.
     TrackerLost {
+        tracker: TrackerIx,
         generation: u64,
         reason: String,
     },
-    RelayReady(Result<(), String>),
+    /// Whether `tracker`'s relay can carry connections, or why not.
+    RelayReady {
+        tracker: TrackerIx,
+        ready: Result<(), String>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -115,17 +128,24 @@ struct Driver {
     chat: HashMap<GateId, mpsc::UnboundedSender<ChatFrame>>,
     /// Messages some peer has not acknowledged yet, by sequence number.
     outbox: BTreeMap<u64, (ChatFrame, usize)>,
-    /// Introductions by attempt, until their punch starts.
-    introductions: HashMap<u64, Member>,
+    /// Introductions by attempt (and the tracker that made them), until
+    /// their punch starts.
+    introductions: HashMap<u64, (TrackerIx, Member)>,
+    /// Sessions started so far: a loss reported by an older session of a
+    /// tracker than its current one is stale.
     tracker_generation: u64,
+    current_generation: HashMap<TrackerIx, u64>,
 }
+
+/// A tracker session's pushed events.
+pub(super) type TrackerEvents = mpsc::UnboundedReceiver<crate::protocol::TrackerEvent>;
 
 /// Runs the node task until shutdown.
 pub(super) async fn run(
     node: Node,
     manager: Manager,
     inputs: mpsc::UnboundedReceiver<Input>,
-    tracker_events: Option<mpsc::UnboundedReceiver<crate::protocol::TrackerEvent>>,
+    tracker_events: Vec<(TrackerIx, TrackerEvents)>,
 ) {
     let mut driver = Driver {
         node,
@@ -138,9 +158,10 @@ pub(super) async fn run(
         outbox: BTreeMap::new(),
         introductions: HashMap::new(),
         tracker_generation: 0,
+        current_generation: HashMap::new(),
     };
-    if let Some(events) = tracker_events {
-        driver.watch_tracker(events);
+    for (tracker, events) in tracker_events {
+        driver.watch_tracker(tracker, events);
     }
     driver.act();
     loop {
@@ -171,7 +192,12 @@ impl Driver {
     fn handle(&mut self, input: Input) {
         let now = Instant::now();
         match input {
-            Input::Connect { peer, addrs, reply } => {
+            Input::Connect {
+                peer,
+                addrs,
+                via,
+                reply,
+            } => {
                 if let Some(reply) = reply {
                     // Connected is connected: a relayed peer's upgrade goes on
                     // in the background and never reports as a failure.
@@ -184,16 +210,19 @@ impl Driver {
                 if !addrs.is_empty() {
                     self.manager.set_addrs(peer, addrs);
                 }
-                self.manager.learn_tracker(peer, 0);
+                if let Some(tracker) = via {
+                    self.manager.learn_tracker(peer, tracker);
+                }
                 self.manager.connect(peer, now);
             }
-            Input::Wanted { peer, wanted } => {
-                if wanted {
-                    self.manager.learn_tracker(peer, 0);
+            Input::Wanted { peer, wanted, via } => {
+                if let (true, Some(tracker)) = (wanted, via) {
+                    self.manager.learn_tracker(peer, tracker);
                 }
                 self.manager.set_wanted(peer, wanted);
             }
             Input::Introduced {
+                tracker,
                 attempt,
                 member,
                 role,
@@ -202,8 +231,10 @@ impl Driver {
                 if !self.node.is_allowed(&peer) || self.node.is_closing() {
                     return;
                 }
-                self.introductions.insert(attempt, member);
-                self.manager.handle_introduced(0, peer, attempt, role, now);
+                self.manager.learn_tracker(peer, tracker);
+                self.introductions.insert(attempt, (tracker, member));
+                self.manager
+                    .handle_introduced(tracker, peer, attempt, role, now);
                 // Introductions whose punch did not start are not kept.
                 self.introductions.retain(|a, _| *a == attempt);
             }
@@ -252,35 +283,45 @@ impl Driver {
                     }
                 }
             }
-            Input::TrackerUp { session, events } => {
+            Input::TrackerUp {
+                tracker,
+                session,
+                events,
+            } => {
                 let rtt = session.rtt();
-                self.node.inner.set_tracker(Some(session));
-                self.watch_tracker(events);
-                self.manager.handle_tracker_up(0, rtt, now);
+                self.node.inner.trackers.set_up(tracker, session);
+                self.watch_tracker(tracker, events);
+                self.manager.handle_tracker_up(tracker, rtt, now);
             }
-            Input::TrackerFailed { reason } => {
-                tracing::debug!(%reason, "tracker still unreachable");
-                self.manager.handle_tracker_failed(0, now);
+            Input::TrackerFailed { tracker, reason } => {
+                tracing::debug!(tracker, %reason, "tracker still unreachable");
+                self.manager.handle_tracker_failed(tracker, reason, now);
             }
-            Input::TrackerLost { generation, reason } => {
-                if generation == self.tracker_generation {
-                    self.node.inner.set_tracker(None);
-                    self.manager.handle_tracker_lost(0, reason, now);
+            Input::TrackerLost {
+                tracker,
+                generation,
+                reason,
+            } => {
+                if self.current_generation.get(&tracker) == Some(&generation) {
+                    self.node.inner.trackers.set_down(tracker);
+                    self.manager.handle_tracker_lost(tracker, reason, now);
                 }
             }
-            Input::RelayReady(ready) => self.manager.handle_relay_ready(0, ready),
+            Input::RelayReady { tracker, ready } => self.manager.handle_relay_ready(tracker, ready),
             Input::Shutdown(_) => {}
         }
     }
 
-    /// Reads a tracker session's events until it ends, then reports it lost.
-    fn watch_tracker(&mut self, events: mpsc::UnboundedReceiver<crate::protocol::TrackerEvent>) {
+    /// Reads a session's events until it ends, then reports it lost.
+    fn watch_tracker(&mut self, tracker: TrackerIx, events: TrackerEvents) {
         self.tracker_generation += 1;
         let generation = self.tracker_generation;
+        self.current_generation.insert(tracker, generation);
         let node = self.node.clone();
         tokio::spawn(async move {
-            node.clone().tracker_loop(events).await;
+            node.clone().tracker_loop(tracker, events).await;
             node.input(Input::TrackerLost {
+                tracker,
                 generation,
                 reason: "the connection to it was lost".into(),
             });
@@ -327,27 +368,27 @@ impl Driver {
         while let Some(action) = self.manager.poll_action() {
             let node = &self.node;
             match action {
-                Action::ConnectTracker(_) => {
-                    tokio::spawn(node.clone().reconnect_tracker());
+                Action::ConnectTracker(tracker) => {
+                    tokio::spawn(node.clone().reconnect_tracker(tracker));
                 }
-                Action::RestoreTracker(_) => {
-                    tokio::spawn(node.clone().restore_tracker());
+                Action::RestoreTracker(tracker) => {
+                    tokio::spawn(node.clone().restore_tracker(tracker));
                 }
-                Action::RequestIntroduction { peer, .. } => {
-                    tokio::spawn(node.clone().request_introduction(peer));
+                Action::RequestIntroduction { tracker, peer } => {
+                    tokio::spawn(node.clone().request_introduction(tracker, peer));
                 }
                 Action::Punch {
                     peer,
                     attempt,
                     role,
                 } => match self.introductions.remove(&attempt) {
-                    Some(member) => {
-                        tokio::spawn(node.clone().run_punch(attempt, member, role));
+                    Some((tracker, member)) => {
+                        tokio::spawn(node.clone().run_punch(tracker, attempt, member, role));
                     }
                     None => tracing::debug!(peer = %peer.short(), "a punch without introduction"),
                 },
-                Action::DialRelay { peer, .. } => {
-                    tokio::spawn(node.clone().dial_relay(peer));
+                Action::DialRelay { peer, tracker } => {
+                    tokio::spawn(node.clone().dial_relay(peer, tracker));
                 }
                 Action::DialDirect { peer, addrs } => {
                     tokio::spawn(node.clone().dial_direct(peer, addrs));
@@ -420,15 +461,18 @@ impl Driver {
             }
             Report::Gone { peer, reason } => node.gone(peer, reason),
             Report::TrackerLost {
-                reason, retry_in, ..
+                tracker,
+                reason,
+                retry_in,
             } => node.tracker_news(
+                tracker,
                 false,
                 Some(format!(
                     "{reason}; connected peers stay connected; trying again in {}",
                     super::events::seconds_text(retry_in)
                 )),
             ),
-            Report::TrackerBack(_) => node.tracker_news(true, None),
+            Report::TrackerBack(tracker) => node.tracker_news(tracker, true, None),
         }
     }
 

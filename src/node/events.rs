@@ -76,8 +76,11 @@ pub enum Event {
         name: String,
         addr: SocketAddr,
         reflexive: Option<SocketAddr>,
+        /// The first tracker, `PEERID@host:port`.
         tracker: Option<String>,
-        /// Connecting and registering with the tracker, in milliseconds.
+        /// Every tracker whose key is known, in the order given.
+        trackers: Vec<String>,
+        /// Connecting and registering with the trackers, in milliseconds.
         tracker_ms: Option<f64>,
     },
     /// A tracker started (the `tracker` command); `target` is what nodes

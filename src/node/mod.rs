@@ -25,6 +25,7 @@ mod relay;
 mod serve;
 mod sync;
 mod tracker_link;
+mod trackers;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -47,10 +48,10 @@ pub use files::{
 use gate::Gate;
 use manager::{Manager, ManagerConfig};
 pub use relay::RelayPolicy;
-use relay::RelayState;
+use trackers::Trackers;
 
 use crate::command::{self, Command};
-use crate::endpoint::{self, Target};
+use crate::endpoint;
 use crate::gate_socket::{is_relay_addr, GateSocket};
 use crate::hlc::Hlc;
 use crate::identity::{Identity, PeerId};
@@ -58,7 +59,6 @@ use crate::pake::Secret;
 use crate::protocol::{validate_label, ControlMessage, MessageId, ProbeMessage, MAX_NAME_LEN};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, CertifiedIdentity};
-use crate::tracker::TrackerSession;
 use crate::wire::CloseCode;
 
 /// The private room of two peers: `@` and the first characters of both ids,
@@ -108,6 +108,9 @@ struct PeerRecord {
     status: PeerStatus,
     candidates: Vec<SocketAddr>,
     rooms: BTreeSet<String>,
+    /// Which tracker lists the peer in which room: it has left a room only
+    /// when no tracker lists it there any more.
+    listed_at: BTreeSet<(String, manager::TrackerIx)>,
     /// Password rooms the peer has proven the password of, on this connection.
     verified: BTreeSet<String>,
     /// Failed password proofs on this connection.
@@ -124,6 +127,7 @@ impl PeerRecord {
             status: PeerStatus::Known,
             candidates: Vec::new(),
             rooms: BTreeSet::new(),
+            listed_at: BTreeSet::new(),
             verified: BTreeSet::new(),
             auth_failures: 0,
             last_seen: None,
@@ -157,8 +161,6 @@ struct State {
     netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
     /// Shared content and offers heard.
     files: files::FileState,
-    /// Whether the tracker's relay can carry connections.
-    relay: RelayState,
     closing: bool,
 }
 
@@ -206,10 +208,8 @@ struct Inner {
     client: quinn::ClientConfig,
     /// The data directory (known trackers live there).
     home: PathBuf,
-    /// The current session with the tracker; none while it is lost.
-    tracker: Mutex<Option<Arc<TrackerSession>>>,
-    /// The tracker as first reached, pinned: `PEERID@addr`.
-    tracker_pinned: Option<Target>,
+    /// The trackers: pinned targets, current sessions, relay streams.
+    trackers: Trackers,
     /// What happened, for the node task.
     inputs: mpsc::UnboundedSender<Input>,
     allowed: Option<HashSet<PeerId>>,
@@ -224,19 +224,6 @@ struct Inner {
     chunk_reads: Arc<tokio::sync::Semaphore>,
     /// Paces chunks served when an upload limit is set.
     upload_limit: Option<Mutex<crate::rate::TokenBucket>>,
-}
-
-impl Inner {
-    fn tracker(&self) -> Option<Arc<TrackerSession>> {
-        self.tracker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set_tracker(&self, session: Option<Arc<TrackerSession>>) {
-        *self.tracker.lock().unwrap_or_else(PoisonError::into_inner) = session;
-    }
 }
 
 /// A running node. Cloning gives another handle to the same node.
@@ -310,25 +297,15 @@ impl Node {
 
         let passwords = config.passwords.clone();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let mut tracker_events = None;
-        let mut tracker_ms = None;
-        let mut tracker = None;
-        let mut tracker_pinned = None;
-        if let Some(target) = &config.tracker {
-            let started = Instant::now();
-            let (session, events) =
-                tracker_link::connect_tracker(&bound.endpoint, &identity, home, &config, target)
-                    .await?;
-            tracker_ms = Some(events::millis(started.elapsed()));
-            tracker_events = Some(events);
-            // Reconnections expect the same tracker key, even if the first
-            // contact trusted it on first use.
-            tracker_pinned = Some(Target {
-                peer: Some(session.tracker_id()),
-                host: target.host.clone(),
-            });
-            tracker = Some(Arc::new(session));
-        }
+        let started = Instant::now();
+        let starting =
+            tracker_link::connect_trackers(&bound.endpoint, &identity, home, &config).await?;
+        let tracker_ms = starting
+            .reached
+            .iter()
+            .any(|r| matches!(r, Some(Ok(_))))
+            .then(|| events::millis(started.elapsed()));
+        let trackers = Trackers::new(&config.trackers, config.liveness.keep_alive);
         let upload_limit = config.transfer.upload_limit.map(|rate| {
             // A burst of a quarter second keeps pacing smooth.
             Mutex::new(crate::rate::TokenBucket::new(
@@ -347,10 +324,19 @@ impl Node {
             ) ^ now_ms(),
             ..ManagerConfig::default()
         };
-        let trackers = usize::from(tracker.is_some());
-        let mut manager = Manager::new(manager_config, trackers, Instant::now());
-        if let Some(session) = &tracker {
-            manager.handle_tracker_up(0, session.rtt(), Instant::now());
+        let mut manager = Manager::new(manager_config, trackers.len(), Instant::now());
+        let mut tracker_events = Vec::new();
+        for (ix, reached) in starting.reached.into_iter().enumerate() {
+            match reached {
+                Some(Ok((session, events))) => {
+                    manager.handle_tracker_registered(ix, session.rtt(), Instant::now());
+                    trackers.set_up(ix, Arc::new(session));
+                    tracker_events.push((ix, events));
+                }
+                Some(Err(error)) => manager.handle_tracker_failed(ix, error, Instant::now()),
+                // Still connecting: reported to the node task when done.
+                None => {}
+            }
         }
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let node = Node {
@@ -360,8 +346,7 @@ impl Node {
                 socket: bound.socket,
                 client,
                 home: home.to_path_buf(),
-                tracker: Mutex::new(tracker),
-                tracker_pinned,
+                trackers,
                 inputs,
                 allowed,
                 events: events_tx,
@@ -382,19 +367,33 @@ impl Node {
             peer_id: node.peer_id().to_string(),
             name: node.inner.config.name.clone(),
             addr,
-            reflexive: node.inner.tracker().map(|t| t.reflexive()),
+            reflexive: node.inner.trackers.first_session().map(|t| t.reflexive()),
             tracker: node.tracker_target(),
+            trackers: node.inner.trackers.targets(),
             tracker_ms,
         });
         tokio::spawn(node.clone().accept_loop());
         tokio::spawn(connect::route_probes(Arc::downgrade(&node.inner), probes));
-        node.open_relay().await;
+        tokio::spawn(relay::route(
+            Arc::downgrade(&node.inner),
+            node.inner.socket.attach_relay(),
+        ));
+        for (tracker, _) in node.inner.trackers.sessions() {
+            node.open_relay(tracker).await;
+        }
         tokio::spawn(driver::run(
             node.clone(),
             manager,
             inputs_rx,
             tracker_events,
         ));
+        let mut late = starting.late;
+        let reporter = node.clone();
+        tokio::spawn(async move {
+            while let Some(Ok((tracker, result))) = late.join_next().await {
+                reporter.tracker_reached(tracker, result);
+            }
+        });
         for room in node.inner.config.rooms.clone() {
             if let Err(error) = node.join(&room).await {
                 node.emit(Event::error(format!("cannot join {room}: {error}")));
@@ -411,15 +410,10 @@ impl Node {
         Ok((node, Events::new(events_rx)))
     }
 
-    /// The tracker as `PEERID@host:port` (pinned, even if it was given
-    /// without its id), if this node has one.
+    /// The first tracker as `PEERID@host:port` (pinned, even if it was
+    /// given without its id), if this node has one whose key is known.
     pub fn tracker_target(&self) -> Option<String> {
-        let pinned = self.inner.tracker_pinned.as_ref()?;
-        let addr = match self.inner.tracker() {
-            Some(session) => session.tracker_addr().to_string(),
-            None => pinned.host.clone(),
-        };
-        pinned.peer.map(|id| format!("{id}@{addr}"))
+        self.inner.trackers.targets().into_iter().next()
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -430,10 +424,10 @@ impl Node {
     /// tracker's address for a relayed one.
     fn shown_remote(&self, connection: &Connection) -> SocketAddr {
         let remote = connection.remote_address();
-        match (path_of(connection), self.inner.tracker()) {
-            (PathKind::Relay, Some(tracker)) => tracker.tracker_addr(),
-            _ => remote,
-        }
+        let relayed_peer = self.inner.socket.relayed_peer(&remote);
+        relayed_peer
+            .and_then(|peer| self.inner.trackers.relay_addr_of(&peer))
+            .unwrap_or(remote)
     }
 
     /// The gate socket's address.
@@ -723,9 +717,7 @@ impl Node {
             goodbyes.spawn(async move { gate.goodbye("quit").await });
         }
         while goodbyes.join_next().await.is_some() {}
-        if let Some(tracker) = self.inner.tracker() {
-            tracker.close();
-        }
+        self.inner.trackers.close_all();
         self.inner
             .endpoint
             .close(CloseCode::Normal.varint(), b"quit");

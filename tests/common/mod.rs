@@ -127,7 +127,10 @@ pub struct TestNode {
 pub fn config(name: &str, tracker: Option<&Tracker>, room: &str) -> NodeConfig {
     let mut config = NodeConfig::new(name);
     config.bind = loopback();
-    config.tracker = tracker.map(|t| t.target().parse().unwrap());
+    config.trackers = tracker
+        .map(|t| t.target().parse().unwrap())
+        .into_iter()
+        .collect();
     config.rooms = vec![room.to_string()];
     config
 }
