@@ -38,8 +38,8 @@ impl Node {
 
     /// Signs `text` for `room`, commits it to this node's history, and
     /// writes it to every connected member. Acknowledgements arrive as
-    /// [`Event::Delivered`]; members not connected get it by history sync
-    /// when they are (they are listed as pending).
+    /// [`Event::Delivered`]; members not connected (listed as pending) get
+    /// it on their next connection, and by history sync in any case.
     async fn post(&self, room: String, text: &str) -> Result<MessageId, NodeError> {
         let (id, hlc) = {
             let mut state = self.state();
@@ -61,7 +61,7 @@ impl Node {
         // sync can deliver it later.
         self.store_messages(vec![message.clone()], Some(id.seq + 1))
             .await?;
-        let (recipients, pending) = {
+        let (recipients, pending, members) = {
             let mut state = self.state();
             let members = state
                 .peers
@@ -73,7 +73,13 @@ impl Node {
             let recipients: Vec<Arc<Gate>> =
                 connected.iter().filter_map(|r| r.gate.clone()).collect();
             let pending: Vec<String> = offline.iter().map(|r| r.name.clone()).collect();
-            if !recipients.is_empty() {
+            let members: Vec<PeerId> = state
+                .peers
+                .iter()
+                .filter(|(id, r)| state.is_member(r, &room) || room == dm_room(&self.peer_id(), id))
+                .map(|(id, _)| *id)
+                .collect();
+            if !members.is_empty() {
                 if state.outgoing.len() >= OUTGOING_CAPACITY {
                     // Peers that never acknowledge must not grow this forever.
                     let oldest = state
@@ -89,11 +95,11 @@ impl Node {
                     id,
                     Outgoing {
                         sent_at: Instant::now(),
-                        waiting_for: recipients.iter().map(|g| g.peer_id).collect(),
+                        waiting_for: members.iter().copied().collect(),
                     },
                 );
             }
-            (recipients, pending)
+            (recipients, pending, members)
         };
         self.emit(Event::Sent {
             id: id.to_string(),
@@ -102,11 +108,12 @@ impl Node {
             peers: recipients.len(),
             pending,
         });
-        // The manager sends it over each recipient's gate, in order, and
-        // again over a new gate until the recipient acknowledges it.
+        // The manager sends it over each connected member's gate, in order,
+        // and again over a new gate until the member acknowledges it; a
+        // member being connected gets it first thing on its new gate.
         self.input(Input::Posted {
             message,
-            recipients: recipients.iter().map(|g| g.peer_id).collect(),
+            recipients: members,
         });
         Ok(id)
     }

@@ -6,7 +6,7 @@
 //! one becomes the peer's gate; messages wait here until every peer they
 //! went to has acknowledged them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use super::gate::{Gate, Greeted};
 use super::manager::{
     Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
 };
+use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
 use super::{path_of, Event, Node, PeerStatus};
 use crate::identity::PeerId;
 use crate::protocol::{ChatFrame, Member, MessageId, SignedMessage};
@@ -111,10 +112,6 @@ pub(super) struct Ready {
     pub dialed: bool,
 }
 
-/// Messages kept for resending, at most; the oldest beyond are left to
-/// history sync.
-const OUTBOX_CAPACITY: usize = 10_000;
-
 struct Driver {
     node: Node,
     manager: Manager,
@@ -127,7 +124,7 @@ struct Driver {
     /// Per gate, the ordered queue its chat writer sends from.
     chat: HashMap<GateId, mpsc::UnboundedSender<ChatFrame>>,
     /// Messages some peer has not acknowledged yet, by sequence number.
-    outbox: BTreeMap<u64, (ChatFrame, usize)>,
+    outbox: Outbox,
     /// Introductions by attempt (and the tracker that made them), until
     /// their punch starts.
     introductions: HashMap<u64, (TrackerIx, Member)>,
@@ -155,7 +152,7 @@ pub(super) async fn run(
         ready: HashMap::new(),
         gates: HashMap::new(),
         chat: HashMap::new(),
-        outbox: BTreeMap::new(),
+        outbox: Outbox::new(OUTBOX_MESSAGES, OUTBOX_BYTES),
         introductions: HashMap::new(),
         tracker_generation: 0,
         current_generation: HashMap::new(),
@@ -232,6 +229,12 @@ impl Driver {
                     return;
                 }
                 self.manager.learn_tracker(peer, tracker);
+                // The relay's head start is measured in the tracker's round
+                // trips: the freshest estimate, not the one from registering.
+                if let Some(session) = self.node.inner.trackers.session(tracker) {
+                    tracing::debug!(tracker, rtt = ?session.rtt(), "tracker round trip");
+                    self.manager.handle_tracker_rtt(tracker, session.rtt());
+                }
                 self.introductions.insert(attempt, (tracker, member));
                 self.manager
                     .handle_introduced(tracker, peer, attempt, role, now);
@@ -263,24 +266,13 @@ impl Driver {
                 recipients,
             } => {
                 let id = message.body.id;
-                let sent = self.manager.post(id, &recipients);
-                if !sent.is_empty() {
-                    if self.outbox.len() >= OUTBOX_CAPACITY {
-                        self.outbox.pop_first();
-                    }
-                    self.outbox
-                        .insert(id.seq, (ChatFrame::Message(message), sent.len()));
-                }
+                let owing = self.manager.post(id, &recipients);
+                self.outbox.insert(message, owing.len());
             }
             Input::Acked { peer, id } => {
                 if self.manager.unacked(&peer).contains(&id) {
                     self.manager.handle_acked(peer, id);
-                    if let Some((_, owed)) = self.outbox.get_mut(&id.seq) {
-                        *owed = owed.saturating_sub(1);
-                        if *owed == 0 {
-                            self.outbox.remove(&id.seq);
-                        }
-                    }
+                    self.outbox.acked(id);
                 }
             }
             Input::TrackerUp {
@@ -420,7 +412,7 @@ impl Driver {
                     }
                 }
                 Action::Send { peer, id } => {
-                    let frame = self.outbox.get(&id.seq).map(|(frame, _)| frame.clone());
+                    let frame = self.outbox.frame(id);
                     let queue = self.manager.gate(&peer).and_then(|g| self.chat.get(&g.id));
                     if let (Some(frame), Some(queue)) = (frame, queue) {
                         let _ = queue.send(frame);

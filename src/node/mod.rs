@@ -21,6 +21,7 @@ mod files;
 mod gate;
 pub mod manager;
 mod netcheck;
+mod outbox;
 mod relay;
 mod serve;
 mod sync;

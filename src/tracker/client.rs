@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot};
@@ -59,6 +59,9 @@ pub struct TrackerSession {
     writer: tokio::sync::Mutex<FrameWriter<SendStream>>,
     pending: Pending,
     next_id: AtomicU32,
+    /// The shortest request round trip seen, in microseconds (`u64::MAX`:
+    /// none yet).
+    fastest_request_us: AtomicU64,
 }
 
 /// The tracker's answer to a relay stream.
@@ -143,6 +146,7 @@ impl TrackerSession {
             writer: tokio::sync::Mutex::new(writer),
             pending,
             next_id: AtomicU32::new(0),
+            fastest_request_us: AtomicU64::new(u64::MAX),
         };
         let response = session
             .request(TrackerRequestBody::Register {
@@ -169,12 +173,15 @@ impl TrackerSession {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, reply_tx);
-        self.writer
-            .lock()
-            .await
-            .send(&TrackerRequest { id, body })
-            .await?;
+        let mut writer = self.writer.lock().await;
+        let sent_at = Instant::now();
+        writer.send(&TrackerRequest { id, body }).await?;
+        drop(writer);
         let reply = timeout(REQUEST_TIMEOUT, reply_rx).await;
+        if let Ok(Ok(_)) = &reply {
+            let took = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.fastest_request_us.fetch_min(took, Ordering::Relaxed);
+        }
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -260,8 +267,17 @@ impl TrackerSession {
         self.connection.remote_address()
     }
 
+    /// The round-trip time to the tracker: QUIC's smoothed estimate, or the
+    /// fastest request answered if shorter (the estimate starts high and
+    /// takes many samples to settle; a punch's head start is measured in
+    /// it).
     pub fn rtt(&self) -> Duration {
-        self.connection.rtt()
+        let fastest = self.fastest_request_us.load(Ordering::Relaxed);
+        let smoothed = self.connection.rtt();
+        match fastest {
+            u64::MAX => smoothed,
+            us => smoothed.min(Duration::from_micros(us)),
+        }
     }
 
     /// Closes the session; the tracker drops the registration at once.

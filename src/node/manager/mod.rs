@@ -308,23 +308,27 @@ impl Manager {
     }
 
     /// A message was committed and goes to `recipients`: those with a gate
-    /// get it now and owe an acknowledgement; it is resent on every new gate
-    /// until they acknowledge. The rest get it by history sync. Returns the
-    /// peers it was sent to.
+    /// get it now; those without one that are wanted get it first thing on
+    /// their next gate. Either way it is resent on every new gate until they
+    /// acknowledge. The rest get it by history sync. Returns the peers that
+    /// owe an acknowledgement.
     pub fn post(&mut self, id: MessageId, recipients: &[PeerId]) -> Vec<PeerId> {
-        let mut sent = Vec::new();
+        let mut owing = Vec::new();
         for peer in recipients {
             let Some(entry) = self.peers.get_mut(peer) else {
                 continue;
             };
-            if entry.gate.is_none() {
+            let connected = entry.gate.is_some();
+            if !connected && !entry.wanted {
                 continue;
             }
             entry.remember_unacked(id);
-            self.actions.push_back(Action::Send { peer: *peer, id });
-            sent.push(*peer);
+            if connected {
+                self.actions.push_back(Action::Send { peer: *peer, id });
+            }
+            owing.push(*peer);
         }
-        sent
+        owing
     }
 
     /// Stops every retry and attempt: nothing more is started.
