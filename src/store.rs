@@ -183,6 +183,17 @@ impl Store {
         Ok(self.meta(CLOCK)?.unwrap_or(0))
     }
 
+    /// Replaces the stored clock, also with a lower value: for a clock that
+    /// was found poisoned (far in the future) at start.
+    pub fn reset_clock(&self, clock: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            meta.insert(CLOCK, clock).map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)
+    }
+
     pub fn contains(&self, room: &str, id: &MessageId) -> Result<bool, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(MESSAGES).map_err(db_error)?;

@@ -208,3 +208,105 @@ async fn an_acknowledged_message_survives_kill_9() {
     assert_eq!(message["text"], "written in stone");
     assert_eq!(message["id"], id.as_str());
 }
+
+/// Milliseconds since the Unix epoch, now.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_message_from_the_far_future_is_refused_and_the_clock_stays_sane() {
+    use punchgate::hlc;
+    use punchgate::protocol::ChatFrame;
+    let mut bob = start_node(manual("bob", &[])).await;
+    let peer = raw_peer(&bob, "mallory", "lobby").await;
+    let (mallory, connection) = (&peer.identity, &peer.connection);
+    let from_the_future = |seq: u64, text: &str| {
+        SignedMessage::sign(
+            mallory,
+            ChatBody {
+                id: MessageId {
+                    author: mallory.peer_id(),
+                    seq,
+                },
+                hlc: u64::MAX,
+                room: "lobby".into(),
+                text: text.into(),
+            },
+        )
+        .unwrap()
+    };
+
+    // By sync: Bob asks Mallory for history and gets the far future.
+    let (send, mut recv) = connection.accept_bi().await.unwrap();
+    wire::expect_header(&mut recv, StreamKind::Sync)
+        .await
+        .unwrap();
+    let mut requests = FrameReader::new(recv, StreamKind::Sync);
+    let Some(SyncFrame::Request { room, .. }) = requests.recv::<SyncFrame>().await.unwrap() else {
+        panic!("expected a sync request");
+    };
+    let synced = from_the_future(1, "synced from the year 10889");
+    let mut answers = FrameWriter::answering(send, StreamKind::Sync);
+    answers
+        .send(&SyncFrame::Batch {
+            room: room.clone(),
+            messages: vec![synced.clone()],
+        })
+        .await
+        .unwrap();
+    answers.send(&SyncFrame::Done { room }).await.unwrap();
+    bob.sees("the refusal of the synced message", |e| match e {
+        Event::Error { message } if message.contains("ahead of this node's clock") => Some(()),
+        Event::Message { text, .. } if text.contains("10889") => panic!("shown: {text}"),
+        _ => None,
+    })
+    .await;
+
+    // Live: refused, not acknowledged.
+    let live = from_the_future(2, "live from the year 10889");
+    let (send, recv) = connection.open_bi().await.unwrap();
+    let mut chat = FrameWriter::open(send, StreamKind::Chat).await.unwrap();
+    chat.send(&ChatFrame::Message(live.clone())).await.unwrap();
+    let answer = FrameReader::new(recv, StreamKind::Chat)
+        .recv::<ChatFrame>()
+        .await
+        .unwrap();
+    match answer {
+        Some(ChatFrame::Reject { id, reason }) => {
+            assert_eq!(id, live.body.id);
+            assert!(reason.contains("ahead"), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+
+    // Bob's own clock is untouched, now and after a restart.
+    let before = wall_clock_ms();
+    let first = bob.node.say("still today").await.unwrap();
+    bob.node.shutdown().await;
+    let TestNode { node, home, .. } = bob;
+    drop(node);
+    let bob = start_node_in(home, manual("bob", &[])).await;
+    let second = bob.node.say("still today after a restart").await.unwrap();
+    let after = wall_clock_ms();
+    bob.node.shutdown().await;
+    let TestNode { node, home, .. } = bob;
+    drop(node);
+    let store = open_store(home.path()).await;
+    assert!(!store.contains("lobby", &synced.body.id).unwrap());
+    assert!(!store.contains("lobby", &live.body.id).unwrap());
+    let stored = store.history("lobby", 10).unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for (message, id) in stored.iter().zip([first, second]) {
+        assert_eq!(message.body.id, id);
+        let millis = hlc::millis_of(message.body.hlc);
+        assert!(
+            (before..=after).contains(&millis),
+            "{millis} not in {before}..={after}"
+        );
+    }
+    assert!(hlc::millis_of(store.clock().unwrap()) <= after);
+}

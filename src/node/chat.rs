@@ -190,8 +190,9 @@ impl Node {
     }
 
     /// Takes messages that arrived from `via` (live or by sync): keeps those
-    /// whose signature verifies against their author and whose room this
-    /// node is in, commits them to disk, then shows the new ones in clock
+    /// whose signature verifies against their author, whose room this node
+    /// is in and whose timestamp is not too far ahead ([`hlc::MAX_AHEAD_MS`]),
+    /// commits them to disk, then shows the new ones in clock
     /// order. Returns, per message, `Ok` (stored, or already had it) or why
     /// it was refused. Only after this returns may a message be acknowledged.
     pub(super) async fn take_messages(
@@ -202,36 +203,16 @@ impl Node {
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut accepted = Vec::new();
         for message in messages {
-            let verdict = match message.verify() {
-                Err(error) => {
-                    let via_name = self.name_of(&via);
-                    self.emit(Event::error(format!(
-                        "refused a message from {via_name}: {error}"
-                    )));
-                    Err(error.to_string())
+            let verdict = self.admit(&message, &via);
+            if verdict.is_ok() {
+                let mut state = self.state();
+                state.clock.observe(message.body.hlc, now_ms());
+                if let Some(record) = state.peers.get_mut(&via) {
+                    record.last_seen = Some(Instant::now());
                 }
-                Ok(())
-                    if !self.state().rooms.contains(&message.body.room)
-                        && message.body.room
-                            != dm_room(&self.peer_id(), &message.body.id.author) =>
-                {
-                    Err(format!("not in room {}", message.body.room))
-                }
-                Ok(()) if !self.may_speak_for(&via, &message.body.room) => Err(format!(
-                    "#{} needs the room password first",
-                    message.body.room
-                )),
-                Ok(()) => {
-                    let mut state = self.state();
-                    state.clock.observe(message.body.hlc);
-                    if let Some(record) = state.peers.get_mut(&via) {
-                        record.last_seen = Some(Instant::now());
-                    }
-                    drop(state);
-                    accepted.push(message);
-                    Ok(())
-                }
-            };
+                drop(state);
+                accepted.push(message);
+            }
             verdicts.push(verdict);
         }
         if accepted.is_empty() {
@@ -259,6 +240,36 @@ impl Node {
             }
         }
         verdicts
+    }
+
+    /// Whether `message`, arriving from `via`, may enter this node's history
+    /// (see [`Node::take_messages`]); if not, why, in words for the sender.
+    fn admit(&self, message: &SignedMessage, via: &PeerId) -> Result<(), String> {
+        let body = &message.body;
+        if let Err(error) = message.verify() {
+            let via_name = self.name_of(via);
+            self.emit(Event::error(format!(
+                "refused a message from {via_name}: {error}"
+            )));
+            return Err(error.to_string());
+        }
+        if !self.state().rooms.contains(&body.room)
+            && body.room != dm_room(&self.peer_id(), &body.id.author)
+        {
+            return Err(format!("not in room {}", body.room));
+        }
+        if !self.may_speak_for(via, &body.room) {
+            return Err(format!("#{} needs the room password first", body.room));
+        }
+        if let Err(error) = hlc::check_received(body.hlc, now_ms()) {
+            let via_name = self.name_of(via);
+            self.emit(Event::error(format!(
+                "refused message {} from {via_name}: {error}",
+                body.id
+            )));
+            return Err(error.to_string());
+        }
+        Ok(())
     }
 
     /// Reads acknowledgements on a chat stream this node opened.

@@ -280,7 +280,12 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || Store::open(&store_home))
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;
-        let (next_seq, clock) = (store.next_seq()?, store.clock()?);
+        let (next_seq, stored_clock) = (store.next_seq()?, store.clock()?);
+        let clock = Hlc::restored(stored_clock, now_ms());
+        if clock.last() != stored_clock {
+            // Poisoned by a far-future timestamp before such were refused.
+            store.reset_clock(clock.last())?;
+        }
         let store = Arc::new(store);
         let certified = CertifiedIdentity::new(&identity)?;
         let allowed: Option<HashSet<PeerId>> =
@@ -367,7 +372,7 @@ impl Node {
                 events: events_tx,
                 gate_installed: Notify::new(),
                 state: Mutex::new(State {
-                    clock: Hlc::starting_at(clock),
+                    clock,
                     passwords,
                     ..State::default()
                 }),

@@ -202,3 +202,18 @@ impl TestNode {
             .unwrap_or_else(|e| panic!("waiting for {what}: {e}; unmatched events: {backlog:#?}"))
     }
 }
+
+/// Opens the history of a node that has shut down. Its tasks let go of the
+/// database as they end, just after `shutdown` returns: waits for that.
+pub async fn open_store(home: &std::path::Path) -> punchgate::store::Store {
+    use punchgate::store::{Store, StoreError};
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Store::open(home) {
+            Err(StoreError::InUse) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            result => return result.unwrap(),
+        }
+    }
+}
