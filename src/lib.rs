@@ -10,6 +10,7 @@ pub mod demo;
 pub mod endpoint;
 pub mod gate_socket;
 pub mod hlc;
+pub mod holdings;
 pub mod home;
 pub mod identity;
 pub mod node;

@@ -448,11 +448,12 @@ pub enum AuthFrame {
 /// catch up opens: requests from it, batches and an end marker back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SyncFrame {
-    /// "Of `room` I hold, per author, every message up to this sequence
-    /// number; send me what I lack."
+    /// "Of `room` I hold, per author, the messages with these sequence
+    /// numbers (inclusive ranges, at most [`crate::holdings::MAX_RANGES`]);
+    /// send me the others."
     Request {
         room: String,
-        have: Vec<(PeerId, u64)>,
+        have: Vec<(PeerId, Vec<(u64, u64)>)>,
     },
     /// Messages the requester lacks, at most [`SYNC_BATCH`] per frame.
     Batch {

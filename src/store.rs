@@ -10,11 +10,11 @@
 //!
 //! All methods block on disk I/O; async callers use `spawn_blocking`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
+use crate::holdings::Holdings;
 use crate::identity::{PeerId, PEER_ID_LEN};
 use crate::protocol::{MessageId, SignedMessage};
 use crate::wire::{self, WireError};
@@ -87,10 +87,6 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     }
     vec![255; prefix.len() + 1]
 }
-
-/// What a node holds of a room: per author, the highest sequence number
-/// up to which it has every message.
-pub type VersionVector = BTreeMap<PeerId, u64>;
 
 pub struct Store {
     db: Database,
@@ -203,14 +199,13 @@ impl Store {
             .is_some())
     }
 
-    /// Per author, the highest sequence number up to which every message of
-    /// `room` is here.
-    pub fn version_vector(&self, room: &str) -> Result<VersionVector, StoreError> {
+    /// What this node holds of `room`: per author, the sequence numbers.
+    pub fn holdings(&self, room: &str) -> Result<Holdings, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(MESSAGES).map_err(db_error)?;
         let prefix = room_prefix(room);
         let end = prefix_end(&prefix);
-        let mut vector = VersionVector::new();
+        let mut holdings = Holdings::new();
         for entry in table
             .range(prefix.as_slice()..end.as_slice())
             .map_err(db_error)?
@@ -219,21 +214,20 @@ impl Store {
             let Some(id) = id_of_key(key.value()) else {
                 continue;
             };
-            let contiguous = vector.entry(id.author).or_insert(0);
-            if id.seq == *contiguous + 1 {
-                *contiguous = id.seq;
-            }
+            // Keys sort by author, then seq: each author's numbers ascend.
+            holdings.entry(id.author).or_default().push(id.seq);
         }
-        Ok(vector)
+        Ok(holdings)
     }
 
-    /// Up to `limit` messages of `room` that a peer holding `theirs` lacks,
+    /// Up to `limit` messages of `room` that a peer holding `theirs` lacks
+    /// (in key order: by author, then seq),
     /// starting after the key `after` (for the next batch); returns them and
     /// where to continue, if anything is left.
     pub fn missing(
         &self,
         room: &str,
-        theirs: &VersionVector,
+        theirs: &Holdings,
         after: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<SignedMessage>, Option<Vec<u8>>), StoreError> {
@@ -254,7 +248,10 @@ impl Store {
             let Some(id) = id_of_key(key.value()) else {
                 continue;
             };
-            if id.seq <= theirs.get(&id.author).copied().unwrap_or(0) {
+            if theirs
+                .get(&id.author)
+                .is_some_and(|held| held.contains(id.seq))
+            {
                 continue;
             }
             if out.len() == limit {
@@ -310,6 +307,7 @@ fn start_of_next(batch: &[SignedMessage], room: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::holdings::Held;
     use crate::identity::Identity;
     use crate::protocol::ChatBody;
 
@@ -348,8 +346,12 @@ mod tests {
         assert_eq!(store.clock().unwrap(), 10);
     }
 
+    fn held(ranges: &[(u64, u64)]) -> Held {
+        Held::from_summary(ranges.to_vec()).unwrap()
+    }
+
     #[test]
-    fn version_vector_counts_only_contiguous_messages() {
+    fn holdings_list_every_range_held_per_author_and_room() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let alice = Identity::generate().unwrap();
@@ -360,9 +362,49 @@ mod tests {
             .chain([message(&bob, 1, 9, "r"), message(&bob, 1, 9, "other")])
             .collect();
         store.insert(&batch, None, 9).unwrap();
-        let vector = store.version_vector("r").unwrap();
-        assert_eq!(vector.get(&alice.peer_id()), Some(&2));
-        assert_eq!(vector.get(&bob.peer_id()), Some(&1));
+        let holdings = store.holdings("r").unwrap();
+        assert_eq!(holdings.len(), 2);
+        assert_eq!(holdings[&alice.peer_id()].summary(), vec![(1, 2), (4, 4)]);
+        assert_eq!(holdings[&bob.peer_id()].summary(), vec![(1, 1)]);
+    }
+
+    /// Sends `from` → `to` what `to` lacks of room "r", as a sync does;
+    /// returns how many messages travelled.
+    fn sync(from: &Store, to: &Store) -> usize {
+        let theirs = to.holdings("r").unwrap();
+        let mut after = None;
+        let mut sent = 0;
+        loop {
+            let (batch, next) = from.missing("r", &theirs, after, 64).unwrap();
+            sent += batch.len();
+            to.insert(&batch, None, 0).unwrap();
+            match next {
+                Some(next) => after = Some(next),
+                None => return sent,
+            }
+        }
+    }
+
+    #[test]
+    fn an_author_starting_at_seq_2_is_not_sent_again_on_every_sync() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (server, client) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
+        let mallory = Identity::generate().unwrap();
+        let batch: Vec<_> = (2..=641)
+            .map(|seq| message(&mallory, seq, seq, "r"))
+            .collect();
+        server.insert(&batch, None, 0).unwrap();
+        assert_eq!(sync(&server, &client), 640);
+        assert_eq!(sync(&server, &client), 0, "sent again on the second sync");
+        // Seq 1 turns up after all: it is sent, once.
+        server
+            .insert(&[message(&mallory, 1, 1, "r")], None, 0)
+            .unwrap();
+        assert_eq!(sync(&server, &client), 1);
+        assert_eq!(sync(&server, &client), 0);
     }
 
     #[test]
@@ -372,8 +414,8 @@ mod tests {
         let alice = Identity::generate().unwrap();
         let batch: Vec<_> = (1..=10).map(|seq| message(&alice, seq, seq, "r")).collect();
         store.insert(&batch, None, 10).unwrap();
-        let mut theirs = VersionVector::new();
-        theirs.insert(alice.peer_id(), 3);
+        let mut theirs = Holdings::new();
+        theirs.insert(alice.peer_id(), held(&[(1, 3), (6, 6)]));
         let mut got = Vec::new();
         let mut after = None;
         loop {
@@ -385,8 +427,8 @@ mod tests {
                 None => break,
             }
         }
-        assert_eq!(got, (4..=10).collect::<Vec<_>>());
-        let all: VersionVector = [(alice.peer_id(), 10)].into_iter().collect();
+        assert_eq!(got, vec![4, 5, 7, 8, 9, 10]);
+        let all: Holdings = [(alice.peer_id(), held(&[(1, 10)]))].into_iter().collect();
         assert!(store.missing("r", &all, None, 3).unwrap().0.is_empty());
     }
 

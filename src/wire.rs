@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version byte of every stream header; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 const MAGIC: [u8; 2] = *b"PG";
 pub const HEADER_LEN: usize = 4;
 const LENGTH_PREFIX: usize = 4;
@@ -486,7 +486,7 @@ mod tests {
             (b"PG\x09\x01", |e| {
                 matches!(e, WireError::UnsupportedVersion(9))
             }),
-            (b"PG\x01\xee", |e| matches!(e, WireError::UnknownKind(0xee))),
+            (b"PG\x02\xee", |e| matches!(e, WireError::UnknownKind(0xee))),
             (b"PG", |e| matches!(e, WireError::Truncated(_))),
         ];
         for (bytes, check) in cases {

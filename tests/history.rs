@@ -310,3 +310,93 @@ async fn a_message_from_the_far_future_is_refused_and_the_clock_stays_sane() {
     }
     assert!(hlc::millis_of(store.clock().unwrap()) <= after);
 }
+
+/// Answers one sync stream the node opens, as an honest node holding
+/// `store` would; returns how many messages of `room` it sent.
+async fn answer_sync(connection: &quinn::Connection, store: &Store, room: &str) -> usize {
+    use punchgate::holdings::{Held, Holdings};
+    let (send, mut recv) = connection.accept_bi().await.unwrap();
+    wire::expect_header(&mut recv, StreamKind::Sync)
+        .await
+        .unwrap();
+    let mut requests = FrameReader::new(recv, StreamKind::Sync);
+    let mut answers = FrameWriter::answering(send, StreamKind::Sync);
+    let mut sent = 0;
+    while let Some(SyncFrame::Request { room: asked, have }) =
+        requests.recv::<SyncFrame>().await.unwrap()
+    {
+        let theirs: Holdings = have
+            .into_iter()
+            .map(|(author, ranges)| (author, Held::from_summary(ranges).unwrap()))
+            .collect();
+        let mut after = None;
+        loop {
+            let (messages, next) = store.missing(&asked, &theirs, after, 64).unwrap();
+            if asked == room {
+                sent += messages.len();
+            }
+            if !messages.is_empty() {
+                let batch = SyncFrame::Batch {
+                    room: asked.clone(),
+                    messages,
+                };
+                answers.send(&batch).await.unwrap();
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        answers
+            .send(&SyncFrame::Done { room: asked })
+            .await
+            .unwrap();
+    }
+    sent
+}
+
+#[tokio::test]
+async fn an_author_whose_messages_start_at_seq_2_is_not_downloaded_again_on_every_sync() {
+    use punchgate::protocol::ControlMessage;
+    let bob = start_node(manual("bob", &[])).await;
+    let mut peer = raw_peer(&bob, "carol", "lobby").await;
+
+    // Carol holds 640 messages of Mallory's, seq 2..=641 (~5.5 MB); seq 1
+    // was never sent to anyone.
+    let mallory = Identity::generate().unwrap();
+    let now = wall_clock_ms() << 16;
+    let messages: Vec<SignedMessage> = (2..=641)
+        .map(|seq| {
+            let body = ChatBody {
+                id: MessageId {
+                    author: mallory.peer_id(),
+                    seq,
+                },
+                hlc: now + seq,
+                room: "lobby".into(),
+                text: format!("{seq:>8}").repeat(1000),
+            };
+            SignedMessage::sign(&mallory, body).unwrap()
+        })
+        .collect();
+    let carol_home = tempfile::tempdir().unwrap();
+    let carol_store = Store::open(carol_home.path()).unwrap();
+    carol_store.insert(&messages, None, now).unwrap();
+
+    assert_eq!(
+        answer_sync(&peer.connection, &carol_store, "lobby").await,
+        640
+    );
+    // Carol's rooms "change": Bob asks again, and again.
+    for round in 0..2 {
+        let rooms = vec!["lobby".to_string()];
+        peer.send_control(&ControlMessage::Rooms { rooms }).await;
+        let sent = answer_sync(&peer.connection, &carol_store, "lobby").await;
+        assert_eq!(sent, 0, "sync {} sent {sent} messages again", round + 2);
+    }
+    bob.node.shutdown().await;
+    let TestNode { node, home, .. } = bob;
+    drop(node);
+    let store = open_store(home.path()).await;
+    assert_eq!(store.history("lobby", 1000).unwrap().len(), 640);
+}

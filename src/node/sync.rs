@@ -1,8 +1,9 @@
 //! History sync, on its own stream so live chat is never blocked behind it.
 //! On every (re)connect — and when the rooms two peers share change — each
-//! side asks the other, per shared room, for what it lacks: it sends its
-//! version vector (per author, the highest sequence number it holds without
-//! gaps) and receives the missing messages in bounded batches, then a `Done`.
+//! side asks the other, per shared room, for what it lacks: it sends what it
+//! holds (per author, ranges of sequence numbers: [`crate::holdings`]) and
+//! receives the missing messages in bounded batches, then a `Done`. A
+//! message the asker holds is never sent to it again, gaps or not.
 //! Messages are verified against their authors and committed like live ones,
 //! so they can come from any peer, not only their author. When nothing is
 //! missing a sync costs one request and one `Done` per room.
@@ -13,12 +14,13 @@ use quinn::{RecvStream, SendStream};
 
 use super::gate::{Gate, GateError};
 use super::{Node, NodeError};
+use crate::holdings::{Held, Holdings};
 use crate::identity::PeerId;
 use crate::protocol::{SyncFrame, SYNC_BATCH};
-use crate::store::{StoreError, VersionVector};
+use crate::store::StoreError;
 use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
 
-/// Most authors a version vector may list.
+/// Most authors a sync request may list.
 const MAX_AUTHORS: usize = 16_384;
 
 impl Node {
@@ -39,13 +41,13 @@ impl Node {
         rooms
     }
 
-    async fn version_vector(&self, room: &str) -> Result<VersionVector, NodeError> {
+    async fn holdings(&self, room: &str) -> Result<Holdings, NodeError> {
         let store = self.inner.store.clone();
         let room = room.to_string();
-        let vector = tokio::task::spawn_blocking(move || store.version_vector(&room))
+        let holdings = tokio::task::spawn_blocking(move || store.holdings(&room))
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;
-        Ok(vector)
+        Ok(holdings)
     }
 
     /// Pulls from `gate`'s peer whatever this node lacks of their shared rooms.
@@ -84,7 +86,12 @@ impl Node {
         let mut writer = FrameWriter::open(send, StreamKind::Sync).await?;
         let mut reader = FrameReader::new(recv, StreamKind::Sync);
         for room in rooms {
-            let have = self.version_vector(&room).await?.into_iter().collect();
+            let have = self
+                .holdings(&room)
+                .await?
+                .into_iter()
+                .map(|(author, held)| (author, held.summary()))
+                .collect();
             writer
                 .send(&SyncFrame::Request {
                     room: room.clone(),
@@ -115,7 +122,7 @@ impl Node {
     }
 
     /// Answers a peer's sync requests: for rooms both are in, the messages
-    /// its version vector lacks.
+    /// it does not hold.
     pub(super) async fn serve_sync(
         &self,
         gate: &Gate,
@@ -129,10 +136,15 @@ impl Node {
                 return Err(malformed("only requests travel this way"));
             };
             if have.len() > MAX_AUTHORS {
-                return Err(malformed("version vector too long"));
+                return Err(malformed("too many authors"));
             }
             if self.shared_rooms(&gate.peer_id).contains(&room) {
-                let theirs: VersionVector = have.into_iter().collect();
+                let mut theirs = Holdings::new();
+                for (author, ranges) in have {
+                    let held = Held::from_summary(ranges)
+                        .map_err(|error| malformed(&error.to_string()))?;
+                    theirs.insert(author, held);
+                }
                 let mut after = None;
                 loop {
                     let store = self.inner.store.clone();

@@ -115,6 +115,13 @@ pub async fn raw_peer(node: &TestNode, name: &str, room: &str) -> RawPeer {
     }
 }
 
+impl RawPeer {
+    /// Sends a control message on the greeted control stream.
+    pub async fn send_control(&mut self, message: &punchgate::protocol::ControlMessage) {
+        self._control.send(message).await.unwrap();
+    }
+}
+
 pub struct TestNode {
     pub node: Node,
     pub events: Events,
