@@ -286,9 +286,19 @@ pub fn encode_stored(message: &crate::protocol::SignedMessage) -> Result<Vec<u8>
     encode_plain("stored message", message)
 }
 
-/// Decodes a message from the history store.
+/// Decodes a message from the history store, also one stored before
+/// messages carried a room tag (protocol version 1): it has none.
 pub fn decode_stored(bytes: &[u8]) -> Result<crate::protocol::SignedMessage, WireError> {
-    decode_exact("stored message", bytes)
+    use crate::protocol::{ChatBody, SignedMessage};
+    decode_exact("stored message", bytes).or_else(|error| {
+        decode_exact::<(ChatBody, Vec<u8>)>("stored message", bytes)
+            .map(|(body, signature)| SignedMessage {
+                body,
+                signature,
+                room_tag: Vec::new(),
+            })
+            .map_err(|_| error)
+    })
 }
 
 /// Encodes a probe's payload.

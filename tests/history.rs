@@ -322,8 +322,11 @@ async fn answer_sync(connection: &quinn::Connection, store: &Store, room: &str) 
     let mut requests = FrameReader::new(recv, StreamKind::Sync);
     let mut answers = FrameWriter::answering(send, StreamKind::Sync);
     let mut sent = 0;
-    while let Some(SyncFrame::Request { room: asked, have }) =
-        requests.recv::<SyncFrame>().await.unwrap()
+    while let Some(SyncFrame::Request {
+        room: asked,
+        have,
+        new_authors,
+    }) = requests.recv::<SyncFrame>().await.unwrap()
     {
         let theirs: Holdings = have
             .into_iter()
@@ -331,7 +334,9 @@ async fn answer_sync(connection: &quinn::Connection, store: &Store, room: &str) 
             .collect();
         let mut after = None;
         loop {
-            let (messages, next) = store.missing(&asked, &theirs, after, 64).unwrap();
+            let (messages, next) = store
+                .missing(&asked, &theirs, new_authors, after, 64)
+                .unwrap();
             if asked == room {
                 sent += messages.len();
             }
@@ -358,7 +363,15 @@ async fn answer_sync(connection: &quinn::Connection, store: &Store, room: &str) 
 #[tokio::test]
 async fn an_author_whose_messages_start_at_seq_2_is_not_downloaded_again_on_every_sync() {
     use punchgate::protocol::ControlMessage;
-    let bob = start_node(manual("bob", &[])).await;
+    // Quotas would also stop this (one author's 5.5 MB is over the 4 MiB
+    // default): raised here, so that only the sync summary is tested.
+    let limits = punchgate::quota::HistoryLimits {
+        author_bytes: 64 << 20,
+        ..Default::default()
+    };
+    let mut config = manual("bob", &[]);
+    config.history = limits;
+    let bob = start_node(config).await;
     let mut peer = raw_peer(&bob, "carol", "lobby").await;
 
     // Carol holds 640 messages of Mallory's, seq 2..=641 (~5.5 MB); seq 1
@@ -380,7 +393,7 @@ async fn an_author_whose_messages_start_at_seq_2_is_not_downloaded_again_on_ever
         })
         .collect();
     let carol_home = tempfile::tempdir().unwrap();
-    let carol_store = Store::open(carol_home.path()).unwrap();
+    let carol_store = Store::open(carol_home.path()).unwrap().with_limits(limits);
     carol_store.insert(&messages, None, now).unwrap();
 
     assert_eq!(
@@ -399,4 +412,83 @@ async fn an_author_whose_messages_start_at_seq_2_is_not_downloaded_again_on_ever
     drop(node);
     let store = open_store(home.path()).await;
     assert_eq!(store.history("lobby", 1000).unwrap().len(), 640);
+}
+
+/// Answers every sync request on one stream the node opens: for `room`,
+/// pushes all of `messages` (whatever the request said), for any other room
+/// nothing. Returns once the node has taken everything and ended the stream.
+async fn push_by_sync(connection: &quinn::Connection, room: &str, messages: &[SignedMessage]) {
+    let (send, mut recv) = connection.accept_bi().await.unwrap();
+    wire::expect_header(&mut recv, StreamKind::Sync)
+        .await
+        .unwrap();
+    let mut requests = FrameReader::new(recv, StreamKind::Sync);
+    let mut answers = FrameWriter::answering(send, StreamKind::Sync);
+    while let Some(SyncFrame::Request { room: asked, .. }) =
+        requests.recv::<SyncFrame>().await.unwrap()
+    {
+        if asked == room {
+            for batch in messages.chunks(64) {
+                let batch = SyncFrame::Batch {
+                    room: asked.clone(),
+                    messages: batch.to_vec(),
+                };
+                answers.send(&batch).await.unwrap();
+            }
+        }
+        answers
+            .send(&SyncFrame::Done { room: asked })
+            .await
+            .unwrap();
+    }
+}
+
+/// Two messages of the longest kind from each of `keys` fresh identities.
+fn from_never_seen_keys(keys: usize, room: &str) -> Vec<SignedMessage> {
+    let now = wall_clock_ms() << 16;
+    (0..keys)
+        .flat_map(|_| {
+            let author = Identity::generate().unwrap();
+            (1..=2).map(move |seq| {
+                let body = ChatBody {
+                    id: MessageId {
+                        author: author.peer_id(),
+                        seq,
+                    },
+                    hlc: now + seq,
+                    room: room.into(),
+                    text: "x".repeat(punchgate::protocol::MAX_TEXT_LEN),
+                };
+                SignedMessage::sign(&author, body).unwrap()
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_of_1280_never_seen_keys_pushed_by_sync_stay_within_the_room_quota() {
+    let mut bob = start_node(manual("bob", &[])).await;
+    let peer = raw_peer(&bob, "mallory", "lobby").await;
+    let flood = from_never_seen_keys(1280, "lobby");
+    push_by_sync(&peer.connection, "lobby", &flood).await;
+    let report = bob
+        .sees("the refusal", |e| match e {
+            Event::Error { message } if message.contains("did not store") => Some(message.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(report.contains("512 authors"), "{report}");
+
+    bob.node.shutdown().await;
+    let TestNode { node, home, .. } = bob;
+    drop(node);
+    let store = open_store(home.path()).await;
+    let limits = punchgate::quota::HistoryLimits::default();
+    let usage = store.room_usage("lobby").unwrap();
+    assert_eq!(usage.count, limits.room_authors);
+    assert!(usage.bytes <= limits.room_bytes);
+    assert_eq!(
+        store.history("lobby", 10_000).unwrap().len() as u64,
+        2 * limits.room_authors
+    );
 }

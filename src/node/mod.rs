@@ -56,6 +56,7 @@ use crate::hlc::Hlc;
 use crate::identity::{Identity, PeerId};
 use crate::pake::Secret;
 use crate::protocol::{validate_label, ControlMessage, MessageId, ProbeMessage, MAX_NAME_LEN};
+use crate::room_key::RoomKey;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, CertifiedIdentity};
 use crate::tracker::TrackerSession;
@@ -150,6 +151,8 @@ struct State {
     clock: Hlc,
     /// Passwords of this node's password rooms.
     passwords: HashMap<String, Secret>,
+    /// The keys of the same rooms, that tag their messages.
+    room_keys: HashMap<String, RoomKey>,
     outgoing: HashMap<MessageId, Outgoing>,
     /// Running punches by attempt id: where their probes go.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
@@ -245,6 +248,20 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+/// The key of each password room, derived off the async runtime (slow on
+/// purpose: [`RoomKey::derive`]).
+async fn derive_room_keys(passwords: &HashMap<String, Secret>) -> HashMap<String, RoomKey> {
+    let passwords = passwords.clone();
+    tokio::task::spawn_blocking(move || {
+        passwords
+            .iter()
+            .map(|(room, password)| (room.clone(), RoomKey::derive(room, password.expose())))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -277,9 +294,12 @@ impl Node {
         validate_label("name", &config.name, MAX_NAME_LEN).map_err(NodeError::Invalid)?;
         let identity = Identity::load_or_create(home)?;
         let store_home = home.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || Store::open(&store_home))
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))??;
+        let limits = config.history;
+        let store = tokio::task::spawn_blocking(move || {
+            Store::open(&store_home).map(|store| store.with_limits(limits))
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))??;
         let (next_seq, stored_clock) = (store.next_seq()?, store.clock()?);
         let clock = Hlc::restored(stored_clock, now_ms());
         if clock.last() != stored_clock {
@@ -314,6 +334,7 @@ impl Node {
         let probes = bound.probes;
 
         let passwords = config.passwords.clone();
+        let room_keys = derive_room_keys(&passwords).await;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tracker_events = None;
         let mut tracker_ms = None;
@@ -374,6 +395,7 @@ impl Node {
                 state: Mutex::new(State {
                     clock,
                     passwords,
+                    room_keys,
                     ..State::default()
                 }),
                 next_seq: AtomicU64::new(next_seq),
@@ -568,7 +590,7 @@ impl Node {
             Command::Join(room) => self.join(&room).await,
             Command::Leave(room) => self.leave(&room).await,
             Command::History(count) => self.history(count).await,
-            Command::Password(password) => self.set_password(password),
+            Command::Password(password) => self.set_password(password).await,
             Command::Msg { to, text } => self.direct_message(&to, &text).await.map(|_| ()),
             Command::Send(path) => {
                 // Hashing a large folder takes a while; the REPL stays responsive.
@@ -611,16 +633,17 @@ impl Node {
     /// Makes the current room a password room: from now on only peers that
     /// prove `password` share it. Proofs start with every connected peer in
     /// the room.
-    pub fn set_password(&self, password: Secret) -> Result<(), NodeError> {
-        let room = {
+    pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
+        let room = self.current_room()?;
+        let keys = derive_room_keys(&[(room.clone(), password.clone())].into()).await;
+        {
             let mut state = self.state();
-            let room = state.rooms.last().cloned().ok_or(NodeError::NoRoom)?;
             state.passwords.insert(room.clone(), password);
+            state.room_keys.extend(keys);
             for record in state.peers.values_mut() {
                 record.verified.remove(&room);
             }
-            room
-        };
+        }
         self.emit(Event::Info {
             message: format!(
                 "#{room} is a password room: peers share it once they prove the password"

@@ -41,13 +41,31 @@ impl Node {
         rooms
     }
 
-    async fn holdings(&self, room: &str) -> Result<Holdings, NodeError> {
+    /// What to ask a peer for of `room`, or nothing when the room's
+    /// history here is full.
+    async fn request_for(&self, room: &str) -> Result<Option<SyncFrame>, NodeError> {
         let store = self.inner.store.clone();
         let room = room.to_string();
-        let holdings = tokio::task::spawn_blocking(move || store.holdings(&room))
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))??;
-        Ok(holdings)
+        let request = tokio::task::spawn_blocking(move || {
+            let usage = store.room_usage(&room)?;
+            let limits = store.limits();
+            if limits.room_full(usage) {
+                return Ok::<_, StoreError>(None);
+            }
+            let have = store
+                .holdings(&room)?
+                .into_iter()
+                .map(|(author, held)| (author, held.summary()))
+                .collect();
+            Ok(Some(SyncFrame::Request {
+                room,
+                have,
+                new_authors: limits.takes_new_authors(usage),
+            }))
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))??;
+        Ok(request)
     }
 
     /// Pulls from `gate`'s peer whatever this node lacks of their shared rooms.
@@ -86,18 +104,10 @@ impl Node {
         let mut writer = FrameWriter::open(send, StreamKind::Sync).await?;
         let mut reader = FrameReader::new(recv, StreamKind::Sync);
         for room in rooms {
-            let have = self
-                .holdings(&room)
-                .await?
-                .into_iter()
-                .map(|(author, held)| (author, held.summary()))
-                .collect();
-            writer
-                .send(&SyncFrame::Request {
-                    room: room.clone(),
-                    have,
-                })
-                .await?;
+            let Some(request) = self.request_for(&room).await? else {
+                continue; // full here: nothing more would be taken
+            };
+            writer.send(&request).await?;
             loop {
                 match reader.recv::<SyncFrame>().await? {
                     Some(SyncFrame::Batch {
@@ -132,7 +142,12 @@ impl Node {
         let mut reader = FrameReader::new(recv, StreamKind::Sync);
         let mut writer = FrameWriter::answering(send, StreamKind::Sync);
         while let Some(frame) = reader.recv::<SyncFrame>().await? {
-            let SyncFrame::Request { room, have } = frame else {
+            let SyncFrame::Request {
+                room,
+                have,
+                new_authors,
+            } = frame
+            else {
                 return Err(malformed("only requests travel this way"));
             };
             if have.len() > MAX_AUTHORS {
@@ -145,15 +160,19 @@ impl Node {
                         .map_err(|error| malformed(&error.to_string()))?;
                     theirs.insert(author, held);
                 }
+                let theirs = Arc::new(theirs);
+                // In a password room only tagged messages travel: one stored
+                // before the room had its password would only be refused.
+                let key = self.state().room_keys.get(&room).cloned();
                 let mut after = None;
                 loop {
                     let store = self.inner.store.clone();
                     let (room_name, vector) = (room.clone(), theirs.clone());
                     let batch = tokio::task::spawn_blocking(move || {
-                        store.missing(&room_name, &vector, after, SYNC_BATCH)
+                        store.missing(&room_name, &vector, new_authors, after, SYNC_BATCH)
                     })
                     .await;
-                    let (messages, next) = match batch {
+                    let (mut messages, next) = match batch {
                         Ok(Ok(found)) => found,
                         Ok(Err(error)) => {
                             self.emit(super::Event::error(format!("history sync: {error}")));
@@ -161,6 +180,9 @@ impl Node {
                         }
                         Err(_) => break,
                     };
+                    if let Some(key) = &key {
+                        messages.retain(|m| key.check(&m.body, &m.room_tag).is_ok());
+                    }
                     if !messages.is_empty() {
                         writer
                             .send(&SyncFrame::Batch {
