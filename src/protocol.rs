@@ -450,17 +450,20 @@ impl ChatBody {
 }
 
 /// On a [`wire::StreamKind::Auth`] stream: one password proof for one room
-/// (see [`crate::pake`]). The opener is the initiator.
+/// (see [`crate::pake`]). The opener is the initiator, and confirms first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AuthFrame {
     /// Initiator → responder: its SPAKE2 message.
     Start { room: String, spake: Vec<u8> },
-    /// Responder → initiator: its SPAKE2 message and key confirmation.
-    Reply { spake: Vec<u8>, confirm: Vec<u8> },
+    /// Responder → initiator: its SPAKE2 message (no confirmation yet).
+    Reply { spake: Vec<u8> },
     /// Initiator → responder: its key confirmation.
     Confirm { confirm: Vec<u8> },
     /// Either way: the proof failed or cannot be made, and why.
     Refused { reason: String },
+    /// Responder → initiator, after checking the initiator's confirmation:
+    /// its own.
+    Accepted { confirm: Vec<u8> },
 }
 
 /// On a [`wire::StreamKind::Sync`] stream, which the side that wants to

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::history::{from_never_seen_keys, push_by_sync, wall_clock_ms};
 use common::process::Proc;
 use common::*;
 use punchgate::identity::Identity;
@@ -209,14 +210,6 @@ async fn an_acknowledged_message_survives_kill_9() {
     assert_eq!(message["id"], id.as_str());
 }
 
-/// Milliseconds since the Unix epoch, now.
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 #[tokio::test]
 async fn a_message_from_the_far_future_is_refused_and_the_clock_stays_sane() {
     use punchgate::hlc;
@@ -412,57 +405,6 @@ async fn an_author_whose_messages_start_at_seq_2_is_not_downloaded_again_on_ever
     drop(node);
     let store = open_store(home.path()).await;
     assert_eq!(store.history("lobby", 1000).unwrap().len(), 640);
-}
-
-/// Answers every sync request on one stream the node opens: for `room`,
-/// pushes all of `messages` (whatever the request said), for any other room
-/// nothing. Returns once the node has taken everything and ended the stream.
-async fn push_by_sync(connection: &quinn::Connection, room: &str, messages: &[SignedMessage]) {
-    let (send, mut recv) = connection.accept_bi().await.unwrap();
-    wire::expect_header(&mut recv, StreamKind::Sync)
-        .await
-        .unwrap();
-    let mut requests = FrameReader::new(recv, StreamKind::Sync);
-    let mut answers = FrameWriter::answering(send, StreamKind::Sync);
-    while let Some(SyncFrame::Request { room: asked, .. }) =
-        requests.recv::<SyncFrame>().await.unwrap()
-    {
-        if asked == room {
-            for batch in messages.chunks(64) {
-                let batch = SyncFrame::Batch {
-                    room: asked.clone(),
-                    messages: batch.to_vec(),
-                };
-                answers.send(&batch).await.unwrap();
-            }
-        }
-        answers
-            .send(&SyncFrame::Done { room: asked })
-            .await
-            .unwrap();
-    }
-}
-
-/// Two messages of the longest kind from each of `keys` fresh identities.
-fn from_never_seen_keys(keys: usize, room: &str) -> Vec<SignedMessage> {
-    let now = wall_clock_ms() << 16;
-    (0..keys)
-        .flat_map(|_| {
-            let author = Identity::generate().unwrap();
-            (1..=2).map(move |seq| {
-                let body = ChatBody {
-                    id: MessageId {
-                        author: author.peer_id(),
-                        seq,
-                    },
-                    hlc: now + seq,
-                    room: room.into(),
-                    text: "x".repeat(punchgate::protocol::MAX_TEXT_LEN),
-                };
-                SignedMessage::sign(&author, body).unwrap()
-            })
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ mod driver;
 pub mod events;
 mod files;
 mod gate;
+mod guesses;
 pub mod manager;
 mod netcheck;
 mod relay;
@@ -153,6 +154,10 @@ struct State {
     passwords: HashMap<String, Secret>,
     /// The keys of the same rooms, that tag their messages.
     room_keys: HashMap<String, RoomKey>,
+    /// Password guesses charged per source address; survives connections.
+    guesses: guesses::GuessLimiter,
+    /// Password proofs in flight.
+    proofs: HashSet<auth::ProofKey>,
     outgoing: HashMap<MessageId, Outgoing>,
     /// Running punches by attempt id: where their probes go.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,

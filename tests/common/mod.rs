@@ -3,6 +3,7 @@
 //! deadline (never a fixed sleep).
 #![allow(dead_code)]
 
+pub mod history;
 pub mod process;
 
 use std::net::SocketAddr;
