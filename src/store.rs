@@ -640,6 +640,31 @@ mod tests {
     }
 
     #[test]
+    fn a_message_stored_before_room_tags_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = Identity::generate().unwrap();
+        let m = message(&alice, 1, 10, "r");
+        // Version 1 stored `body ‖ signature`: the same bincode as the pair.
+        let mut old = wire::signing_bytes("", &(m.body.clone(), m.signature.clone())).unwrap();
+        old.remove(0);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(MESSAGES).unwrap();
+                let key = message_key("r", &m.body.id);
+                table.insert(key.as_slice(), old.as_slice()).unwrap();
+                let mut timeline = txn.open_table(TIMELINE).unwrap();
+                let at = timeline_key("r", 10, &m.body.id);
+                timeline.insert(at.as_slice(), ()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.history("r", 10).unwrap(), vec![m]);
+    }
+
+    #[test]
     fn history_is_in_clock_order_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

@@ -13,6 +13,7 @@
 //! it has committed its confirmation (a guessing responder has committed to
 //! its one guess with its SPAKE2 message).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,9 @@ use super::guesses::{Source, TooManyGuesses};
 use super::{Event, Node};
 use crate::gate_socket::is_relay_addr;
 use crate::identity::PeerId;
-use crate::pake::{Exchange, PakeError, Side, EXPORTER_LABEL, EXPORTER_LEN};
+use crate::pake::{Exchange, PakeError, Secret, Side, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::protocol::AuthFrame;
+use crate::room_key::RoomKey;
 use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
 
 /// Failed proofs one peer may make on one connection before it is dropped.
@@ -41,6 +43,22 @@ fn exporter(gate: &Gate, room: &str) -> Result<[u8; EXPORTER_LEN], String> {
         .export_keying_material(&mut value, EXPORTER_LABEL, room.as_bytes())
         .map_err(|_| "the TLS session cannot export keying material".to_string())?;
     Ok(value)
+}
+
+/// The key of each password room, derived off the async runtime (slow on
+/// purpose: [`RoomKey::derive`]).
+pub(super) async fn derive_room_keys(
+    passwords: &HashMap<String, Secret>,
+) -> HashMap<String, RoomKey> {
+    let passwords = passwords.clone();
+    tokio::task::spawn_blocking(move || {
+        passwords
+            .iter()
+            .map(|(room, password)| (room.clone(), RoomKey::derive(room, password.expose())))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Where a gate's guesses are charged.

@@ -253,20 +253,6 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
-/// The key of each password room, derived off the async runtime (slow on
-/// purpose: [`RoomKey::derive`]).
-async fn derive_room_keys(passwords: &HashMap<String, Secret>) -> HashMap<String, RoomKey> {
-    let passwords = passwords.clone();
-    tokio::task::spawn_blocking(move || {
-        passwords
-            .iter()
-            .map(|(room, password)| (room.clone(), RoomKey::derive(room, password.expose())))
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -339,7 +325,7 @@ impl Node {
         let probes = bound.probes;
 
         let passwords = config.passwords.clone();
-        let room_keys = derive_room_keys(&passwords).await;
+        let room_keys = auth::derive_room_keys(&passwords).await;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut tracker_events = None;
         let mut tracker_ms = None;
@@ -640,7 +626,7 @@ impl Node {
     /// the room.
     pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
         let room = self.current_room()?;
-        let keys = derive_room_keys(&[(room.clone(), password.clone())].into()).await;
+        let keys = auth::derive_room_keys(&[(room.clone(), password.clone())].into()).await;
         {
             let mut state = self.state();
             state.passwords.insert(room.clone(), password);
