@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version byte of every stream header; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 const MAGIC: [u8; 2] = *b"PG";
 pub const HEADER_LEN: usize = 4;
 const LENGTH_PREFIX: usize = 4;
@@ -286,9 +286,19 @@ pub fn encode_stored(message: &crate::protocol::SignedMessage) -> Result<Vec<u8>
     encode_plain("stored message", message)
 }
 
-/// Decodes a message from the history store.
+/// Decodes a message from the history store, also one stored before
+/// messages carried a room tag (protocol version 1): it has none.
 pub fn decode_stored(bytes: &[u8]) -> Result<crate::protocol::SignedMessage, WireError> {
-    decode_exact("stored message", bytes)
+    use crate::protocol::{ChatBody, SignedMessage};
+    decode_exact("stored message", bytes).or_else(|error| {
+        decode_exact::<(ChatBody, Vec<u8>)>("stored message", bytes)
+            .map(|(body, signature)| SignedMessage {
+                body,
+                signature,
+                room_tag: Vec::new(),
+            })
+            .map_err(|_| error)
+    })
 }
 
 /// Encodes a probe's payload.
@@ -486,7 +496,7 @@ mod tests {
             (b"PG\x09\x01", |e| {
                 matches!(e, WireError::UnsupportedVersion(9))
             }),
-            (b"PG\x01\xee", |e| matches!(e, WireError::UnknownKind(0xee))),
+            (b"PG\x02\xee", |e| matches!(e, WireError::UnknownKind(0xee))),
             (b"PG", |e| matches!(e, WireError::Truncated(_))),
         ];
         for (bytes, check) in cases {

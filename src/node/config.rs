@@ -10,6 +10,7 @@ use crate::endpoint::{self, Liveness, Target};
 use crate::identity::PeerId;
 use crate::pake::Secret;
 use crate::punch::PunchSchedule;
+use crate::quota::{HistoryLimits, QuotaExceeded};
 use crate::store::StoreError;
 use crate::tls;
 use crate::tracker::TrackerError;
@@ -50,6 +51,9 @@ pub struct NodeConfig {
     /// Whether connections may run through the tracker's relay. Default:
     /// as a fallback when punching fails.
     pub relay: RelayPolicy,
+    /// How much history this node keeps per author and per room (see
+    /// [`HistoryLimits`] for the defaults).
+    pub history: HistoryLimits,
 }
 
 impl NodeConfig {
@@ -70,6 +74,7 @@ impl NodeConfig {
             bench_serve: false,
             transfer: TransferConfig::default(),
             relay: RelayPolicy::default(),
+            history: HistoryLimits::default(),
         }
     }
 }
@@ -110,4 +115,6 @@ pub enum NodeError {
     Message(#[from] crate::protocol::MessageError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("not sent: #{room} is full here ({reason}); write in another room")]
+    HistoryFull { room: String, reason: QuotaExceeded },
 }

@@ -19,6 +19,7 @@ mod driver;
 pub mod events;
 mod files;
 mod gate;
+mod guesses;
 pub mod manager;
 mod netcheck;
 mod outbox;
@@ -58,6 +59,7 @@ use crate::hlc::Hlc;
 use crate::identity::{Identity, PeerId};
 use crate::pake::Secret;
 use crate::protocol::{validate_label, ControlMessage, MessageId, ProbeMessage, MAX_NAME_LEN};
+use crate::room_key::RoomKey;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::CloseCode;
@@ -155,6 +157,12 @@ struct State {
     clock: Hlc,
     /// Passwords of this node's password rooms.
     passwords: HashMap<String, Secret>,
+    /// The keys of the same rooms, that tag their messages.
+    room_keys: HashMap<String, RoomKey>,
+    /// Password guesses charged per source address; survives connections.
+    guesses: guesses::GuessLimiter,
+    /// Password proofs in flight.
+    proofs: HashSet<auth::ProofKey>,
     outgoing: HashMap<MessageId, Outgoing>,
     /// Running punches by attempt id: where their probes go.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
@@ -265,10 +273,18 @@ impl Node {
         validate_label("name", &config.name, MAX_NAME_LEN).map_err(NodeError::Invalid)?;
         let identity = Identity::load_or_create(home)?;
         let store_home = home.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || Store::open(&store_home))
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))??;
-        let (next_seq, clock) = (store.next_seq()?, store.clock()?);
+        let limits = config.history;
+        let store = tokio::task::spawn_blocking(move || {
+            Store::open(&store_home).map(|store| store.with_limits(limits))
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))??;
+        let (next_seq, stored_clock) = (store.next_seq()?, store.clock()?);
+        let clock = Hlc::restored(stored_clock, now_ms());
+        if clock.last() != stored_clock {
+            // Poisoned by a far-future timestamp before such were refused.
+            store.reset_clock(clock.last())?;
+        }
         let store = Arc::new(store);
         let certified = CertifiedIdentity::new(&identity)?;
         let allowed: Option<HashSet<PeerId>> =
@@ -297,6 +313,7 @@ impl Node {
         let probes = bound.probes;
 
         let passwords = config.passwords.clone();
+        let room_keys = auth::derive_room_keys(&passwords).await;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let started = Instant::now();
         let starting =
@@ -353,8 +370,9 @@ impl Node {
                 events: events_tx,
                 gate_installed: Notify::new(),
                 state: Mutex::new(State {
-                    clock: Hlc::starting_at(clock),
+                    clock,
                     passwords,
+                    room_keys,
                     ..State::default()
                 }),
                 next_seq: AtomicU64::new(next_seq),
@@ -558,7 +576,7 @@ impl Node {
             Command::Join(room) => self.join(&room).await,
             Command::Leave(room) => self.leave(&room).await,
             Command::History(count) => self.history(count).await,
-            Command::Password(password) => self.set_password(password),
+            Command::Password(password) => self.set_password(password).await,
             Command::Msg { to, text } => self.direct_message(&to, &text).await.map(|_| ()),
             Command::Send(path) => {
                 // Hashing a large folder takes a while; the REPL stays responsive.
@@ -601,16 +619,17 @@ impl Node {
     /// Makes the current room a password room: from now on only peers that
     /// prove `password` share it. Proofs start with every connected peer in
     /// the room.
-    pub fn set_password(&self, password: Secret) -> Result<(), NodeError> {
-        let room = {
+    pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
+        let room = self.current_room()?;
+        let keys = auth::derive_room_keys(&[(room.clone(), password.clone())].into()).await;
+        {
             let mut state = self.state();
-            let room = state.rooms.last().cloned().ok_or(NodeError::NoRoom)?;
             state.passwords.insert(room.clone(), password);
+            state.room_keys.extend(keys);
             for record in state.peers.values_mut() {
                 record.verified.remove(&room);
             }
-            room
-        };
+        }
         self.emit(Event::Info {
             message: format!(
                 "#{room} is a password room: peers share it once they prove the password"

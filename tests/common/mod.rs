@@ -3,6 +3,7 @@
 //! deadline (never a fixed sleep).
 #![allow(dead_code)]
 
+pub mod history;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -115,6 +116,13 @@ pub async fn raw_peer(node: &TestNode, name: &str, room: &str) -> RawPeer {
     }
 }
 
+impl RawPeer {
+    /// Sends a control message on the greeted control stream.
+    pub async fn send_control(&mut self, message: &punchgate::protocol::ControlMessage) {
+        self._control.send(message).await.unwrap();
+    }
+}
+
 pub struct TestNode {
     pub node: Node,
     pub events: Events,
@@ -203,5 +211,20 @@ impl TestNode {
             })
             .await
             .unwrap_or_else(|e| panic!("waiting for {what}: {e}; unmatched events: {backlog:#?}"))
+    }
+}
+
+/// Opens the history of a node that has shut down. Its tasks let go of the
+/// database as they end, just after `shutdown` returns: waits for that.
+pub async fn open_store(home: &std::path::Path) -> punchgate::store::Store {
+    use punchgate::store::{Store, StoreError};
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Store::open(home) {
+            Err(StoreError::InUse) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            result => return result.unwrap(),
+        }
     }
 }
