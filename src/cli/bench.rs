@@ -94,8 +94,8 @@ pub async fn run(home: &Path, what: BenchCommand, output: Output) -> anyhow::Res
             });
             shutdown_signal().await;
             node.shutdown().await;
-            drop(node);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+            // The event stream ends once the node has shut down.
+            let _ = printer.await;
             return Ok(());
         }
         BenchCommand::Handshake { peer, .. } => ("handshake", peer),

@@ -223,10 +223,9 @@ pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<
             }
         }
     }
-    drop(node);
-    // Print what is left (goodbyes, last messages); background tasks holding
-    // the node end as their connections close, which closes the stream.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    // Print what is left (goodbyes, last messages): the event stream ends
+    // once the node has shut down.
+    let _ = printer.await;
     Ok(())
 }
 

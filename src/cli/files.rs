@@ -167,8 +167,8 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
         bar.finish_and_clear();
     }
     node.shutdown().await;
-    drop(node);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    // The event stream ends once the node has shut down: every line is out.
+    let _ = printer.await;
     let report = result?;
     if !json {
         let done = Event::TransferDone {

@@ -130,7 +130,8 @@ impl Node {
                 .collect()
         };
         for room in pending {
-            tokio::spawn(self.clone().authenticate(gate.clone(), room));
+            self.inner
+                .spawn(self.clone().authenticate(gate.clone(), room));
         }
     }
 

@@ -396,7 +396,7 @@ impl Node {
                 return;
             }
             let on_open = |acks| {
-                tokio::spawn(self.clone().read_acks(gate.clone(), acks));
+                self.inner.spawn(self.clone().read_acks(gate.clone(), acks));
             };
             let problem = match timeout(send_timeout, gate.send_chat(&frame, on_open)).await {
                 Ok(Ok(())) => continue,

@@ -111,6 +111,8 @@ pub enum NodeError {
     NoRoom,
     #[error("not connected to a tracker")]
     NoTracker,
+    #[error("the node is shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     Message(#[from] crate::protocol::MessageError),
     #[error(transparent)]

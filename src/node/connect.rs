@@ -72,7 +72,7 @@ impl Node {
         {
             let state = self.state();
             if state.closing {
-                return Ok(());
+                return Err(NodeError::ShuttingDown);
             }
             let max = self.inner.config.max_gates;
             if !state.has_open_gate(&peer) && state.open_gate_count() >= max {
@@ -91,7 +91,7 @@ impl Node {
         let tried = match timeout(limit, outcome).await {
             Ok(Ok(Ok(()))) => return Ok(()),
             Ok(Ok(Err(tried))) => tried,
-            Ok(Err(_)) => "the node is shutting down".into(),
+            Ok(Err(_)) => return Err(NodeError::ShuttingDown),
             Err(_) => format!("no outcome within {limit:?}"),
         };
         Err(NodeError::Unreachable {
@@ -176,7 +176,7 @@ impl Node {
                 _ = installed => {}
             }
         };
-        close_losers(dials, self.inner.config.punch.deadline);
+        close_losers(&self.inner, dials, self.inner.config.punch.deadline);
         self.state().punches.remove(&attempt);
         match outcome {
             Ok(None) => {}
@@ -367,7 +367,7 @@ impl Node {
             tokio::select! {
                 joined = attempts.join_next() => match joined {
                     Some(Ok((_, Ok(connection)))) => {
-                        close_losers(attempts, self.inner.config.connect_timeout);
+                        close_losers(&self.inner, attempts, self.inner.config.connect_timeout);
                         return Ok(connection);
                     }
                     Some(Ok((addr, Err(error)))) => failures.push(format!("{addr}: {error}")),
@@ -387,7 +387,8 @@ impl Node {
     pub(super) async fn accept_loop(self) {
         while let Some(incoming) = self.inner.endpoint.accept().await {
             let node = self.clone();
-            tokio::spawn(async move { node.accept_one(incoming).await });
+            self.inner
+                .spawn(async move { node.accept_one(incoming).await });
         }
     }
 
@@ -464,11 +465,11 @@ type Handshakes = JoinSet<(SocketAddr, Result<Connection, String>)>;
 /// Closes the handshakes that lost a race once they finish, as duplicates.
 /// Dropping one mid-handshake would close it with keys the other side may
 /// already have discarded, leaving it half-open there until its idle timeout.
-fn close_losers(mut losers: Handshakes, limit: Duration) {
+fn close_losers(inner: &Inner, mut losers: Handshakes, limit: Duration) {
     if losers.is_empty() {
         return;
     }
-    tokio::spawn(async move {
+    inner.spawn(async move {
         let drain = async {
             while let Some(joined) = losers.join_next().await {
                 if let Ok((_, Ok(connection))) = joined {

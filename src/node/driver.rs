@@ -310,7 +310,7 @@ impl Driver {
         let generation = self.tracker_generation;
         self.current_generation.insert(tracker, generation);
         let node = self.node.clone();
-        tokio::spawn(async move {
+        self.node.inner.spawn(async move {
             node.clone().tracker_loop(tracker, events).await;
             node.input(Input::TrackerLost {
                 tracker,
@@ -361,13 +361,14 @@ impl Driver {
             let node = &self.node;
             match action {
                 Action::ConnectTracker(tracker) => {
-                    tokio::spawn(node.clone().reconnect_tracker(tracker));
+                    node.inner.spawn(node.clone().reconnect_tracker(tracker));
                 }
                 Action::RestoreTracker(tracker) => {
-                    tokio::spawn(node.clone().restore_tracker(tracker));
+                    node.inner.spawn(node.clone().restore_tracker(tracker));
                 }
                 Action::RequestIntroduction { tracker, peer } => {
-                    tokio::spawn(node.clone().request_introduction(tracker, peer));
+                    node.inner
+                        .spawn(node.clone().request_introduction(tracker, peer));
                 }
                 Action::Punch {
                     peer,
@@ -375,15 +376,16 @@ impl Driver {
                     role,
                 } => match self.introductions.remove(&attempt) {
                     Some((tracker, member)) => {
-                        tokio::spawn(node.clone().run_punch(tracker, attempt, member, role));
+                        node.inner
+                            .spawn(node.clone().run_punch(tracker, attempt, member, role));
                     }
                     None => tracing::debug!(peer = %peer.short(), "a punch without introduction"),
                 },
                 Action::DialRelay { peer, tracker } => {
-                    tokio::spawn(node.clone().dial_relay(peer, tracker));
+                    node.inner.spawn(node.clone().dial_relay(peer, tracker));
                 }
                 Action::DialDirect { peer, addrs } => {
-                    tokio::spawn(node.clone().dial_direct(peer, addrs));
+                    node.inner.spawn(node.clone().dial_direct(peer, addrs));
                 }
                 Action::Install {
                     peer,
@@ -395,7 +397,8 @@ impl Driver {
                     };
                     let installed = node.install(ready, replaces);
                     let (queue, writer) = mpsc::unbounded_channel();
-                    tokio::spawn(node.clone().chat_writer(installed.clone(), writer));
+                    node.inner
+                        .spawn(node.clone().chat_writer(installed.clone(), writer));
                     self.chat.insert(gate, queue);
                     self.gates.insert(gate, installed);
                     for waiter in self.waiters.remove(&peer).unwrap_or_default() {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Where a peer stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -301,9 +302,12 @@ pub fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// A node's event stream, with a helper to wait for a particular event.
+/// A node's event stream, with a helper to wait for a particular event. It
+/// ends once the node has shut down and every event before that was read.
 pub struct Events {
     receiver: mpsc::UnboundedReceiver<Event>,
+    /// Cancelled at the end of the node's shutdown.
+    ended: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -315,8 +319,8 @@ pub enum WaitError {
 }
 
 impl Events {
-    pub(crate) fn new(receiver: mpsc::UnboundedReceiver<Event>) -> Self {
-        Self { receiver }
+    pub(crate) fn new(receiver: mpsc::UnboundedReceiver<Event>, ended: CancellationToken) -> Self {
+        Self { receiver, ended }
     }
 
     /// An event already waiting, if any (never waits).
@@ -324,9 +328,14 @@ impl Events {
         self.receiver.try_recv().ok()
     }
 
-    /// The next event; `None` once the node is gone.
+    /// The next event; `None` once the node has shut down (or is gone) and
+    /// every event it emitted was read.
     pub async fn next(&mut self) -> Option<Event> {
-        self.receiver.recv().await
+        tokio::select! {
+            biased;
+            event = self.receiver.recv() => event,
+            () = self.ended.cancelled() => self.receiver.try_recv().ok(),
+        }
     }
 
     /// Skips events until one makes `pick` return `Some`, with a deadline.
@@ -336,7 +345,7 @@ impl Events {
         mut pick: impl FnMut(&Event) -> Option<T>,
     ) -> Result<T, WaitError> {
         let wait = async {
-            while let Some(event) = self.receiver.recv().await {
+            while let Some(event) = self.next().await {
                 if let Some(found) = pick(&event) {
                     return Ok(found);
                 }

@@ -40,6 +40,8 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use config::{NodeConfig, NodeError};
 use driver::Input;
@@ -233,6 +235,30 @@ struct Inner {
     chunk_reads: Arc<tokio::sync::Semaphore>,
     /// Paces chunks served when an upload limit is set.
     upload_limit: Option<Mutex<crate::rate::TokenBucket>>,
+    /// Every task the node starts, so that shutdown can wait for them.
+    tasks: TaskTracker,
+    /// The shutdown signal: every task stops at its next await.
+    stop: CancellationToken,
+    /// Cancelled once shutdown is complete: the event stream ends.
+    ended: CancellationToken,
+}
+
+impl Inner {
+    /// Runs `task` as one of the node's tasks: tracked, so that shutdown
+    /// waits for it, and stopped by the shutdown signal wherever it waits.
+    fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send,
+    {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
 }
 
 /// A running node. Cloning gives another handle to the same node.
@@ -380,6 +406,9 @@ impl Node {
                 identity,
                 chunk_reads: Arc::new(tokio::sync::Semaphore::new(files::MAX_CHUNK_READS)),
                 upload_limit,
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
+                ended: CancellationToken::new(),
             }),
         };
         node.emit(Event::Ready {
@@ -391,16 +420,17 @@ impl Node {
             trackers: node.inner.trackers.targets(),
             tracker_ms,
         });
-        tokio::spawn(node.clone().accept_loop());
-        tokio::spawn(connect::route_probes(Arc::downgrade(&node.inner), probes));
-        tokio::spawn(relay::route(
+        node.inner.spawn(node.clone().accept_loop());
+        node.inner
+            .spawn(connect::route_probes(Arc::downgrade(&node.inner), probes));
+        node.inner.spawn(relay::route(
             Arc::downgrade(&node.inner),
             node.inner.socket.attach_relay(),
         ));
         for (tracker, _) in node.inner.trackers.sessions() {
             node.open_relay(tracker).await;
         }
-        tokio::spawn(driver::run(
+        node.inner.spawn(driver::run(
             node.clone(),
             manager,
             inputs_rx,
@@ -408,7 +438,7 @@ impl Node {
         ));
         let mut late = starting.late;
         let reporter = node.clone();
-        tokio::spawn(async move {
+        node.inner.spawn(async move {
             while let Some(Ok((tracker, result))) = late.join_next().await {
                 reporter.tracker_reached(tracker, result);
             }
@@ -419,14 +449,16 @@ impl Node {
             }
         }
         for target in node.inner.config.connect.clone() {
-            let node = node.clone();
-            tokio::spawn(async move {
+            let task_node = node.clone();
+            node.inner.spawn(async move {
+                let node = task_node;
                 if let Err(error) = node.connect_target(&target).await {
                     node.emit(Event::error(error));
                 }
             });
         }
-        Ok((node, Events::new(events_rx)))
+        let ended = node.inner.ended.clone();
+        Ok((node, Events::new(events_rx, ended)))
     }
 
     /// The first tracker as `PEERID@host:port` (pinned, even if it was
@@ -566,7 +598,7 @@ impl Node {
             Command::Connect(what) => {
                 // Connecting can take seconds; the REPL stays responsive.
                 let node = self.clone();
-                tokio::spawn(async move {
+                self.inner.spawn(async move {
                     if let Err(error) = node.connect_by_text(&what).await {
                         node.emit(Event::error(error));
                     }
@@ -581,7 +613,7 @@ impl Node {
             Command::Send(path) => {
                 // Hashing a large folder takes a while; the REPL stays responsive.
                 let node = self.clone();
-                tokio::spawn(async move {
+                self.inner.spawn(async move {
                     if let Err(error) = node.send_files(vec![PathBuf::from(path)]).await {
                         node.emit(Event::error(error));
                     }
@@ -716,8 +748,10 @@ impl Node {
     // ----------------------------------------------------------- shutdown --
 
     /// Stops the connection manager (nothing new starts), tells every
-    /// connected peer goodbye, leaves the tracker, and waits for the
-    /// connections to close.
+    /// connected peer goodbye, leaves the trackers, closes every connection
+    /// with a reason, stops every task the node started and waits for them,
+    /// and waits for the close frames to go out. The event stream ends
+    /// after the last event.
     pub async fn shutdown(&self) {
         let gates = {
             let mut state = self.state();
@@ -741,9 +775,23 @@ impl Node {
         self.inner
             .endpoint
             .close(CloseCode::Normal.varint(), b"quit");
+        // One signal stops every task at its next await; a task stuck in
+        // blocking code cannot hold shutdown longer than the bound.
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        if timeout(SHUTDOWN_DRAIN, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                left = self.inner.tasks.len(),
+                "tasks still running at shutdown"
+            );
+        }
         // Every connection is closed with a reason; wait_idle lets the
         // close frames go out (quinn bounds it by three PTOs per connection).
         let _ = timeout(SHUTDOWN_DRAIN, self.inner.endpoint.wait_idle()).await;
+        self.inner.ended.cancel();
     }
 
     /// Hands what happened to the node task.

@@ -75,8 +75,9 @@ impl Node {
                 dialed,
             }),
         }
-        tokio::spawn(self.clone().read_control(gate.clone(), control));
-        tokio::spawn(self.clone().serve_gate(gate.clone()));
+        self.inner
+            .spawn(self.clone().read_control(gate.clone(), control));
+        self.inner.spawn(self.clone().serve_gate(gate.clone()));
         self.authenticate_all(&gate);
         gate
     }
@@ -88,7 +89,7 @@ impl Node {
             tokio::select! {
                 stream = connection.accept_bi() => match stream {
                     Ok((send, recv)) => {
-                        tokio::spawn(self.clone().serve_stream(gate.clone(), send, recv));
+                        self.inner.spawn(self.clone().serve_stream(gate.clone(), send, recv));
                     }
                     Err(error) => break error,
                 },
@@ -96,7 +97,7 @@ impl Node {
                     Ok(mut recv) => {
                         // No stream kind is unidirectional yet.
                         let connection = connection.clone();
-                        tokio::spawn(async move {
+                        self.inner.spawn(async move {
                             let error = match timeout(gate::GREETING_TIMEOUT, crate::wire::read_header(&mut recv)).await {
                                 Ok(Ok(kind)) => WireError::UnexpectedKind { expected: "bidirectional", got: kind.name() },
                                 Ok(Err(error)) => error,

@@ -74,7 +74,7 @@ impl Node {
     /// and this node's offers.
     pub(super) fn catch_up(&self, gate: Arc<Gate>) {
         let node = self.clone();
-        tokio::spawn(async move {
+        self.inner.spawn(async move {
             node.send_offers(&gate).await;
             node.sync_with(gate).await;
         });

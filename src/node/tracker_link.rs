@@ -235,7 +235,8 @@ impl Node {
                     Some(outgoing) => {
                         let socket = self.inner.socket.clone();
                         let node = Arc::downgrade(&self.inner);
-                        tokio::spawn(relay::pump(node, tracker, socket, stream, outgoing));
+                        self.inner
+                            .spawn(relay::pump(node, tracker, socket, stream, outgoing));
                         Ok(())
                     }
                     None => Err("no such tracker".to_string()),
