@@ -1,14 +1,15 @@
 //! File transfer between nodes on loopback: byte-identical files and
 //! folders (nested, empty files, odd sizes), several sources at once, a
-//! holder added mid-download, a corrupt source dropped, hostile manifests refused, no overwrite without
-//! force.
+//! holder added mid-download, a corrupt source dropped, a dead sender
+//! reported and replaced by another holder, hostile manifests refused, no
+//! overwrite without force.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::*;
-use punchgate::node::{Event, FetchError, FetchReport, FetchRequest, NodeConfig};
+use punchgate::node::{Event, FetchError, FetchReport, FetchRequest, NodeConfig, SourceChange};
 use punchgate::protocol::{ManifestReply, ManifestRequest};
 use punchgate::transfer::manifest::{ContentId, FileEntry, Manifest, MIN_CHUNK_SIZE};
 use punchgate::wire::{self, FrameReader, FrameWriter, StreamKind};
@@ -246,6 +247,60 @@ async fn a_holder_that_offers_the_content_mid_download_becomes_a_source() {
     assert_eq!(counts[1].0, "carol");
     assert!(counts[1].1 > 0, "carol served nothing: {counts:?}");
     assert_eq!(counts[0].1 + counts[1].1, report.chunks);
+}
+
+/// With `source_wait` set, a fetch whose only source went away reports it,
+/// waits that long for another holder, then fails keeping what it verified.
+#[tokio::test]
+async fn a_fetch_with_no_source_left_gives_up_after_the_source_wait() {
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("gone.bin");
+    std::fs::write(&file, pattern(256 * MIN_CHUNK_SIZE as usize, 5)).unwrap();
+    let mut slow = small_chunks("alice", &[]);
+    slow.transfer.upload_limit = Some(64 << 10);
+    let alice = start_node(slow).await;
+    let content = alice.node.share(vec![file]).await.unwrap().layout.id;
+    let mut patient = small_chunks("bob", &[&alice]);
+    patient.transfer.source_wait = Some(std::time::Duration::from_millis(300));
+    let mut bob = start_node(patient).await;
+    bob.connected_to(&alice).await;
+    let target = tempfile::tempdir().unwrap();
+    let download = tokio::spawn({
+        let (bob, alice, target) = (bob.node.clone(), alice.node.peer_id(), target.path().into());
+        async move {
+            bob.fetch(FetchRequest {
+                content,
+                sources: vec![alice],
+                target,
+                force: false,
+            })
+            .await
+        }
+    });
+    bob.sees("the download under way", |e| match e {
+        Event::TransferProgress { bytes, .. } if *bytes > 0 => Some(()),
+        _ => None,
+    })
+    .await;
+    alice.node.shutdown().await;
+    let alice_id = alice.id();
+    bob.sees("alice reported lost", |e| match e {
+        Event::TransferSource {
+            peer_id,
+            state: SourceChange::Lost,
+            sources: 0,
+            ..
+        } if *peer_id == alice_id => Some(()),
+        _ => None,
+    })
+    .await;
+    match download.await.unwrap() {
+        Err(FetchError::Incomplete { have, .. }) => assert!(have > 0, "verified chunks kept"),
+        other => panic!("expected an incomplete fetch, got {other:?}"),
+    }
+    let partial = target.path().join(".punchgate-partial");
+    assert!(partial.is_dir(), "the verified chunks stay for a rerun");
+    assert!(!target.path().join("gone.bin").exists());
 }
 
 #[tokio::test]
@@ -509,4 +564,99 @@ fn a_full_disk_is_a_clear_error_and_the_rerun_resumes() {
     );
     assert_eq!(std::fs::read(out.join("disk.img")).unwrap(), bytes);
     rerun.finish();
+}
+
+/// Issue 11: a `get` whose sender is SIGKILLed mid-transfer says so within
+/// 15 s (the connection's idle timeout notices), keeps what it verified,
+/// waits, and finishes from another holder of the same content that shows
+/// up later.
+#[test]
+fn a_get_whose_sender_is_killed_says_so_and_finishes_from_another_holder() {
+    use common::process::Proc;
+    use punchgate::transfer::Ticket;
+    use std::time::{Duration, Instant};
+    const CHUNK: &str = "32768";
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("album.bin");
+    let bytes = pattern(4 * 1024 * 1024 + 321, 9);
+    std::fs::write(&file, &bytes).unwrap();
+    let out = work.path().join("out");
+    // The sender paces itself so the kill lands mid-transfer.
+    let (_tracker, sender, ticket) = serve(&file, &["--chunk-size", CHUNK, "--max-rate", "500000"]);
+    let parsed: Ticket = ticket.parse().unwrap();
+    let get = Proc::start(&[
+        "get",
+        &ticket,
+        "-o",
+        out.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    let total = bytes.len() as u64;
+    get.expect("transfer_progress", |e| {
+        e["bytes"].as_u64().is_some_and(|b| b > 0)
+    });
+
+    let killed_at = Instant::now();
+    sender.kill();
+    let limit = Duration::from_secs(15);
+    let gone = get
+        .expect_within(limit, "transfer_source", |e| {
+            e["state"] == "lost" && e["sources"] == 0
+        })
+        .unwrap_or_else(|| panic!("no word of the dead sender within {limit:?} of the kill"));
+    println!(
+        "the getter reported the sender gone {:?} after the kill: {gone}",
+        killed_at.elapsed()
+    );
+    assert_eq!(gone["peer_id"], parsed.sender.to_string());
+    assert!(gone["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    let kept = gone["bytes"].as_u64().unwrap();
+    assert!(kept < total, "the kill landed mid-transfer");
+    assert!(
+        !out.join("album.bin").exists(),
+        "no half file under its name"
+    );
+
+    // Another holder of the same bytes appears; the get goes on from it.
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("album.bin");
+    std::fs::copy(&file, &copy).unwrap();
+    let holder = Proc::start(&[
+        "send",
+        copy.to_str().unwrap(),
+        "--tracker",
+        &parsed.tracker,
+        "--bind",
+        "127.0.0.1:0",
+        "--chunk-size",
+        CHUNK,
+    ]);
+    let holder_ticket: Ticket = holder.expect("ticket", |_| true)["ticket"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(holder_ticket.content, parsed.content, "the same content");
+    let added = get.expect("transfer_source", |e| e["state"] == "added");
+    assert_eq!(added["peer_id"], holder_ticket.sender.to_string());
+    let done = get.expect("transfer_done", |_| true);
+    assert_eq!(std::fs::read(out.join("album.bin")).unwrap(), bytes);
+    assert!(
+        done["chunks_resumed"].as_u64().unwrap() == 0,
+        "one run: nothing to resume"
+    );
+    let from_holder = done["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["peer_id"] == holder_ticket.sender.to_string())
+        .and_then(|s| s["chunks"].as_u64())
+        .unwrap();
+    assert!(from_holder > 0, "the holder served the rest: {done}");
+    assert!(
+        from_holder < done["chunks"].as_u64().unwrap(),
+        "what the dead sender delivered was kept: {done}"
+    );
+    get.finish();
 }

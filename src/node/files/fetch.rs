@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use super::super::events::Event;
+use super::super::events::{Event, SourceChange};
 use super::super::gate::Gate;
+use super::sources::Sources;
 use super::Node;
 use crate::identity::PeerId;
 use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
@@ -170,21 +171,13 @@ impl Node {
             disk_error: Mutex::new(None),
             corrupt: Mutex::new(Vec::new()),
         });
-        let mut workers = JoinSet::new();
-        let mut source_peers = Vec::new();
-        let mut add_source = |gate: Arc<Gate>, workers: &mut JoinSet<_>| {
-            if source_peers.contains(&gate.peer_id) {
-                return;
-            }
-            let source = fetch.schedule().add_source();
-            source_peers.push(gate.peer_id);
-            for _ in 0..self.inner.config.transfer.streams.max(1) {
-                let (node, fetch, gate) = (self.clone(), fetch.clone(), gate.clone());
-                workers.spawn(async move { node.fetch_worker(fetch, gate, source).await });
-            }
-        };
+        let mut sources = Sources::new(
+            self.clone(),
+            fetch.clone(),
+            self.inner.config.transfer.streams,
+        );
         for gate in gates {
-            add_source(gate, &mut workers);
+            sources.add(gate);
         }
         let progress = |node: &Node| {
             let bytes = fetch.bytes_done.load(Ordering::Relaxed);
@@ -197,25 +190,59 @@ impl Node {
                 bytes_per_s: ((bytes - resumed_bytes) as f64 / secs.max(1e-3)).round(),
             })
         };
+        let source_changed =
+            |peer: &PeerId, state: SourceChange, reason: Option<String>, sources: usize| {
+                self.emit(Event::TransferSource {
+                    hash: content.to_string(),
+                    name: name.clone(),
+                    peer_id: peer.to_string(),
+                    peer_name: self.name_of(peer),
+                    state,
+                    reason,
+                    sources,
+                    bytes: fetch.bytes_done.load(Ordering::Relaxed),
+                    total: total_bytes,
+                })
+            };
         progress(self);
         let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
         ticker.tick().await;
         let mut last_error = String::from("every source went away");
+        let source_wait = self.inner.config.transfer.source_wait;
+        // When a fetch with no source left gives up (never by default).
+        let mut give_up_at: Option<tokio::time::Instant> = None;
         loop {
+            let finished = fetch.schedule().is_complete() || fetch.has_failed();
+            if sources.is_idle() {
+                if finished {
+                    break;
+                }
+                if give_up_at.is_none() {
+                    give_up_at = source_wait.map(|wait| tokio::time::Instant::now() + wait);
+                }
+            }
             tokio::select! {
-                joined = workers.join_next() => match joined {
-                    Some(Ok(Err(error))) => last_error = error,
-                    Some(_) => {}
-                    None => break,
-                },
-                _ = ticker.tick() => progress(self),
+                lost = sources.worker_ended() => {
+                    let Some(lost) = lost else { continue };
+                    let finished = fetch.schedule().is_complete() || fetch.has_failed();
+                    if !finished {
+                        tracing::debug!(peer = %lost.peer.short(), reason = %lost.reason, "a source is lost");
+                        last_error = format!("{}: {}", self.name_of(&lost.peer), lost.reason);
+                        source_changed(&lost.peer, SourceChange::Lost, Some(lost.reason), sources.delivering());
+                    }
+                }
+                _ = ticker.tick(), if !sources.is_idle() => progress(self),
                 Some(peer) = late_sources.recv() => {
                     let gate = self.state().open_gate(&peer);
                     if let Some(gate) = gate {
-                        tracing::debug!(peer = %peer.short(), "a new source joins the fetch");
-                        add_source(gate, &mut workers);
+                        if sources.add(gate) {
+                            tracing::debug!(peer = %peer.short(), "a source joins the fetch");
+                            give_up_at = None;
+                            source_changed(&peer, SourceChange::Added, None, sources.delivering());
+                        }
                     }
                 }
+                _ = sleep_until_some(give_up_at) => break,
             }
         }
         progress(self);
@@ -262,7 +289,8 @@ impl Node {
             chunks: total_chunks,
             chunks_fetched: delivered_by.iter().sum(),
             chunks_resumed: have.len() as u64,
-            sources: source_peers
+            sources: sources
+                .peers()
                 .iter()
                 .zip(&delivered_by)
                 .map(|(peer, chunks)| SourceCount {
@@ -327,7 +355,7 @@ impl Node {
     /// One chunk stream to one source: keeps requests outstanding, stores
     /// what verifies, drops the source at the first chunk that does not.
     /// Returns why it stopped early, if it did.
-    async fn fetch_worker(
+    pub(super) async fn fetch_worker(
         self,
         fetch: Arc<Fetch>,
         gate: Arc<Gate>,
@@ -339,7 +367,7 @@ impl Node {
             fetch.schedule().lost(source);
             fetch.changed.notify_waiters();
         }
-        result.map_err(|e| format!("{}: {e}", self.name_of(&gate.peer_id)))
+        result
     }
 
     async fn run_worker(&self, fetch: &Fetch, gate: &Gate, source: SourceId) -> Result<(), String> {
@@ -525,7 +553,7 @@ impl Node {
 }
 
 /// The shared state of one running fetch.
-struct Fetch {
+pub(super) struct Fetch {
     content: ContentId,
     schedule: Mutex<Schedule>,
     /// Woken whenever the schedule changes (a worker waiting for work).
@@ -538,8 +566,16 @@ struct Fetch {
 }
 
 impl Fetch {
-    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+    pub(super) fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a disk error stopped the fetch.
+    fn has_failed(&self) -> bool {
+        self.disk_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// Stops the fetch for a disk error: every source stops.
@@ -576,6 +612,14 @@ async fn ask_manifest(gate: &Gate, content: ContentId) -> Result<Option<Vec<u8>>
         Some(ManifestReply::Found(encoded)) => Ok(Some(encoded)),
         Some(ManifestReply::Missing) => Ok(None),
         None => Err(WireError::Truncated("manifest reply")),
+    }
+}
+
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -6,6 +6,7 @@
 //! disk); these modules move the bytes.
 
 mod fetch;
+mod sources;
 mod upload;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +42,10 @@ pub struct TransferConfig {
     pub downloads: PathBuf,
     /// Most bytes per second served to all peers together. Default: no limit.
     pub upload_limit: Option<u32>,
+    /// How long a fetch that lost every source waits for another holder
+    /// (or the source back) before it gives up, keeping what it verified.
+    /// Default: until it is stopped.
+    pub source_wait: Option<std::time::Duration>,
 }
 
 impl Default for TransferConfig {
@@ -50,6 +55,7 @@ impl Default for TransferConfig {
             chunk_size: manifest::DEFAULT_CHUNK_SIZE,
             downloads: PathBuf::from("."),
             upload_limit: None,
+            source_wait: None,
         }
     }
 }
