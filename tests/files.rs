@@ -303,6 +303,108 @@ async fn a_fetch_with_no_source_left_gives_up_after_the_source_wait() {
     assert!(!target.path().join("gone.bin").exists());
 }
 
+/// Issue 12 row 2: links planted in `.punchgate-partial/<id>/` of a
+/// download folder others can write (`0.data`, `manifest`), or in place of
+/// `.punchgate-partial` itself, are refused: no byte written outside the
+/// folder, no file under the final name.
+#[tokio::test]
+async fn symlinks_planted_in_the_partial_directory_are_refused() {
+    use std::os::unix::fs::symlink;
+    let (alice, bob) = pair().await;
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("secret.bin");
+    let bytes = pattern(3 * MIN_CHUNK_SIZE as usize + 7, 11);
+    std::fs::write(&file, &bytes).unwrap();
+    let content = alice.node.share(vec![file]).await.unwrap().layout.id;
+    let outside = tempfile::tempdir().unwrap();
+    let victim_data = outside.path().join("victim-data");
+    let victim_manifest = outside.path().join("victim-manifest");
+    std::fs::write(&victim_data, b"precious").unwrap();
+    std::fs::write(&victim_manifest, b"precious too").unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let parts = target.path().join(".punchgate-partial");
+    let work = parts.join(content.to_string());
+    let untouched = || {
+        assert_eq!(std::fs::read(&victim_data).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&victim_manifest).unwrap(), b"precious too");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 2);
+        assert!(std::fs::symlink_metadata(target.path().join("secret.bin")).is_err());
+    };
+
+    std::fs::create_dir_all(&work).unwrap();
+    symlink(&victim_data, work.join("0.data")).unwrap();
+    symlink(&victim_manifest, work.join("manifest")).unwrap();
+    let error = fetch(&bob, content, &[&alice], target.path())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("symbolic link"), "{error}");
+    untouched();
+    std::fs::remove_file(work.join("manifest")).unwrap();
+    let error = fetch(&bob, content, &[&alice], target.path())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("0.data is a symbolic link"),
+        "{error}"
+    );
+    untouched();
+
+    // The work folder itself a link to a folder elsewhere.
+    std::fs::remove_dir_all(&parts).unwrap();
+    symlink(outside.path(), &parts).unwrap();
+    let error = fetch(&bob, content, &[&alice], target.path())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("symbolic link"), "{error}");
+    untouched();
+
+    // Without the links the same get goes through, to a plain file.
+    std::fs::remove_file(&parts).unwrap();
+    fetch(&bob, content, &[&alice], target.path())
+        .await
+        .unwrap();
+    let placed = target.path().join("secret.bin");
+    assert!(std::fs::symlink_metadata(&placed).unwrap().is_file());
+    assert_eq!(std::fs::read(&placed).unwrap(), bytes);
+    assert!(!parts.exists(), "work folder removed");
+}
+
+/// The file a get leaves is its own: a data file planted as a hard link to
+/// a file outside the folder is refused (the download would have written
+/// into that file and become a second name of it), and what a get places
+/// is a plain file with one name.
+#[tokio::test]
+async fn a_downloaded_file_is_never_a_link_to_a_file_outside_the_target() {
+    use std::os::unix::fs::MetadataExt;
+    let (alice, bob) = pair().await;
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("report.pdf");
+    let bytes = pattern(2 * MIN_CHUNK_SIZE as usize + 3, 12);
+    std::fs::write(&file, &bytes).unwrap();
+    let content = alice.node.share(vec![file]).await.unwrap().layout.id;
+    // Beside the target, on the same filesystem, so a hard link can be made.
+    let shared = tempfile::tempdir().unwrap();
+    let victim = shared.path().join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let target = shared.path().join("downloads");
+    let work = target.join(".punchgate-partial").join(content.to_string());
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::hard_link(&victim, work.join("0.data")).unwrap();
+
+    let error = fetch(&bob, content, &[&alice], &target).await.unwrap_err();
+    assert!(error.to_string().contains("another name"), "{error}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(std::fs::symlink_metadata(target.join("report.pdf")).is_err());
+
+    std::fs::remove_file(work.join("0.data")).unwrap();
+    fetch(&bob, content, &[&alice], &target).await.unwrap();
+    let placed = std::fs::symlink_metadata(target.join("report.pdf")).unwrap();
+    assert!(placed.is_file(), "a plain file, not a link");
+    assert_eq!(placed.nlink(), 1, "no other name reaches its bytes");
+    assert_eq!(std::fs::read(target.join("report.pdf")).unwrap(), bytes);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
 #[tokio::test]
 async fn an_existing_file_is_kept_unless_forced() {
     let (alice, bob) = pair().await;

@@ -145,11 +145,6 @@ impl Node {
         let name = layout.manifest.name.clone();
         let force = request.force;
         let opened = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&target).map_err(|error| DiskError::Io {
-                action: "create",
-                path: target.clone(),
-                error,
-            })?;
             Partial::open(&target, layout, &encoded, force).map(|(p, have)| (p, have, encoded))
         })
         .await
