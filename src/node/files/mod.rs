@@ -24,7 +24,7 @@ use crate::protocol::{validate_label, ControlMessage, FileOffer, MAX_ROOM_LEN};
 use crate::transfer::manifest::{self, ContentId};
 use crate::transfer::{swarm_room, Share, Ticket};
 pub use fetch::{FetchError, FetchReport, FetchRequest, SourceCount, PIPELINE_DEPTH};
-pub use upload::MAX_CHUNK_READS;
+pub use upload::{MAX_CHUNK_READS, MAX_CHUNK_READS_PER_PEER};
 
 /// Longest display name of an offer.
 const MAX_OFFER_NAME_LEN: usize = 255;
