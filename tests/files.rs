@@ -1,8 +1,9 @@
 //! File transfer between nodes on loopback: byte-identical files and
 //! folders (nested, empty files, odd sizes), several sources at once, a
-//! holder added mid-download, a corrupt source dropped, a dead sender
-//! reported and replaced by another holder, hostile manifests refused, no
-//! overwrite without force.
+//! holder added mid-download, a corrupt source dropped, a fetch with no
+//! source left giving up, hostile manifests and planted links refused, no
+//! overwrite without force, a killed get resumed, a full disk. A killed
+//! sender is in `file_sources.rs`.
 
 mod common;
 
@@ -23,13 +24,6 @@ fn small_chunks(name: &str, connect: &[&TestNode]) -> NodeConfig {
         .map(|n| n.node.target().unwrap().parse().unwrap())
         .collect();
     config
-}
-
-/// Deterministic bytes that differ from chunk to chunk.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
-        .collect()
 }
 
 /// Every file under `root`, relative, with its bytes.
@@ -509,32 +503,6 @@ async fn hostile_manifests_are_refused_and_write_nothing_outside_the_target() {
     assert!(!Path::new("/tmp/punchgate-escape-test").exists());
 }
 
-/// A tracker process and a `punchgate send` of `file` through it (with
-/// `extra` flags); returns both and the ticket.
-fn serve(file: &Path, extra: &[&str]) -> (common::process::Proc, common::process::Proc, String) {
-    use common::process::Proc;
-    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
-    let target = tracker.expect("ready", |_| true)["target"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut args = vec![
-        "send",
-        file.to_str().unwrap(),
-        "--tracker",
-        &target,
-        "--bind",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let sender = Proc::start(&args);
-    let ticket = sender.expect("ticket", |_| true)["ticket"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (tracker, sender, ticket)
-}
-
 /// `punchgate get` killed halfway (SIGKILL) and run again fetches only the
 /// chunks it had not verified, through real processes and a tracker.
 #[test]
@@ -548,7 +516,7 @@ fn a_killed_get_resumes_and_fetches_only_the_missing_chunks() {
     let out = work.path().join("out");
 
     // The sender paces itself so the kill lands mid-transfer.
-    let (_tracker, _sender, ticket) = serve(
+    let (_tracker, _sender, ticket) = common::process::serve(
         &file,
         &["--chunk-size", &CHUNK.to_string(), "--max-rate", "2000000"],
     );
@@ -616,7 +584,7 @@ fn a_full_disk_is_a_clear_error_and_the_rerun_resumes() {
     let bytes = pattern(2 * LIMIT as usize + 5, 8);
     std::fs::write(&file, &bytes).unwrap();
     let out = work.path().join("out");
-    let (_tracker, _sender, ticket) = serve(&file, &["--chunk-size", "65536"]);
+    let (_tracker, _sender, ticket) = common::process::serve(&file, &["--chunk-size", "65536"]);
     let args = [
         "get",
         &ticket,
@@ -666,99 +634,4 @@ fn a_full_disk_is_a_clear_error_and_the_rerun_resumes() {
     );
     assert_eq!(std::fs::read(out.join("disk.img")).unwrap(), bytes);
     rerun.finish();
-}
-
-/// Issue 11: a `get` whose sender is SIGKILLed mid-transfer says so within
-/// 15 s (the connection's idle timeout notices), keeps what it verified,
-/// waits, and finishes from another holder of the same content that shows
-/// up later.
-#[test]
-fn a_get_whose_sender_is_killed_says_so_and_finishes_from_another_holder() {
-    use common::process::Proc;
-    use punchgate::transfer::Ticket;
-    use std::time::{Duration, Instant};
-    const CHUNK: &str = "32768";
-    let work = tempfile::tempdir().unwrap();
-    let file = work.path().join("album.bin");
-    let bytes = pattern(4 * 1024 * 1024 + 321, 9);
-    std::fs::write(&file, &bytes).unwrap();
-    let out = work.path().join("out");
-    // The sender paces itself so the kill lands mid-transfer.
-    let (_tracker, sender, ticket) = serve(&file, &["--chunk-size", CHUNK, "--max-rate", "500000"]);
-    let parsed: Ticket = ticket.parse().unwrap();
-    let get = Proc::start(&[
-        "get",
-        &ticket,
-        "-o",
-        out.to_str().unwrap(),
-        "--bind",
-        "127.0.0.1:0",
-    ]);
-    let total = bytes.len() as u64;
-    get.expect("transfer_progress", |e| {
-        e["bytes"].as_u64().is_some_and(|b| b > 0)
-    });
-
-    let killed_at = Instant::now();
-    sender.kill();
-    let limit = Duration::from_secs(15);
-    let gone = get
-        .expect_within(limit, "transfer_source", |e| {
-            e["state"] == "lost" && e["sources"] == 0
-        })
-        .unwrap_or_else(|| panic!("no word of the dead sender within {limit:?} of the kill"));
-    println!(
-        "the getter reported the sender gone {:?} after the kill: {gone}",
-        killed_at.elapsed()
-    );
-    assert_eq!(gone["peer_id"], parsed.sender.to_string());
-    assert!(gone["reason"].as_str().is_some_and(|r| !r.is_empty()));
-    let kept = gone["bytes"].as_u64().unwrap();
-    assert!(kept < total, "the kill landed mid-transfer");
-    assert!(
-        !out.join("album.bin").exists(),
-        "no half file under its name"
-    );
-
-    // Another holder of the same bytes appears; the get goes on from it.
-    let copy_dir = tempfile::tempdir().unwrap();
-    let copy = copy_dir.path().join("album.bin");
-    std::fs::copy(&file, &copy).unwrap();
-    let holder = Proc::start(&[
-        "send",
-        copy.to_str().unwrap(),
-        "--tracker",
-        &parsed.tracker,
-        "--bind",
-        "127.0.0.1:0",
-        "--chunk-size",
-        CHUNK,
-    ]);
-    let holder_ticket: Ticket = holder.expect("ticket", |_| true)["ticket"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(holder_ticket.content, parsed.content, "the same content");
-    let added = get.expect("transfer_source", |e| e["state"] == "added");
-    assert_eq!(added["peer_id"], holder_ticket.sender.to_string());
-    let done = get.expect("transfer_done", |_| true);
-    assert_eq!(std::fs::read(out.join("album.bin")).unwrap(), bytes);
-    assert!(
-        done["chunks_resumed"].as_u64().unwrap() == 0,
-        "one run: nothing to resume"
-    );
-    let from_holder = done["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["peer_id"] == holder_ticket.sender.to_string())
-        .and_then(|s| s["chunks"].as_u64())
-        .unwrap();
-    assert!(from_holder > 0, "the holder served the rest: {done}");
-    assert!(
-        from_holder < done["chunks"].as_u64().unwrap(),
-        "what the dead sender delivered was kept: {done}"
-    );
-    get.finish();
 }

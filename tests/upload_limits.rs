@@ -11,19 +11,12 @@ use common::*;
 use punchgate::protocol::ChunkRequest;
 use punchgate::wire::{CloseCode, FrameWriter, StreamKind};
 
-/// Deterministic bytes that differ from chunk to chunk.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_completes_while_another_peer_stalls_twenty_chunk_streams() {
     let sender = start_node(config("sender", None, "lobby")).await;
     let source = tempfile::tempdir().unwrap();
     let file = source.path().join("big.bin");
-    let bytes = pattern(64 << 20);
+    let bytes = pattern(64 << 20, 13);
     std::fs::write(&file, &bytes).unwrap();
     let share = sender.node.share(vec![file]).await.unwrap();
     let (content, chunks) = (share.layout.id, share.layout.total_chunks);
