@@ -56,6 +56,11 @@ pub struct GetArgs {
     /// Seconds a hole punch to the sender may take.
     #[arg(long, default_value_t = 10.0)]
     punch_timeout: f64,
+    /// Seconds to wait for another holder (or the sender back) once every
+    /// source is gone, then give up keeping what was verified. Default:
+    /// wait until Ctrl-C.
+    #[arg(long, value_name = "SECS")]
+    source_wait: Option<f64>,
 }
 
 /// `punchgate send`: shares, prints the ticket, serves until Ctrl-C.
@@ -107,6 +112,10 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
     config.rooms = Vec::new();
     config.punch.deadline = seconds("--punch-timeout", args.punch_timeout)?;
     config.transfer.streams = args.streams.max(1);
+    config.transfer.source_wait = args
+        .source_wait
+        .map(|secs| seconds("--source-wait", secs))
+        .transpose()?;
     let GetArgs {
         ticket, out, force, ..
     } = args;

@@ -242,6 +242,24 @@ pub enum Event {
         /// Fetch rate of this run so far.
         bytes_per_s: f64,
     },
+    /// A source of a running fetch stopped delivering (`state: "lost"`;
+    /// `reason` says why: its connection died, it does not have the
+    /// content, it sent a chunk that did not verify) or started (`"added"`:
+    /// a holder that offered the content while the fetch ran, or a lost
+    /// source back). `sources` counts those delivering now: at 0 the fetch
+    /// keeps every verified chunk (`bytes` of `total`) and waits for another
+    /// holder to offer the content.
+    TransferSource {
+        hash: String,
+        name: String,
+        peer_id: String,
+        peer_name: String,
+        state: SourceChange,
+        reason: Option<String>,
+        sources: usize,
+        bytes: u64,
+        total: u64,
+    },
     /// A fetch completed: every byte verified and in place. `path` is the
     /// top-level file or folder it created.
     TransferDone {
@@ -287,6 +305,14 @@ impl Event {
 pub enum TrackerLink {
     Lost,
     Back,
+}
+
+/// What happened to a source of a fetch, in an [`Event::TransferSource`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceChange {
+    Lost,
+    Added,
 }
 
 /// A delay as people read it: `800 ms`, `2.5 s`, `30 s`.

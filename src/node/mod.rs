@@ -45,7 +45,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{NodeConfig, NodeError};
 use driver::Input;
-pub use events::{Event, Events, PathKind, PeerInfo, PeerStatus};
+pub use events::{Event, Events, PathKind, PeerInfo, PeerStatus, SourceChange};
 pub use files::{
     FetchError, FetchReport, FetchRequest, FileInfo, SourceCount, TransferConfig, PIPELINE_DEPTH,
 };

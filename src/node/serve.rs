@@ -138,7 +138,7 @@ impl Node {
                 StreamKind::Auth => self.serve_auth(&gate, send, recv).await,
                 StreamKind::Bench if self.inner.config.bench_serve => serve_bench(send, recv).await,
                 StreamKind::Manifest => self.serve_manifest(send, recv).await,
-                StreamKind::Chunks => self.serve_chunks(send, recv).await,
+                StreamKind::Chunks => self.serve_chunks(&gate, send, recv).await,
                 other => Err(WireError::UnexpectedKind {
                     expected: "chat or sync",
                     got: other.name(),

@@ -228,3 +228,10 @@ pub async fn open_store(home: &std::path::Path) -> punchgate::store::Store {
         }
     }
 }
+
+/// Deterministic bytes that differ from chunk to chunk.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
+        .collect()
+}
