@@ -60,9 +60,7 @@ async fn messages_reach_a_returning_peer_through_a_third_peer_in_order_and_signe
         arrived.push((from_name, text));
     }
     // In order, in Bob's history, next to what Bob already had.
-    bob.node
-        .execute(punchgate::command::Command::History(10))
-        .await;
+    punchgate::command::execute(&bob.node, punchgate::command::Command::History(10)).await;
     let mut history = Vec::new();
     while history.len() < 4 {
         let text = bob

@@ -209,12 +209,12 @@ pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<
                 };
                 match command::parse(&line) {
                     Ok(command) => {
-                        if !node.execute(command).await {
+                        if !command::execute(&node, command).await {
                             break;
                         }
                     }
                     Err(command::CommandError::Empty) => {}
-                    Err(error) => node.execute_error(error),
+                    Err(error) => command::report_error(&node, error),
                 }
             }
             _ = shutdown_signal() => {

@@ -54,7 +54,6 @@ use manager::{Manager, ManagerConfig};
 pub use relay::RelayPolicy;
 use trackers::Trackers;
 
-use crate::command::{self, Command};
 use crate::endpoint;
 use crate::gate_socket::{is_relay_addr, GateSocket};
 use crate::hlc::Hlc;
@@ -502,7 +501,9 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn emit(&self, event: Event) {
+    /// Adds `event` to this node's event stream, after every event before
+    /// it: frontends answer commands this way, in order with the rest.
+    pub fn emit(&self, event: Event) {
         // Nobody listening is fine: a library user may not want events.
         let _ = self.inner.events.send(event);
     }
@@ -566,86 +567,29 @@ impl Node {
 
     // ------------------------------------------------------------ commands --
 
-    /// Runs one REPL / `--json` command. Returns `false` on `/quit`, after
-    /// the node has shut down.
-    pub async fn execute(&self, command: Command) -> bool {
-        let result = match command {
-            Command::Say(text) => self.say(&text).await.map(|_| ()),
-            Command::Help => {
-                self.emit(Event::Help {
-                    commands: command::help_lines(),
-                });
-                Ok(())
+    /// Runs a command that takes a while (connecting, hashing a folder) as
+    /// one of the node's tasks, so the caller stays responsive and shutdown
+    /// stops and awaits it; its error becomes an [`Event::Error`].
+    pub fn run_in_background<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = Result<(), NodeError>> + Send + 'static,
+    {
+        let node = self.clone();
+        self.inner.spawn(async move {
+            if let Err(error) = task.await {
+                node.emit(Event::error(error));
             }
-            Command::Peers => {
-                self.emit(Event::Peers {
-                    peers: self.peers(),
-                });
-                Ok(())
-            }
-            Command::Show => {
-                self.emit(Event::Gates {
-                    gates: self.gates(),
-                });
-                Ok(())
-            }
-            Command::Rooms => {
-                self.emit(Event::Rooms {
-                    rooms: self.state().rooms.clone(),
-                });
-                Ok(())
-            }
-            Command::Connect(what) => {
-                // Connecting can take seconds; the REPL stays responsive.
-                let node = self.clone();
-                self.inner.spawn(async move {
-                    if let Err(error) = node.connect_by_text(&what).await {
-                        node.emit(Event::error(error));
-                    }
-                });
-                Ok(())
-            }
-            Command::Join(room) => self.join(&room).await,
-            Command::Leave(room) => self.leave(&room).await,
-            Command::History(count) => self.history(count).await,
-            Command::Password(password) => self.set_password(password).await,
-            Command::Msg { to, text } => self.direct_message(&to, &text).await.map(|_| ()),
-            Command::Send(path) => {
-                // Hashing a large folder takes a while; the REPL stays responsive.
-                let node = self.clone();
-                self.inner.spawn(async move {
-                    if let Err(error) = node.send_files(vec![PathBuf::from(path)]).await {
-                        node.emit(Event::error(error));
-                    }
-                });
-                Ok(())
-            }
-            Command::Files => {
-                self.emit(Event::Files {
-                    files: self.files(),
-                });
-                Ok(())
-            }
-            Command::Get { what, dir } => {
-                let target = dir
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| self.inner.config.transfer.downloads.clone());
-                self.get_offered(&what, target, false)
-            }
-            Command::Quit => {
-                self.shutdown().await;
-                return false;
-            }
-        };
-        if let Err(error) = result {
-            self.emit(Event::error(error));
-        }
-        true
+        });
     }
 
-    /// Reports a command that could not be parsed, as an [`Event::Error`].
-    pub fn execute_error(&self, error: command::CommandError) {
-        self.emit(Event::error(error));
+    /// The rooms joined, in the order joined (plain lines go to the last).
+    pub fn rooms(&self) -> Vec<String> {
+        self.state().rooms.clone()
+    }
+
+    /// Where downloads go when no folder is given.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.inner.config.transfer.downloads.clone()
     }
 
     /// Makes the current room a password room: from now on only peers that
