@@ -14,10 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use super::budget::Unsolicited;
 use super::driver::{Input, Ready};
 use super::gate::{self, Gate};
 use super::manager::TrackerIx;
-use super::{Inner, Node, NodeError};
+use super::{Inner, Node, NodeError, MAX_PUNCHES};
 use crate::endpoint::{self, Target};
 use crate::identity::PeerId;
 use crate::protocol::{Member, ProbeMessage};
@@ -112,6 +113,11 @@ impl Node {
     ) {
         let peer = member.peer_id;
         let started = Instant::now();
+        let Ok(_slot) = self.inner.punch_slots.clone().try_acquire_owned() else {
+            let why = format!("{MAX_PUNCHES} punches are running already");
+            self.punch_failed(peer, attempt, role, why);
+            return;
+        };
         // Where the introducing tracker sees this node.
         let trackers = &self.inner.trackers;
         let reflexive = trackers
@@ -152,12 +158,26 @@ impl Node {
             while let Some(action) = punch.poll_action(now) {
                 match action {
                     PunchAction::Probe(addr) => {
-                        if let Err(error) = self.inner.socket.send_probe(addr, &payload).await {
+                        if !self
+                            .inner
+                            .budget()
+                            .allow(addr.ip(), Unsolicited::Probe, now)
+                        {
+                            tracing::debug!(%addr, "probe held back: over the address's budget");
+                        } else if let Err(error) =
+                            self.inner.socket.send_probe(addr, &payload).await
+                        {
                             tracing::debug!(%addr, %error, "probe not sent");
                         }
                     }
                     PunchAction::Dial(addr) => {
-                        self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
+                        if self.inner.budget().allow(addr.ip(), Unsolicited::Dial, now) {
+                            self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
+                        } else {
+                            let why =
+                                "held back: nothing came from there yet and its budget is spent";
+                            punch.handle_dial_failed(addr, why.into());
+                        }
                     }
                 }
             }
@@ -447,6 +467,9 @@ pub(super) async fn route_probes(
         match message {
             ProbeMessage::Punch { attempt, .. } => {
                 if let Some(route) = state.punches.get(&attempt) {
+                    // Only the two sides of this punch know its attempt id:
+                    // the sender is a peer that wants to hear from us.
+                    inner.budget().prove(probe.from.ip());
                     let _ = route.send(probe.from);
                 }
             }

@@ -18,7 +18,7 @@ use super::manager::{
     Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
 };
 use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
-use super::{path_of, Event, Node, PeerStatus};
+use super::{path_of, Event, Node, PathKind, PeerStatus};
 use crate::identity::PeerId;
 use crate::protocol::{ChatFrame, Member, MessageId, SignedMessage};
 use crate::punch::Role;
@@ -135,7 +135,7 @@ struct Driver {
 }
 
 /// A tracker session's pushed events.
-pub(super) type TrackerEvents = mpsc::UnboundedReceiver<crate::protocol::TrackerEvent>;
+pub(super) type TrackerEvents = mpsc::Receiver<crate::protocol::TrackerEvent>;
 
 /// Runs the node task until shutdown.
 pub(super) async fn run(
@@ -341,6 +341,10 @@ impl Driver {
             path: path_of(&gate.connection),
             dialer: gate.dialer,
         };
+        if facts.path == PathKind::Direct {
+            let remote = ready.greeted.gate.connection.remote_address();
+            self.node.inner.budget().prove(remote.ip());
+        }
         self.ready.insert(facts.id, ready);
         self.manager.handle_gate_ready(peer, facts, now);
     }

@@ -12,6 +12,7 @@
 //! modules.
 
 mod auth;
+mod budget;
 mod chat;
 mod config;
 mod connect;
@@ -43,6 +44,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use budget::DestinationBudget;
 pub use config::{NodeConfig, NodeError};
 use driver::Input;
 pub use events::{Event, Events, PathKind, PeerInfo, PeerStatus, SourceChange};
@@ -234,6 +236,10 @@ struct Inner {
     chunk_reads: Arc<tokio::sync::Semaphore>,
     /// Paces chunks served when an upload limit is set.
     upload_limit: Option<Mutex<crate::rate::TokenBucket>>,
+    /// Unsolicited traffic (punch probes, handshakes) per destination IP.
+    budget: Mutex<DestinationBudget>,
+    /// Punches running at once, at most [`MAX_PUNCHES`].
+    punch_slots: Arc<tokio::sync::Semaphore>,
     /// Every task the node starts, so that shutdown can wait for them.
     tasks: TaskTracker,
     /// The shutdown signal: every task stops at its next await.
@@ -242,7 +248,15 @@ struct Inner {
     ended: CancellationToken,
 }
 
+/// Punches running at once, at most: beyond, a dialer's punch fails (the
+/// relay carries the connection) and an acceptor's is not run.
+const MAX_PUNCHES: usize = 32;
+
 impl Inner {
+    fn budget(&self) -> MutexGuard<'_, DestinationBudget> {
+        self.budget.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs `task` as one of the node's tasks: tracked, so that shutdown
     /// waits for it, and stopped by the shutdown signal wherever it waits.
     fn spawn<F>(&self, task: F)
@@ -405,6 +419,8 @@ impl Node {
                 identity,
                 chunk_reads: Arc::new(tokio::sync::Semaphore::new(files::MAX_CHUNK_READS)),
                 upload_limit,
+                budget: Mutex::new(DestinationBudget::default()),
+                punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 ended: CancellationToken::new(),

@@ -400,7 +400,7 @@ impl Node {
     pub(super) async fn tracker_loop(
         self,
         tracker: TrackerIx,
-        mut events: mpsc::UnboundedReceiver<TrackerEvent>,
+        mut events: mpsc::Receiver<TrackerEvent>,
     ) {
         while let Some(event) = events.recv().await {
             match event {

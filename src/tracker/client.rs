@@ -27,6 +27,9 @@ use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
 /// How long a request may wait for its response.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Tracker events waiting for the node, at most.
+const EVENTS_QUEUE: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
     #[error(transparent)]
@@ -96,7 +99,7 @@ impl TrackerSession {
         target: &Target,
         liveness: Liveness,
         registration: Registration<'_>,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<TrackerEvent>), TrackerError> {
+    ) -> Result<(Self, mpsc::Receiver<TrackerEvent>), TrackerError> {
         let addr = target.resolve().await?;
         let connect_error = |reason: String| TrackerError::Connect { addr, reason };
         let (mut config, server_name) = match &target.peer {
@@ -132,7 +135,7 @@ impl TrackerSession {
             .map_err(|e| connect_error(e.to_string()))?;
         let writer = FrameWriter::open(send, StreamKind::Tracker).await?;
         let pending: Pending = Arc::default();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUE);
         tokio::spawn(read_messages(
             connection.clone(),
             FrameReader::new(recv, StreamKind::Tracker),
@@ -293,7 +296,7 @@ async fn read_messages(
     connection: Connection,
     mut reader: FrameReader<RecvStream>,
     pending: Pending,
-    events: mpsc::UnboundedSender<TrackerEvent>,
+    events: mpsc::Sender<TrackerEvent>,
 ) {
     loop {
         match reader.recv::<TrackerMessage>().await {
@@ -307,7 +310,10 @@ async fn read_messages(
                 }
             }
             Ok(Some(TrackerMessage::Event(event))) => {
-                if events.send(event).is_err() {
+                // A full queue holds the tracker stream back (QUIC flow
+                // control) instead of growing: a tracker cannot flood this
+                // node's memory with events.
+                if events.send(event).await.is_err() {
                     break;
                 }
             }

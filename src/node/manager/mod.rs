@@ -297,6 +297,23 @@ impl Manager {
         if self.closing {
             return;
         }
+        // Only for what this node asked for, or a peer it shares a room
+        // with: an introduction is not a way to aim its probes at others.
+        let entry = self.peers.get(&peer);
+        let asked = entry.is_some_and(|p| {
+            matches!(
+                p.attempt,
+                Attempt::Queued { .. } | Attempt::Introducing { .. }
+            )
+        });
+        let wanted = entry.is_some_and(|p| p.wanted);
+        let welcome = match role {
+            Role::Dialer => asked,
+            Role::Acceptor => wanted,
+        };
+        if !welcome {
+            return;
+        }
         let policy = self.config.relay;
         if role == Role::Acceptor {
             // The peer leads this attempt; open our side for it. Under

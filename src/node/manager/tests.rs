@@ -794,3 +794,26 @@ fn a_tracker_that_registers_late_joins_the_rooms_without_news() {
     let actions = drain(&mut manager);
     assert_eq!(actions, vec![Action::RestoreTracker(1)]);
 }
+
+#[test]
+fn introductions_nobody_asked_for_start_no_punch() {
+    let now = Instant::now();
+    let stranger = Identity::generate().unwrap().peer_id();
+    let mut manager = Manager::new(ManagerConfig::default(), 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    // As the dialer, for a peer this node never asked to meet.
+    manager.handle_introduced(0, stranger, 7, Role::Dialer, now);
+    // As the acceptor, for a peer it shares no room with.
+    manager.handle_introduced(0, stranger, 8, Role::Acceptor, now);
+    assert_eq!(drain(&mut manager), vec![]);
+    // Once it shares a room, the peer's introductions are welcome.
+    manager.set_wanted(stranger, true);
+    manager.handle_introduced(0, stranger, 9, Role::Acceptor, now);
+    let actions = drain(&mut manager);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Punch { attempt: 9, .. })),
+        "{actions:?}"
+    );
+}
