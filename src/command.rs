@@ -1,7 +1,6 @@
 //! The commands of the chat REPL and of `--json` mode (the same syntax):
 //! a plain line is a message, `/name args` is a command.
 
-use crate::node::events::HelpLine;
 use crate::pake::Secret;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +85,13 @@ pub const HELP: &[(&str, &str)] = &[
     ("/leave ROOM", "leave a room"),
     ("/quit", "tell connected peers goodbye and exit"),
 ];
+
+/// One line of `/help`: a command's usage and what it does.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct HelpLine {
+    pub usage: String,
+    pub about: String,
+}
 
 pub fn help_lines() -> Vec<HelpLine> {
     HELP.iter()

@@ -1,12 +1,16 @@
 //! The wire format, and the only module that calls the codec.
 //!
 //! Every QUIC stream opens with a 4-byte header: the magic `PG`, the protocol
-//! version, and the [`StreamKind`]. After it come frames: a big-endian `u32`
-//! length, then that many bytes of bincode (standard config, varint integers).
-//! Each kind has a hard frame-size limit checked *before* anything is
-//! allocated; a frame must decode to exactly its length. Every failure is a
-//! [`WireError`]; callers close the connection with [`CloseCode::Protocol`]
-//! and the error's text as the reason. See docs/PROTOCOL.md.
+//! version, and a byte naming the stream's kind. After it come frames: a
+//! big-endian `u32` length, then that many bytes of bincode (standard config,
+//! varint integers). Each kind has a hard frame-size limit checked *before*
+//! anything is allocated; a frame must decode to exactly its length. Every
+//! failure is a [`WireError`]; callers close the connection with
+//! [`CloseCode::Protocol`] and the error's text as the reason. See
+//! docs/PROTOCOL.md.
+//!
+//! This module knows no message and no stream kind: the kinds and their
+//! limits are [`crate::protocol`]'s, given here through [`FrameKind`].
 //!
 //! bincode is marked unmaintained (RUSTSEC-2025-0141): keeping every encode
 //! and decode here means a codec swap touches one file.
@@ -28,88 +32,33 @@ fn codec() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
-/// The largest packet a relay frame carries: a UDP datagram's payload.
-pub const MAX_RELAYED_PACKET: usize = 65_535;
-
-/// What a stream carries; the last byte of its header names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum StreamKind {
-    /// Node ⇄ tracker requests, responses and pushed events (bidirectional).
-    Tracker = 1,
-    /// Peer ⇄ peer hello, goodbye, ping (bidirectional, opened by the dialer).
-    Control = 2,
-    /// Chat messages one way and acknowledgements back (bidirectional).
-    Chat = 3,
-    /// History sync: requests one way, batches back (bidirectional).
-    Sync = 4,
-    /// A room-password proof (bidirectional).
-    Auth = 5,
-    /// `punchgate bench throughput`: raw bytes one way, their count back.
-    Bench = 6,
-    /// One manifest request and its answer (bidirectional).
-    Manifest = 7,
-    /// Chunk requests one way; per request a reply frame, then the chunk's
-    /// raw bytes, back (bidirectional).
-    Chunks = 8,
-    /// Node ⇄ tracker: peers' QUIC packets the tracker relays by peer id
-    /// (bidirectional, opened by the node).
-    Relay = 9,
+/// What the framing needs to know of a stream kind: the byte that names it
+/// in the header, a name for errors, and the largest frame it carries. The
+/// kinds themselves are the protocol's ([`crate::protocol::StreamKind`]).
+pub trait FrameKind: Copy + Eq {
+    /// The kind a header byte names, if any.
+    fn from_byte(byte: u8) -> Option<Self>;
+    /// The header byte naming this kind.
+    fn byte(self) -> u8;
+    /// A short lowercase name, for errors and close reasons.
+    fn name(self) -> &'static str;
+    /// The largest frame body accepted on a stream of this kind.
+    fn max_frame_len(self) -> usize;
 }
 
-impl StreamKind {
-    pub const ALL: [StreamKind; 9] = [
-        StreamKind::Tracker,
-        StreamKind::Control,
-        StreamKind::Chat,
-        StreamKind::Sync,
-        StreamKind::Auth,
-        StreamKind::Bench,
-        StreamKind::Manifest,
-        StreamKind::Chunks,
-        StreamKind::Relay,
-    ];
+/// One kind's framing facts, taken once when a reader or writer is made.
+#[derive(Clone, Copy, Debug)]
+struct KindFacts {
+    name: &'static str,
+    max_frame_len: usize,
+}
 
-    /// The largest frame body accepted on a stream of this kind.
-    pub fn max_frame_len(self) -> usize {
-        match self {
-            // A full room's member list (256 members of at most ~300 bytes)
-            // must fit in one response.
-            StreamKind::Tracker => 256 * 1024,
-            StreamKind::Control => 4 * 1024,
-            StreamKind::Chat => 16 * 1024,
-            StreamKind::Sync => 1024 * 1024,
-            StreamKind::Auth => 4 * 1024,
-            // Bench streams carry raw bytes, not frames.
-            StreamKind::Bench => 0,
-            // The largest manifest and its enum tag and length.
-            StreamKind::Manifest => crate::transfer::manifest::MAX_MANIFEST_LEN + 16,
-            // Requests and reply headers; chunk bytes travel unframed.
-            StreamKind::Chunks => 128,
-            // One UDP datagram (at most 64 KiB) and its peer id.
-            StreamKind::Relay => MAX_RELAYED_PACKET + 64,
+impl KindFacts {
+    fn of<K: FrameKind>(kind: K) -> Self {
+        Self {
+            name: kind.name(),
+            max_frame_len: kind.max_frame_len(),
         }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            StreamKind::Tracker => "tracker",
-            StreamKind::Control => "control",
-            StreamKind::Chat => "chat",
-            StreamKind::Sync => "sync",
-            StreamKind::Auth => "auth",
-            StreamKind::Bench => "bench",
-            StreamKind::Manifest => "manifest",
-            StreamKind::Chunks => "chunks",
-            StreamKind::Relay => "relay",
-        }
-    }
-
-    fn from_byte(byte: u8) -> Result<Self, WireError> {
-        Self::ALL
-            .into_iter()
-            .find(|kind| *kind as u8 == byte)
-            .ok_or(WireError::UnknownKind(byte))
     }
 }
 
@@ -192,23 +141,25 @@ async fn read_full<R: AsyncRead + Unpin>(
 }
 
 /// The header every stream starts with.
-pub fn header(kind: StreamKind) -> [u8; HEADER_LEN] {
-    [MAGIC[0], MAGIC[1], PROTOCOL_VERSION, kind as u8]
+pub fn header<K: FrameKind>(kind: K) -> [u8; HEADER_LEN] {
+    [MAGIC[0], MAGIC[1], PROTOCOL_VERSION, kind.byte()]
 }
 
 /// Parses a stream header.
-pub fn parse_header(bytes: [u8; HEADER_LEN]) -> Result<StreamKind, WireError> {
+pub fn parse_header<K: FrameKind>(bytes: [u8; HEADER_LEN]) -> Result<K, WireError> {
     if bytes[..2] != MAGIC {
         return Err(WireError::BadMagic([bytes[0], bytes[1]]));
     }
     if bytes[2] != PROTOCOL_VERSION {
         return Err(WireError::UnsupportedVersion(bytes[2]));
     }
-    StreamKind::from_byte(bytes[3])
+    K::from_byte(bytes[3]).ok_or(WireError::UnknownKind(bytes[3]))
 }
 
 /// Reads a stream's header. A stream that ends before it is truncated.
-pub async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> Result<StreamKind, WireError> {
+pub async fn read_header<K: FrameKind>(
+    reader: &mut (impl AsyncRead + Unpin),
+) -> Result<K, WireError> {
     let mut bytes = [0u8; HEADER_LEN];
     if !read_full(reader, &mut bytes, "stream header").await? {
         return Err(WireError::Truncated("stream header"));
@@ -217,11 +168,11 @@ pub async fn read_header<R: AsyncRead + Unpin>(reader: &mut R) -> Result<StreamK
 }
 
 /// Reads a header and checks it names `expected`.
-pub async fn expect_header<R: AsyncRead + Unpin>(
+pub async fn expect_header<K: FrameKind, R: AsyncRead + Unpin>(
     reader: &mut R,
-    expected: StreamKind,
+    expected: K,
 ) -> Result<(), WireError> {
-    let got = read_header(reader).await?;
+    let got: K = read_header(reader).await?;
     if got != expected {
         return Err(WireError::UnexpectedKind {
             expected: expected.name(),
@@ -232,33 +183,37 @@ pub async fn expect_header<R: AsyncRead + Unpin>(
 }
 
 /// Encodes one frame (length prefix and body) of a stream of `kind`.
-pub fn encode_frame<T: Serialize>(kind: StreamKind, message: &T) -> Result<Vec<u8>, WireError> {
+pub fn encode_frame<K: FrameKind, T: Serialize>(
+    kind: K,
+    message: &T,
+) -> Result<Vec<u8>, WireError> {
+    encode_frame_as(KindFacts::of(kind), message)
+}
+
+fn encode_frame_as<T: Serialize>(kind: KindFacts, message: &T) -> Result<Vec<u8>, WireError> {
     let mut frame = vec![0u8; LENGTH_PREFIX];
     bincode::serde::encode_into_std_write(message, &mut frame, codec()).map_err(|e| {
         WireError::Encode {
-            kind: kind.name(),
+            kind: kind.name,
             reason: e.to_string(),
         }
     })?;
     let len = frame.len() - LENGTH_PREFIX;
-    if len > kind.max_frame_len() {
-        return Err(WireError::FrameTooLarge {
-            len,
-            limit: kind.max_frame_len(),
-            kind: kind.name(),
-        });
-    }
-    let prefix = u32::try_from(len).map_err(|_| WireError::FrameTooLarge {
+    let too_large = WireError::FrameTooLarge {
         len,
-        limit: kind.max_frame_len(),
-        kind: kind.name(),
-    })?;
+        limit: kind.max_frame_len,
+        kind: kind.name,
+    };
+    if len > kind.max_frame_len {
+        return Err(too_large);
+    }
+    let prefix = u32::try_from(len).map_err(|_| too_large)?;
     frame[..LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
     Ok(frame)
 }
 
 /// Decodes one frame body of a stream of `kind`; trailing bytes are an error.
-pub fn decode_body<T: DeserializeOwned>(kind: StreamKind, body: &[u8]) -> Result<T, WireError> {
+pub fn decode_body<T: DeserializeOwned>(kind: impl FrameKind, body: &[u8]) -> Result<T, WireError> {
     decode_exact(kind.name(), body)
 }
 
@@ -273,53 +228,29 @@ fn decode_exact<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result
     Ok(message)
 }
 
-/// Encodes one value that travels or is stored outside a frame.
-fn encode_plain<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, WireError> {
+/// Encodes one value that travels or is stored outside a frame (a probe's
+/// payload, a manifest, a ticket, a stored message); `what` names it in errors.
+pub fn encode_value<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, WireError> {
     bincode::serde::encode_to_vec(value, codec()).map_err(|e| WireError::Encode {
-        kind,
+        kind: what,
         reason: e.to_string(),
     })
 }
 
-/// Encodes a message for the history store.
-pub fn encode_stored(message: &crate::protocol::SignedMessage) -> Result<Vec<u8>, WireError> {
-    encode_plain("stored message", message)
+/// Decodes one value encoded by [`encode_value`]; it must use every byte
+/// (trailing bytes are an error).
+pub fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, WireError> {
+    decode_exact(what, bytes)
 }
 
-/// Decodes a message from the history store.
-pub fn decode_stored(bytes: &[u8]) -> Result<crate::protocol::SignedMessage, WireError> {
-    decode_exact("stored message", bytes)
+/// Encodes a value kept on disk (the history store's messages).
+pub fn encode_stored<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+    encode_value("stored value", value)
 }
 
-/// Encodes a probe's payload.
-pub fn encode_probe(message: &crate::protocol::ProbeMessage) -> Result<Vec<u8>, WireError> {
-    encode_plain("probe", message)
-}
-
-/// Decodes a probe's payload; trailing bytes are an error.
-pub fn decode_probe(payload: &[u8]) -> Result<crate::protocol::ProbeMessage, WireError> {
-    decode_exact("probe", payload)
-}
-
-/// Encodes a manifest: its BLAKE3 hash is the content id.
-pub fn encode_manifest(
-    manifest: &crate::transfer::manifest::Manifest,
-) -> Result<Vec<u8>, WireError> {
-    encode_plain("manifest", manifest)
-}
-
-/// Decodes a manifest; trailing bytes are an error (they would change the
-/// content id without changing the content).
-pub fn decode_manifest(bytes: &[u8]) -> Result<crate::transfer::manifest::Manifest, WireError> {
-    decode_exact("manifest", bytes)
-}
-
-pub fn encode_ticket(ticket: &crate::transfer::Ticket) -> Result<Vec<u8>, WireError> {
-    encode_plain("ticket", ticket)
-}
-
-pub fn decode_ticket(bytes: &[u8]) -> Result<crate::transfer::Ticket, WireError> {
-    decode_exact("ticket", bytes)
+/// Decodes a value kept on disk; trailing bytes are an error.
+pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    decode_value("stored value", bytes)
 }
 
 /// Canonical bytes of `value` prefixed by a domain string, for signatures:
@@ -339,24 +270,27 @@ pub fn signing_bytes<T: Serialize>(domain: &str, value: &T) -> Result<Vec<u8>, W
 /// Writes frames of one kind to a stream.
 pub struct FrameWriter<W> {
     inner: W,
-    kind: StreamKind,
+    kind: KindFacts,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Starts a stream of `kind`: writes its header.
-    pub async fn open(mut inner: W, kind: StreamKind) -> Result<Self, WireError> {
+    pub async fn open<K: FrameKind>(mut inner: W, kind: K) -> Result<Self, WireError> {
         inner.write_all(&header(kind)).await?;
-        Ok(Self { inner, kind })
+        Ok(Self::answering(inner, kind))
     }
 
     /// Writes to a stream whose header the other side already sent (the
     /// answering half of a bidirectional stream).
-    pub fn answering(inner: W, kind: StreamKind) -> Self {
-        Self { inner, kind }
+    pub fn answering<K: FrameKind>(inner: W, kind: K) -> Self {
+        Self {
+            inner,
+            kind: KindFacts::of(kind),
+        }
     }
 
     pub async fn send<T: Serialize>(&mut self, message: &T) -> Result<(), WireError> {
-        let frame = encode_frame(self.kind, message)?;
+        let frame = encode_frame_as(self.kind, message)?;
         self.inner.write_all(&frame).await?;
         Ok(())
     }
@@ -369,22 +303,22 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// Reads frames of one kind from a stream.
 pub struct FrameReader<R> {
     inner: R,
-    kind: StreamKind,
+    kind: KindFacts,
     body: Vec<u8>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads from a stream whose header was already read and checked.
-    pub fn new(inner: R, kind: StreamKind) -> Self {
+    pub fn new<K: FrameKind>(inner: R, kind: K) -> Self {
         Self {
             inner,
-            kind,
+            kind: KindFacts::of(kind),
             body: Vec::new(),
         }
     }
 
     /// Reads the header, checks it is `kind`, and returns the reader.
-    pub async fn accept(mut inner: R, kind: StreamKind) -> Result<Self, WireError> {
+    pub async fn accept<K: FrameKind>(mut inner: R, kind: K) -> Result<Self, WireError> {
         expect_header(&mut inner, kind).await?;
         Ok(Self::new(inner, kind))
     }
@@ -396,19 +330,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Ok(None);
         }
         let len = u32::from_be_bytes(prefix) as usize;
-        let limit = self.kind.max_frame_len();
+        let limit = self.kind.max_frame_len;
         if len > limit {
             return Err(WireError::FrameTooLarge {
                 len,
                 limit,
-                kind: self.kind.name(),
+                kind: self.kind.name,
             });
         }
         self.body.resize(len, 0);
         if len > 0 && !read_full(&mut self.inner, &mut self.body, "frame").await? {
             return Err(WireError::Truncated("frame"));
         }
-        decode_body(self.kind, &self.body).map(Some)
+        decode_exact(self.kind.name, &self.body).map(Some)
     }
 
     pub fn get_mut(&mut self) -> &mut R {
@@ -420,6 +354,39 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    /// Kinds with the limits of three of the protocol's.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum StreamKind {
+        Tracker = 1,
+        Control = 2,
+        Chat = 3,
+    }
+
+    impl FrameKind for StreamKind {
+        fn from_byte(byte: u8) -> Option<Self> {
+            [Self::Tracker, Self::Control, Self::Chat]
+                .into_iter()
+                .find(|kind| *kind as u8 == byte)
+        }
+        fn byte(self) -> u8 {
+            self as u8
+        }
+        fn name(self) -> &'static str {
+            match self {
+                Self::Tracker => "tracker",
+                Self::Control => "control",
+                Self::Chat => "chat",
+            }
+        }
+        fn max_frame_len(self) -> usize {
+            match self {
+                Self::Tracker => 256 * 1024,
+                Self::Control => 4 * 1024,
+                Self::Chat => 16 * 1024,
+            }
+        }
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Sample {
@@ -490,7 +457,9 @@ mod tests {
             (b"PG", |e| matches!(e, WireError::Truncated(_))),
         ];
         for (bytes, check) in cases {
-            let err = read_header(&mut &bytes[..]).await.unwrap_err();
+            let err = read_header::<StreamKind>(&mut &bytes[..])
+                .await
+                .unwrap_err();
             assert!(check(&err), "{bytes:?}: {err}");
         }
         let err = expect_header(&mut &header(StreamKind::Chat)[..], StreamKind::Tracker)

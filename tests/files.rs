@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use punchgate::node::{Event, FetchError, FetchReport, FetchRequest, NodeConfig};
+use punchgate::protocol::StreamKind;
 use punchgate::protocol::{ManifestReply, ManifestRequest};
 use punchgate::transfer::manifest::{ContentId, FileEntry, Manifest, MIN_CHUNK_SIZE};
-use punchgate::wire::{self, FrameReader, FrameWriter, StreamKind};
+use punchgate::wire::{self, FrameReader, FrameWriter};
 
 /// Small chunks so small files have many of them.
 fn small_chunks(name: &str, connect: &[&TestNode]) -> NodeConfig {
@@ -282,7 +283,7 @@ async fn an_existing_file_is_kept_unless_forced() {
 
 /// A raw peer answers Bob's manifest request with `manifest`.
 async fn serve_one_manifest(peer: &RawPeer, manifest: &Manifest) -> ContentId {
-    let encoded = wire::encode_manifest(manifest).unwrap();
+    let encoded = manifest.encode().unwrap();
     let id = ContentId::of_manifest(&encoded);
     let connection = peer.connection.clone();
     tokio::spawn(async move {
@@ -290,7 +291,7 @@ async fn serve_one_manifest(peer: &RawPeer, manifest: &Manifest) -> ContentId {
         let mut others = Vec::new();
         let (send, recv) = loop {
             let (send, mut recv) = connection.accept_bi().await.unwrap();
-            if wire::read_header(&mut recv).await.unwrap() == StreamKind::Manifest {
+            if wire::read_header::<StreamKind>(&mut recv).await.unwrap() == StreamKind::Manifest {
                 break (send, recv);
             }
             others.push((send, recv));

@@ -13,7 +13,8 @@ use super::gate::Gate;
 use super::{Event, Node};
 use crate::pake::{Exchange, PakeError, Side, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::protocol::AuthFrame;
-use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::protocol::StreamKind;
+use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Failed proofs one peer may make on one connection before it is dropped:
 /// each failure is one online password guess.

@@ -18,9 +18,10 @@ use super::{
 };
 use crate::hlc;
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{ChatBody, ChatFrame, MessageId, SignedMessage};
 use crate::store::StoreError;
-use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{FrameReader, FrameWriter, WireError};
 
 impl Node {
     /// Sends `text` to the current room. See [`Node::post`].

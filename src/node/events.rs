@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+pub use crate::command::HelpLine;
+
 /// Where a peer stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -254,12 +256,6 @@ pub enum Event {
     Error {
         message: String,
     },
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct HelpLine {
-    pub usage: String,
-    pub about: String,
 }
 
 impl Event {

@@ -26,6 +26,7 @@ use super::events::Event;
 use super::gate::Gate;
 use super::{Node, NodeError};
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{
     validate_label, ChunkReply, ChunkRequest, ControlMessage, FileOffer, ManifestReply,
     ManifestRequest, MAX_ROOM_LEN,
@@ -34,7 +35,7 @@ use crate::transfer::manifest::{self, ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
 use crate::transfer::{swarm_room, Share, Ticket};
-use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{FrameReader, FrameWriter, WireError};
 
 /// Chunk requests a worker keeps outstanding, so its stream never idles
 /// for a round trip between chunks.

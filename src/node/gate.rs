@@ -9,10 +9,11 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{
     validate_label, ChatFrame, ControlMessage, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
 };
-use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Time the other side has to greet after the handshake.
 pub(super) const GREETING_TIMEOUT: Duration = Duration::from_secs(10);

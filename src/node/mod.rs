@@ -48,6 +48,7 @@ use gate::Gate;
 use manager::{Manager, ManagerConfig};
 pub use relay::RelayPolicy;
 use relay::RelayState;
+pub use serve::write_zeros;
 
 use crate::command::{self, Command};
 use crate::endpoint::{self, Target};

@@ -14,9 +14,10 @@ use quinn::{RecvStream, SendStream};
 use super::gate::{Gate, GateError};
 use super::{Node, NodeError};
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{SyncFrame, SYNC_BATCH};
 use crate::store::{StoreError, VersionVector};
-use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{FrameReader, FrameWriter, WireError};
 
 /// Most authors a version vector may list.
 const MAX_AUTHORS: usize = 16_384;

@@ -1,8 +1,8 @@
 //! The tracker server: accepts nodes over pinned QUIC, registers them, answers
 //! room requests, pushes presence events, and relays packets between peers
-//! that found no direct path. One [`wire::StreamKind::Tracker`] stream per
+//! that found no direct path. One [`StreamKind::Tracker`] stream per
 //! connection carries the requests and events; at most one
-//! [`wire::StreamKind::Relay`] stream carries relayed packets (see
+//! [`StreamKind::Relay`] stream carries relayed packets (see
 //! [`serve_relay`]). Anything else a node sends is a protocol error that
 //! closes only that node's connection.
 
@@ -22,13 +22,12 @@ use crate::endpoint::{self, Liveness};
 use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    Member, ProbeMessage, RelayFrame, RelayRefusal, TrackerEvent, TrackerMessage, TrackerRefusal,
-    TrackerRequest, TrackerRequestBody, TrackerResponse,
+    Member, ProbeMessage, RelayFrame, RelayRefusal, Role, StreamKind, TrackerEvent, TrackerMessage,
+    TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse, MAX_RELAYED_PACKET,
 };
-use crate::punch::Role;
 use crate::rate::TokenBucket;
 use crate::tls::{self, CertifiedIdentity};
-use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{self, CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Messages waiting for one node's stream. Events beyond this are dropped;
 /// responses wait (the node is rate-limited anyway).
@@ -80,7 +79,7 @@ impl RelayConfig {
     }
 
     fn burst(&self) -> u32 {
-        self.burst.max(wire::MAX_RELAYED_PACKET as u32)
+        self.burst.max(MAX_RELAYED_PACKET as u32)
     }
 }
 
@@ -369,11 +368,11 @@ async fn reflect_loop(shared: Arc<Shared>) {
             continue;
         }
         let Ok(ProbeMessage::Reflect { nonce }) =
-            wire::decode_probe(&datagram[PROBE_MAGIC.len()..])
+            ProbeMessage::decode(&datagram[PROBE_MAGIC.len()..])
         else {
             continue;
         };
-        if let Ok(payload) = wire::encode_probe(&ProbeMessage::Reflected { nonce, seen: from }) {
+        if let Ok(payload) = (ProbeMessage::Reflected { nonce, seen: from }).encode() {
             let _ = shared.aux.send_to(&probe_datagram(&payload), from).await;
         }
     }
@@ -534,7 +533,7 @@ async fn session(
                 }
                 stream = connection.accept_bi() => {
                     let Ok((send, mut recv)) = stream else { return Ok(()) };
-                    let kind = match timeout(Duration::from_secs(5), wire::read_header(&mut recv)).await {
+                    let kind = match timeout(Duration::from_secs(5), wire::read_header::<StreamKind>(&mut recv)).await {
                         Ok(Ok(kind)) => kind,
                         Ok(Err(error)) => return Err(SessionEnd::Protocol(error)),
                         Err(_) => return Err(SessionEnd::Protocol(WireError::Truncated("stream header"))),
@@ -594,7 +593,12 @@ async fn drain_into<T: serde::Serialize>(
 /// The error for a stream a node should not have opened: whatever is wrong
 /// with its header, or that it is not the tracker stream.
 async fn unexpected_stream(recv: &mut quinn::RecvStream) -> SessionEnd {
-    match timeout(Duration::from_secs(5), wire::read_header(recv)).await {
+    match timeout(
+        Duration::from_secs(5),
+        wire::read_header::<StreamKind>(recv),
+    )
+    .await
+    {
         Ok(Err(error)) => SessionEnd::Protocol(error),
         Ok(Ok(kind)) => SessionEnd::Protocol(WireError::UnexpectedKind {
             expected: "single tracker",
@@ -658,7 +662,8 @@ fn handle_request(
             Ok(TrackerResponse::Members { room, members })
         }
         TrackerRequestBody::Netcheck { nonce } => {
-            let probe = wire::encode_probe(&ProbeMessage::Unsolicited { nonce })
+            let probe = (ProbeMessage::Unsolicited { nonce })
+                .encode()
                 .map(|payload| probe_datagram(&payload));
             if let Ok(datagram) = probe {
                 // Best effort: a full socket buffer loses it, as a network could.

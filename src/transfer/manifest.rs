@@ -6,15 +6,14 @@
 //! manifest from the network: it refuses every name that could leave the
 //! target directory and every size that does not add up.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::is_deceptive_char;
+pub use crate::protocol::{ContentId, MAX_MANIFEST_LEN};
 use crate::wire::{self, WireError};
 
 /// Chunk size of new manifests: large enough that per-chunk costs vanish
@@ -23,8 +22,6 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 /// Bounds on a manifest's chunk size (a power of two between them).
 pub const MIN_CHUNK_SIZE: u32 = 16 << 10;
 pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
-/// Largest encoded manifest accepted (about 500k chunks: 500 GiB at 1 MiB).
-pub const MAX_MANIFEST_LEN: usize = 16 << 20;
 /// Most files in one manifest.
 pub const MAX_FILES: usize = 100_000;
 /// Limits on received names, as common filesystems have them.
@@ -35,51 +32,6 @@ const MAX_DISPLAY_NAME_LEN: usize = 255;
 
 /// A chunk's BLAKE3 hash.
 pub type ChunkHash = [u8; 32];
-
-/// The BLAKE3 hash of an encoded manifest: names content everywhere.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ContentId(pub [u8; 32]);
-
-impl ContentId {
-    pub fn of_manifest(encoded: &[u8]) -> Self {
-        Self(*blake3::hash(encoded).as_bytes())
-    }
-
-    /// The first characters of the text form, for people.
-    pub fn short(&self) -> String {
-        self.to_string()[..10].to_string()
-    }
-}
-
-impl fmt::Display for ContentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            &data_encoding::BASE32_NOPAD
-                .encode(&self.0)
-                .to_ascii_lowercase(),
-        )
-    }
-}
-
-impl fmt::Debug for ContentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ContentId({})", self.short())
-    }
-}
-
-impl FromStr for ContentId {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(text.trim().to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("{text:?} is not a content hash (52 base32 characters)"))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| format!("{text:?} is not a content hash (52 base32 characters)"))?;
-        Ok(Self(bytes))
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -161,7 +113,7 @@ impl Layout {
         if ContentId::of_manifest(encoded) != id {
             return Err(ManifestError::WrongHash);
         }
-        let manifest = wire::decode_manifest(encoded)?;
+        let manifest = Manifest::decode(encoded)?;
         manifest.check()?;
         Ok(Self::new(id, manifest))
     }
@@ -214,6 +166,17 @@ impl Layout {
 }
 
 impl Manifest {
+    /// The manifest's encoding: its BLAKE3 hash is the content id.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        wire::encode_value("manifest", self)
+    }
+
+    /// Decodes a manifest; trailing bytes are an error (they would change
+    /// the content id without changing the content).
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        wire::decode_value("manifest", bytes)
+    }
+
     /// Checks everything a receiver relies on: safe relative names, no name
     /// twice, chunk counts that match the sizes.
     pub fn check(&self) -> Result<(), ManifestError> {
@@ -403,7 +366,7 @@ pub fn build(paths: &[PathBuf], chunk_size: u32) -> Result<Built, BuildError> {
         files,
     };
     manifest.check()?;
-    let encoded = wire::encode_manifest(&manifest).map_err(ManifestError::from)?;
+    let encoded = manifest.encode().map_err(ManifestError::from)?;
     let id = ContentId::of_manifest(&encoded);
     Ok(Built {
         layout: Layout::new(id, manifest),
@@ -600,7 +563,7 @@ mod tests {
             ],
         };
         m.check().unwrap();
-        let encoded = wire::encode_manifest(&m).unwrap();
+        let encoded = m.encode().unwrap();
         let id = ContentId::of_manifest(&encoded);
         let layout = Layout::from_wire(id, &encoded).unwrap();
         assert_eq!(layout.total_chunks, 3);

@@ -77,8 +77,9 @@ pub struct RawPeer {
 /// Connects to `node` as `name`, in `room`, and exchanges greetings.
 pub async fn raw_peer(node: &TestNode, name: &str, room: &str) -> RawPeer {
     use punchgate::protocol::ControlMessage;
+    use punchgate::protocol::StreamKind;
     use punchgate::tls::{self, CertifiedIdentity};
-    use punchgate::wire::{FrameReader, FrameWriter, StreamKind};
+    use punchgate::wire::{FrameReader, FrameWriter};
     let identity = Identity::generate().unwrap();
     let certified = CertifiedIdentity::new(&identity).unwrap();
     let bound = punchgate::endpoint::bind(loopback(), None).unwrap();
