@@ -2,8 +2,8 @@
 //! room requests, pushes presence events, and relays packets between peers
 //! that found no direct path. One [`StreamKind::Tracker`] stream per
 //! connection carries the requests and events; at most one
-//! [`StreamKind::Relay`] stream carries relayed packets (see
-//! [`serve_relay`]). Anything else a node sends is a protocol error that
+//! [`StreamKind::Relay`] stream carries relayed packets (see the `relay`
+//! module). Anything else a node sends is a protocol error that
 //! closes only that node's connection.
 
 use std::collections::HashMap;
@@ -18,12 +18,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use super::registry::{self, Generation, Registry, TrackerLimits};
+use super::relay::{serve_relay, RelayConfig, RelayOutbox};
 use crate::endpoint::{self, Liveness};
 use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    Member, ProbeMessage, RelayFrame, RelayRefusal, Role, StreamKind, TrackerEvent, TrackerMessage,
-    TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse, MAX_RELAYED_PACKET,
+    Member, ProbeMessage, Role, StreamKind, TrackerEvent, TrackerMessage, TrackerRefusal,
+    TrackerRequest, TrackerRequestBody, TrackerResponse,
 };
 use crate::rate::TokenBucket;
 use crate::tls::{self, CertifiedIdentity};
@@ -35,53 +36,6 @@ const EVENT_QUEUE: usize = 256;
 /// A node whose stream takes no data for this long is not reading: it is
 /// closed rather than allowed to pin the tracker's memory.
 const WRITE_STALL: Duration = Duration::from_secs(10);
-
-/// What the relay forwards, and how much. Defaults suit a small tracker
-/// carrying chat and some files for peers that cannot punch.
-#[derive(Clone, Debug)]
-pub struct RelayConfig {
-    /// Whether the tracker relays at all. Default on (`--no-relay` turns it off).
-    pub enabled: bool,
-    /// Bytes per second one peer may send through the relay, on average.
-    /// Default 1 MB/s.
-    pub bytes_per_second: u32,
-    /// Bytes one peer may send in a burst. Default 512 KiB; at least one
-    /// largest packet (64 KiB) is always allowed.
-    pub burst: u32,
-    /// Bytes per second the whole relay forwards, all peers together.
-    /// Default 100 MB/s.
-    pub total_bytes_per_second: u32,
-    /// Packets waiting to be written to one destination; more are dropped,
-    /// as a full router queue would (QUIC's congestion control backs off).
-    /// Default 256.
-    pub queue: usize,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            bytes_per_second: 1_000_000,
-            burst: 512 * 1024,
-            total_bytes_per_second: 100_000_000,
-            queue: 256,
-        }
-    }
-}
-
-impl RelayConfig {
-    /// Relaying switched off.
-    pub fn disabled() -> Self {
-        Self {
-            enabled: false,
-            ..Self::default()
-        }
-    }
-
-    fn burst(&self) -> u32 {
-        self.burst.max(MAX_RELAYED_PACKET as u32)
-    }
-}
 
 /// Counters of what the tracker did since it started (`--stats`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -104,17 +58,17 @@ pub struct TrackerStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    registrations: AtomicU64,
-    introductions: AtomicU64,
-    relayed_packets: AtomicU64,
-    relayed_bytes: AtomicU64,
-    relay_dropped: AtomicU64,
-    relay_throttled: AtomicU64,
-    relay_refused: AtomicU64,
+pub(super) struct Counters {
+    pub(super) registrations: AtomicU64,
+    pub(super) introductions: AtomicU64,
+    pub(super) relayed_packets: AtomicU64,
+    pub(super) relayed_bytes: AtomicU64,
+    pub(super) relay_dropped: AtomicU64,
+    pub(super) relay_throttled: AtomicU64,
+    pub(super) relay_refused: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64, by: u64) {
+pub(super) fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
@@ -165,24 +119,19 @@ pub enum TrackerStartError {
 /// not become a reflector for floods.
 const REFLECT_RATE: u32 = 200;
 
-struct Shared {
+pub(super) struct Shared {
     /// The second port: unsolicited probes and reflections for netcheck.
     aux: tokio::net::UdpSocket,
-    config: TrackerConfig,
+    pub(super) config: TrackerConfig,
     registry: Mutex<Registry>,
     /// Where to push each registered node's events, by generation, with
     /// its connection (whose RTT times introductions).
     outboxes: Mutex<HashMap<PeerId, Outbox>>,
     /// Where to write packets relayed to each node with a relay stream.
-    relays: Mutex<HashMap<PeerId, RelayOutbox>>,
+    pub(super) relays: Mutex<HashMap<PeerId, RelayOutbox>>,
     /// The relay's tracker-wide byte budget.
-    relay_total: Mutex<TokenBucket>,
-    counters: Counters,
-}
-
-struct RelayOutbox {
-    generation: Generation,
-    sender: mpsc::Sender<RelayFrame>,
+    pub(super) relay_total: Mutex<TokenBucket>,
+    pub(super) counters: Counters,
 }
 
 struct Outbox {
@@ -192,7 +141,7 @@ struct Outbox {
 }
 
 impl Shared {
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+    pub(super) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -385,7 +334,7 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
 }
 
 /// How a node's session ended.
-enum SessionEnd {
+pub(super) enum SessionEnd {
     /// The node closed its stream or its connection, or we shut down.
     Closed,
     /// The node broke the protocol.
@@ -448,7 +397,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
 
 impl SessionEnd {
     /// Closes the node's connection with the code and reason this end deserves.
-    fn close(&self, connection: &Connection, peer_id: PeerId) {
+    pub(super) fn close(&self, connection: &Connection, peer_id: PeerId) {
         match self {
             SessionEnd::Protocol(error) => {
                 tracing::debug!(peer = %peer_id.short(), %error, "closing a node that broke the protocol");
@@ -576,7 +525,7 @@ async fn session(
 /// Writes queued frames to a node's stream until the queue closes; a node
 /// whose stream takes nothing for [`WRITE_STALL`] is refused with
 /// `stalled`, rather than allowed to pin the tracker's memory.
-async fn drain_into<T: serde::Serialize>(
+pub(super) async fn drain_into<T: serde::Serialize>(
     mut writer: FrameWriter<quinn::SendStream>,
     mut queue: mpsc::Receiver<T>,
     stalled: &'static str,
@@ -733,141 +682,5 @@ impl Shared {
                 let _ = sender.try_send(TrackerMessage::Event(event));
             });
         }
-    }
-}
-
-/// A node's relay stream: announces the relay's limits (or that there is
-/// none), then forwards each packet the node sends to its destination's
-/// relay stream, with the node's id as the source. Packets go only to peers
-/// the tracker introduced the node to, within the node's byte budget and the
-/// tracker's; beyond either, or when the destination's queue is full, they
-/// are dropped, as a router would. The sender hears of refusals and
-/// throttling at most once a second. Ends (closing the connection) if the
-/// node breaks the protocol or stops reading.
-async fn serve_relay(
-    shared: Arc<Shared>,
-    connection: Connection,
-    peer_id: PeerId,
-    generation: Generation,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-) {
-    let config = shared.config.relay.clone();
-    let mut writer = FrameWriter::answering(send, StreamKind::Relay);
-    if !config.enabled {
-        let reason = "this tracker does not relay (it runs with --no-relay)".to_string();
-        let _ = writer.send(&RelayFrame::Unavailable { reason }).await;
-        let _ = writer.get_mut().finish();
-        return;
-    }
-    let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(config.queue.max(1));
-    let first = RelayFrame::Ready {
-        bytes_per_second: config.bytes_per_second,
-        burst: config.burst(),
-    };
-    // The queue is fresh: the announcement always fits.
-    let _ = out_tx.try_send(first);
-    shared
-        .relays
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(
-            peer_id,
-            RelayOutbox {
-                generation,
-                sender: out_tx.clone(),
-            },
-        );
-    let write_all = drain_into(writer, out_rx, "not reading its relay stream");
-    let mut reader = FrameReader::new(recv, StreamKind::Relay);
-    let now = || Instant::now().into_std();
-    let mut budget = TokenBucket::new(config.bytes_per_second, config.burst(), now());
-    // One notice of each kind a second, at most.
-    let mut refusal_notices = TokenBucket::new(1, 1, now());
-    let mut throttle_notices = TokenBucket::new(1, 1, now());
-    let read_all = async {
-        while let Some(frame) = reader.recv::<RelayFrame>().await? {
-            let RelayFrame::Packet { peer, packet } = frame else {
-                return Err(SessionEnd::Protocol(WireError::Malformed {
-                    kind: "relay",
-                    reason: "only packets travel from a node to the tracker".into(),
-                }));
-            };
-            let size = packet.len() as u32;
-            let destination = shared.relay_destination(&peer_id, &peer);
-            let notice = match destination {
-                Err(reason) => {
-                    bump(&shared.counters.relay_refused, 1);
-                    Some((&mut refusal_notices, RelayFrame::Refused { peer, reason }))
-                }
-                Ok(_) if !shared.within_relay_budget(&mut budget, size) => {
-                    bump(&shared.counters.relay_throttled, 1);
-                    let throttled = RelayFrame::Throttled {
-                        peer,
-                        bytes_per_second: config.bytes_per_second,
-                    };
-                    Some((&mut throttle_notices, throttled))
-                }
-                Ok(destination) => {
-                    let relayed = RelayFrame::Packet {
-                        peer: peer_id,
-                        packet,
-                    };
-                    if destination.try_send(relayed).is_ok() {
-                        bump(&shared.counters.relayed_packets, 1);
-                        bump(&shared.counters.relayed_bytes, u64::from(size));
-                    } else {
-                        bump(&shared.counters.relay_dropped, 1);
-                    }
-                    None
-                }
-            };
-            if let Some((notices, notice)) = notice {
-                if notices.try_take(now()) {
-                    let _ = out_tx.try_send(notice);
-                }
-            }
-        }
-        Ok::<(), SessionEnd>(())
-    };
-    let result = tokio::select! {
-        result = read_all => result,
-        result = write_all => result,
-    };
-    let mut relays = shared.relays.lock().unwrap_or_else(PoisonError::into_inner);
-    if relays.get(&peer_id).map(|r| r.generation) == Some(generation) {
-        relays.remove(&peer_id);
-    }
-    drop(relays);
-    if let Err(end) = result {
-        end.close(&connection, peer_id);
-    }
-}
-
-impl Shared {
-    /// Where packets from `from` to `to` go, if the relay may carry them.
-    fn relay_destination(
-        &self,
-        from: &PeerId,
-        to: &PeerId,
-    ) -> Result<mpsc::Sender<RelayFrame>, RelayRefusal> {
-        self.registry().may_relay(from, to)?;
-        self.relays
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(to)
-            .map(|outbox| outbox.sender.clone())
-            .ok_or(RelayRefusal::Offline)
-    }
-
-    /// Takes `size` bytes from the sender's budget and the tracker's.
-    fn within_relay_budget(&self, sender: &mut TokenBucket, size: u32) -> bool {
-        let now = Instant::now().into_std();
-        sender.try_take_amount(size, now)
-            && self
-                .relay_total
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .try_take_amount(size, now)
     }
 }
