@@ -454,6 +454,9 @@ pub struct SignedMessage {
     pub signature: Vec<u8>,
 }
 
+/// Kept in the history store as encoded here.
+impl wire::Stored for SignedMessage {}
+
 const CHAT_SIGNING_DOMAIN: &str = "punchgate chat message v1";
 
 #[derive(Debug, thiserror::Error)]

@@ -3,11 +3,15 @@
 //! Every QUIC stream opens with a 4-byte header: the magic `PG`, the protocol
 //! version, and a byte naming the stream's kind. After it come frames: a
 //! big-endian `u32` length, then that many bytes of bincode (standard config,
-//! varint integers). Each kind has a hard frame-size limit checked *before*
-//! anything is allocated; a frame must decode to exactly its length. Every
-//! failure is a [`WireError`]; callers close the connection with
-//! [`CloseCode::Protocol`] and the error's text as the reason. See
-//! docs/PROTOCOL.md.
+//! varint integers). Each kind has a hard frame-size limit checked before
+//! the body is read; a frame's buffer grows with the bytes that arrive,
+//! never to the announced length; a frame must decode to exactly its
+//! length, within an allocation budget of 8 times its size. A frame that
+//! stops coming ([`FRAME_STALL`]), or a stream that idles where its kind may
+//! not ([`FrameKind::idle_limit`]), fails. Every failure is a [`WireError`];
+//! callers close the connection with [`CloseCode::Protocol`] (or
+//! [`CloseCode::Refused`] for a stall or idle stream) and the error's text
+//! as the reason. See docs/PROTOCOL.md and docs/SECURITY.md.
 //!
 //! This module knows no message and no stream kind: the kinds and their
 //! limits are [`crate::protocol`]'s, given here through [`FrameKind`].
@@ -15,21 +19,71 @@
 //! bincode is marked unmaintained (RUSTSEC-2025-0141): keeping every encode
 //! and decode here means a codec swap touches one file.
 
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// Version byte of every stream header; a peer speaking another is refused.
 pub const PROTOCOL_VERSION: u8 = 1;
 const MAGIC: [u8; 2] = *b"PG";
 pub const HEADER_LEN: usize = 4;
 const LENGTH_PREFIX: usize = 4;
-/// Bound on what bincode may claim to allocate while decoding one frame; no
-/// frame is larger than this, so no honest frame ever reaches it.
-const DECODE_LIMIT: usize = 1 << 20;
+/// A frame that has begun must keep coming: no gap between its bytes longer
+/// than this, or the stream fails with [`WireError::Stalled`]. Longer than
+/// a connection's idle timeout (10 s by default), so on a live connection
+/// only a peer that withholds the rest of a frame on purpose reaches it.
+pub const FRAME_STALL: Duration = Duration::from_secs(15);
+/// A frame's buffer grows by at most this much at a time, and by no more
+/// than the bytes that already arrived (but [`FIRST_PIECE`] at first): it
+/// follows what was received, never the length a prefix announced.
+const READ_PIECE: usize = 64 * 1024;
+const FIRST_PIECE: usize = 4 * 1024;
+/// A reader keeps a buffer up to this size between frames; a larger one
+/// (left by a large frame) is given back.
+const KEPT_BUFFER: usize = 64 * 1024;
+/// What decoding one value may claim to allocate (bincode counts each
+/// decoded integer at its size in memory and each string or vector at its
+/// announced length, before reading it) is 8 times its encoded length: a
+/// byte never decodes to more than 8 (a one-byte varint to a `u64`), so an
+/// honest value stays within it, and a length inside a value that lies can
+/// claim no more. At least this much, for small values.
+const MIN_DECODE_BUDGET: usize = 1 << 20;
+/// No value larger than this decodes (the largest is a 16 MiB manifest).
+pub const MAX_DECODED_LEN: usize = 32 << 20;
 
-fn codec() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+/// The encoding: bincode's standard configuration (varint integers).
+fn codec() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Decodes a value from the start of `bytes` within an allocation budget of
+/// 8 times their length (see [`MIN_DECODE_BUDGET`]). bincode takes the
+/// budget as a type-level constant, so it is rounded up to a power of four.
+fn decode_within_budget<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    macro_rules! with_limit {
+        ($limit:expr) => {
+            bincode::serde::decode_from_slice(bytes, codec().with_limit::<{ $limit }>())
+        };
+    }
+    let budget = bytes.len().saturating_mul(8).max(MIN_DECODE_BUDGET);
+    if bytes.len() > MAX_DECODED_LEN {
+        Err(bincode::error::DecodeError::LimitExceeded)
+    } else if budget <= 1 << 20 {
+        with_limit!(1 << 20)
+    } else if budget <= 1 << 22 {
+        with_limit!(1 << 22)
+    } else if budget <= 1 << 24 {
+        with_limit!(1 << 24)
+    } else if budget <= 1 << 26 {
+        with_limit!(1 << 26)
+    } else {
+        with_limit!(1 << 28)
+    }
 }
 
 /// What the framing needs to know of a stream kind: the byte that names it
@@ -44,6 +98,13 @@ pub trait FrameKind: Copy + Eq {
     fn name(self) -> &'static str;
     /// The largest frame body accepted on a stream of this kind.
     fn max_frame_len(self) -> usize;
+    /// How long a reader of this kind waits for the next frame to begin
+    /// before the stream fails with [`WireError::Idle`]; `None` for streams
+    /// that may rightly stay quiet (the connection's idle timeout and
+    /// keep-alives govern those).
+    fn idle_limit(self) -> Option<Duration> {
+        None
+    }
 }
 
 /// One kind's framing facts, taken once when a reader or writer is made.
@@ -51,6 +112,7 @@ pub trait FrameKind: Copy + Eq {
 struct KindFacts {
     name: &'static str,
     max_frame_len: usize,
+    idle_limit: Option<Duration>,
 }
 
 impl KindFacts {
@@ -58,6 +120,7 @@ impl KindFacts {
         Self {
             name: kind.name(),
             max_frame_len: kind.max_frame_len(),
+            idle_limit: kind.idle_limit(),
         }
     }
 }
@@ -110,6 +173,10 @@ pub enum WireError {
     },
     #[error("stream ended in the middle of a {0}")]
     Truncated(&'static str),
+    #[error("a {kind} frame stalled: no byte of it for {} s", limit.as_secs())]
+    Stalled { kind: &'static str, limit: Duration },
+    #[error("the {kind} stream sent nothing for {} s", limit.as_secs())]
+    Idle { kind: &'static str, limit: Duration },
     #[error("malformed {kind} frame: {reason}")]
     Malformed { kind: &'static str, reason: String },
     #[error("could not encode a {kind} frame: {reason}")]
@@ -220,8 +287,7 @@ pub fn decode_body<T: DeserializeOwned>(kind: impl FrameKind, body: &[u8]) -> Re
 /// Decodes one value that must use every byte of `bytes`.
 fn decode_exact<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, WireError> {
     let malformed = |reason: String| WireError::Malformed { kind, reason };
-    let (message, used) =
-        bincode::serde::decode_from_slice(bytes, codec()).map_err(|e| malformed(e.to_string()))?;
+    let (message, used) = decode_within_budget(bytes).map_err(|e| malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(malformed(format!("{} trailing bytes", bytes.len() - used)));
     }
@@ -243,14 +309,23 @@ pub fn decode_value<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Re
     decode_exact(what, bytes)
 }
 
-/// Encodes a value kept on disk (the history store's messages).
-pub fn encode_stored<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
+/// A value kept on disk (the history store's messages). A type whose
+/// stored layout changed overrides [`Stored::from_stored`] to read the old
+/// one too, beside the type.
+pub trait Stored: Serialize + DeserializeOwned {
+    fn from_stored(bytes: &[u8]) -> Result<Self, WireError> {
+        decode_value("stored value", bytes)
+    }
+}
+
+/// Encodes a value kept on disk.
+pub fn encode_stored<T: Stored>(value: &T) -> Result<Vec<u8>, WireError> {
     encode_value("stored value", value)
 }
 
 /// Decodes a value kept on disk; trailing bytes are an error.
-pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    decode_value("stored value", bytes)
+pub fn decode_stored<T: Stored>(bytes: &[u8]) -> Result<T, WireError> {
+    T::from_stored(bytes)
 }
 
 /// Canonical bytes of `value` prefixed by a domain string, for signatures:
@@ -301,10 +376,29 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 /// Reads frames of one kind from a stream.
+///
+/// Memory follows the bytes that arrived: a frame's buffer grows as its
+/// bytes come (to at most twice what arrived, and 4 KiB at first), whatever
+/// length its prefix announced (within the kind's limit). A frame that has begun must keep
+/// coming ([`FRAME_STALL`]); a kind with an [`FrameKind::idle_limit`] must
+/// also begin its next frame in time.
+///
+/// [`FrameReader::recv`] is cancel safe: the bytes of a frame read so far
+/// stay in the reader, so it may be raced in `select!` against other events.
 pub struct FrameReader<R> {
     inner: R,
     kind: KindFacts,
+    prefix: [u8; LENGTH_PREFIX],
+    prefix_filled: usize,
+    /// The body's length, once the prefix is complete.
+    body_len: Option<usize>,
+    /// The body's bytes so far are `body[..body_filled]`; the rest is room
+    /// for the next read.
     body: Vec<u8>,
+    body_filled: usize,
+    /// When the wait in progress fails: the stall deadline inside a frame,
+    /// the idle deadline between frames.
+    deadline: Option<Instant>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -313,7 +407,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Self {
             inner,
             kind: KindFacts::of(kind),
+            prefix: [0; LENGTH_PREFIX],
+            prefix_filled: 0,
+            body_len: None,
             body: Vec::new(),
+            body_filled: 0,
+            deadline: None,
         }
     }
 
@@ -325,24 +424,101 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next message; `Ok(None)` when the stream ended cleanly between frames.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, WireError> {
-        let mut prefix = [0u8; LENGTH_PREFIX];
-        if !read_full(&mut self.inner, &mut prefix, "frame length").await? {
-            return Ok(None);
+        loop {
+            if self.body_len == Some(self.body_filled) {
+                return self.take_frame().map(Some);
+            }
+            if self.deadline.is_none() {
+                let wait = if self.prefix_filled > 0 {
+                    Some(FRAME_STALL)
+                } else {
+                    self.kind.idle_limit
+                };
+                self.deadline = wait.map(|wait| Instant::now() + wait);
+            }
+            let read = match self.deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, self.read_some()).await {
+                    Ok(read) => read?,
+                    Err(_) => return Err(self.late()),
+                },
+                None => self.read_some().await?,
+            };
+            if read == 0 {
+                return match (self.prefix_filled, self.body_len) {
+                    (0, _) => Ok(None),
+                    (_, Some(_)) => Err(WireError::Truncated("frame")),
+                    (_, None) => Err(WireError::Truncated("frame length")),
+                };
+            }
+            // Progress: a frame's stall deadline starts again.
+            self.deadline = None;
+            if self.body_len.is_none() && self.prefix_filled == LENGTH_PREFIX {
+                let len = u32::from_be_bytes(self.prefix) as usize;
+                if len > self.kind.max_frame_len {
+                    return Err(WireError::FrameTooLarge {
+                        len,
+                        limit: self.kind.max_frame_len,
+                        kind: self.kind.name,
+                    });
+                }
+                self.body_len = Some(len);
+            }
         }
-        let len = u32::from_be_bytes(prefix) as usize;
-        let limit = self.kind.max_frame_len;
-        if len > limit {
-            return Err(WireError::FrameTooLarge {
-                len,
-                limit,
+    }
+
+    /// Decodes the complete frame in the buffer and makes ready for the next.
+    fn take_frame<T: DeserializeOwned>(&mut self) -> Result<T, WireError> {
+        let message = decode_exact(self.kind.name, &self.body[..self.body_filled]);
+        self.prefix_filled = 0;
+        self.body_len = None;
+        self.body_filled = 0;
+        if self.body.capacity() > KEPT_BUFFER {
+            self.body = Vec::new();
+        }
+        message
+    }
+
+    /// Reads what has arrived into the prefix or, once the length is known,
+    /// the body (at most [`READ_PIECE`] at a time); 0 at the end of the
+    /// stream. Dropping the future loses nothing: only a completed read
+    /// moves the counts on.
+    async fn read_some(&mut self) -> Result<usize, WireError> {
+        let Some(len) = self.body_len else {
+            let n = self
+                .inner
+                .read(&mut self.prefix[self.prefix_filled..])
+                .await?;
+            self.prefix_filled += n;
+            return Ok(n);
+        };
+        // Grow only once the room so far is full of received bytes, by as
+        // much as arrived so far (at least 4 KiB, at most READ_PIECE).
+        if self.body.len() <= self.body_filled {
+            let step = self.body_filled.clamp(FIRST_PIECE, READ_PIECE);
+            self.body.resize(len.min(self.body_filled + step), 0);
+        }
+        let end = len.min(self.body.len());
+        let n = self
+            .inner
+            .read(&mut self.body[self.body_filled..end])
+            .await?;
+        self.body_filled += n;
+        Ok(n)
+    }
+
+    /// The error for a deadline that passed.
+    fn late(&self) -> WireError {
+        if self.prefix_filled > 0 {
+            WireError::Stalled {
                 kind: self.kind.name,
-            });
+                limit: FRAME_STALL,
+            }
+        } else {
+            WireError::Idle {
+                kind: self.kind.name,
+                limit: self.kind.idle_limit.unwrap_or_default(),
+            }
         }
-        self.body.resize(len, 0);
-        if len > 0 && !read_full(&mut self.inner, &mut self.body, "frame").await? {
-            return Err(WireError::Truncated("frame"));
-        }
-        decode_exact(self.kind.name, &self.body).map(Some)
     }
 
     pub fn get_mut(&mut self) -> &mut R {
@@ -361,11 +537,13 @@ mod tests {
         Tracker = 1,
         Control = 2,
         Chat = 3,
+        /// One exchange: may not idle.
+        Exchange = 4,
     }
 
     impl FrameKind for StreamKind {
         fn from_byte(byte: u8) -> Option<Self> {
-            [Self::Tracker, Self::Control, Self::Chat]
+            [Self::Tracker, Self::Control, Self::Chat, Self::Exchange]
                 .into_iter()
                 .find(|kind| *kind as u8 == byte)
         }
@@ -377,15 +555,152 @@ mod tests {
                 Self::Tracker => "tracker",
                 Self::Control => "control",
                 Self::Chat => "chat",
+                Self::Exchange => "exchange",
             }
         }
         fn max_frame_len(self) -> usize {
             match self {
                 Self::Tracker => 256 * 1024,
                 Self::Control => 4 * 1024,
-                Self::Chat => 16 * 1024,
+                Self::Chat | Self::Exchange => 16 * 1024,
             }
         }
+        fn idle_limit(self) -> Option<Duration> {
+            (self == Self::Exchange).then_some(Duration::from_secs(30))
+        }
+    }
+
+    /// Gives `bytes`, then nothing ever again: a peer that stopped sending
+    /// without closing its stream.
+    struct Withheld {
+        bytes: Vec<u8>,
+        at: usize,
+    }
+
+    impl Withheld {
+        fn new(bytes: Vec<u8>) -> Self {
+            Self { bytes, at: 0 }
+        }
+    }
+
+    impl AsyncRead for Withheld {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            if this.at == this.bytes.len() {
+                return std::task::Poll::Pending;
+            }
+            let n = buf.remaining().min(this.bytes.len() - this.at);
+            buf.put_slice(&this.bytes[this.at..this.at + n]);
+            this.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn half_sent(kind: StreamKind, sent: usize) -> Vec<u8> {
+        let mut bytes = (kind.max_frame_len() as u32).to_be_bytes().to_vec();
+        bytes.resize(LENGTH_PREFIX + sent, 7);
+        bytes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_sent_maximal_frame_holds_only_what_arrived_then_stalls() {
+        let mut reader = FrameReader::new(
+            Withheld::new(half_sent(StreamKind::Tracker, 1000)),
+            StreamKind::Tracker,
+        );
+        let started = Instant::now();
+        let error = tokio::time::timeout(FRAME_STALL * 4, reader.recv::<Sample>())
+            .await
+            .expect("a frame that stopped coming must fail")
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                WireError::Stalled {
+                    kind: "tracker",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(started.elapsed(), FRAME_STALL);
+        assert!(
+            reader.body.capacity() <= FIRST_PIECE,
+            "{} bytes held for 1000 received",
+            reader.body.capacity()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exchange_stream_that_sends_nothing_fails_after_its_idle_limit() {
+        let mut reader = FrameReader::new(Withheld::new(vec![]), StreamKind::Exchange);
+        let error = tokio::time::timeout(Duration::from_secs(300), reader.recv::<Sample>())
+            .await
+            .expect("an idle exchange must fail")
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                WireError::Idle {
+                    kind: "exchange",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "the exchange stream sent nothing for 30 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_lived_stream_may_stay_quiet_between_frames() {
+        let mut reader = FrameReader::new(Withheld::new(vec![]), StreamKind::Chat);
+        let day = Duration::from_secs(86_400);
+        assert!(tokio::time::timeout(day, reader.recv::<Sample>())
+            .await
+            .is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recv_cancelled_in_the_middle_of_a_frame_loses_nothing() {
+        let frame = encode_frame(StreamKind::Chat, &sample()).unwrap();
+        let (mut near, far) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(far, StreamKind::Chat);
+        near.write_all(&frame[..LENGTH_PREFIX + 2]).await.unwrap();
+        let cut_short = tokio::time::timeout(Duration::from_secs(1), reader.recv::<Sample>());
+        assert!(cut_short.await.is_err(), "the frame is not complete yet");
+        near.write_all(&frame[LENGTH_PREFIX + 2..]).await.unwrap();
+        assert_eq!(reader.recv::<Sample>().await.unwrap(), Some(sample()));
+    }
+
+    #[test]
+    fn a_value_claiming_more_than_a_mebibyte_decodes_within_its_budget() {
+        // 200,000 small integers: 200 kB encoded, 1.6 MB as bincode counts
+        // them (8 bytes each), beyond the flat 1 MiB limit of old.
+        let numbers: Vec<u64> = (0..200_000).map(|n| n % 100).collect();
+        let encoded = encode_value("numbers", &numbers).unwrap();
+        assert_eq!(
+            decode_value::<Vec<u64>>("numbers", &encoded).unwrap(),
+            numbers
+        );
+    }
+
+    #[test]
+    fn a_lying_length_inside_a_large_value_is_refused_without_allocating_it() {
+        // A byte string announcing 2^40 bytes in a 2 MB body.
+        let mut body = vec![0xfd];
+        body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        body.resize(2 << 20, 0);
+        assert!(matches!(
+            decode_value::<Vec<u8>>("bytes", &body),
+            Err(WireError::Malformed { .. })
+        ));
     }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -37,7 +37,11 @@ impl GateError {
     pub fn close(&self, connection: &Connection) {
         let code = match self {
             GateError::Wire(WireError::Io(_)) | GateError::Connection(_) => return,
-            GateError::GreetingTimeout(_) | GateError::NoGreeting => CloseCode::Refused,
+            GateError::GreetingTimeout(_)
+            | GateError::NoGreeting
+            | GateError::Wire(WireError::Stalled { .. } | WireError::Idle { .. }) => {
+                CloseCode::Refused
+            }
             GateError::Wire(_) | GateError::BadGreeting(_) => CloseCode::Protocol,
         };
         connection.close(code.varint(), self.to_string().as_bytes());

@@ -1,10 +1,18 @@
 //! The kinds of stream a connection carries, each with its frame limit. The
 //! framing itself ([`crate::wire`]) knows kinds only through [`FrameKind`].
 
+use std::time::Duration;
+
 use crate::wire::FrameKind;
 
 /// The largest packet a relay frame carries: a UDP datagram's payload.
 pub const MAX_RELAYED_PACKET: usize = 65_535;
+
+/// How long a stream that exists for one exchange (sync, a password proof,
+/// a manifest) may wait for the other side's next frame. Each answer is
+/// computed at once from local state, so only a peer that holds the stream
+/// open on purpose comes near it.
+pub const EXCHANGE_IDLE: Duration = Duration::from_secs(30);
 
 /// What a stream carries; the last byte of its header names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +74,18 @@ impl StreamKind {
         }
     }
 
+    /// How long a reader waits for the next frame: [`EXCHANGE_IDLE`] on
+    /// streams of one exchange, unbounded on long-lived ones (tracker,
+    /// control, chat, relay, and chunk streams, which wait while the
+    /// fetcher has nothing to ask of this source), where the connection's
+    /// keep-alives and idle timeout decide.
+    pub fn idle_limit(self) -> Option<Duration> {
+        match self {
+            StreamKind::Sync | StreamKind::Auth | StreamKind::Manifest => Some(EXCHANGE_IDLE),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             StreamKind::Tracker => "tracker",
@@ -96,5 +116,9 @@ impl FrameKind for StreamKind {
 
     fn max_frame_len(self) -> usize {
         StreamKind::max_frame_len(self)
+    }
+
+    fn idle_limit(self) -> Option<Duration> {
+        StreamKind::idle_limit(self)
     }
 }

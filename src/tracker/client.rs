@@ -107,7 +107,7 @@ impl TrackerSession {
                 "tracker.punchgate".to_string(),
             ),
         };
-        config.transport_config(liveness.transport_config());
+        config.transport_config(liveness.transport_config(crate::endpoint::NO_STREAMS));
         let connecting = endpoint
             .connect_with(config, addr, &server_name)
             .map_err(|e| connect_error(e.to_string()))?;

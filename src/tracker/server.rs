@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use quinn::{Connection, Endpoint};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
@@ -78,9 +78,14 @@ pub struct TrackerConfig {
     pub limits: TrackerLimits,
     pub relay: RelayConfig,
     pub liveness: Liveness,
-    /// Time a node has to finish the handshake and open its tracker stream.
-    /// Default 10 s.
+    /// Time a node has to finish the handshake, open its tracker stream and
+    /// register. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Connections in their handshake or not yet registered, at most; more
+    /// are refused at once (QUIC's CONNECTION_REFUSED) until one registers
+    /// or gives up. Default 256: each costs a few KiB while it waits, and
+    /// honest nodes register within a round trip or two.
+    pub max_pending: usize,
     /// The second UDP port netcheck uses (same address as `listen`).
     /// Default: `listen`'s port + 1, or any free port when that is 0.
     pub aux_port: Option<u16>,
@@ -97,6 +102,7 @@ impl TrackerConfig {
             relay: RelayConfig::default(),
             liveness: Liveness::default(),
             handshake_timeout: Duration::from_secs(10),
+            max_pending: 256,
             aux_port: None,
             request_log: None,
         }
@@ -177,7 +183,7 @@ impl Tracker {
     pub fn start(identity: &Identity, config: TrackerConfig) -> Result<Self, TrackerStartError> {
         let certified = CertifiedIdentity::new(identity)?;
         let mut server = certified.server(tls::ALPN_TRACKER, tls::allow_any_peer())?;
-        server.transport_config(config.liveness.transport_config());
+        server.transport_config(config.liveness.transport_config(endpoint::TRACKER_STREAMS));
         let bound = endpoint::bind(config.listen, Some(server)).map_err(|source| {
             TrackerStartError::Bind {
                 addr: config.listen,
@@ -328,8 +334,17 @@ async fn reflect_loop(shared: Arc<Shared>) {
 }
 
 async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+    let pending = Arc::new(Semaphore::new(shared.config.max_pending));
     while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(serve_connection(shared.clone(), incoming));
+        match pending.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_connection(shared.clone(), incoming, permit));
+            }
+            Err(_) => {
+                tracing::debug!(remote = %incoming.remote_address(), "too many pending connections; refusing");
+                incoming.refuse();
+            }
+        }
     }
 }
 
@@ -354,7 +369,13 @@ impl From<WireError> for SessionEnd {
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
+/// Serves one node's connection. `pending` is held until the node registers
+/// (or the connection ends): it counts against [`TrackerConfig::max_pending`].
+async fn serve_connection(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    pending: OwnedSemaphorePermit,
+) {
     let handshake_timeout = shared.config.handshake_timeout;
     let connection = match timeout(handshake_timeout, incoming).await {
         Ok(Ok(connection)) => connection,
@@ -375,7 +396,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
         }
     };
     let mut generation = None;
-    let end = session(&shared, &connection, peer_id, &mut generation).await;
+    let end = session(&shared, &connection, peer_id, &mut generation, pending).await;
     end.close(&connection, peer_id);
     if let Some(generation) = generation {
         let outbox = shared.registry().unregister(peer_id, generation);
@@ -401,7 +422,13 @@ impl SessionEnd {
         match self {
             SessionEnd::Protocol(error) => {
                 tracing::debug!(peer = %peer_id.short(), %error, "closing a node that broke the protocol");
-                connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+                // A frame that stopped coming broke no rule of the format: a
+                // limit refused it.
+                let code = match error {
+                    WireError::Stalled { .. } | WireError::Idle { .. } => CloseCode::Refused,
+                    _ => CloseCode::Protocol,
+                };
+                connection.close(code.varint(), error.to_string().as_bytes());
             }
             SessionEnd::Refused(reason) => {
                 tracing::debug!(peer = %peer_id.short(), reason, "closing a node");
@@ -426,7 +453,9 @@ async fn session(
     connection: &Connection,
     peer_id: PeerId,
     generation: &mut Option<Generation>,
+    pending: OwnedSemaphorePermit,
 ) -> SessionEnd {
+    let mut pending = Some(pending);
     // The stream, its header and the registration must all come within the
     // handshake timeout: a connection that never registers holds nothing long.
     let register_by = Instant::now() + shared.config.handshake_timeout;
@@ -471,6 +500,9 @@ async fn session(
                     } else {
                         Err(TrackerRefusal::RateLimited { per_second: limits.requests_per_second })
                     };
+                    if generation.is_some() {
+                        pending.take();
+                    }
                     let response = TrackerMessage::Response { id: request.id, result };
                     if out_tx.send(response).await.is_err() {
                         return Ok(());

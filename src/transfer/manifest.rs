@@ -39,8 +39,46 @@ pub struct Manifest {
     /// the one top-level name, or the first of several with a count.
     pub name: String,
     pub chunk_size: u32,
-    /// Sorted by path.
+    /// Sorted by path. At most [`MAX_FILES`], refused while decoding: a
+    /// list of many tiny entries would take far more memory than bytes.
+    #[serde(deserialize_with = "at_most_max_files")]
     pub files: Vec<FileEntry>,
+}
+
+/// Decodes a manifest's file list, refusing it as soon as it has more than
+/// [`MAX_FILES`] entries.
+fn at_most_max_files<'de, D: serde::Deserializer<'de>>(
+    decoder: D,
+) -> Result<Vec<FileEntry>, D::Error> {
+    struct Files;
+    impl<'de> serde::de::Visitor<'de> for Files {
+        type Value = Vec<FileEntry>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {MAX_FILES} file entries")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let too_many = || serde::de::Error::custom(format!("more than {MAX_FILES} files"));
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > MAX_FILES {
+                return Err(too_many());
+            }
+            // Room for what arrives, not for what was announced.
+            let mut files = Vec::with_capacity(announced.min(1024));
+            while let Some(entry) = seq.next_element()? {
+                if files.len() == MAX_FILES {
+                    return Err(too_many());
+                }
+                files.push(entry);
+            }
+            Ok(files)
+        }
+    }
+    decoder.deserialize_seq(Files)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +357,10 @@ pub enum BuildError {
     Io { path: PathBuf, error: io::Error },
     #[error("cannot share {path}: {reason}")]
     Unshareable { path: PathBuf, reason: String },
+    #[error("this share has {files} files; one share carries at most {MAX_FILES}: send it in parts, or pack the files into an archive")]
+    TooManyFiles { files: usize },
+    #[error("this share's manifest would be {} MiB; one share carries at most {} MiB (about 500,000 chunks): send it in parts", len.div_ceil(1 << 20), MAX_MANIFEST_LEN >> 20)]
+    ManifestTooLarge { len: usize },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
 }
@@ -346,6 +388,7 @@ pub fn build(paths: &[PathBuf], chunk_size: u32) -> Result<Built, BuildError> {
             });
         }
     }
+    carryable(found.len(), 0)?;
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let display = match paths {
         [one] => local_name(one, one.file_name().map(Path::new))?,
@@ -367,6 +410,7 @@ pub fn build(paths: &[PathBuf], chunk_size: u32) -> Result<Built, BuildError> {
     };
     manifest.check()?;
     let encoded = manifest.encode().map_err(ManifestError::from)?;
+    carryable(found.len(), encoded.len())?;
     let id = ContentId::of_manifest(&encoded);
     Ok(Built {
         layout: Layout::new(id, manifest),
@@ -376,6 +420,18 @@ pub fn build(paths: &[PathBuf], chunk_size: u32) -> Result<Built, BuildError> {
 }
 
 /// A local path component as a manifest name, or why it cannot be one.
+/// Refuses a share larger than the protocol carries: too many files (known
+/// before hashing), or a manifest over [`MAX_MANIFEST_LEN`].
+fn carryable(files: usize, manifest_len: usize) -> Result<(), BuildError> {
+    if files > MAX_FILES {
+        return Err(BuildError::TooManyFiles { files });
+    }
+    if manifest_len > MAX_MANIFEST_LEN {
+        return Err(BuildError::ManifestTooLarge { len: manifest_len });
+    }
+    Ok(())
+}
+
 fn local_name(path: &Path, name: Option<&Path>) -> Result<String, BuildError> {
     let unshareable = |reason: &str| BuildError::Unshareable {
         path: path.to_path_buf(),
@@ -594,6 +650,37 @@ mod tests {
             Layout::from_wire(id, &tampered),
             Err(ManifestError::WrongHash)
         ));
+    }
+
+    #[test]
+    fn shares_larger_than_the_protocol_carries_are_refused_with_a_reason() {
+        carryable(MAX_FILES, MAX_MANIFEST_LEN).unwrap();
+        let files = carryable(MAX_FILES + 1, 0).unwrap_err().to_string();
+        assert!(
+            files.contains("at most 100000") && files.contains("in parts"),
+            "{files}"
+        );
+        let size = carryable(1, MAX_MANIFEST_LEN + 1).unwrap_err().to_string();
+        assert!(
+            size.contains("17 MiB") && size.contains("at most 16 MiB"),
+            "{size}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_listing_more_than_max_files_is_refused_while_decoding() {
+        let entry = FileEntry {
+            path: String::new(),
+            size: 0,
+            chunks: vec![],
+        };
+        let mut big = manifest(&["a"]);
+        big.files = vec![entry; MAX_FILES + 1];
+        let encoded = big.encode().unwrap();
+        let error = Manifest::decode(&encoded).unwrap_err().to_string();
+        assert!(error.contains("more than 100000 files"), "{error}");
+        big.files.truncate(MAX_FILES);
+        assert_eq!(Manifest::decode(&big.encode().unwrap()).unwrap(), big);
     }
 
     #[test]

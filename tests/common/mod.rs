@@ -76,6 +76,18 @@ pub struct RawPeer {
 
 /// Connects to `node` as `name`, in `room`, and exchanges greetings.
 pub async fn raw_peer(node: &TestNode, name: &str, room: &str) -> RawPeer {
+    let addr = node.node.local_addr().unwrap();
+    raw_peer_at(addr, &node.node.peer_id(), name, room).await
+}
+
+/// Connects to the node `peer_id` at `addr` (in this process or not) as
+/// `name`, in `room`, and exchanges greetings.
+pub async fn raw_peer_at(
+    addr: SocketAddr,
+    peer_id: &punchgate::identity::PeerId,
+    name: &str,
+    room: &str,
+) -> RawPeer {
     use punchgate::protocol::ControlMessage;
     use punchgate::protocol::StreamKind;
     use punchgate::tls::{self, CertifiedIdentity};
@@ -86,8 +98,8 @@ pub async fn raw_peer(node: &TestNode, name: &str, room: &str) -> RawPeer {
     let connection = punchgate::endpoint::connect_pinned(
         &bound.endpoint,
         certified.pinned_client(tls::ALPN_PEER).unwrap(),
-        node.node.local_addr().unwrap(),
-        &node.node.peer_id(),
+        addr,
+        peer_id,
     )
     .unwrap()
     .await
