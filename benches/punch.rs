@@ -16,7 +16,7 @@ use punchgate::tracker::{Tracker, TrackerConfig, TrackerLimits};
 fn config(name: &str, tracker: &Tracker) -> NodeConfig {
     let mut config = NodeConfig::new(name);
     config.bind = loopback();
-    config.tracker = Some(tracker.target().parse().unwrap());
+    config.trackers = vec![tracker.target().parse().unwrap()];
     config.rooms = vec!["bench".into()];
     config
 }

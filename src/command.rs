@@ -1,6 +1,11 @@
 //! The commands of the chat REPL and of `--json` mode (the same syntax):
-//! a plain line is a message, `/name args` is a command.
+//! a plain line is a message, `/name args` is a command; parsing them, and
+//! carrying them out on a node through its public API.
 
+use std::path::PathBuf;
+
+use crate::node::events::HelpLine;
+use crate::node::{Event, Node};
 use crate::pake::Secret;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,13 +90,6 @@ pub const HELP: &[(&str, &str)] = &[
     ("/leave ROOM", "leave a room"),
     ("/quit", "tell connected peers goodbye and exit"),
 ];
-
-/// One line of `/help`: a command's usage and what it does.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct HelpLine {
-    pub usage: String,
-    pub about: String,
-}
 
 pub fn help_lines() -> Vec<HelpLine> {
     HELP.iter()
@@ -180,6 +178,86 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "quit" | "exit" | "q" => Ok(Command::Quit),
         other => Err(CommandError::Unknown(other.to_string())),
     }
+}
+
+/// Carries out `command` on `node` through its public API, answering in its
+/// event stream (the REPL, `--json` mode and any other frontend share
+/// this). Returns `false` on `/quit`, after the node has shut down.
+pub async fn execute(node: &Node, command: Command) -> bool {
+    let result = match command {
+        Command::Say(text) => node.say(&text).await.map(|_| ()),
+        Command::Help => {
+            node.emit(Event::Help {
+                commands: help_lines(),
+            });
+            Ok(())
+        }
+        Command::Peers => {
+            node.emit(Event::Peers {
+                peers: node.peers(),
+            });
+            Ok(())
+        }
+        Command::Show => {
+            node.emit(Event::Gates {
+                gates: node.gates(),
+            });
+            Ok(())
+        }
+        Command::Rooms => {
+            node.emit(Event::Rooms {
+                rooms: node.rooms(),
+            });
+            Ok(())
+        }
+        Command::Connect(what) => {
+            // Connecting can take seconds; the REPL stays responsive.
+            let task_node = node.clone();
+            node.run_in_background(async move { task_node.connect_by_text(&what).await });
+            Ok(())
+        }
+        Command::Join(room) => node.join(&room).await,
+        Command::Leave(room) => node.leave(&room).await,
+        Command::History(count) => node.history(count).await,
+        Command::Password(password) => node.set_password(password).await,
+        Command::Msg { to, text } => node.direct_message(&to, &text).await.map(|_| ()),
+        Command::Send(path) => {
+            // Hashing a large folder takes a while; the REPL stays responsive.
+            let task_node = node.clone();
+            node.run_in_background(async move {
+                task_node
+                    .send_files(vec![PathBuf::from(path)])
+                    .await
+                    .map(|_| ())
+            });
+            Ok(())
+        }
+        Command::Files => {
+            node.emit(Event::Files {
+                files: node.files(),
+            });
+            Ok(())
+        }
+        Command::Get { what, dir } => {
+            let target = dir
+                .map(PathBuf::from)
+                .unwrap_or_else(|| node.downloads_dir());
+            node.get_offered(&what, target, false)
+        }
+        Command::Quit => {
+            node.shutdown().await;
+            return false;
+        }
+    };
+    if let Err(error) = result {
+        node.emit(Event::error(error));
+    }
+    true
+}
+
+/// Reports a line that could not be parsed, as an [`Event::Error`].
+pub fn report_error(node: &Node, error: CommandError) {
+    node.emit(Event::error(error));
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ async fn start_peer(
 ) -> anyhow::Result<(Node, Events, f64)> {
     let mut config = NodeConfig::new(name);
     config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.tracker = Some(tracker.parse()?);
+    config.trackers = vec![tracker.parse()?];
     config.rooms = vec![ROOM.to_string()];
     let (node, mut events) = Node::start(home, config)
         .await

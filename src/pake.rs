@@ -48,7 +48,7 @@ pub enum PakeError {
 
 /// Which end of the exchange: they confirm with different labels, so one
 /// side's confirmation cannot be reflected back as the other's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Side {
     Initiator,
     Responder,

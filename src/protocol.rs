@@ -447,15 +447,36 @@ pub struct ChatBody {
     pub text: String,
 }
 
-/// A chat message with its author's Ed25519 signature over the body.
+/// A chat message with its author's Ed25519 signature over the body, and
+/// in a password room the room tag ([`crate::room_key`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedMessage {
     pub body: ChatBody,
     pub signature: Vec<u8>,
+    /// Empty, or [`ROOM_TAG_LEN`] bytes: the HMAC of the body under the key
+    /// of the room's password. Required in a password room.
+    pub room_tag: Vec<u8>,
 }
 
-/// Kept in the history store as encoded here.
-impl wire::Stored for SignedMessage {}
+/// Length of a room tag.
+pub const ROOM_TAG_LEN: usize = 32;
+
+/// Kept in the history store as encoded here. A message stored before
+/// messages carried a room tag (protocol version 1, `body ‖ signature`)
+/// still reads: it has none.
+impl wire::Stored for SignedMessage {
+    fn from_stored(bytes: &[u8]) -> Result<Self, WireError> {
+        wire::decode_value("stored message", bytes).or_else(|error| {
+            wire::decode_value::<(ChatBody, Vec<u8>)>("stored message", bytes)
+                .map(|(body, signature)| SignedMessage {
+                    body,
+                    signature,
+                    room_tag: Vec::new(),
+                })
+                .map_err(|_| error)
+        })
+    }
+}
 
 const CHAT_SIGNING_DOMAIN: &str = "punchgate chat message v1";
 
@@ -467,6 +488,8 @@ pub enum MessageError {
     TooLong,
     #[error("invalid room: {0}")]
     BadRoom(String),
+    #[error("message room tag is neither empty nor {ROOM_TAG_LEN} bytes")]
+    BadRoomTag,
     #[error(transparent)]
     Wire(#[from] WireError),
 }
@@ -480,6 +503,7 @@ impl SignedMessage {
         Ok(Self {
             signature: author.sign(&bytes).to_vec(),
             body,
+            room_tag: Vec::new(),
         })
     }
 
@@ -489,6 +513,9 @@ impl SignedMessage {
         self.body.check()?;
         if self.signature.len() != SIGNATURE_LEN {
             return Err(MessageError::BadSignature);
+        }
+        if !self.room_tag.is_empty() && self.room_tag.len() != ROOM_TAG_LEN {
+            return Err(MessageError::BadRoomTag);
         }
         let bytes = wire::signing_bytes(CHAT_SIGNING_DOMAIN, &self.body)?;
         self.body
@@ -509,28 +536,35 @@ impl ChatBody {
 }
 
 /// On a [`StreamKind::Auth`] stream: one password proof for one room
-/// (see [`crate::pake`]). The opener is the initiator.
+/// (see [`crate::pake`]). The opener is the initiator, and confirms first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AuthFrame {
     /// Initiator → responder: its SPAKE2 message.
     Start { room: String, spake: Vec<u8> },
-    /// Responder → initiator: its SPAKE2 message and key confirmation.
-    Reply { spake: Vec<u8>, confirm: Vec<u8> },
+    /// Responder → initiator: its SPAKE2 message (no confirmation yet).
+    Reply { spake: Vec<u8> },
     /// Initiator → responder: its key confirmation.
     Confirm { confirm: Vec<u8> },
     /// Either way: the proof failed or cannot be made, and why.
     Refused { reason: String },
+    /// Responder → initiator, after checking the initiator's confirmation:
+    /// its own.
+    Accepted { confirm: Vec<u8> },
 }
 
 /// On a [`StreamKind::Sync`] stream, which the side that wants to
 /// catch up opens: requests from it, batches and an end marker back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SyncFrame {
-    /// "Of `room` I hold, per author, every message up to this sequence
-    /// number; send me what I lack."
+    /// "Of `room` I hold, per author, the messages with these sequence
+    /// numbers (inclusive ranges, at most [`crate::holdings::MAX_RANGES`]);
+    /// send me the others."
+    /// With `new_authors` false (the requester's room is at its quota of
+    /// authors), send only messages of the authors listed.
     Request {
         room: String,
-        have: Vec<(PeerId, u64)>,
+        have: Vec<(PeerId, Vec<(u64, u64)>)>,
+        new_authors: bool,
     },
     /// Messages the requester lacks, at most [`SYNC_BATCH`] per frame.
     Batch {
@@ -593,6 +627,7 @@ mod tests {
         let forged = SignedMessage {
             body: claimed,
             signature: mallory.sign(&bytes).to_vec(),
+            room_tag: Vec::new(),
         };
         assert!(matches!(forged.verify(), Err(MessageError::BadSignature)));
     }

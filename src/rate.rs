@@ -43,6 +43,13 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket has refilled to its burst by `now` (it holds no
+    /// memory of past use worth keeping).
+    pub fn is_full_at(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.per_second >= self.burst
+    }
+
     /// When the next whole token will be there (at once if one is).
     pub fn next_token_at(&self) -> Instant {
         if self.tokens >= 1.0 || self.per_second <= 0.0 {

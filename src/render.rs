@@ -2,7 +2,7 @@
 //! the network is shown with control characters replaced, so a peer cannot
 //! drive the user's terminal.
 
-use crate::node::events::{Event, PeerInfo, PeerStatus};
+use crate::node::events::{Event, PeerInfo, PeerStatus, SourceChange};
 use crate::protocol::is_deceptive_char;
 
 /// Replaces control and invisible characters (escape sequences, carriage
@@ -22,7 +22,12 @@ pub fn paint(event: &Event, line: &str) -> String {
             let name = sanitize(from_name);
             line.replacen(&format!(" {name}~"), &format!(" \x1b[1m{name}\x1b[22m~"), 1)
         }
-        Event::Error { .. } => format!("\x1b[31m{line}{RESET}"),
+        Event::Error { .. }
+        | Event::TransferSource {
+            state: SourceChange::Lost,
+            sources: 0,
+            ..
+        } => format!("\x1b[31m{line}{RESET}"),
         _ => format!("\x1b[2m{line}{RESET}"),
     }
 }
@@ -389,6 +394,23 @@ pub fn render(event: &Event) -> Vec<String> {
                 size(*bytes_per_s as u64)
             )]
         }
+        Event::TransferSource { name, peer_id, peer_name, state, reason, sources, bytes, total, .. } => {
+            let who = format!("{}~{}", sanitize(peer_name), peer_id.get(..SHOWN_ID_LEN).unwrap_or(peer_id));
+            let why = reason.as_deref().map(|r| format!(" ({})", sanitize(r))).unwrap_or_default();
+            vec![match (state, sources) {
+                (SourceChange::Lost, 0) => format!(
+                    "! the source {who} is gone{why}; waiting for another holder of {} ({} of {} verified and kept; Ctrl-C stops, the same get resumes)",
+                    sanitize(name),
+                    size(*bytes),
+                    size(*total)
+                ),
+                (SourceChange::Lost, left) => format!(
+                    "* the source {who} is gone{why}; carrying on with {left} other source{}",
+                    if *left == 1 { "" } else { "s" }
+                ),
+                (SourceChange::Added, _) => format!("* {who} joins as a source of {}", sanitize(name)),
+            }]
+        }
         Event::TransferDone { path, report } => vec![format!(
             "* got {} ({}) in {:.1} s: {} chunks fetched from {}, {} kept from before; every byte verified",
             sanitize(path),
@@ -443,6 +465,29 @@ mod tests {
         assert_eq!(text_bar(0.0), format!("[{}]", " ".repeat(20)));
         assert_eq!(text_bar(100.0), format!("[{}]", "=".repeat(20)));
         assert_eq!(text_bar(250.0), text_bar(100.0));
+    }
+
+    #[test]
+    fn a_lost_source_says_who_why_and_what_happens_next() {
+        let lost = |sources| Event::TransferSource {
+            hash: "h".into(),
+            name: "film.mkv".into(),
+            peer_id: "abcdefghij".into(),
+            peer_name: "sender".into(),
+            state: SourceChange::Lost,
+            reason: Some("connection lost".into()),
+            sources,
+            bytes: 1 << 20,
+            total: 4 << 20,
+        };
+        assert_eq!(
+            render(&lost(0)),
+            vec!["! the source sender~abcdef is gone (connection lost); waiting for another holder of film.mkv (1.0 MiB of 4.0 MiB verified and kept; Ctrl-C stops, the same get resumes)"]
+        );
+        assert_eq!(
+            render(&lost(1)),
+            vec!["* the source sender~abcdef is gone (connection lost); carrying on with 1 other source"]
+        );
     }
 
     #[test]

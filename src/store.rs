@@ -6,24 +6,33 @@
 //! Tables (keys are byte strings that sort the way they are read):
 //! - `messages`: room ‖ author ‖ seq → the signed message (wire encoding);
 //! - `timeline`: room ‖ hlc ‖ author ‖ seq → nothing (history in time order);
-//! - `meta`: name → u64 (this node's next sequence number, its clock).
+//! - `meta`: name → u64 (this node's next sequence number, its clock);
+//! - `author_usage`: room ‖ author → (messages, bytes);
+//! - `room_usage`: room → (authors, bytes): what the quotas
+//!   ([`crate::quota`]) are checked against, kept in the same transactions.
 //!
 //! All methods block on disk I/O; async callers use `spawn_blocking`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
+use crate::holdings::{Held, Holdings};
 use crate::identity::{PeerId, PEER_ID_LEN};
 use crate::protocol::{MessageId, SignedMessage};
+use crate::quota::{HistoryLimits, QuotaExceeded, Usage};
 use crate::wire::{self, WireError};
 
 const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
 const TIMELINE: TableDefinition<&[u8], ()> = TableDefinition::new("timeline");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const AUTHOR_USAGE: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("author_usage");
+const ROOM_USAGE: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("room_usage");
 const NEXT_SEQ: &str = "next_seq";
 const CLOCK: &str = "clock";
+/// Set once the usage tables count every stored message (a history from
+/// before quotas is counted when first opened).
+const USAGE_COUNTED: &str = "usage_counted";
 
 /// File name of the history database inside the data directory.
 pub const HISTORY_FILE: &str = "history.redb";
@@ -88,12 +97,66 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![255; prefix.len() + 1]
 }
 
-/// What a node holds of a room: per author, the highest sequence number
-/// up to which it has every message.
-pub type VersionVector = BTreeMap<PeerId, u64>;
-
 pub struct Store {
     db: Database,
+    limits: HistoryLimits,
+}
+
+/// What [`Store::insert`] did with one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    /// It was here already.
+    Known,
+    /// Not stored: a quota is full.
+    Refused(QuotaExceeded),
+}
+
+fn usage_of(value: Option<(u64, u64)>) -> Option<Usage> {
+    value.map(|(count, bytes)| Usage { count, bytes })
+}
+
+type UsageTable<'txn> = redb::Table<'txn, &'static [u8], (u64, u64)>;
+
+/// The `author_usage` key of `author` in `room`.
+fn author_key(room: &str, author: &PeerId) -> Vec<u8> {
+    let mut key = room_prefix(room);
+    key.extend_from_slice(author.as_bytes());
+    key
+}
+
+/// What `table` counts under `key`.
+fn usage_in(table: &UsageTable<'_>, key: &[u8]) -> Result<Option<Usage>, StoreError> {
+    Ok(usage_of(
+        table.get(key).map_err(db_error)?.map(|v| v.value()),
+    ))
+}
+
+/// Counts a newly stored message of `bytes` in the usage tables.
+fn count_message(
+    authors: &mut UsageTable<'_>,
+    rooms: &mut UsageTable<'_>,
+    room: &str,
+    author: &PeerId,
+    bytes: u64,
+) -> Result<(), StoreError> {
+    let key = author_key(room, author);
+    let prefix = room_prefix(room);
+    let was = usage_in(authors, &key)?;
+    let room_was = usage_in(rooms, &prefix)?.unwrap_or_default();
+    let author_now = was.unwrap_or_default();
+    let author_new = (author_now.count + 1, author_now.bytes.saturating_add(bytes));
+    authors
+        .insert(key.as_slice(), author_new)
+        .map_err(db_error)?;
+    let room_new = (
+        room_was.count + u64::from(was.is_none()),
+        room_was.bytes.saturating_add(bytes),
+    );
+    rooms
+        .insert(prefix.as_slice(), room_new)
+        .map_err(db_error)?;
+    Ok(())
 }
 
 impl Store {
@@ -105,42 +168,72 @@ impl Store {
         })?;
         let txn = db.begin_write().map_err(db_error)?;
         {
-            txn.open_table(MESSAGES).map_err(db_error)?;
+            let messages = txn.open_table(MESSAGES).map_err(db_error)?;
             txn.open_table(TIMELINE).map_err(db_error)?;
-            txn.open_table(META).map_err(db_error)?;
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            let mut authors = txn.open_table(AUTHOR_USAGE).map_err(db_error)?;
+            let mut rooms = txn.open_table(ROOM_USAGE).map_err(db_error)?;
+            if meta.get(USAGE_COUNTED).map_err(db_error)?.is_none() {
+                for entry in messages.iter().map_err(db_error)? {
+                    let (_, value) = entry.map_err(db_error)?;
+                    let message: SignedMessage = wire::decode_stored(value.value())?;
+                    let (body, bytes) = (&message.body, value.value().len() as u64);
+                    count_message(&mut authors, &mut rooms, &body.room, &body.id.author, bytes)?;
+                }
+                meta.insert(USAGE_COUNTED, 1).map_err(db_error)?;
+            }
         }
         txn.commit().map_err(db_error)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            limits: HistoryLimits::default(),
+        })
     }
 
-    /// Stores verified messages in one durable transaction; returns which
-    /// were new. Also records this node's next sequence number and clock
-    /// when given.
+    /// The same store, keeping others' history within `limits` from now on.
+    pub fn with_limits(mut self, limits: HistoryLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Stores verified messages in one durable transaction, each only if
+    /// the quotas allow; returns what became of each. Also records this
+    /// node's next sequence number and clock when given.
     pub fn insert(
         &self,
         messages: &[SignedMessage],
         next_seq: Option<u64>,
         clock: u64,
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Vec<Stored>, StoreError> {
         let txn = self.db.begin_write().map_err(db_error)?;
-        let mut fresh = Vec::with_capacity(messages.len());
+        let mut outcomes = Vec::with_capacity(messages.len());
         {
             let mut table = txn.open_table(MESSAGES).map_err(db_error)?;
             let mut timeline = txn.open_table(TIMELINE).map_err(db_error)?;
+            let mut authors = txn.open_table(AUTHOR_USAGE).map_err(db_error)?;
+            let mut rooms = txn.open_table(ROOM_USAGE).map_err(db_error)?;
             for message in messages {
                 let body = &message.body;
                 let key = message_key(&body.room, &body.id);
                 if table.get(key.as_slice()).map_err(db_error)?.is_some() {
-                    fresh.push(false);
+                    outcomes.push(Stored::Known);
                     continue;
                 }
                 let bytes = wire::encode_stored(message)?;
+                let size = bytes.len() as u64;
+                let author = usage_in(&authors, &author_key(&body.room, &body.id.author))?;
+                let room = usage_in(&rooms, &room_prefix(&body.room))?.unwrap_or_default();
+                if let Err(exceeded) = self.limits.admit(author, room, size) {
+                    outcomes.push(Stored::Refused(exceeded));
+                    continue;
+                }
                 table
                     .insert(key.as_slice(), bytes.as_slice())
                     .map_err(db_error)?;
                 let at = timeline_key(&body.room, body.hlc, &body.id);
                 timeline.insert(at.as_slice(), ()).map_err(db_error)?;
-                fresh.push(true);
+                count_message(&mut authors, &mut rooms, &body.room, &body.id.author, size)?;
+                outcomes.push(Stored::New);
             }
             let mut meta = txn.open_table(META).map_err(db_error)?;
             if let Some(next) = next_seq {
@@ -164,7 +257,7 @@ impl Store {
             }
         }
         txn.commit().map_err(db_error)?;
-        Ok(fresh)
+        Ok(outcomes)
     }
 
     fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
@@ -183,6 +276,17 @@ impl Store {
         Ok(self.meta(CLOCK)?.unwrap_or(0))
     }
 
+    /// Replaces the stored clock, also with a lower value: for a clock that
+    /// was found poisoned (far in the future) at start.
+    pub fn reset_clock(&self, clock: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            meta.insert(CLOCK, clock).map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)
+    }
+
     pub fn contains(&self, room: &str, id: &MessageId) -> Result<bool, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(MESSAGES).map_err(db_error)?;
@@ -192,14 +296,15 @@ impl Store {
             .is_some())
     }
 
-    /// Per author, the highest sequence number up to which every message of
-    /// `room` is here.
-    pub fn version_vector(&self, room: &str) -> Result<VersionVector, StoreError> {
+    /// What this node holds of `room`: per author, the sequence numbers;
+    /// for an author whose quota is full, every number (sync asks for
+    /// nothing more of it).
+    pub fn holdings(&self, room: &str) -> Result<Holdings, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(MESSAGES).map_err(db_error)?;
         let prefix = room_prefix(room);
         let end = prefix_end(&prefix);
-        let mut vector = VersionVector::new();
+        let mut holdings = Holdings::new();
         for entry in table
             .range(prefix.as_slice()..end.as_slice())
             .map_err(db_error)?
@@ -208,21 +313,44 @@ impl Store {
             let Some(id) = id_of_key(key.value()) else {
                 continue;
             };
-            let contiguous = vector.entry(id.author).or_insert(0);
-            if id.seq == *contiguous + 1 {
-                *contiguous = id.seq;
+            // Keys sort by author, then seq: each author's numbers ascend.
+            holdings.entry(id.author).or_default().push(id.seq);
+        }
+        // An author whose quota is full: nothing more of it is wanted.
+        let authors = txn.open_table(AUTHOR_USAGE).map_err(db_error)?;
+        for (author, held) in holdings.iter_mut() {
+            let key = author_key(room, author);
+            let usage = authors.get(key.as_slice()).map_err(db_error)?;
+            if usage_of(usage.map(|v| v.value())).is_some_and(|u| self.limits.author_full(u)) {
+                *held = Held::everything();
             }
         }
-        Ok(vector)
+        Ok(holdings)
     }
 
-    /// Up to `limit` messages of `room` that a peer holding `theirs` lacks,
+    /// How many authors and bytes of `room` are stored.
+    pub fn room_usage(&self, room: &str) -> Result<Usage, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let rooms = txn.open_table(ROOM_USAGE).map_err(db_error)?;
+        let usage = rooms.get(room_prefix(room).as_slice()).map_err(db_error)?;
+        Ok(usage_of(usage.map(|v| v.value())).unwrap_or_default())
+    }
+
+    /// The quotas this store keeps history within.
+    pub fn limits(&self) -> HistoryLimits {
+        self.limits
+    }
+
+    /// Up to `limit` messages of `room` that a peer holding `theirs` lacks
+    /// (in key order: by author, then seq; with `new_authors` false, only of
+    /// authors `theirs` lists),
     /// starting after the key `after` (for the next batch); returns them and
     /// where to continue, if anything is left.
     pub fn missing(
         &self,
         room: &str,
-        theirs: &VersionVector,
+        theirs: &Holdings,
+        new_authors: bool,
         after: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<(Vec<SignedMessage>, Option<Vec<u8>>), StoreError> {
@@ -243,8 +371,10 @@ impl Store {
             let Some(id) = id_of_key(key.value()) else {
                 continue;
             };
-            if id.seq <= theirs.get(&id.author).copied().unwrap_or(0) {
-                continue;
+            match theirs.get(&id.author) {
+                Some(held) if held.contains(id.seq) => continue,
+                None if !new_authors => continue,
+                _ => {}
             }
             if out.len() == limit {
                 let next = start_of_next(&out, room);
@@ -299,6 +429,7 @@ fn start_of_next(batch: &[SignedMessage], room: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::holdings::Held;
     use crate::identity::Identity;
     use crate::protocol::ChatBody;
 
@@ -324,21 +455,25 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(
                 store.insert(std::slice::from_ref(&m), Some(2), 10).unwrap(),
-                vec![true]
+                vec![Stored::New]
             );
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(
             store.insert(std::slice::from_ref(&m), None, 10).unwrap(),
-            vec![false]
+            vec![Stored::Known]
         );
         assert!(store.contains("r", &m.body.id).unwrap());
         assert_eq!(store.next_seq().unwrap(), 2);
         assert_eq!(store.clock().unwrap(), 10);
     }
 
+    fn held(ranges: &[(u64, u64)]) -> Held {
+        Held::from_summary(ranges.to_vec()).unwrap()
+    }
+
     #[test]
-    fn version_vector_counts_only_contiguous_messages() {
+    fn holdings_list_every_range_held_per_author_and_room() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let alice = Identity::generate().unwrap();
@@ -349,9 +484,49 @@ mod tests {
             .chain([message(&bob, 1, 9, "r"), message(&bob, 1, 9, "other")])
             .collect();
         store.insert(&batch, None, 9).unwrap();
-        let vector = store.version_vector("r").unwrap();
-        assert_eq!(vector.get(&alice.peer_id()), Some(&2));
-        assert_eq!(vector.get(&bob.peer_id()), Some(&1));
+        let holdings = store.holdings("r").unwrap();
+        assert_eq!(holdings.len(), 2);
+        assert_eq!(holdings[&alice.peer_id()].summary(), vec![(1, 2), (4, 4)]);
+        assert_eq!(holdings[&bob.peer_id()].summary(), vec![(1, 1)]);
+    }
+
+    /// Sends `from` → `to` what `to` lacks of room "r", as a sync does;
+    /// returns how many messages travelled.
+    fn sync(from: &Store, to: &Store) -> usize {
+        let theirs = to.holdings("r").unwrap();
+        let mut after = None;
+        let mut sent = 0;
+        loop {
+            let (batch, next) = from.missing("r", &theirs, true, after, 64).unwrap();
+            sent += batch.len();
+            to.insert(&batch, None, 0).unwrap();
+            match next {
+                Some(next) => after = Some(next),
+                None => return sent,
+            }
+        }
+    }
+
+    #[test]
+    fn an_author_starting_at_seq_2_is_not_sent_again_on_every_sync() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (server, client) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
+        let mallory = Identity::generate().unwrap();
+        let batch: Vec<_> = (2..=641)
+            .map(|seq| message(&mallory, seq, seq, "r"))
+            .collect();
+        server.insert(&batch, None, 0).unwrap();
+        assert_eq!(sync(&server, &client), 640);
+        assert_eq!(sync(&server, &client), 0, "sent again on the second sync");
+        // Seq 1 turns up after all: it is sent, once.
+        server
+            .insert(&[message(&mallory, 1, 1, "r")], None, 0)
+            .unwrap();
+        assert_eq!(sync(&server, &client), 1);
+        assert_eq!(sync(&server, &client), 0);
     }
 
     #[test]
@@ -361,12 +536,12 @@ mod tests {
         let alice = Identity::generate().unwrap();
         let batch: Vec<_> = (1..=10).map(|seq| message(&alice, seq, seq, "r")).collect();
         store.insert(&batch, None, 10).unwrap();
-        let mut theirs = VersionVector::new();
-        theirs.insert(alice.peer_id(), 3);
+        let mut theirs = Holdings::new();
+        theirs.insert(alice.peer_id(), held(&[(1, 3), (6, 6)]));
         let mut got = Vec::new();
         let mut after = None;
         loop {
-            let (chunk, next) = store.missing("r", &theirs, after, 3).unwrap();
+            let (chunk, next) = store.missing("r", &theirs, true, after, 3).unwrap();
             assert!(chunk.len() <= 3);
             got.extend(chunk.into_iter().map(|m| m.body.id.seq));
             match next {
@@ -374,9 +549,119 @@ mod tests {
                 None => break,
             }
         }
-        assert_eq!(got, (4..=10).collect::<Vec<_>>());
-        let all: VersionVector = [(alice.peer_id(), 10)].into_iter().collect();
-        assert!(store.missing("r", &all, None, 3).unwrap().0.is_empty());
+        assert_eq!(got, vec![4, 5, 7, 8, 9, 10]);
+        let all: Holdings = [(alice.peer_id(), held(&[(1, 10)]))].into_iter().collect();
+        assert!(store
+            .missing("r", &all, true, None, 3)
+            .unwrap()
+            .0
+            .is_empty());
+    }
+
+    #[test]
+    fn quotas_refuse_what_is_over_them_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = HistoryLimits {
+            author_messages: 3,
+            author_bytes: 1 << 20,
+            room_authors: 2,
+            room_bytes: 1 << 20,
+        };
+        let authors: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+        {
+            let store = Store::open(dir.path()).unwrap().with_limits(limits);
+            let batch: Vec<_> = (1..=4)
+                .map(|seq| message(&authors[0], seq, seq, "r"))
+                .collect();
+            let outcomes = store.insert(&batch, None, 0).unwrap();
+            assert_eq!(outcomes[..3], [Stored::New; 3]);
+            assert_eq!(
+                outcomes[3],
+                Stored::Refused(QuotaExceeded::AuthorMessages { limit: 3 })
+            );
+            // The author is full: sync asks for nothing more of it.
+            let holdings = store.holdings("r").unwrap();
+            assert!(holdings[&authors[0].peer_id()].contains(1_000_000));
+        }
+        // Counts persist; a third author is one too many for the room, in
+        // this room only.
+        let store = Store::open(dir.path()).unwrap().with_limits(limits);
+        let outcomes = store
+            .insert(
+                &[
+                    message(&authors[1], 1, 1, "r"),
+                    message(&authors[2], 1, 1, "r"),
+                    message(&authors[2], 1, 1, "elsewhere"),
+                ],
+                None,
+                0,
+            )
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                Stored::New,
+                Stored::Refused(QuotaExceeded::RoomAuthors { limit: 2 }),
+                Stored::New
+            ]
+        );
+        assert_eq!(store.room_usage("r").unwrap().count, 2);
+        assert!(!limits.takes_new_authors(store.room_usage("r").unwrap()));
+        // Asked without new authors, a peer sends only those listed.
+        let listed: Holdings = [(authors[1].peer_id(), Held::default())]
+            .into_iter()
+            .collect();
+        let (sent, _) = store.missing("r", &listed, false, None, 64).unwrap();
+        assert!(sent
+            .iter()
+            .all(|m| m.body.id.author == authors[1].peer_id()));
+        assert_eq!(sent.len(), 1);
+    }
+
+    #[test]
+    fn a_history_from_before_quotas_is_counted_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = Identity::generate().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let batch: Vec<_> = (1..=5).map(|seq| message(&alice, seq, seq, "r")).collect();
+            store.insert(&batch, None, 0).unwrap();
+            // Forget the counts, as a database written before them would.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(AUTHOR_USAGE).unwrap();
+            txn.delete_table(ROOM_USAGE).unwrap();
+            txn.open_table(META).unwrap().remove(USAGE_COUNTED).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let usage = store.room_usage("r").unwrap();
+        assert_eq!(usage.count, 1);
+        assert!(usage.bytes > 5 * 100);
+    }
+
+    #[test]
+    fn a_message_stored_before_room_tags_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = Identity::generate().unwrap();
+        let m = message(&alice, 1, 10, "r");
+        // Version 1 stored `body ‖ signature`: the same bincode as the pair.
+        let mut old = wire::signing_bytes("", &(m.body.clone(), m.signature.clone())).unwrap();
+        old.remove(0);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(MESSAGES).unwrap();
+                let key = message_key("r", &m.body.id);
+                table.insert(key.as_slice(), old.as_slice()).unwrap();
+                let mut timeline = txn.open_table(TIMELINE).unwrap();
+                let at = timeline_key("r", 10, &m.body.id);
+                timeline.insert(at.as_slice(), ()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.history("r", 10).unwrap(), vec![m]);
     }
 
     #[test]

@@ -84,7 +84,7 @@ fn hostile_streams(kind: StreamKind) -> Vec<(&'static str, Vec<u8>, &'static str
         ),
         (
             "unknown stream kind",
-            b"PG\x01\xee".to_vec(),
+            vec![b'P', b'G', wire::PROTOCOL_VERSION, 0xee],
             "unknown stream kind 238",
         ),
         (

@@ -208,3 +208,38 @@ async fn private_messages_reach_only_their_peer_also_later_by_sync() {
     let mut bob = start_node_in(bob_home, config("bob", Some(&tracker), "r")).await;
     bob.receives("while you were out").await;
 }
+
+/// Shutdown in the middle of things (connected peers, a connection attempt
+/// to a peer that never answers) stops every task of the node: the event
+/// stream ends, with the last events before the end, and the peer hears
+/// the goodbye.
+#[tokio::test]
+async fn shutdown_stops_every_task_and_ends_the_event_stream() {
+    let tracker = start_tracker();
+    let mut alice = start_node(config("alice", Some(&tracker), "lobby")).await;
+    let mut bob = start_node(config("bob", Some(&tracker), "lobby")).await;
+    alice.connected_to(&bob).await;
+    bob.connected_to(&alice).await;
+    // An attempt in flight: an address where nobody answers.
+    let nobody = punchgate::identity::Identity::generate().unwrap().peer_id();
+    let node = alice.node.clone();
+    let pending = tokio::spawn(async move { node.connect_to(nobody, vec![loopback()]).await });
+    alice.node.shutdown().await;
+    let mut left = Vec::new();
+    while let Some(event) = tokio::time::timeout(WAIT, alice.events.next())
+        .await
+        .expect("the event stream did not end after shutdown")
+    {
+        left.push(event);
+    }
+    // The attempt was answered, not left hanging.
+    let outcome = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
+    assert!(outcome.is_err(), "{outcome:?}");
+    bob.sees("alice's goodbye", |e| match e {
+        Event::Disconnected {
+            peer_id, reason, ..
+        } if *peer_id == alice.id() => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+}

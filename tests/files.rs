@@ -1,14 +1,16 @@
 //! File transfer between nodes on loopback: byte-identical files and
 //! folders (nested, empty files, odd sizes), several sources at once, a
-//! holder added mid-download, a corrupt source dropped, hostile manifests refused, no overwrite without
-//! force.
+//! holder added mid-download, a corrupt source dropped, a fetch with no
+//! source left giving up, hostile manifests and planted links refused, no
+//! overwrite without force, a killed get resumed, a full disk. A killed
+//! sender is in `file_sources.rs`.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::*;
-use punchgate::node::{Event, FetchError, FetchReport, FetchRequest, NodeConfig};
+use punchgate::node::{Event, FetchError, FetchReport, FetchRequest, NodeConfig, SourceChange};
 use punchgate::protocol::StreamKind;
 use punchgate::protocol::{ManifestReply, ManifestRequest};
 use punchgate::transfer::manifest::{ContentId, FileEntry, Manifest, MIN_CHUNK_SIZE};
@@ -23,13 +25,6 @@ fn small_chunks(name: &str, connect: &[&TestNode]) -> NodeConfig {
         .map(|n| n.node.target().unwrap().parse().unwrap())
         .collect();
     config
-}
-
-/// Deterministic bytes that differ from chunk to chunk.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
-        .collect()
 }
 
 /// Every file under `root`, relative, with its bytes.
@@ -296,6 +291,162 @@ async fn a_holder_that_offers_the_content_mid_download_becomes_a_source() {
     assert_eq!(counts[0].1 + counts[1].1, report.chunks);
 }
 
+/// With `source_wait` set, a fetch whose only source went away reports it,
+/// waits that long for another holder, then fails keeping what it verified.
+#[tokio::test]
+async fn a_fetch_with_no_source_left_gives_up_after_the_source_wait() {
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("gone.bin");
+    std::fs::write(&file, pattern(256 * MIN_CHUNK_SIZE as usize, 5)).unwrap();
+    let mut slow = small_chunks("alice", &[]);
+    slow.transfer.upload_limit = Some(64 << 10);
+    let alice = start_node(slow).await;
+    let content = alice.node.share(vec![file]).await.unwrap().layout.id;
+    let mut patient = small_chunks("bob", &[&alice]);
+    patient.transfer.source_wait = Some(std::time::Duration::from_millis(300));
+    let mut bob = start_node(patient).await;
+    bob.connected_to(&alice).await;
+    let target = tempfile::tempdir().unwrap();
+    let download = tokio::spawn({
+        let (bob, alice, target) = (bob.node.clone(), alice.node.peer_id(), target.path().into());
+        async move {
+            bob.fetch(FetchRequest {
+                content,
+                sources: vec![alice],
+                target,
+                force: false,
+            })
+            .await
+        }
+    });
+    bob.sees("the download under way", |e| match e {
+        Event::TransferProgress { bytes, .. } if *bytes > 0 => Some(()),
+        _ => None,
+    })
+    .await;
+    alice.node.shutdown().await;
+    let alice_id = alice.id();
+    bob.sees("alice reported lost", |e| match e {
+        Event::TransferSource {
+            peer_id,
+            state: SourceChange::Lost,
+            sources: 0,
+            ..
+        } if *peer_id == alice_id => Some(()),
+        _ => None,
+    })
+    .await;
+    match download.await.unwrap() {
+        Err(FetchError::Incomplete { have, .. }) => assert!(have > 0, "verified chunks kept"),
+        other => panic!("expected an incomplete fetch, got {other:?}"),
+    }
+    let partial = target.path().join(".punchgate-partial");
+    assert!(partial.is_dir(), "the verified chunks stay for a rerun");
+    assert!(!target.path().join("gone.bin").exists());
+}
+
+/// Issue 12 row 2: links planted in `.punchgate-partial/<id>/` of a
+/// download folder others can write (`0.data`, `manifest`), or in place of
+/// `.punchgate-partial` itself, are refused: no byte written outside the
+/// folder, no file under the final name.
+#[tokio::test]
+async fn symlinks_planted_in_the_partial_directory_are_refused() {
+    use std::os::unix::fs::symlink;
+    let (alice, bob) = pair().await;
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("secret.bin");
+    let bytes = pattern(3 * MIN_CHUNK_SIZE as usize + 7, 11);
+    std::fs::write(&file, &bytes).unwrap();
+    let content = alice.node.share(vec![file]).await.unwrap().layout.id;
+    let outside = tempfile::tempdir().unwrap();
+    let victim_data = outside.path().join("victim-data");
+    let victim_manifest = outside.path().join("victim-manifest");
+    std::fs::write(&victim_data, b"precious").unwrap();
+    std::fs::write(&victim_manifest, b"precious too").unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let parts = target.path().join(".punchgate-partial");
+    let work = parts.join(content.to_string());
+    let untouched = || {
+        assert_eq!(std::fs::read(&victim_data).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&victim_manifest).unwrap(), b"precious too");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 2);
+        assert!(std::fs::symlink_metadata(target.path().join("secret.bin")).is_err());
+    };
+
+    std::fs::create_dir_all(&work).unwrap();
+    symlink(&victim_data, work.join("0.data")).unwrap();
+    symlink(&victim_manifest, work.join("manifest")).unwrap();
+    let error = fetch(&bob, content, &[&alice], target.path())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("symbolic link"), "{error}");
+    untouched();
+    std::fs::remove_file(work.join("manifest")).unwrap();
+    let error = fetch(&bob, content, &[&alice], target.path())
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("0.data is a symbolic link"),
+        "{error}"
+    );
+    untouched();
+
+    // The work folder itself a link to a folder elsewhere.
+    std::fs::remove_dir_all(&parts).unwrap();
+    symlink(outside.path(), &parts).unwrap();
+    let error = fetch(&bob, content, &[&alice], target.path())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("symbolic link"), "{error}");
+    untouched();
+
+    // Without the links the same get goes through, to a plain file.
+    std::fs::remove_file(&parts).unwrap();
+    fetch(&bob, content, &[&alice], target.path())
+        .await
+        .unwrap();
+    let placed = target.path().join("secret.bin");
+    assert!(std::fs::symlink_metadata(&placed).unwrap().is_file());
+    assert_eq!(std::fs::read(&placed).unwrap(), bytes);
+    assert!(!parts.exists(), "work folder removed");
+}
+
+/// The file a get leaves is its own: a data file planted as a hard link to
+/// a file outside the folder is refused (the download would have written
+/// into that file and become a second name of it), and what a get places
+/// is a plain file with one name.
+#[tokio::test]
+async fn a_downloaded_file_is_never_a_link_to_a_file_outside_the_target() {
+    use std::os::unix::fs::MetadataExt;
+    let (alice, bob) = pair().await;
+    let source = tempfile::tempdir().unwrap();
+    let file = source.path().join("report.pdf");
+    let bytes = pattern(2 * MIN_CHUNK_SIZE as usize + 3, 12);
+    std::fs::write(&file, &bytes).unwrap();
+    let content = alice.node.share(vec![file]).await.unwrap().layout.id;
+    // Beside the target, on the same filesystem, so a hard link can be made.
+    let shared = tempfile::tempdir().unwrap();
+    let victim = shared.path().join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let target = shared.path().join("downloads");
+    let work = target.join(".punchgate-partial").join(content.to_string());
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::hard_link(&victim, work.join("0.data")).unwrap();
+
+    let error = fetch(&bob, content, &[&alice], &target).await.unwrap_err();
+    assert!(error.to_string().contains("another name"), "{error}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(std::fs::symlink_metadata(target.join("report.pdf")).is_err());
+
+    std::fs::remove_file(work.join("0.data")).unwrap();
+    fetch(&bob, content, &[&alice], &target).await.unwrap();
+    let placed = std::fs::symlink_metadata(target.join("report.pdf")).unwrap();
+    assert!(placed.is_file(), "a plain file, not a link");
+    assert_eq!(placed.nlink(), 1, "no other name reaches its bytes");
+    assert_eq!(std::fs::read(target.join("report.pdf")).unwrap(), bytes);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
 #[tokio::test]
 async fn an_existing_file_is_kept_unless_forced() {
     let (alice, bob) = pair().await;
@@ -400,32 +551,6 @@ async fn hostile_manifests_are_refused_and_write_nothing_outside_the_target() {
     assert!(!Path::new("/tmp/punchgate-escape-test").exists());
 }
 
-/// A tracker process and a `punchgate send` of `file` through it (with
-/// `extra` flags); returns both and the ticket.
-fn serve(file: &Path, extra: &[&str]) -> (common::process::Proc, common::process::Proc, String) {
-    use common::process::Proc;
-    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
-    let target = tracker.expect("ready", |_| true)["target"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut args = vec![
-        "send",
-        file.to_str().unwrap(),
-        "--tracker",
-        &target,
-        "--bind",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let sender = Proc::start(&args);
-    let ticket = sender.expect("ticket", |_| true)["ticket"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (tracker, sender, ticket)
-}
-
 /// `punchgate get` killed halfway (SIGKILL) and run again fetches only the
 /// chunks it had not verified, through real processes and a tracker.
 #[test]
@@ -439,7 +564,7 @@ fn a_killed_get_resumes_and_fetches_only_the_missing_chunks() {
     let out = work.path().join("out");
 
     // The sender paces itself so the kill lands mid-transfer.
-    let (_tracker, _sender, ticket) = serve(
+    let (_tracker, _sender, ticket) = common::process::serve(
         &file,
         &["--chunk-size", &CHUNK.to_string(), "--max-rate", "2000000"],
     );
@@ -507,7 +632,7 @@ fn a_full_disk_is_a_clear_error_and_the_rerun_resumes() {
     let bytes = pattern(2 * LIMIT as usize + 5, 8);
     std::fs::write(&file, &bytes).unwrap();
     let out = work.path().join("out");
-    let (_tracker, _sender, ticket) = serve(&file, &["--chunk-size", "65536"]);
+    let (_tracker, _sender, ticket) = common::process::serve(&file, &["--chunk-size", "65536"]);
     let args = [
         "get",
         &ticket,

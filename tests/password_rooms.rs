@@ -136,3 +136,197 @@ async fn the_right_password_shares_the_room_and_a_wrong_one_gets_nothing() {
         );
     }
 }
+
+/// A password room member with no tracker, for raw peers to dial.
+fn alone_in_vault(name: &str, password: &str) -> punchgate::node::NodeConfig {
+    let mut config = config(name, None, ROOM);
+    config.passwords.insert(ROOM.into(), Secret::new(password));
+    config
+}
+
+/// How one password proof a raw peer started ended.
+#[derive(Debug)]
+enum Proof {
+    /// The node answered with its SPAKE2 message; the guesser then had to
+    /// send its confirmation, and got this verdict.
+    Answered(Result<(), String>),
+    /// Refused before anything was answered.
+    Refused(String),
+    /// The connection is gone.
+    Closed,
+}
+
+/// Runs one password proof as initiator with `password`.
+async fn prove(connection: &quinn::Connection, password: &str) -> Proof {
+    use punchgate::pake::{Exchange, Side, EXPORTER_LABEL};
+    use punchgate::protocol::{AuthFrame, StreamKind};
+    use punchgate::wire::{FrameReader, FrameWriter};
+    let Ok((send, recv)) = connection.open_bi().await else {
+        return Proof::Closed;
+    };
+    let Ok(mut writer) = FrameWriter::open(send, StreamKind::Auth).await else {
+        return Proof::Closed;
+    };
+    let mut reader = FrameReader::new(recv, StreamKind::Auth);
+    let mut exporter = [0u8; 32];
+    connection
+        .export_keying_material(&mut exporter, EXPORTER_LABEL, ROOM.as_bytes())
+        .unwrap();
+    let (exchange, spake) = Exchange::start(ROOM, password, exporter);
+    let start = AuthFrame::Start {
+        room: ROOM.into(),
+        spake,
+    };
+    if writer.send(&start).await.is_err() {
+        return Proof::Closed;
+    }
+    let theirs = match reader.recv::<AuthFrame>().await {
+        Ok(Some(AuthFrame::Reply { spake })) => spake,
+        Ok(Some(AuthFrame::Refused { reason })) => return Proof::Refused(reason),
+        Ok(other) => panic!("expected a reply, got {other:?}"),
+        Err(_) => return Proof::Closed,
+    };
+    // Nothing so far says whether the guess was right: commit to it.
+    let keys = exchange.finish(&theirs).unwrap();
+    let confirm = AuthFrame::Confirm {
+        confirm: keys.confirmation(Side::Initiator),
+    };
+    if writer.send(&confirm).await.is_err() {
+        return Proof::Closed;
+    }
+    let verdict = match reader.recv::<AuthFrame>().await {
+        Ok(Some(AuthFrame::Accepted { confirm })) => {
+            keys.check(Side::Responder, &confirm).unwrap();
+            Ok(())
+        }
+        Ok(Some(AuthFrame::Refused { reason })) => Err(reason),
+        Ok(other) => panic!("expected a verdict, got {other:?}"),
+        Err(_) => return Proof::Closed,
+    };
+    let _ = writer.get_mut().finish();
+    Proof::Answered(verdict)
+}
+
+#[tokio::test]
+async fn thirty_password_guesses_get_at_most_five_answers_also_across_connections_and_identities() {
+    let alice = start_node(alone_in_vault("alice", PASSWORD)).await;
+    let guesser = raw_peer(&alice, "mallory", ROOM).await;
+
+    // One proof in flight per peer and room: a second Start while the first
+    // is unfinished is refused without an answer.
+    use punchgate::pake::{Exchange, Side, EXPORTER_LABEL};
+    use punchgate::protocol::{AuthFrame, StreamKind};
+    use punchgate::wire::{FrameReader, FrameWriter};
+    let (send, recv) = guesser.connection.open_bi().await.unwrap();
+    let mut first = FrameWriter::open(send, StreamKind::Auth).await.unwrap();
+    let mut first_answers = FrameReader::new(recv, StreamKind::Auth);
+    let mut exporter = [0u8; 32];
+    guesser
+        .connection
+        .export_keying_material(&mut exporter, EXPORTER_LABEL, ROOM.as_bytes())
+        .unwrap();
+    let (exchange, spake) = Exchange::start(ROOM, "guess 0", exporter);
+    let start = AuthFrame::Start {
+        room: ROOM.into(),
+        spake,
+    };
+    first.send(&start).await.unwrap();
+    let Some(AuthFrame::Reply { spake }) = first_answers.recv::<AuthFrame>().await.unwrap() else {
+        panic!("expected a reply");
+    };
+    match prove(&guesser.connection, "guess 1").await {
+        Proof::Refused(reason) => assert!(reason.contains("already running"), "{reason}"),
+        other => panic!("a second proof in flight got {other:?}"),
+    }
+    let keys = exchange.finish(&spake).unwrap();
+    let confirm = AuthFrame::Confirm {
+        confirm: keys.confirmation(Side::Initiator),
+    };
+    first.send(&confirm).await.unwrap();
+    let verdict = first_answers.recv::<AuthFrame>().await.unwrap();
+    assert!(
+        matches!(verdict, Some(AuthFrame::Refused { .. })),
+        "{verdict:?}"
+    );
+
+    // Thirty guesses, one after the other; a dropped connection is replaced
+    // by a new one with a new identity, from the same address.
+    let mut answered = 1; // the first, above
+    let mut refusals = Vec::new();
+    let mut connections = 1;
+    let mut guesser = guesser;
+    for guess in 2..32 {
+        let mut proof = prove(&guesser.connection, &format!("guess {guess}")).await;
+        if matches!(proof, Proof::Closed) {
+            connections += 1;
+            guesser = raw_peer(&alice, &format!("mallory {connections}"), ROOM).await;
+            proof = prove(&guesser.connection, &format!("guess {guess}")).await;
+        }
+        match proof {
+            Proof::Answered(verdict) => {
+                assert!(verdict.is_err(), "guess {guess} was right?");
+                answered += 1;
+            }
+            Proof::Refused(reason) => refusals.push(reason),
+            Proof::Closed => panic!("a fresh connection closed at once"),
+        }
+    }
+    assert!(answered <= 5, "{answered} guesses were answered");
+    assert!(connections > 1, "the guesser was never disconnected");
+    assert!(
+        refusals
+            .iter()
+            .any(|r| r.contains("too many password guesses")),
+        "{refusals:?}"
+    );
+
+    // A new connection with a new identity from the same address: refused
+    // before anything is answered.
+    let fresh = raw_peer(&alice, "not mallory", ROOM).await;
+    match prove(&fresh.connection, PASSWORD).await {
+        Proof::Refused(reason) => assert!(reason.contains("too many password guesses"), "{reason}"),
+        other => panic!("a new identity got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn messages_of_never_seen_keys_without_the_room_tag_are_refused_in_a_password_room() {
+    use common::history::{from_never_seen_keys, long_message, push_by_sync};
+    let mut alice = start_node(alone_in_vault("alice", PASSWORD)).await;
+    // A member who knows the password pushes, by sync, messages of 1,280
+    // keys that never proved anything, and one written with the password.
+    let member = raw_peer(&alice, "member", ROOM).await;
+    assert!(matches!(
+        prove(&member.connection, PASSWORD).await,
+        Proof::Answered(Ok(()))
+    ));
+    let mut flood = from_never_seen_keys(1280, ROOM);
+    // Tagged with a guessed password: no better.
+    let guessed = punchgate::room_key::RoomKey::derive(ROOM, WRONG);
+    let outsider = punchgate::identity::Identity::generate().unwrap();
+    flood.push(
+        guessed
+            .tag_message(long_message(&outsider, 1, ROOM))
+            .unwrap(),
+    );
+    let key = punchgate::room_key::RoomKey::derive(ROOM, PASSWORD);
+    let insider = punchgate::identity::Identity::generate().unwrap();
+    let genuine = key.tag_message(long_message(&insider, 1, ROOM)).unwrap();
+    flood.push(genuine.clone());
+    let _kept = push_by_sync(&member.connection, ROOM, &flood).await;
+    let report = alice
+        .sees("the refusal", |e| match e {
+            Event::Error { message } if message.contains("refused") => Some(message.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(report.contains("password of #vault"), "{report}");
+
+    alice.node.shutdown().await;
+    let TestNode { node, home, .. } = alice;
+    drop(node);
+    let store = open_store(home.path()).await;
+    let stored = store.history(ROOM, 10_000).unwrap();
+    assert_eq!(stored.len(), 1, "{} messages stored", stored.len());
+    assert_eq!(stored[0].body.id, genuine.body.id);
+}

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use punchgate::node::{Event, NodeConfig, PathKind, RelayPolicy};
-use punchgate::protocol::{RelayFrame, RelayRefusal, TrackerRequestBody};
+use punchgate::protocol::{RelayFrame, RelayRefusal};
 use punchgate::tracker::client::{RelayOffer, RelayStream};
 use punchgate::tracker::{RelayConfig, Tracker, TrackerConfig};
 
@@ -93,8 +93,9 @@ async fn a_relay_flood_is_throttled_while_another_pair_keeps_its_service() {
     assert_eq!(connected_path(&mut dave, &carol).await, PathKind::Relay);
     let victim = start_node(relayed("victim", &tracker, "noisy")).await;
 
-    let (raw, mut flood) = raw_relay_client(&tracker, "noisy").await;
-    // Not introduced yet: the relay refuses to carry anything to the victim.
+    let (raw, mut flood) = raw_relay_client(&tracker, "elsewhere").await;
+    // No shared room and no introduction: the relay refuses to carry
+    // anything to the victim.
     let packet = |peer| RelayFrame::Packet {
         peer,
         packet: vec![0x40; 1200],
@@ -110,12 +111,8 @@ async fn a_relay_flood_is_throttled_while_another_pair_keeps_its_service() {
     })
     .await;
     assert_eq!(refusal, RelayRefusal::NotIntroduced);
-    raw.session
-        .request(TrackerRequestBody::Connect {
-            peer: victim.node.peer_id(),
-        })
-        .await
-        .unwrap();
+    // In the victim's room, it may.
+    raw.session.join("noisy").await.unwrap();
     // Far beyond 20 kB/s: 300 packets of 1200 bytes at once.
     for _ in 0..300 {
         flood

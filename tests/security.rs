@@ -77,7 +77,7 @@ async fn tracker_pinned_by_id_refuses_another_key() {
     let tracker = start_tracker();
     let wrong = Identity::generate().unwrap().peer_id();
     let mut bad = config("alice", None, "lobby");
-    bad.tracker = Some(format!("{wrong}@{}", tracker.local_addr()).parse().unwrap());
+    bad.trackers = vec![format!("{wrong}@{}", tracker.local_addr()).parse().unwrap()];
     let home = tempfile::tempdir().unwrap();
     let error = Node::start(home.path(), bad)
         .await
@@ -92,7 +92,7 @@ async fn tracker_trusted_on_first_use_is_refused_when_its_key_changes() {
     let addr = first.local_addr();
     let home = tempfile::tempdir().unwrap();
     let mut tofu = config("alice", None, "lobby");
-    tofu.tracker = Some(addr.to_string().parse().unwrap());
+    tofu.trackers = vec![addr.to_string().parse().unwrap()];
 
     let (node, _events) = Node::start(home.path(), tofu.clone()).await.unwrap();
     node.shutdown().await;

@@ -278,6 +278,58 @@ fn relay_streams_are_reopened_after_a_tracker_restart() {
     carol.receives("and back", &alice);
 }
 
+/// Two trackers, the first killed for good: the nodes registered with both
+/// notice, keep their connection, and a newcomer (whose first tracker is
+/// already dead when it starts) meets them through the second. With
+/// `relay_only`, the relayed connection moves to the second tracker's
+/// relay and the newcomer is relayed there too.
+fn two_trackers_one_killed(extra: &[&str], path: &str) {
+    let homes = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (first, at_first) = start_tracker(homes[0].path(), "127.0.0.1:0");
+    let (_second, at_second) = start_tracker(homes[1].path(), "127.0.0.1:0");
+    let mut flags = vec!["--tracker", &at_second.target];
+    flags.extend_from_slice(extra);
+    let mut alice = Chat::start("alice", &at_first, "r", &flags);
+    let mut bob = Chat::start("bob", &at_first, "r", &flags);
+    let (to_bob, _) = connect(&alice, &bob);
+    assert_eq!(to_bob["path"], path, "{to_bob}");
+
+    first.kill();
+    for node in [&alice, &bob] {
+        node.tracker_state("lost", &at_first);
+    }
+    alice.say("one tracker down");
+    bob.receives("one tracker down", &alice);
+    bob.say("still here");
+    alice.receives("still here", &bob);
+
+    let mut carol = Chat::start("carol", &at_first, "r", &flags);
+    carol.tracker_state("lost", &at_first);
+    for node in [&alice, &bob] {
+        let (from_carol, _) = connect(&carol, node);
+        assert_eq!(from_carol["path"], path, "{from_carol}");
+    }
+    carol.say("met through the second tracker");
+    alice.receives("met through the second tracker", &carol);
+    bob.receives("met through the second tracker", &carol);
+    alice.say("welcome");
+    carol.receives("welcome", &alice);
+    bob.say("welcome too");
+    carol.receives("welcome too", &bob);
+    alice.has_not_lost(&bob, "while the first tracker was down");
+    bob.has_not_lost(&alice, "while the first tracker was down");
+}
+
+#[test]
+fn two_trackers_one_killed_peers_still_meet_through_the_other() {
+    two_trackers_one_killed(&[], "direct");
+}
+
+#[test]
+fn two_trackers_one_killed_relayed_peers_move_to_the_other_relay() {
+    two_trackers_one_killed(&["--relay-only"], "relay");
+}
+
 #[test]
 fn a_sigkilled_chat_peer_is_reported_gone_within_15_seconds() {
     let tracker_home = tempfile::tempdir().unwrap();

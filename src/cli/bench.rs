@@ -75,7 +75,7 @@ pub async fn run(home: &Path, what: BenchCommand, output: Output) -> anyhow::Res
         | BenchCommand::Throughput { at, .. } => at,
     };
     let mut config = NodeConfig::new(at.name.clone());
-    config.tracker = Some(at.tracker.clone());
+    config.trackers = vec![at.tracker.clone()];
     config.bind = at.bind;
     config.rooms = vec![bench::BENCH_ROOM.to_string()];
     config.bench_serve = matches!(what, BenchCommand::Serve { .. });
@@ -94,8 +94,8 @@ pub async fn run(home: &Path, what: BenchCommand, output: Output) -> anyhow::Res
             });
             shutdown_signal().await;
             node.shutdown().await;
-            drop(node);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+            // The event stream ends once the node has shut down.
+            let _ = printer.await;
             return Ok(());
         }
         BenchCommand::Handshake { peer, .. } => ("handshake", peer),

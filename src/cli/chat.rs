@@ -23,9 +23,11 @@ use super::{seconds, shutdown_signal, Output};
 // the `Chat` variant of `Commands` gives.
 #[derive(clap::Args)]
 pub struct ChatArgs {
-    /// Tracker as PEERID@host:port, or host:port to trust on first use.
-    #[arg(long)]
-    tracker: Option<Target>,
+    /// Tracker as PEERID@host:port, or host:port to trust on first use
+    /// (repeatable: the node registers with each and meets peers through
+    /// any that is up).
+    #[arg(long = "tracker")]
+    trackers: Vec<Target>,
     /// Your display name.
     #[arg(long, default_value = "anon")]
     name: String,
@@ -97,7 +99,7 @@ impl ChatArgs {
         if config.liveness.keep_alive >= config.liveness.idle_timeout {
             anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
         }
-        config.tracker = self.tracker;
+        config.trackers = self.trackers;
         if let Some(password) = self.password {
             let secret = punchgate::pake::Secret::new(password);
             config.passwords = self
@@ -207,12 +209,12 @@ pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<
                 };
                 match command::parse(&line) {
                     Ok(command) => {
-                        if !node.execute(command).await {
+                        if !command::execute(&node, command).await {
                             break;
                         }
                     }
                     Err(command::CommandError::Empty) => {}
-                    Err(error) => node.execute_error(error),
+                    Err(error) => command::report_error(&node, error),
                 }
             }
             _ = shutdown_signal() => {
@@ -221,10 +223,9 @@ pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<
             }
         }
     }
-    drop(node);
-    // Print what is left (goodbyes, last messages); background tasks holding
-    // the node end as their connections close, which closes the stream.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    // Print what is left (goodbyes, last messages): the event stream ends
+    // once the node has shut down.
+    let _ = printer.await;
     Ok(())
 }
 

@@ -56,12 +56,17 @@ pub struct GetArgs {
     /// Seconds a hole punch to the sender may take.
     #[arg(long, default_value_t = 10.0)]
     punch_timeout: f64,
+    /// Seconds to wait for another holder (or the sender back) once every
+    /// source is gone, then give up keeping what was verified. Default:
+    /// wait until Ctrl-C.
+    #[arg(long, value_name = "SECS")]
+    source_wait: Option<f64>,
 }
 
 /// `punchgate send`: shares, prints the ticket, serves until Ctrl-C.
 pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result<()> {
     let mut config = NodeConfig::new("sender");
-    config.tracker = Some(args.tracker);
+    config.trackers = vec![args.tracker];
     config.bind = args.bind;
     config.rooms = Vec::new();
     config.transfer.chunk_size = args.chunk_size;
@@ -102,11 +107,15 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
 /// terminal (or progress events with --json).
 pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<()> {
     let mut config = NodeConfig::new("getter");
-    config.tracker = Some(args.ticket.tracker.parse()?);
+    config.trackers = vec![args.ticket.tracker.parse()?];
     config.bind = args.bind;
     config.rooms = Vec::new();
     config.punch.deadline = seconds("--punch-timeout", args.punch_timeout)?;
     config.transfer.streams = args.streams.max(1);
+    config.transfer.source_wait = args
+        .source_wait
+        .map(|secs| seconds("--source-wait", secs))
+        .transpose()?;
     let GetArgs {
         ticket, out, force, ..
     } = args;
@@ -167,8 +176,8 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
         bar.finish_and_clear();
     }
     node.shutdown().await;
-    drop(node);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    // The event stream ends once the node has shut down: every line is out.
+    let _ = printer.await;
     let report = result?;
     if !json {
         let done = Event::TransferDone {

@@ -93,7 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Netcheck { tracker, bind } => {
             let home = home()?;
             let mut config = NodeConfig::new("netcheck");
-            config.tracker = Some(tracker);
+            config.trackers = vec![tracker];
             config.rooms = Vec::new();
             config.bind = bind;
             let (node, _events) = Node::start(&home, config)

@@ -4,21 +4,39 @@
 //! it is sent none of the room's messages, live or by sync, and none of its
 //! messages for the room are taken. Both sides start a proof for every
 //! password room they share; either exchange succeeding verifies both.
+//!
+//! Every proof is one online guess by the other end, so guesses are counted
+//! where they are made ([`super::guesses`]): a proof is charged to the
+//! peer's address when it starts, in either role, and refunded only when it
+//! succeeds; one proof per peer, room and role runs at a time; and the
+//! initiator confirms first, so a guessing initiator learns nothing before
+//! it has committed its confirmation (a guessing responder has committed to
+//! its one guess with its SPAKE2 message).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use quinn::{RecvStream, SendStream};
+use tokio::time::timeout;
 
 use super::gate::Gate;
+use super::guesses::{Source, TooManyGuesses};
 use super::{Event, Node};
-use crate::pake::{Exchange, PakeError, Side, EXPORTER_LABEL, EXPORTER_LEN};
+use crate::gate_socket::is_relay_addr;
+use crate::identity::PeerId;
+use crate::pake::{Exchange, PakeError, Secret, Side, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::protocol::AuthFrame;
 use crate::protocol::StreamKind;
+use crate::room_key::RoomKey;
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
-/// Failed proofs one peer may make on one connection before it is dropped:
-/// each failure is one online password guess.
+/// Failed proofs one peer may make on one connection before it is dropped.
 const MAX_AUTH_FAILURES: u32 = 5;
+
+/// The longest one proof may take, in either role; a proof that takes
+/// longer fails (and its guess stays counted).
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn exporter(gate: &Gate, room: &str) -> Result<[u8; EXPORTER_LEN], String> {
     let mut value = [0u8; EXPORTER_LEN];
@@ -28,9 +46,62 @@ fn exporter(gate: &Gate, room: &str) -> Result<[u8; EXPORTER_LEN], String> {
     Ok(value)
 }
 
+/// The key of each password room, derived off the async runtime (slow on
+/// purpose: [`RoomKey::derive`]).
+pub(super) async fn derive_room_keys(
+    passwords: &HashMap<String, Secret>,
+) -> HashMap<String, RoomKey> {
+    let passwords = passwords.clone();
+    tokio::task::spawn_blocking(move || {
+        passwords
+            .iter()
+            .map(|(room, password)| (room.clone(), RoomKey::derive(room, password.expose())))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Where a gate's guesses are charged.
+fn source_of(gate: &Gate) -> Source {
+    let remote = gate.connection.remote_address();
+    Source::of(remote.ip(), is_relay_addr(&remote))
+}
+
+/// Proofs in flight, by peer, room and this node's role.
+pub(super) type ProofKey = (PeerId, String, Side);
+
+/// Why a proof could not start.
+enum NotStarted {
+    /// One for this peer, room and role is running already.
+    Running,
+    TooManyGuesses(TooManyGuesses),
+}
+
+/// A proof in flight, with its guess charged: leaves the in-flight set when
+/// dropped, on every path.
+struct Proof {
+    node: Node,
+    key: ProofKey,
+    source: Source,
+}
+
+impl Proof {
+    /// The proof succeeded: its guess is given back.
+    fn succeeded(&self) {
+        self.node.state().guesses.refund(self.source);
+    }
+}
+
+impl Drop for Proof {
+    fn drop(&mut self) {
+        self.node.state().proofs.remove(&self.key);
+    }
+}
+
 impl Node {
     /// Password rooms this node is in that `peer` claims to be in.
-    pub(super) fn password_rooms_with(&self, peer: &crate::identity::PeerId) -> Vec<String> {
+    pub(super) fn password_rooms_with(&self, peer: &PeerId) -> Vec<String> {
         let state = self.state();
         let Some(record) = state.peers.get(peer) else {
             return Vec::new();
@@ -60,8 +131,29 @@ impl Node {
                 .collect()
         };
         for room in pending {
-            tokio::spawn(self.clone().authenticate(gate.clone(), room));
+            self.inner
+                .spawn(self.clone().authenticate(gate.clone(), room));
         }
+    }
+
+    /// Registers a proof with the gate's peer and charges its guess.
+    fn begin_proof(&self, gate: &Gate, room: &str, side: Side) -> Result<Proof, NotStarted> {
+        let key = (gate.peer_id, room.to_string(), side);
+        let source = source_of(gate);
+        let mut state = self.state();
+        if state.proofs.contains(&key) {
+            return Err(NotStarted::Running);
+        }
+        state
+            .guesses
+            .charge(source, Instant::now())
+            .map_err(NotStarted::TooManyGuesses)?;
+        state.proofs.insert(key.clone());
+        Ok(Proof {
+            node: self.clone(),
+            key,
+            source,
+        })
     }
 
     /// Runs a proof for `room` as initiator.
@@ -69,7 +161,15 @@ impl Node {
         let Some(password) = self.state().passwords.get(&room).cloned() else {
             return;
         };
-        let result: Result<Result<(), String>, WireError> = async {
+        let proof = match self.begin_proof(&gate, &room, Side::Initiator) {
+            Ok(proof) => proof,
+            Err(NotStarted::Running) => return,
+            Err(NotStarted::TooManyGuesses(error)) => {
+                self.conclude(&gate, &room, Ok(Err(error.to_string())));
+                return;
+            }
+        };
+        let exchange = async {
             let (send, recv) = gate
                 .connection
                 .open_bi()
@@ -88,37 +188,47 @@ impl Node {
                     spake,
                 })
                 .await?;
-            let (theirs, confirm) = match reader.recv::<AuthFrame>().await? {
-                Some(AuthFrame::Reply { spake, confirm }) => (spake, confirm),
+            let theirs = match reader.recv::<AuthFrame>().await? {
+                Some(AuthFrame::Reply { spake }) => spake,
                 Some(AuthFrame::Refused { reason }) => return Ok(Err(reason)),
                 _ => return Err(malformed("expected a reply")),
             };
-            let outcome = exchange
-                .finish(&theirs)
-                .and_then(|keys| keys.check(Side::Responder, &confirm).map(|()| keys));
-            match outcome {
-                Ok(keys) => {
-                    writer
-                        .send(&AuthFrame::Confirm {
-                            confirm: keys.confirmation(Side::Initiator),
-                        })
-                        .await?;
-                    let _ = writer.get_mut().finish();
-                    Ok(Ok(()))
-                }
+            let keys = match exchange.finish(&theirs) {
+                Ok(keys) => keys,
                 Err(error) => {
                     let reason = explain(error);
-                    writer
-                        .send(&AuthFrame::Refused {
-                            reason: reason.clone(),
-                        })
-                        .await?;
+                    let refused = AuthFrame::Refused {
+                        reason: reason.clone(),
+                    };
+                    writer.send(&refused).await?;
                     let _ = writer.get_mut().finish();
-                    Ok(Err(reason))
+                    return Ok(Err(reason));
                 }
-            }
+            };
+            // This side commits first: the responder's confirmation comes
+            // only after it has checked this one.
+            writer
+                .send(&AuthFrame::Confirm {
+                    confirm: keys.confirmation(Side::Initiator),
+                })
+                .await?;
+            let verdict = match reader.recv::<AuthFrame>().await? {
+                Some(AuthFrame::Accepted { confirm }) => {
+                    keys.check(Side::Responder, &confirm).map_err(explain)
+                }
+                Some(AuthFrame::Refused { reason }) => Err(reason),
+                _ => return Err(malformed("expected acceptance or refusal")),
+            };
+            let _ = writer.get_mut().finish();
+            Ok(verdict)
+        };
+        let result = timeout(AUTH_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Ok(Err(no_answer())));
+        if matches!(result, Ok(Ok(()))) {
+            proof.succeeded();
         }
-        .await;
+        drop(proof);
         self.conclude(&gate, &room, result);
     }
 
@@ -131,7 +241,8 @@ impl Node {
     ) -> Result<(), WireError> {
         let mut reader = FrameReader::new(recv, StreamKind::Auth);
         let mut writer = FrameWriter::answering(send, StreamKind::Auth);
-        let Some(AuthFrame::Start { room, spake }) = reader.recv::<AuthFrame>().await? else {
+        let start = timeout(AUTH_TIMEOUT, reader.recv::<AuthFrame>()).await;
+        let Ok(Some(AuthFrame::Start { room, spake })) = start.unwrap_or(Ok(None)) else {
             return Err(malformed("expected a start"));
         };
         let password = self.state().passwords.get(&room).cloned();
@@ -140,42 +251,90 @@ impl Node {
             writer.send(&AuthFrame::Refused { reason }).await?;
             return Ok(());
         };
-        let exporter = match exporter(gate, &room) {
-            Ok(value) => value,
-            Err(reason) => {
+        // Counted now, before anything is answered.
+        let proof = match self.begin_proof(gate, &room, Side::Responder) {
+            Ok(proof) => proof,
+            Err(NotStarted::Running) => {
+                let reason = format!("a password proof for #{room} is already running");
                 writer.send(&AuthFrame::Refused { reason }).await?;
                 return Ok(());
             }
-        };
-        let (exchange, ours) = Exchange::start(&room, password.expose(), exporter);
-        let keys = match exchange.finish(&spake) {
-            Ok(keys) => keys,
-            Err(error) => {
-                let reason = explain(error);
-                writer
-                    .send(&AuthFrame::Refused {
-                        reason: reason.clone(),
-                    })
-                    .await?;
-                self.conclude(gate, &room, Ok(Err(reason)));
+            Err(NotStarted::TooManyGuesses(error)) => {
+                let reason = error.to_string();
+                writer.send(&AuthFrame::Refused { reason }).await?;
+                self.count_failure(gate);
                 return Ok(());
             }
         };
-        writer
-            .send(&AuthFrame::Reply {
-                spake: ours,
-                confirm: keys.confirmation(Side::Responder),
-            })
-            .await?;
-        let verdict = match reader.recv::<AuthFrame>().await? {
-            Some(AuthFrame::Confirm { confirm }) => {
-                keys.check(Side::Initiator, &confirm).map_err(explain)
-            }
-            Some(AuthFrame::Refused { reason }) => Err(reason),
-            _ => return Err(malformed("expected a confirmation")),
+        let exchange = async {
+            let exporter = match exporter(gate, &room) {
+                Ok(value) => value,
+                Err(reason) => {
+                    writer.send(&AuthFrame::Refused { reason }).await?;
+                    return Ok(None);
+                }
+            };
+            let (exchange, ours) = Exchange::start(&room, password.expose(), exporter);
+            let keys = match exchange.finish(&spake) {
+                Ok(keys) => keys,
+                Err(error) => {
+                    let reason = explain(error);
+                    let refused = AuthFrame::Refused {
+                        reason: reason.clone(),
+                    };
+                    writer.send(&refused).await?;
+                    return Ok(Some(Err(reason)));
+                }
+            };
+            writer.send(&AuthFrame::Reply { spake: ours }).await?;
+            let verdict = match reader.recv::<AuthFrame>().await? {
+                Some(AuthFrame::Confirm { confirm }) => {
+                    keys.check(Side::Initiator, &confirm).map_err(explain)
+                }
+                Some(AuthFrame::Refused { reason }) => return Ok(Some(Err(reason))),
+                _ => return Err(malformed("expected a confirmation")),
+            };
+            let answer = match &verdict {
+                Ok(()) => AuthFrame::Accepted {
+                    confirm: keys.confirmation(Side::Responder),
+                },
+                Err(reason) => AuthFrame::Refused {
+                    reason: reason.clone(),
+                },
+            };
+            writer.send(&answer).await?;
+            Ok(Some(verdict))
         };
-        self.conclude(gate, &room, Ok(verdict));
+        let result = match timeout(AUTH_TIMEOUT, exchange).await {
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(verdict))) => Ok(verdict),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Ok(Err(no_answer())),
+        };
+        if matches!(result, Ok(Ok(()))) {
+            proof.succeeded();
+        }
+        drop(proof);
+        self.conclude(gate, &room, result);
         Ok(())
+    }
+
+    /// Counts a failed proof on the gate's connection; too many close it.
+    fn count_failure(&self, gate: &Arc<Gate>) {
+        let failures = {
+            let mut state = self.state();
+            let Some(record) = state.peers.get_mut(&gate.peer_id) else {
+                return;
+            };
+            record.auth_failures += 1;
+            record.auth_failures
+        };
+        if failures > MAX_AUTH_FAILURES {
+            gate.connection.close(
+                CloseCode::Refused.varint(),
+                b"too many failed password proofs",
+            );
+        }
     }
 
     /// Records the outcome of a proof and tells the user.
@@ -207,24 +366,15 @@ impl Node {
                 self.emit(Event::error(format!(
                     "password check for #{room} with {name} failed: {reason}; nothing of #{room} is shared with them"
                 )));
-                let failures = {
-                    let mut state = self.state();
-                    let Some(record) = state.peers.get_mut(&gate.peer_id) else {
-                        return;
-                    };
-                    record.auth_failures += 1;
-                    record.auth_failures
-                };
-                if failures > MAX_AUTH_FAILURES {
-                    gate.connection.close(
-                        CloseCode::Refused.varint(),
-                        b"too many failed password proofs",
-                    );
-                }
+                self.count_failure(gate);
             }
             Err(error) => super::gate::GateError::from(error).close(&gate.connection),
         }
     }
+}
+
+fn no_answer() -> String {
+    format!("no answer within {} s", AUTH_TIMEOUT.as_secs())
 }
 
 fn explain(error: PakeError) -> String {

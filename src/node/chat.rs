@@ -20,7 +20,7 @@ use crate::hlc;
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
 use crate::protocol::{ChatBody, ChatFrame, MessageId, SignedMessage};
-use crate::store::StoreError;
+use crate::store::{StoreError, Stored};
 use crate::wire::{FrameReader, FrameWriter, WireError};
 
 impl Node {
@@ -39,8 +39,8 @@ impl Node {
 
     /// Signs `text` for `room`, commits it to this node's history, and
     /// writes it to every connected member. Acknowledgements arrive as
-    /// [`Event::Delivered`]; members not connected get it by history sync
-    /// when they are (they are listed as pending).
+    /// [`Event::Delivered`]; members not connected (listed as pending) get
+    /// it on their next connection, and by history sync in any case.
     async fn post(&self, room: String, text: &str) -> Result<MessageId, NodeError> {
         let (id, hlc) = {
             let mut state = self.state();
@@ -57,12 +57,23 @@ impl Node {
             room: room.clone(),
             text: text.to_string(),
         };
-        let message = SignedMessage::sign(&self.inner.identity, body)?;
+        let mut message = SignedMessage::sign(&self.inner.identity, body)?;
+        let key = self.state().room_keys.get(&room).cloned();
+        if let Some(key) = key {
+            message = key.tag_message(message)?;
+        }
         // Durable before anyone hears of it: a crash cannot unsay it, and
         // sync can deliver it later.
-        self.store_messages(vec![message.clone()], Some(id.seq + 1))
+        let stored = self
+            .store_messages(vec![message.clone()], Some(id.seq + 1))
             .await?;
-        let (recipients, pending) = {
+        if let Some(Stored::Refused(reason)) = stored.first() {
+            return Err(NodeError::HistoryFull {
+                room,
+                reason: *reason,
+            });
+        }
+        let (recipients, pending, members) = {
             let mut state = self.state();
             let members = state
                 .peers
@@ -74,7 +85,13 @@ impl Node {
             let recipients: Vec<Arc<Gate>> =
                 connected.iter().filter_map(|r| r.gate.clone()).collect();
             let pending: Vec<String> = offline.iter().map(|r| r.name.clone()).collect();
-            if !recipients.is_empty() {
+            let members: Vec<PeerId> = state
+                .peers
+                .iter()
+                .filter(|(id, r)| state.is_member(r, &room) || room == dm_room(&self.peer_id(), id))
+                .map(|(id, _)| *id)
+                .collect();
+            if !members.is_empty() {
                 if state.outgoing.len() >= OUTGOING_CAPACITY {
                     // Peers that never acknowledge must not grow this forever.
                     let oldest = state
@@ -90,11 +107,11 @@ impl Node {
                     id,
                     Outgoing {
                         sent_at: Instant::now(),
-                        waiting_for: recipients.iter().map(|g| g.peer_id).collect(),
+                        waiting_for: members.iter().copied().collect(),
                     },
                 );
             }
-            (recipients, pending)
+            (recipients, pending, members)
         };
         self.emit(Event::Sent {
             id: id.to_string(),
@@ -103,21 +120,23 @@ impl Node {
             peers: recipients.len(),
             pending,
         });
-        // The manager sends it over each recipient's gate, in order, and
-        // again over a new gate until the recipient acknowledges it.
+        // The manager sends it over each connected member's gate, in order,
+        // and again over a new gate until the member acknowledges it; a
+        // member being connected gets it first thing on its new gate.
         self.input(Input::Posted {
             message,
-            recipients: recipients.iter().map(|g| g.peer_id).collect(),
+            recipients: members,
         });
         Ok(id)
     }
 
-    /// Commits messages to the history; returns which were new.
+    /// Commits messages to the history, within its quotas; returns what
+    /// became of each.
     async fn store_messages(
         &self,
         messages: Vec<SignedMessage>,
         next_seq: Option<u64>,
-    ) -> Result<Vec<bool>, NodeError> {
+    ) -> Result<Vec<Stored>, NodeError> {
         let store = self.inner.store.clone();
         let clock = self.state().clock.last();
         let fresh = tokio::task::spawn_blocking(move || store.insert(&messages, next_seq, clock))
@@ -191,8 +210,9 @@ impl Node {
     }
 
     /// Takes messages that arrived from `via` (live or by sync): keeps those
-    /// whose signature verifies against their author and whose room this
-    /// node is in, commits them to disk, then shows the new ones in clock
+    /// whose signature verifies against their author, whose room this node
+    /// is in and whose timestamp is not too far ahead ([`hlc::MAX_AHEAD_MS`]),
+    /// commits them to disk, then shows the new ones in clock
     /// order. Returns, per message, `Ok` (stored, or already had it) or why
     /// it was refused. Only after this returns may a message be acknowledged.
     pub(super) async fn take_messages(
@@ -202,29 +222,12 @@ impl Node {
     ) -> Vec<Result<(), String>> {
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut accepted = Vec::new();
+        let mut reported: Option<(usize, String)> = None;
         for message in messages {
-            let verdict = match message.verify() {
-                Err(error) => {
-                    let via_name = self.name_of(&via);
-                    self.emit(Event::error(format!(
-                        "refused a message from {via_name}: {error}"
-                    )));
-                    Err(error.to_string())
-                }
-                Ok(())
-                    if !self.state().rooms.contains(&message.body.room)
-                        && message.body.room
-                            != dm_room(&self.peer_id(), &message.body.id.author) =>
-                {
-                    Err(format!("not in room {}", message.body.room))
-                }
-                Ok(()) if !self.may_speak_for(&via, &message.body.room) => Err(format!(
-                    "#{} needs the room password first",
-                    message.body.room
-                )),
+            let verdict = match self.admit(&message, &via) {
                 Ok(()) => {
                     let mut state = self.state();
-                    state.clock.observe(message.body.hlc);
+                    state.clock.observe(message.body.hlc, now_ms());
                     if let Some(record) = state.peers.get_mut(&via) {
                         record.last_seen = Some(Instant::now());
                     }
@@ -232,23 +235,57 @@ impl Node {
                     accepted.push(message);
                     Ok(())
                 }
+                Err((reason, report)) => {
+                    if report {
+                        reported.get_or_insert((0, reason.clone())).0 += 1;
+                    }
+                    Err(reason)
+                }
             };
             verdicts.push(verdict);
+        }
+        // One report per batch, not one per message.
+        if let Some((count, reason)) = reported {
+            let via_name = self.name_of(&via);
+            self.emit(Event::error(match count {
+                1 => format!("refused a message from {via_name}: {reason}"),
+                _ => {
+                    format!("refused {count} messages from {via_name}, the first because {reason}")
+                }
+            }));
         }
         if accepted.is_empty() {
             return verdicts;
         }
         match self.store_messages(accepted.clone(), None).await {
-            Ok(fresh) => {
-                let mut new: Vec<&SignedMessage> = accepted
-                    .iter()
-                    .zip(fresh)
-                    .filter(|(_, f)| *f)
-                    .map(|(m, _)| m)
-                    .collect();
+            Ok(outcomes) => {
+                let mut new: Vec<&SignedMessage> = Vec::new();
+                let mut refused = None;
+                let mut verdicts_of_accepted = verdicts.iter_mut().filter(|v| v.is_ok());
+                for (message, outcome) in accepted.iter().zip(outcomes) {
+                    let verdict = verdicts_of_accepted.next();
+                    match outcome {
+                        Stored::New => new.push(message),
+                        Stored::Known => {}
+                        Stored::Refused(reason) => {
+                            let (count, _) = refused.get_or_insert((0, reason));
+                            *count += 1;
+                            if let Some(verdict) = verdict {
+                                *verdict = Err(format!("not stored: {reason}"));
+                            }
+                        }
+                    }
+                }
                 new.sort_by_key(|m| m.body.hlc);
                 for message in new {
                     self.show(message, false);
+                }
+                // One report per batch, not one per message.
+                if let Some((count, reason)) = refused {
+                    let via_name = self.name_of(&via);
+                    self.emit(Event::error(format!(
+                        "did not store {count} message(s) from {via_name}: {reason}"
+                    )));
                 }
             }
             Err(error) => {
@@ -260,6 +297,35 @@ impl Node {
             }
         }
         verdicts
+    }
+
+    /// Whether `message`, arriving from `via`, may enter this node's history
+    /// (see [`Node::take_messages`]); if not, why, in words for the sender,
+    /// and whether the user should hear of it (a forgery or a broken rule,
+    /// not merely a room this node is not in).
+    fn admit(&self, message: &SignedMessage, via: &PeerId) -> Result<(), (String, bool)> {
+        let body = &message.body;
+        message
+            .verify()
+            .map_err(|error| (error.to_string(), true))?;
+        if !self.state().rooms.contains(&body.room)
+            && body.room != dm_room(&self.peer_id(), &body.id.author)
+        {
+            return Err((format!("not in room {}", body.room), false));
+        }
+        if !self.may_speak_for(via, &body.room) {
+            let reason = format!("#{} needs the room password first", body.room);
+            return Err((reason, false));
+        }
+        let key = self.state().room_keys.get(&body.room).cloned();
+        if let Some(key) = key {
+            key.check(body, &message.room_tag).map_err(|error| {
+                let reason = format!("not written with the password of #{}: {error}", body.room);
+                (reason, true)
+            })?;
+        }
+        hlc::check_received(body.hlc, now_ms()).map_err(|error| (error.to_string(), true))?;
+        Ok(())
     }
 
     /// Reads acknowledgements on a chat stream this node opened.
@@ -331,7 +397,7 @@ impl Node {
                 return;
             }
             let on_open = |acks| {
-                tokio::spawn(self.clone().read_acks(gate.clone(), acks));
+                self.inner.spawn(self.clone().read_acks(gate.clone(), acks));
             };
             let problem = match timeout(send_timeout, gate.send_chat(&frame, on_open)).await {
                 Ok(Ok(())) => continue,

@@ -10,6 +10,7 @@ use crate::endpoint::{self, Liveness, Target};
 use crate::identity::PeerId;
 use crate::pake::Secret;
 use crate::punch::PunchSchedule;
+use crate::quota::{HistoryLimits, QuotaExceeded};
 use crate::store::StoreError;
 use crate::tls;
 use crate::tracker::TrackerError;
@@ -20,7 +21,10 @@ pub struct NodeConfig {
     pub name: String,
     /// Where the gate socket binds. Default `0.0.0.0:0`.
     pub bind: SocketAddr,
-    pub tracker: Option<Target>,
+    /// Trackers to register with (`PEERID@host:port`, or `host:port` to
+    /// trust on first use). The node meets peers through every one that is
+    /// up; one going away changes nothing but a notice. Default: none.
+    pub trackers: Vec<Target>,
     /// Rooms to join at start; the last one is where plain lines go.
     /// Default `lobby`.
     pub rooms: Vec<String>,
@@ -47,6 +51,9 @@ pub struct NodeConfig {
     /// Whether connections may run through the tracker's relay. Default:
     /// as a fallback when punching fails.
     pub relay: RelayPolicy,
+    /// How much history this node keeps per author and per room (see
+    /// [`HistoryLimits`] for the defaults).
+    pub history: HistoryLimits,
 }
 
 impl NodeConfig {
@@ -54,7 +61,7 @@ impl NodeConfig {
         Self {
             name: name.into(),
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
-            tracker: None,
+            trackers: Vec::new(),
             rooms: vec!["lobby".to_string()],
             connect: Vec::new(),
             allow: None,
@@ -67,6 +74,7 @@ impl NodeConfig {
             bench_serve: false,
             transfer: TransferConfig::default(),
             relay: RelayPolicy::default(),
+            history: HistoryLimits::default(),
         }
     }
 }
@@ -103,8 +111,12 @@ pub enum NodeError {
     NoRoom,
     #[error("not connected to a tracker")]
     NoTracker,
+    #[error("the node is shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     Message(#[from] crate::protocol::MessageError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("not sent: #{room} is full here ({reason}); write in another room")]
+    HistoryFull { room: String, reason: QuotaExceeded },
 }

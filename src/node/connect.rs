@@ -14,9 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use super::budget::Unsolicited;
 use super::driver::{Input, Ready};
 use super::gate::{self, Gate};
-use super::{Inner, Node, NodeError};
+use super::manager::TrackerIx;
+use super::{Inner, Node, NodeError, MAX_PUNCHES};
 use crate::endpoint::{self, Target};
 use crate::identity::PeerId;
 use crate::protocol::{Member, ProbeMessage};
@@ -71,7 +73,7 @@ impl Node {
         {
             let state = self.state();
             if state.closing {
-                return Ok(());
+                return Err(NodeError::ShuttingDown);
             }
             let max = self.inner.config.max_gates;
             if !state.has_open_gate(&peer) && state.open_gate_count() >= max {
@@ -82,6 +84,7 @@ impl Node {
         self.input(Input::Connect {
             peer,
             addrs,
+            via: None,
             reply: Some(reply),
         });
         let config = &self.inner.config;
@@ -89,7 +92,7 @@ impl Node {
         let tried = match timeout(limit, outcome).await {
             Ok(Ok(Ok(()))) => return Ok(()),
             Ok(Ok(Err(tried))) => tried,
-            Ok(Err(_)) => "the node is shutting down".into(),
+            Ok(Err(_)) => return Err(NodeError::ShuttingDown),
             Err(_) => format!("no outcome within {limit:?}"),
         };
         Err(NodeError::Unreachable {
@@ -101,10 +104,26 @@ impl Node {
     /// The manager's `Punch`: runs one punch, in the role the tracker gave,
     /// toward `member`. A connection it finds goes to the node task; a
     /// dialer's failure is reported (the manager decides about the relay).
-    pub(super) async fn run_punch(self, attempt: u64, member: Member, role: Role) {
+    pub(super) async fn run_punch(
+        self,
+        tracker: TrackerIx,
+        attempt: u64,
+        member: Member,
+        role: Role,
+    ) {
         let peer = member.peer_id;
         let started = Instant::now();
-        let reflexive = self.inner.tracker().map(|t| t.reflexive());
+        let Ok(_slot) = self.inner.punch_slots.clone().try_acquire_owned() else {
+            let why = format!("{MAX_PUNCHES} punches are running already");
+            self.punch_failed(peer, attempt, role, why);
+            return;
+        };
+        // Where the introducing tracker sees this node.
+        let trackers = &self.inner.trackers;
+        let reflexive = trackers
+            .session(tracker)
+            .or_else(|| trackers.first_session())
+            .map(|t| t.reflexive());
         let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
         let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
         {
@@ -140,12 +159,26 @@ impl Node {
             while let Some(action) = punch.poll_action(now) {
                 match action {
                     PunchAction::Probe(addr) => {
-                        if let Err(error) = self.inner.socket.send_probe(addr, &payload).await {
+                        if !self
+                            .inner
+                            .budget()
+                            .allow(addr.ip(), Unsolicited::Probe, now)
+                        {
+                            tracing::debug!(%addr, "probe held back: over the address's budget");
+                        } else if let Err(error) =
+                            self.inner.socket.send_probe(addr, &payload).await
+                        {
                             tracing::debug!(%addr, %error, "probe not sent");
                         }
                     }
                     PunchAction::Dial(addr) => {
-                        self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
+                        if self.inner.budget().allow(addr.ip(), Unsolicited::Dial, now) {
+                            self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
+                        } else {
+                            let why =
+                                "held back: nothing came from there yet and its budget is spent";
+                            punch.handle_dial_failed(addr, why.into());
+                        }
                     }
                 }
             }
@@ -164,7 +197,7 @@ impl Node {
                 _ = installed => {}
             }
         };
-        close_losers(dials, self.inner.config.punch.deadline);
+        close_losers(&self.inner, dials, self.inner.config.punch.deadline);
         self.state().punches.remove(&attempt);
         match outcome {
             Ok(None) => {}
@@ -187,9 +220,10 @@ impl Node {
     }
 
     /// The manager's `DialRelay`: the same pinned connection to `peer`
-    /// through the tracker's relay.
-    pub(super) async fn dial_relay(self, peer: PeerId) {
+    /// through `tracker`'s relay.
+    pub(super) async fn dial_relay(self, peer: PeerId, tracker: TrackerIx) {
         let started = Instant::now();
+        self.inner.trackers.route(peer, tracker);
         let result: Result<(), String> = async {
             let addr = self
                 .inner
@@ -354,7 +388,7 @@ impl Node {
             tokio::select! {
                 joined = attempts.join_next() => match joined {
                     Some(Ok((_, Ok(connection)))) => {
-                        close_losers(attempts, self.inner.config.connect_timeout);
+                        close_losers(&self.inner, attempts, self.inner.config.connect_timeout);
                         return Ok(connection);
                     }
                     Some(Ok((addr, Err(error)))) => failures.push(format!("{addr}: {error}")),
@@ -374,7 +408,8 @@ impl Node {
     pub(super) async fn accept_loop(self) {
         while let Some(incoming) = self.inner.endpoint.accept().await {
             let node = self.clone();
-            tokio::spawn(async move { node.accept_one(incoming).await });
+            self.inner
+                .spawn(async move { node.accept_one(incoming).await });
         }
     }
 
@@ -433,6 +468,9 @@ pub(super) async fn route_probes(
         match message {
             ProbeMessage::Punch { attempt, .. } => {
                 if let Some(route) = state.punches.get(&attempt) {
+                    // Only the two sides of this punch know its attempt id:
+                    // the sender is a peer that wants to hear from us.
+                    inner.budget().prove(probe.from.ip());
                     let _ = route.send(probe.from);
                 }
             }
@@ -451,11 +489,11 @@ type Handshakes = JoinSet<(SocketAddr, Result<Connection, String>)>;
 /// Closes the handshakes that lost a race once they finish, as duplicates.
 /// Dropping one mid-handshake would close it with keys the other side may
 /// already have discarded, leaving it half-open there until its idle timeout.
-fn close_losers(mut losers: Handshakes, limit: Duration) {
+fn close_losers(inner: &Inner, mut losers: Handshakes, limit: Duration) {
     if losers.is_empty() {
         return;
     }
-    tokio::spawn(async move {
+    inner.spawn(async move {
         let drain = async {
             while let Some(joined) = losers.join_next().await {
                 if let Ok((_, Ok(connection))) = joined {

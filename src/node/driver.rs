@@ -6,7 +6,7 @@
 //! one becomes the peer's gate; messages wait here until every peer they
 //! went to has acknowledged them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::gate::{Gate, Greeted};
-use super::manager::{Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report};
-use super::{path_of, Event, Node, PeerStatus};
+use super::manager::{
+    Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
+};
+use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
+use super::{path_of, Event, Node, PathKind, PeerStatus};
 use crate::identity::PeerId;
 use crate::protocol::{ChatFrame, Member, MessageId, SignedMessage};
 use crate::punch::Role;
@@ -26,17 +29,21 @@ use crate::wire::CloseCode;
 pub(super) enum Input {
     /// Connect to `peer` and keep it connected; `reply` hears the first
     /// outcome.
+    /// `via`: a tracker that lists the peer in a room.
     Connect {
         peer: PeerId,
         addrs: Vec<SocketAddr>,
+        via: Option<TrackerIx>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// Whether `peer` shares a room with this node (from the tracker).
+    /// Whether `peer` shares a room with this node (from tracker `via`).
     Wanted {
         peer: PeerId,
         wanted: bool,
+        via: Option<TrackerIx>,
     },
     Introduced {
+        tracker: TrackerIx,
         attempt: u64,
         member: Member,
         role: Role,
@@ -75,18 +82,25 @@ pub(super) enum Input {
         id: MessageId,
     },
     TrackerUp {
+        tracker: TrackerIx,
         session: Arc<TrackerSession>,
-        events: mpsc::UnboundedReceiver<crate::protocol::TrackerEvent>,
+        events: TrackerEvents,
     },
     TrackerFailed {
+        tracker: TrackerIx,
         reason: String,
     },
-    /// The session `generation` ended.
+    /// The session `generation` with `tracker` ended.
     TrackerLost {
+        tracker: TrackerIx,
         generation: u64,
         reason: String,
     },
-    RelayReady(Result<(), String>),
+    /// Whether `tracker`'s relay can carry connections, or why not.
+    RelayReady {
+        tracker: TrackerIx,
+        ready: Result<(), String>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -97,10 +111,6 @@ pub(super) struct Ready {
     pub handshake: Option<Duration>,
     pub dialed: bool,
 }
-
-/// Messages kept for resending, at most; the oldest beyond are left to
-/// history sync.
-const OUTBOX_CAPACITY: usize = 10_000;
 
 struct Driver {
     node: Node,
@@ -114,18 +124,25 @@ struct Driver {
     /// Per gate, the ordered queue its chat writer sends from.
     chat: HashMap<GateId, mpsc::UnboundedSender<ChatFrame>>,
     /// Messages some peer has not acknowledged yet, by sequence number.
-    outbox: BTreeMap<u64, (ChatFrame, usize)>,
-    /// Introductions by attempt, until their punch starts.
-    introductions: HashMap<u64, Member>,
+    outbox: Outbox,
+    /// Introductions by attempt (and the tracker that made them), until
+    /// their punch starts.
+    introductions: HashMap<u64, (TrackerIx, Member)>,
+    /// Sessions started so far: a loss reported by an older session of a
+    /// tracker than its current one is stale.
     tracker_generation: u64,
+    current_generation: HashMap<TrackerIx, u64>,
 }
+
+/// A tracker session's pushed events.
+pub(super) type TrackerEvents = mpsc::Receiver<crate::protocol::TrackerEvent>;
 
 /// Runs the node task until shutdown.
 pub(super) async fn run(
     node: Node,
     manager: Manager,
     inputs: mpsc::UnboundedReceiver<Input>,
-    tracker_events: Option<mpsc::UnboundedReceiver<crate::protocol::TrackerEvent>>,
+    tracker_events: Vec<(TrackerIx, TrackerEvents)>,
 ) {
     let mut driver = Driver {
         node,
@@ -135,12 +152,13 @@ pub(super) async fn run(
         ready: HashMap::new(),
         gates: HashMap::new(),
         chat: HashMap::new(),
-        outbox: BTreeMap::new(),
+        outbox: Outbox::new(OUTBOX_MESSAGES, OUTBOX_BYTES),
         introductions: HashMap::new(),
         tracker_generation: 0,
+        current_generation: HashMap::new(),
     };
-    if let Some(events) = tracker_events {
-        driver.watch_tracker(events);
+    for (tracker, events) in tracker_events {
+        driver.watch_tracker(tracker, events);
     }
     driver.act();
     loop {
@@ -171,7 +189,12 @@ impl Driver {
     fn handle(&mut self, input: Input) {
         let now = Instant::now();
         match input {
-            Input::Connect { peer, addrs, reply } => {
+            Input::Connect {
+                peer,
+                addrs,
+                via,
+                reply,
+            } => {
                 if let Some(reply) = reply {
                     // Connected is connected: a relayed peer's upgrade goes on
                     // in the background and never reports as a failure.
@@ -184,16 +207,19 @@ impl Driver {
                 if !addrs.is_empty() {
                     self.manager.set_addrs(peer, addrs);
                 }
-                self.manager.learn_tracker(peer, 0);
+                if let Some(tracker) = via {
+                    self.manager.learn_tracker(peer, tracker);
+                }
                 self.manager.connect(peer, now);
             }
-            Input::Wanted { peer, wanted } => {
-                if wanted {
-                    self.manager.learn_tracker(peer, 0);
+            Input::Wanted { peer, wanted, via } => {
+                if let (true, Some(tracker)) = (wanted, via) {
+                    self.manager.learn_tracker(peer, tracker);
                 }
                 self.manager.set_wanted(peer, wanted);
             }
             Input::Introduced {
+                tracker,
                 attempt,
                 member,
                 role,
@@ -202,8 +228,16 @@ impl Driver {
                 if !self.node.is_allowed(&peer) || self.node.is_closing() {
                     return;
                 }
-                self.introductions.insert(attempt, member);
-                self.manager.handle_introduced(0, peer, attempt, role, now);
+                self.manager.learn_tracker(peer, tracker);
+                // The relay's head start is measured in the tracker's round
+                // trips: the freshest estimate, not the one from registering.
+                if let Some(session) = self.node.inner.trackers.session(tracker) {
+                    tracing::debug!(tracker, rtt = ?session.rtt(), "tracker round trip");
+                    self.manager.handle_tracker_rtt(tracker, session.rtt());
+                }
+                self.introductions.insert(attempt, (tracker, member));
+                self.manager
+                    .handle_introduced(tracker, peer, attempt, role, now);
                 // Introductions whose punch did not start are not kept.
                 self.introductions.retain(|a, _| *a == attempt);
             }
@@ -232,55 +266,54 @@ impl Driver {
                 recipients,
             } => {
                 let id = message.body.id;
-                let sent = self.manager.post(id, &recipients);
-                if !sent.is_empty() {
-                    if self.outbox.len() >= OUTBOX_CAPACITY {
-                        self.outbox.pop_first();
-                    }
-                    self.outbox
-                        .insert(id.seq, (ChatFrame::Message(message), sent.len()));
-                }
+                let owing = self.manager.post(id, &recipients);
+                self.outbox.insert(message, owing.len());
             }
             Input::Acked { peer, id } => {
                 if self.manager.unacked(&peer).contains(&id) {
                     self.manager.handle_acked(peer, id);
-                    if let Some((_, owed)) = self.outbox.get_mut(&id.seq) {
-                        *owed = owed.saturating_sub(1);
-                        if *owed == 0 {
-                            self.outbox.remove(&id.seq);
-                        }
-                    }
+                    self.outbox.acked(id);
                 }
             }
-            Input::TrackerUp { session, events } => {
+            Input::TrackerUp {
+                tracker,
+                session,
+                events,
+            } => {
                 let rtt = session.rtt();
-                self.node.inner.set_tracker(Some(session));
-                self.watch_tracker(events);
-                self.manager.handle_tracker_up(0, rtt, now);
+                self.node.inner.trackers.set_up(tracker, session);
+                self.watch_tracker(tracker, events);
+                self.manager.handle_tracker_up(tracker, rtt, now);
             }
-            Input::TrackerFailed { reason } => {
-                tracing::debug!(%reason, "tracker still unreachable");
-                self.manager.handle_tracker_failed(0, now);
+            Input::TrackerFailed { tracker, reason } => {
+                tracing::debug!(tracker, %reason, "tracker still unreachable");
+                self.manager.handle_tracker_failed(tracker, reason, now);
             }
-            Input::TrackerLost { generation, reason } => {
-                if generation == self.tracker_generation {
-                    self.node.inner.set_tracker(None);
-                    self.manager.handle_tracker_lost(0, reason, now);
+            Input::TrackerLost {
+                tracker,
+                generation,
+                reason,
+            } => {
+                if self.current_generation.get(&tracker) == Some(&generation) {
+                    self.node.inner.trackers.set_down(tracker);
+                    self.manager.handle_tracker_lost(tracker, reason, now);
                 }
             }
-            Input::RelayReady(ready) => self.manager.handle_relay_ready(0, ready),
+            Input::RelayReady { tracker, ready } => self.manager.handle_relay_ready(tracker, ready),
             Input::Shutdown(_) => {}
         }
     }
 
-    /// Reads a tracker session's events until it ends, then reports it lost.
-    fn watch_tracker(&mut self, events: mpsc::UnboundedReceiver<crate::protocol::TrackerEvent>) {
+    /// Reads a session's events until it ends, then reports it lost.
+    fn watch_tracker(&mut self, tracker: TrackerIx, events: TrackerEvents) {
         self.tracker_generation += 1;
         let generation = self.tracker_generation;
+        self.current_generation.insert(tracker, generation);
         let node = self.node.clone();
-        tokio::spawn(async move {
-            node.clone().tracker_loop(events).await;
+        self.node.inner.spawn(async move {
+            node.clone().tracker_loop(tracker, events).await;
             node.input(Input::TrackerLost {
+                tracker,
                 generation,
                 reason: "the connection to it was lost".into(),
             });
@@ -308,6 +341,10 @@ impl Driver {
             path: path_of(&gate.connection),
             dialer: gate.dialer,
         };
+        if facts.path == PathKind::Direct {
+            let remote = ready.greeted.gate.connection.remote_address();
+            self.node.inner.budget().prove(remote.ip());
+        }
         self.ready.insert(facts.id, ready);
         self.manager.handle_gate_ready(peer, facts, now);
     }
@@ -327,30 +364,32 @@ impl Driver {
         while let Some(action) = self.manager.poll_action() {
             let node = &self.node;
             match action {
-                Action::ConnectTracker(_) => {
-                    tokio::spawn(node.clone().reconnect_tracker());
+                Action::ConnectTracker(tracker) => {
+                    node.inner.spawn(node.clone().reconnect_tracker(tracker));
                 }
-                Action::RestoreTracker(_) => {
-                    tokio::spawn(node.clone().restore_tracker());
+                Action::RestoreTracker(tracker) => {
+                    node.inner.spawn(node.clone().restore_tracker(tracker));
                 }
-                Action::RequestIntroduction { peer, .. } => {
-                    tokio::spawn(node.clone().request_introduction(peer));
+                Action::RequestIntroduction { tracker, peer } => {
+                    node.inner
+                        .spawn(node.clone().request_introduction(tracker, peer));
                 }
                 Action::Punch {
                     peer,
                     attempt,
                     role,
                 } => match self.introductions.remove(&attempt) {
-                    Some(member) => {
-                        tokio::spawn(node.clone().run_punch(attempt, member, role));
+                    Some((tracker, member)) => {
+                        node.inner
+                            .spawn(node.clone().run_punch(tracker, attempt, member, role));
                     }
                     None => tracing::debug!(peer = %peer.short(), "a punch without introduction"),
                 },
-                Action::DialRelay { peer, .. } => {
-                    tokio::spawn(node.clone().dial_relay(peer));
+                Action::DialRelay { peer, tracker } => {
+                    node.inner.spawn(node.clone().dial_relay(peer, tracker));
                 }
                 Action::DialDirect { peer, addrs } => {
-                    tokio::spawn(node.clone().dial_direct(peer, addrs));
+                    node.inner.spawn(node.clone().dial_direct(peer, addrs));
                 }
                 Action::Install {
                     peer,
@@ -362,7 +401,8 @@ impl Driver {
                     };
                     let installed = node.install(ready, replaces);
                     let (queue, writer) = mpsc::unbounded_channel();
-                    tokio::spawn(node.clone().chat_writer(installed.clone(), writer));
+                    node.inner
+                        .spawn(node.clone().chat_writer(installed.clone(), writer));
                     self.chat.insert(gate, queue);
                     self.gates.insert(gate, installed);
                     for waiter in self.waiters.remove(&peer).unwrap_or_default() {
@@ -379,7 +419,7 @@ impl Driver {
                     }
                 }
                 Action::Send { peer, id } => {
-                    let frame = self.outbox.get(&id.seq).map(|(frame, _)| frame.clone());
+                    let frame = self.outbox.frame(id);
                     let queue = self.manager.gate(&peer).and_then(|g| self.chat.get(&g.id));
                     if let (Some(frame), Some(queue)) = (frame, queue) {
                         let _ = queue.send(frame);
@@ -420,15 +460,18 @@ impl Driver {
             }
             Report::Gone { peer, reason } => node.gone(peer, reason),
             Report::TrackerLost {
-                reason, retry_in, ..
+                tracker,
+                reason,
+                retry_in,
             } => node.tracker_news(
+                tracker,
                 false,
                 Some(format!(
                     "{reason}; connected peers stay connected; trying again in {}",
                     super::events::seconds_text(retry_in)
                 )),
             ),
-            Report::TrackerBack(_) => node.tracker_news(true, None),
+            Report::TrackerBack(tracker) => node.tracker_news(tracker, true, None),
         }
     }
 

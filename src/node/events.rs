@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
-
-pub use crate::command::HelpLine;
+use tokio_util::sync::CancellationToken;
 
 /// Where a peer stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,8 +77,11 @@ pub enum Event {
         name: String,
         addr: SocketAddr,
         reflexive: Option<SocketAddr>,
+        /// The first tracker, `PEERID@host:port`.
         tracker: Option<String>,
-        /// Connecting and registering with the tracker, in milliseconds.
+        /// Every tracker whose key is known, in the order given.
+        trackers: Vec<String>,
+        /// Connecting and registering with the trackers, in milliseconds.
         tracker_ms: Option<f64>,
     },
     /// A tracker started (the `tracker` command); `target` is what nodes
@@ -240,6 +242,24 @@ pub enum Event {
         /// Fetch rate of this run so far.
         bytes_per_s: f64,
     },
+    /// A source of a running fetch stopped delivering (`state: "lost"`;
+    /// `reason` says why: its connection died, it does not have the
+    /// content, it sent a chunk that did not verify) or started (`"added"`:
+    /// a holder that offered the content while the fetch ran, or a lost
+    /// source back). `sources` counts those delivering now: at 0 the fetch
+    /// keeps every verified chunk (`bytes` of `total`) and waits for another
+    /// holder to offer the content.
+    TransferSource {
+        hash: String,
+        name: String,
+        peer_id: String,
+        peer_name: String,
+        state: SourceChange,
+        reason: Option<String>,
+        sources: usize,
+        bytes: u64,
+        total: u64,
+    },
     /// A fetch completed: every byte verified and in place. `path` is the
     /// top-level file or folder it created.
     TransferDone {
@@ -256,6 +276,13 @@ pub enum Event {
     Error {
         message: String,
     },
+}
+
+/// One line of `/help`: a command's usage and what it does.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HelpLine {
+    pub usage: String,
+    pub about: String,
 }
 
 impl Event {
@@ -281,6 +308,14 @@ pub enum TrackerLink {
     Back,
 }
 
+/// What happened to a source of a fetch, in an [`Event::TransferSource`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceChange {
+    Lost,
+    Added,
+}
+
 /// A delay as people read it: `800 ms`, `2.5 s`, `30 s`.
 pub fn seconds_text(duration: Duration) -> String {
     if duration < Duration::from_secs(1) {
@@ -294,9 +329,12 @@ pub fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// A node's event stream, with a helper to wait for a particular event.
+/// A node's event stream, with a helper to wait for a particular event. It
+/// ends once the node has shut down and every event before that was read.
 pub struct Events {
     receiver: mpsc::UnboundedReceiver<Event>,
+    /// Cancelled at the end of the node's shutdown.
+    ended: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,8 +346,8 @@ pub enum WaitError {
 }
 
 impl Events {
-    pub(crate) fn new(receiver: mpsc::UnboundedReceiver<Event>) -> Self {
-        Self { receiver }
+    pub(crate) fn new(receiver: mpsc::UnboundedReceiver<Event>, ended: CancellationToken) -> Self {
+        Self { receiver, ended }
     }
 
     /// An event already waiting, if any (never waits).
@@ -317,9 +355,14 @@ impl Events {
         self.receiver.try_recv().ok()
     }
 
-    /// The next event; `None` once the node is gone.
+    /// The next event; `None` once the node has shut down (or is gone) and
+    /// every event it emitted was read.
     pub async fn next(&mut self) -> Option<Event> {
-        self.receiver.recv().await
+        tokio::select! {
+            biased;
+            event = self.receiver.recv() => event,
+            () = self.ended.cancelled() => self.receiver.try_recv().ok(),
+        }
     }
 
     /// Skips events until one makes `pick` return `Some`, with a deadline.
@@ -329,7 +372,7 @@ impl Events {
         mut pick: impl FnMut(&Event) -> Option<T>,
     ) -> Result<T, WaitError> {
         let wait = async {
-            while let Some(event) = self.receiver.recv().await {
+            while let Some(event) = self.next().await {
                 if let Some(found) = pick(&event) {
                     return Ok(found);
                 }

@@ -87,6 +87,8 @@ pub struct Gate {
     pub since: Instant,
     control: Mutex<FrameWriter<SendStream>>,
     chat: Mutex<Option<FrameWriter<SendStream>>>,
+    /// Chunk reads this peer may have in flight (`files::upload`).
+    pub(super) upload_permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// A gate fresh from its greeting, with the control stream's reading half.
@@ -117,6 +119,9 @@ impl Gate {
             since: Instant::now(),
             control: Mutex::new(control),
             chat: Mutex::new(None),
+            upload_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                super::files::MAX_CHUNK_READS_PER_PEER,
+            )),
         }
     }
 

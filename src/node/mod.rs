@@ -1,7 +1,7 @@
 //! The node: one QUIC endpoint on one gate socket, the session with the
 //! tracker, and the gates (one connection per peer, capped). It takes
-//! commands ([`Node::execute`] and the methods it calls) and reports
-//! everything as [`Event`]s; interfaces only render those.
+//! commands (its public methods; `command::execute` runs a parsed one) and
+//! reports everything as [`Event`]s; interfaces only render those.
 //!
 //! Who decides: the sans-IO [`manager`] makes every connection decision
 //! (which path to try, when the relay joins a punch, which of two
@@ -12,6 +12,7 @@
 //! modules.
 
 mod auth;
+mod budget;
 mod chat;
 mod config;
 mod connect;
@@ -19,12 +20,15 @@ mod driver;
 pub mod events;
 mod files;
 mod gate;
+mod guesses;
 pub mod manager;
 mod netcheck;
+mod outbox;
 mod relay;
 mod serve;
 mod sync;
 mod tracker_link;
+mod trackers;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -37,29 +41,31 @@ use quinn::{Connection, Endpoint};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use budget::DestinationBudget;
 pub use config::{NodeConfig, NodeError};
 use driver::Input;
-pub use events::{Event, Events, PathKind, PeerInfo, PeerStatus};
+pub use events::{Event, Events, PathKind, PeerInfo, PeerStatus, SourceChange};
 pub use files::{
     FetchError, FetchReport, FetchRequest, FileInfo, SourceCount, TransferConfig, PIPELINE_DEPTH,
 };
 use gate::Gate;
 use manager::{Manager, ManagerConfig};
 pub use relay::RelayPolicy;
-use relay::RelayState;
 pub use serve::write_zeros;
+use trackers::Trackers;
 
-use crate::command::{self, Command};
-use crate::endpoint::{self, Target};
+use crate::endpoint;
 use crate::gate_socket::{is_relay_addr, GateSocket};
 use crate::hlc::Hlc;
 use crate::identity::{Identity, PeerId};
 use crate::pake::Secret;
 use crate::protocol::{validate_label, ControlMessage, MessageId, ProbeMessage, MAX_NAME_LEN};
+use crate::room_key::RoomKey;
 use crate::store::{Store, StoreError};
 use crate::tls::{self, CertifiedIdentity};
-use crate::tracker::TrackerSession;
 use crate::wire::CloseCode;
 
 /// The private room of two peers: `@` and the first characters of both ids,
@@ -109,6 +115,9 @@ struct PeerRecord {
     status: PeerStatus,
     candidates: Vec<SocketAddr>,
     rooms: BTreeSet<String>,
+    /// Which tracker lists the peer in which room: it has left a room only
+    /// when no tracker lists it there any more.
+    listed_at: BTreeSet<(String, manager::TrackerIx)>,
     /// Password rooms the peer has proven the password of, on this connection.
     verified: BTreeSet<String>,
     /// Failed password proofs on this connection.
@@ -125,6 +134,7 @@ impl PeerRecord {
             status: PeerStatus::Known,
             candidates: Vec::new(),
             rooms: BTreeSet::new(),
+            listed_at: BTreeSet::new(),
             verified: BTreeSet::new(),
             auth_failures: 0,
             last_seen: None,
@@ -151,6 +161,12 @@ struct State {
     clock: Hlc,
     /// Passwords of this node's password rooms.
     passwords: HashMap<String, Secret>,
+    /// The keys of the same rooms, that tag their messages.
+    room_keys: HashMap<String, RoomKey>,
+    /// Password guesses charged per source address; survives connections.
+    guesses: guesses::GuessLimiter,
+    /// Password proofs in flight.
+    proofs: HashSet<auth::ProofKey>,
     outgoing: HashMap<MessageId, Outgoing>,
     /// Running punches by attempt id: where their probes go.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
@@ -158,8 +174,6 @@ struct State {
     netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
     /// Shared content and offers heard.
     files: files::FileState,
-    /// Whether the tracker's relay can carry connections.
-    relay: RelayState,
     closing: bool,
 }
 
@@ -207,10 +221,8 @@ struct Inner {
     client: quinn::ClientConfig,
     /// The data directory (known trackers live there).
     home: PathBuf,
-    /// The current session with the tracker; none while it is lost.
-    tracker: Mutex<Option<Arc<TrackerSession>>>,
-    /// The tracker as first reached, pinned: `PEERID@addr`.
-    tracker_pinned: Option<Target>,
+    /// The trackers: pinned targets, current sessions, relay streams.
+    trackers: Trackers,
     /// What happened, for the node task.
     inputs: mpsc::UnboundedSender<Input>,
     allowed: Option<HashSet<PeerId>>,
@@ -225,18 +237,41 @@ struct Inner {
     chunk_reads: Arc<tokio::sync::Semaphore>,
     /// Paces chunks served when an upload limit is set.
     upload_limit: Option<Mutex<crate::rate::TokenBucket>>,
+    /// Unsolicited traffic (punch probes, handshakes) per destination IP.
+    budget: Mutex<DestinationBudget>,
+    /// Punches running at once, at most [`MAX_PUNCHES`].
+    punch_slots: Arc<tokio::sync::Semaphore>,
+    /// Every task the node starts, so that shutdown can wait for them.
+    tasks: TaskTracker,
+    /// The shutdown signal: every task stops at its next await.
+    stop: CancellationToken,
+    /// Cancelled once shutdown is complete: the event stream ends.
+    ended: CancellationToken,
 }
 
+/// Punches running at once, at most: beyond, a dialer's punch fails (the
+/// relay carries the connection) and an acceptor's is not run.
+const MAX_PUNCHES: usize = 32;
+
 impl Inner {
-    fn tracker(&self) -> Option<Arc<TrackerSession>> {
-        self.tracker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn budget(&self) -> MutexGuard<'_, DestinationBudget> {
+        self.budget.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set_tracker(&self, session: Option<Arc<TrackerSession>>) {
-        *self.tracker.lock().unwrap_or_else(PoisonError::into_inner) = session;
+    /// Runs `task` as one of the node's tasks: tracked, so that shutdown
+    /// waits for it, and stopped by the shutdown signal wherever it waits.
+    fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send,
+    {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
     }
 }
 
@@ -278,10 +313,18 @@ impl Node {
         validate_label("name", &config.name, MAX_NAME_LEN).map_err(NodeError::Invalid)?;
         let identity = Identity::load_or_create(home)?;
         let store_home = home.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || Store::open(&store_home))
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))??;
-        let (next_seq, clock) = (store.next_seq()?, store.clock()?);
+        let limits = config.history;
+        let store = tokio::task::spawn_blocking(move || {
+            Store::open(&store_home).map(|store| store.with_limits(limits))
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))??;
+        let (next_seq, stored_clock) = (store.next_seq()?, store.clock()?);
+        let clock = Hlc::restored(stored_clock, now_ms());
+        if clock.last() != stored_clock {
+            // Poisoned by a far-future timestamp before such were refused.
+            store.reset_clock(clock.last())?;
+        }
         let store = Arc::new(store);
         let certified = CertifiedIdentity::new(&identity)?;
         let allowed: Option<HashSet<PeerId>> =
@@ -310,26 +353,17 @@ impl Node {
         let probes = bound.probes;
 
         let passwords = config.passwords.clone();
+        let room_keys = auth::derive_room_keys(&passwords).await;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let mut tracker_events = None;
-        let mut tracker_ms = None;
-        let mut tracker = None;
-        let mut tracker_pinned = None;
-        if let Some(target) = &config.tracker {
-            let started = Instant::now();
-            let (session, events) =
-                tracker_link::connect_tracker(&bound.endpoint, &identity, home, &config, target)
-                    .await?;
-            tracker_ms = Some(events::millis(started.elapsed()));
-            tracker_events = Some(events);
-            // Reconnections expect the same tracker key, even if the first
-            // contact trusted it on first use.
-            tracker_pinned = Some(Target {
-                peer: Some(session.tracker_id()),
-                host: target.host.clone(),
-            });
-            tracker = Some(Arc::new(session));
-        }
+        let started = Instant::now();
+        let starting =
+            tracker_link::connect_trackers(&bound.endpoint, &identity, home, &config).await?;
+        let tracker_ms = starting
+            .reached
+            .iter()
+            .any(|r| matches!(r, Some(Ok(_))))
+            .then(|| events::millis(started.elapsed()));
+        let trackers = Trackers::new(&config.trackers, config.liveness.keep_alive);
         let upload_limit = config.transfer.upload_limit.map(|rate| {
             // A burst of a quarter second keeps pacing smooth.
             Mutex::new(crate::rate::TokenBucket::new(
@@ -348,10 +382,19 @@ impl Node {
             ) ^ now_ms(),
             ..ManagerConfig::default()
         };
-        let trackers = usize::from(tracker.is_some());
-        let mut manager = Manager::new(manager_config, trackers, Instant::now());
-        if let Some(session) = &tracker {
-            manager.handle_tracker_up(0, session.rtt(), Instant::now());
+        let mut manager = Manager::new(manager_config, trackers.len(), Instant::now());
+        let mut tracker_events = Vec::new();
+        for (ix, reached) in starting.reached.into_iter().enumerate() {
+            match reached {
+                Some(Ok((session, events))) => {
+                    manager.handle_tracker_registered(ix, session.rtt(), Instant::now());
+                    trackers.set_up(ix, Arc::new(session));
+                    tracker_events.push((ix, events));
+                }
+                Some(Err(error)) => manager.handle_tracker_failed(ix, error, Instant::now()),
+                // Still connecting: reported to the node task when done.
+                None => {}
+            }
         }
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let node = Node {
@@ -361,15 +404,15 @@ impl Node {
                 socket: bound.socket,
                 client,
                 home: home.to_path_buf(),
-                tracker: Mutex::new(tracker),
-                tracker_pinned,
+                trackers,
                 inputs,
                 allowed,
                 events: events_tx,
                 gate_installed: Notify::new(),
                 state: Mutex::new(State {
-                    clock: Hlc::starting_at(clock),
+                    clock,
                     passwords,
+                    room_keys,
                     ..State::default()
                 }),
                 next_seq: AtomicU64::new(next_seq),
@@ -377,50 +420,67 @@ impl Node {
                 identity,
                 chunk_reads: Arc::new(tokio::sync::Semaphore::new(files::MAX_CHUNK_READS)),
                 upload_limit,
+                budget: Mutex::new(DestinationBudget::default()),
+                punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
+                ended: CancellationToken::new(),
             }),
         };
         node.emit(Event::Ready {
             peer_id: node.peer_id().to_string(),
             name: node.inner.config.name.clone(),
             addr,
-            reflexive: node.inner.tracker().map(|t| t.reflexive()),
+            reflexive: node.inner.trackers.first_session().map(|t| t.reflexive()),
             tracker: node.tracker_target(),
+            trackers: node.inner.trackers.targets(),
             tracker_ms,
         });
-        tokio::spawn(node.clone().accept_loop());
-        tokio::spawn(connect::route_probes(Arc::downgrade(&node.inner), probes));
-        node.open_relay().await;
-        tokio::spawn(driver::run(
+        node.inner.spawn(node.clone().accept_loop());
+        node.inner
+            .spawn(connect::route_probes(Arc::downgrade(&node.inner), probes));
+        node.inner.spawn(relay::route(
+            Arc::downgrade(&node.inner),
+            node.inner.socket.attach_relay(),
+        ));
+        for (tracker, _) in node.inner.trackers.sessions() {
+            node.open_relay(tracker).await;
+        }
+        node.inner.spawn(driver::run(
             node.clone(),
             manager,
             inputs_rx,
             tracker_events,
         ));
+        let mut late = starting.late;
+        let reporter = node.clone();
+        node.inner.spawn(async move {
+            while let Some(Ok((tracker, result))) = late.join_next().await {
+                reporter.tracker_reached(tracker, result);
+            }
+        });
         for room in node.inner.config.rooms.clone() {
             if let Err(error) = node.join(&room).await {
                 node.emit(Event::error(format!("cannot join {room}: {error}")));
             }
         }
         for target in node.inner.config.connect.clone() {
-            let node = node.clone();
-            tokio::spawn(async move {
+            let task_node = node.clone();
+            node.inner.spawn(async move {
+                let node = task_node;
                 if let Err(error) = node.connect_target(&target).await {
                     node.emit(Event::error(error));
                 }
             });
         }
-        Ok((node, Events::new(events_rx)))
+        let ended = node.inner.ended.clone();
+        Ok((node, Events::new(events_rx, ended)))
     }
 
-    /// The tracker as `PEERID@host:port` (pinned, even if it was given
-    /// without its id), if this node has one.
+    /// The first tracker as `PEERID@host:port` (pinned, even if it was
+    /// given without its id), if this node has one whose key is known.
     pub fn tracker_target(&self) -> Option<String> {
-        let pinned = self.inner.tracker_pinned.as_ref()?;
-        let addr = match self.inner.tracker() {
-            Some(session) => session.tracker_addr().to_string(),
-            None => pinned.host.clone(),
-        };
-        pinned.peer.map(|id| format!("{id}@{addr}"))
+        self.inner.trackers.targets().into_iter().next()
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -431,10 +491,10 @@ impl Node {
     /// tracker's address for a relayed one.
     fn shown_remote(&self, connection: &Connection) -> SocketAddr {
         let remote = connection.remote_address();
-        match (path_of(connection), self.inner.tracker()) {
-            (PathKind::Relay, Some(tracker)) => tracker.tracker_addr(),
-            _ => remote,
-        }
+        let relayed_peer = self.inner.socket.relayed_peer(&remote);
+        relayed_peer
+            .and_then(|peer| self.inner.trackers.relay_addr_of(&peer))
+            .unwrap_or(remote)
     }
 
     /// The gate socket's address.
@@ -458,7 +518,9 @@ impl Node {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn emit(&self, event: Event) {
+    /// Adds `event` to this node's event stream, after every event before
+    /// it: frontends answer commands this way, in order with the rest.
+    pub fn emit(&self, event: Event) {
         // Nobody listening is fine: a library user may not want events.
         let _ = self.inner.events.send(event);
     }
@@ -522,101 +584,45 @@ impl Node {
 
     // ------------------------------------------------------------ commands --
 
-    /// Runs one REPL / `--json` command. Returns `false` on `/quit`, after
-    /// the node has shut down.
-    pub async fn execute(&self, command: Command) -> bool {
-        let result = match command {
-            Command::Say(text) => self.say(&text).await.map(|_| ()),
-            Command::Help => {
-                self.emit(Event::Help {
-                    commands: command::help_lines(),
-                });
-                Ok(())
+    /// Runs a command that takes a while (connecting, hashing a folder) as
+    /// one of the node's tasks, so the caller stays responsive and shutdown
+    /// stops and awaits it; its error becomes an [`Event::Error`].
+    pub fn run_in_background<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = Result<(), NodeError>> + Send + 'static,
+    {
+        let node = self.clone();
+        self.inner.spawn(async move {
+            if let Err(error) = task.await {
+                node.emit(Event::error(error));
             }
-            Command::Peers => {
-                self.emit(Event::Peers {
-                    peers: self.peers(),
-                });
-                Ok(())
-            }
-            Command::Show => {
-                self.emit(Event::Gates {
-                    gates: self.gates(),
-                });
-                Ok(())
-            }
-            Command::Rooms => {
-                self.emit(Event::Rooms {
-                    rooms: self.state().rooms.clone(),
-                });
-                Ok(())
-            }
-            Command::Connect(what) => {
-                // Connecting can take seconds; the REPL stays responsive.
-                let node = self.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = node.connect_by_text(&what).await {
-                        node.emit(Event::error(error));
-                    }
-                });
-                Ok(())
-            }
-            Command::Join(room) => self.join(&room).await,
-            Command::Leave(room) => self.leave(&room).await,
-            Command::History(count) => self.history(count).await,
-            Command::Password(password) => self.set_password(password),
-            Command::Msg { to, text } => self.direct_message(&to, &text).await.map(|_| ()),
-            Command::Send(path) => {
-                // Hashing a large folder takes a while; the REPL stays responsive.
-                let node = self.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = node.send_files(vec![PathBuf::from(path)]).await {
-                        node.emit(Event::error(error));
-                    }
-                });
-                Ok(())
-            }
-            Command::Files => {
-                self.emit(Event::Files {
-                    files: self.files(),
-                });
-                Ok(())
-            }
-            Command::Get { what, dir } => {
-                let target = dir
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| self.inner.config.transfer.downloads.clone());
-                self.get_offered(&what, target, false)
-            }
-            Command::Quit => {
-                self.shutdown().await;
-                return false;
-            }
-        };
-        if let Err(error) = result {
-            self.emit(Event::error(error));
-        }
-        true
+        });
     }
 
-    /// Reports a command that could not be parsed, as an [`Event::Error`].
-    pub fn execute_error(&self, error: command::CommandError) {
-        self.emit(Event::error(error));
+    /// The rooms joined, in the order joined (plain lines go to the last).
+    pub fn rooms(&self) -> Vec<String> {
+        self.state().rooms.clone()
+    }
+
+    /// Where downloads go when no folder is given.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.inner.config.transfer.downloads.clone()
     }
 
     /// Makes the current room a password room: from now on only peers that
     /// prove `password` share it. Proofs start with every connected peer in
     /// the room.
-    pub fn set_password(&self, password: Secret) -> Result<(), NodeError> {
-        let room = {
+    pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
+        let room = self.current_room()?;
+        let keys = auth::derive_room_keys(&[(room.clone(), password.clone())].into()).await;
+        {
             let mut state = self.state();
-            let room = state.rooms.last().cloned().ok_or(NodeError::NoRoom)?;
             state.passwords.insert(room.clone(), password);
+            state.room_keys.extend(keys);
             for record in state.peers.values_mut() {
                 record.verified.remove(&room);
             }
-            room
-        };
+        }
         self.emit(Event::Info {
             message: format!(
                 "#{room} is a password room: peers share it once they prove the password"
@@ -703,8 +709,10 @@ impl Node {
     // ----------------------------------------------------------- shutdown --
 
     /// Stops the connection manager (nothing new starts), tells every
-    /// connected peer goodbye, leaves the tracker, and waits for the
-    /// connections to close.
+    /// connected peer goodbye, leaves the trackers, closes every connection
+    /// with a reason, stops every task the node started and waits for them,
+    /// and waits for the close frames to go out. The event stream ends
+    /// after the last event.
     pub async fn shutdown(&self) {
         let gates = {
             let mut state = self.state();
@@ -724,15 +732,27 @@ impl Node {
             goodbyes.spawn(async move { gate.goodbye("quit").await });
         }
         while goodbyes.join_next().await.is_some() {}
-        if let Some(tracker) = self.inner.tracker() {
-            tracker.close();
-        }
+        self.inner.trackers.close_all();
         self.inner
             .endpoint
             .close(CloseCode::Normal.varint(), b"quit");
+        // One signal stops every task at its next await; a task stuck in
+        // blocking code cannot hold shutdown longer than the bound.
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        if timeout(SHUTDOWN_DRAIN, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                left = self.inner.tasks.len(),
+                "tasks still running at shutdown"
+            );
+        }
         // Every connection is closed with a reason; wait_idle lets the
         // close frames go out (quinn bounds it by three PTOs per connection).
         let _ = timeout(SHUTDOWN_DRAIN, self.inner.endpoint.wait_idle()).await;
+        self.inner.ended.cancel();
     }
 
     /// Hands what happened to the node task.

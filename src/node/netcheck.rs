@@ -56,7 +56,11 @@ fn random_nonce() -> u64 {
 impl Node {
     /// Runs the checks and reports them as an [`Event::Netcheck`].
     pub async fn netcheck(&self) -> Result<Event, NodeError> {
-        let tracker = self.inner.tracker().ok_or(NodeError::NoTracker)?;
+        let tracker = self
+            .inner
+            .trackers
+            .first_session()
+            .ok_or(NodeError::NoTracker)?;
         let (sender, mut probes) = mpsc::unbounded_channel();
         self.state().netcheck = Some(sender);
         let result = self.run_netcheck(&tracker, &mut probes).await;

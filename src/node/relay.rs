@@ -1,5 +1,7 @@
-//! The node's end of the tracker's relay: pumps packets between the gate
-//! socket's relay path and the relay stream, and turns the tracker's notices
+//! The node's end of the trackers' relays: routes the packets the gate
+//! socket sends to relayed peers to the relay stream that reaches each
+//! peer, pumps packets between each tracker's relay stream and the gate
+//! socket, and turns the tracker's notices
 //! (throttled, refused) into error events, at most one per peer and kind
 //! every [`NOTICE_INTERVAL`]. Which connections use the relay, and when, is
 //! decided in [`super`].
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::manager::TrackerIx;
 use super::{Event, Inner, Node};
 use crate::gate_socket::{GateSocket, RelayedPacket};
 use crate::identity::PeerId;
@@ -34,22 +37,11 @@ pub enum RelayPolicy {
     Only,
 }
 
-/// What this node knows about its tracker's relay.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) enum RelayState {
-    /// This node does not relay (its policy), or has no tracker.
-    #[default]
-    Off,
-    /// The tracker relays, each peer within this many bytes per second.
-    Ready { bytes_per_second: u32 },
-    /// The tracker does not relay, or the relay stream was lost; why.
-    Unavailable(String),
-}
-
 /// Moves packets both ways until the stream ends or breaks, then marks the
 /// relay lost. Holds the node weakly, like the probe router.
 pub(super) async fn pump(
     node: Weak<Inner>,
+    tracker: TrackerIx,
     socket: Arc<GateSocket>,
     stream: RelayStream,
     mut outgoing: mpsc::Receiver<RelayedPacket>,
@@ -69,6 +61,10 @@ pub(super) async fn pump(
         while let Some(frame) = reader.recv::<RelayFrame>().await? {
             let (peer, kind, text) = match frame {
                 RelayFrame::Packet { peer, packet } => {
+                    // Answers go back the way the peer's packets came.
+                    if let Some(inner) = node.upgrade() {
+                        inner.trackers.route(peer, tracker);
+                    }
                     socket.deliver_relayed(peer, packet);
                     continue;
                 }
@@ -116,6 +112,20 @@ pub(super) async fn pump(
         Err(error) => format!("the relay stream failed: {error}"),
     };
     tracing::debug!(%reason, "relay lost");
-    node.state().relay = RelayState::Unavailable(reason.clone());
-    node.input(super::driver::Input::RelayReady(Err(reason)));
+    node.inner.trackers.detach_relay(tracker);
+    node.input(super::driver::Input::RelayReady {
+        tracker,
+        ready: Err(reason),
+    });
+}
+
+/// Hands each packet the gate socket sends to a relayed peer to the relay
+/// stream that reaches that peer, until the node is gone.
+pub(super) async fn route(node: Weak<Inner>, mut outgoing: mpsc::Receiver<RelayedPacket>) {
+    while let Some(packet) = outgoing.recv().await {
+        let Some(inner) = node.upgrade() else { return };
+        if !inner.trackers.send_relayed(packet) {
+            tracing::trace!("a relayed packet dropped: no relay stream reaches its peer");
+        }
+    }
 }

@@ -75,8 +75,9 @@ impl Node {
                 dialed,
             }),
         }
-        tokio::spawn(self.clone().read_control(gate.clone(), control));
-        tokio::spawn(self.clone().serve_gate(gate.clone()));
+        self.inner
+            .spawn(self.clone().read_control(gate.clone(), control));
+        self.inner.spawn(self.clone().serve_gate(gate.clone()));
         self.authenticate_all(&gate);
         gate
     }
@@ -88,7 +89,7 @@ impl Node {
             tokio::select! {
                 stream = connection.accept_bi() => match stream {
                     Ok((send, recv)) => {
-                        tokio::spawn(self.clone().serve_stream(gate.clone(), send, recv));
+                        self.inner.spawn(self.clone().serve_stream(gate.clone(), send, recv));
                     }
                     Err(error) => break error,
                 },
@@ -96,7 +97,7 @@ impl Node {
                     Ok(mut recv) => {
                         // No stream kind is unidirectional yet.
                         let connection = connection.clone();
-                        tokio::spawn(async move {
+                        self.inner.spawn(async move {
                             let error = match timeout(gate::GREETING_TIMEOUT, crate::wire::read_header::<StreamKind>(&mut recv)).await {
                                 Ok(Ok(kind)) => WireError::UnexpectedKind { expected: "bidirectional", got: kind.name() },
                                 Ok(Err(error)) => error,
@@ -140,7 +141,7 @@ impl Node {
                 StreamKind::Auth => self.serve_auth(&gate, send, recv).await,
                 StreamKind::Bench if self.inner.config.bench_serve => serve_bench(send, recv).await,
                 StreamKind::Manifest => self.serve_manifest(send, recv).await,
-                StreamKind::Chunks => self.serve_chunks(send, recv).await,
+                StreamKind::Chunks => self.serve_chunks(&gate, send, recv).await,
                 other => Err(WireError::UnexpectedKind {
                     expected: "chat or sync",
                     got: other.name(),

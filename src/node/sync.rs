@@ -1,8 +1,9 @@
 //! History sync, on its own stream so live chat is never blocked behind it.
 //! On every (re)connect — and when the rooms two peers share change — each
-//! side asks the other, per shared room, for what it lacks: it sends its
-//! version vector (per author, the highest sequence number it holds without
-//! gaps) and receives the missing messages in bounded batches, then a `Done`.
+//! side asks the other, per shared room, for what it lacks: it sends what it
+//! holds (per author, ranges of sequence numbers: [`crate::holdings`]) and
+//! receives the missing messages in bounded batches, then a `Done`. A
+//! message the asker holds is never sent to it again, gaps or not.
 //! Messages are verified against their authors and committed like live ones,
 //! so they can come from any peer, not only their author. When nothing is
 //! missing a sync costs one request and one `Done` per room.
@@ -13,13 +14,14 @@ use quinn::{RecvStream, SendStream};
 
 use super::gate::{Gate, GateError};
 use super::{Node, NodeError};
+use crate::holdings::{Held, Holdings};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
 use crate::protocol::{SyncFrame, SYNC_BATCH};
-use crate::store::{StoreError, VersionVector};
+use crate::store::StoreError;
 use crate::wire::{FrameReader, FrameWriter, WireError};
 
-/// Most authors a version vector may list.
+/// Most authors a sync request may list.
 const MAX_AUTHORS: usize = 16_384;
 
 impl Node {
@@ -40,13 +42,31 @@ impl Node {
         rooms
     }
 
-    async fn version_vector(&self, room: &str) -> Result<VersionVector, NodeError> {
+    /// What to ask a peer for of `room`, or nothing when the room's
+    /// history here is full.
+    async fn request_for(&self, room: &str) -> Result<Option<SyncFrame>, NodeError> {
         let store = self.inner.store.clone();
         let room = room.to_string();
-        let vector = tokio::task::spawn_blocking(move || store.version_vector(&room))
-            .await
-            .map_err(|e| StoreError::Database(e.to_string()))??;
-        Ok(vector)
+        let request = tokio::task::spawn_blocking(move || {
+            let usage = store.room_usage(&room)?;
+            let limits = store.limits();
+            if limits.room_full(usage) {
+                return Ok::<_, StoreError>(None);
+            }
+            let have = store
+                .holdings(&room)?
+                .into_iter()
+                .map(|(author, held)| (author, held.summary()))
+                .collect();
+            Ok(Some(SyncFrame::Request {
+                room,
+                have,
+                new_authors: limits.takes_new_authors(usage),
+            }))
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))??;
+        Ok(request)
     }
 
     /// Pulls from `gate`'s peer whatever this node lacks of their shared rooms.
@@ -55,7 +75,7 @@ impl Node {
     /// and this node's offers.
     pub(super) fn catch_up(&self, gate: Arc<Gate>) {
         let node = self.clone();
-        tokio::spawn(async move {
+        self.inner.spawn(async move {
             node.send_offers(&gate).await;
             node.sync_with(gate).await;
         });
@@ -85,13 +105,10 @@ impl Node {
         let mut writer = FrameWriter::open(send, StreamKind::Sync).await?;
         let mut reader = FrameReader::new(recv, StreamKind::Sync);
         for room in rooms {
-            let have = self.version_vector(&room).await?.into_iter().collect();
-            writer
-                .send(&SyncFrame::Request {
-                    room: room.clone(),
-                    have,
-                })
-                .await?;
+            let Some(request) = self.request_for(&room).await? else {
+                continue; // full here: nothing more would be taken
+            };
+            writer.send(&request).await?;
             loop {
                 match reader.recv::<SyncFrame>().await? {
                     Some(SyncFrame::Batch {
@@ -116,7 +133,7 @@ impl Node {
     }
 
     /// Answers a peer's sync requests: for rooms both are in, the messages
-    /// its version vector lacks.
+    /// it does not hold.
     pub(super) async fn serve_sync(
         &self,
         gate: &Gate,
@@ -126,23 +143,37 @@ impl Node {
         let mut reader = FrameReader::new(recv, StreamKind::Sync);
         let mut writer = FrameWriter::answering(send, StreamKind::Sync);
         while let Some(frame) = reader.recv::<SyncFrame>().await? {
-            let SyncFrame::Request { room, have } = frame else {
+            let SyncFrame::Request {
+                room,
+                have,
+                new_authors,
+            } = frame
+            else {
                 return Err(malformed("only requests travel this way"));
             };
             if have.len() > MAX_AUTHORS {
-                return Err(malformed("version vector too long"));
+                return Err(malformed("too many authors"));
             }
             if self.shared_rooms(&gate.peer_id).contains(&room) {
-                let theirs: VersionVector = have.into_iter().collect();
+                let mut theirs = Holdings::new();
+                for (author, ranges) in have {
+                    let held = Held::from_summary(ranges)
+                        .map_err(|error| malformed(&error.to_string()))?;
+                    theirs.insert(author, held);
+                }
+                let theirs = Arc::new(theirs);
+                // In a password room only tagged messages travel: one stored
+                // before the room had its password would only be refused.
+                let key = self.state().room_keys.get(&room).cloned();
                 let mut after = None;
                 loop {
                     let store = self.inner.store.clone();
                     let (room_name, vector) = (room.clone(), theirs.clone());
                     let batch = tokio::task::spawn_blocking(move || {
-                        store.missing(&room_name, &vector, after, SYNC_BATCH)
+                        store.missing(&room_name, &vector, new_authors, after, SYNC_BATCH)
                     })
                     .await;
-                    let (messages, next) = match batch {
+                    let (mut messages, next) = match batch {
                         Ok(Ok(found)) => found,
                         Ok(Err(error)) => {
                             self.emit(super::Event::error(format!("history sync: {error}")));
@@ -150,6 +181,9 @@ impl Node {
                         }
                         Err(_) => break,
                     };
+                    if let Some(key) = &key {
+                        messages.retain(|m| key.check(&m.body, &m.room_tag).is_ok());
+                    }
                     if !messages.is_empty() {
                         writer
                             .send(&SyncFrame::Batch {

@@ -5,30 +5,41 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use std::time::Duration;
 
-use super::driver::Input;
-use super::relay::{self, RelayState};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::driver::{Input, TrackerEvents};
+use super::manager::TrackerIx;
+use super::relay;
 use super::{
     events, local_candidates, Event, Node, NodeError, PeerRecord, PeerStatus, RelayPolicy,
 };
+use crate::identity::PeerId;
 use crate::protocol::{
     validate_label, ControlMessage, Member, TrackerEvent, TrackerRequestBody, MAX_ROOMS,
     MAX_ROOM_LEN,
 };
 use crate::tls::CertifiedIdentity;
-use crate::tracker::client::Registration;
+use crate::tracker::client::{Registration, RelayOffer};
 use crate::tracker::{TrackerError, TrackerSession};
+
+/// Once one tracker is up, how much longer start waits for the others;
+/// those still connecting then register in the background.
+const LATE_TRACKER_GRACE: Duration = Duration::from_secs(1);
+
+/// A session and its events.
+pub(super) type Session = (TrackerSession, TrackerEvents);
 
 /// Connects to the tracker at `target` from `endpoint` and registers.
 pub(super) async fn connect_tracker(
     endpoint: &quinn::Endpoint,
-    identity: &crate::identity::Identity,
+    certified: &CertifiedIdentity,
     home: &std::path::Path,
     config: &super::NodeConfig,
     target: &crate::endpoint::Target,
-) -> Result<(TrackerSession, mpsc::UnboundedReceiver<TrackerEvent>), NodeError> {
-    let certified = CertifiedIdentity::new(identity)?;
+) -> Result<Session, NodeError> {
     let registration = Registration {
         name: &config.name,
         local_addrs: local_candidates(endpoint.local_addr().map_err(|source| NodeError::Bind {
@@ -38,7 +49,7 @@ pub(super) async fn connect_tracker(
     };
     let session = TrackerSession::connect(
         endpoint,
-        &certified,
+        certified,
         home,
         target,
         config.liveness,
@@ -48,51 +59,137 @@ pub(super) async fn connect_tracker(
     Ok(session)
 }
 
+/// The trackers at start: those that answered in time, by their place in
+/// the list (`None`: still connecting), and the attempts still running.
+pub(super) struct StartingTrackers {
+    pub reached: Vec<Option<Result<Session, String>>>,
+    pub late: JoinSet<(TrackerIx, Result<Session, NodeError>)>,
+}
+
+/// Connects to every configured tracker at once, at start. Start waits for
+/// all of them, but once one is up no longer than [`LATE_TRACKER_GRACE`]
+/// for the rest. One that cannot be reached is retried later by the
+/// manager; the node does not start only when none can be, with the first
+/// one's error.
+pub(super) async fn connect_trackers(
+    endpoint: &quinn::Endpoint,
+    identity: &crate::identity::Identity,
+    home: &std::path::Path,
+    config: &super::NodeConfig,
+) -> Result<StartingTrackers, NodeError> {
+    let certified = Arc::new(CertifiedIdentity::new(identity)?);
+    let mut attempts = JoinSet::new();
+    for (tracker, target) in config.trackers.iter().cloned().enumerate() {
+        let (endpoint, certified) = (endpoint.clone(), certified.clone());
+        let (home, config) = (home.to_path_buf(), config.clone());
+        attempts.spawn(async move {
+            let result = connect_tracker(&endpoint, &certified, &home, &config, &target).await;
+            (tracker, result)
+        });
+    }
+    let mut reached: Vec<Option<Result<Session, String>>> =
+        config.trackers.iter().map(|_| None).collect();
+    let mut first_error = None;
+    let mut deadline = None;
+    loop {
+        let grace = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            next = attempts.join_next() => next,
+            () = grace => break,
+        };
+        let Some(joined) = next else { break };
+        let (tracker, result) = match joined {
+            Ok(done) => done,
+            Err(error) => return Err(NodeError::Invalid(format!("tracker task: {error}"))),
+        };
+        match result {
+            Ok(session) => {
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + LATE_TRACKER_GRACE);
+                reached[tracker] = Some(Ok(session));
+            }
+            Err(error) => {
+                reached[tracker] = Some(Err(error.to_string()));
+                first_error.get_or_insert((tracker, error));
+            }
+        }
+    }
+    let any_up = reached.iter().any(|r| matches!(r, Some(Ok(_))));
+    if !any_up {
+        if let Some((_, error)) = first_error {
+            return Err(error);
+        }
+    }
+    Ok(StartingTrackers {
+        reached,
+        late: attempts,
+    })
+}
+
 impl Node {
     /// The manager's `ConnectTracker`: one attempt to reach and register
-    /// with the tracker again, reported to the node task.
-    pub(super) async fn reconnect_tracker(self) {
-        let Some(target) = self.inner.tracker_pinned.clone() else {
+    /// with `tracker` again, reported to the node task.
+    pub(super) async fn reconnect_tracker(self, tracker: TrackerIx) {
+        let Some(target) = self.inner.trackers.target(tracker) else {
             return;
         };
         let inner = &self.inner;
-        let result = connect_tracker(
-            &inner.endpoint,
-            &inner.identity,
-            &inner.home,
-            &inner.config,
-            &target,
-        )
-        .await;
+        let result = match CertifiedIdentity::new(&inner.identity) {
+            Ok(certified) => {
+                connect_tracker(
+                    &inner.endpoint,
+                    &certified,
+                    &inner.home,
+                    &inner.config,
+                    &target,
+                )
+                .await
+            }
+            Err(error) => Err(error.into()),
+        };
+        self.tracker_reached(tracker, result);
+    }
+
+    /// Hands the outcome of a connection attempt to `tracker` to the node
+    /// task.
+    pub(super) fn tracker_reached(&self, tracker: TrackerIx, result: Result<Session, NodeError>) {
         match result {
             Ok((session, events)) => self.input(Input::TrackerUp {
+                tracker,
                 session: Arc::new(session),
                 events,
             }),
             Err(error) => self.input(Input::TrackerFailed {
+                tracker,
                 reason: error.to_string(),
             }),
         }
     }
 
-    /// The manager's `RestoreTracker`: registered again after a loss, so the
-    /// relay stream is reopened and every room joined again (its members
-    /// handed to the manager, which connects those not connected).
-    pub(super) async fn restore_tracker(self) {
-        self.open_relay().await;
+    /// The manager's `RestoreTracker`: registered with `tracker` again
+    /// after a loss (or for the first time after it could not be reached at
+    /// start), so its relay stream is reopened and every room joined there
+    /// again (the members handed to the manager, which connects those not
+    /// connected).
+    pub(super) async fn restore_tracker(self, tracker: TrackerIx) {
+        self.open_relay(tracker).await;
         let rooms = self.state().rooms.clone();
         for room in rooms {
-            if let Err(error) = self.join_at_tracker(&room).await {
+            if let Err(error) = self.join_at_tracker(tracker, &room).await {
                 self.emit(Event::error(format!("cannot join {room} again: {error}")));
             }
         }
     }
 
-    /// The manager's `RequestIntroduction`: asks the tracker to introduce
+    /// The manager's `RequestIntroduction`: asks `tracker` to introduce
     /// this node to `peer`; the introduction comes back as a tracker event.
-    pub(super) async fn request_introduction(self, peer: crate::identity::PeerId) {
-        let result = match self.inner.tracker() {
-            Some(tracker) => tracker
+    pub(super) async fn request_introduction(self, tracker: TrackerIx, peer: PeerId) {
+        let result = match self.inner.trackers.session(tracker) {
+            Some(session) => session
                 .request(TrackerRequestBody::Connect { peer })
                 .await
                 .map(|_| ()),
@@ -103,60 +200,53 @@ impl Node {
         }
     }
 
-    /// Reports a tracker session lost or back, as an event.
-    pub(super) fn tracker_news(&self, back: bool, reason: Option<String>) {
-        let pinned = self.inner.tracker_pinned.as_ref();
+    /// Reports the session with `tracker` lost or back, as an event.
+    pub(super) fn tracker_news(&self, tracker: TrackerIx, back: bool, reason: Option<String>) {
+        let target = self.inner.trackers.target(tracker);
+        let addr = match self.inner.trackers.session(tracker) {
+            Some(session) => Some(session.tracker_addr().to_string()),
+            None => target.as_ref().map(|t| t.host.clone()),
+        };
         self.emit(Event::Tracker {
             state: if back {
                 events::TrackerLink::Back
             } else {
                 events::TrackerLink::Lost
             },
-            tracker_id: pinned.and_then(|t| t.peer).map(|id| id.to_string()),
-            addr: self
-                .inner
-                .tracker()
-                .map(|t| t.tracker_addr().to_string())
-                .or_else(|| pinned.map(|t| t.host.clone())),
+            tracker_id: target.and_then(|t| t.peer).map(|id| id.to_string()),
+            addr,
             reason,
         });
     }
 
-    /// Opens the relay stream to the tracker (unless this node never
-    /// relays) and starts pumping packets through it.
-    pub(super) async fn open_relay(&self) {
-        let Some(tracker) = self.inner.tracker() else {
+    /// Opens the relay stream to `tracker` (unless this node never relays)
+    /// and starts pumping packets through it; tells the manager whether
+    /// that tracker's relay can carry connections.
+    pub(super) async fn open_relay(&self, tracker: TrackerIx) {
+        let Some(session) = self.inner.trackers.session(tracker) else {
             return;
         };
         if self.inner.config.relay == RelayPolicy::Never {
             return;
         }
-        let state = match tracker.open_relay().await {
-            Ok((
-                crate::tracker::client::RelayOffer::Ready {
-                    bytes_per_second, ..
-                },
-                Some(stream),
-            )) => {
-                let outgoing = self.inner.socket.attach_relay();
-                let socket = self.inner.socket.clone();
-                let node = Arc::downgrade(&self.inner);
-                tokio::spawn(relay::pump(node, socket, stream, outgoing));
-                RelayState::Ready { bytes_per_second }
+        let ready = match session.open_relay().await {
+            Ok((RelayOffer::Ready { .. }, Some(stream))) => {
+                match self.inner.trackers.attach_relay(tracker) {
+                    Some(outgoing) => {
+                        let socket = self.inner.socket.clone();
+                        let node = Arc::downgrade(&self.inner);
+                        self.inner
+                            .spawn(relay::pump(node, tracker, socket, stream, outgoing));
+                        Ok(())
+                    }
+                    None => Err("no such tracker".to_string()),
+                }
             }
-            Ok((crate::tracker::client::RelayOffer::Unavailable(reason), _)) => {
-                RelayState::Unavailable(reason)
-            }
-            Ok((_, None)) => RelayState::Unavailable("no relay stream".into()),
-            Err(error) => RelayState::Unavailable(format!("cannot open the relay stream: {error}")),
+            Ok((RelayOffer::Unavailable(reason), _)) => Err(reason),
+            Ok((_, None)) => Err("no relay stream".into()),
+            Err(error) => Err(format!("cannot open the relay stream: {error}")),
         };
-        let ready = match &state {
-            RelayState::Ready { .. } => Ok(()),
-            RelayState::Unavailable(why) => Err(why.clone()),
-            RelayState::Off => Err("relaying is off".into()),
-        };
-        self.state().relay = state;
-        self.input(Input::RelayReady(ready));
+        self.input(Input::RelayReady { tracker, ready });
     }
 
     /// Joins `room` (through the tracker, if any) and dials its members.
@@ -172,11 +262,35 @@ impl Node {
                 "room count: at most {MAX_ROOMS}"
             )));
         }
-        let members = match self.inner.tracker() {
-            Some(tracker) => tracker.join(room).await?,
-            None if self.inner.tracker_pinned.is_some() => return Err(NodeError::NoTracker),
-            None => Vec::new(),
-        };
+        let sessions = self.inner.trackers.sessions();
+        if sessions.is_empty() && !self.inner.trackers.is_empty() {
+            return Err(NodeError::NoTracker);
+        }
+        // Joined at every tracker that is up; an error only if none took it.
+        let joins = sessions.iter().map(|(_, session)| session.join(room));
+        let mut results = futures_util::future::join_all(joins).await;
+        if !results.is_empty() && results.iter().all(Result::is_err) {
+            if let Some(Err(error)) = results.pop() {
+                return Err(error.into());
+            }
+        }
+        let members: Vec<(TrackerIx, Vec<Member>)> = sessions
+            .iter()
+            .map(|(tracker, _)| *tracker)
+            .zip(results)
+            .filter_map(|(tracker, result)| match result {
+                Ok(members) => Some((tracker, members)),
+                Err(error) => {
+                    tracing::debug!(tracker, %error, "cannot join {room} at one tracker");
+                    None
+                }
+            })
+            .collect();
+        let count = members
+            .iter()
+            .flat_map(|(_, members)| members.iter().map(|m| m.peer_id))
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         {
             let mut state = self.state();
             state.rooms.retain(|r| r != room);
@@ -184,29 +298,35 @@ impl Node {
         }
         self.emit(Event::Joined {
             room: room.to_string(),
-            members: members.len(),
+            members: count,
         });
         self.announce_rooms().await;
         for gate in self.open_gates() {
             self.catch_up(gate);
         }
-        self.connect_members(room, members);
+        for (tracker, members) in members {
+            self.connect_members(tracker, room, members);
+        }
         Ok(())
     }
 
-    /// Joins `room` at the tracker again (after it came back).
-    async fn join_at_tracker(&self, room: &str) -> Result<(), NodeError> {
-        let tracker = self.inner.tracker().ok_or(NodeError::NoTracker)?;
-        let members = tracker.join(room).await?;
-        self.connect_members(room, members);
+    /// Joins `room` at `tracker` again (after it came back).
+    async fn join_at_tracker(&self, tracker: TrackerIx, room: &str) -> Result<(), NodeError> {
+        let session = self
+            .inner
+            .trackers
+            .session(tracker)
+            .ok_or(NodeError::NoTracker)?;
+        let members = session.join(room).await?;
+        self.connect_members(tracker, room, members);
         Ok(())
     }
 
-    /// Remembers `room`'s members and has the manager connect them (the
-    /// joiner dials) and keep them connected.
-    fn connect_members(&self, room: &str, members: Vec<Member>) {
+    /// Remembers `room`'s members at `tracker` and has the manager connect
+    /// them (the joiner dials) and keep them connected.
+    fn connect_members(&self, tracker: TrackerIx, room: &str, members: Vec<Member>) {
         for member in members {
-            self.learn_member(room, &member);
+            self.learn_member(tracker, room, &member);
             if let Err(error) = self.check_dialable(&member.peer_id) {
                 self.emit(Event::error(error));
                 continue;
@@ -214,14 +334,17 @@ impl Node {
             self.input(Input::Connect {
                 peer: member.peer_id,
                 addrs: Vec::new(),
+                via: Some(tracker),
                 reply: None,
             });
         }
     }
 
     pub async fn leave(&self, room: &str) -> Result<(), NodeError> {
-        if let Some(tracker) = self.inner.tracker() {
-            tracker.leave(room).await?;
+        let sessions = self.inner.trackers.sessions();
+        let leaves = sessions.iter().map(|(_, session)| session.leave(room));
+        for result in futures_util::future::join_all(leaves).await {
+            result?;
         }
         let unwanted: Vec<crate::identity::PeerId> = {
             let mut state = self.state();
@@ -238,6 +361,7 @@ impl Node {
             self.input(Input::Wanted {
                 peer,
                 wanted: false,
+                via: None,
             });
         }
         self.emit(Event::Left {
@@ -259,25 +383,30 @@ impl Node {
         }
     }
 
-    fn learn_member(&self, room: &str, member: &Member) -> bool {
+    /// `member` is in `room` as `tracker` lists it.
+    fn learn_member(&self, tracker: TrackerIx, room: &str, member: &Member) {
         let mut state = self.state();
         let record = state
             .peers
             .entry(member.peer_id)
             .or_insert_with(|| PeerRecord::new(member.name.clone()));
-        let first_seen = record.candidates.is_empty() && record.gate.is_none();
         record.name = member.name.clone();
         record.candidates = member.candidates();
         record.rooms.insert(room.to_string());
-        first_seen
+        record.listed_at.insert((room.to_string(), tracker));
     }
 
-    pub(super) async fn tracker_loop(self, mut events: mpsc::UnboundedReceiver<TrackerEvent>) {
+    /// Reads `tracker`'s pushed events until its session ends.
+    pub(super) async fn tracker_loop(
+        self,
+        tracker: TrackerIx,
+        mut events: mpsc::Receiver<TrackerEvent>,
+    ) {
         while let Some(event) = events.recv().await {
             match event {
                 TrackerEvent::Joined { room, member } => {
                     let peer = member.peer_id;
-                    self.learn_member(&room, &member);
+                    self.learn_member(tracker, &room, &member);
                     // The joiner dials; this side waits for it.
                     // Only news for a peer nobody is connecting to or connected with.
                     let idle = self.state().peers.get(&peer).is_none_or(|r| {
@@ -289,7 +418,11 @@ impl Node {
                     // Kept connected from now on (reconnected if its path dies).
                     let shared = self.state().rooms.contains(&room);
                     if shared {
-                        self.input(Input::Wanted { peer, wanted: true });
+                        self.input(Input::Wanted {
+                            peer,
+                            wanted: true,
+                            via: Some(tracker),
+                        });
                     }
                 }
                 TrackerEvent::Introduce {
@@ -306,6 +439,7 @@ impl Node {
                         record.candidates = peer.candidates();
                     }
                     self.input(Input::Introduced {
+                        tracker,
                         attempt,
                         member: peer,
                         role,
@@ -317,6 +451,11 @@ impl Node {
                         let Some(record) = state.peers.get_mut(&peer_id) else {
                             continue;
                         };
+                        record.listed_at.remove(&(room.clone(), tracker));
+                        // Still listed in the room by another tracker: not news.
+                        if record.listed_at.iter().any(|(r, _)| *r == room) {
+                            continue;
+                        }
                         record.rooms.remove(&room);
                         record.rooms.is_empty()
                             && !record.gate.as_ref().is_some_and(|g| g.is_open())
@@ -335,6 +474,7 @@ impl Node {
                         self.input(Input::Wanted {
                             peer: peer_id,
                             wanted: false,
+                            via: Some(tracker),
                         });
                     }
                 }

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +27,9 @@ use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// How long a request may wait for its response.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tracker events waiting for the node, at most.
+const EVENTS_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
@@ -60,6 +63,9 @@ pub struct TrackerSession {
     writer: tokio::sync::Mutex<FrameWriter<SendStream>>,
     pending: Pending,
     next_id: AtomicU32,
+    /// The shortest request round trip seen, in microseconds (`u64::MAX`:
+    /// none yet).
+    fastest_request_us: AtomicU64,
 }
 
 /// The tracker's answer to a relay stream.
@@ -94,7 +100,7 @@ impl TrackerSession {
         target: &Target,
         liveness: Liveness,
         registration: Registration<'_>,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<TrackerEvent>), TrackerError> {
+    ) -> Result<(Self, mpsc::Receiver<TrackerEvent>), TrackerError> {
         let addr = target.resolve().await?;
         let connect_error = |reason: String| TrackerError::Connect { addr, reason };
         let (mut config, server_name) = match &target.peer {
@@ -130,7 +136,7 @@ impl TrackerSession {
             .map_err(|e| connect_error(e.to_string()))?;
         let writer = FrameWriter::open(send, StreamKind::Tracker).await?;
         let pending: Pending = Arc::default();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUE);
         tokio::spawn(read_messages(
             connection.clone(),
             FrameReader::new(recv, StreamKind::Tracker),
@@ -144,6 +150,7 @@ impl TrackerSession {
             writer: tokio::sync::Mutex::new(writer),
             pending,
             next_id: AtomicU32::new(0),
+            fastest_request_us: AtomicU64::new(u64::MAX),
         };
         let response = session
             .request(TrackerRequestBody::Register {
@@ -170,12 +177,15 @@ impl TrackerSession {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, reply_tx);
-        self.writer
-            .lock()
-            .await
-            .send(&TrackerRequest { id, body })
-            .await?;
+        let mut writer = self.writer.lock().await;
+        let sent_at = Instant::now();
+        writer.send(&TrackerRequest { id, body }).await?;
+        drop(writer);
         let reply = timeout(REQUEST_TIMEOUT, reply_rx).await;
+        if let Ok(Ok(_)) = &reply {
+            let took = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.fastest_request_us.fetch_min(took, Ordering::Relaxed);
+        }
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -261,8 +271,17 @@ impl TrackerSession {
         self.connection.remote_address()
     }
 
+    /// The round-trip time to the tracker: QUIC's smoothed estimate, or the
+    /// fastest request answered if shorter (the estimate starts high and
+    /// takes many samples to settle; a punch's head start is measured in
+    /// it).
     pub fn rtt(&self) -> Duration {
-        self.connection.rtt()
+        let fastest = self.fastest_request_us.load(Ordering::Relaxed);
+        let smoothed = self.connection.rtt();
+        match fastest {
+            u64::MAX => smoothed,
+            us => smoothed.min(Duration::from_micros(us)),
+        }
     }
 
     /// Closes the session; the tracker drops the registration at once.
@@ -278,7 +297,7 @@ async fn read_messages(
     connection: Connection,
     mut reader: FrameReader<RecvStream>,
     pending: Pending,
-    events: mpsc::UnboundedSender<TrackerEvent>,
+    events: mpsc::Sender<TrackerEvent>,
 ) {
     loop {
         match reader.recv::<TrackerMessage>().await {
@@ -292,7 +311,10 @@ async fn read_messages(
                 }
             }
             Ok(Some(TrackerMessage::Event(event))) => {
-                if events.send(event).is_err() {
+                // A full queue holds the tracker stream back (QUIC flow
+                // control) instead of growing: a tracker cannot flood this
+                // node's memory with events.
+                if events.send(event).await.is_err() {
                     break;
                 }
             }

@@ -254,18 +254,21 @@ impl Registry {
     }
 
     /// Whether the relay may carry packets from `from` to `to`: both are
-    /// registered and the tracker introduced them to each other. Nobody
-    /// can spray packets at peers it was never introduced to.
+    /// registered, and they share a room or the tracker introduced them to
+    /// each other. Nobody can spray packets at peers it could not have
+    /// asked an introduction to. A shared room is enough so that a
+    /// connection relayed by another tracker that went away can move here
+    /// without a new introduction.
     pub fn may_relay(&self, from: &PeerId, to: &PeerId) -> Result<(), RelayRefusal> {
-        let introduced = self
-            .peers
-            .get(from)
-            .is_some_and(|r| r.introduced.contains(to));
-        if !introduced {
+        let Some(sender) = self.peers.get(from) else {
             return Err(RelayRefusal::NotIntroduced);
-        }
-        if !self.peers.contains_key(to) {
+        };
+        let Some(receiver) = self.peers.get(to) else {
             return Err(RelayRefusal::Offline);
+        };
+        let introduced = sender.introduced.contains(to);
+        if !introduced && sender.rooms.is_disjoint(&receiver.rooms) {
+            return Err(RelayRefusal::NotIntroduced);
         }
         Ok(())
     }
@@ -354,26 +357,31 @@ mod tests {
     }
 
     #[test]
-    fn relaying_needs_an_introduction_and_ends_with_the_registration() {
+    fn relaying_needs_an_introduction_or_a_shared_room_and_ends_with_the_registration() {
         let mut registry = Registry::new(TrackerLimits::default());
         let (a, b, c) = (id(), id(), id());
         let mut generations = Vec::new();
-        for (peer, port) in [(a, 1), (b, 2), (c, 3)] {
+        for (peer, port, room) in [(a, 1, "r"), (b, 2, "r"), (c, 3, "elsewhere")] {
             let (generation, _) = registry
                 .register(peer, "x".into(), addr(port), vec![])
                 .unwrap();
             generations.push(generation);
-            registry.join(peer, "r").unwrap();
+            registry.join(peer, room).unwrap();
         }
-        assert_eq!(registry.may_relay(&a, &b), Err(RelayRefusal::NotIntroduced));
-        registry.introduce(a, b).unwrap();
-        // Both ways, and only between the two.
+        // A shared room is enough, both ways.
         assert_eq!(registry.may_relay(&a, &b), Ok(()));
         assert_eq!(registry.may_relay(&b, &a), Ok(()));
+        // Strangers are refused.
         assert_eq!(registry.may_relay(&a, &c), Err(RelayRefusal::NotIntroduced));
         assert_eq!(registry.may_relay(&c, &b), Err(RelayRefusal::NotIntroduced));
+        // An introduction outlives the room.
+        registry.introduce(a, b).unwrap();
+        registry.leave(b, "r").unwrap();
+        registry.join(b, "other").unwrap();
+        assert_eq!(registry.may_relay(&a, &b), Ok(()));
+        assert_eq!(registry.may_relay(&b, &a), Ok(()));
         registry.unregister(b, generations[1]);
-        assert_eq!(registry.may_relay(&a, &b), Err(RelayRefusal::NotIntroduced));
+        assert_eq!(registry.may_relay(&a, &b), Err(RelayRefusal::Offline));
         // A new registration of b starts without introductions.
         registry.register(b, "b".into(), addr(4), vec![]).unwrap();
         assert_eq!(registry.may_relay(&b, &a), Err(RelayRefusal::NotIntroduced));

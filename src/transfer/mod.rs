@@ -1,8 +1,10 @@
 //! File transfer, apart from the network: manifests and content ids
 //! ([`manifest`]), which chunk to ask which source for ([`schedule`]), a
-//! download on disk ([`partial`]), shared content ([`Share`]) and tickets
+//! download on disk ([`partial`]) through folders never followed through a
+//! link ([`dir`]), shared content ([`Share`]) and tickets
 //! ([`Ticket`]). The node's streams that carry it are in `node::files`.
 
+pub mod dir;
 pub mod manifest;
 pub mod partial;
 pub mod schedule;

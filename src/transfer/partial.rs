@@ -4,16 +4,22 @@
 //! chunks (cheap next to fetching them) and keeps those that still verify, so
 //! neither a crash nor a torn log can let an unverified byte through.
 //! Finishing syncs the data and moves each file to its final name (never
-//! over an existing file without `force`, never through a symbolic link),
-//! then removes the work folder. Everything here blocks: run it on a
-//! blocking thread.
+//! over an existing file without `force`), then removes the work folder.
+//!
+//! The target may be a folder others can write. Every folder and file here
+//! is reached through [`Dir`] handles, never through a symbolic link, so
+//! nothing planted there redirects a write; the work folder must be the
+//! user's own (it is made 0700), a data file with a second name is
+//! refused, and a final name is checked to be the very file written.
+//! Everything here blocks: run it on a blocking thread.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::dir::{link_count, Access, Dir, Entry};
 use super::manifest::{check_relative_path, ContentId, Layout};
 
 /// The folder inside a target directory that holds unfinished downloads.
@@ -39,6 +45,12 @@ pub enum DiskError {
     Symlink(PathBuf),
     #[error("{} is a folder; refusing to replace it with a file", .0.display())]
     IsAFolder(PathBuf),
+    #[error("{} belongs to another user, who could redirect the download; remove it (or download elsewhere)", .0.display())]
+    NotYours(PathBuf),
+    #[error("{} has another name (a hard link); refusing to write through it: remove it", .0.display())]
+    Linked(PathBuf),
+    #[error("{} changed while it was moved into place; check that folder: someone else may write in it", .0.display())]
+    Replaced(PathBuf),
     #[error(transparent)]
     Manifest(#[from] super::manifest::ManifestError),
 }
@@ -117,8 +129,10 @@ pub enum Stored {
 }
 
 pub struct Partial {
-    target: PathBuf,
-    work: PathBuf,
+    target: Dir,
+    /// `.punchgate-partial` in the target, and the work folder inside it.
+    parts: Dir,
+    work: Dir,
     layout: Layout,
     files: Vec<File>,
     log: Mutex<File>,
@@ -131,14 +145,75 @@ pub fn work_dir(target: &Path, id: ContentId) -> PathBuf {
 }
 
 /// The manifest an earlier run saved, if any (lets a resume start before
-/// any source answers).
+/// any source answers). Read only from a work folder of the user's own,
+/// never through a link.
 pub fn saved_manifest(target: &Path, id: ContentId) -> Option<Vec<u8>> {
-    fs::read(work_dir(target, id).join(MANIFEST_FILE)).ok()
+    let work = Dir::open(target)
+        .ok()?
+        .subdir(WORK_DIR, None)
+        .ok()?
+        .subdir(&id.to_string(), None)
+        .ok()?;
+    if !work.make_private().ok()? {
+        return None;
+    }
+    work.read(MANIFEST_FILE).ok()
+}
+
+/// Folders made for the content: as `mkdir` makes them (the umask narrows).
+const FOLDER_MODE: u32 = 0o777;
+/// The work folder of one download: the user's alone.
+const WORK_MODE: u32 = 0o700;
+
+/// Opens `name` in `dir` for a download, turning a link or a second name
+/// (someone else could read or change the bytes through it) into a refusal.
+fn open_work_file(dir: &Dir, name: &str, access: Access) -> Result<File, DiskError> {
+    let path = dir.path().join(name);
+    let file = dir
+        .open_file(name, access)
+        .map_err(|error| refusal(dir, name, "open", error))?;
+    if link_count(&file).map_err(DiskError::io("inspect", &path))? > 1 {
+        return Err(DiskError::Linked(path));
+    }
+    Ok(file)
+}
+
+/// The error for `action` on `name` in `dir` having failed: a link or a
+/// non-folder in the way is named as such (the refusal already happened,
+/// so looking now opens no gap).
+fn refusal(dir: &Dir, name: &str, action: &'static str, error: io::Error) -> DiskError {
+    let path = dir.path().join(name);
+    match dir.entry(name) {
+        Ok(Entry::Symlink) => DiskError::Symlink(path),
+        _ => DiskError::Io {
+            action,
+            path,
+            error,
+        },
+    }
+}
+
+/// The folder `name` in `dir`, created if missing; a link or a file in
+/// its place is refused.
+fn open_folder(dir: &Dir, name: &str, mode: u32) -> Result<Dir, DiskError> {
+    dir.subdir(name, Some(mode)).map_err(|error| {
+        let path = dir.path().join(name);
+        match dir.entry(name) {
+            Ok(Entry::Symlink) => DiskError::Symlink(path),
+            Ok(Entry::File | Entry::Other) => DiskError::NotAFolder(path),
+            _ => DiskError::Io {
+                action: "create",
+                path,
+                error,
+            },
+        }
+    })
 }
 
 impl Partial {
-    /// Starts or resumes the download of `layout` into `target`. Fails at
-    /// once if a final name is taken (without `force`) or unusable. Returns
+    /// Starts or resumes the download of `layout` into `target` (created if
+    /// missing). Fails at once if a final name is taken (without `force`)
+    /// or unusable, or if the work folder is not the user's own. Returns
     /// the chunks already verified by an earlier run.
     pub fn open(
         target: &Path,
@@ -146,39 +221,34 @@ impl Partial {
         encoded: &[u8],
         force: bool,
     ) -> Result<(Self, BTreeSet<u64>), DiskError> {
+        let target = Dir::open_or_create(target).map_err(DiskError::io("create", target))?;
         for file in &layout.manifest.files {
-            check_destination(target, &file.path, force)?;
+            check_destination(&target, &file.path, force)?;
         }
-        let work = work_dir(target, layout.id);
-        fs::create_dir_all(&work).map_err(DiskError::io("create", &work))?;
-        let manifest_path = work.join(MANIFEST_FILE);
-        if fs::read(&manifest_path).ok().as_deref() != Some(encoded) {
-            write_synced(&manifest_path, encoded)?;
+        let parts = open_folder(&target, WORK_DIR, FOLDER_MODE)?;
+        let work = open_folder(&parts, &layout.id.to_string(), WORK_MODE)?;
+        if !work
+            .make_private()
+            .map_err(DiskError::io("inspect", work.path()))?
+        {
+            return Err(DiskError::NotYours(work.path().to_path_buf()));
+        }
+        let saved = work.read(MANIFEST_FILE).ok();
+        if saved.as_deref() != Some(encoded) {
+            work.write_synced(MANIFEST_FILE, encoded)
+                .map_err(|error| refusal(&work, MANIFEST_FILE, "write", error))?;
         }
         let mut files = Vec::with_capacity(layout.manifest.files.len());
         for index in 0..layout.manifest.files.len() {
-            let path = work.join(format!("{index}.data"));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(DiskError::io("open", &path))?;
-            files.push(file);
+            files.push(open_work_file(&work, &data_name(index), Access::Update)?);
         }
-        let log_path = work.join(LOG_FILE);
-        let mut log = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&log_path)
-            .map_err(DiskError::io("open", &log_path))?;
+        let mut log = open_work_file(&work, LOG_FILE, Access::Append)?;
         let mut records = Vec::new();
         log.read_to_end(&mut records)
-            .map_err(DiskError::io("read", &log_path))?;
+            .map_err(DiskError::io("read", &work.path().join(LOG_FILE)))?;
         let partial = Self {
-            target: target.to_path_buf(),
+            target,
+            parts,
             work,
             layout,
             files,
@@ -222,10 +292,10 @@ impl Partial {
             return Ok(Stored::Corrupt);
         }
         let data = &chunk.bytes;
-        let data_path = || self.work.join(format!("{}.data", place.file));
+        let data_path = || self.work.path().join(data_name(place.file));
         write_all_at(&self.files[place.file], data, place.offset)
             .map_err(|error| DiskError::io("write", &data_path())(error))?;
-        let log_path = self.work.join(LOG_FILE);
+        let log_path = self.work.path().join(LOG_FILE);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.write_all(&index.to_le_bytes())
             .map_err(DiskError::io("write", &log_path))?;
@@ -242,111 +312,129 @@ impl Partial {
             .zip(&self.layout.manifest.files)
             .enumerate()
         {
-            let data_path = self.work.join(format!("{index}.data"));
+            let name = data_name(index);
+            let data_path = self.work.path().join(&name);
             // Exact size, whatever order the chunks were written in.
             file.set_len(entry.size)
                 .map_err(DiskError::io("size", &data_path))?;
             file.sync_all().map_err(DiskError::io("sync", &data_path))?;
-            let destination = prepare_destination(&self.target, &entry.path, self.force)?;
-            place(&data_path, &destination, self.force)?;
+            let (folder, final_name) = prepare_destination(&self.target, &entry.path, self.force)?;
+            let destination = folder.path().join(final_name);
+            place(&self.work, &name, &folder, final_name, self.force)?;
+            // What now has the final name is the file written here, and a
+            // plain file.
+            if !folder
+                .holds(final_name, file)
+                .map_err(DiskError::io("inspect", &destination))?
+            {
+                return Err(DiskError::Replaced(destination));
+            }
+            folder.sync();
             finals.push(destination);
         }
-        sync_dir(&self.target);
-        fs::remove_dir_all(&self.work).map_err(DiskError::io("remove", &self.work))?;
+        self.target.sync();
+        for name in [MANIFEST_FILE, LOG_FILE] {
+            self.work
+                .remove_file(name)
+                .map_err(DiskError::io("remove", &self.work.path().join(name)))?;
+        }
+        let id = self.layout.id.to_string();
+        self.parts
+            .remove_dir(&id)
+            .map_err(DiskError::io("remove", self.work.path()))?;
         // The shared work folder goes once no other download uses it.
-        let _ = fs::remove_dir(self.target.join(WORK_DIR));
+        let _ = self.target.remove_dir(WORK_DIR);
         Ok(finals)
     }
 }
 
+fn data_name(index: usize) -> String {
+    format!("{index}.data")
+}
+
 /// Checks that `relative` can become a file under `target`: each existing
 /// folder on the way is a real folder, and the file itself is free (or
-/// `force` and a plain file).
-fn check_destination(target: &Path, relative: &str, force: bool) -> Result<(), DiskError> {
+/// `force` and not a folder). Nothing is followed.
+fn check_destination(target: &Dir, relative: &str, force: bool) -> Result<(), DiskError> {
     let components = check_relative_path(relative)?;
-    let mut path = target.to_path_buf();
-    for (i, component) in components.iter().enumerate() {
-        path.push(component);
-        let last = i + 1 == components.len();
-        match fs::symlink_metadata(&path) {
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+    let Some((last, folders)) = components.split_last() else {
+        return Ok(());
+    };
+    let mut opened: Option<Dir> = None;
+    for component in folders {
+        let dir = opened.as_ref().unwrap_or(target);
+        let path = dir.path().join(component);
+        match dir.entry(component) {
+            Ok(Entry::Missing) => return Ok(()),
+            Ok(Entry::Folder) => {}
+            Ok(Entry::Symlink) => return Err(DiskError::Symlink(path)),
+            Ok(_) => return Err(DiskError::NotAFolder(path)),
             Err(error) => return Err(DiskError::io("inspect", &path)(error)),
-            Ok(meta) if meta.file_type().is_symlink() && !last => {
-                return Err(DiskError::Symlink(path))
-            }
-            Ok(meta) if meta.is_dir() && last => return Err(DiskError::IsAFolder(path)),
-            // A file or a link in the final place (a link is replaced, never
-            // followed): only --force may replace it.
-            Ok(_) if last => {
-                return if force {
-                    Ok(())
-                } else {
-                    Err(DiskError::Exists(path))
-                }
-            }
-            Ok(meta) if !meta.is_dir() => return Err(DiskError::NotAFolder(path)),
-            Ok(_) => {}
         }
+        let next = dir
+            .subdir(component, None)
+            .map_err(|error| refusal(dir, component, "open", error))?;
+        opened = Some(next);
     }
-    Ok(())
+    let dir = opened.as_ref().unwrap_or(target);
+    let path = dir.path().join(last);
+    match dir.entry(last) {
+        Ok(Entry::Missing) => Ok(()),
+        Ok(Entry::Folder) => Err(DiskError::IsAFolder(path)),
+        // A file or a link in the final place (a link is replaced, never
+        // followed): only --force may replace it.
+        Ok(_) if force => Ok(()),
+        Ok(_) => Err(DiskError::Exists(path)),
+        Err(error) => Err(DiskError::io("inspect", &path)(error)),
+    }
 }
 
-/// Creates the folders of `relative` under `target` one at a time, refusing
-/// symbolic links, and returns the final file path.
-fn prepare_destination(target: &Path, relative: &str, force: bool) -> Result<PathBuf, DiskError> {
+/// Opens (creating) the folders of `relative` under `target` one at a
+/// time, refusing links; returns the last folder and the file's name.
+fn prepare_destination<'a>(
+    target: &Dir,
+    relative: &'a str,
+    force: bool,
+) -> Result<(Dir, &'a str), DiskError> {
     check_destination(target, relative, force)?;
     let components = check_relative_path(relative)?;
-    let mut path = target.to_path_buf();
-    for component in &components[..components.len() - 1] {
-        path.push(component);
-        match fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                let meta = fs::symlink_metadata(&path).map_err(DiskError::io("inspect", &path))?;
-                if meta.file_type().is_symlink() {
-                    return Err(DiskError::Symlink(path));
-                }
-                if !meta.is_dir() {
-                    return Err(DiskError::NotAFolder(path));
-                }
-            }
-            Err(error) => return Err(DiskError::io("create", &path)(error)),
-        }
+    let (last, folders) = components
+        .split_last()
+        .ok_or_else(|| DiskError::NotAFolder(target.path().to_path_buf()))?;
+    let mut folder = target
+        .try_clone()
+        .map_err(DiskError::io("open", target.path()))?;
+    for component in folders {
+        folder = open_folder(&folder, component, FOLDER_MODE)?;
     }
-    path.push(components[components.len() - 1]);
-    Ok(path)
+    Ok((folder, last))
 }
 
-/// Moves `from` to `to`. Without `force` a hard link makes the new name
-/// appear only if it is free (atomically), then the old name goes.
-fn place(from: &Path, to: &Path, force: bool) -> Result<(), DiskError> {
+/// Moves `name` in `from` to `to_name` in `to`. Without `force` a hard link
+/// makes the new name appear only if it is free (atomically), then the old
+/// name goes.
+fn place(from: &Dir, name: &str, to: &Dir, to_name: &str, force: bool) -> Result<(), DiskError> {
+    let destination = to.path().join(to_name);
     if force {
-        return fs::rename(from, to).map_err(DiskError::io("move into place", to));
+        return from
+            .rename_to(name, to, to_name)
+            .map_err(|error| match to.entry(to_name) {
+                Ok(Entry::Folder) => DiskError::IsAFolder(destination.clone()),
+                _ => DiskError::io("move into place", &destination)(error),
+            });
     }
-    match fs::hard_link(from, to) {
-        Ok(()) => fs::remove_file(from).map_err(DiskError::io("remove", from)),
+    match from.link_to(name, to, to_name) {
+        Ok(()) => from
+            .remove_file(name)
+            .map_err(DiskError::io("remove", &from.path().join(name))),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            Err(DiskError::Exists(to.to_path_buf()))
+            Err(DiskError::Exists(destination))
         }
         // A filesystem without hard links: check, then rename.
-        Err(_) if fs::symlink_metadata(to).is_err() => {
-            fs::rename(from, to).map_err(DiskError::io("move into place", to))
-        }
-        Err(_) => Err(DiskError::Exists(to.to_path_buf())),
-    }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
-    let mut file = File::create(path).map_err(DiskError::io("create", path))?;
-    file.write_all(bytes)
-        .map_err(DiskError::io("write", path))?;
-    file.sync_all().map_err(DiskError::io("sync", path))
-}
-
-/// Makes renames in `dir` durable where the platform allows it.
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = File::open(dir) {
-        let _ = handle.sync_all();
+        Err(_) if to.entry(to_name).ok() == Some(Entry::Missing) => from
+            .rename_to(name, to, to_name)
+            .map_err(DiskError::io("move into place", &destination)),
+        Err(_) => Err(DiskError::Exists(destination)),
     }
 }
 
@@ -387,6 +475,7 @@ pub fn read_exact_at(file: &File, mut buffer: &mut [u8], mut offset: u64) -> io:
 mod tests {
     use super::super::manifest::{build, MIN_CHUNK_SIZE};
     use super::*;
+    use std::fs;
 
     #[test]
     fn a_chunk_hashed_piece_by_piece_hashes_as_a_whole() {

@@ -207,6 +207,19 @@ impl Schedule {
         self.release(source, SourceState::Gone);
     }
 
+    /// `source`, lost before, can deliver again (its peer is back). A
+    /// source dropped for a corrupt chunk stays dropped. Returns whether
+    /// the source is active now.
+    pub fn revive(&mut self, source: SourceId) -> bool {
+        let Some(s) = self.sources.get_mut(source) else {
+            return false;
+        };
+        if s.state == SourceState::Gone {
+            s.state = SourceState::Active;
+        }
+        s.state == SourceState::Active
+    }
+
     fn release(&mut self, source: SourceId, state: SourceState) {
         let Some(s) = self.sources.get_mut(source) else {
             return;
@@ -340,5 +353,26 @@ mod tests {
         let c = s.add_source();
         assert_eq!(s.next(c), Next::Fetch(0));
         assert_eq!(s.next(c), Next::Fetch(1));
+    }
+
+    #[test]
+    fn a_lost_source_that_comes_back_delivers_again_but_a_corrupt_one_does_not() {
+        let mut s = Schedule::new(3, [0]);
+        let (lost, bad) = (s.add_source(), s.add_source());
+        assert_eq!(s.next(lost), Next::Fetch(1));
+        assert_eq!(s.next(bad), Next::Fetch(2));
+        s.lost(lost);
+        s.corrupt(bad, 2);
+        assert!(!s.has_active_source());
+        assert_eq!(s.next(lost), Next::Stop);
+        assert!(!s.revive(bad), "a corrupt source stays dropped");
+        assert_eq!(s.next(bad), Next::Stop);
+        assert!(s.revive(lost));
+        assert_eq!(s.next(lost), Next::Fetch(1), "what it held is asked again");
+        assert_eq!(s.next(lost), Next::Fetch(2));
+        assert_eq!(s.delivered(lost, 1), Delivery::New);
+        assert_eq!(s.delivered(lost, 2), Delivery::New);
+        assert!(s.is_complete());
+        assert_eq!(s.delivered_by(), vec![2, 0]);
     }
 }

@@ -241,7 +241,7 @@ async fn bad_headers_are_typed_errors() {
         (b"PG\x09\x01", |e| {
             matches!(e, WireError::UnsupportedVersion(9))
         }),
-        (b"PG\x01\xee", |e| matches!(e, WireError::UnknownKind(0xee))),
+        (b"PG\x02\xee", |e| matches!(e, WireError::UnknownKind(0xee))),
         (b"PG", |e| matches!(e, WireError::Truncated(_))),
     ];
     for (bytes, check) in cases {

@@ -3,6 +3,7 @@
 //! deadline (never a fixed sleep).
 #![allow(dead_code)]
 
+pub mod history;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ pub fn start_tracker_with(config: TrackerConfig) -> Tracker {
 /// to stay alive.
 pub struct RawSession {
     pub session: punchgate::tracker::TrackerSession,
-    pub events: tokio::sync::mpsc::UnboundedReceiver<punchgate::protocol::TrackerEvent>,
+    pub events: tokio::sync::mpsc::Receiver<punchgate::protocol::TrackerEvent>,
     _bound: punchgate::endpoint::BoundEndpoint,
     _home: tempfile::TempDir,
 }
@@ -128,6 +129,13 @@ pub async fn raw_peer_at(
     }
 }
 
+impl RawPeer {
+    /// Sends a control message on the greeted control stream.
+    pub async fn send_control(&mut self, message: &punchgate::protocol::ControlMessage) {
+        self._control.send(message).await.unwrap();
+    }
+}
+
 pub struct TestNode {
     pub node: Node,
     pub events: Events,
@@ -140,7 +148,10 @@ pub struct TestNode {
 pub fn config(name: &str, tracker: Option<&Tracker>, room: &str) -> NodeConfig {
     let mut config = NodeConfig::new(name);
     config.bind = loopback();
-    config.tracker = tracker.map(|t| t.target().parse().unwrap());
+    config.trackers = tracker
+        .map(|t| t.target().parse().unwrap())
+        .into_iter()
+        .collect();
     config.rooms = vec![room.to_string()];
     config
 }
@@ -214,4 +225,17 @@ impl TestNode {
             .await
             .unwrap_or_else(|e| panic!("waiting for {what}: {e}; unmatched events: {backlog:#?}"))
     }
+}
+
+/// Opens the history of a node that has shut down and was dropped: its
+/// tasks ended in `shutdown`, so nothing holds the database any more.
+pub async fn open_store(home: &std::path::Path) -> punchgate::store::Store {
+    punchgate::store::Store::open(home).unwrap()
+}
+
+/// Deterministic bytes that differ from chunk to chunk.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[i % 4] ^ seed)
+        .collect()
 }

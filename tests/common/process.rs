@@ -167,3 +167,28 @@ pub fn reset_peak(pid: u32) -> u64 {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     status_bytes(pid, "VmRSS")
 }
+
+/// A tracker process and a `punchgate send` of `file` through it (with
+/// `extra` flags); returns both and the ticket.
+pub fn serve(file: &std::path::Path, extra: &[&str]) -> (Proc, Proc, String) {
+    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    let target = tracker.expect("ready", |_| true)["target"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut args = vec![
+        "send",
+        file.to_str().unwrap(),
+        "--tracker",
+        &target,
+        "--bind",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let sender = Proc::start(&args);
+    let ticket = sender.expect("ticket", |_| true)["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (tracker, sender, ticket)
+}

@@ -202,10 +202,9 @@ fn punch_pair(a: Nat, b: Nat) {
             chat_once(&mut h1, &h2, "hello from h1");
             chat_once(&mut h2, &h1, "hello from h2");
             eprintln!(
-                "NATLAB | {pair} | relay | {:.0} ms to connected (punch deadline {PUNCH_TIMEOUT_SECS} s, then {:.1} ms through the relay)",
+                "NATLAB | {pair} | relay | {:.1} ms relayed handshake and greeting, {:.0} ms to connected (the relay joins the punch, which could not succeed, instead of waiting for its {PUNCH_TIMEOUT_SECS} s deadline)",
+                connected["setup_ms"].as_f64().unwrap_or_default(),
                 started.elapsed().as_secs_f64() * 1000.0,
-                connected["handshake_ms"].as_f64().unwrap_or_default()
-                    - PUNCH_TIMEOUT_SECS.parse::<f64>().unwrap_or_default() * 1000.0
             );
         }
         Some(Ok(connected)) => {
@@ -480,7 +479,17 @@ fn punch_survives_packet_loss() {
     let (mut h1, id1) = start_chat(&first.hosts[0], "h1", &target, &["--punch-timeout", "10"]);
     let (h2, _) = start_chat(&second.hosts[0], "h2", &target, &["--punch-timeout", "10"]);
     let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
-    assert_eq!(remote_ip(&connected), first.public_ip);
+    // Lost probes may let the relay, which joins the punch after a round
+    // trip or two, authenticate first; the punch is retried until the pair
+    // is direct.
+    let direct = if connected["path"] == "direct" {
+        connected.clone()
+    } else {
+        h2.expect("path", |e| {
+            e["peer_id"] == id1.as_str() && e["path"] == "direct"
+        })
+    };
+    assert_eq!(remote_ip(&direct), first.public_ip, "{direct}");
     // QUIC retransmits what the links drop: every line arrives.
     for i in 0..10 {
         chat_once(&mut h1, &h2, &format!("lossy {i}"));
@@ -721,6 +730,79 @@ fn punch_times_with_delayed_links() {
     }
 }
 
+/// The bar for a pair no hole can be punched between, over links of
+/// [`HARD_PAIR_LINK_DELAY_MS`]: its first message arrives within this long
+/// of both peers being in the room (the relay joins the punch after about a
+/// round trip to the tracker instead of after the punch deadline).
+const HARD_PAIR_FIRST_MESSAGE: Duration = Duration::from_secs(1);
+const HARD_PAIR_LINK_DELAY_MS: u32 = 25;
+
+/// Starts h1 and h2 on sites behind `a` and `b` over delayed links; h2
+/// says a line the moment it has joined the room. Returns how long after
+/// that h1 showed it, and h2's first `connected` event with h2.
+fn first_message_over_delayed_links(a: Nat, b: Nat) -> (Duration, Value, Proc, String) {
+    let mut lab = Lab::with_delay(HARD_PAIR_LINK_DELAY_MS);
+    let first = lab.add_site(1, a, 1, false);
+    let second = lab.add_site(2, b, 1, false);
+    let (_tracker, target) = start_tracker(&lab);
+    // The default punch deadline: the relay must not wait for it.
+    let deadline = ["--punch-timeout", "10"];
+    let (h1, id1) = start_chat(&first.hosts[0], "h1", &target, &deadline);
+    h1.expect("joined", |e| e["room"] == "lab");
+    let (mut h2, _) = start_chat(&second.hosts[0], "h2", &target, &deadline);
+    h2.expect("joined", |e| e["room"] == "lab");
+    let in_room = Instant::now();
+    h2.send("first words");
+    h1.expect("message", |e| e["text"] == "first words");
+    let took = in_room.elapsed();
+    let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+    (took, connected, h2, id1)
+}
+
+#[test]
+fn a_hard_pair_delivers_its_first_message_within_a_second_over_25_ms_links() {
+    let Some(_) = lab_or_skip("hard pair first message") else {
+        return;
+    };
+    let (took, connected, _, _) = first_message_over_delayed_links(Nat::Symmetric, Nat::Symmetric);
+    assert_eq!(connected["path"], "relay", "{connected}");
+    eprintln!(
+        "NATLAB-TIMING | {} | {} | {HARD_PAIR_LINK_DELAY_MS} ms per link | relay | first message {:.0} ms after both are in the room (bar {HARD_PAIR_FIRST_MESSAGE:?})",
+        Nat::Symmetric.label(),
+        Nat::Symmetric.label(),
+        took.as_secs_f64() * 1000.0
+    );
+    assert!(
+        took < HARD_PAIR_FIRST_MESSAGE,
+        "the first message took {took:?}; the bar is {HARD_PAIR_FIRST_MESSAGE:?}"
+    );
+}
+
+#[test]
+fn a_punchable_pair_over_25_ms_links_ends_direct() {
+    let Some(_) = lab_or_skip("punchable pair over delayed links") else {
+        return;
+    };
+    let (a, b) = (Nat::PortRestricted, Nat::AddressRestricted);
+    let (took, connected, h2, id1) = first_message_over_delayed_links(a, b);
+    // The relay may win the race; the punch goes on until the pair is direct.
+    let direct = if connected["path"] == "direct" {
+        connected.clone()
+    } else {
+        h2.expect("path", |e| {
+            e["peer_id"] == id1.as_str() && e["path"] == "direct"
+        })
+    };
+    assert_eq!(direct["path"], "direct", "{direct}");
+    eprintln!(
+        "NATLAB-TIMING | {} | {} | {HARD_PAIR_LINK_DELAY_MS} ms per link | first connected {}, ends direct | first message {:.0} ms after both are in the room",
+        a.label(),
+        b.label(),
+        connected["path"],
+        took.as_secs_f64() * 1000.0
+    );
+}
+
 #[test]
 fn a_dead_path_is_reconnected_once_it_heals() {
     let extra = [
@@ -860,7 +942,11 @@ fn a_64_mib_file_crosses_a_relayed_path_byte_identical() {
     let connected = getter.expect("connected", |_| true);
     assert_eq!(connected["path"], "relay", "{connected}");
     let relayed_at = Instant::now();
-    let done = getter.expect("transfer_done", |_| true);
+    // A deadline only: a debug build through a userspace relay on a loaded
+    // 2-core machine takes anywhere from 15 s to several times that.
+    let done = getter
+        .expect_within(Duration::from_secs(240), "transfer_done", |_| true)
+        .expect("no transfer_done within 240 s");
     let secs = relayed_at.elapsed().as_secs_f64();
     assert_eq!(done["bytes"].as_u64(), Some(64 << 20));
     assert_eq!(std::fs::read(out.join("sixty-four.bin")).unwrap(), bytes);

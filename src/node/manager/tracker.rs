@@ -55,12 +55,25 @@ impl TrackerEntry {
 
 /// The manager's inputs about tracker sessions.
 impl Manager {
-    /// Registered with `tracker` (at start, or again after a loss).
+    /// Registered with `tracker` at start, before the node joined its
+    /// rooms: there is nothing to restore.
+    pub fn handle_tracker_registered(&mut self, tracker: TrackerIx, rtt: Duration, now: Instant) {
+        self.tracker_up(tracker, rtt, now, false);
+    }
+
+    /// Registered with `tracker` any other time: again after a loss, or
+    /// late (it was slow or unreachable at start). Rooms are joined there
+    /// and its relay opened.
     pub fn handle_tracker_up(&mut self, tracker: TrackerIx, rtt: Duration, now: Instant) {
+        self.tracker_up(tracker, rtt, now, true);
+    }
+
+    fn tracker_up(&mut self, tracker: TrackerIx, rtt: Duration, now: Instant, restore: bool) {
         let Some(entry) = self.trackers.get_mut(tracker) else {
             return;
         };
-        let restored = entry.ever_up;
+        // Back is news only to whoever heard it was lost.
+        let reported_lost = entry.ever_up || entry.failures > 0;
         entry.state = TrackerState::Up;
         entry.ever_up = true;
         entry.failures = 0;
@@ -68,11 +81,18 @@ impl Manager {
         if self.closing {
             return;
         }
-        if restored {
+        if reported_lost {
             self.report(Report::TrackerBack(tracker));
+        }
+        if restore {
             self.actions.push_back(Action::RestoreTracker(tracker));
         }
         // Peers that waited for a tracker try again now.
+        self.retry_waiting(now);
+    }
+
+    /// Starts an attempt for every wanted peer without a gate or attempt.
+    fn retry_waiting(&mut self, now: Instant) {
         let waiting: Vec<PeerId> = self
             .peers
             .iter()
@@ -81,6 +101,14 @@ impl Manager {
             .collect();
         for peer in waiting {
             self.start_attempt(peer, now);
+        }
+    }
+
+    /// Attempts a lost tracker left without an introduction go on through
+    /// another tracker that is up, if there is one.
+    fn retry_through_another_tracker(&mut self, now: Instant) {
+        if !self.closing && self.trackers.iter().any(TrackerEntry::is_up) {
+            self.retry_waiting(now);
         }
     }
 
@@ -124,17 +152,28 @@ impl Manager {
                 retry_in,
             });
         }
+        self.retry_through_another_tracker(now);
     }
 
-    /// A connection or registration attempt with `tracker` failed.
-    pub fn handle_tracker_failed(&mut self, tracker: TrackerIx, now: Instant) {
+    /// A connection or registration attempt with `tracker` failed. The
+    /// first failure of a tracker never reached is reported, like a loss.
+    pub fn handle_tracker_failed(&mut self, tracker: TrackerIx, reason: String, now: Instant) {
         let Some(entry) = self.trackers.get_mut(tracker) else {
             return;
         };
         entry.failures += 1;
         let failures = entry.failures;
+        let never_reached = !entry.ever_up && failures == 1;
         let retry_in = self.config.tracker_retry.delay(failures, &mut self.jitter);
         self.set_tracker_down(tracker, now + retry_in);
+        if never_reached && !self.closing {
+            self.report(Report::TrackerLost {
+                tracker,
+                reason,
+                retry_in,
+            });
+        }
+        self.retry_through_another_tracker(now);
     }
 
     fn set_tracker_down(&mut self, tracker: TrackerIx, retry_at: Instant) {

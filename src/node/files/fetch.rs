@@ -1,7 +1,5 @@
-//! File transfer on the node's gates: serving manifests and chunks, offers
-//! in rooms (`/send`, `/files`, `/get`), and fetching one content from many
-//! sources at once. The decisions live in [`crate::transfer`] (which chunk
-//! next, what is a safe name, what is on disk); this module moves the bytes.
+//! Fetching one content from many sources at once (`/get`, `punchgate
+//! get`): the manifest first, then chunks as [`Schedule`] decides.
 //!
 //! A fetch runs `streams` workers per source. Each keeps
 //! [`PIPELINE_DEPTH`] chunk requests outstanding on its stream, reads each
@@ -9,29 +7,25 @@
 //! arrives, and hands it to a blocking thread that compares the hash with
 //! the manifest's and only then writes it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use quinn::{RecvStream, SendStream};
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use super::events::Event;
-use super::gate::Gate;
-use super::{Node, NodeError};
+use super::super::events::{Event, SourceChange};
+use super::super::gate::Gate;
+use super::sources::Sources;
+use super::Node;
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
-use crate::protocol::{
-    validate_label, ChunkReply, ChunkRequest, ControlMessage, FileOffer, ManifestReply,
-    ManifestRequest, MAX_ROOM_LEN,
-};
-use crate::transfer::manifest::{self, ContentId, Layout};
+use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
+use crate::transfer::manifest::{ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
 use crate::transfer::{swarm_room, Share, Ticket};
@@ -40,41 +34,10 @@ use crate::wire::{FrameReader, FrameWriter, WireError};
 /// Chunk requests a worker keeps outstanding, so its stream never idles
 /// for a round trip between chunks.
 pub const PIPELINE_DEPTH: usize = 2;
-/// Chunks a node reads from disk for peers at once (bounds the memory
-/// hostile or many downloaders can make it hold).
-pub const MAX_CHUNK_READS: usize = 64;
 /// How often a running fetch reports progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest wait for a manifest from one source.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest display name of an offer.
-const MAX_OFFER_NAME_LEN: usize = 255;
-
-/// How transfers run. Defaults suit a LAN or a fast path: four streams per
-/// source and 1 MiB chunks.
-#[derive(Clone, Debug)]
-pub struct TransferConfig {
-    /// Concurrent chunk streams per source. Default 4.
-    pub streams: usize,
-    /// Chunk size of content this node shares. Default 1 MiB.
-    pub chunk_size: u32,
-    /// Where `/get` puts downloads without a folder. Default: the current
-    /// directory.
-    pub downloads: PathBuf,
-    /// Most bytes per second served to all peers together. Default: no limit.
-    pub upload_limit: Option<u32>,
-}
-
-impl Default for TransferConfig {
-    fn default() -> Self {
-        Self {
-            streams: 4,
-            chunk_size: manifest::DEFAULT_CHUNK_SIZE,
-            downloads: PathBuf::from("."),
-            upload_limit: None,
-        }
-    }
-}
 
 /// Why a fetch stopped; what was verified stays on disk for a rerun.
 #[derive(Debug, thiserror::Error)]
@@ -136,43 +99,6 @@ pub struct SourceCount {
     pub chunks: u64,
 }
 
-/// One line of `/files`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FileInfo {
-    pub hash: String,
-    pub name: String,
-    pub bytes: u64,
-    pub files: u32,
-    pub room: String,
-    /// Names of the peers offering it; `you` when this node serves it.
-    pub providers: Vec<String>,
-}
-
-/// What the node shares and what rooms offered it.
-#[derive(Default)]
-pub(super) struct FileState {
-    shares: BTreeMap<ContentId, Arc<Share>>,
-    /// This node's own offers, re-sent to room members who connect later.
-    own_offers: Vec<FileOffer>,
-    /// Offers heard from peers, with who offered each.
-    offers: BTreeMap<ContentId, (FileOffer, BTreeSet<PeerId>)>,
-    /// Running fetches, each told of holders that offer it after it started.
-    fetching: BTreeMap<ContentId, mpsc::UnboundedSender<PeerId>>,
-}
-
-impl FileState {
-    fn share(&self, content: &ContentId) -> Option<Arc<Share>> {
-        self.shares.get(content).cloned()
-    }
-
-    /// Keeps `offer` among this node's own, to send to members met later.
-    fn remember_offer(&mut self, offer: &FileOffer) {
-        if !self.own_offers.contains(offer) {
-            self.own_offers.push(offer.clone());
-        }
-    }
-}
-
 /// A running fetch's place in [`FileState::fetching`], given up when the
 /// fetch ends however it ends.
 struct FetchRegistration {
@@ -187,218 +113,6 @@ impl Drop for FetchRegistration {
 }
 
 impl Node {
-    /// Builds the manifest of `paths` (hashing every byte, on a blocking
-    /// thread) and serves the content from now on.
-    pub async fn share(&self, paths: Vec<PathBuf>) -> Result<Arc<Share>, NodeError> {
-        let chunk_size = self.inner.config.transfer.chunk_size;
-        let built = tokio::task::spawn_blocking(move || manifest::build(&paths, chunk_size))
-            .await
-            .map_err(|e| NodeError::Invalid(format!("hashing stopped: {e}")))?
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        let share = Arc::new(Share::from(built));
-        self.state()
-            .files
-            .shares
-            .insert(share.layout.id, share.clone());
-        Ok(share)
-    }
-
-    /// The content this node serves under `content`, if any.
-    pub fn shared(&self, content: &ContentId) -> Option<Arc<Share>> {
-        self.state().files.share(content)
-    }
-
-    /// `/send`: shares `paths` and offers them to the current room.
-    pub async fn send_files(&self, paths: Vec<PathBuf>) -> Result<ContentId, NodeError> {
-        let room = self.current_room()?;
-        let share = self.share(paths).await?;
-        let offer = offer_of(&share, room);
-        self.announce(offer).await;
-        Ok(share.layout.id)
-    }
-
-    /// Remembers `offer` as this node's and sends it to every connected
-    /// member of its room.
-    async fn announce(&self, offer: FileOffer) {
-        let gates: Vec<Arc<Gate>> = {
-            let mut state = self.state();
-            state.files.remember_offer(&offer);
-            state
-                .peers
-                .values()
-                .filter(|r| state.is_member(r, &offer.room))
-                .filter_map(|r| r.gate.clone().filter(|g| g.is_open()))
-                .collect()
-        };
-        let message = ControlMessage::Offer(offer.clone());
-        let count = gates.len();
-        for gate in gates {
-            let _ = gate.send_control(&message).await;
-        }
-        self.emit(Event::Info {
-            message: format!(
-                "offered {} ({}) to #{} ({count} connected)",
-                offer.name,
-                offer.content.short(),
-                offer.room
-            ),
-        });
-    }
-
-    /// Sends the peer behind `gate` this node's offers for rooms it shares.
-    pub(super) async fn send_offers(&self, gate: &Gate) {
-        let offers: Vec<FileOffer> = {
-            let state = self.state();
-            let Some(record) = state.peers.get(&gate.peer_id) else {
-                return;
-            };
-            state
-                .files
-                .own_offers
-                .iter()
-                .filter(|o| state.is_member(record, &o.room))
-                .cloned()
-                .collect()
-        };
-        for offer in offers {
-            if gate
-                .send_control(&ControlMessage::Offer(offer))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    }
-
-    /// An offer arrived from the peer behind `gate`.
-    pub(super) fn take_offer(&self, gate: &Gate, offer: FileOffer) -> Result<(), String> {
-        validate_label("room", &offer.room, MAX_ROOM_LEN)?;
-        validate_label("file name", &offer.name, MAX_OFFER_NAME_LEN)?;
-        let from = gate.peer_id;
-        let name = {
-            let mut state = self.state();
-            let Some(record) = state.peers.get(&from) else {
-                return Ok(());
-            };
-            // Only offers for a room both are in (and proven, if protected).
-            if !state.rooms.contains(&offer.room) || !state.is_member(record, &offer.room) {
-                return Ok(());
-            }
-            let name = record.name.clone();
-            if let Some(fetch) = state.files.fetching.get(&offer.content) {
-                let _ = fetch.send(from); // a new source for a running fetch
-            }
-            let (_, providers) = state
-                .files
-                .offers
-                .entry(offer.content)
-                .or_insert_with(|| (offer.clone(), BTreeSet::new()));
-            if !providers.insert(from) {
-                return Ok(()); // heard before
-            }
-            name
-        };
-        self.emit(Event::FileOffered {
-            from: from.to_string(),
-            from_name: name,
-            room: offer.room,
-            hash: offer.content.to_string(),
-            name: offer.name,
-            bytes: offer.bytes,
-            files: offer.files,
-        });
-        Ok(())
-    }
-
-    /// `/files`: what this node's rooms offer, and what it serves itself.
-    pub fn files(&self) -> Vec<FileInfo> {
-        let state = self.state();
-        let mut listed: BTreeMap<ContentId, FileInfo> = BTreeMap::new();
-        for (content, (offer, providers)) in &state.files.offers {
-            listed.insert(
-                *content,
-                FileInfo {
-                    hash: content.to_string(),
-                    name: offer.name.clone(),
-                    bytes: offer.bytes,
-                    files: offer.files,
-                    room: offer.room.clone(),
-                    providers: providers
-                        .iter()
-                        .map(|p| state.peers.get(p).map_or(p.short(), |r| r.name.clone()))
-                        .collect(),
-                },
-            );
-        }
-        for offer in &state.files.own_offers {
-            let info = listed.entry(offer.content).or_insert_with(|| FileInfo {
-                hash: offer.content.to_string(),
-                name: offer.name.clone(),
-                bytes: offer.bytes,
-                files: offer.files,
-                room: offer.room.clone(),
-                providers: Vec::new(),
-            });
-            info.providers.insert(0, "you".to_string());
-        }
-        listed.into_values().collect()
-    }
-
-    /// `/get NAME|HASH [DIR]`: fetches an offered content in the background
-    /// from every connected peer that offered it.
-    pub fn get_offered(&self, what: &str, target: PathBuf, force: bool) -> Result<(), NodeError> {
-        let (content, room, sources) = {
-            let state = self.state();
-            let matches: Vec<(&ContentId, &(FileOffer, BTreeSet<PeerId>))> = state
-                .files
-                .offers
-                .iter()
-                .filter(|(id, (offer, _))| {
-                    offer.name == what || (what.len() >= 4 && id.to_string().starts_with(what))
-                })
-                .collect();
-            let (content, (offer, providers)) = match matches.as_slice() {
-                [one] => *one,
-                [] => {
-                    return Err(NodeError::Invalid(format!(
-                        "nothing offered is named {what:?}; /files lists what is"
-                    )))
-                }
-                _ => {
-                    return Err(NodeError::Invalid(format!(
-                        "{what:?} matches several offers; give more of the hash"
-                    )))
-                }
-            };
-            (
-                *content,
-                offer.room.clone(),
-                providers.iter().copied().collect(),
-            )
-        };
-        let node = self.clone();
-        tokio::spawn(async move {
-            let request = FetchRequest {
-                content,
-                sources,
-                target,
-                force,
-            };
-            match node.fetch(request).await {
-                // Whoever finished a download serves it too.
-                Ok(_) => {
-                    let share = node.state().files.share(&content);
-                    if let Some(share) = share {
-                        node.announce(offer_of(&share, room)).await;
-                    }
-                }
-                Err(error) => node.emit(Event::error(error)),
-            }
-        });
-        Ok(())
-    }
-
     /// Fetches `request.content` from its sources into `request.target`,
     /// resuming what an earlier run verified, and serves it afterwards.
     /// Peers that offer the content while it runs become sources too.
@@ -432,11 +146,6 @@ impl Node {
         let name = layout.manifest.name.clone();
         let force = request.force;
         let opened = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&target).map_err(|error| DiskError::Io {
-                action: "create",
-                path: target.clone(),
-                error,
-            })?;
             Partial::open(&target, layout, &encoded, force).map(|(p, have)| (p, have, encoded))
         })
         .await
@@ -458,21 +167,13 @@ impl Node {
             disk_error: Mutex::new(None),
             corrupt: Mutex::new(Vec::new()),
         });
-        let mut workers = JoinSet::new();
-        let mut source_peers = Vec::new();
-        let mut add_source = |gate: Arc<Gate>, workers: &mut JoinSet<_>| {
-            if source_peers.contains(&gate.peer_id) {
-                return;
-            }
-            let source = fetch.schedule().add_source();
-            source_peers.push(gate.peer_id);
-            for _ in 0..self.inner.config.transfer.streams.max(1) {
-                let (node, fetch, gate) = (self.clone(), fetch.clone(), gate.clone());
-                workers.spawn(async move { node.fetch_worker(fetch, gate, source).await });
-            }
-        };
+        let mut sources = Sources::new(
+            self.clone(),
+            fetch.clone(),
+            self.inner.config.transfer.streams,
+        );
         for gate in gates {
-            add_source(gate, &mut workers);
+            sources.add(gate);
         }
         let progress = |node: &Node| {
             let bytes = fetch.bytes_done.load(Ordering::Relaxed);
@@ -485,25 +186,59 @@ impl Node {
                 bytes_per_s: ((bytes - resumed_bytes) as f64 / secs.max(1e-3)).round(),
             })
         };
+        let source_changed =
+            |peer: &PeerId, state: SourceChange, reason: Option<String>, sources: usize| {
+                self.emit(Event::TransferSource {
+                    hash: content.to_string(),
+                    name: name.clone(),
+                    peer_id: peer.to_string(),
+                    peer_name: self.name_of(peer),
+                    state,
+                    reason,
+                    sources,
+                    bytes: fetch.bytes_done.load(Ordering::Relaxed),
+                    total: total_bytes,
+                })
+            };
         progress(self);
         let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
         ticker.tick().await;
         let mut last_error = String::from("every source went away");
+        let source_wait = self.inner.config.transfer.source_wait;
+        // When a fetch with no source left gives up (never by default).
+        let mut give_up_at: Option<tokio::time::Instant> = None;
         loop {
+            let finished = fetch.schedule().is_complete() || fetch.has_failed();
+            if sources.is_idle() {
+                if finished {
+                    break;
+                }
+                if give_up_at.is_none() {
+                    give_up_at = source_wait.map(|wait| tokio::time::Instant::now() + wait);
+                }
+            }
             tokio::select! {
-                joined = workers.join_next() => match joined {
-                    Some(Ok(Err(error))) => last_error = error,
-                    Some(_) => {}
-                    None => break,
-                },
-                _ = ticker.tick() => progress(self),
+                lost = sources.worker_ended() => {
+                    let Some(lost) = lost else { continue };
+                    let finished = fetch.schedule().is_complete() || fetch.has_failed();
+                    if !finished {
+                        tracing::debug!(peer = %lost.peer.short(), reason = %lost.reason, "a source is lost");
+                        last_error = format!("{}: {}", self.name_of(&lost.peer), lost.reason);
+                        source_changed(&lost.peer, SourceChange::Lost, Some(lost.reason), sources.delivering());
+                    }
+                }
+                _ = ticker.tick(), if !sources.is_idle() => progress(self),
                 Some(peer) = late_sources.recv() => {
                     let gate = self.state().open_gate(&peer);
                     if let Some(gate) = gate {
-                        tracing::debug!(peer = %peer.short(), "a new source joins the fetch");
-                        add_source(gate, &mut workers);
+                        if sources.add(gate) {
+                            tracing::debug!(peer = %peer.short(), "a source joins the fetch");
+                            give_up_at = None;
+                            source_changed(&peer, SourceChange::Added, None, sources.delivering());
+                        }
                     }
                 }
+                _ = sleep_until_some(give_up_at) => break,
             }
         }
         progress(self);
@@ -550,7 +285,8 @@ impl Node {
             chunks: total_chunks,
             chunks_fetched: delivered_by.iter().sum(),
             chunks_resumed: have.len() as u64,
-            sources: source_peers
+            sources: sources
+                .peers()
                 .iter()
                 .zip(&delivered_by)
                 .map(|(peer, chunks)| SourceCount {
@@ -615,7 +351,7 @@ impl Node {
     /// One chunk stream to one source: keeps requests outstanding, stores
     /// what verifies, drops the source at the first chunk that does not.
     /// Returns why it stopped early, if it did.
-    async fn fetch_worker(
+    pub(super) async fn fetch_worker(
         self,
         fetch: Arc<Fetch>,
         gate: Arc<Gate>,
@@ -627,7 +363,7 @@ impl Node {
             fetch.schedule().lost(source);
             fetch.changed.notify_waiters();
         }
-        result.map_err(|e| format!("{}: {e}", self.name_of(&gate.peer_id)))
+        result
     }
 
     async fn run_worker(&self, fetch: &Fetch, gate: &Gate, source: SourceId) -> Result<(), String> {
@@ -742,27 +478,6 @@ impl Node {
         }
     }
 
-    // ------------------------------------------------------------- one-shot --
-
-    /// `punchgate send`: shares `paths` and waits in the content's swarm
-    /// room on the tracker, where getters (and other holders) meet. Returns
-    /// the ticket to hand to the receiver.
-    pub async fn share_with_ticket(&self, paths: Vec<PathBuf>) -> Result<Ticket, NodeError> {
-        let tracker = self.tracker_target().ok_or(NodeError::NoTracker)?;
-        let share = self.share(paths).await?;
-        let content = share.layout.id;
-        // Offered in the swarm room, so a getter that meets this node after
-        // its download started adds it as a source.
-        let offer = offer_of(&share, swarm_room(content));
-        self.state().files.remember_offer(&offer);
-        self.join(&swarm_room(content)).await?;
-        Ok(Ticket {
-            tracker,
-            sender: self.peer_id(),
-            content,
-        })
-    }
-
     /// `punchgate get`: meets everyone serving the ticket's content in its
     /// swarm room, connects to them all (punching as needed; the sender
     /// first), and fetches from every one that connected.
@@ -831,114 +546,10 @@ impl Node {
         })
         .await
     }
-
-    // -------------------------------------------------------------- serving --
-
-    /// How long to hold `bytes` back to stay under the upload limit.
-    fn upload_pace(&self, bytes: usize) -> Duration {
-        match &self.inner.upload_limit {
-            Some(bucket) => bucket
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pace(bytes as f64, Instant::now()),
-            None => Duration::ZERO,
-        }
-    }
-
-    /// Answers one manifest request.
-    pub(super) async fn serve_manifest(
-        &self,
-        send: SendStream,
-        recv: RecvStream,
-    ) -> Result<(), WireError> {
-        let mut reader = FrameReader::new(recv, StreamKind::Manifest);
-        let mut writer = FrameWriter::answering(send, StreamKind::Manifest);
-        let Some(ManifestRequest { content }) = reader.recv().await? else {
-            return Ok(());
-        };
-        let share = self.state().files.share(&content);
-        let reply = match share {
-            Some(share) => ManifestReply::Found(share.encoded.clone()),
-            None => ManifestReply::Missing,
-        };
-        writer.send(&reply).await?;
-        let _ = writer.get_mut().finish();
-        Ok(())
-    }
-
-    /// Answers chunk requests in order, reading ahead from disk while the
-    /// previous chunk is sent; chunk bytes go out without a copy.
-    pub(super) async fn serve_chunks(
-        &self,
-        send: SendStream,
-        recv: RecvStream,
-    ) -> Result<(), WireError> {
-        let mut reader = FrameReader::new(recv, StreamKind::Chunks);
-        let mut writer = FrameWriter::answering(send, StreamKind::Chunks);
-        type Read = (
-            u64,
-            OwnedSemaphorePermit,
-            tokio::task::JoinHandle<std::io::Result<Vec<u8>>>,
-        );
-        let (reads_tx, mut reads_rx) = mpsc::channel::<Read>(PIPELINE_DEPTH);
-        let node = self.clone();
-        let requests = async move {
-            while let Some(ChunkRequest { content, index }) = reader.recv().await? {
-                let share = node.state().files.share(&content);
-                let permit = node
-                    .inner
-                    .chunk_reads
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| WireError::Truncated("chunk request"))?;
-                let read = tokio::task::spawn_blocking(move || match share {
-                    Some(share) => share.read_chunk(index),
-                    None => Err(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "content not shared",
-                    )),
-                });
-                if reads_tx.send((index, permit, read)).await.is_err() {
-                    break;
-                }
-            }
-            Ok::<(), WireError>(())
-        };
-        let answers = async {
-            while let Some((index, _permit, read)) = reads_rx.recv().await {
-                match read.await {
-                    Ok(Ok(data)) => {
-                        let wait = self.upload_pace(data.len());
-                        if !wait.is_zero() {
-                            tokio::time::sleep(wait).await;
-                        }
-                        writer.send(&ChunkReply::Data { index }).await?;
-                        writer
-                            .get_mut()
-                            .write_chunk(Bytes::from(data))
-                            .await
-                            .map_err(|e| WireError::Io(e.into()))?;
-                    }
-                    Ok(Err(error)) => {
-                        tracing::debug!(index, %error, "chunk not served");
-                        writer.send(&ChunkReply::Missing { index }).await?;
-                    }
-                    Err(_) => writer.send(&ChunkReply::Missing { index }).await?,
-                }
-            }
-            Ok::<(), WireError>(())
-        };
-        let (requests, answers) = tokio::join!(requests, answers);
-        requests?;
-        answers?;
-        let _ = writer.get_mut().finish();
-        Ok(())
-    }
 }
 
 /// The shared state of one running fetch.
-struct Fetch {
+pub(super) struct Fetch {
     content: ContentId,
     schedule: Mutex<Schedule>,
     /// Woken whenever the schedule changes (a worker waiting for work).
@@ -951,8 +562,16 @@ struct Fetch {
 }
 
 impl Fetch {
-    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+    pub(super) fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a disk error stopped the fetch.
+    fn has_failed(&self) -> bool {
+        self.disk_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// Stops the fetch for a disk error: every source stops.
@@ -992,14 +611,11 @@ async fn ask_manifest(gate: &Gate, content: ContentId) -> Result<Option<Vec<u8>>
     }
 }
 
-/// The offer of `share` to `room`.
-fn offer_of(share: &Share, room: String) -> FileOffer {
-    FileOffer {
-        room,
-        content: share.layout.id,
-        name: share.layout.manifest.name.clone(),
-        bytes: share.layout.total_bytes,
-        files: share.layout.manifest.files.len() as u32,
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

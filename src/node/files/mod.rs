@@ -1,0 +1,344 @@
+//! File transfer on the node's gates, split by concern: offers in rooms
+//! and shares (`/send`, `/files`, `/get`, the one-shot `send`) here,
+//! fetching one content from many sources in [`fetch`], and answering
+//! peers' manifest and chunk requests in [`upload`]. The decisions live in
+//! [`crate::transfer`] (which chunk next, what is a safe name, what is on
+//! disk); these modules move the bytes.
+
+mod fetch;
+mod sources;
+mod upload;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::events::Event;
+use super::gate::Gate;
+use super::{Node, NodeError};
+use crate::identity::PeerId;
+use crate::protocol::{validate_label, ControlMessage, FileOffer, MAX_ROOM_LEN};
+use crate::transfer::manifest::{self, ContentId};
+use crate::transfer::{swarm_room, Share, Ticket};
+pub use fetch::{FetchError, FetchReport, FetchRequest, SourceCount, PIPELINE_DEPTH};
+pub use upload::{MAX_CHUNK_READS, MAX_CHUNK_READS_PER_PEER};
+
+/// Longest display name of an offer.
+const MAX_OFFER_NAME_LEN: usize = 255;
+
+/// How transfers run. Defaults suit a LAN or a fast path: four streams per
+/// source and 1 MiB chunks.
+#[derive(Clone, Debug)]
+pub struct TransferConfig {
+    /// Concurrent chunk streams per source. Default 4.
+    pub streams: usize,
+    /// Chunk size of content this node shares. Default 1 MiB.
+    pub chunk_size: u32,
+    /// Where `/get` puts downloads without a folder. Default: the current
+    /// directory.
+    pub downloads: PathBuf,
+    /// Most bytes per second served to all peers together. Default: no limit.
+    pub upload_limit: Option<u32>,
+    /// How long a fetch that lost every source waits for another holder
+    /// (or the source back) before it gives up, keeping what it verified.
+    /// Default: until it is stopped.
+    pub source_wait: Option<std::time::Duration>,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            streams: 4,
+            chunk_size: manifest::DEFAULT_CHUNK_SIZE,
+            downloads: PathBuf::from("."),
+            upload_limit: None,
+            source_wait: None,
+        }
+    }
+}
+
+/// One line of `/files`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FileInfo {
+    pub hash: String,
+    pub name: String,
+    pub bytes: u64,
+    pub files: u32,
+    pub room: String,
+    /// Names of the peers offering it; `you` when this node serves it.
+    pub providers: Vec<String>,
+}
+
+/// What the node shares and what rooms offered it.
+#[derive(Default)]
+pub(super) struct FileState {
+    shares: BTreeMap<ContentId, Arc<Share>>,
+    /// This node's own offers, re-sent to room members who connect later.
+    own_offers: Vec<FileOffer>,
+    /// Offers heard from peers, with who offered each.
+    offers: BTreeMap<ContentId, (FileOffer, BTreeSet<PeerId>)>,
+    /// Running fetches, each told of holders that offer it after it started.
+    fetching: BTreeMap<ContentId, mpsc::UnboundedSender<PeerId>>,
+}
+
+impl FileState {
+    fn share(&self, content: &ContentId) -> Option<Arc<Share>> {
+        self.shares.get(content).cloned()
+    }
+
+    /// Keeps `offer` among this node's own, to send to members met later.
+    fn remember_offer(&mut self, offer: &FileOffer) {
+        if !self.own_offers.contains(offer) {
+            self.own_offers.push(offer.clone());
+        }
+    }
+}
+
+impl Node {
+    /// Builds the manifest of `paths` (hashing every byte, on a blocking
+    /// thread) and serves the content from now on.
+    pub async fn share(&self, paths: Vec<PathBuf>) -> Result<Arc<Share>, NodeError> {
+        let chunk_size = self.inner.config.transfer.chunk_size;
+        let built = tokio::task::spawn_blocking(move || manifest::build(&paths, chunk_size))
+            .await
+            .map_err(|e| NodeError::Invalid(format!("hashing stopped: {e}")))?
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let share = Arc::new(Share::from(built));
+        self.state()
+            .files
+            .shares
+            .insert(share.layout.id, share.clone());
+        Ok(share)
+    }
+
+    /// The content this node serves under `content`, if any.
+    pub fn shared(&self, content: &ContentId) -> Option<Arc<Share>> {
+        self.state().files.share(content)
+    }
+
+    /// `/send`: shares `paths` and offers them to the current room.
+    pub async fn send_files(&self, paths: Vec<PathBuf>) -> Result<ContentId, NodeError> {
+        let room = self.current_room()?;
+        let share = self.share(paths).await?;
+        let offer = offer_of(&share, room);
+        self.announce(offer).await;
+        Ok(share.layout.id)
+    }
+
+    /// Remembers `offer` as this node's and sends it to every connected
+    /// member of its room.
+    async fn announce(&self, offer: FileOffer) {
+        let gates: Vec<Arc<Gate>> = {
+            let mut state = self.state();
+            state.files.remember_offer(&offer);
+            state
+                .peers
+                .values()
+                .filter(|r| state.is_member(r, &offer.room))
+                .filter_map(|r| r.gate.clone().filter(|g| g.is_open()))
+                .collect()
+        };
+        let message = ControlMessage::Offer(offer.clone());
+        let count = gates.len();
+        for gate in gates {
+            let _ = gate.send_control(&message).await;
+        }
+        self.emit(Event::Info {
+            message: format!(
+                "offered {} ({}) to #{} ({count} connected)",
+                offer.name,
+                offer.content.short(),
+                offer.room
+            ),
+        });
+    }
+
+    /// Sends the peer behind `gate` this node's offers for rooms it shares.
+    pub(super) async fn send_offers(&self, gate: &Gate) {
+        let offers: Vec<FileOffer> = {
+            let state = self.state();
+            let Some(record) = state.peers.get(&gate.peer_id) else {
+                return;
+            };
+            state
+                .files
+                .own_offers
+                .iter()
+                .filter(|o| state.is_member(record, &o.room))
+                .cloned()
+                .collect()
+        };
+        for offer in offers {
+            if gate
+                .send_control(&ControlMessage::Offer(offer))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// An offer arrived from the peer behind `gate`.
+    pub(super) fn take_offer(&self, gate: &Gate, offer: FileOffer) -> Result<(), String> {
+        validate_label("room", &offer.room, MAX_ROOM_LEN)?;
+        validate_label("file name", &offer.name, MAX_OFFER_NAME_LEN)?;
+        let from = gate.peer_id;
+        let name = {
+            let mut state = self.state();
+            let Some(record) = state.peers.get(&from) else {
+                return Ok(());
+            };
+            // Only offers for a room both are in (and proven, if protected).
+            if !state.rooms.contains(&offer.room) || !state.is_member(record, &offer.room) {
+                return Ok(());
+            }
+            let name = record.name.clone();
+            if let Some(fetch) = state.files.fetching.get(&offer.content) {
+                let _ = fetch.send(from); // a new source for a running fetch
+            }
+            let (_, providers) = state
+                .files
+                .offers
+                .entry(offer.content)
+                .or_insert_with(|| (offer.clone(), BTreeSet::new()));
+            if !providers.insert(from) {
+                return Ok(()); // heard before
+            }
+            name
+        };
+        self.emit(Event::FileOffered {
+            from: from.to_string(),
+            from_name: name,
+            room: offer.room,
+            hash: offer.content.to_string(),
+            name: offer.name,
+            bytes: offer.bytes,
+            files: offer.files,
+        });
+        Ok(())
+    }
+
+    /// `/files`: what this node's rooms offer, and what it serves itself.
+    pub fn files(&self) -> Vec<FileInfo> {
+        let state = self.state();
+        let mut listed: BTreeMap<ContentId, FileInfo> = BTreeMap::new();
+        for (content, (offer, providers)) in &state.files.offers {
+            listed.insert(
+                *content,
+                FileInfo {
+                    hash: content.to_string(),
+                    name: offer.name.clone(),
+                    bytes: offer.bytes,
+                    files: offer.files,
+                    room: offer.room.clone(),
+                    providers: providers
+                        .iter()
+                        .map(|p| state.peers.get(p).map_or(p.short(), |r| r.name.clone()))
+                        .collect(),
+                },
+            );
+        }
+        for offer in &state.files.own_offers {
+            let info = listed.entry(offer.content).or_insert_with(|| FileInfo {
+                hash: offer.content.to_string(),
+                name: offer.name.clone(),
+                bytes: offer.bytes,
+                files: offer.files,
+                room: offer.room.clone(),
+                providers: Vec::new(),
+            });
+            info.providers.insert(0, "you".to_string());
+        }
+        listed.into_values().collect()
+    }
+
+    /// `/get NAME|HASH [DIR]`: fetches an offered content in the background
+    /// from every connected peer that offered it.
+    pub fn get_offered(&self, what: &str, target: PathBuf, force: bool) -> Result<(), NodeError> {
+        let (content, room, sources) = {
+            let state = self.state();
+            let matches: Vec<(&ContentId, &(FileOffer, BTreeSet<PeerId>))> = state
+                .files
+                .offers
+                .iter()
+                .filter(|(id, (offer, _))| {
+                    offer.name == what || (what.len() >= 4 && id.to_string().starts_with(what))
+                })
+                .collect();
+            let (content, (offer, providers)) = match matches.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(NodeError::Invalid(format!(
+                        "nothing offered is named {what:?}; /files lists what is"
+                    )))
+                }
+                _ => {
+                    return Err(NodeError::Invalid(format!(
+                        "{what:?} matches several offers; give more of the hash"
+                    )))
+                }
+            };
+            (
+                *content,
+                offer.room.clone(),
+                providers.iter().copied().collect(),
+            )
+        };
+        let node = self.clone();
+        self.inner.spawn(async move {
+            let request = FetchRequest {
+                content,
+                sources,
+                target,
+                force,
+            };
+            match node.fetch(request).await {
+                // Whoever finished a download serves it too.
+                Ok(_) => {
+                    let share = node.state().files.share(&content);
+                    if let Some(share) = share {
+                        node.announce(offer_of(&share, room)).await;
+                    }
+                }
+                Err(error) => node.emit(Event::error(error)),
+            }
+        });
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- one-shot --
+
+    /// `punchgate send`: shares `paths` and waits in the content's swarm
+    /// room on the tracker, where getters (and other holders) meet. Returns
+    /// the ticket to hand to the receiver.
+    pub async fn share_with_ticket(&self, paths: Vec<PathBuf>) -> Result<Ticket, NodeError> {
+        let tracker = self.tracker_target().ok_or(NodeError::NoTracker)?;
+        let share = self.share(paths).await?;
+        let content = share.layout.id;
+        // Offered in the swarm room, so a getter that meets this node after
+        // its download started adds it as a source.
+        let offer = offer_of(&share, swarm_room(content));
+        self.state().files.remember_offer(&offer);
+        self.join(&swarm_room(content)).await?;
+        Ok(Ticket {
+            tracker,
+            sender: self.peer_id(),
+            content,
+        })
+    }
+}
+
+/// The offer of `share` to `room`.
+fn offer_of(share: &Share, room: String) -> FileOffer {
+    FileOffer {
+        room,
+        content: share.layout.id,
+        name: share.layout.manifest.name.clone(),
+        bytes: share.layout.total_bytes,
+        files: share.layout.manifest.files.len() as u32,
+    }
+}
