@@ -106,6 +106,40 @@ async fn manual_connect_works_without_any_tracker() {
     bob.receives("indeed").await;
 }
 
+/// A bootstrap peer (`--connect`, the `bootstrap` file) that is not up yet
+/// when the node starts is tried again with backoff, and connected once it
+/// is up.
+#[tokio::test]
+async fn a_bootstrap_peer_that_was_not_up_yet_is_connected_once_it_is() {
+    let bob_home = tempfile::tempdir().unwrap();
+    let bob_id = punchgate::identity::Identity::load_or_create(bob_home.path())
+        .unwrap()
+        .peer_id();
+    // A port nobody listens on yet; bob takes it later.
+    let bob_addr = std::net::UdpSocket::bind(loopback())
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut alice_config = config("alice", None, "lobby");
+    alice_config.connect = vec![format!("{bob_id}@{bob_addr}").parse().unwrap()];
+    // Short attempts, so that the first ones fail before bob is up.
+    alice_config.connect_timeout = std::time::Duration::from_millis(500);
+    let mut alice = start_node(alice_config).await;
+    alice
+        .sees("the first attempt failing", |e| match e {
+            Event::Error { message } if message.contains("trying again") => Some(()),
+            _ => None,
+        })
+        .await;
+    let mut bob_config = config("bob", None, "lobby");
+    bob_config.bind = bob_addr;
+    let mut bob = start_node_in(bob_home, bob_config).await;
+    alice.connected_to(&bob).await;
+    bob.connected_to(&alice).await;
+    alice.node.say("there you are").await.unwrap();
+    bob.receives("there you are").await;
+}
+
 #[tokio::test]
 async fn simultaneous_dials_leave_exactly_one_connection() {
     let mut alice = start_node(config("alice", None, "lobby")).await;
