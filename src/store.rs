@@ -176,7 +176,7 @@ impl Store {
             if meta.get(USAGE_COUNTED).map_err(db_error)?.is_none() {
                 for entry in messages.iter().map_err(db_error)? {
                     let (_, value) = entry.map_err(db_error)?;
-                    let message = wire::decode_stored(value.value())?;
+                    let message: SignedMessage = wire::decode_stored(value.value())?;
                     let (body, bytes) = (&message.body, value.value().len() as u64);
                     count_message(&mut authors, &mut rooms, &body.room, &body.id.author, bytes)?;
                 }

@@ -88,9 +88,10 @@ async fn regression_a_connection_that_never_registers_is_closed() {
     .unwrap();
     // Open the stream with its header but never register.
     let (send, _recv) = connection.open_bi().await.unwrap();
-    let _writer = punchgate::wire::FrameWriter::open(send, punchgate::wire::StreamKind::Tracker)
-        .await
-        .unwrap();
+    let _writer =
+        punchgate::wire::FrameWriter::open(send, punchgate::protocol::StreamKind::Tracker)
+            .await
+            .unwrap();
     match tokio::time::timeout(WAIT, connection.closed())
         .await
         .unwrap()

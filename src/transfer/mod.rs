@@ -67,7 +67,7 @@ const TICKET_PREFIX: &str = "pgt1";
 
 impl fmt::Display for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bytes = wire::encode_ticket(self).map_err(|_| fmt::Error)?;
+        let bytes = wire::encode_value("ticket", self).map_err(|_| fmt::Error)?;
         let text = data_encoding::BASE32_NOPAD
             .encode(&bytes)
             .to_ascii_lowercase();
@@ -85,7 +85,7 @@ impl FromStr for Ticket {
         let bytes = data_encoding::BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
             .map_err(|_| "the ticket is damaged (not base32); copy it again".to_string())?;
-        wire::decode_ticket(&bytes).map_err(|e| format!("the ticket is damaged: {e}"))
+        wire::decode_value("ticket", &bytes).map_err(|e| format!("the ticket is damaged: {e}"))
     }
 }
 

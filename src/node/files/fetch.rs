@@ -23,12 +23,13 @@ use super::super::gate::Gate;
 use super::sources::Sources;
 use super::Node;
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
 use crate::transfer::manifest::{ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
 use crate::transfer::{swarm_room, Share, Ticket};
-use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{FrameReader, FrameWriter, WireError};
 
 /// Chunk requests a worker keeps outstanding, so its stream never idles
 /// for a round trip between chunks.
