@@ -2,6 +2,7 @@
 //! state ([`registry`]), and the session a node keeps with it ([`client`]).
 
 pub mod client;
+mod per_address;
 pub mod registry;
 pub mod server;
 
