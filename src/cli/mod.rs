@@ -11,6 +11,7 @@
 mod bench;
 mod chat;
 mod files;
+mod password;
 mod tracker;
 
 use std::io::Write;
