@@ -1,7 +1,8 @@
 //! What other users and the limits of the local machine can do to a node
 //! (issue 12 row 13): a data directory left open is narrowed with a notice;
 //! a password comes from the environment or a file without showing in the
-//! process list, and from the command line only with a warning.
+//! process list, and from the command line only with a warning; a file
+//! size limit (`ulimit -f`) is a clear error of `get`, not a silent kill.
 
 mod common;
 
@@ -215,4 +216,57 @@ fn an_empty_or_missing_password_file_is_a_clear_error() {
         assert!(stderr.contains(says), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
+}
+
+/// Issue 12 row 13: under a file size limit, `get` was killed by SIGXFSZ
+/// with no message. Now the write fails, and `get` says so in one line,
+/// keeps what it verified and exits non-zero. The signal is set back to
+/// its default (kill) in the child, as a shell would leave it.
+#[test]
+fn a_get_beyond_the_file_size_limit_reports_it_instead_of_dying_of_sigxfsz() {
+    use std::os::unix::process::CommandExt;
+    // Above the history database's initial size (3.5 MiB), below the file's.
+    const LIMIT: u64 = 8 << 20;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("big.img");
+    std::fs::write(&file, common::pattern(2 * LIMIT as usize, 5)).unwrap();
+    let out = work.path().join("out");
+    let (_tracker, _sender, ticket) = common::process::serve(&file, &[]);
+    let home = tempfile::tempdir().unwrap();
+    // Already private: the only line on stderr is the error.
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut get = Command::new(env!("CARGO_BIN_EXE_punchgate"));
+    get.arg("--home")
+        .arg(home.path())
+        .args(["get", &ticket, "--bind", "127.0.0.1:0", "-o"])
+        .arg(&out)
+        .env_remove("RUST_LOG");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        get.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            let limit = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = get.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exited, not killed by a signal ({}): {stderr}",
+        output.status
+    );
+    assert!(
+        stderr.contains("file size limit (ulimit -f)")
+            && stderr.contains("verified chunks are kept"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
