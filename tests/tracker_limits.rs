@@ -178,3 +178,48 @@ async fn sixty_four_identities_joining_sixteen_rooms_each_from_one_address_leave
     assert_eq!(ticket.sender, other.node.peer_id());
     drop(sessions);
 }
+
+/// Relay streams count per source address: past the limit a node hears
+/// why on its relay stream, and its registration stays; once a stream from
+/// that address has ended with its session, the next one is served.
+#[tokio::test]
+async fn relay_streams_past_the_per_address_limit_are_told_why() {
+    use punchgate::protocol::TrackerEvent;
+    use punchgate::tracker::client::RelayOffer;
+    let mut config = TrackerConfig::new(loopback());
+    config.limits.max_relay_streams_per_address = 1;
+    let tracker = start_tracker_with(config);
+    let first = raw_session(&tracker, "first").await;
+    let mut second = raw_session(&tracker, "second").await;
+    first.session.join("r").await.unwrap();
+    second.session.join("r").await.unwrap();
+    let (offer, first_stream) = first.session.open_relay().await.unwrap();
+    assert!(matches!(offer, RelayOffer::Ready { .. }), "{offer:?}");
+    assert!(first_stream.is_some());
+    let (offer, stream) = second.session.open_relay().await.unwrap();
+    match offer {
+        RelayOffer::Unavailable(reason) => assert!(
+            reason.contains("too many relay streams from your address (1)"),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(stream.is_none());
+    assert_eq!(second.session.members("r").await.unwrap().len(), 1);
+    // The first one goes away; once the tracker has let it go (the second
+    // hears it leave), its stream no longer counts.
+    first.session.close();
+    drop((first, first_stream));
+    tokio::time::timeout(WAIT, async {
+        while let Some(event) = second.events.recv().await {
+            if matches!(event, TrackerEvent::Left { .. }) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let third = raw_session(&tracker, "third").await;
+    let (offer, _stream) = third.session.open_relay().await.unwrap();
+    assert!(matches!(offer, RelayOffer::Ready { .. }), "{offer:?}");
+}
