@@ -132,6 +132,10 @@ pub enum TrackerRefusal {
     UnknownPeer,
     #[error("you share no room with that peer")]
     NoSharedRoom,
+    #[error("too many peers registered from your address ({limit}); try again later, or ask the tracker's operator to raise --max-peers-per-address")]
+    TooManyPeersFromAddress { limit: u32 },
+    #[error("too many rooms kept open only by peers from your address ({limit}); leave some first, or ask the tracker's operator to raise --max-rooms-per-address")]
+    TooManyRoomsFromAddress { limit: u32 },
 }
 
 /// A room member as the tracker knows it.

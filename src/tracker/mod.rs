@@ -3,6 +3,7 @@
 //! keeps with it ([`client`]).
 
 pub mod client;
+mod per_address;
 pub mod registry;
 mod relay;
 pub mod server;

@@ -93,6 +93,12 @@ pub(super) async fn serve_relay(
         let _ = writer.get_mut().finish();
         return;
     }
+    let opened = shared.registry().open_relay(peer_id, generation);
+    if let Err(reason) = opened {
+        let _ = writer.send(&RelayFrame::Unavailable { reason }).await;
+        let _ = writer.get_mut().finish();
+        return;
+    }
     let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(config.queue.max(1));
     let first = RelayFrame::Ready {
         bytes_per_second: config.bytes_per_second,
@@ -133,7 +139,7 @@ pub(super) async fn serve_relay(
                     bump(&shared.counters.relay_refused, 1);
                     Some((&mut refusal_notices, RelayFrame::Refused { peer, reason }))
                 }
-                Ok(_) if !shared.within_relay_budget(&mut budget, size) => {
+                Ok(_) if !shared.within_relay_budget(&mut budget, &peer_id, size) => {
                     bump(&shared.counters.relay_throttled, 1);
                     let throttled = RelayFrame::Throttled {
                         peer,
@@ -172,6 +178,7 @@ pub(super) async fn serve_relay(
         relays.remove(&peer_id);
     }
     drop(relays);
+    shared.registry().close_relay(peer_id, generation);
     if let Err(end) = result {
         end.close(&connection, peer_id);
     }
@@ -193,10 +200,12 @@ impl Shared {
             .ok_or(RelayRefusal::Offline)
     }
 
-    /// Takes `size` bytes from the sender's budget and the tracker's.
-    fn within_relay_budget(&self, sender: &mut TokenBucket, size: u32) -> bool {
+    /// Takes `size` bytes from the sender's budget, its source address's
+    /// and the tracker's.
+    fn within_relay_budget(&self, sender: &mut TokenBucket, from: &PeerId, size: u32) -> bool {
         let now = Instant::now().into_std();
         sender.try_take_amount(size, now)
+            && self.registry().take_relay_bytes(from, size, now)
             && self
                 .relay_total
                 .lock()
