@@ -236,27 +236,13 @@ async fn raw_quinn_loopback(bytes: u64) -> Result<f64, String> {
         .map_err(|e| err(&e))?;
     let start = Instant::now();
     let mut send = connection.open_uni().await.map_err(|e| err(&e))?;
-    write_zeros(&mut send, bytes).await?;
+    crate::node::write_zeros(&mut send, bytes).await?;
     let received = receiver.await.map_err(|e| err(&e))??;
     let seconds = start.elapsed().as_secs_f64();
     if received != bytes {
         return Err(format!("raw quinn moved {received} of {bytes} bytes"));
     }
     Ok(bytes as f64 / seconds / 1e6)
-}
-
-/// Writes `bytes` of zeros to `send` in 1 MiB writes, then finishes it.
-pub(crate) async fn write_zeros(send: &mut quinn::SendStream, bytes: u64) -> Result<(), String> {
-    let buffer = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(buffer.len() as u64) as usize;
-        send.write_all(&buffer[..n])
-            .await
-            .map_err(|e| e.to_string())?;
-        left -= n as u64;
-    }
-    send.finish().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

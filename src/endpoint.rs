@@ -18,6 +18,19 @@ const STREAM_WINDOW: u32 = 4 << 20;
 /// Bytes a peer may send ahead on one connection, all streams together.
 const CONNECTION_WINDOW: u32 = 16 << 20;
 
+/// Bidirectional streams a peer may have open toward a node at once, per
+/// connection: control, chat, a sync or two, a proof per password room (at
+/// most 16 rooms), and the manifest and chunk streams (4 per fetch by
+/// default) of a few fetches. An opener beyond it waits until one closes.
+pub const PEER_STREAMS: u32 = 32;
+/// Bidirectional streams a node may have open toward its tracker: the
+/// tracker stream and the relay stream, and one more, so that a stream the
+/// protocol does not allow (a second relay stream, say) is answered with a
+/// clear protocol error rather than a silent wait.
+pub const TRACKER_STREAMS: u32 = 3;
+/// Streams a tracker may open toward a node: none is defined.
+pub const NO_STREAMS: u32 = 0;
+
 /// Timing of a QUIC connection's liveness.
 #[derive(Clone, Copy, Debug)]
 pub struct Liveness {
@@ -44,8 +57,13 @@ impl Default for Liveness {
 }
 
 impl Liveness {
-    pub fn transport_config(&self) -> Arc<TransportConfig> {
+    /// Transport settings of a connection on which the other side may open
+    /// at most `incoming_streams` bidirectional streams at once (and no
+    /// unidirectional ones: the protocol defines none).
+    pub fn transport_config(&self, incoming_streams: u32) -> Arc<TransportConfig> {
         let mut transport = TransportConfig::default();
+        transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(incoming_streams));
+        transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
         // Flow-control windows for file transfer: a stream may run 4 MiB
         // ahead (two 1 MiB chunks in flight, and the next while one is being
         // verified), a connection 16 MiB: enough for ~1 Gbit/s at 100 ms,

@@ -4,7 +4,10 @@
 //! Chosen by `--home DIR`, else `PUNCHGATE_HOME`, else the platform's data
 //! directory (`~/.local/share/punchgate` on Linux). Created owner-only (0700);
 //! secret files are written owner-only (0600) through a temporary file and a
-//! rename, so a crash never leaves half a key behind.
+//! rename, so a crash never leaves half a key behind. A directory or file
+//! found wider (made by an older version, by hand, or under a loose umask)
+//! is narrowed when the directory is resolved, with a warning for each
+//! ([`make_private`]).
 //!
 //! This module sits below [`identity`](crate::identity), which keeps its key
 //! here; so it does not name `PeerId`, and [`KnownTrackers`] takes any id that
@@ -27,6 +30,10 @@ pub enum HomeError {
     },
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
     TooOpen { path: String, mode: u32 },
+    #[error("{0} is shared with other users (sticky bit, like /tmp); give punchgate a data directory of its own, e.g. --home {0}/punchgate")]
+    SharedDir(String),
+    #[error("{0} belongs to another user; give punchgate a data directory of your own")]
+    NotYours(String),
     #[error(
         "TRACKER KEY CHANGED for {addr}: remembered {remembered}, it now presents {presented}. \
          Someone may be impersonating the tracker. If the tracker really got a new key, \
@@ -59,7 +66,95 @@ pub fn resolve(explicit: Option<&Path>) -> Result<PathBuf, HomeError> {
             .join("punchgate"),
     };
     create_private_dir(&dir)?;
+    for narrowed in make_private(&dir)? {
+        tracing::warn!("{narrowed}");
+    }
     Ok(dir)
+}
+
+/// A directory or file found open to other users and made owner-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Narrowed {
+    pub path: PathBuf,
+    /// Its permission bits before and after.
+    pub was: u32,
+    pub now: u32,
+}
+
+impl Display for Narrowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} was open to other users (mode {:o}); made it owner-only ({:o})",
+            self.path.display(),
+            self.was,
+            self.now
+        )
+    }
+}
+
+/// Makes the data directory `dir` owner-only (0700) and everything directly
+/// in it too (files 0600: the group's and others' bits cleared); returns
+/// what it changed. Symbolic links in it are left alone (changing a mode
+/// would follow them). A directory shared with others (sticky bit, as
+/// `/tmp`) or owned by another user is refused rather than changed.
+pub fn make_private(dir: &Path) -> Result<Vec<Narrowed>, HomeError> {
+    let mut narrowed = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(dir).map_err(io_error(dir))?;
+        if metadata.mode() & 0o1000 != 0 {
+            return Err(HomeError::SharedDir(dir.display().to_string()));
+        }
+        if metadata.uid() != rustix::process::geteuid().as_raw() {
+            return Err(HomeError::NotYours(dir.display().to_string()));
+        }
+        narrowed.extend(narrow(dir, &metadata)?);
+        for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+            let path = entry.map_err(io_error(dir))?.path();
+            let metadata = std::fs::symlink_metadata(&path).map_err(io_error(&path))?;
+            if !metadata.file_type().is_symlink() {
+                narrowed.extend(narrow(&path, &metadata)?);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(narrowed)
+}
+
+/// Makes one file of the data directory owner-only if it is not (a file
+/// created by a library that does not ask for 0600, such as the history
+/// database).
+pub fn make_file_private(path: &Path) -> Result<Option<Narrowed>, HomeError> {
+    #[cfg(unix)]
+    {
+        let metadata = std::fs::symlink_metadata(path).map_err(io_error(path))?;
+        if !metadata.file_type().is_symlink() {
+            return narrow(path, &metadata);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(None)
+}
+
+/// Clears the group's and others' permission bits of `path`, if any are set.
+#[cfg(unix)]
+fn narrow(path: &Path, metadata: &std::fs::Metadata) -> Result<Option<Narrowed>, HomeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let was = metadata.permissions().mode() & 0o7777;
+    if was & 0o077 == 0 {
+        return Ok(None);
+    }
+    let now = was & 0o700;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(now)).map_err(io_error(path))?;
+    Ok(Some(Narrowed {
+        path: path.to_path_buf(),
+        was,
+        now,
+    }))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), HomeError> {
@@ -214,5 +309,63 @@ mod tests {
             read_private(&path),
             Err(HomeError::TooOpen { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_data_directory_left_open_is_made_owner_only_with_a_notice() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("home");
+        std::fs::create_dir(&dir).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let set = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set(&dir, 0o755);
+        let history = dir.join("history.redb");
+        std::fs::write(&history, b"x").unwrap();
+        set(&history, 0o644);
+        let private = dir.join("known_trackers");
+        write_private(&private, b"x").unwrap();
+        // A link is not followed: its target keeps its mode.
+        let outside = parent.path().join("outside");
+        std::fs::write(&outside, b"x").unwrap();
+        set(&outside, 0o644);
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+
+        let resolved = resolve(Some(&dir)).unwrap();
+        assert_eq!(resolved, dir);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&history), 0o600);
+        assert_eq!(mode(&private), 0o600);
+        assert_eq!(mode(&outside), 0o644);
+
+        set(&dir, 0o750);
+        set(&history, 0o640);
+        let narrowed = make_private(&dir).unwrap();
+        assert_eq!(narrowed.len(), 2);
+        assert!(
+            narrowed[0]
+                .to_string()
+                .contains("was open to other users (mode 750)"),
+            "{}",
+            narrowed[0]
+        );
+        assert!(make_private(&dir).unwrap().is_empty(), "nothing left to do");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_shared_directory_is_refused_as_a_data_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(matches!(
+            make_private(dir.path()),
+            Err(HomeError::SharedDir(_))
+        ));
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o1777, "left as it was");
     }
 }

@@ -1,16 +1,22 @@
-//! Every message that crosses the network, by stream kind. docs/PROTOCOL.md
-//! describes the same types; change both together. Encoding is [`crate::wire`]'s.
+//! Every message that crosses the network, by stream kind ([`stream`]), and
+//! the vocabulary they share: peer roles, content ids, limits.
+//! docs/PROTOCOL.md describes the same types; change both together. Encoding
+//! is [`crate::wire`]'s.
 //!
 //! Enums only ever gain variants at the end, and a new field means a new
 //! [`crate::wire::PROTOCOL_VERSION`]: bincode is not self-describing.
 
+pub mod stream;
+
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, PeerId, SIGNATURE_LEN};
-use crate::transfer::ContentId;
 use crate::wire::{self, WireError};
+pub use stream::{StreamKind, MAX_RELAYED_PACKET};
 
 /// Longest display name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -25,7 +31,7 @@ pub const MAX_ROOMS: usize = 16;
 
 // ---------------------------------------------------------------- tracker --
 
-/// Node → tracker, on the [`wire::StreamKind::Tracker`] stream the node opens.
+/// Node → tracker, on the [`StreamKind::Tracker`] stream the node opens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrackerRequest {
     /// Chosen by the node; echoed in the response.
@@ -126,6 +132,10 @@ pub enum TrackerRefusal {
     UnknownPeer,
     #[error("you share no room with that peer")]
     NoSharedRoom,
+    #[error("too many peers registered from your address ({limit}); try again later, or ask the tracker's operator to raise --max-peers-per-address")]
+    TooManyPeersFromAddress { limit: u32 },
+    #[error("too many rooms kept open only by peers from your address ({limit}); leave some first, or ask the tracker's operator to raise --max-rooms-per-address")]
+    TooManyRoomsFromAddress { limit: u32 },
 }
 
 /// A room member as the tracker knows it.
@@ -167,13 +177,22 @@ pub enum TrackerEvent {
     Introduce {
         attempt: u64,
         peer: Member,
-        role: crate::punch::Role,
+        role: Role,
     },
+}
+
+/// Which side of a punch a node plays, as the tracker assigned it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Starts QUIC handshakes.
+    Dialer,
+    /// Accepts the handshake; probes to open its NAT.
+    Acceptor,
 }
 
 // ------------------------------------------------------------------ relay --
 
-/// On the [`wire::StreamKind::Relay`] stream a node opens to its tracker:
+/// On the [`StreamKind::Relay`] stream a node opens to its tracker:
 /// the QUIC packets of peer connections that found no direct path. The
 /// tracker forwards them by peer id and can read none of them (they are the
 /// peers' own end-to-end encrypted QUIC).
@@ -273,9 +292,21 @@ pub enum ProbeMessage {
     Hairpin { nonce: u64 },
 }
 
+impl ProbeMessage {
+    /// The probe's payload bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        wire::encode_value("probe", self)
+    }
+
+    /// Decodes a probe's payload; trailing bytes are an error.
+    pub fn decode(payload: &[u8]) -> Result<Self, WireError> {
+        wire::decode_value("probe", payload)
+    }
+}
+
 // -------------------------------------------------------------- peer-peer --
 
-/// On the [`wire::StreamKind::Control`] stream, which the dialer opens.
+/// On the [`StreamKind::Control`] stream, which the dialer opens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ControlMessage {
     /// First message each way: who the sender is and which rooms it is in.
@@ -304,6 +335,54 @@ pub enum ControlMessage {
 
 // ------------------------------------------------------------------ files --
 
+/// Largest encoded manifest accepted (about 500k chunks: 500 GiB at 1 MiB).
+pub const MAX_MANIFEST_LEN: usize = 16 << 20;
+
+/// The BLAKE3 hash of an encoded manifest: names content everywhere.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ContentId(pub [u8; 32]);
+
+impl ContentId {
+    pub fn of_manifest(encoded: &[u8]) -> Self {
+        Self(*blake3::hash(encoded).as_bytes())
+    }
+
+    /// The first characters of the text form, for people.
+    pub fn short(&self) -> String {
+        self.to_string()[..10].to_string()
+    }
+}
+
+impl fmt::Display for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            &data_encoding::BASE32_NOPAD
+                .encode(&self.0)
+                .to_ascii_lowercase(),
+        )
+    }
+}
+
+impl fmt::Debug for ContentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentId({})", self.short())
+    }
+}
+
+impl FromStr for ContentId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(text.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|_| format!("{text:?} is not a content hash (52 base32 characters)"))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| format!("{text:?} is not a content hash (52 base32 characters)"))?;
+        Ok(Self(bytes))
+    }
+}
+
 /// Content a peer offers to a room (`/send`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileOffer {
@@ -315,7 +394,7 @@ pub struct FileOffer {
     pub files: u32,
 }
 
-/// Receiver → sender, the one frame of a [`wire::StreamKind::Manifest`] stream.
+/// Receiver → sender, the one frame of a [`StreamKind::Manifest`] stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestRequest {
     pub content: ContentId,
@@ -330,7 +409,7 @@ pub enum ManifestReply {
     Missing,
 }
 
-/// Receiver → sender on a [`wire::StreamKind::Chunks`] stream; several may
+/// Receiver → sender on a [`StreamKind::Chunks`] stream; several may
 /// be outstanding, and they are answered in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRequest {
@@ -386,6 +465,23 @@ pub struct SignedMessage {
 /// Length of a room tag.
 pub const ROOM_TAG_LEN: usize = 32;
 
+/// Kept in the history store as encoded here. A message stored before
+/// messages carried a room tag (protocol version 1, `body ‖ signature`)
+/// still reads: it has none.
+impl wire::Stored for SignedMessage {
+    fn from_stored(bytes: &[u8]) -> Result<Self, WireError> {
+        wire::decode_value("stored message", bytes).or_else(|error| {
+            wire::decode_value::<(ChatBody, Vec<u8>)>("stored message", bytes)
+                .map(|(body, signature)| SignedMessage {
+                    body,
+                    signature,
+                    room_tag: Vec::new(),
+                })
+                .map_err(|_| error)
+        })
+    }
+}
+
 const CHAT_SIGNING_DOMAIN: &str = "punchgate chat message v1";
 
 #[derive(Debug, thiserror::Error)]
@@ -413,12 +509,6 @@ impl SignedMessage {
             body,
             room_tag: Vec::new(),
         })
-    }
-
-    /// Adds the room tag of a password room.
-    pub fn tagged(mut self, key: &crate::room_key::RoomKey) -> Result<Self, MessageError> {
-        self.room_tag = key.tag(&self.body)?;
-        Ok(self)
     }
 
     /// Checks bounds and the author's signature. Only verified messages may
@@ -449,7 +539,7 @@ impl ChatBody {
     }
 }
 
-/// On a [`wire::StreamKind::Auth`] stream: one password proof for one room
+/// On a [`StreamKind::Auth`] stream: one password proof for one room
 /// (see [`crate::pake`]). The opener is the initiator, and confirms first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AuthFrame {
@@ -466,7 +556,7 @@ pub enum AuthFrame {
     Accepted { confirm: Vec<u8> },
 }
 
-/// On a [`wire::StreamKind::Sync`] stream, which the side that wants to
+/// On a [`StreamKind::Sync`] stream, which the side that wants to
 /// catch up opens: requests from it, batches and an end marker back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SyncFrame {
@@ -493,7 +583,7 @@ pub enum SyncFrame {
 /// Messages per [`SyncFrame::Batch`]: 64 of the largest fit the frame limit.
 pub const SYNC_BATCH: usize = 64;
 
-/// On a [`wire::StreamKind::Chat`] stream: messages from the opener,
+/// On a [`StreamKind::Chat`] stream: messages from the opener,
 /// acknowledgements back from the receiver.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ChatFrame {

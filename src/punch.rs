@@ -15,14 +15,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Which side of a punch this node plays, as the tracker assigned it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Role {
-    /// Starts QUIC handshakes.
-    Dialer,
-    /// Accepts the handshake; probes to open its NAT.
-    Acceptor,
-}
+pub use crate::protocol::Role;
 
 /// Something the node should do now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,9 +15,9 @@ use std::num::NonZeroU32;
 
 use ring::{hmac, pbkdf2};
 
-use crate::protocol::ChatBody;
 #[cfg(test)]
 use crate::protocol::ROOM_TAG_LEN as TAG_LEN;
+use crate::protocol::{ChatBody, MessageError, SignedMessage};
 use crate::wire::{self, WireError};
 
 /// PBKDF2-HMAC-SHA256 iterations (OWASP's figure for this PRF): about
@@ -71,6 +71,12 @@ impl RoomKey {
     pub fn tag(&self, body: &ChatBody) -> Result<Vec<u8>, WireError> {
         let bytes = wire::signing_bytes(TAG_DOMAIN, body)?;
         Ok(hmac::sign(&self.0, &bytes).as_ref().to_vec())
+    }
+
+    /// `message` with the room tag of its body added.
+    pub fn tag_message(&self, mut message: SignedMessage) -> Result<SignedMessage, MessageError> {
+        message.room_tag = self.tag(&message.body)?;
+        Ok(message)
     }
 
     /// Checks `tag` on `body`, in constant time.

@@ -47,6 +47,23 @@ pub enum StoreError {
     Corrupt(#[from] WireError),
 }
 
+/// Creates the history file empty and owner-only (0600) if it does not
+/// exist yet; redb then initialises the empty file as a new database.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(db_error(format!("{}: {error}", path.display()))),
+    }
+}
+
 fn db_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Database(error.to_string())
 }
@@ -162,10 +179,17 @@ fn count_message(
 impl Store {
     /// Opens (or creates) the history of the data directory `home`.
     pub fn open(home: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(home.join(HISTORY_FILE)).map_err(|error| match error {
+        let path = home.join(HISTORY_FILE);
+        create_private_file(&path)?;
+        let db = Database::create(&path).map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse,
             other => db_error(other),
         })?;
+        // One made before this rule (redb creates files 0644 under the
+        // usual umask) is narrowed.
+        if let Some(narrowed) = crate::home::make_file_private(&path).map_err(db_error)? {
+            tracing::warn!("{narrowed}");
+        }
         let txn = db.begin_write().map_err(db_error)?;
         {
             let messages = txn.open_table(MESSAGES).map_err(db_error)?;
@@ -176,7 +200,7 @@ impl Store {
             if meta.get(USAGE_COUNTED).map_err(db_error)?.is_none() {
                 for entry in messages.iter().map_err(db_error)? {
                     let (_, value) = entry.map_err(db_error)?;
-                    let message = wire::decode_stored(value.value())?;
+                    let message: SignedMessage = wire::decode_stored(value.value())?;
                     let (body, bytes) = (&message.body, value.value().len() as u64);
                     count_message(&mut authors, &mut rooms, &body.room, &body.id.author, bytes)?;
                 }
@@ -695,5 +719,19 @@ mod tests {
             .map(|m| m.body.hlc)
             .collect();
         assert_eq!(last_two, vec![20, 30]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_history_file_is_owner_only_also_when_found_wider() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join(HISTORY_FILE);
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        drop(Store::open(home.path()).unwrap());
+        assert_eq!(mode(), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(home.path()).unwrap());
+        assert_eq!(mode(), 0o600);
     }
 }

@@ -7,9 +7,10 @@ mod common;
 use common::*;
 use punchgate::endpoint;
 use punchgate::identity::{Identity, PeerId};
+use punchgate::protocol::StreamKind;
 use punchgate::tls::{self, CertifiedIdentity};
 use punchgate::tracker::Tracker;
-use punchgate::wire::{self, CloseCode, FrameWriter, StreamKind};
+use punchgate::wire::{self, CloseCode, FrameWriter};
 use quinn::{Connection, ConnectionError};
 
 /// A bare QUIC client with a valid identity, to send whatever bytes we like.

@@ -68,7 +68,7 @@ fn a_get_whose_sender_is_killed_says_so_and_finishes_from_another_holder() {
         "send",
         copy.to_str().unwrap(),
         "--tracker",
-        &parsed.tracker,
+        &parsed.tracker.to_string(),
         "--bind",
         "127.0.0.1:0",
         "--chunk-size",

@@ -9,9 +9,10 @@ use common::*;
 use punchgate::identity::Identity;
 use punchgate::node::Event;
 use punchgate::node::NodeConfig;
+use punchgate::protocol::StreamKind;
 use punchgate::protocol::{ChatBody, MessageId, SignedMessage, SyncFrame};
 use punchgate::store::Store;
-use punchgate::wire::{self, FrameReader, FrameWriter, StreamKind};
+use punchgate::wire::{self, FrameReader, FrameWriter};
 
 fn manual(name: &str, connect: &[&TestNode]) -> NodeConfig {
     let mut config = config(name, None, "lobby");

@@ -15,11 +15,12 @@ use punchgate::endpoint;
 use punchgate::identity::{Identity, PeerId};
 use punchgate::node::RelayPolicy;
 use punchgate::protocol::{
-    Member, TrackerEvent, TrackerMessage, TrackerRequest, TrackerRequestBody, TrackerResponse,
+    Member, StreamKind, TrackerEvent, TrackerMessage, TrackerRequest, TrackerRequestBody,
+    TrackerResponse,
 };
 use punchgate::punch::Role;
 use punchgate::tls::{self, CertifiedIdentity};
-use punchgate::wire::{FrameReader, FrameWriter, StreamKind};
+use punchgate::wire::{FrameReader, FrameWriter};
 
 /// The bar for fifty forged introductions.
 const AT_MOST: usize = 64 * 1024;

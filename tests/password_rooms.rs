@@ -159,8 +159,8 @@ enum Proof {
 /// Runs one password proof as initiator with `password`.
 async fn prove(connection: &quinn::Connection, password: &str) -> Proof {
     use punchgate::pake::{Exchange, Side, EXPORTER_LABEL};
-    use punchgate::protocol::AuthFrame;
-    use punchgate::wire::{FrameReader, FrameWriter, StreamKind};
+    use punchgate::protocol::{AuthFrame, StreamKind};
+    use punchgate::wire::{FrameReader, FrameWriter};
     let Ok((send, recv)) = connection.open_bi().await else {
         return Proof::Closed;
     };
@@ -215,8 +215,8 @@ async fn thirty_password_guesses_get_at_most_five_answers_also_across_connection
     // One proof in flight per peer and room: a second Start while the first
     // is unfinished is refused without an answer.
     use punchgate::pake::{Exchange, Side, EXPORTER_LABEL};
-    use punchgate::protocol::AuthFrame;
-    use punchgate::wire::{FrameReader, FrameWriter, StreamKind};
+    use punchgate::protocol::{AuthFrame, StreamKind};
+    use punchgate::wire::{FrameReader, FrameWriter};
     let (send, recv) = guesser.connection.open_bi().await.unwrap();
     let mut first = FrameWriter::open(send, StreamKind::Auth).await.unwrap();
     let mut first_answers = FrameReader::new(recv, StreamKind::Auth);
@@ -304,10 +304,14 @@ async fn messages_of_never_seen_keys_without_the_room_tag_are_refused_in_a_passw
     // Tagged with a guessed password: no better.
     let guessed = punchgate::room_key::RoomKey::derive(ROOM, WRONG);
     let outsider = punchgate::identity::Identity::generate().unwrap();
-    flood.push(long_message(&outsider, 1, ROOM).tagged(&guessed).unwrap());
+    flood.push(
+        guessed
+            .tag_message(long_message(&outsider, 1, ROOM))
+            .unwrap(),
+    );
     let key = punchgate::room_key::RoomKey::derive(ROOM, PASSWORD);
     let insider = punchgate::identity::Identity::generate().unwrap();
-    let genuine = long_message(&insider, 1, ROOM).tagged(&key).unwrap();
+    let genuine = key.tag_message(long_message(&insider, 1, ROOM)).unwrap();
     flood.push(genuine.clone());
     let _kept = push_by_sync(&member.connection, ROOM, &flood).await;
     let report = alice

@@ -119,8 +119,9 @@ async fn tracker_trusted_on_first_use_is_refused_when_its_key_changes() {
 
 #[tokio::test]
 async fn forged_message_from_a_peer_is_refused_and_not_shown() {
+    use punchgate::protocol::StreamKind;
     use punchgate::protocol::{ChatBody, ChatFrame, MessageId, SignedMessage};
-    use punchgate::wire::{FrameReader, FrameWriter, StreamKind};
+    use punchgate::wire::{FrameReader, FrameWriter};
 
     let mut bob = start_node(config("bob", None, "lobby")).await;
     let alice = Identity::generate().unwrap();

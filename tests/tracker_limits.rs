@@ -88,9 +88,10 @@ async fn regression_a_connection_that_never_registers_is_closed() {
     .unwrap();
     // Open the stream with its header but never register.
     let (send, _recv) = connection.open_bi().await.unwrap();
-    let _writer = punchgate::wire::FrameWriter::open(send, punchgate::wire::StreamKind::Tracker)
-        .await
-        .unwrap();
+    let _writer =
+        punchgate::wire::FrameWriter::open(send, punchgate::protocol::StreamKind::Tracker)
+            .await
+            .unwrap();
     match tokio::time::timeout(WAIT, connection.closed())
         .await
         .unwrap()
@@ -104,4 +105,122 @@ async fn regression_a_connection_that_never_registers_is_closed() {
         }
         other => panic!("expected a refusal, got {other}"),
     }
+}
+
+/// Issue 12 row 10: 64 throwaway identities from one address joined 16
+/// rooms each and filled the tracker's rooms in half a second; every later
+/// `send` and new room was refused, for everyone. Now the rooms one address
+/// keeps alive are limited (default 256 of the tracker's 10 000), and so are
+/// its registrations (64 here, to reach that limit too; 256 by default), each
+/// with a refusal that says so, while a peer from another address (bound to
+/// 127.0.0.2) still registers, creates rooms and shares files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_identities_joining_sixteen_rooms_each_from_one_address_leave_the_tracker_to_others(
+) {
+    let mut config = TrackerConfig::new(loopback());
+    config.limits.max_peers_per_address = 64;
+    let rooms_limit = config.limits.max_rooms_per_address;
+    let tracker = start_tracker_with(config);
+    let mut sessions = Vec::new();
+    let mut created = 0;
+    let mut refused = Vec::new();
+    for i in 0..64 {
+        let raw = raw_session(&tracker, &format!("throwaway{i}")).await;
+        for room in 0..16 {
+            match raw.session.join(&format!("junk-{i}-{room}")).await {
+                Ok(_) => created += 1,
+                Err(error) => refused.push(error),
+            }
+        }
+        sessions.push(raw);
+    }
+    assert_eq!(created, rooms_limit, "rooms created from one address");
+    assert_eq!(refused.len(), 64 * 16 - rooms_limit as usize);
+    for error in &refused {
+        assert!(
+            matches!(
+                error,
+                TrackerError::Refused(TrackerRefusal::TooManyRoomsFromAddress { limit })
+                    if *limit == rooms_limit
+            ),
+            "{error}"
+        );
+    }
+    assert!(
+        refused[0]
+            .to_string()
+            .contains("too many rooms kept open only by peers from your address (256)"),
+        "{}",
+        refused[0]
+    );
+
+    // A 65th identity from the same address is refused at registration.
+    let home = tempfile::tempdir().unwrap();
+    let error = Node::start(home.path(), config_for(&tracker, "sixty-fifth"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("too many peers registered from your address (64)"),
+        "{error}"
+    );
+
+    // A peer from another address registers, creates rooms and shares.
+    let mut elsewhere = config_for(&tracker, "elsewhere");
+    elsewhere.bind = "127.0.0.2:0".parse().unwrap();
+    let other = start_node(elsewhere).await;
+    other.node.join("a-new-room").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.bin");
+    std::fs::write(&file, pattern(10_000, 3)).unwrap();
+    let ticket = other.node.share_with_ticket(vec![file]).await.unwrap();
+    assert_eq!(ticket.sender, other.node.peer_id());
+    drop(sessions);
+}
+
+/// Relay streams count per source address: past the limit a node hears
+/// why on its relay stream, and its registration stays; once a stream from
+/// that address has ended with its session, the next one is served.
+#[tokio::test]
+async fn relay_streams_past_the_per_address_limit_are_told_why() {
+    use punchgate::protocol::TrackerEvent;
+    use punchgate::tracker::client::RelayOffer;
+    let mut config = TrackerConfig::new(loopback());
+    config.limits.max_relay_streams_per_address = 1;
+    let tracker = start_tracker_with(config);
+    let first = raw_session(&tracker, "first").await;
+    let mut second = raw_session(&tracker, "second").await;
+    first.session.join("r").await.unwrap();
+    second.session.join("r").await.unwrap();
+    let (offer, first_stream) = first.session.open_relay().await.unwrap();
+    assert!(matches!(offer, RelayOffer::Ready { .. }), "{offer:?}");
+    assert!(first_stream.is_some());
+    let (offer, stream) = second.session.open_relay().await.unwrap();
+    match offer {
+        RelayOffer::Unavailable(reason) => assert!(
+            reason.contains("too many relay streams from your address (1)"),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(stream.is_none());
+    assert_eq!(second.session.members("r").await.unwrap().len(), 1);
+    // The first one goes away; once the tracker has let it go (the second
+    // hears it leave), its stream no longer counts.
+    first.session.close();
+    drop((first, first_stream));
+    tokio::time::timeout(WAIT, async {
+        while let Some(event) = second.events.recv().await {
+            if matches!(event, TrackerEvent::Left { .. }) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let third = raw_session(&tracker, "third").await;
+    let (offer, _stream) = third.session.open_relay().await.unwrap();
+    assert!(matches!(offer, RelayOffer::Ready { .. }), "{offer:?}");
 }

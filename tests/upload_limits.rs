@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use punchgate::protocol::ChunkRequest;
-use punchgate::wire::{CloseCode, FrameWriter, StreamKind};
+use punchgate::protocol::{ChunkRequest, StreamKind};
+use punchgate::wire::{CloseCode, FrameWriter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_completes_while_another_peer_stalls_twenty_chunk_streams() {

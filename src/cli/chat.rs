@@ -17,6 +17,7 @@ use punchgate::identity::PeerId;
 use punchgate::node::{Node, NodeConfig, RelayPolicy};
 use punchgate::render;
 
+use super::password::PasswordArgs;
 use super::{seconds, shutdown_signal, Output};
 
 // No doc comment: clap would take it as the subcommand's about text, which
@@ -76,10 +77,8 @@ pub struct ChatArgs {
     /// (for tests, or networks where punching never works).
     #[arg(long)]
     relay_only: bool,
-    /// Password of the --room rooms: only peers who prove it share them.
-    /// (The tracker never sees it; /password sets one later.)
-    #[arg(long, env = "PUNCHGATE_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    #[command(flatten)]
+    password: PasswordArgs,
 }
 
 impl ChatArgs {
@@ -100,7 +99,7 @@ impl ChatArgs {
             anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
         }
         config.trackers = self.trackers;
-        if let Some(password) = self.password {
+        if let Some(password) = self.password.resolve()? {
             let secret = punchgate::pake::Secret::new(password);
             config.passwords = self
                 .rooms

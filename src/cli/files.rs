@@ -107,7 +107,11 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
 /// terminal (or progress events with --json).
 pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<()> {
     let mut config = NodeConfig::new("getter");
-    config.trackers = vec![args.ticket.tracker.parse()?];
+    // Pinned to the key the ticket names: never trusted on first use.
+    config.trackers = vec![Target {
+        peer: Some(args.ticket.tracker.id),
+        host: args.ticket.tracker.host.clone(),
+    }];
     config.bind = args.bind;
     config.rooms = Vec::new();
     config.punch.deadline = seconds("--punch-timeout", args.punch_timeout)?;

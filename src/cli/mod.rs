@@ -11,6 +11,7 @@
 mod bench;
 mod chat;
 mod files;
+mod password;
 mod tracker;
 
 use std::io::Write;
@@ -80,6 +81,7 @@ enum Commands {
 /// Runs the command `cli` names until it is done or interrupted (Ctrl-C,
 /// SIGTERM).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let _file_size_limit = survive_file_size_limit();
     let output = Output { json: cli.json };
     // Every command but the demo keeps its key in the data directory; the
     // demo must not create one.
@@ -143,6 +145,21 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<std::time::Duration> {
     }
     Ok(std::time::Duration::from_secs_f64(value))
 }
+
+/// Keeps SIGXFSZ (a write beyond the file-size limit, `ulimit -f`) from
+/// killing the process without a word: with a handler installed, such a
+/// write fails with EFBIG instead, which `get` reports in one line (and
+/// keeps what it verified). The handler (tokio's, so no unsafe code here)
+/// stays for the life of the process; the returned stream is only held.
+#[cfg(unix)]
+fn survive_file_size_limit() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let xfsz = rustix::process::Signal::XFSZ.as_raw();
+    signal(SignalKind::from_raw(xfsz)).ok()
+}
+
+#[cfg(not(unix))]
+fn survive_file_size_limit() {}
 
 /// Ctrl-C or SIGTERM.
 async fn shutdown_signal() {

@@ -32,6 +32,20 @@ pub struct TrackerArgs {
     /// Requests per second one peer may make on average.
     #[arg(long, default_value_t = TrackerLimits::default().requests_per_second)]
     rate: u32,
+    /// Most registered peers from one address (IPv4; IPv6 counts per /64).
+    /// Raise it for a crowd behind one carrier-grade NAT.
+    #[arg(long, default_value_t = TrackerLimits::default().max_peers_per_address)]
+    max_peers_per_address: u32,
+    /// Most rooms that exist only because of peers from one address.
+    #[arg(long, default_value_t = TrackerLimits::default().max_rooms_per_address)]
+    max_rooms_per_address: u32,
+    /// Most relay streams of peers from one address.
+    #[arg(long, default_value_t = TrackerLimits::default().max_relay_streams_per_address)]
+    max_relay_streams_per_address: u32,
+    /// Bytes per second the relay forwards for all peers of one address
+    /// together.
+    #[arg(long, default_value_t = TrackerLimits::default().relay_bytes_per_second_per_address)]
+    relay_rate_per_address: u32,
     /// netcheck's second UDP port (default: the listening port + 1).
     #[arg(long)]
     aux_port: Option<u16>,
@@ -66,6 +80,10 @@ impl TrackerArgs {
             max_room_members: self.max_room_members,
             requests_per_second: self.rate,
             request_burst: self.rate.saturating_mul(2),
+            max_peers_per_address: self.max_peers_per_address,
+            max_rooms_per_address: self.max_rooms_per_address,
+            max_relay_streams_per_address: self.max_relay_streams_per_address,
+            relay_bytes_per_second_per_address: self.relay_rate_per_address,
             ..TrackerLimits::default()
         };
         config.relay = RelayConfig {

@@ -27,8 +27,9 @@ use crate::gate_socket::is_relay_addr;
 use crate::identity::PeerId;
 use crate::pake::{Exchange, PakeError, Secret, Side, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::protocol::AuthFrame;
+use crate::protocol::StreamKind;
 use crate::room_key::RoomKey;
-use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Failed proofs one peer may make on one connection before it is dropped.
 const MAX_AUTH_FAILURES: u32 = 5;

@@ -18,9 +18,10 @@ use super::{
 };
 use crate::hlc;
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{ChatBody, ChatFrame, MessageId, SignedMessage};
 use crate::store::{StoreError, Stored};
-use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{FrameReader, FrameWriter, WireError};
 
 impl Node {
     /// Sends `text` to the current room. See [`Node::post`].
@@ -59,7 +60,7 @@ impl Node {
         let mut message = SignedMessage::sign(&self.inner.identity, body)?;
         let key = self.state().room_keys.get(&room).cloned();
         if let Some(key) = key {
-            message = message.tagged(&key)?;
+            message = key.tag_message(message)?;
         }
         // Durable before anyone hears of it: a crash cannot unsay it, and
         // sync can deliver it later.

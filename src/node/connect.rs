@@ -25,7 +25,7 @@ use crate::protocol::{Member, ProbeMessage};
 use crate::punch::Role;
 use crate::punch::{order_candidates, Punch, PunchAction};
 use crate::tls;
-use crate::wire::{self, CloseCode};
+use crate::wire::CloseCode;
 
 /// Delay between handshakes to successive candidates of one peer.
 const CANDIDATE_STAGGER: Duration = Duration::from_millis(100);
@@ -135,10 +135,11 @@ impl Node {
             record.candidates = member.candidates();
             state.punches.insert(attempt, probe_tx);
         }
-        let payload = wire::encode_probe(&ProbeMessage::Punch {
+        let payload = ProbeMessage::Punch {
             attempt,
             sender: self.peer_id(),
-        });
+        }
+        .encode();
         let payload = match payload {
             Ok(payload) => payload,
             Err(error) => {
@@ -460,7 +461,7 @@ pub(super) async fn route_probes(
 ) {
     while let Some(probe) = probes.recv().await {
         let Some(inner) = node.upgrade() else { return };
-        let Ok(message) = wire::decode_probe(&probe.payload) else {
+        let Ok(message) = ProbeMessage::decode(&probe.payload) else {
             continue;
         };
         let state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);

@@ -278,6 +278,7 @@ pub enum Event {
     },
 }
 
+/// One line of `/help`: a command's usage and what it does.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HelpLine {
     pub usage: String,

@@ -9,10 +9,11 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{
     validate_label, ChatFrame, ControlMessage, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
 };
-use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Time the other side has to greet after the handshake.
 pub(super) const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,7 +37,11 @@ impl GateError {
     pub fn close(&self, connection: &Connection) {
         let code = match self {
             GateError::Wire(WireError::Io(_)) | GateError::Connection(_) => return,
-            GateError::GreetingTimeout(_) | GateError::NoGreeting => CloseCode::Refused,
+            GateError::GreetingTimeout(_)
+            | GateError::NoGreeting
+            | GateError::Wire(WireError::Stalled { .. } | WireError::Idle { .. }) => {
+                CloseCode::Refused
+            }
             GateError::Wire(_) | GateError::BadGreeting(_) => CloseCode::Protocol,
         };
         connection.close(code.varint(), self.to_string().as_bytes());

@@ -1,7 +1,7 @@
 //! The node: one QUIC endpoint on one gate socket, the session with the
 //! tracker, and the gates (one connection per peer, capped). It takes
-//! commands ([`Node::execute`] and the methods it calls) and reports
-//! everything as [`Event`]s; interfaces only render those.
+//! commands (its public methods; `command::execute` runs a parsed one) and
+//! reports everything as [`Event`]s; interfaces only render those.
 //!
 //! Who decides: the sans-IO [`manager`] makes every connection decision
 //! (which path to try, when the relay joins a punch, which of two
@@ -55,6 +55,7 @@ pub use files::{
 use gate::Gate;
 use manager::{Manager, ManagerConfig};
 pub use relay::RelayPolicy;
+pub use serve::write_zeros;
 use trackers::Trackers;
 
 use crate::endpoint;
@@ -335,7 +336,7 @@ impl Node {
             Some(allowed) => Arc::new(move |peer: &PeerId| allowed.contains(peer)),
             None => tls::allow_any_peer(),
         };
-        let transport = config.liveness.transport_config();
+        let transport = config.liveness.transport_config(endpoint::PEER_STREAMS);
         let mut server = certified.server(tls::ALPN_PEER, policy)?;
         server.transport_config(transport.clone());
         let mut client = certified.pinned_client(tls::ALPN_PEER)?;

@@ -23,7 +23,6 @@ use super::events::{millis, Event};
 use super::{Node, NodeError};
 use crate::protocol::{ProbeMessage, TrackerRequestBody, TrackerResponse};
 use crate::tracker::TrackerError;
-use crate::wire;
 
 /// How long an expected probe may take to arrive.
 const PROBE_WAIT: Duration = Duration::from_millis(800);
@@ -77,8 +76,9 @@ impl Node {
         let public = tracker.reflexive();
         let nonce = random_nonce();
         let send = |to: SocketAddr, message: ProbeMessage| async move {
-            let payload =
-                wire::encode_probe(&message).map_err(|e| NodeError::Invalid(e.to_string()))?;
+            let payload = message
+                .encode()
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
             self.inner
                 .socket
                 .send_probe(to, &payload)

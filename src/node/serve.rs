@@ -14,8 +14,8 @@ use super::gate::{self, describe_close, Gate, GateError, Greeted};
 use super::manager::{GateEnd, GateFacts};
 use super::{events, path_died, path_of, Event, Node, PeerRecord, PeerStatus};
 use crate::identity::PeerId;
-use crate::protocol::{validate_label, ControlMessage, MAX_ROOMS, MAX_ROOM_LEN};
-use crate::wire::{CloseCode, FrameReader, StreamKind, WireError};
+use crate::protocol::{validate_label, ControlMessage, StreamKind, MAX_ROOMS, MAX_ROOM_LEN};
+use crate::wire::{CloseCode, FrameReader, WireError};
 
 impl Node {
     /// The manager's `Install`: makes a greeted connection the peer's gate
@@ -98,7 +98,7 @@ impl Node {
                         // No stream kind is unidirectional yet.
                         let connection = connection.clone();
                         self.inner.spawn(async move {
-                            let error = match timeout(gate::GREETING_TIMEOUT, crate::wire::read_header(&mut recv)).await {
+                            let error = match timeout(gate::GREETING_TIMEOUT, crate::wire::read_header::<StreamKind>(&mut recv)).await {
                                 Ok(Ok(kind)) => WireError::UnexpectedKind { expected: "bidirectional", got: kind.name() },
                                 Ok(Err(error)) => error,
                                 Err(_) => WireError::Truncated("stream header"),
@@ -129,9 +129,12 @@ impl Node {
     /// to answer.
     async fn serve_stream(self, gate: Arc<Gate>, send: SendStream, mut recv: RecvStream) {
         let result = async {
-            let kind = timeout(gate::GREETING_TIMEOUT, crate::wire::read_header(&mut recv))
-                .await
-                .map_err(|_| WireError::Truncated("stream header"))??;
+            let kind = timeout(
+                gate::GREETING_TIMEOUT,
+                crate::wire::read_header::<StreamKind>(&mut recv),
+            )
+            .await
+            .map_err(|_| WireError::Truncated("stream header"))??;
             match kind {
                 StreamKind::Chat => self.serve_chat(&gate, send, recv).await,
                 StreamKind::Sync => self.serve_sync(&gate, send, recv).await,
@@ -222,7 +225,7 @@ impl Node {
         send.write_all(&crate::wire::header(StreamKind::Bench))
             .await
             .map_err(|e| e.to_string())?;
-        crate::bench::write_zeros(&mut send, bytes).await?;
+        write_zeros(&mut send, bytes).await?;
         let mut count = [0u8; 8];
         recv.read_exact(&mut count)
             .await
@@ -246,4 +249,18 @@ async fn serve_bench(mut send: SendStream, mut recv: RecvStream) -> Result<(), W
         .map_err(|e| WireError::Io(e.into()))?;
     let _ = send.finish();
     Ok(())
+}
+
+/// Writes `bytes` of zeros to `send` in 1 MiB writes, then finishes it.
+pub async fn write_zeros(send: &mut quinn::SendStream, bytes: u64) -> Result<(), String> {
+    let buffer = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buffer.len() as u64) as usize;
+        send.write_all(&buffer[..n])
+            .await
+            .map_err(|e| e.to_string())?;
+        left -= n as u64;
+    }
+    send.finish().map_err(|e| e.to_string())
 }

@@ -16,9 +16,10 @@ use super::gate::{Gate, GateError};
 use super::{Node, NodeError};
 use crate::holdings::{Held, Holdings};
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{SyncFrame, SYNC_BATCH};
 use crate::store::StoreError;
-use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{FrameReader, FrameWriter, WireError};
 
 /// Most authors a sync request may list.
 const MAX_AUTHORS: usize = 16_384;

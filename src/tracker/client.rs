@@ -17,12 +17,13 @@ use tokio::time::timeout;
 use crate::endpoint::{AddrError, Liveness, Target};
 use crate::home::{HomeError, KnownTrackers};
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{
     Member, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest,
     TrackerRequestBody, TrackerResponse,
 };
 use crate::tls::{self, CertifiedIdentity};
-use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// How long a request may wait for its response.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,7 +113,7 @@ impl TrackerSession {
                 "tracker.punchgate".to_string(),
             ),
         };
-        config.transport_config(liveness.transport_config());
+        config.transport_config(liveness.transport_config(crate::endpoint::NO_STREAMS));
         let connecting = endpoint
             .connect_with(config, addr, &server_name)
             .map_err(|e| connect_error(e.to_string()))?;

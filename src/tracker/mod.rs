@@ -1,10 +1,14 @@
 //! The rendezvous tracker and relay: the server ([`server`]) with its pure
-//! state ([`registry`]), and the session a node keeps with it ([`client`]).
+//! state ([`registry`]) and its relay (`relay`), and the session a node
+//! keeps with it ([`client`]).
 
 pub mod client;
+mod per_address;
 pub mod registry;
+mod relay;
 pub mod server;
 
 pub use client::{TrackerError, TrackerSession};
 pub use registry::TrackerLimits;
-pub use server::{RelayConfig, Tracker, TrackerConfig, TrackerStats};
+pub use relay::RelayConfig;
+pub use server::{Tracker, TrackerConfig, TrackerStats};

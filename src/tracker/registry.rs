@@ -1,10 +1,13 @@
-//! The tracker's state: registered peers and rooms, with their limits.
-//! Pure: no sockets. Every change returns the events to push and to whom;
-//! the server in [`super::server`] delivers them.
+//! The tracker's state: registered peers and rooms, with their limits,
+//! tracker-wide and per source address ([`super::per_address`]).
+//! Pure: no sockets, no clock of its own. Every change returns the events to
+//! push and to whom; the server in [`super::server`] delivers them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::time::Instant;
 
+use super::per_address::{SourceKey, Sources};
 use crate::identity::PeerId;
 use crate::protocol::{
     is_lan_candidate, validate_label, Member, RelayRefusal, TrackerEvent, TrackerRefusal,
@@ -12,11 +15,22 @@ use crate::protocol::{
 };
 
 /// The tracker's limits. Defaults suit a small public tracker on one core.
+///
+/// The per-address limits count everything the peers of one source address
+/// hold together (an IPv4 address, or an IPv6 /64: see
+/// [`super::per_address`]), so that identities, which are free, cannot
+/// exhaust the tracker-wide limits from one machine. Their defaults leave a
+/// crowd behind one NAT workable (an office, a classroom, the 60 nodes of
+/// `tests/big_room.rs` on 127.0.0.1) while it takes at least 40 addresses to
+/// fill the tracker. A carrier-grade NAT that puts more than 256 users of one
+/// tracker behind one address needs the operator to raise them; docs/SECURITY.md
+/// has the trade-off.
 #[derive(Clone, Debug)]
 pub struct TrackerLimits {
     /// Registered peers at once. Default 10 000.
     pub max_peers: u32,
-    /// Non-empty rooms at once. Default 1 000.
+    /// Non-empty rooms at once. Default 10 000 (a room costs well under a
+    /// KiB; the per-address limit is what keeps them from one source).
     pub max_rooms: u32,
     /// Members of one room. Default 256.
     pub max_room_members: u32,
@@ -26,17 +40,39 @@ pub struct TrackerLimits {
     pub requests_per_second: u32,
     /// Requests one peer may send in a burst. Default 40.
     pub request_burst: u32,
+    /// Registered peers from one source address at once. Default 256.
+    pub max_peers_per_address: u32,
+    /// Rooms that exist only because of peers from one source address
+    /// (every member is from there). Default 256. Only the creation of a
+    /// room is refused: a room that becomes one address's when the others
+    /// leave is kept.
+    pub max_rooms_per_address: u32,
+    /// Relay streams of peers from one source address at once. Default 256
+    /// (a node opens one when it registers, so this is at most the peers).
+    pub max_relay_streams_per_address: u32,
+    /// Bytes per second the relay forwards for all peers of one source
+    /// address together. Default 10 MB/s: a tenth of the relay's default
+    /// total.
+    pub relay_bytes_per_second_per_address: u32,
+    /// Bytes the peers of one source address may send through the relay in
+    /// a burst. Default 2 MiB; at least one largest packet.
+    pub relay_burst_per_address: u32,
 }
 
 impl Default for TrackerLimits {
     fn default() -> Self {
         Self {
             max_peers: 10_000,
-            max_rooms: 1_000,
+            max_rooms: 10_000,
             max_room_members: 256,
             max_rooms_per_peer: 16,
             requests_per_second: 20,
             request_burst: 40,
+            max_peers_per_address: 256,
+            max_rooms_per_address: 256,
+            max_relay_streams_per_address: 256,
+            relay_bytes_per_second_per_address: 10_000_000,
+            relay_burst_per_address: 2 << 20,
         }
     }
 }
@@ -48,6 +84,10 @@ pub type Generation = u64;
 struct Registration {
     generation: Generation,
     member: Member,
+    /// Where its connection comes from: what its per-address limits count.
+    source: SourceKey,
+    /// Whether it has a relay stream open (counted under `source`).
+    relaying: bool,
     rooms: BTreeSet<String>,
     /// Peers this one was introduced to (either way): the only ones the
     /// relay forwards its packets to. At most every member of its rooms.
@@ -57,11 +97,47 @@ struct Registration {
 /// Events to push: (recipient, event).
 pub type Outbox = Vec<(PeerId, TrackerEvent)>;
 
+/// A room's members, and how many come from each source.
+#[derive(Default)]
+struct Room {
+    members: BTreeSet<PeerId>,
+    sources: BTreeMap<SourceKey, u32>,
+}
+
+impl Room {
+    /// The source the room exists because of: the one all members are from.
+    fn owner(&self) -> Option<SourceKey> {
+        let mut sources = self.sources.keys();
+        match (sources.next(), sources.next()) {
+            (Some(only), None) => Some(*only),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, peer_id: PeerId, source: SourceKey) {
+        if self.members.insert(peer_id) {
+            *self.sources.entry(source).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, peer_id: &PeerId, source: SourceKey) {
+        if self.members.remove(peer_id) {
+            if let Some(count) = self.sources.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    self.sources.remove(&source);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Registry {
     limits: TrackerLimits,
     peers: HashMap<PeerId, Registration>,
-    rooms: BTreeMap<String, BTreeSet<PeerId>>,
+    rooms: BTreeMap<String, Room>,
+    sources: Sources,
     next_generation: Generation,
 }
 
@@ -81,9 +157,10 @@ impl Registry {
         self.rooms.len()
     }
 
-    /// Registers `peer_id` seen at `reflexive`. A peer already registered (a
-    /// restart before its old connection timed out) replaces its old
-    /// registration, which leaves all its rooms.
+    /// Registers `peer_id` whose connection comes from `reflexive` (the
+    /// source address its per-address limits count under). A peer already
+    /// registered (a restart before its old connection timed out) replaces
+    /// its old registration, which leaves all its rooms.
     pub fn register(
         &mut self,
         peer_id: PeerId,
@@ -92,14 +169,29 @@ impl Registry {
         mut local_addrs: Vec<SocketAddr>,
     ) -> Result<(Generation, Outbox), TrackerRefusal> {
         validate_label("name", &name, MAX_NAME_LEN).map_err(TrackerRefusal::InvalidName)?;
+        let source = SourceKey::of(reflexive.ip());
+        let old = self.peers.get(&peer_id).map(|r| (r.generation, r.source));
+        match old {
+            // The old registration's place is taken over.
+            Some((_, old_source)) if old_source == source => {}
+            _ => {
+                let peers = self.sources.peers_of(source);
+                if peers >= self.limits.max_peers_per_address {
+                    return Err(TrackerRefusal::TooManyPeersFromAddress {
+                        limit: self.limits.max_peers_per_address,
+                    });
+                }
+            }
+        }
         let mut outbox = Outbox::new();
-        if let Some(old) = self.peers.get(&peer_id).map(|r| r.generation) {
+        if let Some((old, _)) = old {
             outbox = self.unregister(peer_id, old);
         } else if self.peers.len() >= self.limits.max_peers as usize {
             return Err(TrackerRefusal::TooManyPeers {
                 limit: self.limits.max_peers,
             });
         }
+        self.sources.admit_peer(source, &self.limits)?;
         local_addrs.retain(is_lan_candidate);
         local_addrs.truncate(MAX_LOCAL_ADDRS);
         self.next_generation += 1;
@@ -114,6 +206,8 @@ impl Registry {
                     reflexive,
                     local_addrs,
                 },
+                source,
+                relaying: false,
                 rooms: BTreeSet::new(),
                 introduced: HashSet::new(),
             },
@@ -134,6 +228,10 @@ impl Registry {
             outbox.extend(self.leave(peer_id, &room).unwrap_or_default());
         }
         if let Some(gone) = self.peers.remove(&peer_id) {
+            if gone.relaying {
+                self.sources.close_relay(gone.source);
+            }
+            self.sources.release_peer(gone.source);
             for other in gone.introduced {
                 if let Some(other) = self.peers.get_mut(&other) {
                     other.introduced.remove(&peer_id);
@@ -157,6 +255,7 @@ impl Registry {
         validate_label("room", room, MAX_ROOM_LEN).map_err(TrackerRefusal::InvalidName)?;
         let registration = self.registration(&peer_id)?;
         let member = registration.member.clone();
+        let source = registration.source;
         if registration.rooms.contains(room) {
             return Ok((self.members_except(room, &peer_id), Outbox::new()));
         }
@@ -166,23 +265,27 @@ impl Registry {
             });
         }
         match self.rooms.get(room) {
-            None if self.rooms.len() >= self.limits.max_rooms as usize => {
-                return Err(TrackerRefusal::TooManyRooms {
-                    limit: self.limits.max_rooms,
-                })
+            None => {
+                self.sources.may_create_room(source, &self.limits)?;
+                if self.rooms.len() >= self.limits.max_rooms as usize {
+                    return Err(TrackerRefusal::TooManyRooms {
+                        limit: self.limits.max_rooms,
+                    });
+                }
             }
-            Some(members) if members.len() >= self.limits.max_room_members as usize => {
+            Some(existing) if existing.members.len() >= self.limits.max_room_members as usize => {
                 return Err(TrackerRefusal::RoomFull {
                     limit: self.limits.max_room_members,
                 })
             }
-            _ => {}
+            Some(_) => {}
         }
         let others = self.members_except(room, &peer_id);
-        self.rooms
-            .entry(room.to_string())
-            .or_default()
-            .insert(peer_id);
+        let entry = self.rooms.entry(room.to_string()).or_default();
+        let owner_before = entry.owner();
+        entry.insert(peer_id, source);
+        let owner_after = entry.owner();
+        self.sources.room_owner_changed(owner_before, owner_after);
         if let Some(registration) = self.peers.get_mut(&peer_id) {
             registration.rooms.insert(room.to_string());
         }
@@ -210,10 +313,14 @@ impl Registry {
         if !registration.rooms.remove(room) {
             return Err(TrackerRefusal::NotInRoom(room.to_string()));
         }
+        let source = registration.source;
         let mut outbox = Outbox::new();
-        if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(&peer_id);
-            for other in members.iter() {
+        if let Some(existing) = self.rooms.get_mut(room) {
+            let owner_before = existing.owner();
+            existing.remove(&peer_id, source);
+            let owner_after = existing.owner();
+            self.sources.room_owner_changed(owner_before, owner_after);
+            for other in existing.members.iter() {
                 outbox.push((
                     *other,
                     TrackerEvent::Left {
@@ -222,7 +329,7 @@ impl Registry {
                     },
                 ));
             }
-            if members.is_empty() {
+            if existing.members.is_empty() {
                 self.rooms.remove(room);
             }
         }
@@ -273,6 +380,46 @@ impl Registry {
         Ok(())
     }
 
+    /// Counts the relay stream of the registration `generation` of
+    /// `peer_id` under its source address, unless that address has its
+    /// limit of relay streams; the refusal is the reason to tell the node.
+    /// Ends with [`Self::close_relay`] or with the registration.
+    pub fn open_relay(&mut self, peer_id: PeerId, generation: Generation) -> Result<(), String> {
+        let registration = self
+            .peers
+            .get_mut(&peer_id)
+            .filter(|r| r.generation == generation)
+            .ok_or_else(|| "register before opening the relay stream".to_string())?;
+        if !registration.relaying {
+            self.sources.open_relay(registration.source, &self.limits)?;
+            registration.relaying = true;
+        }
+        Ok(())
+    }
+
+    /// The relay stream of that registration ended.
+    pub fn close_relay(&mut self, peer_id: PeerId, generation: Generation) {
+        if let Some(registration) = self
+            .peers
+            .get_mut(&peer_id)
+            .filter(|r| r.generation == generation && r.relaying)
+        {
+            registration.relaying = false;
+            self.sources.close_relay(registration.source);
+        }
+    }
+
+    /// Takes `size` bytes from the relay budget of the source address of
+    /// `peer_id` (shared by all its peers); false if that is spent, or the
+    /// peer is gone.
+    pub fn take_relay_bytes(&mut self, peer_id: &PeerId, size: u32, now: Instant) -> bool {
+        let Some(registration) = self.peers.get(peer_id) else {
+            return false;
+        };
+        self.sources
+            .take_relay_bytes(registration.source, size, &self.limits, now)
+    }
+
     /// The members of a room the peer is in, other than itself.
     pub fn members(&self, peer_id: PeerId, room: &str) -> Result<Vec<Member>, TrackerRefusal> {
         if !self.registration(&peer_id)?.rooms.contains(room) {
@@ -285,7 +432,7 @@ impl Registry {
         self.rooms
             .get(room)
             .into_iter()
-            .flatten()
+            .flat_map(|existing| existing.members.iter())
             .filter(|id| *id != peer_id)
             .filter_map(|id| self.peers.get(id).map(|r| r.member.clone()))
             .collect()
@@ -441,5 +588,148 @@ mod tests {
             registry.register(c, "".into(), addr(3), vec![]),
             Err(TrackerRefusal::InvalidName(_))
         ));
+    }
+
+    fn from(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::from((ip, port))
+    }
+
+    #[test]
+    fn sixty_four_identities_from_one_address_cannot_fill_the_tracker_with_rooms() {
+        let mut registry = Registry::new(TrackerLimits::default());
+        let attacker = [192, 0, 2, 66];
+        let mut refused = Vec::new();
+        for i in 0..64u16 {
+            let peer = id();
+            registry
+                .register(peer, "x".into(), from(attacker, 1000 + i), vec![])
+                .unwrap();
+            for room in 0..16 {
+                if let Err(refusal) = registry.join(peer, &format!("junk-{i}-{room}")) {
+                    refused.push(refusal);
+                }
+            }
+        }
+        let limit = TrackerLimits::default().max_rooms_per_address;
+        assert_eq!(registry.room_count(), limit as usize);
+        assert_eq!(refused.len(), 64 * 16 - limit as usize);
+        assert!(refused
+            .iter()
+            .all(|r| *r == TrackerRefusal::TooManyRoomsFromAddress { limit }));
+        // Someone elsewhere still creates rooms, and the attacker may still
+        // join them (that creates nothing).
+        let honest = id();
+        registry
+            .register(honest, "h".into(), from([198, 51, 100, 7], 4000), vec![])
+            .unwrap();
+        registry.join(honest, "real").unwrap();
+        let attacker_peer = id();
+        registry
+            .register(attacker_peer, "x".into(), from(attacker, 9), vec![])
+            .unwrap();
+        registry.join(attacker_peer, "real").unwrap();
+    }
+
+    #[test]
+    fn registrations_per_address_are_limited_and_freed_by_leaving() {
+        let limits = TrackerLimits {
+            max_peers_per_address: 2,
+            ..TrackerLimits::default()
+        };
+        let mut registry = Registry::new(limits);
+        let nat = [203, 0, 113, 1];
+        let (a, b, c) = (id(), id(), id());
+        registry
+            .register(a, "a".into(), from(nat, 1), vec![])
+            .unwrap();
+        registry
+            .register(b, "b".into(), from(nat, 2), vec![])
+            .unwrap();
+        assert_eq!(
+            registry
+                .register(c, "c".into(), from(nat, 3), vec![])
+                .unwrap_err(),
+            TrackerRefusal::TooManyPeersFromAddress { limit: 2 }
+        );
+        // Another address is not affected.
+        registry
+            .register(c, "c".into(), from([203, 0, 113, 2], 3), vec![])
+            .unwrap();
+        // A restart of a registered peer from the same address takes its
+        // own place.
+        let (gen_a, _) = registry
+            .register(a, "a".into(), from(nat, 4), vec![])
+            .unwrap();
+        registry.unregister(a, gen_a);
+        let d = id();
+        registry
+            .register(d, "d".into(), from(nat, 5), vec![])
+            .unwrap();
+        assert_eq!(registry.peer_count(), 3);
+    }
+
+    #[test]
+    fn a_room_counts_against_an_address_only_while_it_alone_keeps_it() {
+        let limits = TrackerLimits {
+            max_rooms_per_address: 1,
+            ..TrackerLimits::default()
+        };
+        let mut registry = Registry::new(limits);
+        let (here, there) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+        let (a, b) = (id(), id());
+        registry
+            .register(a, "a".into(), from(here, 1), vec![])
+            .unwrap();
+        registry
+            .register(b, "b".into(), from(there, 1), vec![])
+            .unwrap();
+        registry.join(a, "first").unwrap();
+        assert_eq!(
+            registry.join(a, "second").unwrap_err(),
+            TrackerRefusal::TooManyRoomsFromAddress { limit: 1 }
+        );
+        // Once someone from elsewhere is in it, the room is not only `here`'s.
+        registry.join(b, "first").unwrap();
+        assert_eq!(registry.sources.rooms_of(SourceKey::of(here.into())), 0);
+        registry.join(a, "second").unwrap();
+        // When b leaves, "first" is here's again: kept, but no third room.
+        registry.leave(b, "first").unwrap();
+        assert_eq!(registry.room_count(), 2);
+        assert_eq!(
+            registry.join(a, "third").unwrap_err(),
+            TrackerRefusal::TooManyRoomsFromAddress { limit: 1 }
+        );
+        registry.leave(a, "first").unwrap();
+        registry.leave(a, "second").unwrap();
+        registry.join(a, "third").unwrap();
+    }
+
+    #[test]
+    fn relay_streams_per_address_are_limited_and_end_with_the_registration() {
+        let limits = TrackerLimits {
+            max_relay_streams_per_address: 1,
+            ..TrackerLimits::default()
+        };
+        let mut registry = Registry::new(limits);
+        let nat = [203, 0, 113, 9];
+        let (a, b) = (id(), id());
+        let (gen_a, _) = registry
+            .register(a, "a".into(), from(nat, 1), vec![])
+            .unwrap();
+        let (gen_b, _) = registry
+            .register(b, "b".into(), from(nat, 2), vec![])
+            .unwrap();
+        registry.open_relay(a, gen_a).unwrap();
+        let refusal = registry.open_relay(b, gen_b).unwrap_err();
+        assert!(
+            refusal.contains("too many relay streams from your address (1)"),
+            "{refusal}"
+        );
+        registry.close_relay(a, gen_a);
+        registry.open_relay(b, gen_b).unwrap();
+        registry.unregister(b, gen_b);
+        registry.open_relay(a, gen_a).unwrap();
+        // A stale generation opens nothing.
+        assert!(registry.open_relay(a, gen_a + 100).is_err());
     }
 }

@@ -1,9 +1,9 @@
 //! The tracker server: accepts nodes over pinned QUIC, registers them, answers
 //! room requests, pushes presence events, and relays packets between peers
-//! that found no direct path. One [`wire::StreamKind::Tracker`] stream per
+//! that found no direct path. One [`StreamKind::Tracker`] stream per
 //! connection carries the requests and events; at most one
-//! [`wire::StreamKind::Relay`] stream carries relayed packets (see
-//! [`serve_relay`]). Anything else a node sends is a protocol error that
+//! [`StreamKind::Relay`] stream carries relayed packets (see the `relay`
+//! module). Anything else a node sends is a protocol error that
 //! closes only that node's connection.
 
 use std::collections::HashMap;
@@ -13,22 +13,22 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use quinn::{Connection, Endpoint};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use super::registry::{self, Generation, Registry, TrackerLimits};
+use super::relay::{serve_relay, RelayConfig, RelayOutbox};
 use crate::endpoint::{self, Liveness};
 use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    Member, ProbeMessage, RelayFrame, RelayRefusal, TrackerEvent, TrackerMessage, TrackerRefusal,
+    Member, ProbeMessage, Role, StreamKind, TrackerEvent, TrackerMessage, TrackerRefusal,
     TrackerRequest, TrackerRequestBody, TrackerResponse,
 };
-use crate::punch::Role;
 use crate::rate::TokenBucket;
 use crate::tls::{self, CertifiedIdentity};
-use crate::wire::{self, CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{self, CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Messages waiting for one node's stream. Events beyond this are dropped;
 /// responses wait (the node is rate-limited anyway).
@@ -36,53 +36,6 @@ const EVENT_QUEUE: usize = 256;
 /// A node whose stream takes no data for this long is not reading: it is
 /// closed rather than allowed to pin the tracker's memory.
 const WRITE_STALL: Duration = Duration::from_secs(10);
-
-/// What the relay forwards, and how much. Defaults suit a small tracker
-/// carrying chat and some files for peers that cannot punch.
-#[derive(Clone, Debug)]
-pub struct RelayConfig {
-    /// Whether the tracker relays at all. Default on (`--no-relay` turns it off).
-    pub enabled: bool,
-    /// Bytes per second one peer may send through the relay, on average.
-    /// Default 1 MB/s.
-    pub bytes_per_second: u32,
-    /// Bytes one peer may send in a burst. Default 512 KiB; at least one
-    /// largest packet (64 KiB) is always allowed.
-    pub burst: u32,
-    /// Bytes per second the whole relay forwards, all peers together.
-    /// Default 100 MB/s.
-    pub total_bytes_per_second: u32,
-    /// Packets waiting to be written to one destination; more are dropped,
-    /// as a full router queue would (QUIC's congestion control backs off).
-    /// Default 256.
-    pub queue: usize,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            bytes_per_second: 1_000_000,
-            burst: 512 * 1024,
-            total_bytes_per_second: 100_000_000,
-            queue: 256,
-        }
-    }
-}
-
-impl RelayConfig {
-    /// Relaying switched off.
-    pub fn disabled() -> Self {
-        Self {
-            enabled: false,
-            ..Self::default()
-        }
-    }
-
-    fn burst(&self) -> u32 {
-        self.burst.max(wire::MAX_RELAYED_PACKET as u32)
-    }
-}
 
 /// Counters of what the tracker did since it started (`--stats`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -105,17 +58,17 @@ pub struct TrackerStats {
 }
 
 #[derive(Default)]
-struct Counters {
-    registrations: AtomicU64,
-    introductions: AtomicU64,
-    relayed_packets: AtomicU64,
-    relayed_bytes: AtomicU64,
-    relay_dropped: AtomicU64,
-    relay_throttled: AtomicU64,
-    relay_refused: AtomicU64,
+pub(super) struct Counters {
+    pub(super) registrations: AtomicU64,
+    pub(super) introductions: AtomicU64,
+    pub(super) relayed_packets: AtomicU64,
+    pub(super) relayed_bytes: AtomicU64,
+    pub(super) relay_dropped: AtomicU64,
+    pub(super) relay_throttled: AtomicU64,
+    pub(super) relay_refused: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64, by: u64) {
+pub(super) fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
@@ -125,9 +78,14 @@ pub struct TrackerConfig {
     pub limits: TrackerLimits,
     pub relay: RelayConfig,
     pub liveness: Liveness,
-    /// Time a node has to finish the handshake and open its tracker stream.
-    /// Default 10 s.
+    /// Time a node has to finish the handshake, open its tracker stream and
+    /// register. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Connections in their handshake or not yet registered, at most; more
+    /// are refused at once (QUIC's CONNECTION_REFUSED) until one registers
+    /// or gives up. Default 256: each costs a few KiB while it waits, and
+    /// honest nodes register within a round trip or two.
+    pub max_pending: usize,
     /// The second UDP port netcheck uses (same address as `listen`).
     /// Default: `listen`'s port + 1, or any free port when that is 0.
     pub aux_port: Option<u16>,
@@ -144,6 +102,7 @@ impl TrackerConfig {
             relay: RelayConfig::default(),
             liveness: Liveness::default(),
             handshake_timeout: Duration::from_secs(10),
+            max_pending: 256,
             aux_port: None,
             request_log: None,
         }
@@ -166,24 +125,19 @@ pub enum TrackerStartError {
 /// not become a reflector for floods.
 const REFLECT_RATE: u32 = 200;
 
-struct Shared {
+pub(super) struct Shared {
     /// The second port: unsolicited probes and reflections for netcheck.
     aux: tokio::net::UdpSocket,
-    config: TrackerConfig,
+    pub(super) config: TrackerConfig,
     registry: Mutex<Registry>,
     /// Where to push each registered node's events, by generation, with
     /// its connection (whose RTT times introductions).
     outboxes: Mutex<HashMap<PeerId, Outbox>>,
     /// Where to write packets relayed to each node with a relay stream.
-    relays: Mutex<HashMap<PeerId, RelayOutbox>>,
+    pub(super) relays: Mutex<HashMap<PeerId, RelayOutbox>>,
     /// The relay's tracker-wide byte budget.
-    relay_total: Mutex<TokenBucket>,
-    counters: Counters,
-}
-
-struct RelayOutbox {
-    generation: Generation,
-    sender: mpsc::Sender<RelayFrame>,
+    pub(super) relay_total: Mutex<TokenBucket>,
+    pub(super) counters: Counters,
 }
 
 struct Outbox {
@@ -193,7 +147,7 @@ struct Outbox {
 }
 
 impl Shared {
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+    pub(super) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -229,7 +183,7 @@ impl Tracker {
     pub fn start(identity: &Identity, config: TrackerConfig) -> Result<Self, TrackerStartError> {
         let certified = CertifiedIdentity::new(identity)?;
         let mut server = certified.server(tls::ALPN_TRACKER, tls::allow_any_peer())?;
-        server.transport_config(config.liveness.transport_config());
+        server.transport_config(config.liveness.transport_config(endpoint::TRACKER_STREAMS));
         let bound = endpoint::bind(config.listen, Some(server)).map_err(|source| {
             TrackerStartError::Bind {
                 addr: config.listen,
@@ -369,24 +323,33 @@ async fn reflect_loop(shared: Arc<Shared>) {
             continue;
         }
         let Ok(ProbeMessage::Reflect { nonce }) =
-            wire::decode_probe(&datagram[PROBE_MAGIC.len()..])
+            ProbeMessage::decode(&datagram[PROBE_MAGIC.len()..])
         else {
             continue;
         };
-        if let Ok(payload) = wire::encode_probe(&ProbeMessage::Reflected { nonce, seen: from }) {
+        if let Ok(payload) = (ProbeMessage::Reflected { nonce, seen: from }).encode() {
             let _ = shared.aux.send_to(&probe_datagram(&payload), from).await;
         }
     }
 }
 
 async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+    let pending = Arc::new(Semaphore::new(shared.config.max_pending));
     while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(serve_connection(shared.clone(), incoming));
+        match pending.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_connection(shared.clone(), incoming, permit));
+            }
+            Err(_) => {
+                tracing::debug!(remote = %incoming.remote_address(), "too many pending connections; refusing");
+                incoming.refuse();
+            }
+        }
     }
 }
 
 /// How a node's session ended.
-enum SessionEnd {
+pub(super) enum SessionEnd {
     /// The node closed its stream or its connection, or we shut down.
     Closed,
     /// The node broke the protocol.
@@ -406,7 +369,13 @@ impl From<WireError> for SessionEnd {
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
+/// Serves one node's connection. `pending` is held until the node registers
+/// (or the connection ends): it counts against [`TrackerConfig::max_pending`].
+async fn serve_connection(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    pending: OwnedSemaphorePermit,
+) {
     let handshake_timeout = shared.config.handshake_timeout;
     let connection = match timeout(handshake_timeout, incoming).await {
         Ok(Ok(connection)) => connection,
@@ -427,7 +396,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
         }
     };
     let mut generation = None;
-    let end = session(&shared, &connection, peer_id, &mut generation).await;
+    let end = session(&shared, &connection, peer_id, &mut generation, pending).await;
     end.close(&connection, peer_id);
     if let Some(generation) = generation {
         let outbox = shared.registry().unregister(peer_id, generation);
@@ -449,11 +418,17 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
 
 impl SessionEnd {
     /// Closes the node's connection with the code and reason this end deserves.
-    fn close(&self, connection: &Connection, peer_id: PeerId) {
+    pub(super) fn close(&self, connection: &Connection, peer_id: PeerId) {
         match self {
             SessionEnd::Protocol(error) => {
                 tracing::debug!(peer = %peer_id.short(), %error, "closing a node that broke the protocol");
-                connection.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
+                // A frame that stopped coming broke no rule of the format: a
+                // limit refused it.
+                let code = match error {
+                    WireError::Stalled { .. } | WireError::Idle { .. } => CloseCode::Refused,
+                    _ => CloseCode::Protocol,
+                };
+                connection.close(code.varint(), error.to_string().as_bytes());
             }
             SessionEnd::Refused(reason) => {
                 tracing::debug!(peer = %peer_id.short(), reason, "closing a node");
@@ -478,7 +453,9 @@ async fn session(
     connection: &Connection,
     peer_id: PeerId,
     generation: &mut Option<Generation>,
+    pending: OwnedSemaphorePermit,
 ) -> SessionEnd {
+    let mut pending = Some(pending);
     // The stream, its header and the registration must all come within the
     // handshake timeout: a connection that never registers holds nothing long.
     let register_by = Instant::now() + shared.config.handshake_timeout;
@@ -523,6 +500,9 @@ async fn session(
                     } else {
                         Err(TrackerRefusal::RateLimited { per_second: limits.requests_per_second })
                     };
+                    if generation.is_some() {
+                        pending.take();
+                    }
                     let response = TrackerMessage::Response { id: request.id, result };
                     if out_tx.send(response).await.is_err() {
                         return Ok(());
@@ -534,7 +514,7 @@ async fn session(
                 }
                 stream = connection.accept_bi() => {
                     let Ok((send, mut recv)) = stream else { return Ok(()) };
-                    let kind = match timeout(Duration::from_secs(5), wire::read_header(&mut recv)).await {
+                    let kind = match timeout(Duration::from_secs(5), wire::read_header::<StreamKind>(&mut recv)).await {
                         Ok(Ok(kind)) => kind,
                         Ok(Err(error)) => return Err(SessionEnd::Protocol(error)),
                         Err(_) => return Err(SessionEnd::Protocol(WireError::Truncated("stream header"))),
@@ -577,7 +557,7 @@ async fn session(
 /// Writes queued frames to a node's stream until the queue closes; a node
 /// whose stream takes nothing for [`WRITE_STALL`] is refused with
 /// `stalled`, rather than allowed to pin the tracker's memory.
-async fn drain_into<T: serde::Serialize>(
+pub(super) async fn drain_into<T: serde::Serialize>(
     mut writer: FrameWriter<quinn::SendStream>,
     mut queue: mpsc::Receiver<T>,
     stalled: &'static str,
@@ -594,7 +574,12 @@ async fn drain_into<T: serde::Serialize>(
 /// The error for a stream a node should not have opened: whatever is wrong
 /// with its header, or that it is not the tracker stream.
 async fn unexpected_stream(recv: &mut quinn::RecvStream) -> SessionEnd {
-    match timeout(Duration::from_secs(5), wire::read_header(recv)).await {
+    match timeout(
+        Duration::from_secs(5),
+        wire::read_header::<StreamKind>(recv),
+    )
+    .await
+    {
         Ok(Err(error)) => SessionEnd::Protocol(error),
         Ok(Ok(kind)) => SessionEnd::Protocol(WireError::UnexpectedKind {
             expected: "single tracker",
@@ -658,7 +643,8 @@ fn handle_request(
             Ok(TrackerResponse::Members { room, members })
         }
         TrackerRequestBody::Netcheck { nonce } => {
-            let probe = wire::encode_probe(&ProbeMessage::Unsolicited { nonce })
+            let probe = (ProbeMessage::Unsolicited { nonce })
+                .encode()
                 .map(|payload| probe_datagram(&payload));
             if let Ok(datagram) = probe {
                 // Best effort: a full socket buffer loses it, as a network could.
@@ -728,141 +714,5 @@ impl Shared {
                 let _ = sender.try_send(TrackerMessage::Event(event));
             });
         }
-    }
-}
-
-/// A node's relay stream: announces the relay's limits (or that there is
-/// none), then forwards each packet the node sends to its destination's
-/// relay stream, with the node's id as the source. Packets go only to peers
-/// the tracker introduced the node to, within the node's byte budget and the
-/// tracker's; beyond either, or when the destination's queue is full, they
-/// are dropped, as a router would. The sender hears of refusals and
-/// throttling at most once a second. Ends (closing the connection) if the
-/// node breaks the protocol or stops reading.
-async fn serve_relay(
-    shared: Arc<Shared>,
-    connection: Connection,
-    peer_id: PeerId,
-    generation: Generation,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-) {
-    let config = shared.config.relay.clone();
-    let mut writer = FrameWriter::answering(send, StreamKind::Relay);
-    if !config.enabled {
-        let reason = "this tracker does not relay (it runs with --no-relay)".to_string();
-        let _ = writer.send(&RelayFrame::Unavailable { reason }).await;
-        let _ = writer.get_mut().finish();
-        return;
-    }
-    let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(config.queue.max(1));
-    let first = RelayFrame::Ready {
-        bytes_per_second: config.bytes_per_second,
-        burst: config.burst(),
-    };
-    // The queue is fresh: the announcement always fits.
-    let _ = out_tx.try_send(first);
-    shared
-        .relays
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(
-            peer_id,
-            RelayOutbox {
-                generation,
-                sender: out_tx.clone(),
-            },
-        );
-    let write_all = drain_into(writer, out_rx, "not reading its relay stream");
-    let mut reader = FrameReader::new(recv, StreamKind::Relay);
-    let now = || Instant::now().into_std();
-    let mut budget = TokenBucket::new(config.bytes_per_second, config.burst(), now());
-    // One notice of each kind a second, at most.
-    let mut refusal_notices = TokenBucket::new(1, 1, now());
-    let mut throttle_notices = TokenBucket::new(1, 1, now());
-    let read_all = async {
-        while let Some(frame) = reader.recv::<RelayFrame>().await? {
-            let RelayFrame::Packet { peer, packet } = frame else {
-                return Err(SessionEnd::Protocol(WireError::Malformed {
-                    kind: "relay",
-                    reason: "only packets travel from a node to the tracker".into(),
-                }));
-            };
-            let size = packet.len() as u32;
-            let destination = shared.relay_destination(&peer_id, &peer);
-            let notice = match destination {
-                Err(reason) => {
-                    bump(&shared.counters.relay_refused, 1);
-                    Some((&mut refusal_notices, RelayFrame::Refused { peer, reason }))
-                }
-                Ok(_) if !shared.within_relay_budget(&mut budget, size) => {
-                    bump(&shared.counters.relay_throttled, 1);
-                    let throttled = RelayFrame::Throttled {
-                        peer,
-                        bytes_per_second: config.bytes_per_second,
-                    };
-                    Some((&mut throttle_notices, throttled))
-                }
-                Ok(destination) => {
-                    let relayed = RelayFrame::Packet {
-                        peer: peer_id,
-                        packet,
-                    };
-                    if destination.try_send(relayed).is_ok() {
-                        bump(&shared.counters.relayed_packets, 1);
-                        bump(&shared.counters.relayed_bytes, u64::from(size));
-                    } else {
-                        bump(&shared.counters.relay_dropped, 1);
-                    }
-                    None
-                }
-            };
-            if let Some((notices, notice)) = notice {
-                if notices.try_take(now()) {
-                    let _ = out_tx.try_send(notice);
-                }
-            }
-        }
-        Ok::<(), SessionEnd>(())
-    };
-    let result = tokio::select! {
-        result = read_all => result,
-        result = write_all => result,
-    };
-    let mut relays = shared.relays.lock().unwrap_or_else(PoisonError::into_inner);
-    if relays.get(&peer_id).map(|r| r.generation) == Some(generation) {
-        relays.remove(&peer_id);
-    }
-    drop(relays);
-    if let Err(end) = result {
-        end.close(&connection, peer_id);
-    }
-}
-
-impl Shared {
-    /// Where packets from `from` to `to` go, if the relay may carry them.
-    fn relay_destination(
-        &self,
-        from: &PeerId,
-        to: &PeerId,
-    ) -> Result<mpsc::Sender<RelayFrame>, RelayRefusal> {
-        self.registry().may_relay(from, to)?;
-        self.relays
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(to)
-            .map(|outbox| outbox.sender.clone())
-            .ok_or(RelayRefusal::Offline)
-    }
-
-    /// Takes `size` bytes from the sender's budget and the tracker's.
-    fn within_relay_budget(&self, sender: &mut TokenBucket, size: u32) -> bool {
-        let now = Instant::now().into_std();
-        sender.try_take_amount(size, now)
-            && self
-                .relay_total
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .try_take_amount(size, now)
     }
 }

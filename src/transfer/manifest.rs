@@ -6,15 +6,14 @@
 //! manifest from the network: it refuses every name that could leave the
 //! target directory and every size that does not add up.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::is_deceptive_char;
+pub use crate::protocol::{ContentId, MAX_MANIFEST_LEN};
 use crate::wire::{self, WireError};
 
 /// Chunk size of new manifests: large enough that per-chunk costs vanish
@@ -23,8 +22,6 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 /// Bounds on a manifest's chunk size (a power of two between them).
 pub const MIN_CHUNK_SIZE: u32 = 16 << 10;
 pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
-/// Largest encoded manifest accepted (about 500k chunks: 500 GiB at 1 MiB).
-pub const MAX_MANIFEST_LEN: usize = 16 << 20;
 /// Most files in one manifest.
 pub const MAX_FILES: usize = 100_000;
 /// Limits on received names, as common filesystems have them.
@@ -36,59 +33,52 @@ const MAX_DISPLAY_NAME_LEN: usize = 255;
 /// A chunk's BLAKE3 hash.
 pub type ChunkHash = [u8; 32];
 
-/// The BLAKE3 hash of an encoded manifest: names content everywhere.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ContentId(pub [u8; 32]);
-
-impl ContentId {
-    pub fn of_manifest(encoded: &[u8]) -> Self {
-        Self(*blake3::hash(encoded).as_bytes())
-    }
-
-    /// The first characters of the text form, for people.
-    pub fn short(&self) -> String {
-        self.to_string()[..10].to_string()
-    }
-}
-
-impl fmt::Display for ContentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            &data_encoding::BASE32_NOPAD
-                .encode(&self.0)
-                .to_ascii_lowercase(),
-        )
-    }
-}
-
-impl fmt::Debug for ContentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ContentId({})", self.short())
-    }
-}
-
-impl FromStr for ContentId {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(text.trim().to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("{text:?} is not a content hash (52 base32 characters)"))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| format!("{text:?} is not a content hash (52 base32 characters)"))?;
-        Ok(Self(bytes))
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// What the sender shared, for display only (never used as a path):
     /// the one top-level name, or the first of several with a count.
     pub name: String,
     pub chunk_size: u32,
-    /// Sorted by path.
+    /// Sorted by path. At most [`MAX_FILES`], refused while decoding: a
+    /// list of many tiny entries would take far more memory than bytes.
+    #[serde(deserialize_with = "at_most_max_files")]
     pub files: Vec<FileEntry>,
+}
+
+/// Decodes a manifest's file list, refusing it as soon as it has more than
+/// [`MAX_FILES`] entries.
+fn at_most_max_files<'de, D: serde::Deserializer<'de>>(
+    decoder: D,
+) -> Result<Vec<FileEntry>, D::Error> {
+    struct Files;
+    impl<'de> serde::de::Visitor<'de> for Files {
+        type Value = Vec<FileEntry>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {MAX_FILES} file entries")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let too_many = || serde::de::Error::custom(format!("more than {MAX_FILES} files"));
+            let announced = seq.size_hint().unwrap_or(0);
+            if announced > MAX_FILES {
+                return Err(too_many());
+            }
+            // Room for what arrives, not for what was announced.
+            let mut files = Vec::with_capacity(announced.min(1024));
+            while let Some(entry) = seq.next_element()? {
+                if files.len() == MAX_FILES {
+                    return Err(too_many());
+                }
+                files.push(entry);
+            }
+            Ok(files)
+        }
+    }
+    decoder.deserialize_seq(Files)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,7 +151,7 @@ impl Layout {
         if ContentId::of_manifest(encoded) != id {
             return Err(ManifestError::WrongHash);
         }
-        let manifest = wire::decode_manifest(encoded)?;
+        let manifest = Manifest::decode(encoded)?;
         manifest.check()?;
         Ok(Self::new(id, manifest))
     }
@@ -214,6 +204,17 @@ impl Layout {
 }
 
 impl Manifest {
+    /// The manifest's encoding: its BLAKE3 hash is the content id.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        wire::encode_value("manifest", self)
+    }
+
+    /// Decodes a manifest; trailing bytes are an error (they would change
+    /// the content id without changing the content).
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        wire::decode_value("manifest", bytes)
+    }
+
     /// Checks everything a receiver relies on: safe relative names, no name
     /// twice, chunk counts that match the sizes.
     pub fn check(&self) -> Result<(), ManifestError> {
@@ -356,6 +357,10 @@ pub enum BuildError {
     Io { path: PathBuf, error: io::Error },
     #[error("cannot share {path}: {reason}")]
     Unshareable { path: PathBuf, reason: String },
+    #[error("this share has {files} files; one share carries at most {MAX_FILES}: send it in parts, or pack the files into an archive")]
+    TooManyFiles { files: usize },
+    #[error("this share's manifest would be {} MiB; one share carries at most {} MiB (about 500,000 chunks): send it in parts", len.div_ceil(1 << 20), MAX_MANIFEST_LEN >> 20)]
+    ManifestTooLarge { len: usize },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
 }
@@ -383,6 +388,7 @@ pub fn build(paths: &[PathBuf], chunk_size: u32) -> Result<Built, BuildError> {
             });
         }
     }
+    carryable(found.len(), 0)?;
     found.sort_by(|a, b| a.0.cmp(&b.0));
     let display = match paths {
         [one] => local_name(one, one.file_name().map(Path::new))?,
@@ -403,7 +409,8 @@ pub fn build(paths: &[PathBuf], chunk_size: u32) -> Result<Built, BuildError> {
         files,
     };
     manifest.check()?;
-    let encoded = wire::encode_manifest(&manifest).map_err(ManifestError::from)?;
+    let encoded = manifest.encode().map_err(ManifestError::from)?;
+    carryable(found.len(), encoded.len())?;
     let id = ContentId::of_manifest(&encoded);
     Ok(Built {
         layout: Layout::new(id, manifest),
@@ -413,6 +420,18 @@ pub fn build(paths: &[PathBuf], chunk_size: u32) -> Result<Built, BuildError> {
 }
 
 /// A local path component as a manifest name, or why it cannot be one.
+/// Refuses a share larger than the protocol carries: too many files (known
+/// before hashing), or a manifest over [`MAX_MANIFEST_LEN`].
+fn carryable(files: usize, manifest_len: usize) -> Result<(), BuildError> {
+    if files > MAX_FILES {
+        return Err(BuildError::TooManyFiles { files });
+    }
+    if manifest_len > MAX_MANIFEST_LEN {
+        return Err(BuildError::ManifestTooLarge { len: manifest_len });
+    }
+    Ok(())
+}
+
 fn local_name(path: &Path, name: Option<&Path>) -> Result<String, BuildError> {
     let unshareable = |reason: &str| BuildError::Unshareable {
         path: path.to_path_buf(),
@@ -600,7 +619,7 @@ mod tests {
             ],
         };
         m.check().unwrap();
-        let encoded = wire::encode_manifest(&m).unwrap();
+        let encoded = m.encode().unwrap();
         let id = ContentId::of_manifest(&encoded);
         let layout = Layout::from_wire(id, &encoded).unwrap();
         assert_eq!(layout.total_chunks, 3);
@@ -631,6 +650,37 @@ mod tests {
             Layout::from_wire(id, &tampered),
             Err(ManifestError::WrongHash)
         ));
+    }
+
+    #[test]
+    fn shares_larger_than_the_protocol_carries_are_refused_with_a_reason() {
+        carryable(MAX_FILES, MAX_MANIFEST_LEN).unwrap();
+        let files = carryable(MAX_FILES + 1, 0).unwrap_err().to_string();
+        assert!(
+            files.contains("at most 100000") && files.contains("in parts"),
+            "{files}"
+        );
+        let size = carryable(1, MAX_MANIFEST_LEN + 1).unwrap_err().to_string();
+        assert!(
+            size.contains("17 MiB") && size.contains("at most 16 MiB"),
+            "{size}"
+        );
+    }
+
+    #[test]
+    fn a_manifest_listing_more_than_max_files_is_refused_while_decoding() {
+        let entry = FileEntry {
+            path: String::new(),
+            size: 0,
+            chunks: vec![],
+        };
+        let mut big = manifest(&["a"]);
+        big.files = vec![entry; MAX_FILES + 1];
+        let encoded = big.encode().unwrap();
+        let error = Manifest::decode(&encoded).unwrap_err().to_string();
+        assert!(error.contains("more than 100000 files"), "{error}");
+        big.files.truncate(MAX_FILES);
+        assert_eq!(Manifest::decode(&big.encode().unwrap()).unwrap(), big);
     }
 
     #[test]

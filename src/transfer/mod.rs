@@ -56,10 +56,65 @@ impl From<manifest::Built> for Share {
 /// tracker (pinned), the sender and the content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
-    /// `PEERID@host:port` of the tracker.
-    pub tracker: String,
+    pub tracker: TicketTracker,
     pub sender: PeerId,
     pub content: ContentId,
+}
+
+/// The tracker a ticket names, always with its key: `get` connects to it
+/// pinned, never trusting on first use a tracker that whoever made the
+/// ticket chose. Travels as the text `PEERID@host:port`; a ticket whose
+/// tracker has no key does not decode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TicketTracker {
+    pub id: PeerId,
+    /// `host:port`.
+    pub host: String,
+}
+
+impl fmt::Display for TicketTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.host)
+    }
+}
+
+impl FromStr for TicketTracker {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let Some((id, host)) = text.split_once('@') else {
+            return Err(UNPINNED_TRACKER.to_string());
+        };
+        let id = id
+            .parse()
+            .map_err(|_| format!("its tracker's key {id:?} is not a peer id"))?;
+        if host.is_empty() {
+            return Err("its tracker has no address".into());
+        }
+        Ok(Self {
+            id,
+            host: host.to_string(),
+        })
+    }
+}
+
+/// Why a ticket whose tracker has no key is refused.
+const UNPINNED_TRACKER: &str = "the ticket names its tracker without the tracker's key \
+    (PEERID@host:port), so that tracker cannot be checked; ask the sender for a new ticket";
+
+impl TryFrom<String> for TicketTracker {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<TicketTracker> for String {
+    fn from(tracker: TicketTracker) -> Self {
+        tracker.to_string()
+    }
 }
 
 /// Text form: this prefix, then the encoded ticket in lowercase base32.
@@ -67,7 +122,7 @@ const TICKET_PREFIX: &str = "pgt1";
 
 impl fmt::Display for Ticket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bytes = wire::encode_ticket(self).map_err(|_| fmt::Error)?;
+        let bytes = wire::encode_value("ticket", self).map_err(|_| fmt::Error)?;
         let text = data_encoding::BASE32_NOPAD
             .encode(&bytes)
             .to_ascii_lowercase();
@@ -85,7 +140,14 @@ impl FromStr for Ticket {
         let bytes = data_encoding::BASE32_NOPAD
             .decode(body.to_ascii_uppercase().as_bytes())
             .map_err(|_| "the ticket is damaged (not base32); copy it again".to_string())?;
-        wire::decode_ticket(&bytes).map_err(|e| format!("the ticket is damaged: {e}"))
+        wire::decode_value("ticket", &bytes).map_err(|e| {
+            // The codec reports our refusal inside its own error's text.
+            if e.to_string().contains(UNPINNED_TRACKER) {
+                UNPINNED_TRACKER.to_string()
+            } else {
+                format!("the ticket is damaged: {e}")
+            }
+        })
     }
 }
 
@@ -101,8 +163,9 @@ mod tests {
 
     #[test]
     fn tickets_round_trip_and_damage_is_reported() {
+        let tracker_id = crate::identity::Identity::generate().unwrap().peer_id();
         let ticket = Ticket {
-            tracker: "abc@127.0.0.1:4000".into(),
+            tracker: format!("{tracker_id}@127.0.0.1:4000").parse().unwrap(),
             sender: crate::identity::Identity::generate().unwrap().peer_id(),
             content: ContentId([9; 32]),
         };
@@ -112,5 +175,38 @@ mod tests {
         assert!("pgt1!!".parse::<Ticket>().is_err());
         assert!(text[..text.len() - 4].parse::<Ticket>().is_err());
         assert!("hello".parse::<Ticket>().is_err());
+    }
+
+    /// A ticket as an older punchgate could make it, or anyone can craft:
+    /// the tracker as a bare `host:port`, which `get` would have trusted on
+    /// first use (issue 12 row 13).
+    #[test]
+    fn a_ticket_whose_tracker_has_no_key_is_refused() {
+        let tracker_id = crate::identity::Identity::generate().unwrap().peer_id();
+        let pinned = Ticket {
+            tracker: format!("{tracker_id}@127.0.0.1:4000").parse().unwrap(),
+            sender: crate::identity::Identity::generate().unwrap().peer_id(),
+            content: ContentId([9; 32]),
+        };
+        // The encoding opens with the tracker's text (a one-byte length
+        // below 251, then the bytes): put another text in its place.
+        let with_tracker = |text: &str| {
+            let bytes = wire::encode_value("ticket", &pinned).unwrap();
+            let old_len = usize::from(bytes[0]);
+            let mut crafted = vec![text.len() as u8];
+            crafted.extend_from_slice(text.as_bytes());
+            crafted.extend_from_slice(&bytes[1 + old_len..]);
+            let body = data_encoding::BASE32_NOPAD.encode(&crafted);
+            format!("{TICKET_PREFIX}{}", body.to_ascii_lowercase())
+        };
+        let same = with_tracker(&pinned.tracker.to_string());
+        assert_eq!(same.parse::<Ticket>(), Ok(pinned.clone()));
+        let error = with_tracker("127.0.0.1:4000")
+            .parse::<Ticket>()
+            .unwrap_err();
+        assert_eq!(error, UNPINNED_TRACKER);
+        assert!(with_tracker("nonsense@127.0.0.1:4000")
+            .parse::<Ticket>()
+            .is_err());
     }
 }

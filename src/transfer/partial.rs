@@ -31,7 +31,7 @@ const LOG_RECORD: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("cannot {action} {}: {error}", path.display())]
+    #[error("cannot {action} {}: {}", path.display(), describe_io(error))]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -53,6 +53,17 @@ pub enum DiskError {
     Replaced(PathBuf),
     #[error(transparent)]
     Manifest(#[from] super::manifest::ManifestError),
+}
+
+/// An I/O error in words, with what to do about the ones a user can fix.
+fn describe_io(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::FileTooLarge => "the file would pass this process's file size limit \
+            (ulimit -f); raise it (ulimit -f unlimited)"
+            .to_string(),
+        io::ErrorKind::StorageFull => "the disk is full; free some space".to_string(),
+        _ => error.to_string(),
+    }
 }
 
 impl DiskError {

@@ -3,8 +3,10 @@
 //! throwaway keys.
 
 use punchgate::identity::Identity;
-use punchgate::protocol::{ChatBody, MessageId, SignedMessage, SyncFrame, MAX_TEXT_LEN};
-use punchgate::wire::{self, FrameReader, FrameWriter, StreamKind};
+use punchgate::protocol::{
+    ChatBody, MessageId, SignedMessage, StreamKind, SyncFrame, MAX_TEXT_LEN,
+};
+use punchgate::wire::{self, FrameReader, FrameWriter};
 use quinn::{RecvStream, SendStream};
 
 /// Milliseconds since the Unix epoch, now.
@@ -28,7 +30,7 @@ pub async fn push_by_sync(
     let mut kept = Vec::new();
     loop {
         let (send, mut recv) = connection.accept_bi().await.unwrap();
-        let kind = wire::read_header(&mut recv).await.unwrap();
+        let kind = wire::read_header::<StreamKind>(&mut recv).await.unwrap();
         if kind != StreamKind::Sync {
             kept.push((send, recv));
             continue;

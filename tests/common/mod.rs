@@ -77,17 +77,30 @@ pub struct RawPeer {
 
 /// Connects to `node` as `name`, in `room`, and exchanges greetings.
 pub async fn raw_peer(node: &TestNode, name: &str, room: &str) -> RawPeer {
+    let addr = node.node.local_addr().unwrap();
+    raw_peer_at(addr, &node.node.peer_id(), name, room).await
+}
+
+/// Connects to the node `peer_id` at `addr` (in this process or not) as
+/// `name`, in `room`, and exchanges greetings.
+pub async fn raw_peer_at(
+    addr: SocketAddr,
+    peer_id: &punchgate::identity::PeerId,
+    name: &str,
+    room: &str,
+) -> RawPeer {
     use punchgate::protocol::ControlMessage;
+    use punchgate::protocol::StreamKind;
     use punchgate::tls::{self, CertifiedIdentity};
-    use punchgate::wire::{FrameReader, FrameWriter, StreamKind};
+    use punchgate::wire::{FrameReader, FrameWriter};
     let identity = Identity::generate().unwrap();
     let certified = CertifiedIdentity::new(&identity).unwrap();
     let bound = punchgate::endpoint::bind(loopback(), None).unwrap();
     let connection = punchgate::endpoint::connect_pinned(
         &bound.endpoint,
         certified.pinned_client(tls::ALPN_PEER).unwrap(),
-        node.node.local_addr().unwrap(),
-        &node.node.peer_id(),
+        addr,
+        peer_id,
     )
     .unwrap()
     .await

@@ -23,12 +23,13 @@ use super::super::gate::Gate;
 use super::sources::Sources;
 use super::Node;
 use crate::identity::PeerId;
+use crate::protocol::StreamKind;
 use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
 use crate::transfer::manifest::{ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
 use crate::transfer::{swarm_room, Share, Ticket};
-use crate::wire::{FrameReader, FrameWriter, StreamKind, WireError};
+use crate::wire::{FrameReader, FrameWriter, WireError};
 
 /// Chunk requests a worker keeps outstanding, so its stream never idles
 /// for a round trip between chunks.
@@ -47,8 +48,9 @@ pub enum FetchError {
     AlreadyFetching(String),
     #[error("no source has the manifest of {content}: {tried}")]
     NoManifest { content: String, tried: String },
+    // Not a `source`: the message already says it, and `{:#}` would say it twice.
     #[error("{0}; the verified chunks are kept: fix that and run the same get again to resume")]
-    Disk(#[from] DiskError),
+    Disk(DiskError),
     #[error("{missing} of {total} chunks still missing and no source left ({why}); the {have} verified chunks are kept: run the same get again to resume")]
     Incomplete {
         missing: u64,
@@ -58,6 +60,12 @@ pub enum FetchError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<DiskError> for FetchError {
+    fn from(error: DiskError) -> Self {
+        Self::Disk(error)
+    }
 }
 
 /// What to fetch, from whom, to where.

@@ -359,7 +359,10 @@ impl Node {
     /// room on the tracker, where getters (and other holders) meet. Returns
     /// the ticket to hand to the receiver.
     pub async fn share_with_ticket(&self, paths: Vec<PathBuf>) -> Result<Ticket, NodeError> {
-        let tracker = self.tracker_target().ok_or(NodeError::NoTracker)?;
+        let tracker = self
+            .tracker_target()
+            .and_then(|target| target.parse().ok())
+            .ok_or(NodeError::NoTracker)?;
         let share = self.share(paths).await?;
         let content = share.layout.id;
         // Offered in the swarm room, so a getter that meets this node after

@@ -13,8 +13,8 @@ use tokio::time::timeout;
 use super::super::gate::Gate;
 use super::fetch::PIPELINE_DEPTH;
 use super::Node;
-use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
-use crate::wire::{CloseCode, FrameReader, FrameWriter, StreamKind, WireError};
+use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest, StreamKind};
+use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Chunks a node reads from disk for peers at once, all peers together
 /// (bounds the memory hostile or many downloaders can make it hold).
