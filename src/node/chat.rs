@@ -247,12 +247,13 @@ impl Node {
         // One report per batch, not one per message.
         if let Some((count, reason)) = reported {
             let via_name = self.name_of(&via);
-            self.emit(Event::error(match count {
+            let text = match count {
                 1 => format!("refused a message from {via_name}: {reason}"),
                 _ => {
                     format!("refused {count} messages from {via_name}, the first because {reason}")
                 }
-            }));
+            };
+            self.peer_error(via, "refused messages", text);
         }
         if accepted.is_empty() {
             return verdicts;
@@ -283,9 +284,9 @@ impl Node {
                 // One report per batch, not one per message.
                 if let Some((count, reason)) = refused {
                     let via_name = self.name_of(&via);
-                    self.emit(Event::error(format!(
-                        "did not store {count} message(s) from {via_name}: {reason}"
-                    )));
+                    let text =
+                        format!("did not store {count} message(s) from {via_name}: {reason}");
+                    self.peer_error(via, "unstored messages", text);
                 }
             }
             Err(error) => {
@@ -341,9 +342,8 @@ impl Node {
                 }
                 Ok(Some(ChatFrame::Reject { id, reason })) => {
                     let name = self.name_of(&gate.peer_id);
-                    self.emit(Event::error(format!(
-                        "{name} refused message {id}: {reason}"
-                    )));
+                    let text = format!("{name} refused message {id}: {reason}");
+                    self.peer_error(gate.peer_id, "rejected", text);
                 }
                 Ok(Some(ChatFrame::Message(_))) => {
                     let error = WireError::Malformed {

@@ -89,6 +89,17 @@ pub struct Gate {
     chat: Mutex<Option<FrameWriter<SendStream>>>,
     /// Chunk reads this peer may have in flight (`files::upload`).
     pub(super) upload_permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Whether a catch-up (offers, history sync) runs on this gate, and
+    /// whether another was asked for meanwhile (`Node::catch_up`).
+    pub(super) catching_up: std::sync::Mutex<CatchUp>,
+}
+
+/// The catch-ups of one gate: many asked for while one runs cost one more
+/// after it, not one each.
+#[derive(Default)]
+pub(super) struct CatchUp {
+    pub running: bool,
+    pub again: bool,
 }
 
 /// A gate fresh from its greeting, with the control stream's reading half.
@@ -122,6 +133,7 @@ impl Gate {
             upload_permits: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 super::files::MAX_CHUNK_READS_PER_PEER,
             )),
+            catching_up: std::sync::Mutex::new(CatchUp::default()),
         }
     }
 

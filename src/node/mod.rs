@@ -23,6 +23,7 @@ mod gate;
 mod guesses;
 pub mod manager;
 mod netcheck;
+mod notices;
 mod outbox;
 mod relay;
 mod serve;
@@ -237,6 +238,8 @@ struct Inner {
     chunk_reads: Arc<tokio::sync::Semaphore>,
     /// Paces chunks served when an upload limit is set.
     upload_limit: Option<Mutex<crate::rate::TokenBucket>>,
+    /// Error notices about peers, rate-limited.
+    notices: Mutex<notices::Notices>,
     /// Unsolicited traffic (punch probes, handshakes) per destination IP.
     budget: Mutex<DestinationBudget>,
     /// Punches running at once, at most [`MAX_PUNCHES`].
@@ -421,6 +424,7 @@ impl Node {
                 chunk_reads: Arc::new(tokio::sync::Semaphore::new(files::MAX_CHUNK_READS)),
                 upload_limit,
                 budget: Mutex::new(DestinationBudget::default()),
+                notices: Mutex::new(notices::Notices::default()),
                 punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
@@ -516,6 +520,21 @@ impl Node {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An error about what `peer` did, shown at most once per
+    /// [`notices::NOTICE_INTERVAL`] for the same peer and `kind`, with how
+    /// many like it were not shown.
+    fn peer_error(&self, peer: PeerId, kind: &'static str, text: String) {
+        let admitted = self
+            .inner
+            .notices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(peer, kind, Instant::now());
+        if let Some(held_back) = admitted {
+            self.emit(Event::error(notices::with_held_back(text, held_back)));
+        }
     }
 
     /// Adds `event` to this node's event stream, after every event before
@@ -777,7 +796,9 @@ impl Node {
             }
             record.gate = None;
             record.status = PeerStatus::Offline;
-            record.name.clone()
+            let name = record.name.clone();
+            state.files.forget_provider(&peer);
+            name
         };
         self.emit(Event::Disconnected {
             peer_id: peer.to_string(),

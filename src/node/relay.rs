@@ -3,25 +3,19 @@
 //! peer, pumps packets between each tracker's relay stream and the gate
 //! socket, and turns the tracker's notices
 //! (throttled, refused) into error events, at most one per peer and kind
-//! every [`NOTICE_INTERVAL`]. Which connections use the relay, and when, is
+//! every [`super::notices::NOTICE_INTERVAL`]. Which connections use the relay, and when, is
 //! decided in [`super`].
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::manager::TrackerIx;
-use super::{Event, Inner, Node};
+use super::{Inner, Node};
 use crate::gate_socket::{GateSocket, RelayedPacket};
-use crate::identity::PeerId;
 use crate::protocol::RelayFrame;
 use crate::tracker::client::RelayStream;
 use crate::wire::WireError;
-
-/// The same notice about the same peer is shown at most this often.
-const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Whether this node may use the tracker's relay.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,7 +50,6 @@ pub(super) async fn pump(
         }
         Ok::<(), WireError>(())
     };
-    let mut shown: HashMap<(PeerId, &'static str), Instant> = HashMap::new();
     let read_all = async {
         while let Some(frame) = reader.recv::<RelayFrame>().await? {
             let (peer, kind, text) = match frame {
@@ -86,18 +79,10 @@ pub(super) async fn pump(
                     })
                 }
             };
-            let now = Instant::now();
-            let due = shown
-                .get(&(peer, kind))
-                .is_none_or(|at| now.duration_since(*at) >= NOTICE_INTERVAL);
-            if !due {
-                continue;
-            }
-            shown.insert((peer, kind), now);
             let Some(inner) = node.upgrade() else { break };
             let node = Node { inner };
             let name = node.name_of(&peer);
-            node.emit(Event::error(format!("relay to {name}: {text}")));
+            node.peer_error(peer, kind, format!("relay to {name}: {text}"));
         }
         Ok::<(), WireError>(())
     };

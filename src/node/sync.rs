@@ -73,11 +73,36 @@ impl Node {
     /// What a peer gets when it newly shares rooms with this node (a new
     /// connection, a joined room, a proven password): the history it lacks
     /// and this node's offers.
+    /// Sends the gate's peer this node's offers and pulls the history of
+    /// the rooms both are in. One runs per gate at a time: asked for again
+    /// meanwhile (a burst of room changes), it runs once more after, not
+    /// once per ask.
     pub(super) fn catch_up(&self, gate: Arc<Gate>) {
+        {
+            let mut catching_up = gate
+                .catching_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if catching_up.running {
+                catching_up.again = true;
+                return;
+            }
+            catching_up.running = true;
+        }
         let node = self.clone();
         self.inner.spawn(async move {
-            node.send_offers(&gate).await;
-            node.sync_with(gate).await;
+            loop {
+                node.send_offers(&gate).await;
+                node.clone().sync_with(gate.clone()).await;
+                let mut catching_up = gate
+                    .catching_up
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !std::mem::take(&mut catching_up.again) {
+                    catching_up.running = false;
+                    return;
+                }
+            }
         });
     }
 

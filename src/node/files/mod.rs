@@ -9,7 +9,7 @@ mod fetch;
 mod sources;
 mod upload;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,6 +28,8 @@ pub use upload::{MAX_CHUNK_READS, MAX_CHUNK_READS_PER_PEER};
 
 /// Longest display name of an offer.
 const MAX_OFFER_NAME_LEN: usize = 255;
+/// Offers kept from one peer at most; beyond, the rest are not listed.
+pub(in crate::node) const MAX_OFFERS_PER_PEER: usize = 256;
 
 /// How transfers run. Defaults suit a LAN or a fast path: four streams per
 /// source and 1 MiB chunks.
@@ -80,11 +82,49 @@ pub(super) struct FileState {
     own_offers: Vec<FileOffer>,
     /// Offers heard from peers, with who offered each.
     offers: BTreeMap<ContentId, (FileOffer, BTreeSet<PeerId>)>,
+    /// How many of `offers` each peer provides (at most
+    /// [`MAX_OFFERS_PER_PEER`]).
+    offered_by: HashMap<PeerId, usize>,
     /// Running fetches, each told of holders that offer it after it started.
     fetching: BTreeMap<ContentId, mpsc::UnboundedSender<PeerId>>,
 }
 
 impl FileState {
+    /// `from` offers `offer`: whether that is news. An offer beyond the
+    /// peer's quota is not kept (`Err`).
+    fn add_provider(&mut self, offer: &FileOffer, from: PeerId) -> Result<bool, ()> {
+        let known = self
+            .offers
+            .get(&offer.content)
+            .is_some_and(|(_, providers)| providers.contains(&from));
+        if known {
+            return Ok(false);
+        }
+        let count = self.offered_by.entry(from).or_default();
+        if *count >= MAX_OFFERS_PER_PEER {
+            return Err(());
+        }
+        *count += 1;
+        self.offers
+            .entry(offer.content)
+            .or_insert_with(|| (offer.clone(), BTreeSet::new()))
+            .1
+            .insert(from);
+        Ok(true)
+    }
+
+    /// `peer` is gone: its offers with it (it offers them again when it
+    /// connects again).
+    pub(in crate::node) fn forget_provider(&mut self, peer: &PeerId) {
+        if self.offered_by.remove(peer).is_none() {
+            return;
+        }
+        self.offers.retain(|_, (_, providers)| {
+            providers.remove(peer);
+            !providers.is_empty()
+        });
+    }
+
     fn share(&self, content: &ContentId) -> Option<Arc<Share>> {
         self.shares.get(content).cloned()
     }
@@ -200,15 +240,18 @@ impl Node {
             if let Some(fetch) = state.files.fetching.get(&offer.content) {
                 let _ = fetch.send(from); // a new source for a running fetch
             }
-            let (_, providers) = state
-                .files
-                .offers
-                .entry(offer.content)
-                .or_insert_with(|| (offer.clone(), BTreeSet::new()));
-            if !providers.insert(from) {
-                return Ok(()); // heard before
+            match state.files.add_provider(&offer, from) {
+                Ok(true) => name,
+                Ok(false) => return Ok(()), // heard before
+                Err(()) => {
+                    drop(state);
+                    let text = format!(
+                        "{name} offers more than {MAX_OFFERS_PER_PEER} files; the rest are not listed"
+                    );
+                    self.peer_error(from, "offers", text);
+                    return Ok(());
+                }
             }
-            name
         };
         self.emit(Event::FileOffered {
             from: from.to_string(),
