@@ -14,6 +14,8 @@
 //! the tests in `tests` do it with a virtual clock and a simulated network.
 
 mod backoff;
+#[cfg(test)]
+mod direct_tests;
 mod interface;
 mod peer;
 #[cfg(test)]

@@ -1,0 +1,60 @@
+//! What the node shows about its connections and peers: `/show` (every
+//! gate: path, address, round trip, bytes, age) and `/peers` (every peer
+//! known, connected or not).
+
+use super::events::{self, PeerInfo};
+use super::{path_of, Node};
+
+impl Node {
+    /// Every live connection.
+    pub fn gates(&self) -> Vec<events::GateInfo> {
+        let state = self.state();
+        let mut gates: Vec<events::GateInfo> = state
+            .peers
+            .iter()
+            .filter_map(|(id, record)| {
+                let gate = record.gate.as_ref().filter(|g| g.is_open())?;
+                let stats = gate.connection.stats();
+                Some(events::GateInfo {
+                    peer_id: id.to_string(),
+                    name: record.name.clone(),
+                    path: path_of(&gate.connection),
+                    remote: self.shown_remote(&gate.connection),
+                    rtt_ms: events::millis(gate.connection.rtt()),
+                    bytes_in: stats.udp_rx.bytes,
+                    bytes_out: stats.udp_tx.bytes,
+                    age_secs: gate.since.elapsed().as_secs(),
+                })
+            })
+            .collect();
+        gates.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer_id.cmp(&b.peer_id)));
+        gates
+    }
+
+    /// Every known peer.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let state = self.state();
+        let mut peers: Vec<PeerInfo> = state
+            .peers
+            .iter()
+            .map(|(id, record)| {
+                let gate = record.gate.as_ref().filter(|g| g.is_open());
+                PeerInfo {
+                    peer_id: id.to_string(),
+                    name: record.name.clone(),
+                    status: record.status,
+                    path: gate.map(|g| path_of(&g.connection)),
+                    remote: gate
+                        .map(|g| self.shown_remote(&g.connection))
+                        .or(record.candidates.first().copied()),
+                    rtt_ms: gate.map(|g| events::millis(g.connection.rtt())),
+                    connected_secs: gate.map(|g| g.since.elapsed().as_secs()),
+                    last_seen_secs: record.last_seen.map(|at| at.elapsed().as_secs()),
+                    rooms: record.rooms.iter().cloned().collect(),
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| a.name.cmp(&b.name).then(a.peer_id.cmp(&b.peer_id)));
+        peers
+    }
+}

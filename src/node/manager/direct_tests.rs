@@ -1,0 +1,101 @@
+//! Single managers driven by hand, action by action: several trackers
+//! (one lost, one unreachable at start, one late) and introductions nobody
+//! asked for. The simulation of whole rooms is in `tests`.
+
+use std::time::Instant;
+
+use super::*;
+use crate::identity::Identity;
+
+const MS: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The actions a manager has queued, taken.
+fn drain(manager: &mut Manager) -> Vec<Action> {
+    std::iter::from_fn(|| manager.poll_action()).collect()
+}
+
+#[test]
+fn a_lost_tracker_leaves_introductions_to_another_that_is_up() {
+    let now = Instant::now();
+    let peer = Identity::generate().unwrap().peer_id();
+    let mut manager = Manager::new(ManagerConfig::default(), 2, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    manager.handle_tracker_registered(1, 10 * MS, now);
+    manager.learn_tracker(peer, 0);
+    manager.learn_tracker(peer, 1);
+    manager.set_wanted(peer, true);
+    manager.connect(peer, now);
+    let asked = |actions: &[Action], tracker: TrackerIx| {
+        actions.iter().any(|a| {
+            matches!(a, Action::RequestIntroduction { tracker: t, peer: p } if *t == tracker && *p == peer)
+        })
+    };
+    assert!(asked(&drain(&mut manager), 0));
+    manager.handle_tracker_lost(0, "killed".into(), now + MS);
+    let actions = drain(&mut manager);
+    assert!(asked(&actions, 1), "{actions:?}");
+}
+
+#[test]
+fn a_tracker_unreachable_at_start_is_reported_and_restored_once_up() {
+    let now = Instant::now();
+    let mut manager = Manager::new(ManagerConfig::default(), 2, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    manager.handle_tracker_failed(1, "connection refused".into(), now);
+    let actions = drain(&mut manager);
+    let lost = actions.iter().any(|a| {
+        matches!(a, Action::Report(Report::TrackerLost { tracker: 1, reason, .. }) if reason == "connection refused")
+    });
+    assert!(lost, "{actions:?}");
+    // Nothing about the tracker that is up, and no restore for it.
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::RestoreTracker(_))));
+    // A second failure is not news.
+    let retry_at = manager.poll_timeout().expect("a retry is due");
+    manager.handle_timeout(retry_at);
+    assert!(drain(&mut manager).contains(&Action::ConnectTracker(1)));
+    manager.handle_tracker_failed(1, "connection refused".into(), retry_at);
+    assert!(!drain(&mut manager)
+        .iter()
+        .any(|a| matches!(a, Action::Report(_))));
+    // Reached at last: rooms are joined there and the relay opened.
+    manager.handle_tracker_up(1, 10 * MS, retry_at);
+    let actions = drain(&mut manager);
+    assert!(actions.contains(&Action::RestoreTracker(1)), "{actions:?}");
+    assert!(actions.contains(&Action::Report(Report::TrackerBack(1))));
+}
+
+#[test]
+fn a_tracker_that_registers_late_joins_the_rooms_without_news() {
+    let now = Instant::now();
+    let mut manager = Manager::new(ManagerConfig::default(), 2, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    // Still connecting when the node started; registered a moment later.
+    manager.handle_tracker_up(1, 10 * MS, now + 300 * MS);
+    let actions = drain(&mut manager);
+    assert_eq!(actions, vec![Action::RestoreTracker(1)]);
+}
+
+#[test]
+fn introductions_nobody_asked_for_start_no_punch() {
+    let now = Instant::now();
+    let stranger = Identity::generate().unwrap().peer_id();
+    let mut manager = Manager::new(ManagerConfig::default(), 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    // As the dialer, for a peer this node never asked to meet.
+    manager.handle_introduced(0, stranger, 7, Role::Dialer, now);
+    // As the acceptor, for a peer it shares no room with.
+    manager.handle_introduced(0, stranger, 8, Role::Acceptor, now);
+    assert_eq!(drain(&mut manager), vec![]);
+    // Once it shares a room, the peer's introductions are welcome.
+    manager.set_wanted(stranger, true);
+    manager.handle_introduced(0, stranger, 9, Role::Acceptor, now);
+    let actions = drain(&mut manager);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Punch { attempt: 9, .. })),
+        "{actions:?}"
+    );
+}
