@@ -18,9 +18,13 @@
 //! `--congestion` takes a comma-separated list of the values of punchgate's
 //! `--congestion` flag (`default` runs without the flag); each gets its own
 //! sender and row. A run slower than `--limit-secs` is cut there and its rate
-//! is what it fetched so far (marked `>`, "at least"). `sendme`, when on the
-//! PATH, is not run: it needs relays or DNS discovery that the lab does not
-//! have (see docs/BENCHMARKS.md).
+//! is what it fetched so far (marked `>`, "at least"). `sendme` (iroh), when
+//! found (`$SENDME`, else on the PATH), runs beside them with relays off and
+//! an addresses-only ticket (the lab has no internet for relays or DNS
+//! discovery). The competing-flow table runs each contender beside a TCP
+//! download of each congestion control in `--against` (default `bbr,cubic`),
+//! starting 3 s after it; its first row is a second TCP download of the
+//! same kind, the fair share to compare with.
 
 #[allow(dead_code)]
 #[path = "../tests/natlab/flows.rs"]
@@ -32,9 +36,12 @@ mod lab;
 #[path = "../tests/common/process.rs"]
 mod process;
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flows::Flow;
+use flows::{Download, Flow};
 use lab::{Host, Lab, Links, Nat, HOST_PORT, TRACKER_IP, TRACKER_PORT};
 use process::Proc;
 
@@ -51,7 +58,8 @@ struct Options {
     mib_lossless: u64,
     congestion: Vec<String>,
     limit: Duration,
-    competing: bool,
+    /// TCP congestion controls of the competing flow; empty: no such table.
+    against: Vec<String>,
 }
 
 fn options() -> Options {
@@ -61,7 +69,7 @@ fn options() -> Options {
         mib_lossless: 64,
         congestion: vec!["default".into()],
         limit: Duration::from_secs(60),
-        competing: true,
+        against: vec!["bbr".into(), "cubic".into()],
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -81,7 +89,14 @@ fn options() -> Options {
             "--limit-secs" => {
                 options.limit = Duration::from_secs(value().parse().expect("--limit-secs"))
             }
-            "--no-competing" => options.competing = false,
+            "--against" => {
+                options.against = value()
+                    .split(',')
+                    .filter(|cc| !cc.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "--no-competing" => options.against.clear(),
             _ => {} // cargo's own --bench and the like
         }
     }
@@ -102,23 +117,135 @@ impl std::fmt::Display for Measured {
     }
 }
 
-/// A TCP download of `bytes` from the public host into `receiver`.
-fn tcp_download(receiver: &Host, server: &str, bytes: u64, limit: Duration) -> Measured {
-    let (got, secs) = flows::download(&receiver.netns, server, TCP_PORT, bytes, limit);
-    Measured {
-        mib_per_s: got as f64 / MIB / secs,
-        at_least: got < bytes,
+/// A transfer's rate and when it ran.
+struct Timed {
+    rate: Measured,
+    started: Instant,
+    ended: Instant,
+}
+
+/// A TCP download of `bytes` as `from` says.
+fn tcp_download(from: Download, bytes: u64, limit: Duration) -> Timed {
+    let started = Instant::now();
+    let flow = from.start(bytes, limit);
+    loop {
+        let (at, line) = flow
+            .next(limit + Duration::from_secs(30))
+            .expect("the TCP download reports");
+        if line["done"] == true {
+            let got = line["bytes"].as_f64().unwrap_or(0.0);
+            let secs = line["secs"].as_f64().unwrap_or(f64::NAN);
+            let rate = Measured {
+                mib_per_s: got / MIB / secs,
+                at_least: got < bytes as f64,
+            };
+            return Timed {
+                rate,
+                started,
+                ended: at,
+            };
+        }
     }
+}
+
+/// `sendme` if this machine has it: `$SENDME`, else the first on the PATH.
+fn find_sendme() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SENDME") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("sendme"))
+        .find(|path| path.is_file())
+}
+
+/// `sendme send FILE` in `netns`, relays off, listening on `port`; the
+/// process and its ticket.
+fn sendme_send(sendme: &Path, netns: &str, file: &Path, port: u16, cwd: &Path) -> (Child, String) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(sendme)
+        .arg("send")
+        .arg(file)
+        .args(["--relay", "disabled", "--ticket-type", "addresses"])
+        .args([
+            "--no-progress",
+            "--magic-ipv4-addr",
+            &format!("0.0.0.0:{port}"),
+        ])
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sendme runs");
+    let stdout = child.stdout.take().expect("piped stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("sendme prints its ticket");
+        if let Some(ticket) = line.strip_prefix("sendme receive ") {
+            return (child, ticket.trim().to_string());
+        }
+    }
+    panic!("sendme send printed no ticket");
+}
+
+/// `sendme receive TICKET` in `netns`, timed from its start to its exit.
+fn sendme_get(sendme: &Path, netns: &str, ticket: &str, bytes: u64, limit: Duration) -> Timed {
+    let out = tempfile::tempdir_in("/dev/shm").expect("a directory on tmpfs");
+    let started = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(sendme)
+        .args(["receive", ticket, "--relay", "disabled", "--no-progress"])
+        .current_dir(out.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sendme runs");
+    let deadline = started + limit;
+    let finished = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.success();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // polling an exit, not waiting for an event
+    };
+    let ended = Instant::now();
+    let got = if finished {
+        bytes
+    } else {
+        dir_bytes(out.path())
+    };
+    let rate = Measured {
+        mib_per_s: got as f64 / MIB / (ended - started).as_secs_f64(),
+        at_least: !finished,
+    };
+    Timed {
+        rate,
+        started,
+        ended,
+    }
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_bytes(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 /// One `punchgate get` of `ticket` in `receiver`; the rate from `connected`
 /// to `transfer_done`, and when those were.
-fn punchgate_get(
-    receiver: &Host,
-    ticket: &str,
-    extra: &[&str],
-    limit: Duration,
-) -> (Measured, Instant, Instant) {
+fn punchgate_get(receiver: &Host, ticket: &str, extra: &[&str], limit: Duration) -> Timed {
     let out = tempfile::tempdir_in("/dev/shm").expect("a directory on tmpfs");
     let bind = format!("0.0.0.0:{HOST_PORT}");
     let mut args = vec![
@@ -153,7 +280,11 @@ fn punchgate_get(
                     mib_per_s: bytes / MIB / secs,
                     at_least: false,
                 };
-                return (rate, started, now);
+                return Timed {
+                    rate,
+                    started,
+                    ended: now,
+                };
             }
             Some(event) => fetched = event["bytes"].as_f64().unwrap_or(fetched),
             None => {
@@ -161,7 +292,11 @@ fn punchgate_get(
                     mib_per_s: fetched / MIB / secs,
                     at_least: true,
                 };
-                return (rate, started, now);
+                return Timed {
+                    rate,
+                    started,
+                    ended: now,
+                };
             }
         }
     }
@@ -171,6 +306,123 @@ fn congestion_flag(controller: &str) -> Vec<&str> {
     match controller {
         "default" => Vec::new(),
         other => vec!["--congestion", other],
+    }
+}
+
+/// Who moves the payload: each has its own copy of every payload size.
+enum Contender {
+    Tcp,
+    Sendme {
+        tickets: Vec<String>,
+        _senders: Vec<Child>,
+    },
+    Punchgate {
+        controller: String,
+        tickets: Vec<String>,
+        _senders: Vec<Proc>,
+    },
+}
+
+impl Contender {
+    fn name(&self) -> String {
+        match self {
+            Contender::Tcp => "TCP download".into(),
+            Contender::Sendme { .. } => "sendme".into(),
+            Contender::Punchgate { controller, .. } => format!("punchgate ({controller})"),
+        }
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        if let Contender::Sendme { _senders, .. } = self {
+            for child in _senders {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Where the bench runs.
+struct Bench {
+    lab: Lab,
+    receiver: Host,
+    server_ip: String,
+    sendme: Option<PathBuf>,
+    limit: Duration,
+}
+
+impl Bench {
+    /// The TCP download from the public host, with `congestion` there.
+    fn download<'a>(&'a self, congestion: Option<&'a str>) -> Download<'a> {
+        Download {
+            netns: &self.receiver.netns,
+            server: &self.server_ip,
+            port: TCP_PORT,
+            congestion,
+        }
+    }
+
+    /// `contender` moves the payload of `size` MiB (its `index`-th).
+    fn transfer(&self, contender: &Contender, index: usize, mib: u64) -> Timed {
+        match contender {
+            Contender::Tcp => tcp_download(self.download(None), mib << 20, self.limit),
+            Contender::Sendme { tickets, .. } => {
+                let sendme = self.sendme.as_deref().expect("sendme was found");
+                sendme_get(
+                    sendme,
+                    &self.receiver.netns,
+                    &tickets[index],
+                    mib << 20,
+                    self.limit,
+                )
+            }
+            Contender::Punchgate {
+                controller,
+                tickets,
+                ..
+            } => {
+                let flag = congestion_flag(controller);
+                punchgate_get(&self.receiver, &tickets[index], &flag, self.limit)
+            }
+        }
+    }
+
+    /// `contender`'s rate, and a competing TCP download's (with `congestion`)
+    /// during the same time, at 0 % loss.
+    fn beside_tcp(&self, contender: &Contender, congestion: &str, mib: u64) -> (Measured, f64) {
+        let flow = self
+            .download(Some(congestion))
+            .start(0, self.limit + Duration::from_secs(30));
+        // Let TCP reach its rate first: the contender arrives on a busy link.
+        let mut samples = Vec::new();
+        loop {
+            let (at, line) = flow
+                .next(Duration::from_secs(30))
+                .expect("the TCP flow reports");
+            samples.push((at, line["bytes"].as_f64().unwrap_or(0.0)));
+            if line["secs"].as_f64().unwrap_or(0.0) >= 3.0 {
+                break;
+            }
+        }
+        let ours = self.transfer(contender, 0, mib);
+        while let Some((at, line)) = flow.next(Duration::from_millis(500)) {
+            samples.push((at, line["bytes"].as_f64().unwrap_or(0.0)));
+            if at > ours.ended {
+                break;
+            }
+        }
+        let bytes_at = |when: Instant| {
+            samples
+                .iter()
+                .take_while(|(at, _)| *at <= when)
+                .last()
+                .map_or(0.0, |(_, bytes)| *bytes)
+        };
+        let tcp_bytes = bytes_at(ours.ended) - bytes_at(ours.started);
+        let theirs = tcp_bytes / MIB / (ours.ended - ours.started).as_secs_f64();
+        (ours.rate, theirs)
     }
 }
 
@@ -187,8 +439,7 @@ fn main() {
         .router
         .clone()
         .expect("a NAT site has a router");
-    let (sender, receiver) = (&sender_site.hosts[0], &receiver_site.hosts[0]);
-    let server_ip = sender.ip.to_string();
+    let sender = sender_site.hosts[0].clone();
 
     let listen = std::net::SocketAddrV4::new(TRACKER_IP, TRACKER_PORT).to_string();
     let tracker = Proc::start_in(Some(&lab.tracker_ns()), &["tracker", "--listen", &listen]);
@@ -203,25 +454,39 @@ fn main() {
     if options.losses.contains(&0.0) && options.mib_lossless != options.mib {
         sizes.push(options.mib_lossless);
     }
-    let mut files = Vec::new();
-    for &mib in &sizes {
-        let file = work.path().join(format!("payload-{mib}.bin"));
-        let payload: Vec<u8> = (0..mib << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        std::fs::write(&file, payload).expect("payload written");
-        files.push(file);
-    }
-
-    // One sender per controller and payload, each on its own port of the
-    // public host.
-    let mut senders = Vec::new();
+    // Every sender gets payloads of its own on a port of its own: a getter
+    // fetches from everyone serving the same content, and each row must
+    // measure one sender.
     let mut port = HOST_PORT;
+    let mut payload = |mib: u64| {
+        port += 1;
+        let file = work.path().join(format!("payload-{port}.bin"));
+        let seed = u64::from(port) << 40;
+        let bytes: Vec<u8> = (0..mib << 20)
+            .map(|i| ((i + seed).wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&file, bytes).expect("payload written");
+        (file, port)
+    };
+    let sendme = find_sendme();
+    let mut contenders = vec![Contender::Tcp];
+    if let Some(sendme) = &sendme {
+        let (mut tickets, mut senders) = (Vec::new(), Vec::new());
+        for &mib in &sizes {
+            let (file, port) = payload(mib);
+            let (child, ticket) = sendme_send(sendme, &sender.netns, &file, port, work.path());
+            tickets.push(ticket);
+            senders.push(child);
+        }
+        contenders.push(Contender::Sendme {
+            tickets,
+            _senders: senders,
+        });
+    }
     for controller in &options.congestion {
-        let mut tickets = Vec::new();
-        let mut procs = Vec::new();
-        for file in &files {
-            port += 1;
+        let (mut tickets, mut senders) = (Vec::new(), Vec::new());
+        for &mib in &sizes {
+            let (file, port) = payload(mib);
             let bind = format!("0.0.0.0:{port}");
             let mut args = vec![
                 "send",
@@ -238,60 +503,65 @@ fn main() {
                 .expect("a ticket")
                 .to_string();
             tickets.push(ticket);
-            procs.push(proc);
+            senders.push(proc);
         }
-        senders.push((controller.clone(), procs, tickets));
+        contenders.push(Contender::Punchgate {
+            controller: controller.clone(),
+            tickets,
+            _senders: senders,
+        });
     }
 
     let link = LINKS.rate.expect("a shaped link").bytes_per_s() / MIB;
     println!(
-        "LOSSY | path: 100 Mbit/s ({link:.2} MiB/s of frames) per link, 50 ms queue, 10 ms per link (40 ms RTT), {} MiB per transfer ({} MiB at 0 %), limit {} s",
+        "LOSSY | path: 100 Mbit/s ({link:.2} MiB/s of frames) per link, 50 ms queue, 10 ms per link (40 ms RTT), {} MiB per transfer ({} MiB at 0 %), limit {} s, sendme: {}",
         options.mib,
         options.mib_lossless,
-        options.limit.as_secs()
+        options.limit.as_secs(),
+        sendme.as_ref().map_or("not found".into(), |p| p.display().to_string())
     );
+    let bench = Bench {
+        lab,
+        receiver: receiver_site.hosts[0].clone(),
+        server_ip: sender.ip.to_string(),
+        sendme,
+        limit: options.limit,
+    };
     let mut rows = Vec::new();
     for &loss in &options.losses {
-        lab.set_loss(&router, loss);
-        let size = if loss == 0.0 { sizes.len() - 1 } else { 0 };
-        let bytes = sizes[size] << 20;
-        let tcp = tcp_download(receiver, &server_ip, bytes, options.limit);
-        println!("LOSSY | loss {loss} % | TCP download | {tcp}");
-        let mut row = vec![tcp];
-        for (controller, _, tickets) in &senders {
-            let flag = congestion_flag(controller);
-            let (rate, _, _) = punchgate_get(receiver, &tickets[size], &flag, options.limit);
-            println!(
-                "LOSSY | loss {loss} % | punchgate {controller} | {rate} | {:.2}× TCP",
-                rate.mib_per_s / tcp.mib_per_s
-            );
+        bench.lab.set_loss(&router, loss);
+        let index = if loss == 0.0 { sizes.len() - 1 } else { 0 };
+        let mib = sizes[index];
+        let mut row = Vec::new();
+        for contender in &contenders {
+            let rate = bench.transfer(contender, index, mib).rate;
+            println!("LOSSY | loss {loss} % | {} | {rate}", contender.name());
             row.push(rate);
         }
-        rows.push((loss, row));
+        rows.push((loss, mib, row));
     }
-    lab.set_loss(&router, 0.0);
+    bench.lab.set_loss(&router, 0.0);
 
     let mut competing = Vec::new();
-    if options.competing {
-        for (controller, _, tickets) in &senders {
-            let ours = against_tcp(receiver, &server_ip, &tickets[0], controller, &options);
-            competing.push((controller.clone(), ours));
+    for congestion in &options.against {
+        for contender in &contenders {
+            let (ours, theirs) = bench.beside_tcp(contender, congestion, sizes[0]);
+            println!(
+                "LOSSY | beside TCP ({congestion}) | {} {ours} | TCP {theirs:.2} MiB/s",
+                contender.name()
+            );
+            competing.push((congestion, contender.name(), ours, theirs));
         }
     }
 
     println!();
-    print!("| random loss, both ways | plain TCP download |");
-    for controller in &options.congestion {
-        print!(" punchgate ({controller}) |");
+    print!("| random loss, both ways |");
+    for contender in &contenders {
+        print!(" {} |", contender.name());
     }
     println!();
-    println!("|{}", " --- |".repeat(2 + options.congestion.len()));
-    for (loss, row) in &rows {
-        let mib = if *loss == 0.0 {
-            sizes[sizes.len() - 1]
-        } else {
-            sizes[0]
-        };
+    println!("|{}", " --- |".repeat(1 + contenders.len()));
+    for (loss, mib, row) in &rows {
         print!("| {loss} % ({mib} MiB) | {} |", row[0]);
         for rate in &row[1..] {
             print!(" {rate} ({:.2}×) |", rate.mib_per_s / row[0].mib_per_s);
@@ -300,11 +570,11 @@ fn main() {
     }
     if !competing.is_empty() {
         println!();
-        println!("| controller | punchgate beside TCP | TCP beside punchgate | TCP's share of the link |");
-        println!("| --- | --- | --- | --- |");
-        for (controller, (ours, theirs)) in &competing {
+        println!("| competing TCP flow | contender | contender's rate | TCP's rate meanwhile | TCP's share of the link |");
+        println!("| --- | --- | --- | --- | --- |");
+        for (congestion, name, ours, theirs) in &competing {
             println!(
-                "| {controller} | {ours} | {theirs:.2} MiB/s | {:.0} % |",
+                "| {congestion} | {name} | {ours} | {theirs:.2} MiB/s | {:.0} % |",
                 100.0 * theirs / link
             );
         }
@@ -312,55 +582,8 @@ fn main() {
     println!();
     println!(
         "LOSSY | frames the delay lines dropped (fell behind): {}",
-        lab.delay_line_drops()
+        bench.lab.delay_line_drops()
     );
-    drop(senders);
+    drop(contenders);
     drop(tracker);
-}
-
-/// punchgate's rate, and the TCP flow's during the same time, while a TCP
-/// download runs over the same path at 0 % loss.
-fn against_tcp(
-    receiver: &Host,
-    server: &str,
-    ticket: &str,
-    controller: &str,
-    options: &Options,
-) -> (Measured, f64) {
-    let seconds = (options.limit.as_secs() + 30).to_string();
-    let flow = Flow::start(
-        &receiver.netns,
-        &["fetch", server, &TCP_PORT.to_string(), "0", &seconds],
-    );
-    // Let TCP reach its rate first: punchgate arrives on a busy link.
-    let mut samples = Vec::new();
-    loop {
-        let (at, line) = flow
-            .next(Duration::from_secs(30))
-            .expect("the TCP flow reports");
-        let secs = line["secs"].as_f64().unwrap_or(0.0);
-        samples.push((at, line["bytes"].as_f64().unwrap_or(0.0)));
-        if secs >= 3.0 {
-            break;
-        }
-    }
-    let flag = congestion_flag(controller);
-    let (ours, started, ended) = punchgate_get(receiver, ticket, &flag, options.limit);
-    while let Some((at, line)) = flow.next(Duration::from_millis(500)) {
-        samples.push((at, line["bytes"].as_f64().unwrap_or(0.0)));
-        if at > ended {
-            break;
-        }
-    }
-    let bytes_at = |when: Instant| {
-        samples
-            .iter()
-            .take_while(|(at, _)| *at <= when)
-            .last()
-            .map_or(0.0, |(_, bytes)| *bytes)
-    };
-    let tcp_bytes = bytes_at(ended) - bytes_at(started);
-    let theirs = tcp_bytes / MIB / (ended - started).as_secs_f64();
-    println!("LOSSY | competing | punchgate {controller} {ours} | TCP {theirs:.2} MiB/s");
-    (ours, theirs)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use quinn::{Endpoint, EndpointConfig, TokioRuntime, TransportConfig};
 use tokio::sync::mpsc;
 
+use crate::congestion::Congestion;
 use crate::gate_socket::{GateSocket, Probe, SocketBuffers};
 use crate::identity::PeerId;
 use crate::tls;
@@ -44,8 +45,15 @@ impl Default for Liveness {
 }
 
 impl Liveness {
+    /// Transport settings with the default congestion controller.
     pub fn transport_config(&self) -> Arc<TransportConfig> {
+        self.transport_config_for(Congestion::default())
+    }
+
+    /// Transport settings with this liveness and `congestion`.
+    pub fn transport_config_for(&self, congestion: Congestion) -> Arc<TransportConfig> {
         let mut transport = TransportConfig::default();
+        transport.congestion_controller_factory(congestion.factory());
         // Flow-control windows for file transfer: a stream may run 4 MiB
         // ahead (two 1 MiB chunks in flight, and the next while one is being
         // verified), a connection 16 MiB: enough for ~1 Gbit/s at 100 ms,

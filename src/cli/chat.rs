@@ -17,7 +17,7 @@ use punchgate::identity::PeerId;
 use punchgate::node::{Node, NodeConfig, RelayPolicy};
 use punchgate::render;
 
-use super::{seconds, shutdown_signal, Output};
+use super::{seconds, shutdown_signal, Output, TransportArgs};
 
 // No doc comment: clap would take it as the subcommand's about text, which
 // the `Chat` variant of `Commands` gives.
@@ -80,6 +80,8 @@ pub struct ChatArgs {
     /// (The tracker never sees it; /password sets one later.)
     #[arg(long, env = "PUNCHGATE_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 impl ChatArgs {
@@ -96,6 +98,7 @@ impl ChatArgs {
         config.send_timeout = seconds("--send-timeout", self.send_timeout)?;
         config.transfer.downloads = self.downloads;
         config.transfer.upload_limit = self.max_rate;
+        self.transport.apply(&mut config);
         if config.liveness.keep_alive >= config.liveness.idle_timeout {
             anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
         }

@@ -293,7 +293,7 @@ impl Node {
             Some(allowed) => Arc::new(move |peer: &PeerId| allowed.contains(peer)),
             None => tls::allow_any_peer(),
         };
-        let transport = config.liveness.transport_config();
+        let transport = config.liveness.transport_config_for(config.congestion);
         let mut server = certified.server(tls::ALPN_PEER, policy)?;
         server.transport_config(transport.clone());
         let mut client = certified.pinned_client(tls::ALPN_PEER)?;

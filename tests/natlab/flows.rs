@@ -60,19 +60,40 @@ impl Drop for Flow {
     }
 }
 
-/// Downloads `bytes` from `server:port` inside `netns`, for at most `limit`;
-/// the bytes received and the seconds it took (from before the connect).
-pub fn download(netns: &str, server: &str, port: u16, bytes: u64, limit: Duration) -> (u64, f64) {
-    let flow = Flow::start(
-        netns,
-        &[
-            "fetch",
-            server,
-            &port.to_string(),
-            &bytes.to_string(),
-            &limit.as_secs_f64().to_string(),
-        ],
-    );
+/// What a download fetches, from where.
+#[derive(Clone, Copy, Debug)]
+pub struct Download<'a> {
+    /// The namespace it runs in.
+    pub netns: &'a str,
+    /// The server's address and port.
+    pub server: &'a str,
+    pub port: u16,
+    /// The server's TCP congestion control; `None` for the kernel's default.
+    pub congestion: Option<&'a str>,
+}
+
+impl Download<'_> {
+    /// Starts downloading `bytes` (0: without end) for at most `limit`; its
+    /// progress lines come every 100 ms.
+    pub fn start(&self, bytes: u64, limit: Duration) -> Flow {
+        Flow::start(
+            self.netns,
+            &[
+                "fetch",
+                self.server,
+                &self.port.to_string(),
+                &bytes.to_string(),
+                &limit.as_secs_f64().to_string(),
+                self.congestion.unwrap_or(""),
+            ],
+        )
+    }
+}
+
+/// Downloads `bytes` as `from` says, for at most `limit`; the bytes
+/// received and the seconds it took (from before the connect).
+pub fn download(from: Download, bytes: u64, limit: Duration) -> (u64, f64) {
+    let flow = from.start(bytes, limit);
     loop {
         let (_, line) = flow
             .next(limit + Duration::from_secs(30))

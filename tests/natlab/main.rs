@@ -701,13 +701,14 @@ fn the_broadband_path_is_shaped_and_its_delay_lines_keep_up() {
     let client = lab.add_site(2, Nat::PortRestricted, 1, false);
     let _serving = flows::Flow::serve(&server.hosts[0].netns, 5001);
     let wanted = 8u64 << 20;
-    let (got, secs) = flows::download(
-        &client.hosts[0].netns,
-        &server.public_ip.to_string(),
-        5001,
-        wanted,
-        WAIT,
-    );
+    let server_ip = server.public_ip.to_string();
+    let from = flows::Download {
+        netns: &client.hosts[0].netns,
+        server: &server_ip,
+        port: 5001,
+        congestion: None,
+    };
+    let (got, secs) = flows::download(from, wanted, WAIT);
     let link = Links::BROADBAND.rate.unwrap().bytes_per_s();
     eprintln!(
         "NATLAB-SELFTEST | TCP download of 8 MiB over the broadband path | {:.2} MiB/s of a {:.2} MiB/s link",

@@ -3,14 +3,16 @@
 
   tcpflow.py serve PORT
       Serves every connection on its own thread: reads the 8-byte number of
-      bytes wanted (big-endian; 0 = until the client closes), sends that many
-      zero bytes, closes. Prints "ready" once listening.
-  tcpflow.py fetch HOST PORT BYTES [SECONDS]
+      bytes wanted (big-endian; 0 = until the client closes) and a 16-byte
+      congestion control name (NUL-padded; empty for the kernel's default),
+      sends that many zero bytes with it, closes. Prints "ready" once
+      listening.
+  tcpflow.py fetch HOST PORT BYTES [SECONDS [CONGESTION]]
       Downloads BYTES (0 = without end) for at most SECONDS, printing one JSON
       line every 100 ms ({"bytes": received so far, "secs": since connect})
-      and a last one with "done": true.
-
-The kernel's default congestion control applies (BBR on the lab machine).
+      and a last one with "done": true. The sender uses CONGESTION (a name
+      in net.ipv4.tcp_available_congestion_control) or the kernel's default
+      (BBR on the lab machine).
 """
 import json
 import socket
@@ -35,7 +37,10 @@ def serve(port):
 
 def send_to(conn):
     try:
-        wanted = struct.unpack(">Q", recv_exactly(conn, 8))[0]
+        wanted, congestion = struct.unpack(">Q16s", recv_exactly(conn, 24))
+        congestion = congestion.rstrip(b"\0")
+        if congestion:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion)
         left = wanted if wanted else None
         view = memoryview(BLOCK)
         while left is None or left > 0:
@@ -59,10 +64,10 @@ def recv_exactly(conn, size):
     return data
 
 
-def fetch(host, port, wanted, seconds):
+def fetch(host, port, wanted, seconds, congestion):
     started = time.monotonic()
     conn = socket.create_connection((host, port))
-    conn.sendall(struct.pack(">Q", wanted))
+    conn.sendall(struct.pack(">Q16s", wanted, congestion.encode()))
     received, next_report = 0, started
     buffer = bytearray(1 << 20)
     while wanted == 0 or received < wanted:
@@ -93,7 +98,8 @@ def main():
         serve(int(sys.argv[2]))
     elif sys.argv[1] == "fetch":
         seconds = float(sys.argv[5]) if len(sys.argv) > 5 else None
-        fetch(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), seconds)
+        congestion = sys.argv[6] if len(sys.argv) > 6 else ""
+        fetch(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), seconds, congestion)
     else:
         sys.exit(__doc__)
 
