@@ -78,6 +78,7 @@ fn options() -> Options {
             "--loss" => {
                 options.losses = value()
                     .split(',')
+                    .filter(|p| !p.is_empty())
                     .map(|p| p.parse().expect("--loss takes percentages, e.g. 0,0.1,1"))
                     .collect()
             }

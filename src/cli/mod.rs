@@ -122,8 +122,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 // that starts a node. No doc comment: clap would take it as an about text.
 #[derive(clap::Args)]
 struct TransportArgs {
-    /// Congestion controller of peer connections: cubic, newreno or bbr
-    /// (docs/BENCHMARKS.md compares them on lossy paths).
+    /// Congestion controller of peer connections: steady (ours: holds its
+    /// rate under random loss), cubic, newreno or bbr (quinn's);
+    /// docs/BENCHMARKS.md compares them on lossy paths.
     #[arg(long, default_value_t = Congestion::default())]
     congestion: Congestion,
 }

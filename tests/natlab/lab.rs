@@ -437,14 +437,21 @@ impl Lab {
 
     /// Puts the newest veth's second end on the internet bridge, through a
     /// delay line if the lab has one, and shapes both directions if the lab's
-    /// links have a rate: the uplink at `dev` in `ns` (the veth's first end),
-    /// the downlink at the second end.
+    /// links have a rate: the downlink where the veth's second end sends
+    /// into the site, the uplink where the delay line's TAP takes frames
+    /// from the site. Both queues are thus in the network, as a real
+    /// bottleneck's are: a queue in the sending host's own qdisc would hold
+    /// back its TCP flows (TCP small queues) and not its UDP ones. Without a
+    /// delay line the uplink is shaped at `dev` in `ns` (the veth's first
+    /// end).
     fn attach_to_bridge(&mut self, ns: &str, dev: &str) {
         let end = format!("{}b{}", self.prefix, self.veths);
         let inet = self.ns("inet");
         if let Some(rate) = self.links.rate {
-            shape(ns, dev, rate);
             shape(&inet, &end, rate);
+            if self.links.delay_ms == 0 {
+                shape(ns, dev, rate);
+            }
         }
         if self.links.delay_ms == 0 {
             run(&["ip", "-n", &inet, "link", "set", &end, "master", "br0"]);
@@ -493,6 +500,9 @@ impl Lab {
                 "10000",
                 "up",
             ]);
+        }
+        if let Some(rate) = self.links.rate {
+            shape(&inet, &tap_a, rate);
         }
     }
 
