@@ -44,6 +44,12 @@ use std::time::{Duration, Instant};
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 use quinn_proto::RttEstimator;
 
+/// The RTT the model uses is never below this. On loopback and LAN paths
+/// (tens of microseconds) scheduling and batched acknowledgements, not the
+/// path, set the RTT a window must cover: 2 × bandwidth × a 50 µs minimum
+/// starved a loopback transfer (0.7× of Cubic). On any path where the RTT
+/// is above it, it changes nothing.
+pub const MIN_BASE_RTT: Duration = Duration::from_millis(2);
 /// Rounds the bandwidth estimate remembers its largest sample for.
 pub const BANDWIDTH_ROUNDS: u64 = 10;
 /// Share of a round's bytes that must be lost before loss counts as
@@ -187,7 +193,7 @@ impl SteadyModel {
     /// The estimate × the minimum RTT × `gain`; the initial window before
     /// there is an estimate.
     fn target(&self, gain: f64) -> u64 {
-        let (bandwidth, Some(rtt)) = (self.bandwidth(), self.min_rtt) else {
+        let (bandwidth, Some(rtt)) = (self.bandwidth(), self.base_rtt()) else {
             return self.initial_window;
         };
         if bandwidth == 0 {
@@ -195,6 +201,11 @@ impl SteadyModel {
         }
         let bdp = bandwidth as f64 * rtt.as_secs_f64();
         ((gain * bdp) as u64).max(self.initial_window)
+    }
+
+    /// The minimum RTT, but at least [`MIN_BASE_RTT`].
+    fn base_rtt(&self) -> Option<Duration> {
+        self.min_rtt.map(|rtt| rtt.max(MIN_BASE_RTT))
     }
 
     pub fn on_sent(&mut self, last_packet: u64) {
@@ -213,8 +224,8 @@ impl SteadyModel {
         if !min_rtt.is_zero() {
             self.min_rtt = Some(self.min_rtt.map_or(min_rtt, |known| known.min(min_rtt)));
         }
-        if let Some(min_rtt) = self.min_rtt {
-            let long = (self.gain + LONG_QUEUE_MARGIN) * min_rtt.as_secs_f64();
+        if let Some(base) = self.base_rtt() {
+            let long = (self.gain + LONG_QUEUE_MARGIN) * base.as_secs_f64();
             self.round.long_queue |= smoothed_rtt.as_secs_f64() > long;
         }
         self.smoothed_rtt = Some(smoothed_rtt);
