@@ -9,6 +9,7 @@ use std::time::Duration;
 use quinn::{Endpoint, EndpointConfig, TokioRuntime, TransportConfig};
 use tokio::sync::mpsc;
 
+use crate::congestion::Congestion;
 use crate::gate_socket::{GateSocket, Probe, SocketBuffers};
 use crate::identity::PeerId;
 use crate::tls;
@@ -59,11 +60,16 @@ impl Default for Liveness {
 impl Liveness {
     /// Transport settings of a connection on which the other side may open
     /// at most `incoming_streams` bidirectional streams at once (and no
-    /// unidirectional ones: the protocol defines none).
-    pub fn transport_config(&self, incoming_streams: u32) -> Arc<TransportConfig> {
+    /// unidirectional ones: the protocol defines none), with `congestion`.
+    pub fn transport_config(
+        &self,
+        incoming_streams: u32,
+        congestion: Congestion,
+    ) -> Arc<TransportConfig> {
         let mut transport = TransportConfig::default();
         transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(incoming_streams));
         transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+        transport.congestion_controller_factory(congestion.factory());
         // Flow-control windows for file transfer: a stream may run 4 MiB
         // ahead (two 1 MiB chunks in flight, and the next while one is being
         // verified), a connection 16 MiB: enough for ~1 Gbit/s at 100 ms,

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod command;
+pub mod congestion;
 pub mod demo;
 pub mod endpoint;
 pub mod gate_socket;

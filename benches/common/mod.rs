@@ -126,7 +126,7 @@ impl Pair {
 
 /// punchgate's own transport settings (what nodes use).
 pub fn punchgate_transport() -> Arc<TransportConfig> {
-    Liveness::default().transport_config(punchgate::endpoint::PEER_STREAMS)
+    Liveness::default().transport_config(punchgate::endpoint::PEER_STREAMS, Default::default())
 }
 
 /// quinn's defaults.

@@ -11,7 +11,7 @@ use punchgate::bench;
 use punchgate::endpoint::Target;
 use punchgate::node::{Event, Node, NodeConfig};
 
-use super::{shutdown_signal, Output};
+use super::{shutdown_signal, Output, TransportArgs};
 
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
@@ -64,6 +64,8 @@ pub struct BenchPlace {
     /// Your display name.
     #[arg(long, default_value = "bench")]
     name: String,
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 /// Serves benches until Ctrl-C, or runs one and prints its report.
@@ -77,6 +79,7 @@ pub async fn run(home: &Path, what: BenchCommand, output: Output) -> anyhow::Res
     let mut config = NodeConfig::new(at.name.clone());
     config.trackers = vec![at.tracker.clone()];
     config.bind = at.bind;
+    at.transport.apply(&mut config);
     config.rooms = vec![bench::BENCH_ROOM.to_string()];
     config.bench_serve = matches!(what, BenchCommand::Serve { .. });
     let (node, mut events) = Node::start(home, config)

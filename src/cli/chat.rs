@@ -18,7 +18,7 @@ use punchgate::node::{Node, NodeConfig, RelayPolicy};
 use punchgate::render;
 
 use super::password::PasswordArgs;
-use super::{seconds, shutdown_signal, Output};
+use super::{seconds, shutdown_signal, Output, TransportArgs};
 
 // No doc comment: clap would take it as the subcommand's about text, which
 // the `Chat` variant of `Commands` gives.
@@ -79,6 +79,8 @@ pub struct ChatArgs {
     relay_only: bool,
     #[command(flatten)]
     password: PasswordArgs,
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 impl ChatArgs {
@@ -95,6 +97,7 @@ impl ChatArgs {
         config.send_timeout = seconds("--send-timeout", self.send_timeout)?;
         config.transfer.downloads = self.downloads;
         config.transfer.upload_limit = self.max_rate;
+        self.transport.apply(&mut config);
         if config.liveness.keep_alive >= config.liveness.idle_timeout {
             anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
         }

@@ -13,7 +13,7 @@ use punchgate::node::{Event, Node, NodeConfig, TransferConfig};
 use punchgate::render;
 use punchgate::transfer::Ticket;
 
-use super::{seconds, shutdown_signal, Output};
+use super::{seconds, shutdown_signal, Output, TransportArgs};
 
 // No doc comments on the two structs: clap would take them as the
 // subcommands' about texts, which the variants of `Commands` give.
@@ -35,6 +35,8 @@ pub struct SendArgs {
     /// Most bytes per second to upload, to all receivers together.
     #[arg(long)]
     max_rate: Option<u32>,
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +63,8 @@ pub struct GetArgs {
     /// wait until Ctrl-C.
     #[arg(long, value_name = "SECS")]
     source_wait: Option<f64>,
+    #[command(flatten)]
+    transport: TransportArgs,
 }
 
 /// `punchgate send`: shares, prints the ticket, serves until Ctrl-C.
@@ -71,6 +75,7 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
     config.rooms = Vec::new();
     config.transfer.chunk_size = args.chunk_size;
     config.transfer.upload_limit = args.max_rate;
+    args.transport.apply(&mut config);
     let paths = args.paths;
     let (node, mut events) = Node::start(home, config)
         .await
@@ -120,6 +125,7 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
         .source_wait
         .map(|secs| seconds("--source-wait", secs))
         .transpose()?;
+    args.transport.apply(&mut config);
     let GetArgs {
         ticket, out, force, ..
     } = args;

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use punchgate::congestion::Congestion;
 use punchgate::endpoint::Target;
 use punchgate::identity::Identity;
 use punchgate::node::{Event, Node, NodeConfig};
@@ -116,6 +117,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Commands::Tracker(args) => tracker::run(&home()?, args, output).await,
         Commands::Chat(args) => chat::run(&home()?, args, output).await,
+    }
+}
+
+// How a node's peer connections behave on the network, for every command
+// that starts a node. No doc comment: clap would take it as an about text.
+#[derive(clap::Args)]
+struct TransportArgs {
+    /// Congestion controller of peer connections: steady (ours: holds its
+    /// rate under random loss), cubic, newreno or bbr (quinn's);
+    /// docs/BENCHMARKS.md compares them on lossy paths.
+    #[arg(long, default_value_t = Congestion::default())]
+    congestion: Congestion,
+}
+
+impl TransportArgs {
+    fn apply(&self, config: &mut NodeConfig) {
+        config.congestion = self.congestion;
     }
 }
 

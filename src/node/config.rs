@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{RelayPolicy, TransferConfig};
+use crate::congestion::Congestion;
 use crate::endpoint::{self, Liveness, Target};
 use crate::identity::PeerId;
 use crate::pake::Secret;
@@ -35,6 +36,10 @@ pub struct NodeConfig {
     /// Most gates at once. Default 64.
     pub max_gates: usize,
     pub liveness: Liveness,
+    /// The congestion controller of this node's peer connections (chat and
+    /// files share a connection, so one choice serves both). Default: see
+    /// [`Congestion`].
+    pub congestion: Congestion,
     /// Deadline of one direct connection attempt to a peer. Default 10 s.
     pub connect_timeout: Duration,
     /// How long sending one message to one peer may take before it is left
@@ -67,6 +72,7 @@ impl NodeConfig {
             allow: None,
             max_gates: 64,
             liveness: Liveness::default(),
+            congestion: Congestion::default(),
             connect_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(10),
             punch: PunchSchedule::default(),

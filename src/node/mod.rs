@@ -337,7 +337,9 @@ impl Node {
             Some(allowed) => Arc::new(move |peer: &PeerId| allowed.contains(peer)),
             None => tls::allow_any_peer(),
         };
-        let transport = config.liveness.transport_config(endpoint::PEER_STREAMS);
+        let transport = config
+            .liveness
+            .transport_config(endpoint::PEER_STREAMS, config.congestion);
         let mut server = certified.server(tls::ALPN_PEER, policy)?;
         server.transport_config(transport.clone());
         let mut client = certified.pinned_client(tls::ALPN_PEER)?;

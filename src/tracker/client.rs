@@ -113,7 +113,9 @@ impl TrackerSession {
                 "tracker.punchgate".to_string(),
             ),
         };
-        config.transport_config(liveness.transport_config(crate::endpoint::NO_STREAMS));
+        config.transport_config(
+            liveness.transport_config(crate::endpoint::NO_STREAMS, Default::default()),
+        );
         let connecting = endpoint
             .connect_with(config, addr, &server_name)
             .map_err(|e| connect_error(e.to_string()))?;

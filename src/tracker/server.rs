@@ -183,7 +183,11 @@ impl Tracker {
     pub fn start(identity: &Identity, config: TrackerConfig) -> Result<Self, TrackerStartError> {
         let certified = CertifiedIdentity::new(identity)?;
         let mut server = certified.server(tls::ALPN_TRACKER, tls::allow_any_peer())?;
-        server.transport_config(config.liveness.transport_config(endpoint::TRACKER_STREAMS));
+        server.transport_config(
+            config
+                .liveness
+                .transport_config(endpoint::TRACKER_STREAMS, Default::default()),
+        );
         let bound = endpoint::bind(config.listen, Some(server)).map_err(|source| {
             TrackerStartError::Bind {
                 addr: config.listen,

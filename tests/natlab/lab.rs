@@ -169,13 +169,51 @@ pub struct Site {
     pub router: Option<String>,
 }
 
+/// What every link into the internet (the tracker's and each site's) is
+/// like, each way.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Links {
+    /// Delay in ms (the userspace delay line); 0 for none.
+    pub delay_ms: u32,
+    /// Rate limit and bottleneck queue (tbf); `None` for an unshaped link.
+    pub rate: Option<Rate>,
+}
+
+impl Links {
+    /// A broadband site: 100 Mbit/s each way behind a 50 ms drop-tail queue,
+    /// 10 ms from the internet (two sites: 40 ms RTT). The lossy-path
+    /// bench's path (benches/lossy_path.rs).
+    pub const BROADBAND: Links = Links {
+        delay_ms: 10,
+        rate: Some(Rate {
+            mbit_per_s: 100,
+            queue_ms: 50,
+        }),
+    };
+}
+
+/// A link's rate and the queue in front of it, as a router's uplink has.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    pub mbit_per_s: u32,
+    /// How long a full queue takes to drain at the rate; packets beyond it
+    /// are dropped (drop-tail, as in most home routers).
+    pub queue_ms: u32,
+}
+
+impl Rate {
+    /// Bytes a second at this rate, counting Ethernet frames as tbf does.
+    pub fn bytes_per_s(&self) -> f64 {
+        f64::from(self.mbit_per_s) * 1e6 / 8.0
+    }
+}
+
 /// A lab; dropping it deletes everything it made.
 pub struct Lab {
     prefix: String,
     namespaces: Vec<String>,
     veths: u32,
-    /// One-way delay added to every link into the internet, in ms.
-    delay_ms: u32,
+    links: Links,
     /// The delay-line processes.
     delay_lines: Vec<std::process::Child>,
 }
@@ -332,12 +370,20 @@ impl Lab {
     /// The same, where every link into the internet (the tracker's and each
     /// site's) delays packets by `delay_ms` each way.
     pub fn with_delay(delay_ms: u32) -> Lab {
+        Self::with_links(Links {
+            delay_ms,
+            rate: None,
+        })
+    }
+
+    /// The same, with every link into the internet shaped as `links` says.
+    pub fn with_links(links: Links) -> Lab {
         let id = LABS.fetch_add(1, Ordering::Relaxed);
         let mut lab = Lab {
             prefix: format!("pg{}x{id}", std::process::id() % 10_000),
             namespaces: Vec::new(),
             veths: 0,
-            delay_ms,
+            links,
             delay_lines: Vec::new(),
         };
         let inet = lab.add_ns("inet");
@@ -345,7 +391,7 @@ impl Lab {
         run(&["ip", "-n", &inet, "link", "set", "br0", "up"]);
         let tracker = lab.add_ns("trk");
         lab.link(&tracker, "eth0", &inet, None);
-        lab.attach_to_bridge();
+        lab.attach_to_bridge(&tracker, "eth0");
         lab.addr(&tracker, "eth0", &format!("{TRACKER_IP}/24"));
         lab.addr(&tracker, "eth0", &format!("{OTHER_IP}/24"));
         lab
@@ -390,11 +436,24 @@ impl Lab {
     }
 
     /// Puts the newest veth's second end on the internet bridge, through a
-    /// delay line if the lab has one.
-    fn attach_to_bridge(&mut self) {
+    /// delay line if the lab has one, and shapes both directions if the lab's
+    /// links have a rate: the downlink where the veth's second end sends
+    /// into the site, the uplink where the delay line's TAP takes frames
+    /// from the site. Both queues are thus in the network, as a real
+    /// bottleneck's are: a queue in the sending host's own qdisc would hold
+    /// back its TCP flows (TCP small queues) and not its UDP ones. Without a
+    /// delay line the uplink is shaped at `dev` in `ns` (the veth's first
+    /// end).
+    fn attach_to_bridge(&mut self, ns: &str, dev: &str) {
         let end = format!("{}b{}", self.prefix, self.veths);
         let inet = self.ns("inet");
-        if self.delay_ms == 0 {
+        if let Some(rate) = self.links.rate {
+            shape(&inet, &end, rate);
+            if self.links.delay_ms == 0 {
+                shape(ns, dev, rate);
+            }
+        }
+        if self.links.delay_ms == 0 {
             run(&["ip", "-n", &inet, "link", "set", &end, "master", "br0"]);
             return;
         }
@@ -409,7 +468,7 @@ impl Lab {
         run(&["ip", "-n", &inet, "link", "set", &side, "up"]);
         run(&["ip", "-n", &inet, "link", "set", &end, "master", &side]);
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/natlab/delayline.py");
-        let delay = self.delay_ms.to_string();
+        let delay = self.links.delay_ms.to_string();
         let mut child = Command::new("ip")
             .args([
                 "netns", "exec", &inet, "python3", script, &tap_a, &tap_b, &delay,
@@ -427,7 +486,23 @@ impl Lab {
         run(&["ip", "-n", &inet, "link", "set", &tap_a, "master", &side]);
         run(&["ip", "-n", &inet, "link", "set", &tap_b, "master", "br0"]);
         for tap in [&tap_a, &tap_b] {
-            run(&["ip", "-n", &inet, "link", "set", tap, "up"]);
+            // The TAP's queue is where frames wait for the delay line to read
+            // them: long enough that a scheduling hiccup of the (userspace)
+            // line loses nothing at 100 Mbit/s, so every drop is the lab's.
+            run(&[
+                "ip",
+                "-n",
+                &inet,
+                "link",
+                "set",
+                tap,
+                "txqueuelen",
+                "10000",
+                "up",
+            ]);
+        }
+        if let Some(rate) = self.links.rate {
+            shape(&inet, &tap_a, rate);
         }
     }
 
@@ -482,7 +557,7 @@ impl Lab {
         if nat == Nat::None {
             let host = self.add_ns(&format!("h{n}"));
             self.link(&host, "eth0", &inet, None);
-            self.attach_to_bridge();
+            self.attach_to_bridge(&host, "eth0");
             self.addr(&host, "eth0", &format!("{public_ip}/24"));
             return Site {
                 hosts: vec![Host {
@@ -495,7 +570,7 @@ impl Lab {
         }
         let router = self.router(&format!("r{n}"));
         self.link(&router, "wan", &inet, None);
-        self.attach_to_bridge();
+        self.attach_to_bridge(&router, "wan");
         self.addr(&router, "wan", &format!("{public_ip}/24"));
         // The LAN: a bridge in the router's namespace joins its hosts.
         run(&["ip", "-n", &router, "link", "add", "lan", "type", "bridge"]);
@@ -539,7 +614,7 @@ impl Lab {
         let inet = self.ns("inet");
         let carrier = self.router(&format!("c{n}"));
         self.link(&carrier, "wan", &inet, None);
-        self.attach_to_bridge();
+        self.attach_to_bridge(&carrier, "wan");
         self.addr(&carrier, "wan", &format!("{public_ip}/24"));
         let home = self.router(&format!("r{n}"));
         self.link(&home, "wan", &carrier, Some("lan"));
@@ -582,13 +657,18 @@ impl Lab {
         }
     }
 
-    /// Drops a share of the packets crossing `router`'s WAN link each way
-    /// (nftables `numgen random`), `percent` in 0..100.
-    pub fn add_loss(&self, router: &str, percent: u32) {
-        let rules = format!(
-            "table inet loss {{\n  chain forward {{ type filter hook forward priority -10; policy accept;\n    \
-             numgen random mod 100 < {percent} drop\n  }}\n}}\n"
-        );
+    /// Drops a share of the packets `router` forwards, each way, at random
+    /// (nftables `numgen random`), `percent` in 0..100 in steps of 0.01;
+    /// replaces any loss set before (0 removes it).
+    pub fn set_loss(&self, router: &str, percent: f64) {
+        let per_10k = (percent * 100.0).round().clamp(0.0, 10_000.0) as u32;
+        let mut rules = "table inet loss\ndelete table inet loss\n".to_string();
+        if per_10k > 0 {
+            rules += &format!(
+                "table inet loss {{\n  chain forward {{ type filter hook forward priority -10; policy accept;\n    \
+                 numgen random mod 10000 < {per_10k} drop\n  }}\n}}\n"
+            );
+        }
         self.load_rules(router, &rules);
     }
 
@@ -636,6 +716,52 @@ impl Lab {
     pub fn socket_in(&self, netns: &str, addr: SocketAddr) -> UdpSocket {
         in_netns(netns, || UdpSocket::bind(addr).unwrap())
     }
+}
+
+impl Lab {
+    /// Frames the delay lines lost because they did not read them in time
+    /// (their TAPs' transmit drops): 0 unless the line fell behind.
+    pub fn delay_line_drops(&self) -> u64 {
+        let inet = self.ns("inet");
+        let stats = run(&["ip", "-n", &inet, "-s", "-j", "link", "show"]);
+        let links: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+        let taps = format!("{}p", self.prefix);
+        let taps_b = format!("{}q", self.prefix);
+        links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|link| {
+                let name = link["ifname"].as_str().unwrap_or("");
+                name.starts_with(&taps) || name.starts_with(&taps_b)
+            })
+            .map(|link| link["stats64"]["tx"]["dropped"].as_u64().unwrap_or(0))
+            .sum()
+    }
+}
+
+/// Limits what `dev` in `ns` sends to `rate`, with a drop-tail queue of
+/// `rate.queue_ms` (tbf; its bucket holds a few full frames, so bursts stay
+/// short as on a real link).
+fn shape(ns: &str, dev: &str, rate: Rate) {
+    let queue_bytes = (rate.bytes_per_s() * f64::from(rate.queue_ms) / 1000.0) as u64;
+    run(&[
+        "tc",
+        "-n",
+        ns,
+        "qdisc",
+        "replace",
+        "dev",
+        dev,
+        "root",
+        "tbf",
+        "rate",
+        &format!("{}mbit", rate.mbit_per_s),
+        "burst",
+        "6056",
+        "limit",
+        &queue_bytes.to_string(),
+    ]);
 }
 
 /// Runs `f` on a thread that has entered network namespace `netns`; sockets

@@ -7,7 +7,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod flows;
 mod lab;
+mod lossy;
 mod timing;
 
 use std::collections::BTreeSet;
@@ -474,7 +476,7 @@ fn punch_survives_packet_loss() {
     let first = lab.add_site(1, Nat::PortRestricted, 1, false);
     let second = lab.add_site(2, Nat::AddressRestricted, 1, false);
     for site in [&first, &second] {
-        lab.add_loss(site.router.as_deref().unwrap(), 15);
+        lab.set_loss(site.router.as_deref().unwrap(), 15.0);
     }
     let (_tracker, target) = start_tracker(&lab);
     let (mut h1, id1) = start_chat(&first.hosts[0], "h1", &target, &["--punch-timeout", "10"]);
