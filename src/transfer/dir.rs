@@ -30,6 +30,9 @@ pub enum Access {
     Read,
     /// Read and write, created if missing, never truncated.
     Update,
+    /// Read and write a file that must exist (never created, never
+    /// truncated).
+    Modify,
     /// Read and append, created if missing.
     Append,
     /// Write, created or emptied.
@@ -155,6 +158,7 @@ mod unix {
             let flags = match access {
                 Access::Read => OFlags::RDONLY,
                 Access::Update => OFlags::RDWR | OFlags::CREATE,
+                Access::Modify => OFlags::RDWR,
                 Access::Append => OFlags::RDWR | OFlags::APPEND | OFlags::CREATE,
                 Access::Replace => OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
             };
@@ -288,6 +292,7 @@ mod other {
             match access {
                 Access::Read => options.read(true),
                 Access::Update => options.read(true).write(true).create(true),
+                Access::Modify => options.read(true).write(true),
                 Access::Append => options.read(true).append(true).create(true),
                 Access::Replace => options.write(true).create(true).truncate(true),
             };

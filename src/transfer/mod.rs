@@ -1,10 +1,12 @@
 //! File transfer, apart from the network: manifests and content ids
 //! ([`manifest`]), which chunk to ask which source for ([`schedule`]), a
 //! download on disk ([`partial`]) through folders never followed through a
-//! link ([`dir`]), shared content ([`Share`]) and tickets
+//! link ([`dir`]) with a bounded number of files open ([`handles`]), shared
+//! content ([`Share`]) and tickets
 //! ([`Ticket`]). The node's streams that carry it are in `node::files`.
 
 pub mod dir;
+pub mod handles;
 pub mod manifest;
 pub mod partial;
 pub mod schedule;

@@ -5,6 +5,8 @@
 //! neither a crash nor a torn log can let an unverified byte through.
 //! Finishing syncs the data and moves each file to its final name (never
 //! over an existing file without `force`), then removes the work folder.
+//! A share may have more files than a process may hold open, so data files
+//! are opened when needed and at most [`OPEN_FILES`] stay open ([`handles`]).
 //!
 //! The target may be a folder others can write. Every folder and file here
 //! is reached through [`Dir`] handles, never through a symbolic link, so
@@ -17,9 +19,10 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::dir::{link_count, Access, Dir, Entry};
+use super::handles::{OpenFiles, OPEN_FILES};
 use super::manifest::{check_relative_path, ContentId, Layout};
 
 /// The folder inside a target directory that holds unfinished downloads.
@@ -145,7 +148,9 @@ pub struct Partial {
     parts: Dir,
     work: Dir,
     layout: Layout,
-    files: Vec<File>,
+    /// The data files, one per manifest entry, each created by
+    /// [`Partial::open`] and reopened (never created again) on demand.
+    files: OpenFiles,
     log: Mutex<File>,
     force: bool,
 }
@@ -249,9 +254,11 @@ impl Partial {
             work.write_synced(MANIFEST_FILE, encoded)
                 .map_err(|error| refusal(&work, MANIFEST_FILE, "write", error))?;
         }
-        let mut files = Vec::with_capacity(layout.manifest.files.len());
+        // Every data file exists from here on (a resume finds its bytes);
+        // each is closed again at once, so that any number of them fits
+        // under the open-file limit.
         for index in 0..layout.manifest.files.len() {
-            files.push(open_work_file(&work, &data_name(index), Access::Update)?);
+            open_work_file(&work, &data_name(index), Access::Update)?;
         }
         let mut log = open_work_file(&work, LOG_FILE, Access::Append)?;
         let mut records = Vec::new();
@@ -262,7 +269,7 @@ impl Partial {
             parts,
             work,
             layout,
-            files,
+            files: OpenFiles::new(OPEN_FILES),
             log: Mutex::new(log),
             force,
         };
@@ -284,7 +291,8 @@ impl Partial {
                     return false;
                 };
                 buffer.resize(place.len, 0);
-                read_exact_at(&self.files[place.file], &mut buffer, place.offset).is_ok()
+                self.data_file(place.file)
+                    .is_ok_and(|file| read_exact_at(&file, &mut buffer, place.offset).is_ok())
                     && *blake3::hash(&buffer).as_bytes() == place.hash
             })
             .collect()
@@ -292,6 +300,18 @@ impl Partial {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Data file `index`, from the cache or reopened through the work
+    /// folder's handle as [`Partial::open`] made it: never through a link,
+    /// never with a second name, never created anew (a data file gone
+    /// missing is an error, not an empty file under logged chunks).
+    fn data_file(&self, index: usize) -> Result<Arc<File>, DiskError> {
+        self.files.get(index, || self.reopen_data_file(index))
+    }
+
+    fn reopen_data_file(&self, index: usize) -> Result<File, DiskError> {
+        open_work_file(&self.work, &data_name(index), Access::Modify)
     }
 
     /// Verifies chunk `index` and, only if it matches, writes and logs it.
@@ -304,7 +324,8 @@ impl Partial {
         }
         let data = &chunk.bytes;
         let data_path = || self.work.path().join(data_name(place.file));
-        write_all_at(&self.files[place.file], data, place.offset)
+        let file = self.data_file(place.file)?;
+        write_all_at(&file, data, place.offset)
             .map_err(|error| DiskError::io("write", &data_path())(error))?;
         let log_path = self.work.path().join(LOG_FILE);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
@@ -316,15 +337,12 @@ impl Partial {
     /// Syncs every file to disk and moves each to its final name. Returns
     /// the final paths, in manifest order.
     pub fn finish(&self) -> Result<Vec<PathBuf>, DiskError> {
-        let mut finals = Vec::with_capacity(self.files.len());
-        for (index, (file, entry)) in self
-            .files
-            .iter()
-            .zip(&self.layout.manifest.files)
-            .enumerate()
-        {
+        let mut finals = Vec::with_capacity(self.layout.manifest.files.len());
+        for (index, entry) in self.layout.manifest.files.iter().enumerate() {
             let name = data_name(index);
             let data_path = self.work.path().join(&name);
+            // Its last use: once moved it has no name here to reopen by.
+            let file = self.files.take(index, || self.reopen_data_file(index))?;
             // Exact size, whatever order the chunks were written in.
             file.set_len(entry.size)
                 .map_err(DiskError::io("size", &data_path))?;
@@ -335,7 +353,7 @@ impl Partial {
             // What now has the final name is the file written here, and a
             // plain file.
             if !folder
-                .holds(final_name, file)
+                .holds(final_name, &file)
                 .map_err(DiskError::io("inspect", &destination))?
             {
                 return Err(DiskError::Replaced(destination));
@@ -555,5 +573,56 @@ mod tests {
         }
         let paths = partial.finish().unwrap();
         assert_eq!(fs::read(&paths[0]).unwrap(), data);
+    }
+
+    /// More files than may stay open: each is reopened when needed, through
+    /// the work folder's handle, so a link planted for a closed data file
+    /// is refused and a data file gone missing is an error (never an empty
+    /// file under logged chunks).
+    #[cfg(unix)]
+    #[test]
+    fn data_files_beyond_the_open_limit_are_reopened_never_through_a_link() {
+        let count = OPEN_FILES + 40;
+        let source_dir = tempfile::tempdir().unwrap();
+        let root = source_dir.path().join("many");
+        fs::create_dir(&root).unwrap();
+        for index in 0..count {
+            fs::write(root.join(format!("{index:04}")), [index as u8]).unwrap();
+        }
+        let built = build(&[root], MIN_CHUNK_SIZE).unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let (partial, _) =
+            Partial::open(target.path(), built.layout.clone(), &built.encoded, false).unwrap();
+        for index in 0..count {
+            let mut chunk = ChunkBuffer::from(&[index as u8][..]);
+            assert_eq!(
+                partial.store(index as u64, &mut chunk).unwrap(),
+                Stored::Verified
+            );
+            assert!(partial.files.open_count() <= OPEN_FILES);
+        }
+        assert_eq!(partial.files.open_count(), OPEN_FILES);
+
+        // 0.data was closed long ago; a link now in its place is refused.
+        let work = work_dir(target.path(), built.layout.id);
+        let outside = target.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        fs::remove_file(work.join("0.data")).unwrap();
+        std::os::unix::fs::symlink(&outside, work.join("0.data")).unwrap();
+        let mut chunk = ChunkBuffer::from(&[0u8][..]);
+        assert!(matches!(
+            partial.store(0, &mut chunk),
+            Err(DiskError::Symlink(_))
+        ));
+        assert!(matches!(partial.finish(), Err(DiskError::Symlink(_))));
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+
+        fs::remove_file(work.join("0.data")).unwrap();
+        let mut chunk = ChunkBuffer::from(&[0u8][..]);
+        assert!(
+            matches!(partial.store(0, &mut chunk), Err(DiskError::Io { .. })),
+            "a missing data file is not made anew"
+        );
+        assert!(!work.join("0.data").exists());
     }
 }
