@@ -706,8 +706,11 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
+/// A fuzz target: arbitrary bytes in, a panic on any fault.
+pub type FuzzTarget = fn(&[u8]);
+
 /// Every target by name, as the fuzz targets and the property test call them.
-pub const TARGETS: [(&str, fn(&[u8])); 9] = [
+pub const TARGETS: [(&str, FuzzTarget); 9] = [
     ("stream", stream),
     ("header", header),
     ("manifest", manifest),
