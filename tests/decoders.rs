@@ -232,3 +232,16 @@ fn the_memory_bound_sees_an_allocation_of_an_announced_length() {
     let outcome = catch_unwind(|| feed("greedy", greedy, &[0; 8]));
     assert!(outcome.is_err());
 }
+
+/// Writes the seeds as the fuzzers' starting corpus (fuzz/corpus/TARGET/):
+/// `cargo test --test decoders -- --ignored` before `cargo fuzz run`.
+#[test]
+#[ignore]
+fn write_fuzz_seed_corpus() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for (index, (name, input)) in harness::seeds().into_iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{index}")), input).unwrap();
+    }
+}

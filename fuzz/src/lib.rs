@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::task::{Context, Poll};
 
 use punchgate::endpoint::Target;
+use punchgate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use punchgate::hlc;
 use punchgate::holdings::Held;
 use punchgate::identity::{Identity, PeerId};
@@ -385,8 +386,15 @@ pub fn ticket(data: &[u8]) {
     }
 }
 
-/// A probe datagram's payload.
+/// A probe datagram as the gate socket tells it from QUIC, and its payload.
 pub fn probe(data: &[u8]) {
+    if is_probe(data) {
+        probe_payload(&data[PROBE_MAGIC.len()..]);
+    }
+    probe_payload(data);
+}
+
+fn probe_payload(data: &[u8]) {
     if let Ok(message) = ProbeMessage::decode(data) {
         let encoded = message
             .encode()
@@ -701,7 +709,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             seen: "[fd00::1]:9".parse().unwrap(),
         },
     ] {
-        seeds.push(("probe", probe.encode().unwrap()));
+        let payload = probe.encode().unwrap();
+        seeds.push(("probe", probe_datagram(&payload)));
+        seeds.push(("probe", payload));
     }
     seeds
 }
