@@ -1,0 +1,4 @@
+//! Fuzzes `punchgate_fuzz::stream` (see fuzz/src/lib.rs).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| punchgate_fuzz::stream(data));
