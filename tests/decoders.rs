@@ -233,15 +233,19 @@ fn the_memory_bound_sees_an_allocation_of_an_announced_length() {
     assert!(outcome.is_err());
 }
 
-/// Writes the seeds as the fuzzers' starting corpus (fuzz/corpus/TARGET/):
-/// `cargo test --test decoders -- --ignored` before `cargo fuzz run`.
+/// Writes the seeds as the fuzzers' starting corpus (fuzz/corpus/TARGET/,
+/// which git ignores), so `cargo fuzz run` after any `cargo test` starts
+/// from them.
 #[test]
-#[ignore]
-fn write_fuzz_seed_corpus() {
+fn the_seeds_are_written_as_the_fuzzers_starting_corpus() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for (index, (name, input)) in harness::seeds().into_iter().enumerate() {
+    let seeds = harness::seeds();
+    assert!(!seeds.is_empty());
+    for (index, (name, input)) in seeds.into_iter().enumerate() {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{index}")), input).unwrap();
+        let path = dir.join(format!("seed-{index}"));
+        std::fs::write(&path, &input).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), input);
     }
 }
