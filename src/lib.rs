@@ -4,6 +4,10 @@
 //! [`tls`], [`wire`], [`gate_socket`], [`tracker`] and [`node`], then the
 //! command-line interface in the binary. See docs/ARCHITECTURE.md.
 
+// Nothing from the network, the disk or the user may panic the process:
+// outside tests, errors are handled, never unwrapped.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod bench;
 pub mod command;
 pub mod congestion;

@@ -2,6 +2,10 @@
 //! result to an exit status. The command line lives in `src/cli/`, all logic
 //! in the library.
 
+// Nothing from the network, the disk or the user may panic the process:
+// outside tests, errors are handled, never unwrapped.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod cli;
 
 use std::process::ExitCode;
