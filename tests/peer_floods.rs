@@ -156,3 +156,37 @@ async fn five_thousand_forged_messages_cost_a_handful_of_error_lines() {
     eprintln!("PEER FLOODS | 5,000 forged messages | {errors} error line(s)");
     assert!(errors <= 3, "{errors} error lines for one peer's burst");
 }
+
+/// Handshakes under way at once on a node, at most
+/// (`node::connect::MAX_INCOMING_HANDSHAKES`).
+const HANDSHAKES_AT_ONCE: usize = 128;
+
+#[tokio::test]
+async fn two_hundred_connections_that_never_greet_hold_at_most_128_handshakes() {
+    use punchgate::tls::{self, CertifiedIdentity};
+    let node = start_node(config("target", None, "lobby")).await;
+    let certified = CertifiedIdentity::new(&Identity::generate().unwrap()).unwrap();
+    let client = punchgate::endpoint::bind(common::loopback(), None).unwrap();
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for _ in 0..200 {
+        let connecting = punchgate::endpoint::connect_pinned(
+            &client.endpoint,
+            certified.pinned_client(tls::ALPN_PEER).unwrap(),
+            node.node.local_addr().unwrap(),
+            &node.node.peer_id(),
+        )
+        .unwrap();
+        match connecting.await {
+            // Authenticated, and then silent: no greeting ever comes.
+            Ok(connection) => held.push(connection),
+            // Refused at once (CONNECTION_REFUSED), not left hanging.
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!(
+        "PEER FLOODS | 200 connections that never greet | {} held, {refused} refused",
+        held.len()
+    );
+    assert!(held.len() <= HANDSHAKES_AT_ONCE, "{} held", held.len());
+    assert_eq!(held.len() + refused, 200);
+}

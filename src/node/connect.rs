@@ -6,7 +6,7 @@
 //! decides whether it becomes the peer's gate.
 
 use std::net::SocketAddr;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use quinn::Connection;
@@ -405,11 +405,23 @@ impl Node {
         Err(failures.join("; "))
     }
 
+    /// Accepts incoming connections, at most [`MAX_INCOMING_HANDSHAKES`]
+    /// handshakes and greetings under way at once: beyond, a connection is
+    /// refused at once (its dialer retries), so a flood of half-done
+    /// handshakes cannot pin the node's memory.
     pub(super) async fn accept_loop(self) {
+        let in_progress = Arc::new(tokio::sync::Semaphore::new(MAX_INCOMING_HANDSHAKES));
         while let Some(incoming) = self.inner.endpoint.accept().await {
+            let Ok(slot) = in_progress.clone().try_acquire_owned() else {
+                tracing::debug!("an incoming handshake refused: too many under way");
+                incoming.refuse();
+                continue;
+            };
             let node = self.clone();
-            self.inner
-                .spawn(async move { node.accept_one(incoming).await });
+            self.inner.spawn(async move {
+                node.accept_one(incoming).await;
+                drop(slot);
+            });
         }
     }
 
@@ -482,6 +494,9 @@ pub(super) async fn route_probes(
         }
     }
 }
+
+/// Incoming handshakes (and greetings) under way at once, at most.
+const MAX_INCOMING_HANDSHAKES: usize = 128;
 
 /// Handshakes racing toward one peer, each with the address it went to.
 type Handshakes = JoinSet<(SocketAddr, Result<Connection, String>)>;
