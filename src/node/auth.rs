@@ -196,11 +196,7 @@ impl Node {
             let keys = match exchange.finish(&theirs) {
                 Ok(keys) => keys,
                 Err(error) => {
-                    let reason = explain(error);
-                    let refused = AuthFrame::Refused {
-                        reason: reason.clone(),
-                    };
-                    writer.send(&refused).await?;
+                    let reason = refuse(&mut writer, explain(error)).await?;
                     let _ = writer.get_mut().finish();
                     return Ok(Err(reason));
                 }
@@ -277,14 +273,7 @@ impl Node {
             let (exchange, ours) = Exchange::start(&room, password.expose(), exporter);
             let keys = match exchange.finish(&spake) {
                 Ok(keys) => keys,
-                Err(error) => {
-                    let reason = explain(error);
-                    let refused = AuthFrame::Refused {
-                        reason: reason.clone(),
-                    };
-                    writer.send(&refused).await?;
-                    return Ok(Some(Err(reason)));
-                }
+                Err(error) => return Ok(Some(Err(refuse(&mut writer, explain(error)).await?))),
             };
             writer.send(&AuthFrame::Reply { spake: ours }).await?;
             let verdict = match reader.recv::<AuthFrame>().await? {
@@ -391,4 +380,14 @@ fn malformed(reason: &str) -> WireError {
         kind: "auth",
         reason: reason.to_string(),
     }
+}
+
+/// Tells the other side why the proof failed; returns the reason.
+async fn refuse(writer: &mut FrameWriter<SendStream>, reason: String) -> Result<String, WireError> {
+    writer
+        .send(&AuthFrame::Refused {
+            reason: reason.clone(),
+        })
+        .await?;
+    Ok(reason)
 }
