@@ -13,16 +13,18 @@
 //! it has committed its confirmation (a guessing responder has committed to
 //! its one guess with its SPAKE2 message).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use quinn::{RecvStream, SendStream};
 use tokio::time::timeout;
 
+use super::context::Context;
 use super::gate::Gate;
-use super::guesses::{Source, TooManyGuesses};
-use super::{Event, Node};
+use super::guesses::{GuessLimiter, Source, TooManyGuesses};
+use super::sync::CatchUp;
+use super::Event;
 use crate::gate_socket::is_relay_addr;
 use crate::identity::PeerId;
 use crate::pake::{Exchange, PakeError, Secret, Side, EXPORTER_LABEL, EXPORTER_LEN};
@@ -69,7 +71,19 @@ fn source_of(gate: &Gate) -> Source {
 }
 
 /// Proofs in flight, by peer, room and this node's role.
-pub(super) type ProofKey = (PeerId, String, Side);
+type ProofKey = (PeerId, String, Side);
+
+/// The password proof service. Proven rooms are recorded per peer in the
+/// roster; guesses and proofs in flight are its own.
+pub(super) struct Auth {
+    cx: Context,
+    /// Password guesses charged per source address; survives connections.
+    guesses: Mutex<GuessLimiter>,
+    /// Password proofs in flight.
+    proofs: Mutex<HashSet<ProofKey>>,
+    /// Run for a peer once it proved a room: the room's history may flow.
+    catch_up: Arc<CatchUp>,
+}
 
 /// Why a proof could not start.
 enum NotStarted {
@@ -81,7 +95,7 @@ enum NotStarted {
 /// A proof in flight, with its guess charged: leaves the in-flight set when
 /// dropped, on every path.
 struct Proof {
-    node: Node,
+    auth: Arc<Auth>,
     key: ProofKey,
     source: Source,
 }
@@ -89,76 +103,71 @@ struct Proof {
 impl Proof {
     /// The proof succeeded: its guess is given back.
     fn succeeded(&self) {
-        self.node.state().guesses.refund(self.source);
+        self.auth.guesses().refund(self.source);
     }
 }
 
 impl Drop for Proof {
     fn drop(&mut self) {
-        self.node.state().proofs.remove(&self.key);
+        self.auth.proofs().remove(&self.key);
     }
 }
 
-impl Node {
-    /// Password rooms this node is in that `peer` claims to be in.
-    pub(super) fn password_rooms_with(&self, peer: &PeerId) -> Vec<String> {
-        let state = self.state();
-        let Some(record) = state.peers.get(peer) else {
-            return Vec::new();
-        };
-        state
-            .passwords
-            .keys()
-            .filter(|room| state.rooms.contains(*room) && record.rooms.contains(*room))
-            .cloned()
-            .collect()
+impl Auth {
+    pub fn new(cx: Context, catch_up: Arc<CatchUp>) -> Self {
+        Self {
+            cx,
+            guesses: Mutex::default(),
+            proofs: Mutex::default(),
+            catch_up,
+        }
+    }
+
+    fn guesses(&self) -> MutexGuard<'_, GuessLimiter> {
+        self.guesses.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn proofs(&self) -> MutexGuard<'_, HashSet<ProofKey>> {
+        self.proofs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts a proof for every password room shared with the gate's peer
     /// that it has not proven yet.
-    pub(super) fn authenticate_all(&self, gate: &Arc<Gate>) {
-        let pending: Vec<String> = {
-            let rooms = self.password_rooms_with(&gate.peer_id);
-            let state = self.state();
-            let verified = state
-                .peers
-                .get(&gate.peer_id)
-                .map(|r| r.verified.clone())
-                .unwrap_or_default();
-            rooms
-                .into_iter()
-                .filter(|room| !verified.contains(room))
-                .collect()
-        };
+    pub fn authenticate_all(self: &Arc<Self>, gate: &Arc<Gate>) {
+        let pending = self.cx.roster().unproven_password_rooms(&gate.peer_id);
         for room in pending {
-            self.inner
-                .spawn(self.clone().authenticate(gate.clone(), room));
+            self.cx.spawn(self.clone().authenticate(gate.clone(), room));
         }
     }
 
     /// Registers a proof with the gate's peer and charges its guess.
-    fn begin_proof(&self, gate: &Gate, room: &str, side: Side) -> Result<Proof, NotStarted> {
+    fn begin_proof(
+        self: &Arc<Self>,
+        gate: &Gate,
+        room: &str,
+        side: Side,
+    ) -> Result<Proof, NotStarted> {
         let key = (gate.peer_id, room.to_string(), side);
         let source = source_of(gate);
-        let mut state = self.state();
-        if state.proofs.contains(&key) {
+        let mut proofs = self.proofs();
+        if proofs.contains(&key) {
             return Err(NotStarted::Running);
         }
-        state
-            .guesses
+        self.guesses()
             .charge(source, Instant::now())
             .map_err(NotStarted::TooManyGuesses)?;
-        state.proofs.insert(key.clone());
+        proofs.insert(key.clone());
         Ok(Proof {
-            node: self.clone(),
+            auth: self.clone(),
             key,
             source,
         })
     }
 
     /// Runs a proof for `room` as initiator.
-    async fn authenticate(self, gate: Arc<Gate>, room: String) {
-        let Some(password) = self.state().passwords.get(&room).cloned() else {
+    async fn authenticate(self: Arc<Self>, gate: Arc<Gate>, room: String) {
+        let password = self.cx.roster().passwords.get(&room).cloned();
+        let Some(password) = password else {
             return;
         };
         let proof = match self.begin_proof(&gate, &room, Side::Initiator) {
@@ -229,8 +238,8 @@ impl Node {
     }
 
     /// Answers a peer's proof for a room.
-    pub(super) async fn serve_auth(
-        &self,
+    pub async fn serve(
+        self: &Arc<Self>,
         gate: &Arc<Gate>,
         send: SendStream,
         recv: RecvStream,
@@ -241,7 +250,7 @@ impl Node {
         let Ok(Some(AuthFrame::Start { room, spake })) = start.unwrap_or(Ok(None)) else {
             return Err(malformed("expected a start"));
         };
-        let password = self.state().passwords.get(&room).cloned();
+        let password = self.cx.roster().passwords.get(&room).cloned();
         let Some(password) = password else {
             let reason = format!("#{room} has no password here");
             writer.send(&AuthFrame::Refused { reason }).await?;
@@ -311,8 +320,8 @@ impl Node {
     /// Counts a failed proof on the gate's connection; too many close it.
     fn count_failure(&self, gate: &Arc<Gate>) {
         let failures = {
-            let mut state = self.state();
-            let Some(record) = state.peers.get_mut(&gate.peer_id) else {
+            let mut roster = self.cx.roster();
+            let Some(record) = roster.peers.get_mut(&gate.peer_id) else {
                 return;
             };
             record.auth_failures += 1;
@@ -333,26 +342,27 @@ impl Node {
         room: &str,
         result: Result<Result<(), String>, WireError>,
     ) {
-        let name = self.name_of(&gate.peer_id);
+        let name = self.cx.name_of(&gate.peer_id);
         match result {
             Ok(Ok(())) => {
                 let newly = self
-                    .state()
+                    .cx
+                    .roster()
                     .peers
                     .get_mut(&gate.peer_id)
                     .is_some_and(|record| record.verified.insert(room.to_string()));
                 if newly {
-                    self.emit(Event::Info {
+                    self.cx.emit(Event::Info {
                         message: format!(
                             "{name} and you proved the password of #{room} to each other"
                         ),
                     });
                     // The room's history may now flow both ways.
-                    self.catch_up(gate.clone());
+                    self.catch_up.catch_up(gate.clone());
                 }
             }
             Ok(Err(reason)) => {
-                self.emit(Event::error(format!(
+                self.cx.emit(Event::error(format!(
                     "password check for #{room} with {name} failed: {reason}; nothing of #{room} is shared with them"
                 )));
                 self.count_failure(gate);

@@ -2,54 +2,128 @@
 //! which sends it to every connected member and resends it on a new path
 //! until acknowledged), the ordered chat writer of each gate, taking the
 //! peer's messages (verify, commit, acknowledge, show), and the history.
+//! The [`Chat`] service owns the clock, the message sequence and the
+//! acknowledgements awaited; it sees the rest of the node only through its
+//! [`Context`].
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use quinn::{RecvStream, SendStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use super::context::Context;
 use super::driver::Input;
 use super::gate::{Gate, GateError};
-use super::{
-    dm_room, events, now_ms, Event, Node, NodeError, Outgoing, PeerRecord, OUTGOING_CAPACITY,
-};
-use crate::hlc;
-use crate::identity::PeerId;
+use super::roster::PeerRecord;
+use super::{dm_room, events, now_ms, Event, Node, NodeError};
+use crate::hlc::{self, Hlc};
+use crate::identity::{Identity, PeerId};
 use crate::protocol::StreamKind;
 use crate::protocol::{ChatBody, ChatFrame, MessageId, SignedMessage};
-use crate::store::{StoreError, Stored};
+use crate::store::{Store, StoreError, Stored};
 use crate::wire::{FrameReader, FrameWriter, WireError};
 
+/// A sent message waiting for acknowledgements.
+struct Outgoing {
+    sent_at: Instant,
+    waiting_for: HashSet<PeerId>,
+}
+
+/// Sent messages whose acknowledgements are still awaited, at most.
+const OUTGOING_CAPACITY: usize = 10_000;
+
+/// The chat service: signs and commits what this node says, takes what
+/// peers say, and tracks acknowledgements.
+pub(super) struct Chat {
+    cx: Context,
+    identity: Arc<Identity>,
+    /// This node's display name.
+    name: String,
+    /// Durable history.
+    store: Arc<Store>,
+    /// This node's hybrid logical clock (restored from the store).
+    clock: Mutex<Hlc>,
+    next_seq: AtomicU64,
+    outgoing: Mutex<HashMap<MessageId, Outgoing>>,
+    /// How long one chat frame may take to write before it is reported
+    /// pending.
+    send_timeout: Duration,
+}
+
 impl Node {
-    /// Sends `text` to the current room. See [`Node::post`].
+    /// Sends `text` to the current room. See [`Chat::post`].
     pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
         let room = self.current_room()?;
-        self.post(room, text).await
+        self.inner.services.chat.post(room, text).await
     }
 
     /// `/msg`: sends `text` to one peer only (by name, id prefix or id), in
     /// the private room of the two.
     pub async fn direct_message(&self, to: &str, text: &str) -> Result<MessageId, NodeError> {
         let peer = self.resolve_peer(to)?;
-        self.post(dm_room(&self.peer_id(), &peer), text).await
+        let room = dm_room(&self.peer_id(), &peer);
+        self.inner.services.chat.post(room, text).await
+    }
+
+    /// `/history [N]`: the current room's last `count` messages, in order.
+    pub async fn history(&self, count: usize) -> Result<(), NodeError> {
+        let room = self.current_room()?;
+        self.inner.services.chat.history(room, count).await
+    }
+}
+
+impl Chat {
+    pub fn new(
+        cx: Context,
+        identity: Arc<Identity>,
+        name: String,
+        store: Arc<Store>,
+        clock: Hlc,
+        next_seq: u64,
+        send_timeout: Duration,
+    ) -> Self {
+        Self {
+            cx,
+            identity,
+            name,
+            store,
+            clock: Mutex::new(clock),
+            next_seq: AtomicU64::new(next_seq),
+            outgoing: Mutex::default(),
+            send_timeout,
+        }
+    }
+
+    /// The durable history.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn clock(&self) -> MutexGuard<'_, Hlc> {
+        self.clock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn outgoing(&self) -> MutexGuard<'_, HashMap<MessageId, Outgoing>> {
+        self.outgoing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Signs `text` for `room`, commits it to this node's history, and
     /// writes it to every connected member. Acknowledgements arrive as
     /// [`Event::Delivered`]; members not connected (listed as pending) get
     /// it on their next connection, and by history sync in any case.
-    async fn post(&self, room: String, text: &str) -> Result<MessageId, NodeError> {
+    pub async fn post(&self, room: String, text: &str) -> Result<MessageId, NodeError> {
         let (id, hlc) = {
-            let mut state = self.state();
-            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            let mut clock = self.clock();
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
             let id = MessageId {
-                author: self.peer_id(),
+                author: self.cx.me,
                 seq,
             };
-            (id, state.clock.tick(now_ms()))
+            (id, clock.tick(now_ms()))
         };
         let body = ChatBody {
             id,
@@ -57,8 +131,8 @@ impl Node {
             room: room.clone(),
             text: text.to_string(),
         };
-        let mut message = SignedMessage::sign(&self.inner.identity, body)?;
-        let key = self.state().room_keys.get(&room).cloned();
+        let mut message = SignedMessage::sign(&self.identity, body)?;
+        let key = self.cx.roster().room_keys.get(&room).cloned();
         if let Some(key) = key {
             message = key.tag_message(message)?;
         }
@@ -74,60 +148,60 @@ impl Node {
             });
         }
         let (recipients, pending, members) = {
-            let mut state = self.state();
-            let members = state
+            let roster = self.cx.roster();
+            let members: Vec<(&PeerId, &PeerRecord)> = roster
                 .peers
                 .iter()
-                .filter(|(id, r)| state.is_member(r, &room) || room == dm_room(&self.peer_id(), id))
-                .map(|(_, r)| r);
-            let (connected, offline): (Vec<&PeerRecord>, Vec<&PeerRecord>) =
-                members.partition(|r| r.gate.as_ref().is_some_and(|g| g.is_open()));
-            let recipients: Vec<Arc<Gate>> =
-                connected.iter().filter_map(|r| r.gate.clone()).collect();
-            let pending: Vec<String> = offline.iter().map(|r| r.name.clone()).collect();
-            let members: Vec<PeerId> = state
-                .peers
-                .iter()
-                .filter(|(id, r)| state.is_member(r, &room) || room == dm_room(&self.peer_id(), id))
-                .map(|(id, _)| *id)
+                .filter(|(id, _)| roster.takes_part(&self.cx.me, id, &room))
                 .collect();
-            if !members.is_empty() {
-                if state.outgoing.len() >= OUTGOING_CAPACITY {
-                    // Peers that never acknowledge must not grow this forever.
-                    let oldest = state
-                        .outgoing
-                        .iter()
-                        .min_by_key(|(_, o)| o.sent_at)
-                        .map(|(id, _)| *id);
-                    if let Some(oldest) = oldest {
-                        state.outgoing.remove(&oldest);
-                    }
-                }
-                state.outgoing.insert(
-                    id,
-                    Outgoing {
-                        sent_at: Instant::now(),
-                        waiting_for: members.iter().copied().collect(),
-                    },
-                );
-            }
+            let (connected, offline): (Vec<_>, Vec<_>) = members
+                .iter()
+                .partition(|(_, r)| r.gate.as_ref().is_some_and(|g| g.is_open()));
+            let recipients = connected.len();
+            let pending: Vec<String> = offline.iter().map(|(_, r)| r.name.clone()).collect();
+            let members: Vec<PeerId> = members.iter().map(|(id, _)| **id).collect();
             (recipients, pending, members)
         };
-        self.emit(Event::Sent {
+        if !members.is_empty() {
+            self.await_acks(id, &members);
+        }
+        self.cx.emit(Event::Sent {
             id: id.to_string(),
             room,
             text: text.to_string(),
-            peers: recipients.len(),
+            peers: recipients,
             pending,
         });
         // The manager sends it over each connected member's gate, in order,
         // and again over a new gate until the member acknowledges it; a
         // member being connected gets it first thing on its new gate.
-        self.input(Input::Posted {
+        self.cx.input(Input::Posted {
             message,
             recipients: members,
         });
         Ok(id)
+    }
+
+    /// Notes that `members` owe an acknowledgement of message `id`.
+    fn await_acks(&self, id: MessageId, members: &[PeerId]) {
+        let mut outgoing = self.outgoing();
+        if outgoing.len() >= OUTGOING_CAPACITY {
+            // Peers that never acknowledge must not grow this forever.
+            let oldest = outgoing
+                .iter()
+                .min_by_key(|(_, o)| o.sent_at)
+                .map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                outgoing.remove(&oldest);
+            }
+        }
+        outgoing.insert(
+            id,
+            Outgoing {
+                sent_at: Instant::now(),
+                waiting_for: members.iter().copied().collect(),
+            },
+        );
     }
 
     /// Commits messages to the history, within its quotas; returns what
@@ -137,8 +211,8 @@ impl Node {
         messages: Vec<SignedMessage>,
         next_seq: Option<u64>,
     ) -> Result<Vec<Stored>, NodeError> {
-        let store = self.inner.store.clone();
-        let clock = self.state().clock.last();
+        let store = self.store.clone();
+        let clock = self.clock().last();
         let fresh = tokio::task::spawn_blocking(move || store.insert(&messages, next_seq, clock))
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;
@@ -148,16 +222,12 @@ impl Node {
     /// Reports a message as an [`Event::Message`].
     fn show(&self, message: &SignedMessage, history: bool) {
         let body = &message.body;
-        let from_name = if body.id.author == self.peer_id() {
-            self.inner.config.name.clone()
+        let from_name = if body.id.author == self.cx.me {
+            self.name.clone()
         } else {
-            self.state()
-                .peers
-                .get(&body.id.author)
-                .map(|r| r.name.clone())
-                .unwrap_or_else(|| body.id.author.short())
+            self.cx.name_of(&body.id.author)
         };
-        self.emit(Event::Message {
+        self.cx.emit(Event::Message {
             id: body.id.to_string(),
             from: body.id.author.to_string(),
             from_name,
@@ -168,10 +238,9 @@ impl Node {
         });
     }
 
-    /// `/history [N]`: the current room's last `count` messages, in order.
-    pub async fn history(&self, count: usize) -> Result<(), NodeError> {
-        let room = self.current_room()?;
-        let store = self.inner.store.clone();
+    /// Shows `room`'s last `count` messages, in order.
+    pub async fn history(&self, room: String, count: usize) -> Result<(), NodeError> {
+        let store = self.store.clone();
         let messages = tokio::task::spawn_blocking(move || store.history(&room, count))
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;
@@ -182,7 +251,7 @@ impl Node {
     }
 
     /// Takes the peer's chat messages, acknowledging each once it is on disk.
-    pub(super) async fn serve_chat(
+    pub async fn serve(
         &self,
         gate: &Gate,
         send: SendStream,
@@ -215,7 +284,7 @@ impl Node {
     /// commits them to disk, then shows the new ones in clock
     /// order. Returns, per message, `Ok` (stored, or already had it) or why
     /// it was refused. Only after this returns may a message be acknowledged.
-    pub(super) async fn take_messages(
+    pub async fn take_messages(
         &self,
         messages: Vec<SignedMessage>,
         via: PeerId,
@@ -226,12 +295,10 @@ impl Node {
         for message in messages {
             let verdict = match self.admit(&message, &via) {
                 Ok(()) => {
-                    let mut state = self.state();
-                    state.clock.observe(message.body.hlc, now_ms());
-                    if let Some(record) = state.peers.get_mut(&via) {
+                    self.clock().observe(message.body.hlc, now_ms());
+                    if let Some(record) = self.cx.roster().peers.get_mut(&via) {
                         record.last_seen = Some(Instant::now());
                     }
-                    drop(state);
                     accepted.push(message);
                     Ok(())
                 }
@@ -246,14 +313,14 @@ impl Node {
         }
         // One report per batch, not one per message.
         if let Some((count, reason)) = reported {
-            let via_name = self.name_of(&via);
+            let via_name = self.cx.name_of(&via);
             let text = match count {
                 1 => format!("refused a message from {via_name}: {reason}"),
                 _ => {
                     format!("refused {count} messages from {via_name}, the first because {reason}")
                 }
             };
-            self.peer_error(via, "refused messages", text);
+            self.cx.peer_error(via, "refused messages", text);
         }
         if accepted.is_empty() {
             return verdicts;
@@ -283,15 +350,16 @@ impl Node {
                 }
                 // One report per batch, not one per message.
                 if let Some((count, reason)) = refused {
-                    let via_name = self.name_of(&via);
+                    let via_name = self.cx.name_of(&via);
                     let text =
                         format!("did not store {count} message(s) from {via_name}: {reason}");
-                    self.peer_error(via, "unstored messages", text);
+                    self.cx.peer_error(via, "unstored messages", text);
                 }
             }
             Err(error) => {
                 // Not on disk, so not acknowledged: the sender keeps it pending.
-                self.emit(Event::error(format!("cannot store messages: {error}")));
+                self.cx
+                    .emit(Event::error(format!("cannot store messages: {error}")));
                 for verdict in verdicts.iter_mut().filter(|v| v.is_ok()) {
                     *verdict = Err(format!("not stored: {error}"));
                 }
@@ -301,7 +369,7 @@ impl Node {
     }
 
     /// Whether `message`, arriving from `via`, may enter this node's history
-    /// (see [`Node::take_messages`]); if not, why, in words for the sender,
+    /// (see [`Chat::take_messages`]); if not, why, in words for the sender,
     /// and whether the user should hear of it (a forgery or a broken rule,
     /// not merely a room this node is not in).
     fn admit(&self, message: &SignedMessage, via: &PeerId) -> Result<(), (String, bool)> {
@@ -309,16 +377,19 @@ impl Node {
         message
             .verify()
             .map_err(|error| (error.to_string(), true))?;
-        if !self.state().rooms.contains(&body.room)
-            && body.room != dm_room(&self.peer_id(), &body.id.author)
-        {
-            return Err((format!("not in room {}", body.room), false));
-        }
-        if !self.may_speak_for(via, &body.room) {
-            let reason = format!("#{} needs the room password first", body.room);
-            return Err((reason, false));
-        }
-        let key = self.state().room_keys.get(&body.room).cloned();
+        let key = {
+            let roster = self.cx.roster();
+            if !roster.rooms.contains(&body.room)
+                && body.room != dm_room(&self.cx.me, &body.id.author)
+            {
+                return Err((format!("not in room {}", body.room), false));
+            }
+            if !roster.may_speak_for(via, &body.room) {
+                let reason = format!("#{} needs the room password first", body.room);
+                return Err((reason, false));
+            }
+            roster.room_keys.get(&body.room).cloned()
+        };
         if let Some(key) = key {
             key.check(body, &message.room_tag).map_err(|error| {
                 let reason = format!("not written with the password of #{}: {error}", body.room);
@@ -330,20 +401,20 @@ impl Node {
     }
 
     /// Reads acknowledgements on a chat stream this node opened.
-    async fn read_acks(self, gate: Arc<Gate>, mut reader: FrameReader<RecvStream>) {
+    async fn read_acks(self: Arc<Self>, gate: Arc<Gate>, mut reader: FrameReader<RecvStream>) {
         loop {
             match reader.recv::<ChatFrame>().await {
                 Ok(Some(ChatFrame::Ack(id))) => {
                     self.delivered(id, gate.peer_id);
-                    self.input(Input::Acked {
+                    self.cx.input(Input::Acked {
                         peer: gate.peer_id,
                         id,
                     });
                 }
                 Ok(Some(ChatFrame::Reject { id, reason })) => {
-                    let name = self.name_of(&gate.peer_id);
+                    let name = self.cx.name_of(&gate.peer_id);
                     let text = format!("{name} refused message {id}: {reason}");
-                    self.peer_error(gate.peer_id, "rejected", text);
+                    self.cx.peer_error(gate.peer_id, "rejected", text);
                 }
                 Ok(Some(ChatFrame::Message(_))) => {
                     let error = WireError::Malformed {
@@ -364,20 +435,20 @@ impl Node {
 
     fn delivered(&self, id: MessageId, peer: PeerId) {
         let ack_ms = {
-            let mut state = self.state();
-            let Some(outgoing) = state.outgoing.get_mut(&id) else {
+            let mut outgoing = self.outgoing();
+            let Some(message) = outgoing.get_mut(&id) else {
                 return;
             };
-            if !outgoing.waiting_for.remove(&peer) {
+            if !message.waiting_for.remove(&peer) {
                 return; // not expected from this peer, or a repeat
             }
-            let elapsed = outgoing.sent_at.elapsed();
-            if outgoing.waiting_for.is_empty() {
-                state.outgoing.remove(&id);
+            let elapsed = message.sent_at.elapsed();
+            if message.waiting_for.is_empty() {
+                outgoing.remove(&id);
             }
             events::millis(elapsed)
         };
-        self.emit(Event::Delivered {
+        self.cx.emit(Event::Delivered {
             id: id.to_string(),
             peer_id: peer.to_string(),
             ack_ms,
@@ -386,18 +457,18 @@ impl Node {
 
     /// Writes a gate's chat frames in the order the manager queued them;
     /// acknowledgements come back on the same stream. Ends with the gate.
-    pub(super) async fn chat_writer(
-        self,
+    pub async fn writer(
+        self: Arc<Self>,
         gate: Arc<Gate>,
         mut frames: mpsc::UnboundedReceiver<ChatFrame>,
     ) {
-        let send_timeout = self.inner.config.send_timeout;
+        let send_timeout = self.send_timeout;
         while let Some(frame) = frames.recv().await {
             if !gate.is_open() {
                 return;
             }
             let on_open = |acks| {
-                self.inner.spawn(self.clone().read_acks(gate.clone(), acks));
+                self.cx.spawn(self.clone().read_acks(gate.clone(), acks));
             };
             let problem = match timeout(send_timeout, gate.send_chat(&frame, on_open)).await {
                 Ok(Ok(())) => continue,
@@ -405,8 +476,8 @@ impl Node {
                 Err(_) => format!("no progress within {send_timeout:?}"),
             };
             if let ChatFrame::Message(message) = &frame {
-                let name = self.name_of(&gate.peer_id);
-                self.emit(Event::error(format!(
+                let name = self.cx.name_of(&gate.peer_id);
+                self.cx.emit(Event::error(format!(
                     "message {} to {name} is pending ({problem}); it is sent again when they reconnect",
                     message.body.id
                 )));

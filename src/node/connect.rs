@@ -6,7 +6,7 @@
 //! decides whether it becomes the peer's gate.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::Connection;
@@ -45,7 +45,7 @@ impl Node {
         if let Ok(peer) = what.parse::<PeerId>() {
             return Ok(peer);
         }
-        let state = self.state();
+        let state = self.roster();
         let matches: Vec<&PeerId> = state
             .peers
             .iter()
@@ -71,7 +71,7 @@ impl Node {
     async fn connect_with(&self, peer: PeerId, addrs: Vec<SocketAddr>) -> Result<(), NodeError> {
         self.check_dialable(&peer)?;
         {
-            let state = self.state();
+            let state = self.roster();
             if state.closing {
                 return Err(NodeError::ShuttingDown);
             }
@@ -126,15 +126,12 @@ impl Node {
             .map(|t| t.reflexive());
         let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
         let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
-        {
-            let mut state = self.state();
-            let record = state
-                .peers
-                .entry(peer)
-                .or_insert_with(|| super::PeerRecord::new(member.name.clone()));
-            record.candidates = member.candidates();
-            state.punches.insert(attempt, probe_tx);
-        }
+        self.roster()
+            .peers
+            .entry(peer)
+            .or_insert_with(|| super::PeerRecord::new(member.name.clone()))
+            .candidates = member.candidates();
+        self.inner.probe_routes().punches.insert(attempt, probe_tx);
         let payload = ProbeMessage::Punch {
             attempt,
             sender: self.peer_id(),
@@ -143,7 +140,7 @@ impl Node {
         let payload = match payload {
             Ok(payload) => payload,
             Err(error) => {
-                self.state().punches.remove(&attempt);
+                self.inner.probe_routes().punches.remove(&attempt);
                 self.punch_failed(peer, attempt, role, error.to_string());
                 return;
             }
@@ -152,7 +149,7 @@ impl Node {
         let mut dials = JoinSet::new();
         let outcome: Result<Option<Connection>, String> = loop {
             let installed = self.inner.gate_installed.notified();
-            if self.state().has_direct_gate(&peer) || self.is_closing() {
+            if self.roster().has_direct_gate(&peer) || self.is_closing() {
                 break Ok(None);
             }
             let now = Instant::now();
@@ -198,7 +195,7 @@ impl Node {
             }
         };
         close_losers(&self.inner, dials, self.inner.config.punch.deadline);
-        self.state().punches.remove(&attempt);
+        self.inner.probe_routes().punches.remove(&attempt);
         match outcome {
             Ok(None) => {}
             Ok(Some(connection)) => {
@@ -271,7 +268,7 @@ impl Node {
         candidates: Vec<SocketAddr>,
     ) -> Result<(), NodeError> {
         {
-            let mut state = self.state();
+            let mut state = self.roster();
             let record = state
                 .peers
                 .entry(peer)
@@ -364,7 +361,7 @@ impl Node {
 
     /// Closes the connection to `peer` on purpose (no reconnection follows).
     pub fn disconnect(&self, peer: &PeerId) {
-        let gate = self.state().peers.get(peer).and_then(|r| r.gate.clone());
+        let gate = self.roster().peers.get(peer).and_then(|r| r.gate.clone());
         if let Some(gate) = gate {
             gate.connection
                 .close(CloseCode::Normal.varint(), b"disconnect");
@@ -428,7 +425,7 @@ impl Node {
     async fn accept_one(&self, incoming: quinn::Incoming) {
         let started = Instant::now();
         {
-            let state = self.state();
+            let state = self.roster();
             if state.closing || state.open_gate_count() >= self.inner.config.max_gates {
                 incoming.refuse();
                 return;
@@ -476,10 +473,10 @@ pub(super) async fn route_probes(
         let Ok(message) = ProbeMessage::decode(&probe.payload) else {
             continue;
         };
-        let state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let routes = inner.probe_routes();
         match message {
             ProbeMessage::Punch { attempt, .. } => {
-                if let Some(route) = state.punches.get(&attempt) {
+                if let Some(route) = routes.punches.get(&attempt) {
                     // Only the two sides of this punch know its attempt id:
                     // the sender is a peer that wants to hear from us.
                     inner.budget().prove(probe.from.ip());
@@ -487,7 +484,7 @@ pub(super) async fn route_probes(
                 }
             }
             other => {
-                if let Some(netcheck) = &state.netcheck {
+                if let Some(netcheck) = &routes.netcheck {
                     let _ = netcheck.send((probe.from, other));
                 }
             }

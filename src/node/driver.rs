@@ -401,8 +401,13 @@ impl Driver {
                     };
                     let installed = node.install(ready, replaces);
                     let (queue, writer) = mpsc::unbounded_channel();
-                    node.inner
-                        .spawn(node.clone().chat_writer(installed.clone(), writer));
+                    node.inner.spawn(
+                        node.inner
+                            .services
+                            .chat
+                            .clone()
+                            .writer(installed.clone(), writer),
+                    );
                     self.chat.insert(gate, queue);
                     self.gates.insert(gate, installed);
                     for waiter in self.waiters.remove(&peer).unwrap_or_default() {
@@ -426,8 +431,9 @@ impl Driver {
                     }
                 }
                 Action::Sync { peer } => {
-                    if let Some(gate) = self.node.state().open_gate(&peer) {
-                        self.node.catch_up(gate);
+                    let gate = self.node.roster().open_gate(&peer);
+                    if let Some(gate) = gate {
+                        self.node.inner.services.catch_up.catch_up(gate);
                     }
                 }
                 Action::Report(report) => self.report(report),

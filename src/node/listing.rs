@@ -8,7 +8,7 @@ use super::{path_of, Node};
 impl Node {
     /// Every live connection.
     pub fn gates(&self) -> Vec<events::GateInfo> {
-        let state = self.state();
+        let state = self.roster();
         let mut gates: Vec<events::GateInfo> = state
             .peers
             .iter()
@@ -33,7 +33,7 @@ impl Node {
 
     /// Every known peer.
     pub fn peers(&self) -> Vec<PeerInfo> {
-        let state = self.state();
+        let state = self.roster();
         let mut peers: Vec<PeerInfo> = state
             .peers
             .iter()

@@ -8,14 +8,18 @@
 //! connections stays, what to retry, resend or resync, when the tracker is
 //! tried again); one node task ([`driver`]) owns it and starts the I/O it
 //! asks for ([`connect`], [`tracker_link`]); gates are served in [`serve`],
-//! chat in [`chat`], history sync, password proofs and files in their own
-//! modules.
+//! which hands each stream the peer opens to its service: chat ([`chat`]),
+//! history sync ([`sync`]), password proofs ([`auth`]) and files
+//! ([`files`]). A service holds its own state and a narrow [`context`]
+//! (this node's id, the shared [`roster`], the event stream, the node
+//! task's inputs, the task set), never the node.
 
 mod auth;
 mod budget;
 mod chat;
 mod config;
 mod connect;
+mod context;
 mod driver;
 pub mod events;
 mod files;
@@ -27,15 +31,15 @@ mod netcheck;
 mod notices;
 mod outbox;
 mod relay;
+mod roster;
 mod serve;
 mod sync;
 mod tracker_link;
 mod trackers;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,19 +48,24 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use auth::Auth;
 use budget::DestinationBudget;
+use chat::Chat;
 pub use config::{NodeConfig, NodeError};
+use context::Context;
 use driver::Input;
 pub use events::{Event, Events, PathKind, PeerInfo, PeerStatus, SourceChange};
+use files::Files;
 pub use files::{
     FetchError, FetchReport, FetchRequest, FileInfo, SourceCount, TransferConfig, PIPELINE_DEPTH,
 };
-use gate::Gate;
 use manager::{Manager, ManagerConfig};
 pub use relay::RelayPolicy;
+use roster::{PeerRecord, Roster};
 pub use serve::write_zeros;
+use serve::Services;
+use sync::{CatchUp, HistorySync};
 use trackers::Trackers;
 
 use crate::endpoint;
@@ -64,8 +73,7 @@ use crate::gate_socket::{is_relay_addr, GateSocket};
 use crate::hlc::Hlc;
 use crate::identity::{Identity, PeerId};
 use crate::pake::Secret;
-use crate::protocol::{validate_label, ControlMessage, MessageId, ProbeMessage, MAX_NAME_LEN};
-use crate::room_key::RoomKey;
+use crate::protocol::{validate_label, ControlMessage, ProbeMessage, MAX_NAME_LEN};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::CloseCode;
@@ -112,111 +120,8 @@ fn path_of(connection: &Connection) -> PathKind {
 /// Identifies this implementation in greetings.
 const AGENT: &str = concat!("punchgate/", env!("CARGO_PKG_VERSION"));
 
-struct PeerRecord {
-    name: String,
-    status: PeerStatus,
-    candidates: Vec<SocketAddr>,
-    rooms: BTreeSet<String>,
-    /// Which tracker lists the peer in which room: it has left a room only
-    /// when no tracker lists it there any more.
-    listed_at: BTreeSet<(String, manager::TrackerIx)>,
-    /// Password rooms the peer has proven the password of, on this connection.
-    verified: BTreeSet<String>,
-    /// Failed password proofs on this connection.
-    auth_failures: u32,
-    /// When this node last heard from the peer.
-    last_seen: Option<Instant>,
-    gate: Option<Arc<Gate>>,
-}
-
-impl PeerRecord {
-    fn new(name: String) -> Self {
-        Self {
-            name,
-            status: PeerStatus::Known,
-            candidates: Vec::new(),
-            rooms: BTreeSet::new(),
-            listed_at: BTreeSet::new(),
-            verified: BTreeSet::new(),
-            auth_failures: 0,
-            last_seen: None,
-            gate: None,
-        }
-    }
-}
-
-/// A sent message waiting for acknowledgements.
-struct Outgoing {
-    sent_at: Instant,
-    waiting_for: HashSet<PeerId>,
-}
-
-/// Sent messages whose acknowledgements are still awaited, at most.
-const OUTGOING_CAPACITY: usize = 10_000;
-
-#[derive(Default)]
-struct State {
-    peers: HashMap<PeerId, PeerRecord>,
-    /// Joined rooms in the order joined; plain lines go to the last.
-    rooms: Vec<String>,
-    /// This node's hybrid logical clock (restored from the store).
-    clock: Hlc,
-    /// Passwords of this node's password rooms.
-    passwords: HashMap<String, Secret>,
-    /// The keys of the same rooms, that tag their messages.
-    room_keys: HashMap<String, RoomKey>,
-    /// Password guesses charged per source address; survives connections.
-    guesses: guesses::GuessLimiter,
-    /// Password proofs in flight.
-    proofs: HashSet<auth::ProofKey>,
-    outgoing: HashMap<MessageId, Outgoing>,
-    /// Running punches by attempt id: where their probes go.
-    punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
-    /// Where netcheck's probes go while it runs.
-    netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
-    /// Shared content and offers heard.
-    files: files::FileState,
-    closing: bool,
-}
-
-impl State {
-    fn open_gate_count(&self) -> usize {
-        self.peers
-            .values()
-            .filter(|r| r.gate.as_ref().is_some_and(|g| g.is_open()))
-            .count()
-    }
-
-    /// Whether `record`'s peer counts as a member of `room`: it says it is
-    /// in the room and, for a password room, has proven the password.
-    fn is_member(&self, record: &PeerRecord, room: &str) -> bool {
-        // Private rooms of two are never joined, only derived (`dm_room`).
-        !room.starts_with('@')
-            && record.rooms.contains(room)
-            && (!self.passwords.contains_key(room) || record.verified.contains(room))
-    }
-
-    fn has_open_gate(&self, peer: &PeerId) -> bool {
-        self.open_gate(peer).is_some()
-    }
-
-    /// The peer's gate, if it is open.
-    fn open_gate(&self, peer: &PeerId) -> Option<Arc<Gate>> {
-        self.peers.get(peer)?.gate.clone().filter(|g| g.is_open())
-    }
-
-    /// An open gate on a direct path: nothing left to punch for.
-    fn has_direct_gate(&self, peer: &PeerId) -> bool {
-        self.peers.get(peer).is_some_and(|r| {
-            r.gate
-                .as_ref()
-                .is_some_and(|g| g.is_open() && path_of(&g.connection) == PathKind::Direct)
-        })
-    }
-}
-
 struct Inner {
-    identity: Identity,
+    identity: Arc<Identity>,
     config: NodeConfig,
     endpoint: Endpoint,
     socket: Arc<GateSocket>,
@@ -225,32 +130,30 @@ struct Inner {
     home: PathBuf,
     /// The trackers: pinned targets, current sessions, relay streams.
     trackers: Trackers,
-    /// What happened, for the node task.
-    inputs: mpsc::UnboundedSender<Input>,
+    /// The roster, the event stream, the node task's inputs, the tasks.
+    cx: Context,
     allowed: Option<HashSet<PeerId>>,
-    events: mpsc::UnboundedSender<Event>,
     /// Woken whenever a gate is installed (punches watch for theirs).
     gate_installed: Notify,
-    state: Mutex<State>,
-    next_seq: AtomicU64,
-    /// Durable history.
-    store: Arc<Store>,
-    /// Bounds the chunks read from disk for peers at once.
-    chunk_reads: Arc<tokio::sync::Semaphore>,
-    /// Paces chunks served when an upload limit is set.
-    upload_limit: Option<Mutex<crate::rate::TokenBucket>>,
-    /// Error notices about peers, rate-limited.
-    notices: Mutex<notices::Notices>,
+    /// The services, one per stream kind.
+    services: Services,
+    /// Where probes that arrive on the gate socket go.
+    probe_routes: Mutex<ProbeRoutes>,
     /// Unsolicited traffic (punch probes, handshakes) per destination IP.
     budget: Mutex<DestinationBudget>,
     /// Punches running at once, at most [`MAX_PUNCHES`].
     punch_slots: Arc<tokio::sync::Semaphore>,
-    /// Every task the node starts, so that shutdown can wait for them.
-    tasks: TaskTracker,
-    /// The shutdown signal: every task stops at its next await.
-    stop: CancellationToken,
     /// Cancelled once shutdown is complete: the event stream ends.
     ended: CancellationToken,
+}
+
+/// Where probes arriving on the gate socket go: to the punch whose attempt
+/// they name, or to netcheck while it runs.
+#[derive(Default)]
+struct ProbeRoutes {
+    /// Running punches by attempt id.
+    punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
+    netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
 }
 
 /// Punches running at once, at most: beyond, a dialer's punch fails (the
@@ -262,20 +165,19 @@ impl Inner {
         self.budget.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `task` as one of the node's tasks: tracked, so that shutdown
-    /// waits for it, and stopped by the shutdown signal wherever it waits.
+    fn probe_routes(&self) -> MutexGuard<'_, ProbeRoutes> {
+        self.probe_routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `task` as one of the node's tasks (see [`Context::spawn`]).
     fn spawn<F>(&self, task: F)
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send,
     {
-        let stop = self.stop.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                _ = task => {}
-            }
-        });
+        self.cx.spawn(task);
     }
 }
 
@@ -330,6 +232,7 @@ impl Node {
             store.reset_clock(clock.last())?;
         }
         let store = Arc::new(store);
+        let identity = Arc::new(identity);
         let certified = CertifiedIdentity::new(&identity)?;
         let allowed: Option<HashSet<PeerId>> =
             config.allow.clone().map(|list| list.into_iter().collect());
@@ -370,14 +273,6 @@ impl Node {
             .any(|r| matches!(r, Some(Ok(_))))
             .then(|| events::millis(started.elapsed()));
         let trackers = Trackers::new(&config.trackers, config.liveness.keep_alive);
-        let upload_limit = config.transfer.upload_limit.map(|rate| {
-            // A burst of a quarter second keeps pacing smooth.
-            Mutex::new(crate::rate::TokenBucket::new(
-                rate,
-                rate / 4,
-                Instant::now(),
-            ))
-        });
         let manager_config = ManagerConfig {
             relay: config.relay,
             introduction_timeout: config.punch.deadline,
@@ -403,6 +298,34 @@ impl Node {
             }
         }
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
+        let roster = Roster {
+            passwords,
+            room_keys,
+            ..Roster::default()
+        };
+        let cx = Context::new(identity.peer_id(), roster, events_tx, inputs);
+        let chat = Arc::new(Chat::new(
+            cx.clone(),
+            identity.clone(),
+            config.name.clone(),
+            store,
+            clock,
+            next_seq,
+            config.send_timeout,
+        ));
+        let files = Arc::new(Files::new(cx.clone(), &config.transfer));
+        let sync = Arc::new(HistorySync::new(cx.clone(), chat.clone()));
+        let catch_up = Arc::new(CatchUp::new(cx.clone(), sync.clone(), files.clone()));
+        let auth = Arc::new(Auth::new(cx.clone(), catch_up.clone()));
+        let services = Services {
+            cx: cx.clone(),
+            chat,
+            sync,
+            auth,
+            files,
+            catch_up,
+            bench: config.bench_serve,
+        };
         let node = Node {
             inner: Arc::new(Inner {
                 config,
@@ -411,26 +334,14 @@ impl Node {
                 client,
                 home: home.to_path_buf(),
                 trackers,
-                inputs,
+                cx,
                 allowed,
-                events: events_tx,
                 gate_installed: Notify::new(),
-                state: Mutex::new(State {
-                    clock,
-                    passwords,
-                    room_keys,
-                    ..State::default()
-                }),
-                next_seq: AtomicU64::new(next_seq),
-                store,
+                services,
+                probe_routes: Mutex::default(),
                 identity,
-                chunk_reads: Arc::new(tokio::sync::Semaphore::new(files::MAX_CHUNK_READS)),
-                upload_limit,
                 budget: Mutex::new(DestinationBudget::default()),
-                notices: Mutex::new(notices::Notices::default()),
                 punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
-                tasks: TaskTracker::new(),
-                stop: CancellationToken::new(),
                 ended: CancellationToken::new(),
             }),
         };
@@ -518,40 +429,21 @@ impl Node {
         &self.inner.socket
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// An error about what `peer` did, shown at most once per
-    /// [`notices::NOTICE_INTERVAL`] for the same peer and `kind`, with how
-    /// many like it were not shown.
-    fn peer_error(&self, peer: PeerId, kind: &'static str, text: String) {
-        let admitted = self
-            .inner
-            .notices
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admit(peer, kind, Instant::now());
-        if let Some(held_back) = admitted {
-            self.emit(Event::error(notices::with_held_back(text, held_back)));
-        }
+    fn roster(&self) -> MutexGuard<'_, Roster> {
+        self.inner.cx.roster()
     }
 
     /// Adds `event` to this node's event stream, after every event before
     /// it: frontends answer commands this way, in order with the rest.
     pub fn emit(&self, event: Event) {
-        // Nobody listening is fine: a library user may not want events.
-        let _ = self.inner.events.send(event);
+        self.inner.cx.emit(event);
     }
 
     fn hello(&self) -> ControlMessage {
         ControlMessage::Hello {
             name: self.inner.config.name.clone(),
             agent: AGENT.to_string(),
-            rooms: self.state().rooms.clone(),
+            rooms: self.roster().rooms.clone(),
         }
     }
 
@@ -562,30 +454,15 @@ impl Node {
             .is_none_or(|allowed| allowed.contains(peer))
     }
 
-    /// Whether messages for `room` may come from `via`: any peer for an
-    /// open room, only one that proved the password for a password room.
-    fn may_speak_for(&self, via: &PeerId, room: &str) -> bool {
-        let state = self.state();
-        !state.passwords.contains_key(room)
-            || state
-                .peers
-                .get(via)
-                .is_some_and(|r| r.verified.contains(room))
-    }
-
     fn name_of(&self, peer: &PeerId) -> String {
-        self.state()
-            .peers
-            .get(peer)
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| peer.short())
+        self.inner.cx.name_of(peer)
     }
 
     fn set_status(&self, peer: PeerId, status: PeerStatus, reason: Option<String>) {
         let name = {
-            let mut state = self.state();
-            let connected = state.has_open_gate(&peer);
-            let record = state
+            let mut roster = self.roster();
+            let connected = roster.has_open_gate(&peer);
+            let record = roster
                 .peers
                 .entry(peer)
                 .or_insert_with(|| PeerRecord::new(peer.short()));
@@ -623,7 +500,7 @@ impl Node {
 
     /// The rooms joined, in the order joined (plain lines go to the last).
     pub fn rooms(&self) -> Vec<String> {
-        self.state().rooms.clone()
+        self.roster().rooms.clone()
     }
 
     /// Where downloads go when no folder is given.
@@ -638,10 +515,10 @@ impl Node {
         let room = self.current_room()?;
         let keys = auth::derive_room_keys(&[(room.clone(), password.clone())].into()).await;
         {
-            let mut state = self.state();
-            state.passwords.insert(room.clone(), password);
-            state.room_keys.extend(keys);
-            for record in state.peers.values_mut() {
+            let mut roster = self.roster();
+            roster.passwords.insert(room.clone(), password);
+            roster.room_keys.extend(keys);
+            for record in roster.peers.values_mut() {
                 record.verified.remove(&room);
             }
         }
@@ -650,24 +527,16 @@ impl Node {
                 "#{room} is a password room: peers share it once they prove the password"
             ),
         });
-        for gate in self.open_gates() {
-            self.authenticate_all(&gate);
+        let gates = self.roster().open_gates();
+        for gate in gates {
+            self.inner.services.auth.authenticate_all(&gate);
         }
         Ok(())
     }
 
-    fn open_gates(&self) -> Vec<Arc<Gate>> {
-        self.state()
-            .peers
-            .values()
-            .filter_map(|r| r.gate.clone())
-            .filter(|g| g.is_open())
-            .collect()
-    }
-
     /// The room plain lines go to: the last one joined.
     fn current_room(&self) -> Result<String, NodeError> {
-        self.state().rooms.last().cloned().ok_or(NodeError::NoRoom)
+        self.roster().rooms.last().cloned().ok_or(NodeError::NoRoom)
     }
 
     // --------------------------------------------------------- connecting --
@@ -685,16 +554,16 @@ impl Node {
     /// after the last event.
     pub async fn shutdown(&self) {
         let gates = {
-            let mut state = self.state();
-            state.closing = true;
-            state
+            let mut roster = self.roster();
+            roster.closing = true;
+            roster
                 .peers
                 .values()
                 .filter_map(|r| r.gate.clone())
                 .collect::<Vec<_>>()
         };
         let (done, stopped) = oneshot::channel();
-        if self.inner.inputs.send(Input::Shutdown(done)).is_ok() {
+        if self.inner.cx.input(Input::Shutdown(done)) {
             let _ = stopped.await;
         }
         let mut goodbyes = JoinSet::new();
@@ -708,16 +577,11 @@ impl Node {
             .close(CloseCode::Normal.varint(), b"quit");
         // One signal stops every task at its next await; a task stuck in
         // blocking code cannot hold shutdown longer than the bound.
-        self.inner.stop.cancel();
-        self.inner.tasks.close();
-        if timeout(SHUTDOWN_DRAIN, self.inner.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::debug!(
-                left = self.inner.tasks.len(),
-                "tasks still running at shutdown"
-            );
+        self.inner.cx.stop();
+        let tasks = self.inner.cx.tasks();
+        tasks.close();
+        if timeout(SHUTDOWN_DRAIN, tasks.wait()).await.is_err() {
+            tracing::debug!(left = tasks.len(), "tasks still running at shutdown");
         }
         // Every connection is closed with a reason; wait_idle lets the
         // close frames go out (quinn bounds it by three PTOs per connection).
@@ -727,19 +591,18 @@ impl Node {
 
     /// Hands what happened to the node task.
     fn input(&self, input: Input) {
-        // After shutdown nobody listens, which is fine.
-        let _ = self.inner.inputs.send(input);
+        self.inner.cx.input(input);
     }
 
     fn is_closing(&self) -> bool {
-        self.state().closing
+        self.roster().closing
     }
 
     /// The manager found `peer`'s gate ended for good.
     fn gone(&self, peer: PeerId, reason: String) {
         let name = {
-            let mut state = self.state();
-            let Some(record) = state.peers.get_mut(&peer) else {
+            let mut roster = self.roster();
+            let Some(record) = roster.peers.get_mut(&peer) else {
                 return;
             };
             if record.gate.as_ref().is_some_and(|g| g.is_open()) {
@@ -747,10 +610,9 @@ impl Node {
             }
             record.gate = None;
             record.status = PeerStatus::Offline;
-            let name = record.name.clone();
-            state.files.forget_provider(&peer);
-            name
+            record.name.clone()
         };
+        self.inner.services.files.state().forget_provider(&peer);
         self.emit(Event::Disconnected {
             peer_id: peer.to_string(),
             name,

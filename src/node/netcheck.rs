@@ -62,9 +62,9 @@ impl Node {
             .first_session()
             .ok_or(NodeError::NoTracker)?;
         let (sender, mut probes) = mpsc::unbounded_channel();
-        self.state().netcheck = Some(sender);
+        self.inner.probe_routes().netcheck = Some(sender);
         let result = self.run_netcheck(&tracker, &mut probes).await;
-        self.state().netcheck = None;
+        self.inner.probe_routes().netcheck = None;
         result
     }
 

@@ -82,7 +82,9 @@ pub(super) async fn pump(
             let Some(inner) = node.upgrade() else { break };
             let node = Node { inner };
             let name = node.name_of(&peer);
-            node.peer_error(peer, kind, format!("relay to {name}: {text}"));
+            node.inner
+                .cx
+                .peer_error(peer, kind, format!("relay to {name}: {text}"));
         }
         Ok::<(), WireError>(())
     };

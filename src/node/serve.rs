@@ -1,7 +1,8 @@
 //! Serving a gate: installing it once the node task chose it, the streams
 //! the peer opens (chat, sync, auth, files, bench) each handed to its
 //! service, the control stream, and reporting the gate's end to the node
-//! task.
+//! task. Everything after installing runs on [`Services`]: the services
+//! and their narrow context, not the node.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,13 +10,32 @@ use std::time::Instant;
 use quinn::{RecvStream, SendStream};
 use tokio::time::timeout;
 
+use super::auth::Auth;
+use super::chat::Chat;
+use super::context::Context;
 use super::driver::{Input, Ready};
+use super::files::Files;
 use super::gate::{self, describe_close, Gate, GateError, Greeted};
 use super::manager::{GateEnd, GateFacts};
+use super::sync::{CatchUp, HistorySync};
 use super::{events, path_died, path_of, Event, Node, PeerRecord, PeerStatus};
 use crate::identity::PeerId;
 use crate::protocol::{validate_label, ControlMessage, StreamKind, MAX_ROOMS, MAX_ROOM_LEN};
 use crate::wire::{CloseCode, FrameReader, WireError};
+
+/// The handlers of a gate's streams, one service per stream kind, with
+/// the context they share.
+#[derive(Clone)]
+pub(super) struct Services {
+    pub cx: Context,
+    pub chat: Arc<Chat>,
+    pub sync: Arc<HistorySync>,
+    pub auth: Arc<Auth>,
+    pub files: Arc<Files>,
+    pub catch_up: Arc<CatchUp>,
+    /// Whether bench streams are answered (`bench serve`).
+    pub bench: bool,
+}
 
 impl Node {
     /// The manager's `Install`: makes a greeted connection the peer's gate
@@ -36,8 +56,8 @@ impl Node {
         let gate = Arc::new(gate);
         let peer = gate.peer_id;
         {
-            let mut state = self.state();
-            let record = state
+            let mut roster = self.roster();
+            let record = roster
                 .peers
                 .entry(peer)
                 .or_insert_with(|| PeerRecord::new(greeting.name.clone()));
@@ -75,21 +95,44 @@ impl Node {
                 dialed,
             }),
         }
-        self.inner
-            .spawn(self.clone().read_control(gate.clone(), control));
-        self.inner.spawn(self.clone().serve_gate(gate.clone()));
-        self.authenticate_all(&gate);
+        let services = &self.inner.services;
+        services
+            .cx
+            .spawn(services.clone().read_control(gate.clone(), control));
+        services.cx.spawn(services.clone().serve_gate(gate.clone()));
+        services.auth.authenticate_all(&gate);
         gate
     }
 
+    /// Sends `bytes` on a bench stream to a connected `peer` running
+    /// `bench serve`; returns the count it reports back.
+    pub async fn bench_send(&self, peer: PeerId, bytes: u64) -> Result<u64, String> {
+        let gate = self
+            .roster()
+            .open_gate(&peer)
+            .ok_or("not connected to that peer")?;
+        let (mut send, mut recv) = gate.connection.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&crate::wire::header(StreamKind::Bench))
+            .await
+            .map_err(|e| e.to_string())?;
+        write_zeros(&mut send, bytes).await?;
+        let mut count = [0u8; 8];
+        recv.read_exact(&mut count)
+            .await
+            .map_err(|e| format!("no count back (is the peer running `bench serve`?): {e}"))?;
+        Ok(u64::from_be_bytes(count))
+    }
+}
+
+impl Services {
     /// Accepts the peer's streams until the connection ends, then reports it.
-    pub(super) async fn serve_gate(self, gate: Arc<Gate>) {
+    async fn serve_gate(self, gate: Arc<Gate>) {
         let connection = gate.connection.clone();
         let error = loop {
             tokio::select! {
                 stream = connection.accept_bi() => match stream {
                     Ok((send, recv)) => {
-                        self.inner.spawn(self.clone().serve_stream(gate.clone(), send, recv));
+                        self.cx.spawn(self.clone().serve_stream(gate.clone(), send, recv));
                     }
                     Err(error) => break error,
                 },
@@ -97,7 +140,7 @@ impl Node {
                     Ok(mut recv) => {
                         // No stream kind is unidirectional yet.
                         let connection = connection.clone();
-                        self.inner.spawn(async move {
+                        self.cx.spawn(async move {
                             let error = match timeout(gate::GREETING_TIMEOUT, crate::wire::read_header::<StreamKind>(&mut recv)).await {
                                 Ok(Ok(kind)) => WireError::UnexpectedKind { expected: "bidirectional", got: kind.name() },
                                 Ok(Err(error)) => error,
@@ -118,7 +161,7 @@ impl Node {
         } else {
             GateEnd::Closed(reason)
         };
-        self.input(Input::GateClosed {
+        self.cx.input(Input::GateClosed {
             peer: gate.peer_id,
             gate: connection.stable_id(),
             end,
@@ -136,12 +179,12 @@ impl Node {
             .await
             .map_err(|_| WireError::Truncated("stream header"))??;
             match kind {
-                StreamKind::Chat => self.serve_chat(&gate, send, recv).await,
-                StreamKind::Sync => self.serve_sync(&gate, send, recv).await,
-                StreamKind::Auth => self.serve_auth(&gate, send, recv).await,
-                StreamKind::Bench if self.inner.config.bench_serve => serve_bench(send, recv).await,
-                StreamKind::Manifest => self.serve_manifest(send, recv).await,
-                StreamKind::Chunks => self.serve_chunks(&gate, send, recv).await,
+                StreamKind::Chat => self.chat.serve(&gate, send, recv).await,
+                StreamKind::Sync => self.sync.serve(&gate, send, recv).await,
+                StreamKind::Auth => self.auth.serve(&gate, send, recv).await,
+                StreamKind::Bench if self.bench => serve_bench(send, recv).await,
+                StreamKind::Manifest => self.files.serve_manifest(send, recv).await,
+                StreamKind::Chunks => self.files.serve_chunks(&gate, send, recv).await,
                 other => Err(WireError::UnexpectedKind {
                     expected: "chat or sync",
                     got: other.name(),
@@ -185,20 +228,20 @@ impl Node {
                         GateError::BadGreeting("invalid room list".into()).close(&gate.connection);
                         return;
                     }
-                    if let Some(record) = self.state().peers.get_mut(&gate.peer_id) {
+                    if let Some(record) = self.cx.roster().peers.get_mut(&gate.peer_id) {
                         record.rooms = rooms.into_iter().collect();
                     }
                     // A newly shared room has history to catch up on, or a
                     // password to prove first.
-                    self.authenticate_all(&gate);
-                    self.catch_up(gate.clone());
+                    self.auth.authenticate_all(&gate);
+                    self.catch_up.catch_up(gate.clone());
                 }
                 ControlMessage::Hello { .. } => {
                     GateError::BadGreeting("a second hello".into()).close(&gate.connection);
                     return;
                 }
                 ControlMessage::Offer(offer) => {
-                    if let Err(reason) = self.take_offer(&gate, offer) {
+                    if let Err(reason) = self.files.take_offer(&gate, offer) {
                         let reason = format!("invalid offer: {reason}");
                         GateError::from(WireError::Malformed {
                             kind: "control",
@@ -210,27 +253,6 @@ impl Node {
                 }
             }
         }
-    }
-
-    /// Sends `bytes` on a bench stream to a connected `peer` running
-    /// `bench serve`; returns the count it reports back.
-    pub async fn bench_send(&self, peer: PeerId, bytes: u64) -> Result<u64, String> {
-        let gate = self
-            .state()
-            .peers
-            .get(&peer)
-            .and_then(|r| r.gate.clone())
-            .ok_or("not connected to that peer")?;
-        let (mut send, mut recv) = gate.connection.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(&crate::wire::header(StreamKind::Bench))
-            .await
-            .map_err(|e| e.to_string())?;
-        write_zeros(&mut send, bytes).await?;
-        let mut count = [0u8; 8];
-        recv.read_exact(&mut count)
-            .await
-            .map_err(|e| format!("no count back (is the peer running `bench serve`?): {e}"))?;
-        Ok(u64::from_be_bytes(count))
     }
 }
 

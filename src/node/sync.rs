@@ -7,13 +7,19 @@
 //! Messages are verified against their authors and committed like live ones,
 //! so they can come from any peer, not only their author. When nothing is
 //! missing a sync costs one request and one `Done` per room.
+//!
+//! [`HistorySync`] asks and answers; [`CatchUp`] is what a peer gets when it
+//! newly shares rooms with this node: the offers and the history it lacks.
 
 use std::sync::Arc;
 
 use quinn::{RecvStream, SendStream};
 
+use super::chat::Chat;
+use super::context::Context;
+use super::files::Files;
 use super::gate::{Gate, GateError};
-use super::{Node, NodeError};
+use super::NodeError;
 use crate::holdings::{Held, Holdings};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
@@ -24,28 +30,75 @@ use crate::wire::{FrameReader, FrameWriter, WireError};
 /// Most authors a sync request may list.
 const MAX_AUTHORS: usize = 16_384;
 
-impl Node {
+/// The history sync service: pulls what this node lacks, answers what
+/// peers lack. Messages it pulls are taken like live ones, by [`Chat`].
+pub(super) struct HistorySync {
+    cx: Context,
+    chat: Arc<Chat>,
+}
+
+/// What a peer gets when it newly shares rooms with this node (a new
+/// connection, a joined room, a proven password): this node's offers and
+/// the history it lacks.
+pub(super) struct CatchUp {
+    cx: Context,
+    sync: Arc<HistorySync>,
+    files: Arc<Files>,
+}
+
+impl CatchUp {
+    pub fn new(cx: Context, sync: Arc<HistorySync>, files: Arc<Files>) -> Self {
+        Self { cx, sync, files }
+    }
+
+    /// Sends the gate's peer this node's offers and pulls the history of
+    /// the rooms both are in. One runs per gate at a time: asked for again
+    /// meanwhile (a burst of room changes), it runs once more after, not
+    /// once per ask.
+    pub fn catch_up(&self, gate: Arc<Gate>) {
+        {
+            let mut catching_up = gate
+                .catching_up
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if catching_up.running {
+                catching_up.again = true;
+                return;
+            }
+            catching_up.running = true;
+        }
+        let (sync, files) = (self.sync.clone(), self.files.clone());
+        self.cx.spawn(async move {
+            loop {
+                files.send_offers(&gate).await;
+                sync.sync_with(&gate).await;
+                let mut catching_up = gate
+                    .catching_up
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !std::mem::take(&mut catching_up.again) {
+                    catching_up.running = false;
+                    return;
+                }
+            }
+        });
+    }
+}
+
+impl HistorySync {
+    pub fn new(cx: Context, chat: Arc<Chat>) -> Self {
+        Self { cx, chat }
+    }
+
     /// Rooms this node and `peer` are both in.
     fn shared_rooms(&self, peer: &PeerId) -> Vec<String> {
-        let state = self.state();
-        let Some(record) = state.peers.get(peer) else {
-            return Vec::new();
-        };
-        let mut rooms: Vec<String> = state
-            .rooms
-            .iter()
-            .filter(|room| state.is_member(record, room))
-            .cloned()
-            .collect();
-        // Private messages between the two.
-        rooms.push(super::dm_room(&self.peer_id(), peer));
-        rooms
+        self.cx.roster().shared_rooms(&self.cx.me, peer)
     }
 
     /// What to ask a peer for of `room`, or nothing when the room's
     /// history here is full.
     async fn request_for(&self, room: &str) -> Result<Option<SyncFrame>, NodeError> {
-        let store = self.inner.store.clone();
+        let store = self.chat.store().clone();
         let room = room.to_string();
         let request = tokio::task::spawn_blocking(move || {
             let usage = store.room_usage(&room)?;
@@ -69,54 +122,19 @@ impl Node {
         Ok(request)
     }
 
-    /// Pulls from `gate`'s peer whatever this node lacks of their shared rooms.
-    /// What a peer gets when it newly shares rooms with this node (a new
-    /// connection, a joined room, a proven password): the history it lacks
-    /// and this node's offers.
-    /// Sends the gate's peer this node's offers and pulls the history of
-    /// the rooms both are in. One runs per gate at a time: asked for again
-    /// meanwhile (a burst of room changes), it runs once more after, not
-    /// once per ask.
-    pub(super) fn catch_up(&self, gate: Arc<Gate>) {
-        {
-            let mut catching_up = gate
-                .catching_up
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if catching_up.running {
-                catching_up.again = true;
-                return;
-            }
-            catching_up.running = true;
-        }
-        let node = self.clone();
-        self.inner.spawn(async move {
-            loop {
-                node.send_offers(&gate).await;
-                node.clone().sync_with(gate.clone()).await;
-                let mut catching_up = gate
-                    .catching_up
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if !std::mem::take(&mut catching_up.again) {
-                    catching_up.running = false;
-                    return;
-                }
-            }
-        });
-    }
-
-    pub(super) async fn sync_with(self, gate: Arc<Gate>) {
+    /// Pulls from `gate`'s peer whatever this node lacks of their shared
+    /// rooms.
+    async fn sync_with(&self, gate: &Gate) {
         let rooms = self.shared_rooms(&gate.peer_id);
         if rooms.is_empty() {
             return;
         }
-        if let Err(error) = self.pull(&gate, rooms).await {
+        if let Err(error) = self.pull(gate, rooms).await {
             match error {
                 SyncError::Wire(error) => GateError::from(error).close(&gate.connection),
-                SyncError::Node(error) => {
-                    self.emit(super::Event::error(format!("history sync: {error}")))
-                }
+                SyncError::Node(error) => self
+                    .cx
+                    .emit(super::Event::error(format!("history sync: {error}"))),
             }
         }
     }
@@ -145,7 +163,7 @@ impl Node {
                         }
                         // Refused messages (forged, foreign rooms) are reported
                         // by take_messages and not stored; the rest are.
-                        self.take_messages(messages, gate.peer_id).await;
+                        self.chat.take_messages(messages, gate.peer_id).await;
                     }
                     Some(SyncFrame::Done { room: got }) if got == room => break,
                     Some(_) => return Err(malformed("unexpected frame").into()),
@@ -159,7 +177,7 @@ impl Node {
 
     /// Answers a peer's sync requests: for rooms both are in, the messages
     /// it does not hold.
-    pub(super) async fn serve_sync(
+    pub async fn serve(
         &self,
         gate: &Gate,
         send: SendStream,
@@ -189,10 +207,10 @@ impl Node {
                 let theirs = Arc::new(theirs);
                 // In a password room only tagged messages travel: one stored
                 // before the room had its password would only be refused.
-                let key = self.state().room_keys.get(&room).cloned();
+                let key = self.cx.roster().room_keys.get(&room).cloned();
                 let mut after = None;
                 loop {
-                    let store = self.inner.store.clone();
+                    let store = self.chat.store().clone();
                     let (room_name, vector) = (room.clone(), theirs.clone());
                     let batch = tokio::task::spawn_blocking(move || {
                         store.missing(&room_name, &vector, new_authors, after, SYNC_BATCH)
@@ -201,7 +219,8 @@ impl Node {
                     let (mut messages, next) = match batch {
                         Ok(Ok(found)) => found,
                         Ok(Err(error)) => {
-                            self.emit(super::Event::error(format!("history sync: {error}")));
+                            self.cx
+                                .emit(super::Event::error(format!("history sync: {error}")));
                             break;
                         }
                         Err(_) => break,

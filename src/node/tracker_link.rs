@@ -177,7 +177,7 @@ impl Node {
     /// connected).
     pub(super) async fn restore_tracker(self, tracker: TrackerIx) {
         self.open_relay(tracker).await;
-        let rooms = self.state().rooms.clone();
+        let rooms = self.roster().rooms.clone();
         for room in rooms {
             if let Err(error) = self.join_at_tracker(tracker, &room).await {
                 self.emit(Event::error(format!("cannot join {room} again: {error}")));
@@ -257,7 +257,7 @@ impl Node {
                 "room {room}: names starting with @ are private rooms of two; use /msg"
             )));
         }
-        if self.state().rooms.len() >= MAX_ROOMS {
+        if self.roster().rooms.len() >= MAX_ROOMS {
             return Err(NodeError::Invalid(format!(
                 "room count: at most {MAX_ROOMS}"
             )));
@@ -292,7 +292,7 @@ impl Node {
             .collect::<std::collections::HashSet<_>>()
             .len();
         {
-            let mut state = self.state();
+            let mut state = self.roster();
             state.rooms.retain(|r| r != room);
             state.rooms.push(room.to_string());
         }
@@ -301,8 +301,9 @@ impl Node {
             members: count,
         });
         self.announce_rooms().await;
-        for gate in self.open_gates() {
-            self.catch_up(gate);
+        let gates = self.roster().open_gates();
+        for gate in gates {
+            self.inner.services.catch_up.catch_up(gate);
         }
         for (tracker, members) in members {
             self.connect_members(tracker, room, members);
@@ -347,7 +348,7 @@ impl Node {
             result?;
         }
         let unwanted: Vec<crate::identity::PeerId> = {
-            let mut state = self.state();
+            let mut state = self.roster();
             state.rooms.retain(|r| r != room);
             let state = &*state;
             state
@@ -372,8 +373,9 @@ impl Node {
     }
 
     async fn announce_rooms(&self) {
-        let rooms = self.state().rooms.clone();
-        for gate in self.open_gates() {
+        let rooms = self.roster().rooms.clone();
+        let gates = self.roster().open_gates();
+        for gate in gates {
             let message = ControlMessage::Rooms {
                 rooms: rooms.clone(),
             };
@@ -385,7 +387,7 @@ impl Node {
 
     /// `member` is in `room` as `tracker` lists it.
     fn learn_member(&self, tracker: TrackerIx, room: &str, member: &Member) {
-        let mut state = self.state();
+        let mut state = self.roster();
         let record = state
             .peers
             .entry(member.peer_id)
@@ -409,14 +411,14 @@ impl Node {
                     self.learn_member(tracker, &room, &member);
                     // The joiner dials; this side waits for it.
                     // Only news for a peer nobody is connecting to or connected with.
-                    let idle = self.state().peers.get(&peer).is_none_or(|r| {
+                    let idle = self.roster().peers.get(&peer).is_none_or(|r| {
                         matches!(r.status, PeerStatus::Known | PeerStatus::Offline)
                     });
                     if idle {
                         self.set_status(peer, PeerStatus::Known, Some(format!("joined {room}")));
                     }
                     // Kept connected from now on (reconnected if its path dies).
-                    let shared = self.state().rooms.contains(&room);
+                    let shared = self.roster().rooms.contains(&room);
                     if shared {
                         self.input(Input::Wanted {
                             peer,
@@ -431,7 +433,7 @@ impl Node {
                     role,
                 } => {
                     {
-                        let mut state = self.state();
+                        let mut state = self.roster();
                         let record = state
                             .peers
                             .entry(peer.peer_id)
@@ -447,7 +449,7 @@ impl Node {
                 }
                 TrackerEvent::Left { room, peer_id } => {
                     let gone = {
-                        let mut state = self.state();
+                        let mut state = self.roster();
                         let Some(record) = state.peers.get_mut(&peer_id) else {
                             continue;
                         };
@@ -464,7 +466,7 @@ impl Node {
                         self.set_status(peer_id, PeerStatus::Offline, Some(format!("left {room}")));
                     }
                     let shares_room = {
-                        let state = self.state();
+                        let state = self.roster();
                         state
                             .peers
                             .get(&peer_id)

@@ -21,7 +21,7 @@ use tokio::time::timeout;
 use super::super::events::{Event, SourceChange};
 use super::super::gate::Gate;
 use super::sources::Sources;
-use super::Node;
+use super::{Files, Node};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
 use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
@@ -109,13 +109,13 @@ pub struct SourceCount {
 /// A running fetch's place in [`FileState::fetching`], given up when the
 /// fetch ends however it ends.
 struct FetchRegistration {
-    node: Node,
+    files: Arc<Files>,
     content: ContentId,
 }
 
 impl Drop for FetchRegistration {
     fn drop(&mut self) {
-        self.node.state().files.fetching.remove(&self.content);
+        self.files.state().fetching.remove(&self.content);
     }
 }
 
@@ -127,23 +127,26 @@ impl Node {
         let started = Instant::now();
         let content = request.content;
         let (late_tx, mut late_sources) = mpsc::unbounded_channel();
-        let gates: Vec<Arc<Gate>> = {
-            let mut state = self.state();
-            if state.files.fetching.contains_key(&content) {
+        {
+            let mut files = self.inner.services.files.state();
+            if files.fetching.contains_key(&content) {
                 return Err(FetchError::AlreadyFetching(content.short()));
             }
-            state.files.fetching.insert(content, late_tx);
+            files.fetching.insert(content, late_tx);
+        }
+        let _registration = FetchRegistration {
+            files: self.inner.services.files.clone(),
+            content,
+        };
+        let gates: Vec<Arc<Gate>> = {
+            let roster = self.roster();
             let mut seen = BTreeSet::new();
             request
                 .sources
                 .iter()
                 .filter(|p| seen.insert(**p))
-                .filter_map(|p| state.open_gate(p))
+                .filter_map(|p| roster.open_gate(p))
                 .collect()
-        };
-        let _registration = FetchRegistration {
-            node: self.clone(),
-            content,
         };
         if gates.is_empty() {
             return Err(FetchError::NoSource(content.short()));
@@ -236,7 +239,7 @@ impl Node {
                 }
                 _ = ticker.tick(), if !sources.is_idle() => progress(self),
                 Some(peer) = late_sources.recv() => {
-                    let gate = self.state().open_gate(&peer);
+                    let gate = self.roster().open_gate(&peer);
                     if let Some(gate) = gate {
                         if sources.add(gate) {
                             tracing::debug!(peer = %peer.short(), "a source joins the fetch");
@@ -283,7 +286,12 @@ impl Node {
             encoded,
             sources: paths.clone(),
         });
-        self.state().files.shares.insert(content, share);
+        self.inner
+            .services
+            .files
+            .state()
+            .shares
+            .insert(content, share);
         let report = FetchReport {
             hash: content.to_string(),
             name,
@@ -500,7 +508,7 @@ impl Node {
             .map_err(|e| FetchError::NoSource(format!("{} ({e})", ticket.content.short())))?;
         let mut holders: Vec<PeerId> = vec![ticket.sender];
         holders.extend(
-            self.state()
+            self.roster()
                 .peers
                 .iter()
                 .filter(|(id, r)| r.rooms.contains(&room) && **id != ticket.sender)
@@ -525,14 +533,14 @@ impl Node {
                 Ok((peer, Ok(()))) => sender_done |= peer == ticket.sender,
                 Err(_) => {}
             }
-            let any = holders.iter().any(|p| self.state().has_open_gate(p));
+            let any = holders.iter().any(|p| self.roster().has_open_gate(p));
             if any && sender_done {
                 break;
             }
         }
         connects.detach_all();
         let sources: Vec<PeerId> = {
-            let state = self.state();
+            let state = self.roster();
             holders
                 .into_iter()
                 .filter(|p| state.has_open_gate(p))

@@ -3,7 +3,9 @@
 //! fetching one content from many sources in [`fetch`], and answering
 //! peers' manifest and chunk requests in [`upload`]. The decisions live in
 //! [`crate::transfer`] (which chunk next, what is a safe name, what is on
-//! disk); these modules move the bytes.
+//! disk); these modules move the bytes. The [`Files`] service owns what
+//! is shared and offered and answers peers' requests; fetching is a command
+//! of the node's, since it connects to sources.
 
 mod fetch;
 mod sources;
@@ -11,16 +13,19 @@ mod upload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
+use super::context::Context;
 use super::events::Event;
 use super::gate::Gate;
 use super::{Node, NodeError};
 use crate::identity::PeerId;
 use crate::protocol::{validate_label, ControlMessage, FileOffer, MAX_ROOM_LEN};
+use crate::rate::TokenBucket;
 use crate::transfer::manifest::{self, ContentId};
 use crate::transfer::{swarm_room, Share, Ticket};
 pub use fetch::{FetchError, FetchReport, FetchRequest, SourceCount, PIPELINE_DEPTH};
@@ -74,9 +79,22 @@ pub struct FileInfo {
     pub providers: Vec<String>,
 }
 
+/// The file service: what this node shares and what its rooms offer, and
+/// the answers to peers' manifest and chunk requests ([`upload`]).
+pub(in crate::node) struct Files {
+    cx: Context,
+    state: Mutex<FileState>,
+    /// Chunk size of content this node shares.
+    chunk_size: u32,
+    /// Bounds the chunks read from disk for peers at once.
+    chunk_reads: Arc<Semaphore>,
+    /// Paces chunks served when an upload limit is set.
+    upload_limit: Option<Mutex<TokenBucket>>,
+}
+
 /// What the node shares and what rooms offered it.
 #[derive(Default)]
-pub(super) struct FileState {
+pub(in crate::node) struct FileState {
     shares: BTreeMap<ContentId, Arc<Share>>,
     /// This node's own offers, re-sent to room members who connect later.
     own_offers: Vec<FileOffer>,
@@ -137,47 +155,48 @@ impl FileState {
     }
 }
 
-impl Node {
+impl Files {
+    pub fn new(cx: Context, transfer: &TransferConfig) -> Self {
+        let upload_limit = transfer.upload_limit.map(|rate| {
+            // A burst of a quarter second keeps pacing smooth.
+            Mutex::new(TokenBucket::new(rate, rate / 4, Instant::now()))
+        });
+        Self {
+            cx,
+            state: Mutex::default(),
+            chunk_size: transfer.chunk_size,
+            chunk_reads: Arc::new(Semaphore::new(MAX_CHUNK_READS)),
+            upload_limit,
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, FileState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Builds the manifest of `paths` (hashing every byte, on a blocking
     /// thread) and serves the content from now on.
     pub async fn share(&self, paths: Vec<PathBuf>) -> Result<Arc<Share>, NodeError> {
-        let chunk_size = self.inner.config.transfer.chunk_size;
+        let chunk_size = self.chunk_size;
         let built = tokio::task::spawn_blocking(move || manifest::build(&paths, chunk_size))
             .await
             .map_err(|e| NodeError::Invalid(format!("hashing stopped: {e}")))?
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
         let share = Arc::new(Share::from(built));
-        self.state()
-            .files
-            .shares
-            .insert(share.layout.id, share.clone());
+        self.state().shares.insert(share.layout.id, share.clone());
         Ok(share)
-    }
-
-    /// The content this node serves under `content`, if any.
-    pub fn shared(&self, content: &ContentId) -> Option<Arc<Share>> {
-        self.state().files.share(content)
-    }
-
-    /// `/send`: shares `paths` and offers them to the current room.
-    pub async fn send_files(&self, paths: Vec<PathBuf>) -> Result<ContentId, NodeError> {
-        let room = self.current_room()?;
-        let share = self.share(paths).await?;
-        let offer = offer_of(&share, room);
-        self.announce(offer).await;
-        Ok(share.layout.id)
     }
 
     /// Remembers `offer` as this node's and sends it to every connected
     /// member of its room.
     async fn announce(&self, offer: FileOffer) {
+        self.state().remember_offer(&offer);
         let gates: Vec<Arc<Gate>> = {
-            let mut state = self.state();
-            state.files.remember_offer(&offer);
-            state
+            let roster = self.cx.roster();
+            roster
                 .peers
                 .values()
-                .filter(|r| state.is_member(r, &offer.room))
+                .filter(|r| roster.is_member(r, &offer.room))
                 .filter_map(|r| r.gate.clone().filter(|g| g.is_open()))
                 .collect()
         };
@@ -186,7 +205,7 @@ impl Node {
         for gate in gates {
             let _ = gate.send_control(&message).await;
         }
-        self.emit(Event::Info {
+        self.cx.emit(Event::Info {
             message: format!(
                 "offered {} ({}) to #{} ({count} connected)",
                 offer.name,
@@ -197,18 +216,16 @@ impl Node {
     }
 
     /// Sends the peer behind `gate` this node's offers for rooms it shares.
-    pub(super) async fn send_offers(&self, gate: &Gate) {
+    pub async fn send_offers(&self, gate: &Gate) {
+        let own_offers = self.state().own_offers.clone();
         let offers: Vec<FileOffer> = {
-            let state = self.state();
-            let Some(record) = state.peers.get(&gate.peer_id) else {
+            let roster = self.cx.roster();
+            let Some(record) = roster.peers.get(&gate.peer_id) else {
                 return;
             };
-            state
-                .files
-                .own_offers
-                .iter()
-                .filter(|o| state.is_member(record, &o.room))
-                .cloned()
+            own_offers
+                .into_iter()
+                .filter(|o| roster.is_member(record, &o.room))
                 .collect()
         };
         for offer in offers {
@@ -223,37 +240,40 @@ impl Node {
     }
 
     /// An offer arrived from the peer behind `gate`.
-    pub(super) fn take_offer(&self, gate: &Gate, offer: FileOffer) -> Result<(), String> {
+    pub fn take_offer(&self, gate: &Gate, offer: FileOffer) -> Result<(), String> {
         validate_label("room", &offer.room, MAX_ROOM_LEN)?;
         validate_label("file name", &offer.name, MAX_OFFER_NAME_LEN)?;
         let from = gate.peer_id;
         let name = {
-            let mut state = self.state();
-            let Some(record) = state.peers.get(&from) else {
+            let roster = self.cx.roster();
+            let Some(record) = roster.peers.get(&from) else {
                 return Ok(());
             };
             // Only offers for a room both are in (and proven, if protected).
-            if !state.rooms.contains(&offer.room) || !state.is_member(record, &offer.room) {
+            if !roster.rooms.contains(&offer.room) || !roster.is_member(record, &offer.room) {
                 return Ok(());
             }
-            let name = record.name.clone();
-            if let Some(fetch) = state.files.fetching.get(&offer.content) {
+            record.name.clone()
+        };
+        let added = {
+            let mut state = self.state();
+            if let Some(fetch) = state.fetching.get(&offer.content) {
                 let _ = fetch.send(from); // a new source for a running fetch
             }
-            match state.files.add_provider(&offer, from) {
-                Ok(true) => name,
-                Ok(false) => return Ok(()), // heard before
-                Err(()) => {
-                    drop(state);
-                    let text = format!(
-                        "{name} offers more than {MAX_OFFERS_PER_PEER} files; the rest are not listed"
-                    );
-                    self.peer_error(from, "offers", text);
-                    return Ok(());
-                }
-            }
+            state.add_provider(&offer, from)
         };
-        self.emit(Event::FileOffered {
+        match added {
+            Ok(true) => {}
+            Ok(false) => return Ok(()), // heard before
+            Err(()) => {
+                let text = format!(
+                    "{name} offers more than {MAX_OFFERS_PER_PEER} files; the rest are not listed"
+                );
+                self.cx.peer_error(from, "offers", text);
+                return Ok(());
+            }
+        }
+        self.cx.emit(Event::FileOffered {
             from: from.to_string(),
             from_name: name,
             room: offer.room,
@@ -265,11 +285,12 @@ impl Node {
         Ok(())
     }
 
-    /// `/files`: what this node's rooms offer, and what it serves itself.
-    pub fn files(&self) -> Vec<FileInfo> {
+    /// What this node's rooms offer, and what it serves itself.
+    fn list(&self) -> Vec<FileInfo> {
         let state = self.state();
+        let roster = self.cx.roster();
         let mut listed: BTreeMap<ContentId, FileInfo> = BTreeMap::new();
-        for (content, (offer, providers)) in &state.files.offers {
+        for (content, (offer, providers)) in &state.offers {
             listed.insert(
                 *content,
                 FileInfo {
@@ -278,14 +299,11 @@ impl Node {
                     bytes: offer.bytes,
                     files: offer.files,
                     room: offer.room.clone(),
-                    providers: providers
-                        .iter()
-                        .map(|p| state.peers.get(p).map_or(p.short(), |r| r.name.clone()))
-                        .collect(),
+                    providers: providers.iter().map(|p| roster.name_of(p)).collect(),
                 },
             );
         }
-        for offer in &state.files.own_offers {
+        for offer in &state.own_offers {
             let info = listed.entry(offer.content).or_insert_with(|| FileInfo {
                 hash: offer.content.to_string(),
                 name: offer.name.clone(),
@@ -298,14 +316,40 @@ impl Node {
         }
         listed.into_values().collect()
     }
+}
+
+impl Node {
+    /// Builds the manifest of `paths` (hashing every byte, on a blocking
+    /// thread) and serves the content from now on.
+    pub async fn share(&self, paths: Vec<PathBuf>) -> Result<Arc<Share>, NodeError> {
+        self.inner.services.files.share(paths).await
+    }
+
+    /// The content this node serves under `content`, if any.
+    pub fn shared(&self, content: &ContentId) -> Option<Arc<Share>> {
+        self.inner.services.files.state().share(content)
+    }
+
+    /// `/send`: shares `paths` and offers them to the current room.
+    pub async fn send_files(&self, paths: Vec<PathBuf>) -> Result<ContentId, NodeError> {
+        let room = self.current_room()?;
+        let share = self.share(paths).await?;
+        let offer = offer_of(&share, room);
+        self.inner.services.files.announce(offer).await;
+        Ok(share.layout.id)
+    }
+
+    /// `/files`: what this node's rooms offer, and what it serves itself.
+    pub fn files(&self) -> Vec<FileInfo> {
+        self.inner.services.files.list()
+    }
 
     /// `/get NAME|HASH [DIR]`: fetches an offered content in the background
     /// from every connected peer that offered it.
     pub fn get_offered(&self, what: &str, target: PathBuf, force: bool) -> Result<(), NodeError> {
         let (content, room, sources) = {
-            let state = self.state();
+            let state = self.inner.services.files.state();
             let matches: Vec<(&ContentId, &(FileOffer, BTreeSet<PeerId>))> = state
-                .files
                 .offers
                 .iter()
                 .filter(|(id, (offer, _))| {
@@ -342,9 +386,13 @@ impl Node {
             match node.fetch(request).await {
                 // Whoever finished a download serves it too.
                 Ok(_) => {
-                    let share = node.state().files.share(&content);
+                    let share = node.inner.services.files.state().share(&content);
                     if let Some(share) = share {
-                        node.announce(offer_of(&share, room)).await;
+                        node.inner
+                            .services
+                            .files
+                            .announce(offer_of(&share, room))
+                            .await;
                     }
                 }
                 Err(error) => node.emit(Event::error(error)),
@@ -368,7 +416,7 @@ impl Node {
         // Offered in the swarm room, so a getter that meets this node after
         // its download started adds it as a source.
         let offer = offer_of(&share, swarm_room(content));
-        self.state().files.remember_offer(&offer);
+        self.inner.services.files.state().remember_offer(&offer);
         self.join(&swarm_room(content)).await?;
         Ok(Ticket {
             tracker,

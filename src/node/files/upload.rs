@@ -2,7 +2,7 @@
 //! by permits per peer and per node, paced by the upload limit, chunk bytes
 //! sent without a copy, a write the peer stalls reset after a deadline.
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use tokio::time::timeout;
 
 use super::super::gate::Gate;
 use super::fetch::PIPELINE_DEPTH;
-use super::Node;
+use super::Files;
 use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest, StreamKind};
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
@@ -30,10 +30,10 @@ pub const STALLED_WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// reader on a slow path takes this much in well under it.
 const WRITE_PIECE: usize = 64 << 10;
 
-impl Node {
+impl Files {
     /// How long to hold `bytes` back to stay under the upload limit.
     fn upload_pace(&self, bytes: usize) -> Duration {
-        match &self.inner.upload_limit {
+        match &self.upload_limit {
             Some(bucket) => bucket
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -43,7 +43,7 @@ impl Node {
     }
 
     /// Answers one manifest request.
-    pub(in crate::node) async fn serve_manifest(
+    pub async fn serve_manifest(
         &self,
         send: SendStream,
         recv: RecvStream,
@@ -53,7 +53,7 @@ impl Node {
         let Some(ManifestRequest { content }) = reader.recv().await? else {
             return Ok(());
         };
-        let share = self.state().files.share(&content);
+        let share = self.state().share(&content);
         let reply = match share {
             Some(share) => ManifestReply::Found(share.encoded.clone()),
             None => ManifestReply::Missing,
@@ -68,8 +68,8 @@ impl Node {
     /// reads take a permit of the peer's (so one peer cannot take them
     /// all) and one of the node's; a write the peer does not take for
     /// [`STALLED_WRITE_TIMEOUT`] resets the stream and frees both.
-    pub(in crate::node) async fn serve_chunks(
-        &self,
+    pub async fn serve_chunks(
+        self: &Arc<Self>,
         gate: &Gate,
         send: SendStream,
         recv: RecvStream,
@@ -82,17 +82,16 @@ impl Node {
             tokio::task::JoinHandle<std::io::Result<Vec<u8>>>,
         );
         let (reads_tx, mut reads_rx) = mpsc::channel::<Read>(PIPELINE_DEPTH);
-        let node = self.clone();
+        let files = self.clone();
         let peer_permits = gate.upload_permits.clone();
         let requests = async move {
             while let Some(ChunkRequest { content, index }) = reader.recv().await? {
-                let share = node.state().files.share(&content);
+                let share = files.state().share(&content);
                 // The peer's own permit first: a peer over its share waits
                 // without holding one of everyone's.
                 let closed = |_| WireError::Truncated("chunk request");
                 let peer = peer_permits.clone().acquire_owned().await.map_err(closed)?;
-                let node_wide = node
-                    .inner
+                let node_wide = files
                     .chunk_reads
                     .clone()
                     .acquire_owned()

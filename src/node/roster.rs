@@ -1,0 +1,164 @@
+//! Who is who, as every part of the node sees it: the peers this node knows
+//! (name, rooms, status, proofs, gate), the rooms it joined, and the
+//! passwords and keys of its password rooms. Services read it through their
+//! [`super::context::Context`]; each keeps its own state to itself.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::gate::Gate;
+use super::{dm_room, manager, path_of, PathKind, PeerStatus};
+use crate::identity::PeerId;
+use crate::pake::Secret;
+use crate::room_key::RoomKey;
+
+pub(super) struct PeerRecord {
+    pub name: String,
+    pub status: PeerStatus,
+    pub candidates: Vec<SocketAddr>,
+    pub rooms: BTreeSet<String>,
+    /// Which tracker lists the peer in which room: it has left a room only
+    /// when no tracker lists it there any more.
+    pub listed_at: BTreeSet<(String, manager::TrackerIx)>,
+    /// Password rooms the peer has proven the password of, on this connection.
+    pub verified: BTreeSet<String>,
+    /// Failed password proofs on this connection.
+    pub auth_failures: u32,
+    /// When this node last heard from the peer.
+    pub last_seen: Option<Instant>,
+    pub gate: Option<Arc<Gate>>,
+}
+
+impl PeerRecord {
+    pub fn new(name: String) -> Self {
+        Self {
+            name,
+            status: PeerStatus::Known,
+            candidates: Vec::new(),
+            rooms: BTreeSet::new(),
+            listed_at: BTreeSet::new(),
+            verified: BTreeSet::new(),
+            auth_failures: 0,
+            last_seen: None,
+            gate: None,
+        }
+    }
+
+    fn has_open_gate(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.is_open())
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Roster {
+    pub peers: HashMap<PeerId, PeerRecord>,
+    /// Joined rooms in the order joined; plain lines go to the last.
+    pub rooms: Vec<String>,
+    /// Passwords of this node's password rooms.
+    pub passwords: HashMap<String, Secret>,
+    /// The keys of the same rooms, that tag their messages.
+    pub room_keys: HashMap<String, RoomKey>,
+    /// Set once shutdown began: nothing new starts.
+    pub closing: bool,
+}
+
+impl Roster {
+    pub fn open_gate_count(&self) -> usize {
+        self.peers.values().filter(|r| r.has_open_gate()).count()
+    }
+
+    /// Whether `record`'s peer counts as a member of `room`: it says it is
+    /// in the room and, for a password room, has proven the password.
+    pub fn is_member(&self, record: &PeerRecord, room: &str) -> bool {
+        // Private rooms of two are never joined, only derived (`dm_room`).
+        !room.starts_with('@')
+            && record.rooms.contains(room)
+            && (!self.passwords.contains_key(room) || record.verified.contains(room))
+    }
+
+    /// Whether `peer` takes part in `room` as seen from `me`: a member, or
+    /// the other one of a private room of two.
+    pub fn takes_part(&self, me: &PeerId, peer: &PeerId, room: &str) -> bool {
+        room == dm_room(me, peer)
+            || self
+                .peers
+                .get(peer)
+                .is_some_and(|record| self.is_member(record, room))
+    }
+
+    /// Rooms `me` and `peer` are both in, their private room included.
+    pub fn shared_rooms(&self, me: &PeerId, peer: &PeerId) -> Vec<String> {
+        let Some(record) = self.peers.get(peer) else {
+            return Vec::new();
+        };
+        let mut rooms: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|room| self.is_member(record, room))
+            .cloned()
+            .collect();
+        rooms.push(dm_room(me, peer));
+        rooms
+    }
+
+    /// Password rooms this node is in that `peer` claims to be in and has
+    /// not proven yet.
+    pub fn unproven_password_rooms(&self, peer: &PeerId) -> Vec<String> {
+        let Some(record) = self.peers.get(peer) else {
+            return Vec::new();
+        };
+        self.passwords
+            .keys()
+            .filter(|room| {
+                self.rooms.contains(*room)
+                    && record.rooms.contains(*room)
+                    && !record.verified.contains(*room)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether messages for `room` may come from `via`: any peer for an
+    /// open room, only one that proved the password for a password room.
+    pub fn may_speak_for(&self, via: &PeerId, room: &str) -> bool {
+        !self.passwords.contains_key(room)
+            || self
+                .peers
+                .get(via)
+                .is_some_and(|r| r.verified.contains(room))
+    }
+
+    /// The peer's name as the user knows it, or its short id.
+    pub fn name_of(&self, peer: &PeerId) -> String {
+        self.peers
+            .get(peer)
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| peer.short())
+    }
+
+    pub fn has_open_gate(&self, peer: &PeerId) -> bool {
+        self.open_gate(peer).is_some()
+    }
+
+    /// The peer's gate, if it is open.
+    pub fn open_gate(&self, peer: &PeerId) -> Option<Arc<Gate>> {
+        self.peers.get(peer)?.gate.clone().filter(|g| g.is_open())
+    }
+
+    /// Every open gate.
+    pub fn open_gates(&self) -> Vec<Arc<Gate>> {
+        self.peers
+            .values()
+            .filter_map(|r| r.gate.clone())
+            .filter(|g| g.is_open())
+            .collect()
+    }
+
+    /// An open gate on a direct path: nothing left to punch for.
+    pub fn has_direct_gate(&self, peer: &PeerId) -> bool {
+        self.open_gate(peer)
+            .is_some_and(|g| path_of(&g.connection) == PathKind::Direct)
+    }
+}
