@@ -485,3 +485,7 @@ impl Chat {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "chat_tests.rs"]
+mod tests;

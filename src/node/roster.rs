@@ -162,3 +162,64 @@ impl Roster {
             .is_some_and(|g| path_of(&g.connection) == PathKind::Direct)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn roster_with(peer: PeerId, rooms: &[&str]) -> Roster {
+        let mut record = PeerRecord::new("alice".into());
+        record.rooms = rooms.iter().map(|r| r.to_string()).collect();
+        let mut roster = Roster {
+            rooms: vec!["lobby".into(), "vault".into()],
+            ..Roster::default()
+        };
+        roster
+            .passwords
+            .insert("vault".into(), Secret::new("password"));
+        roster.peers.insert(peer, record);
+        roster
+    }
+
+    #[test]
+    fn a_password_room_is_shared_only_once_proven() {
+        let me = Identity::generate().unwrap().peer_id();
+        let alice = Identity::generate().unwrap().peer_id();
+        let mut roster = roster_with(alice, &["lobby", "vault", "elsewhere"]);
+        let private = dm_room(&me, &alice);
+        assert_eq!(
+            roster.shared_rooms(&me, &alice),
+            vec!["lobby".to_string(), private.clone()]
+        );
+        assert_eq!(
+            roster.unproven_password_rooms(&alice),
+            vec!["vault".to_string()]
+        );
+        assert!(!roster.may_speak_for(&alice, "vault"));
+        assert!(!roster.takes_part(&me, &alice, "vault"));
+        if let Some(record) = roster.peers.get_mut(&alice) {
+            record.verified.insert("vault".into());
+        }
+        assert!(roster.may_speak_for(&alice, "vault"));
+        assert!(roster.takes_part(&me, &alice, "vault"));
+        assert!(roster.unproven_password_rooms(&alice).is_empty());
+        assert_eq!(roster.shared_rooms(&me, &alice).len(), 3);
+        // The private room of two is theirs whatever rooms they are in,
+        // and nobody else's.
+        assert!(roster.takes_part(&me, &alice, &private));
+        let bob = Identity::generate().unwrap().peer_id();
+        assert!(!roster.takes_part(&me, &bob, &private));
+        assert!(!roster.is_member(&roster.peers[&alice], &private));
+    }
+
+    #[test]
+    fn an_unknown_peer_shares_nothing_and_is_named_by_its_short_id() {
+        let me = Identity::generate().unwrap().peer_id();
+        let stranger = Identity::generate().unwrap().peer_id();
+        let roster = Roster::default();
+        assert!(roster.shared_rooms(&me, &stranger).is_empty());
+        assert_eq!(roster.name_of(&stranger), stranger.short());
+        assert!(!roster.has_open_gate(&stranger));
+    }
+}
