@@ -38,6 +38,8 @@ pub enum Command {
     Get {
         what: String,
         dir: Option<String>,
+        /// Replace files in the way.
+        force: bool,
     },
     Quit,
 }
@@ -83,8 +85,8 @@ pub const HELP: &[(&str, &str)] = &[
         "what your rooms offer: name, size, hash, who has it",
     ),
     (
-        "/get NAME|HASH [DIR]",
-        "download an offer from everyone who has it (into DIR, default the download folder)",
+        "/get NAME|HASH [DIR] [--force]",
+        "download an offer from everyone who has it (into DIR, default the download folder; --force replaces files in the way)",
     ),
     ("/join ROOM", "join a room and connect to its members"),
     ("/leave ROOM", "leave a room"),
@@ -114,6 +116,9 @@ pub enum CommandError {
     #[error("empty line")]
     Empty,
 }
+
+/// The word that makes `/get` replace files in the way.
+const FORCE: &str = "--force";
 
 /// Parses one line. `//text` sends a message starting with `/`.
 pub fn parse(line: &str) -> Result<Command, CommandError> {
@@ -167,12 +172,25 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         "files" => Ok(Command::Files),
         "get" => {
             let what = required("get", "a name or hash from /files")?;
-            Ok(match what.split_once(char::is_whitespace) {
-                Some((what, dir)) => Command::Get {
-                    what: what.to_string(),
-                    dir: Some(dir.trim().to_string()),
-                },
-                None => Command::Get { what, dir: None },
+            // `--force` comes right after the name or last; the rest is
+            // the folder, spaces and all.
+            let (what, rest) = what
+                .split_once(char::is_whitespace)
+                .unwrap_or((what.as_str(), ""));
+            let rest = rest.trim();
+            let (dir, force) = if rest == FORCE {
+                ("", true)
+            } else if let Some(dir) = rest.strip_prefix(FORCE).filter(|d| d.starts_with(' ')) {
+                (dir.trim(), true)
+            } else if let Some(dir) = rest.strip_suffix(FORCE).filter(|d| d.ends_with(' ')) {
+                (dir.trim(), true)
+            } else {
+                (rest, false)
+            };
+            Ok(Command::Get {
+                what: what.to_string(),
+                dir: (!dir.is_empty()).then(|| dir.to_string()),
+                force,
             })
         }
         "quit" | "exit" | "q" => Ok(Command::Quit),
@@ -238,11 +256,11 @@ pub async fn execute(node: &Node, command: Command) -> bool {
             });
             Ok(())
         }
-        Command::Get { what, dir } => {
+        Command::Get { what, dir, force } => {
             let target = dir
                 .map(PathBuf::from)
                 .unwrap_or_else(|| node.downloads_dir());
-            node.get_offered(&what, target, false)
+            node.get_offered(&what, target, force)
         }
         Command::Quit => {
             node.shutdown().await;
@@ -291,17 +309,47 @@ mod tests {
             Ok(Command::Send("my photos".into()))
         );
         assert_eq!(
-            parse("/get abcd ~/in box"),
+            parse("/get abcd ~/in  box"),
             Ok(Command::Get {
                 what: "abcd".into(),
-                dir: Some("~/in box".into())
+                dir: Some("~/in  box".into()),
+                force: false,
             })
         );
         assert_eq!(
             parse("/get photos"),
             Ok(Command::Get {
                 what: "photos".into(),
-                dir: None
+                dir: None,
+                force: false,
+            })
+        );
+        for line in ["/get photo.bin DIR --force", "/get photo.bin --force DIR"] {
+            assert_eq!(
+                parse(line),
+                Ok(Command::Get {
+                    what: "photo.bin".into(),
+                    dir: Some("DIR".into()),
+                    force: true,
+                }),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            parse("/get photo.bin --force"),
+            Ok(Command::Get {
+                what: "photo.bin".into(),
+                dir: None,
+                force: true,
+            })
+        );
+        // A folder whose name merely contains the word is a folder.
+        assert_eq!(
+            parse("/get photo.bin my--force"),
+            Ok(Command::Get {
+                what: "photo.bin".into(),
+                dir: Some("my--force".into()),
+                force: false,
             })
         );
     }

@@ -171,21 +171,44 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// The lines `send` and `get` print for `event`: those of [`render`]
+/// without chat's hint and the comings and goings of the content's swarm
+/// room, which is how holders meet, not a room anyone joined.
+pub fn render_transfer(event: &Event) -> Vec<String> {
+    match event {
+        Event::Ready { .. } => ready_lines(event),
+        Event::Joined { .. } | Event::Left { .. } => Vec::new(),
+        _ => render(event),
+    }
+}
+
+/// Who this node is and where the tracker sees it.
+fn ready_lines(event: &Event) -> Vec<String> {
+    let Event::Ready {
+        peer_id,
+        name,
+        addr,
+        reflexive,
+        tracker_ms,
+        ..
+    } = event
+    else {
+        return Vec::new();
+    };
+    let mut lines = vec![format!("you are {} ({peer_id}) on {addr}", sanitize(name))];
+    if let (Some(reflexive), Some(ms)) = (reflexive, tracker_ms) {
+        lines.push(format!(
+            "registered with the tracker in {ms:.1} ms; it sees you at {reflexive}"
+        ));
+    }
+    lines
+}
+
 /// The lines to print for `event`; empty for events a person need not see.
 pub fn render(event: &Event) -> Vec<String> {
     match event {
-        Event::Ready {
-            peer_id,
-            name,
-            addr,
-            reflexive,
-            tracker_ms,
-            ..
-        } => {
-            let mut lines = vec![format!("you are {} ({peer_id}) on {addr}", sanitize(name))];
-            if let (Some(reflexive), Some(ms)) = (reflexive, tracker_ms) {
-                lines.push(format!("registered with the tracker in {ms:.1} ms; it sees you at {reflexive}"));
-            }
+        Event::Ready { .. } => {
+            let mut lines = ready_lines(event);
             lines.push("type /help for commands".into());
             lines
         }
@@ -411,6 +434,11 @@ pub fn render(event: &Event) -> Vec<String> {
                 (SourceChange::Added, _) => format!("* {who} joins as a source of {}", sanitize(name)),
             }]
         }
+        Event::TransferDone { path, report } if report.already_complete => vec![format!(
+            "* {} is already complete ({}): every byte verified, nothing fetched",
+            sanitize(path),
+            size(report.bytes),
+        )],
         Event::TransferDone { path, report } => vec![format!(
             "* got {} ({}) in {:.1} s: {} chunks fetched from {}, {} kept from before; every byte verified",
             sanitize(path),

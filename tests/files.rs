@@ -532,8 +532,26 @@ async fn an_existing_file_is_kept_unless_forced() {
             force: true,
         })
         .await;
-    forced.unwrap();
+    assert!(!forced.unwrap().already_complete);
     assert_eq!(std::fs::read(&existing).unwrap(), b"new contents");
+
+    // The same get once more: what is there is what is offered, so it is
+    // complete (exit 0 for the CLI), with nothing fetched and nothing
+    // replaced.
+    let before = std::fs::metadata(&existing).unwrap().modified().unwrap();
+    let again = fetch(&bob, share.layout.id, &[&alice], target.path())
+        .await
+        .unwrap();
+    assert!(again.already_complete, "{again:?}");
+    assert_eq!(
+        (again.chunks_fetched, again.chunks_resumed),
+        (0, again.chunks)
+    );
+    assert_eq!(again.paths, vec![existing.clone()]);
+    assert_eq!(
+        std::fs::metadata(&existing).unwrap().modified().unwrap(),
+        before
+    );
 }
 
 /// A raw peer answers Bob's manifest request with `manifest`.

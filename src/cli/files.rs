@@ -2,7 +2,7 @@
 //! ticket until Ctrl-C, and fetching what a ticket names with a progress bar
 //! on a terminal (or progress events with `--json`).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,9 @@ pub struct SendArgs {
     /// Tracker as PEERID@host:port, or host:port to trust on first use.
     #[arg(long, env = "PUNCHGATE_TRACKER")]
     tracker: Target,
+    /// The name receivers see this sender by.
+    #[arg(long, default_value = "sender")]
+    name: String,
     /// Address of the UDP socket.
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
@@ -69,7 +72,7 @@ pub struct GetArgs {
 
 /// `punchgate send`: shares, prints the ticket, serves until Ctrl-C.
 pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result<()> {
-    let mut config = NodeConfig::new("sender");
+    let mut config = NodeConfig::new(&args.name);
     config.trackers = vec![args.tracker];
     config.bind = args.bind;
     config.rooms = Vec::new();
@@ -98,7 +101,7 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(event) => output.show(&event)?,
+                Some(event) => show(&output, &event)?,
                 None => break,
             },
             _ = shutdown_signal() => break,
@@ -129,6 +132,7 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
     let GetArgs {
         ticket, out, force, ..
     } = args;
+    let target = out.clone();
     let (node, mut events) = Node::start(home, config)
         .await
         .context("cannot start the node")?;
@@ -163,13 +167,13 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
                 // offers in the swarm room are of the content being fetched.
                 (Event::TransferDone { .. } | Event::FileOffered { .. }, _) if !json => {}
                 (_, Some(bar)) => {
-                    for line in render::render(&event) {
+                    for line in render::render_transfer(&event) {
                         bar.println(line);
                     }
                 }
                 _ => {
                     if json || throttle.admit(&event, std::time::Instant::now()) {
-                        let _ = output.show(&event);
+                        let _ = show(&output, &event);
                     }
                 }
             }
@@ -191,11 +195,7 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
     let report = result?;
     if !json {
         let done = Event::TransferDone {
-            path: report
-                .paths
-                .first()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            path: report.shown_path(&target),
             report,
         };
         for line in render::render(&done) {
@@ -203,4 +203,17 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Prints `event` as `send` and `get` do: JSON in `--json` mode, else the
+/// lines a person needs (no chat hints, no swarm room notices).
+fn show(output: &Output, event: &Event) -> std::io::Result<()> {
+    if output.json {
+        return output.show(event);
+    }
+    let mut stdout = std::io::stdout().lock();
+    for line in render::render_transfer(event) {
+        writeln!(stdout, "{line}")?;
+    }
+    stdout.flush()
 }

@@ -6,6 +6,7 @@
 //! ([`Ticket`]). The node's streams that carry it are in `node::files`.
 
 pub mod dir;
+pub mod finished;
 pub mod handles;
 pub mod manifest;
 pub mod partial;

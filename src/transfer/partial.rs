@@ -40,7 +40,7 @@ pub enum DiskError {
         path: PathBuf,
         error: io::Error,
     },
-    #[error("{} already exists; pass --force to overwrite it", .0.display())]
+    #[error("{} already exists, and what is there is not what is offered; pass --force to replace it, or get into another folder", .0.display())]
     Exists(PathBuf),
     #[error("{} is in the way: it is not a folder", .0.display())]
     NotAFolder(PathBuf),

@@ -25,6 +25,7 @@ use super::{Files, Node};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
 use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
+use crate::transfer::finished::finished_copy;
 use crate::transfer::manifest::{ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
@@ -51,6 +52,10 @@ pub enum FetchError {
     // Not a `source`: the message already says it, and `{:#}` would say it twice.
     #[error("{0}; the verified chunks are kept: fix that and run the same get again to resume")]
     Disk(DiskError),
+    /// The target cannot take the download (a name taken, a link in the
+    /// way): refused before anything was fetched.
+    #[error("{0}")]
+    Refused(DiskError),
     #[error("{missing} of {total} chunks still missing and no source left ({why}); the {have} verified chunks are kept: run the same get again to resume")]
     Incomplete {
         missing: u64,
@@ -97,6 +102,8 @@ pub struct FetchReport {
     /// Sources dropped for sending a chunk that did not verify.
     pub corrupt_sources: Vec<String>,
     pub secs: f64,
+    /// Every file was already in place and verified: nothing was fetched.
+    pub already_complete: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -120,6 +127,44 @@ impl Drop for FetchRegistration {
 }
 
 impl Node {
+    /// A download found complete in `target` already (run again after it
+    /// finished): served from there, reported with nothing fetched.
+    async fn already_in_place(
+        &self,
+        target: &std::path::Path,
+        layout: &Layout,
+        encoded: &[u8],
+    ) -> Option<FetchReport> {
+        let (target, checked) = (target.to_path_buf(), layout.clone());
+        let paths = tokio::task::spawn_blocking(move || finished_copy(&target, &checked))
+            .await
+            .ok()??;
+        let share = Arc::new(Share {
+            layout: layout.clone(),
+            encoded: encoded.to_vec(),
+            sources: paths.clone(),
+        });
+        self.inner
+            .services
+            .files
+            .state()
+            .shares
+            .insert(layout.id, share);
+        Some(FetchReport {
+            hash: layout.id.to_string(),
+            name: layout.manifest.name.clone(),
+            paths,
+            bytes: layout.total_bytes,
+            chunks: layout.total_chunks,
+            chunks_fetched: 0,
+            chunks_resumed: layout.total_chunks,
+            sources: Vec::new(),
+            corrupt_sources: Vec::new(),
+            secs: 0.0,
+            already_complete: true,
+        })
+    }
+
     /// Fetches `request.content` from its sources into `request.target`,
     /// resuming what an earlier run verified, and serves it afterwards.
     /// Peers that offer the content while it runs become sources too.
@@ -155,11 +200,25 @@ impl Node {
         let (layout, encoded) = self.fetch_manifest(content, &target, &gates).await?;
         let name = layout.manifest.name.clone();
         let force = request.force;
+        if !force {
+            if let Some(report) = self.already_in_place(&target, &layout, &encoded).await {
+                let report = FetchReport {
+                    secs: started.elapsed().as_secs_f64(),
+                    ..report
+                };
+                self.emit(Event::TransferDone {
+                    path: report.shown_path(&target),
+                    report: report.clone(),
+                });
+                return Ok(report);
+            }
+        }
         let opened = tokio::task::spawn_blocking(move || {
             Partial::open(&target, layout, &encoded, force).map(|(p, have)| (p, have, encoded))
         })
         .await
-        .map_err(|e| FetchError::Internal(e.to_string()))??;
+        .map_err(|e| FetchError::Internal(e.to_string()))?
+        .map_err(FetchError::Refused)?;
         let (partial, have, encoded) = opened;
         let total_chunks = partial.layout().total_chunks;
         let total_bytes = partial.layout().total_bytes;
@@ -318,13 +377,10 @@ impl Node {
                 .map(|p| self.name_of(p))
                 .collect(),
             secs: started.elapsed().as_secs_f64(),
+            already_complete: false,
         };
         self.emit(Event::TransferDone {
-            path: report
-                .paths
-                .first()
-                .map(|p| top_level(&request.target, p))
-                .unwrap_or_default(),
+            path: report.shown_path(&request.target),
             report: report.clone(),
         });
         Ok(report)
@@ -636,6 +692,17 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
 
 /// The top-level file or folder of `path` under `target`, as the user
 /// should see where the content went.
+impl FetchReport {
+    /// What the user asked for, as it now lies in `target`: the file, or
+    /// the folder that holds the files.
+    pub fn shown_path(&self, target: &std::path::Path) -> String {
+        self.paths
+            .first()
+            .map(|p| top_level(target, p))
+            .unwrap_or_default()
+    }
+}
+
 fn top_level(target: &std::path::Path, path: &std::path::Path) -> String {
     match path
         .strip_prefix(target)
