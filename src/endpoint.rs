@@ -138,6 +138,18 @@ pub enum AddrError {
     PeerId(#[from] crate::identity::IdentityError),
     #[error("cannot resolve {host}: {reason}")]
     Resolve { host: String, reason: String },
+    #[error("{0} has no port: give host:port, e.g. {0}:7000")]
+    NoPort(String),
+}
+
+/// `host` if it ends in a port (`host:port`, `[v6]:port`).
+fn with_port(host: &str) -> Result<String, AddrError> {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(host.to_string())
+        }
+        _ => Err(AddrError::NoPort(host.to_string())),
+    }
 }
 
 /// `host:port`, optionally pinned to a peer id: `PEERID@host:port`.
@@ -155,11 +167,11 @@ impl FromStr for Target {
         match text.split_once('@') {
             Some((peer, host)) => Ok(Self {
                 peer: Some(peer.parse()?),
-                host: host.to_string(),
+                host: with_port(host)?,
             }),
             None => Ok(Self {
                 peer: None,
-                host: text.to_string(),
+                host: with_port(text)?,
             }),
         }
     }

@@ -55,7 +55,7 @@ pub enum TlsError {
 /// Raised inside a handshake when the presented key is not the pinned one:
 /// a misconfigured address, or someone impersonating the peer.
 #[derive(thiserror::Error)]
-#[error("peer id mismatch: expected {expected}, the peer presented {presented}")]
+#[error("peer id mismatch: the peer there is {presented}, not {expected}; check the id")]
 pub struct PeerIdMismatch {
     pub expected: PeerId,
     pub presented: PeerId,

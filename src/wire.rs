@@ -86,6 +86,30 @@ fn decode_within_budget<T: DeserializeOwned>(
     }
 }
 
+/// Why bytes did not decode, in words (bincode's own text is a debug print
+/// of its error).
+fn describe_decode(error: &bincode::error::DecodeError) -> String {
+    use bincode::error::DecodeError as E;
+    match error {
+        E::UnexpectedEnd { additional } => format!("{additional} byte(s) missing at the end"),
+        E::LimitExceeded => "larger than allowed".into(),
+        E::InvalidIntegerType { .. } | E::NonZeroTypeIsZero { .. } => {
+            "a number out of range".into()
+        }
+        E::UnexpectedVariant { found, .. } => format!("an unknown kind of value ({found})"),
+        E::Utf8 { .. } | E::InvalidCharEncoding(_) => "text that is not UTF-8".into(),
+        E::InvalidBooleanValue(value) => format!("a yes/no that is {value}"),
+        E::ArrayLengthMismatch { found, required } => {
+            format!("a list of {found} where {required} belong")
+        }
+        E::OutsideUsizeRange(value) => format!("a length of {value}, too large here"),
+        E::Io { .. } => "cut short".into(),
+        E::Other(text) => (*text).to_string(),
+        E::OtherString(text) => text.clone(),
+        _ => "bytes that do not decode".into(),
+    }
+}
+
 /// What the framing needs to know of a stream kind: the byte that names it
 /// in the header, a name for errors, and the largest frame it carries. The
 /// kinds themselves are the protocol's ([`crate::protocol::StreamKind`]).
@@ -177,7 +201,7 @@ pub enum WireError {
     Stalled { kind: &'static str, limit: Duration },
     #[error("the {kind} stream sent nothing for {} s", limit.as_secs())]
     Idle { kind: &'static str, limit: Duration },
-    #[error("malformed {kind} frame: {reason}")]
+    #[error("malformed {kind}: {reason}")]
     Malformed { kind: &'static str, reason: String },
     #[error("could not encode a {kind} frame: {reason}")]
     Encode { kind: &'static str, reason: String },
@@ -287,7 +311,8 @@ pub fn decode_body<T: DeserializeOwned>(kind: impl FrameKind, body: &[u8]) -> Re
 /// Decodes one value that must use every byte of `bytes`.
 fn decode_exact<T: DeserializeOwned>(kind: &'static str, bytes: &[u8]) -> Result<T, WireError> {
     let malformed = |reason: String| WireError::Malformed { kind, reason };
-    let (message, used) = decode_within_budget(bytes).map_err(|e| malformed(e.to_string()))?;
+    let (message, used) =
+        decode_within_budget(bytes).map_err(|e| malformed(describe_decode(&e)))?;
     if used != bytes.len() {
         return Err(malformed(format!("{} trailing bytes", bytes.len() - used)));
     }

@@ -101,7 +101,8 @@ pub enum NodeError {
     Tracker(#[from] TrackerError),
     #[error(transparent)]
     Addr(#[from] endpoint::AddrError),
-    #[error("invalid {0}")]
+    /// Not possible as asked; the text says why and what to do.
+    #[error("{0}")]
     Invalid(String),
     #[error("could not connect to {peer}: {tried}")]
     Unreachable { peer: String, tried: String },

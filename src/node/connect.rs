@@ -320,7 +320,7 @@ impl Node {
         endpoint::connect_pinned(&self.inner.endpoint, self.inner.client.clone(), addr, &peer)
             .map_err(|e| e.to_string())?
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| gate::describe_close(&e))
     }
 
     /// Starts a pinned handshake to `peer` at `addr` after `delay`, into `set`.
@@ -338,7 +338,7 @@ impl Node {
                 tokio::time::sleep(delay).await;
             }
             let result = match endpoint::connect_pinned(&endpoint, config, addr, &peer) {
-                Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                Ok(connecting) => connecting.await.map_err(|e| gate::describe_close(&e)),
                 Err(error) => Err(error.to_string()),
             };
             (addr, result)
@@ -352,7 +352,7 @@ impl Node {
         }
         if !self.is_allowed(peer) {
             return Err(NodeError::Invalid(format!(
-                "peer {}: not in --allow",
+                "{} is not in --allow, so it may not connect; add it there first",
                 peer.short()
             )));
         }

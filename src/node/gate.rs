@@ -250,6 +250,16 @@ pub fn describe_close(error: &ConnectionError) -> String {
         }
         ConnectionError::LocallyClosed => "closed".to_string(),
         ConnectionError::TimedOut => "timed out: no packets from the peer".to_string(),
+        ConnectionError::TransportError(error) => {
+            // rustls words a refused certificate as a debug print of its
+            // error (`…: Other(OtherError(peer id mismatch: …))`): the
+            // innermost text is ours and says what happened.
+            let reason = error.reason.as_str();
+            let reason = reason
+                .rsplit_once("OtherError(")
+                .map_or(reason, |(_, ours)| ours.trim_end_matches(')'));
+            format!("the secure handshake failed: {reason}")
+        }
         other => other.to_string(),
     }
 }

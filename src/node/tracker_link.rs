@@ -254,12 +254,12 @@ impl Node {
         validate_label("room", room, MAX_ROOM_LEN).map_err(NodeError::Invalid)?;
         if room.starts_with('@') {
             return Err(NodeError::Invalid(format!(
-                "room {room}: names starting with @ are private rooms of two; use /msg"
+                "cannot join {room}: names starting with @ are private rooms of two; use /msg"
             )));
         }
         if self.roster().rooms.len() >= MAX_ROOMS {
             return Err(NodeError::Invalid(format!(
-                "room count: at most {MAX_ROOMS}"
+                "cannot join {room}: this node is in {MAX_ROOMS} rooms already; /leave one first"
             )));
         }
         let sessions = self.inner.trackers.sessions();

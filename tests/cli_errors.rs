@@ -1,0 +1,157 @@
+//! Errors the command line shows people: one line in words, never a debug
+//! print of a Rust value, for every error path these tests reach — bad
+//! arguments, damaged tickets, a port in use, a peer that is not who was
+//! asked for, commands that cannot be done.
+
+mod common;
+
+use std::process::Command;
+
+use common::process::Proc;
+
+/// What no message for people may contain: debug prints of Rust values.
+fn debug_print_in(message: &str) -> Option<&'static str> {
+    const MARKS: &[&str] = &[
+        "{",
+        "}",
+        "Some(",
+        "None",
+        "Err(",
+        "Ok(",
+        "::",
+        "OtherError",
+        "Kind(",
+        "Os {",
+        "Custom {",
+        "UnexpectedEnd",
+        "LimitExceeded",
+        "Error {",
+        "\\\"",
+    ];
+    MARKS
+        .iter()
+        .find(|mark| message.contains(**mark))
+        .copied()
+        .or_else(|| (message.matches("os error").count() > 1).then_some("os error twice"))
+}
+
+fn assert_for_people(what: &str, message: &str) {
+    let message = message.trim();
+    assert!(!message.is_empty(), "{what}: no message");
+    if let Some(mark) = debug_print_in(message) {
+        panic!("{what}: {mark:?} in {message:?}");
+    }
+}
+
+/// Runs `punchgate ARGS` with a fresh data directory; its exit code and
+/// the first paragraph of stderr (clap adds a usage hint after a blank line).
+fn fails(args: &[&str]) -> (i32, String) {
+    let home = tempfile::tempdir().unwrap();
+    // Owner-only already: no warning about it before the error.
+    std::fs::set_permissions(
+        home.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        .arg("--home")
+        .arg(home.path())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let first = stderr.split("\n\n").next().unwrap_or_default().to_string();
+    (output.status.code().unwrap_or(-1), first)
+}
+
+#[test]
+fn argument_and_start_up_errors_are_one_line_in_words() {
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let some_tracker = "cei47phg5demyvtk3cx6ajfoinf5rnhnldzcatic6at724bhlkwa@127.0.0.1:9";
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("a ticket cut short", vec!["get", "pgt1"]),
+        ("a ticket cut shorter", vec!["get", "pgt1irzha5dlm43ww6lwo"]),
+        ("a ticket of another program", vec!["get", "hello"]),
+        (
+            "a peer id with a typo",
+            vec![
+                "chat",
+                "--connect",
+                "cei47phg5demyvtk3cx6ajfoinf5rnhnldzcatic6at724bhlkwb@127.0.0.1:9",
+            ],
+        ),
+        (
+            "a tracker without a port",
+            vec!["chat", "--tracker", "127.0.0.1"],
+        ),
+        ("a port in use (chat)", vec!["chat", "--bind", &busy]),
+        (
+            "a port in use (tracker)",
+            vec!["tracker", "--listen", &busy],
+        ),
+        (
+            "a name with a control character",
+            vec!["chat", "--bind", "127.0.0.1:0", "--name", "a\u{7}b"],
+        ),
+        (
+            "a nonsense timeout",
+            vec!["get", "--punch-timeout", "-3", "pgt1"],
+        ),
+        (
+            "a file that is not there",
+            vec![
+                "send",
+                "/nonexistent/punchgate-test",
+                "--tracker",
+                some_tracker,
+            ],
+        ),
+    ];
+    for (what, args) in cases {
+        let (code, message) = fails(&args);
+        assert_ne!(code, 0, "{what}: exit code 0 ({message})");
+        assert_for_people(what, &message);
+    }
+}
+
+#[test]
+fn errors_shown_while_chatting_are_words() {
+    let bob = Proc::start(&[
+        "chat",
+        "--bind",
+        "127.0.0.1:0",
+        "--name",
+        "bob",
+        "--room",
+        "r",
+    ]);
+    let bob_addr = bob.expect("ready", |_| true)["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut alice = Proc::start(&[
+        "chat",
+        "--bind",
+        "127.0.0.1:0",
+        "--name",
+        "alice",
+        "--room",
+        "r",
+    ]);
+    alice.expect("ready", |_| true);
+    let impostor = "cei47phg5demyvtk3cx6ajfoinf5rnhnldzcatic6at724bhlkwa";
+    for line in [
+        format!("/connect {impostor}@{bob_addr}"),
+        "/get nothing-like-it".to_string(),
+        "/frobnicate".to_string(),
+        "/join @private".to_string(),
+        "/msg nobody hello".to_string(),
+    ] {
+        alice.send(&line);
+        let error = alice.expect("error", |_| true);
+        let message = error["message"].as_str().unwrap().to_string();
+        assert_for_people(&line, &message);
+        assert_eq!(message.lines().count(), 1, "{line}: {message}");
+    }
+}
