@@ -136,19 +136,27 @@ impl ProgressThrottle {
 
     /// Whether to print `event` at `now`.
     pub fn admit(&mut self, event: &Event, now: std::time::Instant) -> bool {
-        let Event::TransferProgress {
-            hash, bytes, total, ..
-        } = event
-        else {
-            return true;
+        // A download's end is said by its summary; an upload has none.
+        let (key, bytes, total, end_said_elsewhere) = match event {
+            Event::TransferProgress {
+                hash, bytes, total, ..
+            } => (hash.clone(), bytes, total, true),
+            Event::UploadProgress {
+                peer_id,
+                hash,
+                bytes,
+                total,
+                ..
+            } => (format!("{peer_id} {hash}"), bytes, total, false),
+            _ => return true,
         };
         if bytes == total {
-            return self.last.remove(hash).is_some();
+            return self.last.remove(&key).is_some() || !end_said_elsewhere;
         }
-        match self.last.get(hash) {
+        match self.last.get(&key) {
             Some(at) if now.saturating_duration_since(*at) < Self::EVERY => false,
             _ => {
-                self.last.insert(hash.clone(), now);
+                self.last.insert(key, now);
                 true
             }
         }
@@ -401,6 +409,17 @@ pub fn render(event: &Event) -> Vec<String> {
             "on the other computer run:".into(),
             format!("  punchgate get {ticket}"),
         ],
+        Event::UploadProgress { peer_name, name, bytes, total, .. } => {
+            let percent = if *total == 0 { 100.0 } else { *bytes as f64 * 100.0 / *total as f64 };
+            vec![format!(
+                "* {} to {} {} {percent:.0}% ({} of {})",
+                sanitize(name),
+                sanitize(peer_name),
+                text_bar(percent),
+                size(*bytes),
+                size(*total),
+            )]
+        }
         Event::TransferProgress { name, bytes, total, bytes_per_s, .. } => {
             let percent = if *total == 0 { 100.0 } else { *bytes as f64 * 100.0 / *total as f64 };
             let eta = if *bytes_per_s > 0.0 && bytes < total {

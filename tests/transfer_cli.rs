@@ -39,7 +39,7 @@ fn a_folder_is_got_once_then_reported_complete_without_chat_noise() {
         std::fs::write(root.join(format!("f{index}.txt")), [index; 100]).unwrap();
     }
     std::fs::write(root.join("inner/deep.bin"), vec![9u8; 70_000]).unwrap();
-    let (_tracker, _sender, ticket) = common::process::serve(&root, &["--name", "alice"]);
+    let (_tracker, sender, ticket) = common::process::serve(&root, &["--name", "alice"]);
     let home = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
 
@@ -56,6 +56,12 @@ fn a_folder_is_got_once_then_reported_complete_without_chat_noise() {
         std::fs::read(out.join("album/inner/deep.bin")).unwrap(),
         vec![9u8; 70_000]
     );
+    // The sender saw the receiver take all of it.
+    let total = 20 * 100 + 70_000;
+    let upload = sender.expect("upload_progress", |e| e["bytes"] == total);
+    assert_eq!(upload["peer_name"], "getter");
+    assert_eq!(upload["name"], "album");
+    assert_eq!(upload["total"], total);
 
     let (code, stdout, stderr) = get(home.path(), &ticket, &out);
     assert_eq!(

@@ -98,10 +98,15 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
         bytes: share.layout.total_bytes,
         files: share.layout.manifest.files.len() as u32,
     })?;
+    let mut throttle = render::ProgressThrottle::default();
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(event) => show(&output, &event)?,
+                Some(event) => {
+                    if output.json || throttle.admit(&event, std::time::Instant::now()) {
+                        show(&output, &event)?;
+                    }
+                }
                 None => break,
             },
             _ = shutdown_signal() => break,

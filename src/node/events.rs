@@ -242,6 +242,18 @@ pub enum Event {
         /// Fetch rate of this run so far.
         bytes_per_s: f64,
     },
+    /// Chunks of shared content served to one receiver: `bytes` of the
+    /// content's `total` so far (chunks it had from before are not asked
+    /// for; a chunk asked twice counts twice). At most every 250 ms per
+    /// receiver and content, and when the count reaches `total`.
+    UploadProgress {
+        peer_id: String,
+        peer_name: String,
+        hash: String,
+        name: String,
+        bytes: u64,
+        total: u64,
+    },
     /// A source of a running fetch stopped delivering (`state: "lost"`;
     /// `reason` says why: its connection died, it does not have the
     /// content, it sent a chunk that did not verify) or started (`"added"`:

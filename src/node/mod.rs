@@ -612,7 +612,7 @@ impl Node {
             record.status = PeerStatus::Offline;
             record.name.clone()
         };
-        self.inner.services.files.state().forget_provider(&peer);
+        self.inner.services.files.forget_peer(&peer);
         self.emit(Event::Disconnected {
             peer_id: peer.to_string(),
             name,
