@@ -163,6 +163,21 @@ impl ProgressThrottle {
     }
 }
 
+/// `text` as a QR code of text blocks for a terminal with a dark
+/// background (light modules drawn, dark ones left blank), or why it
+/// cannot be one.
+pub fn qr(text: &str) -> Result<String, String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L)
+        .map_err(|error| format!("cannot make a QR code of it: {error}"))?;
+    Ok(code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build())
+}
+
 /// A byte count as people read it: B, KiB, MiB, GiB.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -494,6 +509,50 @@ fn text_bar(percent: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// The rendered code, read back: every dark module blank, every light
+    /// one drawn, the quiet zone light, nothing else.
+    #[test]
+    fn a_ticket_sized_qr_code_draws_every_module_faithfully() {
+        let ticket = format!("pgt1{}", "a2".repeat(107));
+        let drawn = qr(&ticket).unwrap();
+        let code =
+            qrcode::QrCode::with_error_correction_level(&ticket, qrcode::EcLevel::L).unwrap();
+        let width = code.width();
+        let colors = code.to_colors();
+        let quiet = 4;
+        let side = width + 2 * quiet;
+        let lines: Vec<Vec<char>> = drawn.lines().map(|l| l.chars().collect()).collect();
+        assert_eq!(lines.len(), side.div_ceil(2));
+        for (row, line) in lines.iter().enumerate() {
+            assert_eq!(line.len(), side, "row {row}");
+            for (column, cell) in line.iter().enumerate() {
+                let light = |y: usize| {
+                    let (x, y) = (
+                        column as isize - quiet as isize,
+                        y as isize - quiet as isize,
+                    );
+                    if x < 0 || y < 0 || x >= width as isize || y >= width as isize {
+                        return true;
+                    }
+                    colors[y as usize * width + x as usize] == qrcode::Color::Light
+                };
+                let top_drawn = matches!(cell, '█' | '▀');
+                let bottom_drawn = matches!(cell, '█' | '▄');
+                assert!(matches!(cell, '█' | '▀' | '▄' | ' '), "{cell:?}");
+                assert_eq!(top_drawn, light(2 * row), "row {row} column {column}");
+                // Past the last row (an odd count) is outside the quiet
+                // zone: either way.
+                if 2 * row + 1 < side {
+                    assert_eq!(
+                        bottom_drawn,
+                        light(2 * row + 1),
+                        "row {row} column {column}"
+                    );
+                }
+            }
+        }
+    }
     use super::*;
 
     #[test]
