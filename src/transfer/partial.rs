@@ -15,11 +15,13 @@
 //! refused, and a final name is checked to be the very file written.
 //! Everything here blocks: run it on a blocking thread.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+mod finish;
 
 use super::dir::{link_count, Access, Dir, Entry};
 use super::handles::{OpenFiles, OPEN_FILES};
@@ -54,6 +56,8 @@ pub enum DiskError {
     Linked(PathBuf),
     #[error("{} changed while it was moved into place; check that folder: someone else may write in it", .0.display())]
     Replaced(PathBuf),
+    #[error("stopped while moving the files into place; run the same get again to finish")]
+    Interrupted,
     #[error(transparent)]
     Manifest(#[from] super::manifest::ManifestError),
 }
@@ -153,6 +157,10 @@ pub struct Partial {
     files: OpenFiles,
     log: Mutex<File>,
     force: bool,
+    /// Files an interrupted finish already moved to their final names
+    /// (found verified there when the download was opened again), by
+    /// manifest index.
+    placed: BTreeMap<usize, PathBuf>,
 }
 
 /// The work folder of content `id` in `target`.
@@ -238,8 +246,20 @@ impl Partial {
         force: bool,
     ) -> Result<(Self, BTreeSet<u64>), DiskError> {
         let target = Dir::open_or_create(target).map_err(DiskError::io("create", target))?;
-        for file in &layout.manifest.files {
-            check_destination(&target, &file.path, force)?;
+        // A taken name may be a file an interrupted finish already moved
+        // there: that is decided once the work folder is open.
+        let mut taken = Vec::new();
+        for (index, file) in layout.manifest.files.iter().enumerate() {
+            match check_destination(&target, &file.path, force) {
+                Ok(()) => {}
+                Err(DiskError::Exists(path)) => taken.push((index, path)),
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some((_, path)) = taken.first() {
+            if !finish::unfinished_work_exists(&target, layout.id) {
+                return Err(DiskError::Exists(path.clone()));
+            }
         }
         let parts = open_folder(&target, WORK_DIR, FOLDER_MODE)?;
         let work = open_folder(&parts, &layout.id.to_string(), WORK_MODE)?;
@@ -254,11 +274,14 @@ impl Partial {
             work.write_synced(MANIFEST_FILE, encoded)
                 .map_err(|error| refusal(&work, MANIFEST_FILE, "write", error))?;
         }
-        // Every data file exists from here on (a resume finds its bytes);
-        // each is closed again at once, so that any number of them fits
-        // under the open-file limit.
+        let placed = finish::already_placed(&target, &work, &layout, taken)?;
+        // Every data file not yet placed exists from here on (a resume
+        // finds its bytes); each is closed again at once, so that any
+        // number of them fits under the open-file limit.
         for index in 0..layout.manifest.files.len() {
-            open_work_file(&work, &data_name(index), Access::Update)?;
+            if !placed.contains_key(&index) {
+                open_work_file(&work, &data_name(index), Access::Update)?;
+            }
         }
         let mut log = open_work_file(&work, LOG_FILE, Access::Append)?;
         let mut records = Vec::new();
@@ -272,8 +295,10 @@ impl Partial {
             files: OpenFiles::new(OPEN_FILES),
             log: Mutex::new(log),
             force,
+            placed,
         };
-        let have = partial.reverify(&records);
+        let mut have = partial.reverify(&records);
+        have.extend(partial.placed_chunks());
         Ok((partial, have))
     }
 
@@ -333,51 +358,9 @@ impl Partial {
             .map_err(DiskError::io("write", &log_path))?;
         Ok(Stored::Verified)
     }
-
-    /// Syncs every file to disk and moves each to its final name. Returns
-    /// the final paths, in manifest order.
-    pub fn finish(&self) -> Result<Vec<PathBuf>, DiskError> {
-        let mut finals = Vec::with_capacity(self.layout.manifest.files.len());
-        for (index, entry) in self.layout.manifest.files.iter().enumerate() {
-            let name = data_name(index);
-            let data_path = self.work.path().join(&name);
-            // Its last use: once moved it has no name here to reopen by.
-            let file = self.files.take(index, || self.reopen_data_file(index))?;
-            // Exact size, whatever order the chunks were written in.
-            file.set_len(entry.size)
-                .map_err(DiskError::io("size", &data_path))?;
-            file.sync_all().map_err(DiskError::io("sync", &data_path))?;
-            let (folder, final_name) = prepare_destination(&self.target, &entry.path, self.force)?;
-            let destination = folder.path().join(final_name);
-            place(&self.work, &name, &folder, final_name, self.force)?;
-            // What now has the final name is the file written here, and a
-            // plain file.
-            if !folder
-                .holds(final_name, &file)
-                .map_err(DiskError::io("inspect", &destination))?
-            {
-                return Err(DiskError::Replaced(destination));
-            }
-            folder.sync();
-            finals.push(destination);
-        }
-        self.target.sync();
-        for name in [MANIFEST_FILE, LOG_FILE] {
-            self.work
-                .remove_file(name)
-                .map_err(DiskError::io("remove", &self.work.path().join(name)))?;
-        }
-        let id = self.layout.id.to_string();
-        self.parts
-            .remove_dir(&id)
-            .map_err(DiskError::io("remove", self.work.path()))?;
-        // The shared work folder goes once no other download uses it.
-        let _ = self.target.remove_dir(WORK_DIR);
-        Ok(finals)
-    }
 }
 
-fn data_name(index: usize) -> String {
+pub(super) fn data_name(index: usize) -> String {
     format!("{index}.data")
 }
 
@@ -416,27 +399,6 @@ fn check_destination(target: &Dir, relative: &str, force: bool) -> Result<(), Di
         Ok(_) => Err(DiskError::Exists(path)),
         Err(error) => Err(DiskError::io("inspect", &path)(error)),
     }
-}
-
-/// Opens (creating) the folders of `relative` under `target` one at a
-/// time, refusing links; returns the last folder and the file's name.
-fn prepare_destination<'a>(
-    target: &Dir,
-    relative: &'a str,
-    force: bool,
-) -> Result<(Dir, &'a str), DiskError> {
-    check_destination(target, relative, force)?;
-    let components = check_relative_path(relative)?;
-    let (last, folders) = components
-        .split_last()
-        .ok_or_else(|| DiskError::NotAFolder(target.path().to_path_buf()))?;
-    let mut folder = target
-        .try_clone()
-        .map_err(DiskError::io("open", target.path()))?;
-    for component in folders {
-        folder = open_folder(&folder, component, FOLDER_MODE)?;
-    }
-    Ok((folder, last))
 }
 
 /// Moves `name` in `from` to `to_name` in `to`. Without `force` a hard link
@@ -571,7 +533,7 @@ mod tests {
             let mut chunk = ChunkBuffer::from(&data[range]);
             assert_eq!(partial.store(index, &mut chunk).unwrap(), Stored::Verified);
         }
-        let paths = partial.finish().unwrap();
+        let paths = partial.finish(|| false).unwrap();
         assert_eq!(fs::read(&paths[0]).unwrap(), data);
     }
 
@@ -614,7 +576,10 @@ mod tests {
             partial.store(0, &mut chunk),
             Err(DiskError::Symlink(_))
         ));
-        assert!(matches!(partial.finish(), Err(DiskError::Symlink(_))));
+        assert!(matches!(
+            partial.finish(|| false),
+            Err(DiskError::Symlink(_))
+        ));
         assert_eq!(fs::read(&outside).unwrap(), b"keep");
 
         fs::remove_file(work.join("0.data")).unwrap();

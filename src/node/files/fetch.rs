@@ -113,6 +113,16 @@ pub struct SourceCount {
     pub chunks: u64,
 }
 
+/// Set when dropped: tells blocking work of a fetch that the fetch is gone.
+#[derive(Default)]
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A running fetch's place in [`FileState::fetching`], given up when the
 /// fetch ends however it ends.
 struct FetchRegistration {
@@ -337,9 +347,15 @@ impl Node {
         }
         let partial = fetch.partial.clone();
         let layout = partial.layout().clone();
-        let paths = tokio::task::spawn_blocking(move || partial.finish())
-            .await
-            .map_err(|e| FetchError::Internal(e.to_string()))??;
+        // Stopped between two files if this fetch is dropped (Ctrl-C): the
+        // same get opened again finishes the rest.
+        let stop = StopOnDrop::default();
+        let stopped = stop.0.clone();
+        let paths =
+            tokio::task::spawn_blocking(move || partial.finish(|| stopped.load(Ordering::Relaxed)))
+                .await
+                .map_err(|e| FetchError::Internal(e.to_string()))??;
+        drop(stop);
         let share = Arc::new(Share {
             layout,
             encoded,
