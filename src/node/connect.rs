@@ -16,6 +16,7 @@ use tokio::time::timeout;
 
 use super::budget::Unsolicited;
 use super::driver::{Input, Ready};
+use super::events::{self, SetupPhases};
 use super::gate::{self, Gate};
 use super::manager::TrackerIx;
 use super::{Inner, Node, NodeError, MAX_PUNCHES};
@@ -126,6 +127,7 @@ impl Node {
             .map(|t| t.reflexive());
         let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
         let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+        let mut phases = SetupPhases::default();
         {
             let mut state = self.state();
             let record = state
@@ -133,6 +135,10 @@ impl Node {
                 .entry(peer)
                 .or_insert_with(|| super::PeerRecord::new(member.name.clone()));
             record.candidates = member.candidates();
+            let asked = record.asked_at.take();
+            if role == Role::Dialer {
+                phases.introduction_ms = asked.map(|at| events::millis(started - at));
+            }
             state.punches.insert(attempt, probe_tx);
         }
         let payload = ProbeMessage::Punch {
@@ -148,6 +154,7 @@ impl Node {
                 return;
             }
         };
+        tracing::debug!(peer = %peer.short(), ?role, ?candidates, "punch starts");
         let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
         let mut dials = JoinSet::new();
         let outcome: Result<Option<Connection>, String> = loop {
@@ -172,6 +179,7 @@ impl Node {
                         }
                     }
                     PunchAction::Dial(addr) => {
+                        tracing::trace!(%addr, "punch dials");
                         if self.inner.budget().allow(addr.ip(), Unsolicited::Dial, now) {
                             self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
                         } else {
@@ -188,7 +196,12 @@ impl Node {
             let wake = tokio::time::Instant::from_std(punch.poll_timeout());
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
-                Some(from) = probe_rx.recv() => punch.handle_probe(from, Instant::now()),
+                Some(from) = probe_rx.recv() => {
+                    let now = Instant::now();
+                    tracing::trace!(%from, "punch probe arrived");
+                    phases.first_probe_ms.get_or_insert(events::millis(now - started));
+                    punch.handle_probe(from, now);
+                }
                 Some(joined) = dials.join_next(), if !dials.is_empty() => match joined {
                     Ok((_, Ok(connection))) => break Ok(Some(connection)),
                     Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
@@ -202,7 +215,7 @@ impl Node {
         match outcome {
             Ok(None) => {}
             Ok(Some(connection)) => {
-                if let Err(error) = self.greet_dialed(connection, peer, started).await {
+                if let Err(error) = self.greet_dialed(connection, peer, started, phases).await {
                     self.punch_failed(peer, attempt, role, error);
                 }
             }
@@ -232,7 +245,8 @@ impl Node {
                 .ok_or("too many relayed peers")?;
             tracing::debug!(peer = %peer.short(), "connecting through the relay");
             let connection = self.dial(peer, &[addr]).await?;
-            self.greet_dialed(connection, peer, started).await
+            self.greet_dialed(connection, peer, started, SetupPhases::default())
+                .await
         }
         .await;
         if let Err(why) = result {
@@ -248,7 +262,10 @@ impl Node {
     pub(super) async fn dial_direct(self, peer: PeerId, addrs: Vec<SocketAddr>) {
         let started = Instant::now();
         let result = match self.dial(peer, &addrs).await {
-            Ok(connection) => self.greet_dialed(connection, peer, started).await,
+            Ok(connection) => {
+                self.greet_dialed(connection, peer, started, SetupPhases::default())
+                    .await
+            }
             Err(why) => Err(why),
         };
         if let Err(why) = result {
@@ -285,12 +302,14 @@ impl Node {
     }
 
     /// Greets over an authenticated connection this node dialed (set-up
-    /// began at `started`) and hands it to the node task.
+    /// began at `started`, `phases` measured so far) and hands it to the
+    /// node task.
     async fn greet_dialed(
         &self,
         connection: Connection,
         peer: PeerId,
         started: Instant,
+        phases: SetupPhases,
     ) -> Result<(), String> {
         let handshake = started.elapsed();
         let greeting = timeout(
@@ -308,6 +327,7 @@ impl Node {
                     started,
                     handshake: Some(handshake),
                     dialed: true,
+                    phases,
                 })));
                 Ok(())
             }
@@ -427,6 +447,7 @@ impl Node {
 
     async fn accept_one(&self, incoming: quinn::Incoming) {
         let started = Instant::now();
+        tracing::debug!(from = %incoming.remote_address(), "incoming handshake");
         {
             let state = self.state();
             if state.closing || state.open_gate_count() >= self.inner.config.max_gates {
@@ -455,6 +476,7 @@ impl Node {
                 started,
                 handshake: None,
                 dialed: false,
+                phases: SetupPhases::default(),
             }))),
             Err(error) => {
                 tracing::debug!(peer = %peer.short(), %error, "incoming greeting failed");

@@ -110,6 +110,7 @@ pub(super) struct Ready {
     pub started: Instant,
     pub handshake: Option<Duration>,
     pub dialed: bool,
+    pub phases: super::events::SetupPhases,
 }
 
 struct Driver {

@@ -127,6 +127,8 @@ struct PeerRecord {
     /// When this node last heard from the peer.
     last_seen: Option<Instant>,
     gate: Option<Arc<Gate>>,
+    /// When this node last asked a tracker to introduce it to the peer.
+    asked_at: Option<Instant>,
 }
 
 impl PeerRecord {
@@ -141,6 +143,7 @@ impl PeerRecord {
             auth_failures: 0,
             last_seen: None,
             gate: None,
+            asked_at: None,
         }
     }
 }

@@ -27,6 +27,7 @@ impl Node {
             started,
             handshake,
             dialed,
+            phases,
         } = ready;
         let Greeted {
             gate,
@@ -73,6 +74,7 @@ impl Node {
                 setup_ms: events::millis(started.elapsed()),
                 handshake_ms: handshake.map(events::millis),
                 dialed,
+                phases,
             }),
         }
         self.inner

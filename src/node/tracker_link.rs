@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -188,6 +188,9 @@ impl Node {
     /// The manager's `RequestIntroduction`: asks `tracker` to introduce
     /// this node to `peer`; the introduction comes back as a tracker event.
     pub(super) async fn request_introduction(self, tracker: TrackerIx, peer: PeerId) {
+        if let Some(record) = self.state().peers.get_mut(&peer) {
+            record.asked_at = Some(Instant::now());
+        }
         let result = match self.inner.trackers.session(tracker) {
             Some(session) => session
                 .request(TrackerRequestBody::Connect { peer })

@@ -10,6 +10,8 @@ mod common;
 mod flows;
 mod lab;
 mod lossy;
+mod neighbours;
+mod setup;
 mod timing;
 
 use std::collections::BTreeSet;
