@@ -306,7 +306,7 @@ impl ProbeMessage {
 
 // -------------------------------------------------------------- peer-peer --
 
-/// On the [`StreamKind::Control`] stream, which the dialer opens.
+/// On the [`StreamKind::Control`] stream, which the acceptor opens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ControlMessage {
     /// First message each way: who the sender is and which rooms it is in.

@@ -455,13 +455,15 @@ impl Node {
                 return;
             }
         }
-        let connection = match timeout(gate::GREETING_TIMEOUT, incoming).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => {
+        let connecting = match incoming.accept() {
+            Ok(connecting) => connecting,
+            Err(error) => {
                 tracing::debug!(%error, "incoming handshake failed");
                 return;
             }
-            Err(_) => return,
+        };
+        let Some((connection, said)) = self.handshake_and_hello(connecting).await else {
+            return;
         };
         let peer = match tls::peer_id_of(&connection) {
             Ok(peer) => peer,
@@ -470,7 +472,15 @@ impl Node {
                 return;
             }
         };
-        match Gate::greet_as_acceptor(connection.clone(), peer, &self.hello()).await {
+        let said = match said {
+            Ok(said) => said,
+            Err(error) => {
+                tracing::debug!(peer = %peer.short(), %error, "hello not sent");
+                error.close(&connection);
+                return;
+            }
+        };
+        match Gate::greet_as_acceptor(connection.clone(), peer, said).await {
             Ok(greeted) => self.input(Input::GateReady(Box::new(Ready {
                 greeted,
                 started,
@@ -483,6 +493,47 @@ impl Node {
                 error.close(&connection);
             }
         }
+    }
+
+    /// An incoming handshake to its end, with this node's hello said on it:
+    /// as 0.5-RTT data, in the handshake's own flight, when this node lets
+    /// any peer in (whoever completes the handshake would hear the hello
+    /// anyway: identities are free); with `--allow`, only once the dialer's
+    /// certificate has passed, so a stranger hears nothing. `None` if the
+    /// handshake failed.
+    async fn handshake_and_hello(
+        &self,
+        connecting: quinn::Connecting,
+    ) -> Option<(Connection, Result<gate::AcceptorHello, gate::GateError>)> {
+        let failed = |connection: &Connection| {
+            tracing::debug!("incoming handshake failed or timed out");
+            connection.close(CloseCode::Refused.varint(), b"handshake not completed");
+        };
+        if self.inner.allowed.is_none() {
+            // An incoming connection always converts (0.5-RTT).
+            let Ok((connection, finished)) = connecting.into_0rtt() else {
+                return None;
+            };
+            let said = Gate::hello_as_acceptor(&connection, &self.hello()).await;
+            // Resolves when the handshake completes (the dialer's Finished
+            // and certificate checked) or fails.
+            let finished = timeout(gate::GREETING_TIMEOUT, finished).await;
+            if finished.is_err() || connection.close_reason().is_some() {
+                failed(&connection);
+                return None;
+            }
+            return Some((connection, said));
+        }
+        let connection = match timeout(gate::GREETING_TIMEOUT, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "incoming handshake failed");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let said = Gate::hello_as_acceptor(&connection, &self.hello()).await;
+        Some((connection, said))
     }
 }
 
