@@ -178,6 +178,11 @@ pub enum TrackerEvent {
         attempt: u64,
         peer: Member,
         role: Role,
+        /// The round trip to the recipient, in microseconds, that the
+        /// tracker assumed when it timed the two copies: the recipient
+        /// compares it with its own measurement to know how late the
+        /// peer's copy is (`punch::peer_lateness`).
+        assumed_rtt_us: u64,
     },
 }
 

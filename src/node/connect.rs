@@ -103,7 +103,8 @@ impl Node {
     }
 
     /// The manager's `Punch`: runs one punch, in the role the tracker gave,
-    /// toward `member`. A connection it finds goes to the node task; a
+    /// toward `member`, whose introduction is expected `peer_late` after
+    /// this node's. A connection it finds goes to the node task; a
     /// dialer's failure is reported (the manager decides about the relay).
     pub(super) async fn run_punch(
         self,
@@ -111,6 +112,7 @@ impl Node {
         attempt: u64,
         member: Member,
         role: Role,
+        peer_late: Duration,
     ) {
         let peer = member.peer_id;
         let started = Instant::now();
@@ -154,8 +156,9 @@ impl Node {
                 return;
             }
         };
-        tracing::debug!(peer = %peer.short(), ?role, ?candidates, "punch starts");
+        tracing::debug!(peer = %peer.short(), ?role, ?candidates, ?peer_late, "punch starts");
         let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
+        punch.expect_peer_late(peer_late);
         let mut dials = JoinSet::new();
         let outcome: Result<Option<Connection>, String> = loop {
             let installed = self.inner.gate_installed.notified();

@@ -432,7 +432,19 @@ impl Node {
                     attempt,
                     peer,
                     role,
+                    assumed_rtt_us,
                 } => {
+                    // This node's own round trip to the tracker, against
+                    // the one the tracker timed the introductions by.
+                    let peer_late = self
+                        .inner
+                        .trackers
+                        .session(tracker)
+                        .map(|session| {
+                            let assumed = Duration::from_micros(assumed_rtt_us);
+                            crate::punch::peer_lateness(assumed, session.rtt())
+                        })
+                        .unwrap_or_default();
                     {
                         let mut state = self.state();
                         let record = state
@@ -446,6 +458,7 @@ impl Node {
                         attempt,
                         member: peer,
                         role,
+                        peer_late,
                     });
                 }
                 TrackerEvent::Left { room, peer_id } => {
