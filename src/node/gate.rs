@@ -176,17 +176,25 @@ impl Gate {
     /// a connection still in its handshake, this is 0.5-RTT data: it goes
     /// out with the acceptor's handshake flight, before the dialer has
     /// proven its key, so only what any peer may learn belongs in it.
+    /// Bounded by [`GREETING_TIMEOUT`]: a dialer that allows no stream (or
+    /// no bytes) must not hold the acceptor's handshake slot longer than
+    /// one that never greets.
     pub async fn hello_as_acceptor(
         connection: &Connection,
         hello: &ControlMessage,
     ) -> Result<AcceptorHello, GateError> {
-        let (send, recv) = connection.open_bi().await?;
-        let mut writer = FrameWriter::open(send, StreamKind::Control).await?;
-        writer.send(hello).await?;
-        Ok(AcceptorHello {
-            writer,
-            reader: FrameReader::new(recv, StreamKind::Control),
-        })
+        let said = async {
+            let (send, recv) = connection.open_bi().await?;
+            let mut writer = FrameWriter::open(send, StreamKind::Control).await?;
+            writer.send(hello).await?;
+            Ok(AcceptorHello {
+                writer,
+                reader: FrameReader::new(recv, StreamKind::Control),
+            })
+        };
+        timeout(GREETING_TIMEOUT, said)
+            .await
+            .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))?
     }
 
     /// The acceptor, its hello said and the connection authenticated as
