@@ -102,6 +102,12 @@ pub(super) struct CatchUp {
     pub again: bool,
 }
 
+/// The acceptor's control stream once its hello is out.
+pub struct AcceptorHello {
+    writer: FrameWriter<SendStream>,
+    reader: FrameReader<RecvStream>,
+}
+
 /// A gate fresh from its greeting, with the control stream's reading half.
 pub struct Greeted {
     pub gate: Gate,
@@ -137,17 +143,27 @@ impl Gate {
         }
     }
 
-    /// The dialer opens the control stream and greets first.
+    /// The dialer takes the control stream the acceptor opened, answers
+    /// with its own hello at once (in the flight that carries its TLS
+    /// Finished, when the acceptor's hello came as 0.5-RTT data), then
+    /// reads the acceptor's hello.
     pub async fn greet_as_dialer(
         connection: Connection,
         me: PeerId,
         peer_id: PeerId,
         hello: &ControlMessage,
     ) -> Result<Greeted, GateError> {
-        let (send, recv) = connection.open_bi().await?;
-        let mut writer = FrameWriter::open(send, StreamKind::Control).await?;
+        let (send, recv) = timeout(GREETING_TIMEOUT, connection.accept_bi())
+            .await
+            .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
+        let mut writer = FrameWriter::answering(send, StreamKind::Control);
         writer.send(hello).await?;
-        let mut control = FrameReader::new(recv, StreamKind::Control);
+        let mut control = timeout(
+            GREETING_TIMEOUT,
+            FrameReader::accept(recv, StreamKind::Control),
+        )
+        .await
+        .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
         let greeting = read_greeting(&mut control).await?;
         Ok(Greeted {
             gate: Self::new(connection, peer_id, me, writer),
@@ -156,24 +172,44 @@ impl Gate {
         })
     }
 
-    /// The acceptor waits for the control stream and answers the greeting.
+    /// The acceptor opens the control stream and says its hello. Called on
+    /// a connection still in its handshake, this is 0.5-RTT data: it goes
+    /// out with the acceptor's handshake flight, before the dialer has
+    /// proven its key, so only what any peer may learn belongs in it.
+    /// Bounded by [`GREETING_TIMEOUT`]: a dialer that allows no stream (or
+    /// no bytes) must not hold the acceptor's handshake slot longer than
+    /// one that never greets.
+    pub async fn hello_as_acceptor(
+        connection: &Connection,
+        hello: &ControlMessage,
+    ) -> Result<AcceptorHello, GateError> {
+        let said = async {
+            let (send, recv) = connection.open_bi().await?;
+            let mut writer = FrameWriter::open(send, StreamKind::Control).await?;
+            writer.send(hello).await?;
+            Ok(AcceptorHello {
+                writer,
+                reader: FrameReader::new(recv, StreamKind::Control),
+            })
+        };
+        timeout(GREETING_TIMEOUT, said)
+            .await
+            .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))?
+    }
+
+    /// The acceptor, its hello said and the connection authenticated as
+    /// `peer_id`, reads the dialer's hello. Never before authentication:
+    /// nothing the dialer says is trusted before its certificate is.
     pub async fn greet_as_acceptor(
         connection: Connection,
         peer_id: PeerId,
-        hello: &ControlMessage,
+        said: AcceptorHello,
     ) -> Result<Greeted, GateError> {
-        let (send, recv) = timeout(GREETING_TIMEOUT, connection.accept_bi())
-            .await
-            .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
-        let mut control = timeout(
-            GREETING_TIMEOUT,
-            FrameReader::accept(recv, StreamKind::Control),
-        )
-        .await
-        .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
+        let AcceptorHello {
+            writer,
+            reader: mut control,
+        } = said;
         let greeting = read_greeting(&mut control).await?;
-        let mut writer = FrameWriter::answering(send, StreamKind::Control);
-        writer.send(hello).await?;
         Ok(Greeted {
             gate: Self::new(connection, peer_id, peer_id, writer),
             greeting,
