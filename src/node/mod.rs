@@ -26,6 +26,7 @@ pub mod manager;
 mod netcheck;
 mod notices;
 mod outbox;
+mod page;
 mod relay;
 mod serve;
 mod sync;

@@ -1,0 +1,127 @@
+//! The page's view of the node's event stream: every event, as the same
+//! JSON line `--json` prints, fanned out to each open event stream, and the
+//! few facts the page needs on (re)load that no node method answers: the
+//! `ready` event, the trackers' last state, and where finished downloads
+//! are (the only files the page serves).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::node::events::TrackerLink;
+use crate::node::Event;
+
+/// Events buffered per open stream; a page that falls further behind is
+/// told to reload its state (`resync`).
+const STREAM_BUFFER: usize = 4096;
+
+/// A finished download, as the page lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Download {
+    pub hash: String,
+    pub name: String,
+    /// Where it is on this machine: the top-level file or folder.
+    pub path: String,
+    pub bytes: u64,
+    /// Whether the page can hand it over (a single file; a folder is only
+    /// shown by its location).
+    pub fetchable: bool,
+}
+
+#[derive(Default)]
+struct Memory {
+    ready: Option<Event>,
+    /// `true` while every tracker session is up; `None` before any news.
+    tracker_up: Option<bool>,
+    downloads: BTreeMap<String, (Download, Option<PathBuf>)>,
+}
+
+/// Fan-out of events to the page's streams. Cloning gives another handle.
+#[derive(Clone)]
+pub struct Hub {
+    lines: broadcast::Sender<Arc<str>>,
+    memory: Arc<Mutex<Memory>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        let (lines, _) = broadcast::channel(STREAM_BUFFER);
+        Self {
+            lines,
+            memory: Arc::default(),
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes one event of the node's stream.
+    pub fn publish(&self, event: &Event) {
+        {
+            let mut memory = self.memory();
+            match event {
+                Event::Ready { .. } => {
+                    memory.ready = Some(event.clone());
+                    memory.tracker_up.get_or_insert(true);
+                }
+                Event::Tracker { state, .. } => {
+                    memory.tracker_up = Some(*state == TrackerLink::Back);
+                }
+                Event::TransferDone { path, report } => {
+                    let single = (report.paths.len() == 1).then(|| report.paths[0].clone());
+                    let download = Download {
+                        hash: report.hash.clone(),
+                        name: report.name.clone(),
+                        path: path.clone(),
+                        bytes: report.bytes,
+                        fetchable: single.is_some(),
+                    };
+                    memory
+                        .downloads
+                        .insert(report.hash.clone(), (download, single));
+                }
+                _ => {}
+            }
+        }
+        // No page open is fine.
+        let _ = self.lines.send(event.to_json().into());
+    }
+
+    /// A stream of every event published from now on, as JSON.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.lines.subscribe()
+    }
+
+    pub fn ready(&self) -> Option<Event> {
+        self.memory().ready.clone()
+    }
+
+    pub fn tracker_up(&self) -> Option<bool> {
+        self.memory().tracker_up
+    }
+
+    pub fn downloads(&self) -> Vec<Download> {
+        self.memory()
+            .downloads
+            .values()
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+
+    /// The file of a finished single-file download, by its hash.
+    pub fn download_file(&self, hash: &str) -> Option<(String, PathBuf)> {
+        let memory = self.memory();
+        let (download, file) = memory.downloads.get(hash)?;
+        Some((download.name.clone(), file.clone()?))
+    }
+}
