@@ -138,7 +138,8 @@ pub async fn state(State(app): State<App>) -> Response {
         "gates": node.gates(),
         "files": node.files(),
         "downloads": app.hub.downloads(),
-        "downloads_dir": node.downloads_dir(),
+        "downloads_dir": std::fs::canonicalize(node.downloads_dir())
+            .unwrap_or_else(|_| node.downloads_dir()),
     }))
     .into_response()
 }

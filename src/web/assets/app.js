@@ -109,7 +109,8 @@ function roomButton(key, label, locked) {
   const button = el('button');
   button.type = 'button';
   button.dataset.room = key;
-  button.append(el('span', 'label', (locked ? '🔒 ' : '') + label));
+  button.append(el('span', 'label', label));
+  if (locked) button.append(el('span', 'locked', 'locked'));
   const count = page.unread.get(key) || 0;
   if (count) {
     const badge = el('span', 'unread', count);
