@@ -291,6 +291,36 @@ async fn the_page_chats_shares_files_and_joins_a_password_room() {
     .await;
     assert!(std::fs::read(into.path().join("from the page.bin")).unwrap() == content);
 
+    // A file dropped on the chat is offered too.
+    browser
+        .run(
+            "const data = new DataTransfer();\
+             data.items.add(new File([arguments[0]], 'dropped.txt'));\
+             document.getElementById('chat').dispatchEvent(\
+               new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));",
+            json!(["dropped on the page"]),
+        )
+        .await;
+    let hash = bob
+        .sees("the dropped file's offer", |e| match e {
+            Event::FileOffered { name, hash, .. } if name == "dropped.txt" => Some(hash.clone()),
+            _ => None,
+        })
+        .await;
+    bob.node
+        .get_offered(&hash, into.path().to_path_buf(), false)
+        .unwrap();
+    bob.sees("bob's download of the dropped file", |e| match e {
+        Event::TransferDone { report, .. } if report.hash == hash => Some(()),
+        Event::Error { message } => panic!("{message}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(into.path().join("dropped.txt")).unwrap(),
+        b"dropped on the page"
+    );
+
     // A file bob offers is downloaded from the page, with progress, and
     // handed over by the page's link byte-identical.
     let theirs = files.path().join("bob's.bin");
@@ -394,6 +424,49 @@ async fn the_page_chats_shares_files_and_joins_a_password_room() {
         .await;
     drop(browser);
     alice.web.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_when_the_server_comes_back() {
+    let Some((chromium, driver)) = browser_or_skip() else {
+        return;
+    };
+    let WebNode {
+        web,
+        url,
+        secret,
+        node,
+        home,
+        ..
+    } = start_web_node(config("alice", None, "lobby")).await;
+    let browser = Browser::start(&chromium, &driver, 1024, 768).await;
+    browser.goto(&url).await;
+    let badge = "return document.getElementById('link-state').textContent === arguments[0]";
+    browser.until("the page live", badge, json!(["live"])).await;
+    let addr = web.local_addr();
+    web.stop().await;
+    browser
+        .until("the page to notice", badge, json!(["reconnecting…"]))
+        .await;
+    node.say("said while the page was away").await.unwrap();
+    // The same address and secret, as a node restarted with its data
+    // directory has (the secret is kept there).
+    let again = punchgate::web::Web::start(
+        node.clone(),
+        punchgate::web::WebConfig {
+            listen: addr,
+            secret,
+            uploads: home.path().join("uploads"),
+        },
+    )
+    .await
+    .unwrap();
+    browser
+        .until("the page live again", badge, json!(["live"]))
+        .await;
+    page_shows(&browser, "said while the page was away").await;
+    drop(browser);
+    again.stop().await;
 }
 
 /// Fetches `url` in the page; returns `[length, sha256 hex]`.

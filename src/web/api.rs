@@ -78,8 +78,9 @@ pub async fn events(State(app): State<App>) -> Response {
         (receiver, stopping, true),
         |(mut receiver, stopping, first)| async move {
             if first {
-                // Tells the page the stream is up before any event comes.
-                let hello = Bytes::from_static(b"event: hello\ndata: {}\n\n");
+                // Tells the page the stream is up before any event comes,
+                // and to try again after a second if it breaks.
+                let hello = Bytes::from_static(b"retry: 1000\nevent: hello\ndata: {}\n\n");
                 return Some((Ok::<_, Infallible>(hello), (receiver, stopping, false)));
             }
             let chunk = tokio::select! {

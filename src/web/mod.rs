@@ -196,7 +196,10 @@ pub fn load_or_create_secret(home: &Path) -> Result<String, WebError> {
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(text) if is_secret(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(text) if is_secret(text.trim()) => {
+            owner_only(&path).map_err(failed)?;
+            return Ok(text.trim().to_string());
+        }
         Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => return Err(failed(error)),
@@ -207,8 +210,21 @@ pub fn load_or_create_secret(home: &Path) -> Result<String, WebError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&path).map_err(failed)?;
+    // A file that was there keeps its mode through `open`.
+    owner_only(&path).map_err(failed)?;
     std::io::Write::write_all(&mut file, secret.as_bytes()).map_err(failed)?;
     Ok(secret)
+}
+
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn is_secret(text: &str) -> bool {
@@ -221,4 +237,46 @@ pub fn new_secret() -> std::io::Result<String> {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| std::io::Error::other("the system's random source failed"))?;
     Ok(data_encoding::HEXLOWER.encode(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_kept_owner_only_and_reused() {
+        let home = tempfile::tempdir().unwrap();
+        let first = load_or_create_secret(home.path()).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(load_or_create_secret(home.path()).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(home.path().join(SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+        // A damaged file is replaced, not trusted, and made owner-only.
+        std::fs::write(home.path().join(SECRET_FILE), "short").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let open = std::fs::Permissions::from_mode(0o644);
+            std::fs::set_permissions(home.path().join(SECRET_FILE), open).unwrap();
+        }
+        let replaced = load_or_create_secret(home.path()).unwrap();
+        assert_ne!(replaced, "short");
+        assert_eq!(replaced.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(home.path().join(SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+    }
 }
