@@ -143,26 +143,26 @@ async fn a_change_from_a_foreign_origin_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn the_web_command_prints_its_address_with_the_secret() {
-    let proc = process::Proc::start(&["web", "--bind", "127.0.0.1:0", "--room", "lobby"]);
-    let event = proc.expect("web", |_| true);
-    let url = event["url"].as_str().unwrap().to_string();
-    let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
-    let (port, token) = rest.split_once("/?token=").unwrap();
-    assert!(token.len() >= 64, "{url}");
-    let host = format!("127.0.0.1:{port}");
+fn the_web_command_and_chat_web_print_the_address_with_the_secret() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let answer = runtime.block_on(request(
-        &host,
-        "GET",
-        &format!("/?token={token}"),
-        &[("Host", &host)],
-        b"",
-    ));
-    assert_eq!(answer.status, 303);
-    let bare = runtime.block_on(request(&host, "GET", "/", &[("Host", &host)], b""));
-    assert_eq!(bare.status, 403);
-    proc.kill();
+    for args in [
+        &["web", "--bind", "127.0.0.1:0", "--room", "lobby"][..],
+        &["chat", "--bind", "127.0.0.1:0", "--room", "lobby", "--web"][..],
+    ] {
+        let proc = process::Proc::start(args);
+        let event = proc.expect("web", |_| true);
+        let url = event["url"].as_str().unwrap().to_string();
+        let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
+        let (port, token) = rest.split_once("/?token=").unwrap();
+        assert!(token.len() >= 64, "{url}");
+        let host = format!("127.0.0.1:{port}");
+        let path = format!("/?token={token}");
+        let answer = runtime.block_on(request(&host, "GET", &path, &[("Host", &host)], b""));
+        assert_eq!(answer.status, 303, "{args:?}");
+        let bare = runtime.block_on(request(&host, "GET", "/", &[("Host", &host)], b""));
+        assert_eq!(bare.status, 403, "{args:?}");
+        proc.kill();
+    }
 }
 
 // ----------------------------------------------------------- the browser --
