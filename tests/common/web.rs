@@ -156,7 +156,8 @@ pub async fn request(
             raw.extend_from_slice(&buffer[..n]);
         }
     };
-    tokio::time::timeout(WAIT, read)
+    // Starting a browser session on a loaded machine takes a while.
+    tokio::time::timeout(3 * WAIT, read)
         .await
         .expect("the answer took too long");
     let split = raw
