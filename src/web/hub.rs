@@ -125,3 +125,58 @@ impl Hub {
         Some((download.name.clone(), file.clone()?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::FetchReport;
+
+    fn done(hash: &str, paths: &[&str]) -> Event {
+        Event::TransferDone {
+            path: paths[0].to_string(),
+            report: FetchReport {
+                hash: hash.into(),
+                name: "thing".into(),
+                paths: paths.iter().map(PathBuf::from).collect(),
+                bytes: 5,
+                chunks: 1,
+                chunks_fetched: 1,
+                chunks_resumed: 0,
+                sources: Vec::new(),
+                corrupt_sources: Vec::new(),
+                secs: 0.1,
+            },
+        }
+    }
+
+    #[test]
+    fn the_hub_fans_out_json_and_remembers_trackers_and_downloads() {
+        let hub = Hub::new();
+        let mut stream = hub.subscribe();
+        assert_eq!(hub.tracker_up(), None);
+        hub.publish(&Event::Tracker {
+            state: TrackerLink::Lost,
+            tracker_id: None,
+            addr: None,
+            reason: Some("gone".into()),
+        });
+        assert_eq!(hub.tracker_up(), Some(false));
+        let line = stream.try_recv().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["event"], "tracker");
+        assert_eq!(value["state"], "lost");
+
+        hub.publish(&done("aaaa", &["/d/one.bin"]));
+        hub.publish(&done("bbbb", &["/d/folder/a", "/d/folder/b"]));
+        assert_eq!(
+            hub.download_file("aaaa"),
+            Some(("thing".to_string(), PathBuf::from("/d/one.bin")))
+        );
+        // A folder is listed, never handed out; an unknown hash is nothing.
+        assert_eq!(hub.download_file("bbbb"), None);
+        assert_eq!(hub.download_file("../etc"), None);
+        let listed = hub.downloads();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().any(|d| d.hash == "bbbb" && !d.fetchable));
+    }
+}
