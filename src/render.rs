@@ -489,6 +489,7 @@ pub fn render(event: &Event) -> Vec<String> {
             report.chunks_resumed
         )],
         Event::Info { message } => vec![format!("* {}", sanitize(message))],
+        Event::Web { url } => vec![format!("* the web page: {}", sanitize(url))],
         Event::Error { message } => vec![format!("! {}", sanitize(message))],
     }
 }

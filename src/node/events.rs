@@ -305,6 +305,11 @@ pub enum Event {
     Error {
         message: String,
     },
+    /// The local web page is served: open `url` (it carries the page's
+    /// secret) in a browser.
+    Web {
+        url: String,
+    },
 }
 
 /// One line of `/help`: a command's usage and what it does.

@@ -30,6 +30,7 @@ pub mod manager;
 mod netcheck;
 mod notices;
 mod outbox;
+mod page;
 mod relay;
 mod roster;
 mod serve;
@@ -513,15 +514,25 @@ impl Node {
     /// the room.
     pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
         let room = self.current_room()?;
-        let keys = auth::derive_room_keys(&[(room.clone(), password.clone())].into()).await;
-        {
-            let mut roster = self.roster();
-            roster.passwords.insert(room.clone(), password);
-            roster.room_keys.extend(keys);
-            for record in roster.peers.values_mut() {
-                record.verified.remove(&room);
-            }
+        self.install_password(&room, password).await;
+        self.password_room_started(&room);
+        Ok(())
+    }
+
+    /// Gives `room` its password and key; every peer proves it anew.
+    async fn install_password(&self, room: &str, password: Secret) {
+        let keys = auth::derive_room_keys(&[(room.to_string(), password.clone())].into()).await;
+        let mut roster = self.roster();
+        roster.passwords.insert(room.to_string(), password);
+        roster.room_keys.extend(keys);
+        for record in roster.peers.values_mut() {
+            record.verified.remove(room);
         }
+    }
+
+    /// Tells the user `room` is a password room and starts the proofs with
+    /// every connected peer.
+    fn password_room_started(&self, room: &str) {
         self.emit(Event::Info {
             message: format!(
                 "#{room} is a password room: peers share it once they prove the password"
@@ -531,7 +542,6 @@ impl Node {
         for gate in gates {
             self.inner.services.auth.authenticate_all(&gate);
         }
-        Ok(())
     }
 
     /// The room plain lines go to: the last one joined.

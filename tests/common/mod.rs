@@ -5,6 +5,7 @@
 
 pub mod history;
 pub mod process;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::time::Duration;
