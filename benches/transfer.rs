@@ -74,7 +74,7 @@ async fn quic_file_copy(
         let server = server.clone();
         let destination = destination.to_path_buf();
         async move {
-            let mut recv = server.accept_uni().await.unwrap();
+            let (_, mut recv) = server.accept_bi().await.unwrap();
             let file = Arc::new(std::fs::File::create(&destination).unwrap());
             let mut buffer = Vec::with_capacity(COPY_STEP);
             let mut offset = 0u64;
@@ -97,7 +97,8 @@ async fn quic_file_copy(
         }
     });
     let file = Arc::new(std::fs::File::open(source).unwrap());
-    let mut send = client.open_uni().await.unwrap();
+    // Bidirectional: punchgate's transport allows no unidirectional streams.
+    let (mut send, _) = client.open_bi().await.unwrap();
     let mut offset = 0u64;
     while offset < size {
         let len = COPY_STEP.min((size - offset) as usize);
