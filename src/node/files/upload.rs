@@ -139,6 +139,7 @@ impl Node {
                 if !write_within_deadline(writer.get_mut(), data).await? {
                     return Ok(Served::Stalled);
                 }
+                gate.size_windows();
             }
             Ok::<Served, WireError>(Served::All)
         };
