@@ -627,9 +627,7 @@ mod tests {
             Stored::Corrupt
         );
         assert_eq!(
-            partial
-                .store(7, &ChunkBuffer::from(&data[..5]))
-                .unwrap(),
+            partial.store(7, &ChunkBuffer::from(&data[..5])).unwrap(),
             Stored::Corrupt
         );
         let data_file = work_dir(target.path(), built.layout.id).join("0.data");
