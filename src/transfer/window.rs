@@ -4,9 +4,11 @@
 //! fast the path is; a window far above it only raises what the peer can
 //! make this node buffer. [`WindowSizer`] turns samples of a connection
 //! (bytes received so far, smoothed RTT, at a time) into the window to
-//! grant; it does no I/O and reads no clock, so the fetch that drives it
-//! decides when to sample and applies the result
-//! (`quinn::Connection::set_receive_window`).
+//! grant; it does no I/O and reads no clock: the node's gate samples its
+//! connection as chunks arrive and leave and applies the result
+//! (`quinn::Connection::set_receive_window`, and the same rule on bytes
+//! sent for `set_send_window`). [`pipeline_depth`] says how many chunk
+//! requests a fetch keeps outstanding to fill a window.
 
 use std::time::{Duration, Instant};
 
@@ -48,8 +50,9 @@ pub fn pipeline_depth(window: u64, streams: usize, chunk: u64, min: usize, max: 
 
 /// The receive window of one connection, from samples of what it delivers.
 ///
-/// Drive it with [`WindowSizer::handle_sample`] every so often (the fetch
-/// does it with each progress report); apply every window it returns. While
+/// Drive it with [`WindowSizer::handle_sample`] every so often (the gate
+/// does it with each chunk received or sent); apply every window it
+/// returns. While
 /// the window limits the sender, the measured rate is one window per RTT, so
 /// the next window is [`HEADROOM`] × larger: it doubles per sample until the
 /// path, not the window, is the limit. When the rate falls (the transfer
