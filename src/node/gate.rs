@@ -13,6 +13,7 @@ use crate::protocol::StreamKind;
 use crate::protocol::{
     validate_label, ChatFrame, ControlMessage, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
 };
+use crate::transfer::window::WindowSizer;
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Time the other side has to greet after the handshake.
@@ -92,6 +93,15 @@ pub struct Gate {
     /// Whether a catch-up (offers, history sync) runs on this gate, and
     /// whether another was asked for meanwhile (`Node::catch_up`).
     pub(super) catching_up: std::sync::Mutex<CatchUp>,
+    /// The connection's flow-control windows, sized as transfers run.
+    windows: std::sync::Mutex<Windows>,
+}
+
+/// The sizers of a connection's receive and send windows.
+#[derive(Default)]
+struct Windows {
+    receive: WindowSizer,
+    send: WindowSizer,
 }
 
 /// The catch-ups of one gate: many asked for while one runs cost one more
@@ -140,7 +150,32 @@ impl Gate {
                 super::files::MAX_CHUNK_READS_PER_PEER,
             )),
             catching_up: std::sync::Mutex::new(CatchUp::default()),
+            windows: std::sync::Mutex::default(),
         }
+    }
+
+    /// Sizes the connection's windows to the bandwidth-delay product it
+    /// measures ([`WindowSizer`]): the receive window from the bytes that
+    /// arrive, the send window (what this side may have unacknowledged)
+    /// from those that leave. Transfers call it as they go (a fetch per
+    /// chunk received, an upload per chunk sent); between a sizer's samples
+    /// it only reads the connection's counters. Returns the receive window.
+    pub(super) fn size_windows(&self) -> u64 {
+        let now = Instant::now();
+        let stats = self.connection.stats();
+        let rtt = stats.path.rtt;
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(window) = windows.receive.handle_sample(now, stats.udp_rx.bytes, rtt) {
+            self.connection
+                .set_receive_window(quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX));
+        }
+        if let Some(window) = windows.send.handle_sample(now, stats.udp_tx.bytes, rtt) {
+            self.connection.set_send_window(window);
+        }
+        windows.receive.window()
     }
 
     /// The dialer takes the control stream the acceptor opened, answers

@@ -83,26 +83,20 @@ impl DiskError {
     }
 }
 
-/// Bytes hashed at a time while a chunk arrives: large enough for BLAKE3's
-/// wide SIMD, small enough that the bytes are still in cache.
-const HASH_STEP: usize = 64 << 10;
-
-/// A chunk as it arrives from the network, hashed piece by piece while the
-/// pieces are hot in cache. Only [`Partial::store`] reads the result, and
-/// only after comparing the hash with the manifest's.
+/// A chunk as it arrives from the network, read straight from the stream
+/// into a buffer that is reused from chunk to chunk. It is hashed only when
+/// [`Partial::store`] checks it, on the blocking thread that writes it, in
+/// one pass (BLAKE3 hashes many 1 KiB blocks at once only when it is given
+/// them at once), so the task reading the stream does nothing but copy.
 #[derive(Default)]
 pub struct ChunkBuffer {
     bytes: Vec<u8>,
-    hasher: blake3::Hasher,
-    hashed: usize,
 }
 
 impl ChunkBuffer {
     /// Empties the buffer for the next chunk, keeping its allocation.
     pub fn clear(&mut self) {
         self.bytes.clear();
-        self.hasher.reset();
-        self.hashed = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -113,20 +107,39 @@ impl ChunkBuffer {
         self.bytes.is_empty()
     }
 
-    /// Appends `piece`, hashing whatever has reached a full step.
+    /// Appends `piece`.
     pub fn extend(&mut self, piece: &[u8]) {
         self.bytes.extend_from_slice(piece);
-        if self.bytes.len() - self.hashed >= HASH_STEP {
-            self.hasher.update(&self.bytes[self.hashed..]);
-            self.hashed = self.bytes.len();
+    }
+
+    /// Reads from `reader` until the buffer holds `len` bytes, each read
+    /// taking everything the stream has ready (for a QUIC stream: one lock
+    /// of the connection and one copy per batch of packets, not per
+    /// packet), into the buffer's spare room without zeroing it first.
+    /// An end of stream before `len` is [`io::ErrorKind::UnexpectedEof`].
+    pub async fn fill_from<R>(&mut self, reader: &mut R, len: usize) -> io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        self.bytes.reserve(len.saturating_sub(self.bytes.len()));
+        while self.bytes.len() < len {
+            let wanted = (len - self.bytes.len()) as u64;
+            if (&mut *reader)
+                .take(wanted)
+                .read_buf(&mut self.bytes)
+                .await?
+                == 0
+            {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
         }
+        Ok(())
     }
 
     /// The hash of everything appended.
-    fn finish(&mut self) -> blake3::Hash {
-        self.hasher.update(&self.bytes[self.hashed..]);
-        self.hashed = self.bytes.len();
-        self.hasher.finalize()
+    fn finish(&self) -> blake3::Hash {
+        blake3::hash(&self.bytes)
     }
 }
 
@@ -340,7 +353,7 @@ impl Partial {
     }
 
     /// Verifies chunk `index` and, only if it matches, writes and logs it.
-    pub fn store(&self, index: u64, chunk: &mut ChunkBuffer) -> Result<Stored, DiskError> {
+    pub fn store(&self, index: u64, chunk: &ChunkBuffer) -> Result<Stored, DiskError> {
         let Some(place) = self.layout.place(index) else {
             return Ok(Stored::Corrupt);
         };
@@ -439,6 +452,34 @@ pub fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<
     std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
 }
 
+/// `len` bytes of `file` from `offset`, read into a new buffer that is not
+/// zeroed first (the read fills it); an end of file before is
+/// [`io::ErrorKind::UnexpectedEof`].
+#[cfg(unix)]
+pub fn read_vec_at(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    let mut buffer = Vec::with_capacity(len);
+    while buffer.len() < len {
+        let at = offset + buffer.len() as u64;
+        // Reads into the spare room and extends the length by what it read.
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buffer), at) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    // The allocation may hold more than asked, and the read fill it.
+    buffer.truncate(len);
+    Ok(buffer)
+}
+
+#[cfg(windows)]
+pub fn read_vec_at(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    let mut buffer = vec![0u8; len];
+    read_exact_at(file, &mut buffer, offset)?;
+    Ok(buffer)
+}
+
 #[cfg(windows)]
 pub fn write_all_at(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
     while !data.is_empty() {
@@ -469,11 +510,11 @@ mod tests {
     use std::fs;
 
     #[test]
-    fn a_chunk_hashed_piece_by_piece_hashes_as_a_whole() {
+    fn a_chunk_filled_piece_by_piece_hashes_as_a_whole() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let whole = blake3::hash(&data);
         let mut chunk = ChunkBuffer::default();
-        for piece_len in [1, 1200, HASH_STEP - 1, HASH_STEP, HASH_STEP + 1, data.len()] {
+        for piece_len in [1, 1200, 65_535, 65_536, 65_537, data.len()] {
             chunk.clear();
             for piece in data.chunks(piece_len) {
                 chunk.extend(piece);
@@ -484,6 +525,46 @@ mod tests {
         chunk.clear();
         assert!(chunk.is_empty());
         assert_eq!(chunk.finish(), blake3::hash(b""));
+    }
+
+    /// A reader that hands out at most `step` bytes per read, as a stream
+    /// does with what has arrived so far.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.step.min(self.data.len()).min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_filled_from_a_stream_to_its_length_and_no_further() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        let mut chunk = ChunkBuffer::default();
+        for step in [1, 1452, 4096, 20_000] {
+            let mut stream = Trickle { data: &data, step };
+            chunk.clear();
+            chunk.fill_from(&mut stream, 6_000).await.unwrap();
+            assert_eq!(chunk.finish(), blake3::hash(&data[..6_000]), "step {step}");
+            // The rest stays in the stream for the next chunk.
+            chunk.clear();
+            chunk.fill_from(&mut stream, 4_000).await.unwrap();
+            assert_eq!(chunk.finish(), blake3::hash(&data[6_000..]), "step {step}");
+            // A stream that ends early.
+            chunk.clear();
+            let error = chunk.fill_from(&mut stream, 1).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        }
     }
 
     #[test]
@@ -501,16 +582,14 @@ mod tests {
 
         let mut corrupt = ChunkBuffer::from(&data[..chunk_size]);
         corrupt.bytes[10] ^= 1;
-        assert_eq!(partial.store(0, &mut corrupt).unwrap(), Stored::Corrupt);
+        assert_eq!(partial.store(0, &corrupt).unwrap(), Stored::Corrupt);
         let short = &data[chunk_size..chunk_size * 2 - 1];
         assert_eq!(
-            partial.store(1, &mut ChunkBuffer::from(short)).unwrap(),
+            partial.store(1, &ChunkBuffer::from(short)).unwrap(),
             Stored::Corrupt
         );
         assert_eq!(
-            partial
-                .store(7, &mut ChunkBuffer::from(&data[..5]))
-                .unwrap(),
+            partial.store(7, &ChunkBuffer::from(&data[..5])).unwrap(),
             Stored::Corrupt
         );
         let data_file = work_dir(target.path(), built.layout.id).join("0.data");
@@ -522,7 +601,7 @@ mod tests {
 
         let last = &data[chunk_size * 2..];
         assert_eq!(
-            partial.store(2, &mut ChunkBuffer::from(last)).unwrap(),
+            partial.store(2, &ChunkBuffer::from(last)).unwrap(),
             Stored::Verified
         );
         drop(partial);
@@ -530,8 +609,8 @@ mod tests {
             Partial::open(target.path(), built.layout, &built.encoded, false).unwrap();
         assert_eq!(have.into_iter().collect::<Vec<_>>(), vec![2]);
         for (index, range) in [(0, 0..chunk_size), (1, chunk_size..chunk_size * 2)] {
-            let mut chunk = ChunkBuffer::from(&data[range]);
-            assert_eq!(partial.store(index, &mut chunk).unwrap(), Stored::Verified);
+            let chunk = ChunkBuffer::from(&data[range]);
+            assert_eq!(partial.store(index, &chunk).unwrap(), Stored::Verified);
         }
         let paths = partial.finish(|| false).unwrap();
         assert_eq!(fs::read(&paths[0]).unwrap(), data);
@@ -556,9 +635,9 @@ mod tests {
         let (partial, _) =
             Partial::open(target.path(), built.layout.clone(), &built.encoded, false).unwrap();
         for index in 0..count {
-            let mut chunk = ChunkBuffer::from(&[index as u8][..]);
+            let chunk = ChunkBuffer::from(&[index as u8][..]);
             assert_eq!(
-                partial.store(index as u64, &mut chunk).unwrap(),
+                partial.store(index as u64, &chunk).unwrap(),
                 Stored::Verified
             );
             assert!(partial.files.open_count() <= OPEN_FILES);
@@ -571,9 +650,9 @@ mod tests {
         fs::write(&outside, b"keep").unwrap();
         fs::remove_file(work.join("0.data")).unwrap();
         std::os::unix::fs::symlink(&outside, work.join("0.data")).unwrap();
-        let mut chunk = ChunkBuffer::from(&[0u8][..]);
+        let chunk = ChunkBuffer::from(&[0u8][..]);
         assert!(matches!(
-            partial.store(0, &mut chunk),
+            partial.store(0, &chunk),
             Err(DiskError::Symlink(_))
         ));
         assert!(matches!(
@@ -583,9 +662,9 @@ mod tests {
         assert_eq!(fs::read(&outside).unwrap(), b"keep");
 
         fs::remove_file(work.join("0.data")).unwrap();
-        let mut chunk = ChunkBuffer::from(&[0u8][..]);
+        let chunk = ChunkBuffer::from(&[0u8][..]);
         assert!(
-            matches!(partial.store(0, &mut chunk), Err(DiskError::Io { .. })),
+            matches!(partial.store(0, &chunk), Err(DiskError::Io { .. })),
             "a missing data file is not made anew"
         );
         assert!(!work.join("0.data").exists());

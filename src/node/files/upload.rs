@@ -20,9 +20,11 @@ use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 /// Chunks a node reads from disk for peers at once, all peers together
 /// (bounds the memory hostile or many downloaders can make it hold).
 pub const MAX_CHUNK_READS: usize = 64;
-/// Chunks read from disk for one peer at once: a normal download keeps
-/// at most `streams × (PIPELINE_DEPTH + 2)` busy (16 with the defaults), and
-/// one peer leaves the rest of [`MAX_CHUNK_READS`] to others.
+/// Chunks read from disk for one peer at once: a download keeps
+/// `streams × (depth + 2)` busy, where its pipeline depth starts at
+/// `PIPELINE_DEPTH` (16 with the defaults) and grows with the connection's
+/// window; beyond 16 its requests wait here, and one peer leaves the rest
+/// of [`MAX_CHUNK_READS`] to others.
 pub const MAX_CHUNK_READS_PER_PEER: usize = 16;
 /// Longest wait for a peer to take a piece of a chunk (flow control): a
 /// stalled chunk stream is reset and its permits freed.
@@ -142,6 +144,7 @@ impl Files {
                 if !write_within_deadline(writer.get_mut(), data).await? {
                     return Ok(Served::Stalled);
                 }
+                gate.size_windows();
                 if let Some(share) = share.filter(|_| bytes > 0) {
                     self.served(gate.peer_id, &share, bytes);
                 }

@@ -208,8 +208,8 @@ mod tests {
             let place = built.layout.place(index).unwrap();
             let entry = &built.layout.manifest.files[place.file];
             let bytes = fs::read(source.join(&entry.path)).unwrap();
-            let mut chunk = ChunkBuffer::from(&bytes[place.offset as usize..][..place.len]);
-            partial.store(index, &mut chunk).unwrap();
+            let chunk = ChunkBuffer::from(&bytes[place.offset as usize..][..place.len]);
+            partial.store(index, &chunk).unwrap();
         }
         partial
     }
