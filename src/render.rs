@@ -435,15 +435,20 @@ pub fn render(event: &Event) -> Vec<String> {
                 size(*total),
             )]
         }
-        Event::TransferProgress { name, bytes, total, bytes_per_s, .. } => {
+        Event::TransferProgress { name, bytes, total, files_done, files, bytes_per_s, .. } => {
             let percent = if *total == 0 { 100.0 } else { *bytes as f64 * 100.0 / *total as f64 };
             let eta = if *bytes_per_s > 0.0 && bytes < total {
                 format!(", {:.0} s left", (total - bytes) as f64 / bytes_per_s)
             } else {
                 String::new()
             };
+            let of_files = if *files > 1 {
+                format!("{files_done} of {files} files, ")
+            } else {
+                String::new()
+            };
             vec![format!(
-                "* {} {} {percent:.0}% ({} of {}, {}/s{eta})",
+                "* {} {} {percent:.0}% ({of_files}{} of {}, {}/s{eta})",
                 sanitize(name),
                 text_bar(percent),
                 size(*bytes),
@@ -563,11 +568,26 @@ mod tests {
             name: "film.mkv".into(),
             bytes: 1 << 20,
             total: 4 << 20,
+            files_done: 0,
+            files: 1,
             bytes_per_s: 1048576.0,
         });
         assert_eq!(
             line,
             vec!["* film.mkv [====>               ] 25% (1.0 MiB of 4.0 MiB, 1.0 MiB/s, 3 s left)"]
+        );
+        let folder = render(&Event::TransferProgress {
+            hash: "h".into(),
+            name: "photos".into(),
+            bytes: 3 << 20,
+            total: 4 << 20,
+            files_done: 1200,
+            files: 5000,
+            bytes_per_s: 1048576.0,
+        });
+        assert_eq!(
+            folder,
+            vec!["* photos [===============>    ] 75% (1200 of 5000 files, 3.0 MiB of 4.0 MiB, 1.0 MiB/s, 1 s left)"]
         );
         assert_eq!(text_bar(0.0), format!("[{}]", " ".repeat(20)));
         assert_eq!(text_bar(100.0), format!("[{}]", "=".repeat(20)));

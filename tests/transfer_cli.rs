@@ -150,6 +150,12 @@ fn a_folder_of_5000_small_files_arrives_byte_identical() {
     let home = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let get = get_json(&ticket, &out, home.path());
+    // Progress counts files as well as bytes.
+    let whole = get.expect("transfer_progress", |e| e["bytes"] == e["total"]);
+    assert_eq!(
+        (whole["files_done"].as_u64(), whole["files"].as_u64()),
+        (Some(5_000), Some(5_000))
+    );
     let done = get.expect("transfer_done", |_| true);
     assert_eq!(done["paths"].as_array().unwrap().len(), 5_000);
     assert_eq!(done["path"], out.join("many").to_str().unwrap());

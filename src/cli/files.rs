@@ -169,13 +169,23 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
             match (&event, &shown) {
                 (
                     Event::TransferProgress {
-                        name, bytes, total, ..
+                        name,
+                        bytes,
+                        total,
+                        files_done,
+                        files,
+                        ..
                     },
                     Some(bar),
                 ) => {
                     bar.set_length(*total);
                     bar.set_position(*bytes);
-                    bar.set_message(render::sanitize(name));
+                    let name = render::sanitize(name);
+                    bar.set_message(if *files > 1 {
+                        format!("{name} ({files_done}/{files} files)")
+                    } else {
+                        name
+                    });
                 }
                 // The report is printed once the fetch returns; holders'
                 // offers in the swarm room are of the content being fetched.

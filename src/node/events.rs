@@ -256,6 +256,10 @@ pub enum Event {
         name: String,
         bytes: u64,
         total: u64,
+        /// Files whose every chunk is verified (empty ones from the start),
+        /// of `files`.
+        files_done: u64,
+        files: u64,
         /// Fetch rate of this run so far.
         bytes_per_s: f64,
     },

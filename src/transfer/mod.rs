@@ -11,6 +11,7 @@ pub mod handles;
 pub mod manifest;
 pub mod partial;
 pub mod schedule;
+pub mod tally;
 pub mod window;
 
 use std::fmt;

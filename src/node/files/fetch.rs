@@ -29,6 +29,7 @@ use crate::transfer::finished::finished_copy;
 use crate::transfer::manifest::{ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
+use crate::transfer::tally::FileTally;
 use crate::transfer::window;
 use crate::transfer::{swarm_room, Share, Ticket};
 use crate::wire::{FrameReader, FrameWriter, WireError};
@@ -238,12 +239,15 @@ impl Node {
             .filter_map(|i| partial.layout().place(*i))
             .map(|p| p.len as u64)
             .sum();
+        let partial_layout = partial.layout();
+        let files_tally = FileTally::new(partial_layout, &have);
         let fetch = Arc::new(Fetch {
             content,
             schedule: Mutex::new(Schedule::new(total_chunks, have.iter().copied())),
             changed: Notify::new(),
             partial: Arc::new(partial),
             bytes_done: AtomicU64::new(resumed_bytes),
+            files: Mutex::new(files_tally),
             disk_error: Mutex::new(None),
             corrupt: Mutex::new(Vec::new()),
         });
@@ -258,11 +262,17 @@ impl Node {
         let progress = |node: &Node| {
             let bytes = fetch.bytes_done.load(Ordering::Relaxed);
             let secs = started.elapsed().as_secs_f64();
+            let (files_done, files) = {
+                let tally = fetch.files();
+                (tally.files_done(), tally.files())
+            };
             node.emit(Event::TransferProgress {
                 hash: content.to_string(),
                 name: name.clone(),
                 bytes,
                 total: total_bytes,
+                files_done,
+                files,
                 bytes_per_s: ((bytes - resumed_bytes) as f64 / secs.max(1e-3)).round(),
             })
         };
@@ -594,6 +604,9 @@ impl Node {
             Ok(Stored::Verified) => {
                 if fetch.schedule().delivered(source, index) == Delivery::New {
                     fetch.bytes_done.fetch_add(len as u64, Ordering::Relaxed);
+                    if let Some(place) = fetch.partial.layout().place(index) {
+                        fetch.files().chunk_verified(place.file);
+                    }
                 }
                 fetch.changed.notify_waiters();
                 Ok(buffer)
@@ -700,6 +713,8 @@ pub(super) struct Fetch {
     changed: Notify,
     partial: Arc<Partial>,
     bytes_done: AtomicU64,
+    /// Files whose every chunk is verified.
+    files: Mutex<FileTally>,
     /// The first disk error; it stops every worker.
     disk_error: Mutex<Option<DiskError>>,
     corrupt: Mutex<Vec<PeerId>>,
@@ -708,6 +723,10 @@ pub(super) struct Fetch {
 impl Fetch {
     pub(super) fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, FileTally> {
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether a disk error stopped the fetch.
