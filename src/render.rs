@@ -587,7 +587,7 @@ mod tests {
         });
         assert_eq!(
             folder,
-            vec!["* photos [===============>    ] 75% (1200 of 5000 files, 3.0 MiB of 4.0 MiB, 1.0 MiB/s, 1 s left)"]
+            vec!["* photos [==============>     ] 75% (1200 of 5000 files, 3.0 MiB of 4.0 MiB, 1.0 MiB/s, 1 s left)"]
         );
         assert_eq!(text_bar(0.0), format!("[{}]", " ".repeat(20)));
         assert_eq!(text_bar(100.0), format!("[{}]", "=".repeat(20)));
