@@ -64,6 +64,10 @@ fn fails(args: &[&str]) -> (i32, String) {
     (output.status.code().unwrap_or(-1), first)
 }
 
+/// A well-formed ticket; the errors it is used for come before its
+/// tracker is contacted.
+const VALID_TICKET: &str = "pgt1irzha5dlm43ww6lwobwxm4dhnbvw24trojsxe3rtojwwe2lyo5udk5tpmzxhgnzxnv4g6mtcpfwdk2rvmzswcqbrgi3s4mbogaxdcorugeydimxijpxxwqygi5fuuvuoc3rfm2si5kmytjx6qq2a7zytaeg5voucbafvyqksxmlmlbv2rxhgeuyfcmh2cbiogzgkyubwynm4t4rf5ygo2";
+
 #[test]
 fn argument_and_start_up_errors_are_one_line_in_words() {
     let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -99,6 +103,10 @@ fn argument_and_start_up_errors_are_one_line_in_words() {
             vec!["get", "--punch-timeout", "-3", "pgt1"],
         ),
         (
+            "a file as the output folder",
+            vec!["get", VALID_TICKET, "-o", "/etc/passwd"],
+        ),
+        (
             "a file that is not there",
             vec![
                 "send",
@@ -113,6 +121,9 @@ fn argument_and_start_up_errors_are_one_line_in_words() {
         assert_ne!(code, 0, "{what}: exit code 0 ({message})");
         assert_for_people(what, &message);
     }
+    // The output folder is checked before anything connects.
+    let (_, message) = fails(&["get", VALID_TICKET, "-o", "/etc/passwd"]);
+    assert!(message.contains("is not a folder"), "{message}");
 }
 
 #[test]

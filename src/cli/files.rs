@@ -146,6 +146,7 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
     let GetArgs {
         ticket, out, force, ..
     } = args;
+    check_out_folder(&out)?;
     let target = out.clone();
     let (node, mut events) = Node::start(home, config)
         .await
@@ -240,4 +241,24 @@ fn show(output: &Output, event: &Event) -> std::io::Result<()> {
         writeln!(stdout, "{line}")?;
     }
     stdout.flush()
+}
+
+/// Refuses an output folder that cannot be one before anything connects:
+/// a file in its place, or a place where it cannot be made.
+fn check_out_folder(out: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(out) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) if meta.file_type().is_symlink() && out.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!(
+            "{} is not a folder; give -o a folder to put the download in",
+            out.display()
+        ),
+        Err(_) => std::fs::create_dir_all(out).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot make the folder {}: {}; give -o a folder you can write",
+                out.display(),
+                error
+            )
+        }),
+    }
 }
