@@ -11,8 +11,9 @@ use common::pattern;
 use common::process::{serve, Proc};
 use punchgate::transfer::Ticket;
 
-/// Issue 11: a `get` whose sender is SIGKILLed mid-transfer says so within
-/// 15 s (the connection's idle timeout notices), keeps what it verified,
+/// Issues 11 and 14: a `get` whose sender is SIGKILLed mid-transfer says so
+/// within seconds (its connection falls silent for longer than a live
+/// peer's keep-alive), keeps what it verified,
 /// waits, and finishes from another holder of the same content that shows
 /// up later.
 #[test]
@@ -52,7 +53,14 @@ fn a_get_whose_sender_is_killed_says_so_and_finishes_from_another_holder() {
         killed_at.elapsed()
     );
     assert_eq!(gone["peer_id"], parsed.sender.to_string());
-    assert!(gone["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    // Noticed by the silence of its connection (a few seconds), not by the
+    // connection's idle timeout.
+    assert!(
+        gone["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("sent nothing for")),
+        "{gone}"
+    );
     let kept = gone["bytes"].as_u64().unwrap();
     assert!(kept < total, "the kill landed mid-transfer");
     assert!(

@@ -9,6 +9,8 @@
 
 mod fetch;
 mod meters;
+mod report;
+mod silence;
 mod sources;
 mod upload;
 
@@ -29,7 +31,8 @@ use crate::protocol::{validate_label, ControlMessage, FileOffer, MAX_ROOM_LEN};
 use crate::rate::TokenBucket;
 use crate::transfer::manifest::{self, ContentId};
 use crate::transfer::{swarm_room, Share, Ticket};
-pub use fetch::{FetchError, FetchReport, FetchRequest, SourceCount, PIPELINE_DEPTH};
+pub use fetch::PIPELINE_DEPTH;
+pub use report::{FetchError, FetchReport, FetchRequest, SourceCount};
 pub use upload::{MAX_CHUNK_READS, MAX_CHUNK_READS_PER_PEER};
 
 /// Longest display name of an offer.
