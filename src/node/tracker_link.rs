@@ -196,7 +196,9 @@ impl Node {
                 .request(TrackerRequestBody::Connect { peer })
                 .await
                 .map(|_| ()),
-            None => Err(TrackerError::Lost),
+            None => Err(TrackerError::Lost(
+                crate::tracker::client::LostReason::unknown(),
+            )),
         };
         if let Err(error) = result {
             self.input(Input::IntroductionFailed { peer, error });

@@ -43,14 +43,48 @@ pub enum TrackerError {
     Refused(#[from] TrackerRefusal),
     #[error("tracker protocol error: {0}")]
     Protocol(#[from] WireError),
-    #[error("lost the connection to the tracker")]
-    Lost,
+    /// The connection ended; the text says how, when the tracker said.
+    #[error("lost the connection to the tracker{0}")]
+    Lost(LostReason),
     #[error("the tracker did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the tracker answered with an unexpected response")]
     UnexpectedResponse,
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+}
+
+/// Why a tracker connection ended, shown after "lost the connection to
+/// the tracker": what the tracker said when it closed it (a newer or older
+/// protocol version, a refusal), or nothing when it just went away.
+#[derive(Debug)]
+pub struct LostReason(Option<quinn::ConnectionError>);
+
+impl LostReason {
+    /// A connection that ended with no word.
+    pub fn unknown() -> Self {
+        Self(None)
+    }
+}
+
+impl std::fmt::Display for LostReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(quinn::ConnectionError::ApplicationClosed(close)) if !close.reason.is_empty() => {
+                let said = String::from_utf8_lossy(&close.reason);
+                if said.contains("protocol version") {
+                    write!(
+                        f,
+                        ": it said {said}; run the same punchgate version as the tracker"
+                    )
+                } else {
+                    write!(f, ": it said {said}")
+                }
+            }
+            Some(quinn::ConnectionError::TimedOut) => f.write_str(": no answer for too long"),
+            _ => Ok(()),
+        }
+    }
 }
 
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Result<TrackerResponse, TrackerRefusal>>>>>;
@@ -171,6 +205,11 @@ impl TrackerSession {
         Ok((session, events_rx))
     }
 
+    /// How the connection ended, as far as it has.
+    fn lost_reason(&self) -> LostReason {
+        LostReason(self.connection.close_reason())
+    }
+
     /// Sends a request and waits for its response.
     pub async fn request(&self, body: TrackerRequestBody) -> Result<TrackerResponse, TrackerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -194,7 +233,7 @@ impl TrackerSession {
             .remove(&id);
         match reply {
             Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(TrackerError::Lost),
+            Ok(Err(_)) => Err(TrackerError::Lost(self.lost_reason())),
             Err(_) => Err(TrackerError::Timeout(REQUEST_TIMEOUT)),
         }
     }
@@ -238,7 +277,7 @@ impl TrackerSession {
             .connection
             .open_bi()
             .await
-            .map_err(|_| TrackerError::Lost)?;
+            .map_err(|_| TrackerError::Lost(self.lost_reason()))?;
         let writer = FrameWriter::open(send, StreamKind::Relay).await?;
         let mut reader = FrameReader::new(recv, StreamKind::Relay);
         let first = timeout(REQUEST_TIMEOUT, reader.recv::<RelayFrame>())
