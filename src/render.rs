@@ -2,7 +2,7 @@
 //! the network is shown with control characters replaced, so a peer cannot
 //! drive the user's terminal.
 
-use crate::node::events::{Event, PeerInfo, PeerStatus, SourceChange};
+use crate::node::events::{Event, MemberChange, PeerInfo, PeerStatus, SourceChange};
 use crate::protocol::is_deceptive_char;
 
 /// Replaces control and invisible characters (escape sequences, carriage
@@ -312,6 +312,42 @@ pub fn render(event: &Event) -> Vec<String> {
         Event::Sent { .. } | Event::Delivered { .. } => Vec::new(),
         Event::Joined { room, members } => vec![format!("* joined #{} ({members} other members)", sanitize(room))],
         Event::Left { room } => vec![format!("* left #{}", sanitize(room))],
+        Event::Member {
+            room,
+            peer_id,
+            name,
+            change,
+        } => vec![format!(
+            "* {}~{} {} #{}",
+            sanitize(name),
+            peer_id.get(..SHOWN_ID_LEN).unwrap_or(peer_id),
+            match change {
+                MemberChange::Joined => "joined",
+                MemberChange::Left => "left",
+            },
+            sanitize(room)
+        )],
+        Event::Switched {
+            peer_id: Some(peer_id),
+            name,
+            ..
+        } => vec![format!(
+            "* talking privately to {}~{}; /switch alone goes back to the room",
+            sanitize(name.as_deref().unwrap_or("")),
+            peer_id.get(..SHOWN_ID_LEN).unwrap_or(peer_id),
+        )],
+        Event::Switched { room, .. } => vec![match room {
+            Some(room) => format!("* back to #{}", sanitize(room)),
+            None => "* back to the room: in none yet; /join one".to_string(),
+        }],
+        Event::Trusted {
+            addr,
+            peer_id,
+            fingerprint,
+        } => vec![format!(
+            "* {} presents a key never seen there: trusted on first use, fingerprint {fingerprint} (`punchgate id` there prints {peer_id}); a different key at this address will be refused",
+            sanitize(addr)
+        )],
         Event::Peers { peers } if peers.is_empty() => vec!["no peers known yet".into()],
         Event::Peers { peers } => peers.iter().map(peer_line).collect(),
         Event::Bench { kind, peer, report } => render_bench(kind, peer, report),

@@ -55,8 +55,14 @@ pub(super) struct Chat {
 }
 
 impl Node {
-    /// Sends `text` to the current room. See [`Chat::post`].
+    /// Sends `text` to the current room, or privately to the peer
+    /// [`Node::switch`] chose. See [`Chat::post`].
     pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
+        let talking_to = self.roster().talking_to;
+        if let Some(peer) = talking_to {
+            let room = dm_room(&self.peer_id(), &peer);
+            return self.inner.services.chat.post(room, text).await;
+        }
         let room = self.current_room()?;
         self.inner.services.chat.post(room, text).await
     }
@@ -69,10 +75,64 @@ impl Node {
         self.inner.services.chat.post(room, text).await
     }
 
-    /// `/history [N]`: the current room's last `count` messages, in order.
+    /// `/history [N]`: the current room's last `count` messages, in order
+    /// (the private room of the peer [`Node::switch`] chose, if any).
     pub async fn history(&self, count: usize) -> Result<(), NodeError> {
-        let room = self.current_room()?;
+        let talking_to = self.roster().talking_to;
+        let room = match talking_to {
+            Some(peer) => dm_room(&self.peer_id(), &peer),
+            None => self.current_room()?,
+        };
         self.inner.services.chat.history(room, count).await
+    }
+
+    /// `room`'s last `count` messages, in order, as `message` events with
+    /// `history: true` (the chat shows each joined room's on start).
+    pub async fn room_history(&self, room: &str, count: usize) -> Result<(), NodeError> {
+        self.inner
+            .services
+            .chat
+            .history(room.to_string(), count)
+            .await
+    }
+
+    /// This node's display name.
+    pub fn name(&self) -> String {
+        self.inner.config.name.clone()
+    }
+
+    /// Who plain lines go to privately (see [`Node::switch`]), as
+    /// `NAME~ID` with the id's first characters; `None`: the current room.
+    pub fn talking_to(&self) -> Option<String> {
+        let roster = self.roster();
+        let peer = roster.talking_to?;
+        let id = peer.to_string();
+        Some(format!(
+            "{}~{}",
+            roster.name_of(&peer),
+            id.get(..6).unwrap_or(&id)
+        ))
+    }
+
+    /// `/switch PEER`: plain lines go privately to `PEER` (a name, id
+    /// prefix or id) from now on; `/switch` alone (`None`): back to the
+    /// current room. Answers with an [`Event::Switched`].
+    pub fn switch(&self, to: Option<&str>) -> Result<(), NodeError> {
+        let peer = to.map(|what| self.resolve_peer(what)).transpose()?;
+        if peer == Some(self.peer_id()) {
+            return Err(NodeError::SelfConnect);
+        }
+        let room = {
+            let mut roster = self.roster();
+            roster.talking_to = peer;
+            roster.rooms.last().cloned()
+        };
+        self.emit(Event::Switched {
+            peer_id: peer.map(|p| p.to_string()),
+            name: peer.map(|p| self.name_of(&p)),
+            room,
+        });
+        Ok(())
     }
 }
 

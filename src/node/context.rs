@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::driver::Input;
+use super::events::MemberChange as Change;
 use super::notices::{self, Notices};
-use super::roster::Roster;
+use super::roster::{MemberChange, Roster};
 use super::Event;
 use crate::identity::PeerId;
 
@@ -79,6 +80,22 @@ impl Context {
     /// The peer's name as the user knows it, or its short id.
     pub fn name_of(&self, peer: &PeerId) -> String {
         self.roster().name_of(peer)
+    }
+
+    /// Tells the user `peer` joined or left rooms of this node.
+    pub fn member_changes(&self, peer: &PeerId, changes: Vec<MemberChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let name = self.name_of(peer);
+        for MemberChange { room, joined } in changes {
+            self.emit(Event::Member {
+                room,
+                peer_id: peer.to_string(),
+                name: name.clone(),
+                change: if joined { Change::Joined } else { Change::Left },
+            });
+        }
     }
 
     /// Runs `task` as one of the node's tasks: tracked, so that shutdown

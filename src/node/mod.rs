@@ -16,6 +16,7 @@
 
 mod auth;
 mod budget;
+mod by_address;
 mod chat;
 mod config;
 mod connect;
@@ -27,6 +28,7 @@ mod gate;
 mod guesses;
 mod listing;
 pub mod manager;
+mod names;
 mod netcheck;
 mod notices;
 mod outbox;
@@ -301,6 +303,7 @@ impl Node {
         let roster = Roster {
             passwords,
             room_keys,
+            known_names: names::KnownNames::load(home),
             ..Roster::default()
         };
         let cx = Context::new(identity.peer_id(), roster, events_tx, inputs);
@@ -462,10 +465,11 @@ impl Node {
         let name = {
             let mut roster = self.roster();
             let connected = roster.has_open_gate(&peer);
+            let fallback = roster.remembered_name(&peer);
             let record = roster
                 .peers
                 .entry(peer)
-                .or_insert_with(|| PeerRecord::new(peer.short()));
+                .or_insert_with(|| PeerRecord::new(fallback));
             // An open gate outranks any report of trouble or news.
             if record.status == status || (connected && status != PeerStatus::Connected) {
                 return;

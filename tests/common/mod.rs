@@ -5,6 +5,8 @@
 
 pub mod history;
 pub mod process;
+#[cfg(unix)]
+pub mod pty;
 
 use std::net::SocketAddr;
 use std::time::Duration;
