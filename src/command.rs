@@ -25,6 +25,9 @@ pub enum Command {
     History(usize),
     /// Protect the current room with a password.
     Password(Secret),
+    /// The same, and keep the password in the data directory for the next
+    /// start.
+    RememberPassword(Secret),
     /// Plain lines go privately to this peer (name or id), or back to the
     /// current room (`None`).
     Switch(Option<String>),
@@ -72,8 +75,8 @@ pub const HELP: &[(&str, &str)] = &[
         "talk privately to PEER (name or id) until /switch alone goes back to the room",
     ),
     (
-        "/password PW",
-        "make the current room a password room: only peers who prove PW share it",
+        "/password [--remember] PW",
+        "make the current room a password room: only peers who prove PW share it (--remember keeps PW in the data directory for the next start)",
     ),
     (
         "/rooms",
@@ -124,6 +127,9 @@ pub enum CommandError {
     Empty,
 }
 
+/// The word that makes `/password` keep the password for the next start.
+const REMEMBER: &str = "--remember";
+
 /// The word that makes `/get` replace files in the way.
 const FORCE: &str = "--force";
 
@@ -167,9 +173,17 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
             }),
             _ => Err(CommandError::MissingArgument("msg", "a peer and the text")),
         },
-        "password" => {
-            required("password", "the room's password").map(|pw| Command::Password(Secret::new(pw)))
-        }
+        "password" => match arg.strip_prefix(REMEMBER) {
+            Some(pw) if pw.is_empty() || pw.starts_with(' ') => match pw.trim_start() {
+                "" => Err(CommandError::MissingArgument(
+                    "password",
+                    "the room's password",
+                )),
+                pw => Ok(Command::RememberPassword(Secret::new(pw))),
+            },
+            _ => required("password", "the room's password")
+                .map(|pw| Command::Password(Secret::new(pw))),
+        },
         "history" => match arg {
             "" => Ok(Command::History(DEFAULT_HISTORY)),
             count => count
@@ -265,6 +279,7 @@ pub async fn execute(node: &Node, command: Command) -> bool {
         Command::Leave(room) => node.leave(&room).await,
         Command::History(count) => node.history(count).await,
         Command::Password(password) => node.set_password(password).await,
+        Command::RememberPassword(password) => node.set_and_remember_password(password).await,
         Command::Switch(to) => node.switch(to.as_deref()),
         Command::Msg { to, text } => node.direct_message(&to, &text).await.map(|_| ()),
         Command::Send(path) => {
@@ -334,6 +349,15 @@ mod tests {
         );
         assert_eq!(parse("/peers"), Ok(Command::Peers));
         assert_eq!(parse("/info"), Ok(Command::Help));
+        assert_eq!(
+            parse("/password --remember  s3cret pw"),
+            Ok(Command::RememberPassword(Secret::new("s3cret pw")))
+        );
+        assert_eq!(
+            parse("/password --rememberme"),
+            Ok(Command::Password(Secret::new("--rememberme")))
+        );
+        assert!(parse("/password --remember").is_err());
         assert_eq!(parse("/exit"), Ok(Command::Quit));
         assert_eq!(
             parse("/switch bob"),

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use punchgate::command;
 use punchgate::endpoint::Target;
 use punchgate::identity::PeerId;
-use punchgate::node::{Node, NodeConfig, RelayPolicy};
+use punchgate::node::{room_passwords, Node, NodeConfig, RelayPolicy};
 use punchgate::render;
 
 use super::password::PasswordArgs;
@@ -85,6 +85,11 @@ pub struct ChatArgs {
     relay_only: bool,
     #[command(flatten)]
     password: PasswordArgs,
+    /// Keep the password of the --room rooms in the data directory
+    /// (room_passwords, owner-only) for the next start; /password
+    /// --remember PW does the same for one room later.
+    #[arg(long)]
+    remember_password: bool,
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -115,13 +120,27 @@ impl ChatArgs {
             anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
         }
         config.trackers = self.trackers;
-        if let Some(password) = self.password.resolve()? {
-            let secret = punchgate::pake::Secret::new(password);
-            config.passwords = self
-                .rooms
-                .iter()
-                .map(|room| (room.clone(), secret.clone()))
-                .collect();
+        // Remembered passwords first; one given now replaces them.
+        let remembered = room_passwords::load(home)?;
+        config.passwords = self
+            .rooms
+            .iter()
+            .filter_map(|room| Some((room.clone(), remembered.get(room)?.clone())))
+            .collect();
+        match self.password.resolve()? {
+            Some(password) => {
+                let secret = punchgate::pake::Secret::new(password);
+                for room in &self.rooms {
+                    if self.remember_password {
+                        room_passwords::save(home, room, &secret)?;
+                    }
+                    config.passwords.insert(room.clone(), secret.clone());
+                }
+            }
+            None if self.remember_password => {
+                anyhow::bail!("--remember-password needs a password: PUNCHGATE_PASSWORD, --password-file or --password-prompt")
+            }
+            None => {}
         }
         config.rooms = self.rooms;
         config.bind = self.bind;

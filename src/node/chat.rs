@@ -445,7 +445,10 @@ impl Chat {
                 return Err((format!("not in room {}", body.room), false));
             }
             if !roster.may_speak_for(via, &body.room) {
-                let reason = format!("#{} needs the room password first", body.room);
+                let reason = format!(
+                    "#{} is a password room there; ask for the password and type /password PW",
+                    body.room
+                );
                 return Err((reason, false));
             }
             roster.room_keys.get(&body.room).cloned()
@@ -473,7 +476,8 @@ impl Chat {
                 }
                 Ok(Some(ChatFrame::Reject { id, reason })) => {
                     let name = self.cx.name_of(&gate.peer_id);
-                    let text = format!("{name} refused message {id}: {reason}");
+                    tracing::debug!(%id, peer = %gate.peer_id.short(), "message refused");
+                    let text = format!("{name} did not take your message: {reason}");
                     self.cx.peer_error(gate.peer_id, "rejected", text);
                 }
                 Ok(Some(ChatFrame::Message(_))) => {

@@ -33,6 +33,7 @@ mod netcheck;
 mod notices;
 mod outbox;
 mod relay;
+pub mod room_passwords;
 mod roster;
 mod serve;
 mod sync;
@@ -516,6 +517,17 @@ impl Node {
     /// prove `password` share it. Proofs start with every connected peer in
     /// the room.
     pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
+        let room = self.set_password_quietly(password).await?;
+        self.emit(Event::Info {
+            message: format!(
+                "#{room} is a password room: peers share it once they prove the password; it is forgotten when this chat ends (/password --remember PW keeps it)"
+            ),
+        });
+        Ok(())
+    }
+
+    /// [`Node::set_password`] without telling the user; returns the room.
+    async fn set_password_quietly(&self, password: Secret) -> Result<String, NodeError> {
         let room = self.current_room()?;
         let keys = auth::derive_room_keys(&[(room.clone(), password.clone())].into()).await;
         {
@@ -526,16 +538,11 @@ impl Node {
                 record.verified.remove(&room);
             }
         }
-        self.emit(Event::Info {
-            message: format!(
-                "#{room} is a password room: peers share it once they prove the password"
-            ),
-        });
         let gates = self.roster().open_gates();
         for gate in gates {
             self.inner.services.auth.authenticate_all(&gate);
         }
-        Ok(())
+        Ok(room)
     }
 
     /// The room plain lines go to: the last one joined.
