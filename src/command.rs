@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::node::events::HelpLine;
-use crate::node::{Event, Node, PeerStatus};
+use crate::node::{Event, Node, NodeError, PeerStatus};
 use crate::pake::Secret;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,7 +271,13 @@ pub async fn execute(node: &Node, command: Command) -> bool {
             } else {
                 // Connecting can take seconds; the REPL stays responsive.
                 let task_node = node.clone();
-                node.run_in_background(async move { task_node.connect_by_text(&what).await });
+                node.run_in_background(async move {
+                    match task_node.connect_by_text(&what).await {
+                        // The node told it already, with when it tries again.
+                        Err(NodeError::Unreachable { .. }) => Ok(()),
+                        other => other,
+                    }
+                });
             }
             Ok(())
         }

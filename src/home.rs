@@ -298,7 +298,12 @@ impl KnownKeys {
                 file: self.file.display().to_string(),
             });
         }
-        tracing::warn!(%addr, key = %presented, "trusting a new {} on first use", self.what);
+        // A peer's first use is an event the user sees; a tracker's is not.
+        if self.what == "tracker" {
+            tracing::warn!(%addr, key = %presented, "trusting a new tracker on first use");
+        } else {
+            tracing::debug!(%addr, key = %presented, "trusting a new peer on first use");
+        }
         entries.push((key, presented));
         let text: String = entries
             .iter()

@@ -168,3 +168,53 @@ fn a_connect_target_without_a_port_fails_before_start() {
     assert!(!output.status.success());
     assert!(output.stdout.is_empty(), "started anyway");
 }
+
+/// A UDP port on loopback that was free a moment ago.
+fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// Issue 14: bootstrap peers were tried once at start, never again.
+#[test]
+fn a_bootstrap_peer_not_up_yet_is_tried_again_until_it_answers() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let alice_home = tempfile::tempdir().unwrap();
+    let alice_id = {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            .arg("--home")
+            .arg(alice_home.path())
+            .arg("id")
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    // One by address alone on the command line, one pinned in the
+    // bootstrap file: both are the same absent peer.
+    let bob_home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bob_home.path().join("bootstrap"),
+        format!("{alice_id}@{addr} # alice\n"),
+    )
+    .unwrap();
+    let bob = Proc::start_with_home(
+        bob_home.path(),
+        None,
+        &["chat", "--name", "bob", "--connect", &addr],
+    );
+    bob.expect("error", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&addr) && m.contains("trying again in"))
+    });
+    let alice = Proc::start_with_home(
+        alice_home.path(),
+        None,
+        &["chat", "--name", "alice", "--bind", &addr],
+    );
+    alice.expect("ready", |_| true);
+    let connected = bob.expect("connected", |e| e["name"] == "alice");
+    assert_eq!(connected["peer_id"], alice_id.as_str());
+    alice.finish();
+    bob.finish();
+}

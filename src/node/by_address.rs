@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use tokio::time::timeout;
 
+use super::manager::{Jitter, ManagerConfig};
 use super::{gate, Event, Node, NodeError};
 use crate::endpoint::Target;
 use crate::home::{KnownKeys, Trust};
@@ -44,7 +45,7 @@ impl Node {
         target: &Target,
         addr: SocketAddr,
     ) -> Result<(), NodeError> {
-        let peer = self.identify(&target.host, addr).await?;
+        let peer = self.identify_retrying(&target.host, addr).await?;
         if self.roster().has_open_gate(&peer) {
             self.emit(Event::Info {
                 message: format!(
@@ -57,6 +58,31 @@ impl Node {
             return Ok(());
         }
         self.connect_to(peer, vec![addr]).await
+    }
+
+    /// [`Node::identify`] until a peer answers: a peer not up yet (a
+    /// bootstrap peer, a friend starting later) is tried again with the
+    /// connection manager's backoff, each failure told with the pause,
+    /// until shutdown stops it. Once its key is known, the manager keeps
+    /// the peer connected as any other.
+    async fn identify_retrying(&self, host: &str, addr: SocketAddr) -> Result<PeerId, NodeError> {
+        let backoff = ManagerConfig::default().retry;
+        let mut jitter = Jitter::new(super::now_ms() ^ u64::from(addr.port()));
+        let mut failures = 0;
+        loop {
+            match self.identify(host, addr).await {
+                Err(NodeError::Unreachable { tried, .. }) if !self.is_closing() => {
+                    failures += 1;
+                    let delay = backoff.delay(failures, &mut jitter);
+                    self.emit(Event::error(format!(
+                        "could not connect to {host}: {tried}; trying again in {}",
+                        super::events::seconds_text(delay)
+                    )));
+                    tokio::time::sleep(delay).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The id of the peer answering at `addr`, trusted on first use for

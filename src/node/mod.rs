@@ -390,8 +390,10 @@ impl Node {
             let task_node = node.clone();
             node.inner.spawn(async move {
                 let node = task_node;
-                if let Err(error) = node.connect_target(&target).await {
-                    node.emit(Event::error(error));
+                match node.connect_target(&target).await {
+                    // The manager told it already, with when it tries again.
+                    Ok(()) | Err(NodeError::Unreachable { .. }) => {}
+                    Err(error) => node.emit(Event::error(error)),
                 }
             });
         }
