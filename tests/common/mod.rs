@@ -206,6 +206,11 @@ impl TestNode {
         .await
     }
 
+    /// Events seen while waiting and not matched by any wait yet.
+    pub fn unmatched(&self) -> &[Event] {
+        &self.backlog
+    }
+
     /// Waits for an event `pick` accepts: first among those already seen
     /// and not yet matched, then among new ones.
     pub async fn sees<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
