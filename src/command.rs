@@ -324,7 +324,11 @@ pub async fn execute(node: &Node, command: Command) -> bool {
 
 /// `NAME [ID]` of the peer `what` names if it is connected now.
 fn already_connected(node: &Node, what: &str) -> Option<String> {
-    let peer = node.resolve_peer(what).ok()?.to_string();
+    let peer = match what.parse::<crate::endpoint::Target>() {
+        Ok(target) => target.peer?,
+        Err(_) => node.resolve_peer(what).ok()?,
+    }
+    .to_string();
     node.peers()
         .into_iter()
         .find(|p| p.peer_id == peer && p.status == PeerStatus::Connected)

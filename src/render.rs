@@ -47,6 +47,27 @@ pub fn clock(ts_ms: u64) -> String {
     )
 }
 
+/// `YYYY-MM-DD` (UTC) of a Unix time in milliseconds.
+pub fn date(ts_ms: u64) -> String {
+    // Days since 1970-01-01 to a proleptic Gregorian date, in 400-year
+    // eras of 146 097 days (the usual civil-from-days arithmetic).
+    let days = (ts_ms / 86_400_000) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 fn short(id: &str) -> &str {
     id.get(..10).unwrap_or(id)
 }
@@ -293,10 +314,16 @@ pub fn render(event: &Event) -> Vec<String> {
             room,
             text,
             ts,
+            history,
             ..
         } => vec![format!(
             "[{}] {} {}~{}: {}",
-            clock(*ts),
+            // From history the day matters too: it may be another one.
+            if *history {
+                format!("{} {}", date(*ts), clock(*ts))
+            } else {
+                clock(*ts)
+            },
             room_label(room),
             sanitize(from_name),
             from.get(..SHOWN_ID_LEN).unwrap_or(from),
@@ -512,6 +539,16 @@ fn text_bar(percent: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_of_history_lines_are_calendar_days() {
+        assert_eq!(date(0), "1970-01-01");
+        // 2000-02-29 12:00 UTC, a leap day of a year divisible by 400.
+        assert_eq!(date(951_825_600_000), "2000-02-29");
+        // 2026-12-05 04:37:45 UTC.
+        assert_eq!(date(1_796_445_465_000), "2026-12-05");
+        assert_eq!(date(1_796_445_465_000 - 86_400_000 * 338), "2026-01-01");
+    }
 
     #[test]
     fn transfer_progress_reads_as_a_bar_with_rate_and_time_left() {

@@ -118,7 +118,14 @@ impl Node {
     /// prefix or id) from now on; `/switch` alone (`None`): back to the
     /// current room. Answers with an [`Event::Switched`].
     pub fn switch(&self, to: Option<&str>) -> Result<(), NodeError> {
-        let peer = to.map(|what| self.resolve_peer(what)).transpose()?;
+        let peer = to
+            .map(|what| match self.resolve_peer(what) {
+                Err(NodeError::UnknownPeer(what)) => Err(NodeError::Invalid(format!(
+                    "no peer named {what:?} is known; /peers lists them"
+                ))),
+                other => other,
+            })
+            .transpose()?;
         if peer == Some(self.peer_id()) {
             return Err(NodeError::SelfConnect);
         }
