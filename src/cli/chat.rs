@@ -155,7 +155,8 @@ impl ChatArgs {
 }
 
 /// Peers to greet at start-up, from the data directory's `bootstrap` file:
-/// one `PEERID@host:port` per line; `#` starts a comment.
+/// one `PEERID@host:port` (or `host:port`, its key trusted on first use)
+/// per line; `#` starts a comment.
 fn bootstrap_peers(home: &Path) -> anyhow::Result<Vec<Target>> {
     let path = home.join("bootstrap");
     let text = match std::fs::read_to_string(&path) {
@@ -168,13 +169,8 @@ fn bootstrap_peers(home: &Path) -> anyhow::Result<Vec<Target>> {
         .map(|(n, line)| (n, line.split('#').next().unwrap_or("").trim()))
         .filter(|(_, line)| !line.is_empty())
         .map(|(n, line)| {
-            let target: Target = line
-                .parse()
-                .with_context(|| format!("{} line {}", path.display(), n + 1))?;
-            target
-                .require_peer()
-                .with_context(|| format!("{} line {}", path.display(), n + 1))?;
-            Ok(target)
+            line.parse()
+                .with_context(|| format!("{} line {}", path.display(), n + 1))
         })
         .collect()
 }
