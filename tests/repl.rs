@@ -1,6 +1,7 @@
 //! The chat REPL as a person uses it, on a pseudo-terminal: the history of
 //! each room on start (authors by the names remembered from earlier runs),
-//! notices when someone joins or leaves a room, `/switch` to talk to one
+//! notices when someone joins or leaves a room, the bell on a mention,
+//! `/switch` to talk to one
 //! peer privately and back, and connecting by `HOST PORT` with the peer's
 //! key trusted on first use and a changed key refused. The other side is a
 //! `--json` process, so what reached it is checked exactly.
@@ -71,6 +72,11 @@ fn history_on_start_names_from_earlier_runs_join_leave_notices_and_switch() {
     assert_eq!(public["room"], "lobby");
     bob.send("remember me, said bob");
     alice.expect("remember me, said bob");
+    // A message naming alice rings her terminal's bell; the others did not.
+    assert_eq!(alice.bells(), 0);
+    bob.send("are you there, Alice?");
+    alice.expect("are you there, Alice?");
+    assert_eq!(alice.bells(), 1);
 
     // /connect to a peer already connected says so.
     alice.type_line("/connect bob");
@@ -83,10 +89,12 @@ fn history_on_start_names_from_earlier_runs_join_leave_notices_and_switch() {
         alice_home.path(),
         &[&chat[..], &["--history-lines", "2"]].concat(),
     );
-    let shown = alice.expect("remember me, said bob");
-    assert!(shown.contains("hello everyone"), "{shown}");
+    let shown = alice.expect("are you there, Alice?");
+    assert!(shown.contains("remember me, said bob"), "{shown}");
+    assert!(!shown.contains("hello everyone"), "more than 2: {shown}");
     assert!(shown.contains(&bob_tag), "bob not named: {shown}");
     alice.expect("> ");
+    assert_eq!(alice.bells(), 0, "history rang the bell");
     alice.quit();
     // --history-lines 0 shows none.
     let mut alice = Pty::start(

@@ -279,10 +279,11 @@ impl Node {
     ) -> Result<(), NodeError> {
         {
             let mut state = self.roster();
+            let name = state.remembered_name(&peer);
             let record = state
                 .peers
                 .entry(peer)
-                .or_insert_with(|| super::PeerRecord::new(peer.short()));
+                .or_insert_with(|| super::PeerRecord::new(name));
             if record.candidates.is_empty() {
                 // Remembered for reconnecting to a peer given by address.
                 record.candidates = candidates.clone();

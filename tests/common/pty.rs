@@ -17,6 +17,8 @@ pub struct Pty {
     master: std::fs::File,
     /// Everything printed so far, plain text, and whether the reader ended.
     output: Arc<(Mutex<(String, bool)>, Condvar)>,
+    /// Terminal bells rung so far (BEL characters printed).
+    bells: Arc<std::sync::atomic::AtomicUsize>,
     /// How much of the output earlier waits consumed.
     seen: usize,
 }
@@ -89,6 +91,8 @@ impl Pty {
         let mut reader = master.try_clone().unwrap();
         let mut answer = master.try_clone().unwrap();
         let shared = output.clone();
+        let bells = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let rung = bells.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             let mut raw = Vec::new();
@@ -98,6 +102,8 @@ impl Pty {
                     Ok(n) => n,
                 };
                 raw.extend_from_slice(&buf[..n]);
+                let bel = buf[..n].iter().filter(|b| **b == 0x07).count();
+                rung.fetch_add(bel, std::sync::atomic::Ordering::SeqCst);
                 // The line editor asks where the cursor is; a terminal answers.
                 let asks = buf[..n].windows(4).filter(|w| w == b"\x1b[6n").count();
                 for _ in 0..asks {
@@ -115,6 +121,7 @@ impl Pty {
             child,
             master,
             output,
+            bells,
             seen: 0,
         }
     }
@@ -145,6 +152,11 @@ impl Pty {
     /// Everything printed so far.
     pub fn screen(&self) -> String {
         self.output.0.lock().unwrap().0.clone()
+    }
+
+    /// How many times the terminal's bell rang so far.
+    pub fn bells(&self) -> usize {
+        self.bells.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Types `line` and Enter.
