@@ -28,6 +28,13 @@ fn node_config(name: &str) -> NodeConfig {
     let mut config = NodeConfig::new(name);
     config.bind = loopback();
     config.rooms = vec!["bench".into()];
+    // Chunk streams per source (default 4), to compare.
+    if let Some(streams) = std::env::var("TRANSFER_STREAMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        config.transfer.streams = streams;
+    }
     config
 }
 
@@ -74,7 +81,7 @@ async fn quic_file_copy(
         let server = server.clone();
         let destination = destination.to_path_buf();
         async move {
-            let mut recv = server.accept_uni().await.unwrap();
+            let (_, mut recv) = server.accept_bi().await.unwrap();
             let file = Arc::new(std::fs::File::create(&destination).unwrap());
             let mut buffer = Vec::with_capacity(COPY_STEP);
             let mut offset = 0u64;
@@ -97,7 +104,8 @@ async fn quic_file_copy(
         }
     });
     let file = Arc::new(std::fs::File::open(source).unwrap());
-    let mut send = client.open_uni().await.unwrap();
+    // Bidirectional: punchgate's transport allows no unidirectional streams.
+    let (mut send, _) = client.open_bi().await.unwrap();
     let mut offset = 0u64;
     while offset < size {
         let len = COPY_STEP.min((size - offset) as usize);
@@ -148,17 +156,32 @@ fn transfer(c: &mut Criterion) {
         (alice, bob, share.layout.id)
     });
 
-    let mut group = c.benchmark_group("transfer-1GiB");
-    group.throughput(Throughput::Bytes(SIZE as u64));
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(20));
-    group.warm_up_time(Duration::from_secs(1));
-    // Plain quinn with punchgate's transport settings.
+    // Client and server of plain quinn with punchgate's transport settings.
     let pair = quinn_pair(punchgate_transport());
     let (client, server) = runtime.block_on(async {
         let accept = async { pair.server.accept().await.unwrap().await.unwrap() };
         tokio::join!(pair.connect(), accept)
     });
+    if let Some(pairs) = std::env::var("TRANSFER_PAIRS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        interleaved(
+            pairs,
+            &runtime,
+            (&bob, &alice),
+            content,
+            (&file, work.path()),
+            (&client, &server),
+        );
+        return;
+    }
+
+    let mut group = c.benchmark_group("transfer-1GiB");
+    group.throughput(Throughput::Bytes(SIZE as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.warm_up_time(Duration::from_secs(1));
     let mut run = 0u32;
     for (name, place) in [("tmpfs", work.path()), ("disk", disk.path())] {
         group.bench_function(format!("punchgate-get/{name}"), |b| {
@@ -199,8 +222,10 @@ fn transfer(c: &mut Criterion) {
     }
     // What verification alone costs: BLAKE3 over the file's bytes, 1 MiB
     // at a time, from memory (no network, no disk).
-    let block: Vec<u8> = std::fs::read(&file).unwrap();
     group.bench_function("blake3-only", |b| {
+        // Read here, so runs of the other benches alone (a filter, or
+        // `--profile-time` under perf) neither read it nor profile it.
+        let block: Vec<u8> = std::fs::read(&file).unwrap();
         b.iter(|| {
             block
                 .chunks(1 << 20)
@@ -208,7 +233,6 @@ fn transfer(c: &mut Criterion) {
                 .fold(0u8, |a, b| a ^ b)
         })
     });
-    drop(block);
     // The same bytes from memory to memory: the transport alone.
     for streams in [1, 4] {
         group.bench_function(format!("quinn-raw/{streams}-stream"), |b| {
@@ -219,6 +243,112 @@ fn transfer(c: &mut Criterion) {
     }
     bench_tcp_copy(&mut group, &runtime, SIZE);
     group.finish();
+}
+
+/// CPU time this process has used so far, user and system (Linux; the
+/// kernel counts it in ticks of 10 ms).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 of proc(5); the state (field 3) is fields[0].
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// `TRANSFER_PAIRS=N cargo bench --bench transfer`: instead of criterion's
+/// groups (which run one contender after the other, each for half a
+/// minute, while the load of a shared machine comes and goes), N pairs of
+/// one punchgate fetch into tmpfs and one raw quinn memory-to-memory
+/// transfer (1 stream) back to back, then the file work alone
+/// ([`file_work`]). Prints each pair's wall and CPU times (the process's
+/// user + system time: both ends run in it) and the medians of the ratios,
+/// with the best ratio a verified file transfer over this quinn could reach
+/// here: raw quinn's CPU over raw quinn's plus the file work's.
+fn interleaved(
+    pairs: usize,
+    runtime: &tokio::runtime::Runtime,
+    (bob, alice): (&Node, &Node),
+    content: punchgate::transfer::ContentId,
+    (source, place): (&Path, &Path),
+    (client, server): (&quinn::Connection, &quinn::Connection),
+) {
+    let mib = SIZE as f64 / (1 << 20) as f64;
+    let (mut wall_ratios, mut cpu_ratios, mut ceilings) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let target = place.join(format!("pair-{pair}"));
+        let (cpu, started) = (process_cpu(), Instant::now());
+        let report = runtime
+            .block_on(bob.fetch(FetchRequest {
+                content,
+                sources: vec![alice.peer_id()],
+                target: target.clone(),
+                force: false,
+            }))
+            .unwrap();
+        let (get_wall, get_cpu) = (started.elapsed(), process_cpu() - cpu);
+        assert_eq!(report.bytes, SIZE as u64);
+        std::fs::remove_dir_all(&target).unwrap();
+        let cpu = process_cpu();
+        let raw_wall = runtime.block_on(quic_transfer(client, server, 1, SIZE));
+        let raw_cpu = process_cpu() - cpu;
+        let cpu = process_cpu();
+        let copy = place.join(format!("file-work-{pair}"));
+        file_work(source, &copy);
+        let file_cpu = process_cpu() - cpu;
+        std::fs::remove_file(&copy).unwrap();
+        let wall_ratio = raw_wall.as_secs_f64() / get_wall.as_secs_f64();
+        let cpu_ratio = raw_cpu.as_secs_f64() / get_cpu.as_secs_f64();
+        let ceiling = raw_cpu.as_secs_f64() / (raw_cpu + file_cpu).as_secs_f64();
+        println!(
+            "pair {pair}: punchgate-get/tmpfs {:.0} MiB/s, {:.2} CPU-s; quinn-raw/1-stream {:.0} MiB/s, {:.2} CPU-s; file work alone {:.2} CPU-s; speed ratio {wall_ratio:.2}, CPU ratio {cpu_ratio:.2}, CPU ratio of raw + file work {ceiling:.2}",
+            mib / get_wall.as_secs_f64(),
+            get_cpu.as_secs_f64(),
+            mib / raw_wall.as_secs_f64(),
+            raw_cpu.as_secs_f64(),
+            file_cpu.as_secs_f64(),
+        );
+        wall_ratios.push(wall_ratio);
+        cpu_ratios.push(cpu_ratio);
+        ceilings.push(ceiling);
+    }
+    println!(
+        "median of {pairs} pairs: speed ratio (punchgate / raw) {:.2}, CPU ratio (raw CPU / punchgate CPU) {:.2}, CPU ratio of raw quinn + the file work alone {:.2}",
+        median(&mut wall_ratios),
+        median(&mut cpu_ratios),
+        median(&mut ceilings),
+    );
+}
+
+/// What any verified file transfer does besides moving bytes, without a
+/// network: `source` read 1 MiB at a time, each MiB hashed (BLAKE3) and
+/// written at its offset into `destination`, then synced. Single-threaded.
+fn file_work(source: &Path, destination: &Path) {
+    let input = std::fs::File::open(source).unwrap();
+    let output = std::fs::File::create(destination).unwrap();
+    let mut buffer = vec![0u8; COPY_STEP];
+    let mut offset = 0u64;
+    while offset < SIZE as u64 {
+        read_exact_at(&input, &mut buffer, offset).unwrap();
+        std::hint::black_box(blake3::hash(&buffer));
+        write_all_at(&output, &buffer, offset).unwrap();
+        offset += COPY_STEP as u64;
+    }
+    output.sync_all().unwrap();
 }
 
 criterion_group!(benches, transfer);

@@ -13,11 +13,17 @@ use crate::congestion::Congestion;
 use crate::gate_socket::{GateSocket, Probe, SocketBuffers};
 use crate::identity::PeerId;
 use crate::tls;
+use crate::transfer::window;
 
-/// Bytes a peer may send ahead on one stream.
-const STREAM_WINDOW: u32 = 4 << 20;
-/// Bytes a peer may send ahead on one connection, all streams together.
-const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Bytes a peer may send ahead on one stream. quinn 0.11 fixes it for the
+/// life of a connection, so it is what the streams of a fetch (4 by
+/// default) need at the largest connection window
+/// ([`window::CEILING`]): 4 × 8 MiB, one BDP at 2 × BDP windows.
+const STREAM_WINDOW: u32 = 8 << 20;
+/// Bytes a peer may send ahead on one connection, all streams together, and
+/// this side may have unacknowledged, until transfers size them to the
+/// path ([`window::WindowSizer`]).
+const CONNECTION_WINDOW: u64 = window::FLOOR;
 
 /// Bidirectional streams a peer may have open toward a node at once, per
 /// connection: control, chat, a sync or two, a proof per password room (at
@@ -70,13 +76,17 @@ impl Liveness {
         transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(incoming_streams));
         transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
         transport.congestion_controller_factory(congestion.factory());
-        // Flow-control windows for file transfer: a stream may run 4 MiB
-        // ahead (two 1 MiB chunks in flight, and the next while one is being
-        // verified), a connection 16 MiB: enough for ~1 Gbit/s at 100 ms,
-        // and a bound on what one peer can make this node buffer.
+        // Flow-control windows for file transfer: a connection starts at
+        // 16 MiB (enough for ~1 Gbit/s at 60 ms, and a bound on what one
+        // peer can make this node buffer); a transfer grows it to 2 × the
+        // BDP it measures, up to 64 MiB (`transfer::window`). The connection
+        // window bounds what all streams together buffer; a stream's own is
+        // fixed, and large enough for its share of the largest.
         transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
-        transport.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
-        transport.send_window(u64::from(CONNECTION_WINDOW));
+        transport.receive_window(
+            quinn::VarInt::from_u64(CONNECTION_WINDOW).unwrap_or(quinn::VarInt::MAX),
+        );
+        transport.send_window(CONNECTION_WINDOW);
         transport.keep_alive_interval(Some(self.keep_alive));
         // An idle timeout beyond quinn's VarInt range is clamped to none.
         transport.max_idle_timeout(self.idle_timeout.try_into().ok());

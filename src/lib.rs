@@ -30,4 +30,5 @@ pub mod store;
 pub mod tls;
 pub mod tracker;
 pub mod transfer;
+pub mod web;
 pub mod wire;

@@ -178,6 +178,11 @@ pub enum TrackerEvent {
         attempt: u64,
         peer: Member,
         role: Role,
+        /// The round trip to the recipient, in microseconds, that the
+        /// tracker assumed when it timed the two copies: the recipient
+        /// compares it with its own measurement to know how late the
+        /// peer's copy is (`punch::peer_lateness`).
+        assumed_rtt_us: u64,
     },
 }
 
@@ -306,7 +311,7 @@ impl ProbeMessage {
 
 // -------------------------------------------------------------- peer-peer --
 
-/// On the [`StreamKind::Control`] stream, which the dialer opens.
+/// On the [`StreamKind::Control`] stream, which the acceptor opens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ControlMessage {
     /// First message each way: who the sender is and which rooms it is in.

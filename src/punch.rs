@@ -10,6 +10,13 @@
 //! dialer starts a QUIC handshake to each given candidate once, staggered, and
 //! again to any address a probe arrived from. The node keeps the first
 //! handshake that authenticates.
+//!
+//! A dialer's first handshake packet must not reach the peer's NAT before
+//! the peer's first probe has opened it, or it is dropped there and the
+//! handshake waits for the peer's probe to come back: half a round trip
+//! lost. The tracker times the two introductions to arrive together; when
+//! the dialer knows the peer's is late ([`peer_lateness`]), it also dials
+//! once at the moment the peer's NAT opens ([`Punch::expect_peer_late`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -81,6 +88,9 @@ struct Candidate {
     last_dial: Option<Instant>,
     /// When the first handshake to this given candidate is due (dialer).
     first_dial_at: Option<Instant>,
+    /// When another is due, timed to reach the peer's NAT after the peer's
+    /// first probe opened it (dialer, when the peer is late).
+    timed_dial_at: Option<Instant>,
     failed: Option<String>,
 }
 
@@ -114,6 +124,7 @@ impl Punch {
                 dials: 0,
                 last_dial: None,
                 first_dial_at,
+                timed_dial_at: None,
                 failed: None,
             });
         }
@@ -131,6 +142,26 @@ impl Punch {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The peer's introduction arrives `late` after this side's (see
+    /// [`peer_lateness`]), so its first probe opens its NAT that much later
+    /// than the first handshake assumes. A dialer then dials each given
+    /// candidate once more at that moment: its packet reaches the peer's
+    /// NAT a one-way trip after it opened, instead of waiting for the
+    /// peer's probe to cross back (a one-way trip more). Unless a probe
+    /// has proven the path first: that dials at once anyway.
+    /// Below [`MIN_LATENESS`] nothing changes.
+    pub fn expect_peer_late(&mut self, late: Duration) {
+        if self.role != Role::Dialer || late < MIN_LATENESS {
+            return;
+        }
+        let at = self.started + late;
+        for candidate in &mut self.candidates {
+            if candidate.source == Source::Given {
+                candidate.timed_dial_at = Some(at);
+            }
+        }
     }
 
     /// A probe of this attempt arrived from `from`.
@@ -156,6 +187,7 @@ impl Punch {
                     dials: 0,
                     last_dial: None,
                     first_dial_at,
+                    timed_dial_at: None,
                     failed: None,
                 });
                 self.candidates.len() - 1
@@ -212,6 +244,11 @@ impl Punch {
         candidate.dials += 1;
         candidate.last_dial = Some(now);
         candidate.first_dial_at = None;
+        // A handshake started once the peer's NAT is open (by the clock,
+        // or proven by a probe) is the timed one.
+        if candidate.proven || candidate.timed_dial_at.is_some_and(|at| at <= now) {
+            candidate.timed_dial_at = None;
+        }
         let dial = PunchAction::Dial(candidate.addr);
         self.queue(dial);
     }
@@ -278,6 +315,18 @@ impl Punch {
                     _ => self.start_dial(index, now),
                 }
             }
+            // Timed to the peer's NAT opening (after each one's first dial).
+            let timed: Vec<usize> = (0..self.candidates.len())
+                .filter(|&i| {
+                    let c = &self.candidates[i];
+                    c.first_dial_at.is_none()
+                        && c.timed_dial_at.is_some_and(|at| at <= now)
+                        && c.dials < self.schedule.max_dials_per_address
+                })
+                .collect();
+            for index in timed {
+                self.start_dial(index, now);
+            }
             // Proven addresses whose last handshake may have been lost.
             let redial: Vec<usize> = (0..self.candidates.len())
                 .filter(|&i| self.candidates[i].proven && self.candidates[i].last_dial.is_some())
@@ -296,6 +345,9 @@ impl Punch {
         let mut next = self.next_round_at.min(deadline);
         for candidate in &self.candidates {
             if let Some(at) = candidate.first_dial_at {
+                next = next.min(at);
+            }
+            if let Some(at) = candidate.timed_dial_at {
                 next = next.min(at);
             }
             if let (true, Some(last)) = (candidate.proven, candidate.last_dial) {
@@ -340,6 +392,28 @@ impl Punch {
         )
     }
 }
+
+/// A peer's lateness below which a dialer changes nothing: its first
+/// handshake packet takes at least a one-way trip to reach the peer's NAT,
+/// and between sites that is more than this.
+pub const MIN_LATENESS: Duration = Duration::from_millis(5);
+
+/// How late the peer's introduction arrives after this node's, from what
+/// the tracker assumed this node's round trip to be when it timed the two
+/// (`assumed`, sent with the introduction) and the round trip this node
+/// measured itself (`measured`). The tracker holds back the nearer side's
+/// copy by half the difference of the two round trips; an overestimate of
+/// this node's (a young session's smoothed RTT starts high) holds the
+/// peer's copy back by half the error, an underestimate makes this node's
+/// copy the late one (then zero). The peer's own error is unknown here and
+/// taken as none.
+/// At most [`MAX_LATENESS`]: beyond, the tracker's figure is nonsense.
+pub fn peer_lateness(assumed: Duration, measured: Duration) -> Duration {
+    (assumed.saturating_sub(measured) / 2).min(MAX_LATENESS)
+}
+
+/// The most lateness [`peer_lateness`] reports.
+pub const MAX_LATENESS: Duration = Duration::from_secs(1);
 
 /// LAN candidates of a peer tried at most.
 pub const MAX_LAN_CANDIDATES: usize = 8;
@@ -520,6 +594,126 @@ mod tests {
         assert!(punch.is_expired(now));
         assert_eq!(punch.poll_action(now), None);
         assert!(punch.summary().contains("198.51.100.1:4000 (given)"));
+    }
+
+    /// A dialer punching toward one peer `owd` away whose NAT opens (its
+    /// first probe) `peer_opens` after the dialer's introduction, driven on
+    /// a virtual clock: when the first handshake completes, and how many
+    /// handshakes were started by then. A handshake packet passes the
+    /// peer's NAT only once it is open, and completes a round trip after
+    /// it left.
+    fn first_handshake(
+        known_late: Option<Duration>,
+        peer_opens: Duration,
+        owd: Duration,
+    ) -> (Duration, usize) {
+        let start = Instant::now();
+        let peer = addr("198.51.100.1:4000");
+        let mut punch = Punch::new(Role::Dialer, &[peer], PunchSchedule::default(), start);
+        if let Some(late) = known_late {
+            punch.expect_peer_late(late);
+        }
+        let opens = start + peer_opens;
+        let probe_arrives = opens + owd;
+        let (mut probed, mut done, mut dials) = (false, None::<Instant>, 0);
+        let mut now = start;
+        for _ in 0..1000 {
+            if !probed && now >= probe_arrives {
+                punch.handle_probe(peer, now);
+                probed = true;
+            }
+            while let Some(action) = punch.poll_action(now) {
+                if let PunchAction::Dial(_) = action {
+                    dials += 1;
+                    if now + owd >= opens {
+                        let finished = now + owd * 2;
+                        done = Some(done.map_or(finished, |d| d.min(finished)));
+                    }
+                }
+            }
+            let mut next = punch.poll_timeout();
+            if !probed {
+                next = next.min(probe_arrives);
+            }
+            if let Some(done) = done.filter(|d| *d <= next) {
+                return (done - start, dials);
+            }
+            now = next.max(now + Duration::from_micros(1));
+        }
+        panic!("no handshake completed");
+    }
+
+    #[test]
+    fn a_late_peer_costs_a_one_way_trip_unless_the_dialer_knows() {
+        let ms = Duration::from_millis;
+        // The peer's introduction 60 ms late, 20 ms away: the first
+        // handshake packet (at 0) reaches its NAT at 20, still closed.
+        // Not knowing, the dialer redials when the peer's probe arrives
+        // (80) and is done a round trip later.
+        let (unknown, _) = first_handshake(None, ms(60), ms(20));
+        assert_eq!(unknown, ms(120));
+        // Knowing, it dials at 60: through the NAT at 80, done at 100.
+        let (known, _) = first_handshake(Some(ms(60)), ms(60), ms(20));
+        assert_eq!(known, ms(100));
+    }
+
+    #[test]
+    fn a_peer_on_time_is_dialed_once_and_a_wrong_lateness_costs_nothing() {
+        let ms = Duration::from_millis;
+        // On time: the first packet passes, done in a round trip (the
+        // peer's probe, at 20 ms, starts a second handshake in case the
+        // first had met a closed NAT).
+        assert_eq!(first_handshake(None, ms(0), ms(20)), (ms(40), 2));
+        assert_eq!(first_handshake(Some(ms(2)), ms(0), ms(20)), (ms(40), 2));
+        // Expected 30 ms late but on time: the probe's handshake replaces
+        // the timed one, and the first still wins.
+        assert_eq!(first_handshake(Some(ms(30)), ms(0), ms(20)), (ms(40), 2));
+        // Expected 60 ms late, 20 ms away, on time: the probe arrives
+        // first all the same.
+        assert_eq!(first_handshake(Some(ms(60)), ms(0), ms(20)), (ms(40), 2));
+        // Late by less than the way there: the first packet still passes.
+        assert_eq!(first_handshake(None, ms(15), ms(20)).0, ms(40));
+    }
+
+    #[test]
+    fn a_probe_before_the_timed_dial_dials_at_once_and_replaces_it() {
+        let start = Instant::now();
+        let peer = addr("198.51.100.1:4000");
+        let mut punch = Punch::new(Role::Dialer, &[peer], PunchSchedule::default(), start);
+        punch.expect_peer_late(Duration::from_millis(200));
+        drain(&mut punch, start);
+        let proof = start + Duration::from_millis(50);
+        punch.handle_probe(peer, proof);
+        assert!(drain(&mut punch, proof).contains(&PunchAction::Dial(peer)));
+        // The timed handshake at 200 ms is not started: the proof's was.
+        let at = start + Duration::from_millis(200);
+        assert!(!drain(&mut punch, at).contains(&PunchAction::Dial(peer)));
+    }
+
+    #[test]
+    fn only_a_dialer_acts_on_lateness() {
+        let start = Instant::now();
+        let given = [addr("198.51.100.1:4000")];
+        let mut punch = Punch::new(Role::Acceptor, &given, PunchSchedule::default(), start);
+        punch.expect_peer_late(Duration::from_millis(60));
+        let later = start + Duration::from_millis(60);
+        drain(&mut punch, start);
+        assert!(drain(&mut punch, later)
+            .iter()
+            .all(|a| matches!(a, PunchAction::Probe(_))));
+    }
+
+    #[test]
+    fn lateness_is_half_the_tracker_s_overestimate_of_this_node_s_round_trip() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            peer_lateness(ms(153), ms(100)),
+            Duration::from_micros(26_500)
+        );
+        // Underestimated: this node's copy was the late one.
+        assert_eq!(peer_lateness(ms(90), ms(100)), Duration::ZERO);
+        // A lying tracker's figure is bounded.
+        assert_eq!(peer_lateness(Duration::MAX, ms(100)), MAX_LATENESS);
     }
 
     #[test]

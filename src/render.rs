@@ -157,23 +157,46 @@ impl ProgressThrottle {
 
     /// Whether to print `event` at `now`.
     pub fn admit(&mut self, event: &Event, now: std::time::Instant) -> bool {
-        let Event::TransferProgress {
-            hash, bytes, total, ..
-        } = event
-        else {
-            return true;
+        // A download's end is said by its summary; an upload has none.
+        let (key, bytes, total, end_said_elsewhere) = match event {
+            Event::TransferProgress {
+                hash, bytes, total, ..
+            } => (hash.clone(), bytes, total, true),
+            Event::UploadProgress {
+                peer_id,
+                hash,
+                bytes,
+                total,
+                ..
+            } => (format!("{peer_id} {hash}"), bytes, total, false),
+            _ => return true,
         };
         if bytes == total {
-            return self.last.remove(hash).is_some();
+            return self.last.remove(&key).is_some() || !end_said_elsewhere;
         }
-        match self.last.get(hash) {
+        match self.last.get(&key) {
             Some(at) if now.saturating_duration_since(*at) < Self::EVERY => false,
             _ => {
-                self.last.insert(hash.clone(), now);
+                self.last.insert(key, now);
                 true
             }
         }
     }
+}
+
+/// `text` as a QR code of text blocks for a terminal with a dark
+/// background (light modules drawn, dark ones left blank), or why it
+/// cannot be one.
+pub fn qr(text: &str) -> Result<String, String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L)
+        .map_err(|error| format!("cannot make a QR code of it: {error}"))?;
+    Ok(code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build())
 }
 
 /// A byte count as people read it: B, KiB, MiB, GiB.
@@ -464,6 +487,17 @@ pub fn render(event: &Event) -> Vec<String> {
             "on the other computer run:".into(),
             format!("  punchgate get {ticket}"),
         ],
+        Event::UploadProgress { peer_name, name, bytes, total, .. } => {
+            let percent = if *total == 0 { 100.0 } else { *bytes as f64 * 100.0 / *total as f64 };
+            vec![format!(
+                "* {} to {} {} {percent:.0}% ({} of {})",
+                sanitize(name),
+                sanitize(peer_name),
+                text_bar(percent),
+                size(*bytes),
+                size(*total),
+            )]
+        }
         Event::TransferProgress { name, bytes, total, bytes_per_s, .. } => {
             let percent = if *total == 0 { 100.0 } else { *bytes as f64 * 100.0 / *total as f64 };
             let eta = if *bytes_per_s > 0.0 && bytes < total {
@@ -518,6 +552,7 @@ pub fn render(event: &Event) -> Vec<String> {
             report.chunks_resumed
         )],
         Event::Info { message } => vec![format!("* {}", sanitize(message))],
+        Event::Web { url } => vec![format!("* the web page: {}", sanitize(url))],
         Event::Error { message } => vec![format!("! {}", sanitize(message))],
     }
 }
@@ -538,6 +573,50 @@ fn text_bar(percent: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// The rendered code, read back: every dark module blank, every light
+    /// one drawn, the quiet zone light, nothing else.
+    #[test]
+    fn a_ticket_sized_qr_code_draws_every_module_faithfully() {
+        let ticket = format!("pgt1{}", "a2".repeat(107));
+        let drawn = qr(&ticket).unwrap();
+        let code =
+            qrcode::QrCode::with_error_correction_level(&ticket, qrcode::EcLevel::L).unwrap();
+        let width = code.width();
+        let colors = code.to_colors();
+        let quiet = 4;
+        let side = width + 2 * quiet;
+        let lines: Vec<Vec<char>> = drawn.lines().map(|l| l.chars().collect()).collect();
+        assert_eq!(lines.len(), side.div_ceil(2));
+        for (row, line) in lines.iter().enumerate() {
+            assert_eq!(line.len(), side, "row {row}");
+            for (column, cell) in line.iter().enumerate() {
+                let light = |y: usize| {
+                    let (x, y) = (
+                        column as isize - quiet as isize,
+                        y as isize - quiet as isize,
+                    );
+                    if x < 0 || y < 0 || x >= width as isize || y >= width as isize {
+                        return true;
+                    }
+                    colors[y as usize * width + x as usize] == qrcode::Color::Light
+                };
+                let top_drawn = matches!(cell, '█' | '▀');
+                let bottom_drawn = matches!(cell, '█' | '▄');
+                assert!(matches!(cell, '█' | '▀' | '▄' | ' '), "{cell:?}");
+                assert_eq!(top_drawn, light(2 * row), "row {row} column {column}");
+                // Past the last row (an odd count) is outside the quiet
+                // zone: either way.
+                if 2 * row + 1 < side {
+                    assert_eq!(
+                        bottom_drawn,
+                        light(2 * row + 1),
+                        "row {row} column {column}"
+                    );
+                }
+            }
+        }
+    }
     use super::*;
 
     #[test]

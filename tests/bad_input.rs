@@ -51,6 +51,25 @@ async fn send_and_get_close_reason(connection: &Connection, bytes: &[u8]) -> Str
     }
 }
 
+/// Takes the control stream the node opened (its hello on it), writes
+/// `bytes` on the answering half where the hello belongs, and returns the
+/// reason the node gave for closing the connection.
+async fn answer_control_and_get_close_reason(connection: &Connection, bytes: &[u8]) -> String {
+    let (mut send, _recv) = connection.accept_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    match connection.closed().await {
+        ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                CloseCode::from_varint(close.error_code),
+                Some(CloseCode::Protocol)
+            );
+            String::from_utf8_lossy(&close.reason).into_owned()
+        }
+        other => panic!("expected a protocol close, got {other}"),
+    }
+}
+
 fn frame_header(kind: StreamKind, len: u32) -> Vec<u8> {
     let mut bytes = wire::header(kind).to_vec();
     bytes.extend_from_slice(&len.to_be_bytes());
@@ -183,23 +202,26 @@ async fn node_closes_only_the_offender_on_bad_streams() {
     bob.connected_to(&alice).await;
 
     for (what, bytes, expected) in hostile_streams(StreamKind::Chat) {
-        // Before the greeting: the bytes land where the control stream should be.
+        // Before the greeting: the bytes land where the dialer's hello
+        // should be, on the control stream the acceptor opened.
         let (connection, _bound) = raw_connection(
             alice.node.local_addr().unwrap(),
             alice.node.peer_id(),
             tls::ALPN_PEER,
         )
         .await;
-        let reason = send_and_get_close_reason(&connection, &bytes).await;
-        // A well-formed chat header is refused for not being the control stream.
-        let first_expected = if bytes.starts_with(&wire::header(StreamKind::Chat)) {
-            "expected a control stream, got a chat stream"
-        } else {
-            expected
+        // That stream has its header already: a hostile stream's frames go
+        // there without theirs; one with no valid header goes whole, and its
+        // first bytes read as a length far beyond the hello's limit.
+        let header = wire::header(StreamKind::Chat);
+        let (in_place, first_expected) = match bytes.strip_prefix(&header[..]) {
+            Some(frames) => (frames, expected),
+            None => (&bytes[..], "exceeds"),
         };
+        let reason = answer_control_and_get_close_reason(&connection, in_place).await;
         assert!(
             reason.contains(first_expected),
-            "{what} as first stream: {reason:?}"
+            "{what} in place of the hello: {reason:?}"
         );
         // After the greeting, on a fresh stream.
         let greeted = raw_peer(&alice, "probe", "lobby").await;

@@ -87,7 +87,8 @@ fn a_config_file_that_cannot_be_used_is_one_line_before_anything_starts() {
 
 #[test]
 fn chat_takes_its_tracker_from_punchgate_tracker_as_send_does() {
-    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0"]);
+    // Any free aux port too: port + 1 may be taken by another test.
+    let tracker = Proc::start(&["tracker", "--listen", "127.0.0.1:0", "--aux-port", "0"]);
     let target = tracker.expect("ready", |_| true)["target"]
         .as_str()
         .unwrap()

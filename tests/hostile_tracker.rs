@@ -83,6 +83,7 @@ async fn lie(endpoint: quinn::Endpoint, victim: SocketAddr) {
                     attempt,
                     peer: ghost.clone(),
                     role,
+                    assumed_rtt_us: 0,
                 };
                 writer
                     .send(&TrackerMessage::Event(introduce))

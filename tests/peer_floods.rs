@@ -217,3 +217,42 @@ async fn two_hundred_connections_that_never_greet_hold_at_most_128_handshakes() 
     assert!(held.len() <= HANDSHAKES_AT_ONCE, "{} held", held.len());
     assert_eq!(held.len() + refused, 200);
 }
+
+/// A dialer that allows the node no stream cannot take the control stream
+/// the node's hello goes on: the node gives up after the greeting's time,
+/// as with a dialer that never greets, and frees the handshake slot.
+#[tokio::test]
+async fn a_dialer_that_allows_no_stream_is_refused_after_the_greeting_time() {
+    use punchgate::tls::{self, CertifiedIdentity};
+    use punchgate::wire::CloseCode;
+    let node = start_node(config("target", None, "lobby")).await;
+    let certified = CertifiedIdentity::new(&Identity::generate().unwrap()).unwrap();
+    let client = punchgate::endpoint::bind(common::loopback(), None).unwrap();
+    let mut config = certified.pinned_client(tls::ALPN_PEER).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(0u32.into());
+    config.transport_config(std::sync::Arc::new(transport));
+    let connection = punchgate::endpoint::connect_pinned(
+        &client.endpoint,
+        config,
+        node.node.local_addr().unwrap(),
+        &node.node.peer_id(),
+    )
+    .unwrap()
+    .await
+    .unwrap();
+    // The greeting's 10 s, and room for a loaded machine.
+    let closed = tokio::time::timeout(Duration::from_secs(30), connection.closed())
+        .await
+        .expect("the node closes the connection");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                CloseCode::from_varint(close.error_code),
+                Some(CloseCode::Refused),
+                "{close:?}"
+            );
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
+}

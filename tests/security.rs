@@ -48,6 +48,36 @@ async fn acceptor_refuses_a_client_it_does_not_allow() {
 }
 
 #[tokio::test]
+async fn a_node_with_an_allow_list_says_nothing_to_a_stranger() {
+    // Without --allow the acceptor's hello goes out as 0.5-RTT data, before
+    // the dialer's certificate is checked; with it, only after.
+    let alice = Identity::generate().unwrap();
+    let mut bob_config = config("bob", None, "secret-room");
+    bob_config.allow = Some(vec![alice.peer_id()]);
+    let bob = start_node(bob_config).await;
+    let stranger = CertifiedIdentity::new(&Identity::generate().unwrap()).unwrap();
+    let bound = endpoint::bind(loopback(), None).unwrap();
+    let connecting = endpoint::connect_pinned(
+        &bound.endpoint,
+        stranger.pinned_client(tls::ALPN_PEER).unwrap(),
+        bob.node.local_addr().unwrap(),
+        &bob.node.peer_id(),
+    )
+    .unwrap();
+    // The client's side of a TLS 1.3 handshake ends before the server has
+    // judged its certificate; whatever follows must be the refusal.
+    let error = match connecting.await {
+        Err(error) => error,
+        Ok(connection) => match connection.accept_bi().await {
+            Err(error) => error,
+            Ok(_) => panic!("bob opened a stream to a peer outside --allow"),
+        },
+    };
+    assert!(error.to_string().contains("not allowed"), "{error}");
+    assert!(bob.node.peers().is_empty());
+}
+
+#[tokio::test]
 async fn certificate_with_a_broken_signature_is_refused_in_the_handshake() {
     let bob = start_node(config("bob", None, "lobby")).await;
     let bob_addr = bob.node.local_addr().unwrap();

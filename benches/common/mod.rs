@@ -156,7 +156,9 @@ pub async fn quic_transfer(
         async move {
             let mut tasks = Vec::new();
             for _ in 0..streams {
-                let mut recv = server.accept_uni().await.unwrap();
+                // Bidirectional: punchgate's transport allows no unidirectional
+                // streams (its protocol defines none).
+                let (_, mut recv) = server.accept_bi().await.unwrap();
                 tasks.push(tokio::spawn(async move {
                     let mut total = 0usize;
                     while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.unwrap() {
@@ -175,7 +177,7 @@ pub async fn quic_transfer(
     let buffer = vec![0x5au8; CHUNK];
     let mut writers = Vec::new();
     for _ in 0..streams {
-        let mut send = client.open_uni().await.unwrap();
+        let (mut send, _) = client.open_bi().await.unwrap();
         let buffer = buffer.clone();
         writers.push(tokio::spawn(async move {
             let mut left = per_stream;

@@ -553,6 +553,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                         attempt: 5,
                         peer: member.clone(),
                         role: Role::Dialer,
+                        assumed_rtt_us: 150_000,
                     }),
                 ],
             ),

@@ -17,6 +17,7 @@ use punchgate::endpoint::Target;
 use punchgate::identity::PeerId;
 use punchgate::node::{room_passwords, Node, NodeConfig, RelayPolicy};
 use punchgate::render;
+use punchgate::web;
 
 use super::password::PasswordArgs;
 use super::{seconds, shutdown_signal, Output, TransportArgs};
@@ -83,6 +84,14 @@ pub struct ChatArgs {
     /// (for tests, or networks where punching never works).
     #[arg(long)]
     relay_only: bool,
+    /// Also serve the web page, on ADDR (default 127.0.0.1:0, a free
+    /// port); its address with its secret is printed. Anything but
+    /// loopback lets other machines reach it.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    web: Option<SocketAddr>,
+    /// Open the web page in the default browser.
+    #[arg(long)]
+    open: bool,
     #[command(flatten)]
     password: PasswordArgs,
     /// Keep the password of the --room rooms in the data directory
@@ -175,9 +184,71 @@ fn bootstrap_peers(home: &Path) -> anyhow::Result<Vec<Target>> {
         .collect()
 }
 
+/// `punchgate web`: the node with the web page as its only interface (no
+/// REPL); events are still printed.
+pub async fn run_web(home: &Path, mut args: ChatArgs, output: Output) -> anyhow::Result<()> {
+    args.web.get_or_insert(punchgate::web::DEFAULT_LISTEN);
+    run_with(home, args, output, false).await
+}
+
 /// The chat loop: lines in (a line editor on a terminal, else plain stdin),
 /// events out (above the input line on a terminal, else to stdout).
 pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<()> {
+    run_with(home, args, output, true).await
+}
+
+/// Starts the web page for `node` if `listen` says so, and announces it.
+async fn start_web(
+    home: &Path,
+    node: &Node,
+    listen: Option<SocketAddr>,
+    open: bool,
+) -> anyhow::Result<Option<web::Web>> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    if !listen.ip().is_loopback() {
+        eprintln!(
+            "punchgate: warning: the web page listens on {listen}, not loopback: other machines can reach it and try its secret"
+        );
+    }
+    let config = web::WebConfig {
+        listen,
+        secret: web::load_or_create_secret(home)?,
+        uploads: home.join("uploads"),
+    };
+    let page = web::Web::start(node.clone(), config).await?;
+    node.emit(punchgate::node::Event::Web {
+        url: page.url().to_string(),
+    });
+    if open {
+        open_in_browser(page.url());
+    }
+    Ok(Some(page))
+}
+
+/// Hands the page's address to the desktop's opener; failing is only
+/// reported.
+fn open_in_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    if let Err(error) = std::process::Command::new(opener)
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        eprintln!("punchgate: cannot open a browser ({opener}: {error}); open the address printed");
+    }
+}
+
+async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> anyhow::Result<()> {
+    let (listen, open) = (args.web, args.open);
     let history_lines = args.history_lines;
     let config = args.node_config(home).await?;
     let (node, mut events) = Node::start(home, config)
@@ -185,19 +256,30 @@ pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<
         .context("cannot start the node")?;
     if history_lines > 0 {
         for room in node.rooms() {
-            if let Err(error) = node.room_history(&room, history_lines).await {
-                node.emit(punchgate::node::Event::error(format!(
+            match node.room_history(&room, history_lines).await {
+                Ok(messages) => messages.into_iter().for_each(|m| node.emit(m)),
+                Err(error) => node.emit(punchgate::node::Event::error(format!(
                     "cannot show the history of #{room}: {error}"
-                )));
+                ))),
             }
         }
     }
+    let page = match start_web(home, &node, listen, open).await {
+        Ok(page) => page,
+        Err(error) => {
+            node.shutdown().await;
+            return Err(error);
+        }
+    };
+    let hub = page.as_ref().map(web::Web::hub);
     let interactive =
-        !output.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        repl && !output.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     // Lines typed or piped in; the channel closing is the end of input.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<Line>();
     // What the line editor shows before the cursor: who plain lines go to.
     let prompt = Arc::new(Mutex::new(prompt_for(None)));
+    // Without a REPL, the input channel stays open until the end.
+    let mut held_input = None;
     let printer = if interactive {
         let mut editor = rustyline::DefaultEditor::new().context("cannot start the line editor")?;
         let mut above_prompt = editor
@@ -209,6 +291,9 @@ pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<
         tokio::spawn(async move {
             let mut throttle = render::ProgressThrottle::default();
             while let Some(event) = events.next().await {
+                if let Some(hub) = &hub {
+                    hub.publish(&event);
+                }
                 if !throttle.admit(&event, std::time::Instant::now()) {
                     continue;
                 }
@@ -224,17 +309,25 @@ pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<
             }
         })
     } else {
-        tokio::spawn(async move {
-            let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-            while let Ok(Some(text)) = stdin.next_line().await {
-                if lines_tx.send(Line { text, done: None }).is_err() {
-                    break;
+        if repl {
+            tokio::spawn(async move {
+                let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+                while let Ok(Some(text)) = stdin.next_line().await {
+                    if lines_tx.send(Line { text, done: None }).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        } else {
+            // The page is the only interface: input never ends by itself.
+            held_input = Some(lines_tx);
+        }
         tokio::spawn(async move {
             let mut throttle = render::ProgressThrottle::default();
             while let Some(event) = events.next().await {
+                if let Some(hub) = &hub {
+                    hub.publish(&event);
+                }
                 if !output.json && !throttle.admit(&event, std::time::Instant::now()) {
                     continue;
                 }
@@ -270,11 +363,17 @@ pub async fn run(home: &Path, args: ChatArgs, output: Output) -> anyhow::Result<
                 node.shutdown().await;
                 break;
             }
+            // `/quit` typed into the page: the node has shut down.
+            _ = quit_from_page(page.as_ref()) => break,
         }
     }
     // Print what is left (goodbyes, last messages): the event stream ends
     // once the node has shut down.
     let _ = printer.await;
+    drop(held_input);
+    if let Some(page) = page {
+        page.stop().await;
+    }
     Ok(())
 }
 
@@ -332,6 +431,14 @@ impl Mention {
                 .to_lowercase()
                 .split(|c: char| !c.is_alphanumeric() && c != '_' && c != '-')
                 .any(|word| word == self.name)
+    }
+}
+
+/// Completes when the page asked to quit; never without a page.
+async fn quit_from_page(page: Option<&web::Web>) {
+    match page {
+        Some(page) => page.quit_requested().await,
+        None => std::future::pending().await,
     }
 }
 

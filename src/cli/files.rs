@@ -29,6 +29,9 @@ pub struct SendArgs {
     /// The name receivers see this sender by.
     #[arg(long, default_value = "sender")]
     name: String,
+    /// Also print the ticket as a QR code, for a phone's camera.
+    #[arg(long)]
+    qr: bool,
     /// Address of the UDP socket.
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
@@ -98,10 +101,21 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
         bytes: share.layout.total_bytes,
         files: share.layout.manifest.files.len() as u32,
     })?;
+    if args.qr && !output.json {
+        match render::qr(&ticket.to_string()) {
+            Ok(code) => println!("{code}"),
+            Err(error) => eprintln!("punchgate: {error}"),
+        }
+    }
+    let mut throttle = render::ProgressThrottle::default();
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(event) => show(&output, &event)?,
+                Some(event) => {
+                    if output.json || throttle.admit(&event, std::time::Instant::now()) {
+                        show(&output, &event)?;
+                    }
+                }
                 None => break,
             },
             _ = shutdown_signal() => break,

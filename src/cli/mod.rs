@@ -58,6 +58,9 @@ enum Commands {
     Tracker(tracker::TrackerArgs),
     /// Chat: join rooms through a tracker, or connect to peers by address.
     Chat(chat::ChatArgs),
+    /// The node with the web page as its interface (no REPL): takes chat's
+    /// flags; prints the page's address with its secret.
+    Web(chat::ChatArgs),
     /// Share files or folders: prints a ticket for `punchgate get` and serves
     /// until Ctrl-C.
     Send(files::SendArgs),
@@ -138,6 +141,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Commands::Tracker(args) => tracker::run(&home()?, args, output).await,
         Commands::Chat(args) => chat::run(&home()?, args, output).await,
+        Commands::Web(args) => chat::run_web(&home()?, args, output).await,
     }
 }
 

@@ -86,21 +86,6 @@ impl Node {
         self.inner.services.chat.history(room, count).await
     }
 
-    /// `room`'s last `count` messages, in order, as `message` events with
-    /// `history: true` (the chat shows each joined room's on start).
-    pub async fn room_history(&self, room: &str, count: usize) -> Result<(), NodeError> {
-        self.inner
-            .services
-            .chat
-            .history(room.to_string(), count)
-            .await
-    }
-
-    /// This node's display name.
-    pub fn name(&self) -> String {
-        self.inner.config.name.clone()
-    }
-
     /// Who plain lines go to privately (see [`Node::switch`]), as
     /// `NAME~ID` with the id's first characters; `None`: the current room.
     pub fn talking_to(&self) -> Option<String> {
@@ -288,13 +273,18 @@ impl Chat {
 
     /// Reports a message as an [`Event::Message`].
     fn show(&self, message: &SignedMessage, history: bool) {
+        self.cx.emit(self.message_event(message, history));
+    }
+
+    /// `message` as the user sees it: its author by name.
+    fn message_event(&self, message: &SignedMessage, history: bool) -> Event {
         let body = &message.body;
         let from_name = if body.id.author == self.cx.me {
             self.name.clone()
         } else {
             self.cx.name_of(&body.id.author)
         };
-        self.cx.emit(Event::Message {
+        Event::Message {
             id: body.id.to_string(),
             from: body.id.author.to_string(),
             from_name,
@@ -302,17 +292,30 @@ impl Chat {
             text: body.text.clone(),
             ts: hlc::millis_of(body.hlc),
             history,
-        });
+        }
     }
 
-    /// Shows `room`'s last `count` messages, in order.
-    pub async fn history(&self, room: String, count: usize) -> Result<(), NodeError> {
+    /// `room`'s last `count` messages, oldest first, as
+    /// [`Event::Message`]s with `history: true`.
+    pub async fn history_events(
+        &self,
+        room: String,
+        count: usize,
+    ) -> Result<Vec<Event>, NodeError> {
         let store = self.store.clone();
         let messages = tokio::task::spawn_blocking(move || store.history(&room, count))
             .await
             .map_err(|e| StoreError::Database(e.to_string()))??;
-        for message in &messages {
-            self.show(message, true);
+        Ok(messages
+            .iter()
+            .map(|message| self.message_event(message, true))
+            .collect())
+    }
+
+    /// Shows `room`'s last `count` messages, in order.
+    pub async fn history(&self, room: String, count: usize) -> Result<(), NodeError> {
+        for event in self.history_events(room, count).await? {
+            self.cx.emit(event);
         }
         Ok(())
     }

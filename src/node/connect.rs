@@ -16,6 +16,7 @@ use tokio::time::timeout;
 
 use super::budget::Unsolicited;
 use super::driver::{Input, Ready};
+use super::events::{self, SetupPhases};
 use super::gate::{self, Gate};
 use super::manager::TrackerIx;
 use super::{Inner, Node, NodeError, MAX_PUNCHES};
@@ -109,7 +110,8 @@ impl Node {
     }
 
     /// The manager's `Punch`: runs one punch, in the role the tracker gave,
-    /// toward `member`. A connection it finds goes to the node task; a
+    /// toward `member`, whose introduction is expected `peer_late` after
+    /// this node's. A connection it finds goes to the node task; a
     /// dialer's failure is reported (the manager decides about the relay).
     pub(super) async fn run_punch(
         self,
@@ -117,6 +119,7 @@ impl Node {
         attempt: u64,
         member: Member,
         role: Role,
+        peer_late: Duration,
     ) {
         let peer = member.peer_id;
         let started = Instant::now();
@@ -133,11 +136,19 @@ impl Node {
             .map(|t| t.reflexive());
         let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
         let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
-        self.roster()
-            .peers
-            .entry(peer)
-            .or_insert_with(|| super::PeerRecord::new(member.name.clone()))
-            .candidates = member.candidates();
+        let mut phases = SetupPhases::default();
+        {
+            let mut roster = self.roster();
+            let record = roster
+                .peers
+                .entry(peer)
+                .or_insert_with(|| super::PeerRecord::new(member.name.clone()));
+            record.candidates = member.candidates();
+            let asked = record.asked_at.take();
+            if role == Role::Dialer {
+                phases.introduction_ms = asked.map(|at| events::millis(started - at));
+            }
+        }
         self.inner.probe_routes().punches.insert(attempt, probe_tx);
         let payload = ProbeMessage::Punch {
             attempt,
@@ -152,7 +163,9 @@ impl Node {
                 return;
             }
         };
+        tracing::debug!(peer = %peer.short(), ?role, ?candidates, ?peer_late, "punch starts");
         let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
+        punch.expect_peer_late(peer_late);
         let mut dials = JoinSet::new();
         let outcome: Result<Option<Connection>, String> = loop {
             let installed = self.inner.gate_installed.notified();
@@ -176,6 +189,7 @@ impl Node {
                         }
                     }
                     PunchAction::Dial(addr) => {
+                        tracing::trace!(%addr, "punch dials");
                         if self.inner.budget().allow(addr.ip(), Unsolicited::Dial, now) {
                             self.spawn_handshake(&mut dials, addr, peer, Duration::ZERO)
                         } else {
@@ -192,7 +206,12 @@ impl Node {
             let wake = tokio::time::Instant::from_std(punch.poll_timeout());
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
-                Some(from) = probe_rx.recv() => punch.handle_probe(from, Instant::now()),
+                Some(from) = probe_rx.recv() => {
+                    let now = Instant::now();
+                    tracing::trace!(%from, "punch probe arrived");
+                    phases.first_probe_ms.get_or_insert(events::millis(now - started));
+                    punch.handle_probe(from, now);
+                }
                 Some(joined) = dials.join_next(), if !dials.is_empty() => match joined {
                     Ok((_, Ok(connection))) => break Ok(Some(connection)),
                     Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
@@ -206,7 +225,7 @@ impl Node {
         match outcome {
             Ok(None) => {}
             Ok(Some(connection)) => {
-                if let Err(error) = self.greet_dialed(connection, peer, started).await {
+                if let Err(error) = self.greet_dialed(connection, peer, started, phases).await {
                     self.punch_failed(peer, attempt, role, error);
                 }
             }
@@ -236,7 +255,8 @@ impl Node {
                 .ok_or("too many relayed peers")?;
             tracing::debug!(peer = %peer.short(), "connecting through the relay");
             let connection = self.dial(peer, &[addr]).await?;
-            self.greet_dialed(connection, peer, started).await
+            self.greet_dialed(connection, peer, started, SetupPhases::default())
+                .await
         }
         .await;
         if let Err(why) = result {
@@ -252,7 +272,10 @@ impl Node {
     pub(super) async fn dial_direct(self, peer: PeerId, addrs: Vec<SocketAddr>) {
         let started = Instant::now();
         let result = match self.dial(peer, &addrs).await {
-            Ok(connection) => self.greet_dialed(connection, peer, started).await,
+            Ok(connection) => {
+                self.greet_dialed(connection, peer, started, SetupPhases::default())
+                    .await
+            }
             Err(why) => Err(why),
         };
         if let Err(why) = result {
@@ -293,12 +316,14 @@ impl Node {
     }
 
     /// Greets over an authenticated connection this node dialed (set-up
-    /// began at `started`) and hands it to the node task.
+    /// began at `started`, `phases` measured so far) and hands it to the
+    /// node task.
     async fn greet_dialed(
         &self,
         connection: Connection,
         peer: PeerId,
         started: Instant,
+        phases: SetupPhases,
     ) -> Result<(), String> {
         let handshake = started.elapsed();
         let greeting = timeout(
@@ -316,6 +341,7 @@ impl Node {
                     started,
                     handshake: Some(handshake),
                     dialed: true,
+                    phases,
                 })));
                 Ok(())
             }
@@ -435,6 +461,7 @@ impl Node {
 
     async fn accept_one(&self, incoming: quinn::Incoming) {
         let started = Instant::now();
+        tracing::debug!(from = %incoming.remote_address(), "incoming handshake");
         {
             let state = self.roster();
             if state.closing || state.open_gate_count() >= self.inner.config.max_gates {
@@ -442,13 +469,15 @@ impl Node {
                 return;
             }
         }
-        let connection = match timeout(gate::GREETING_TIMEOUT, incoming).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => {
+        let connecting = match incoming.accept() {
+            Ok(connecting) => connecting,
+            Err(error) => {
                 tracing::debug!(%error, "incoming handshake failed");
                 return;
             }
-            Err(_) => return,
+        };
+        let Some((connection, said)) = self.handshake_and_hello(connecting).await else {
+            return;
         };
         let peer = match tls::peer_id_of(&connection) {
             Ok(peer) => peer,
@@ -457,18 +486,68 @@ impl Node {
                 return;
             }
         };
-        match Gate::greet_as_acceptor(connection.clone(), peer, &self.hello()).await {
+        let said = match said {
+            Ok(said) => said,
+            Err(error) => {
+                tracing::debug!(peer = %peer.short(), %error, "hello not sent");
+                error.close(&connection);
+                return;
+            }
+        };
+        match Gate::greet_as_acceptor(connection.clone(), peer, said).await {
             Ok(greeted) => self.input(Input::GateReady(Box::new(Ready {
                 greeted,
                 started,
                 handshake: None,
                 dialed: false,
+                phases: SetupPhases::default(),
             }))),
             Err(error) => {
                 tracing::debug!(peer = %peer.short(), %error, "incoming greeting failed");
                 error.close(&connection);
             }
         }
+    }
+
+    /// An incoming handshake to its end, with this node's hello said on it:
+    /// as 0.5-RTT data, in the handshake's own flight, when this node lets
+    /// any peer in (whoever completes the handshake would hear the hello
+    /// anyway: identities are free); with `--allow`, only once the dialer's
+    /// certificate has passed, so a stranger hears nothing. `None` if the
+    /// handshake failed.
+    async fn handshake_and_hello(
+        &self,
+        connecting: quinn::Connecting,
+    ) -> Option<(Connection, Result<gate::AcceptorHello, gate::GateError>)> {
+        let failed = |connection: &Connection| {
+            tracing::debug!("incoming handshake failed or timed out");
+            connection.close(CloseCode::Refused.varint(), b"handshake not completed");
+        };
+        if self.inner.allowed.is_none() {
+            // An incoming connection always converts (0.5-RTT).
+            let Ok((connection, finished)) = connecting.into_0rtt() else {
+                return None;
+            };
+            let said = Gate::hello_as_acceptor(&connection, &self.hello()).await;
+            // Resolves when the handshake completes (the dialer's Finished
+            // and certificate checked) or fails.
+            let finished = timeout(gate::GREETING_TIMEOUT, finished).await;
+            if finished.is_err() || connection.close_reason().is_some() {
+                failed(&connection);
+                return None;
+            }
+            return Some((connection, said));
+        }
+        let connection = match timeout(gate::GREETING_TIMEOUT, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "incoming handshake failed");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let said = Gate::hello_as_acceptor(&connection, &self.hello()).await;
+        Some((connection, said))
     }
 }
 

@@ -47,6 +47,8 @@ pub(super) enum Input {
         attempt: u64,
         member: Member,
         role: Role,
+        /// How late the peer's introduction is expected after this node's.
+        peer_late: Duration,
     },
     IntroductionFailed {
         peer: PeerId,
@@ -110,6 +112,7 @@ pub(super) struct Ready {
     pub started: Instant,
     pub handshake: Option<Duration>,
     pub dialed: bool,
+    pub phases: super::events::SetupPhases,
 }
 
 struct Driver {
@@ -127,7 +130,7 @@ struct Driver {
     outbox: Outbox,
     /// Introductions by attempt (and the tracker that made them), until
     /// their punch starts.
-    introductions: HashMap<u64, (TrackerIx, Member)>,
+    introductions: HashMap<u64, (TrackerIx, Member, Duration)>,
     /// Sessions started so far: a loss reported by an older session of a
     /// tracker than its current one is stale.
     tracker_generation: u64,
@@ -223,6 +226,7 @@ impl Driver {
                 attempt,
                 member,
                 role,
+                peer_late,
             } => {
                 let peer = member.peer_id;
                 if !self.node.is_allowed(&peer) || self.node.is_closing() {
@@ -235,7 +239,8 @@ impl Driver {
                     tracing::debug!(tracker, rtt = ?session.rtt(), "tracker round trip");
                     self.manager.handle_tracker_rtt(tracker, session.rtt());
                 }
-                self.introductions.insert(attempt, (tracker, member));
+                self.introductions
+                    .insert(attempt, (tracker, member, peer_late));
                 self.manager
                     .handle_introduced(tracker, peer, attempt, role, now);
                 // Introductions whose punch did not start are not kept.
@@ -379,9 +384,11 @@ impl Driver {
                     attempt,
                     role,
                 } => match self.introductions.remove(&attempt) {
-                    Some((tracker, member)) => {
-                        node.inner
-                            .spawn(node.clone().run_punch(tracker, attempt, member, role));
+                    Some((tracker, member, peer_late)) => {
+                        let punch = node
+                            .clone()
+                            .run_punch(tracker, attempt, member, role, peer_late);
+                        node.inner.spawn(punch);
                     }
                     None => tracing::debug!(peer = %peer.short(), "a punch without introduction"),
                 },

@@ -68,6 +68,20 @@ pub struct GateInfo {
     pub age_secs: u64,
 }
 
+/// Phases of a dialed punch, for the `connected` event (absent when they
+/// do not apply: an accepted connection, a relayed or addressed dial).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SetupPhases {
+    /// From asking the tracker for the introduction to receiving it: the
+    /// time before `setup_ms` starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub introduction_ms: Option<f64>,
+    /// From the introduction to the peer's first probe arriving (the peer's
+    /// NAT is open toward this node from half a round trip before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_probe_ms: Option<f64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -123,6 +137,9 @@ pub enum Event {
         handshake_ms: Option<f64>,
         /// Whether this node dialed.
         dialed: bool,
+        /// The dialer's set-up before `setup_ms` began, and within it.
+        #[serde(flatten)]
+        phases: SetupPhases,
     },
     Disconnected {
         peer_id: String,
@@ -265,6 +282,18 @@ pub enum Event {
         /// Fetch rate of this run so far.
         bytes_per_s: f64,
     },
+    /// Chunks of shared content served to one receiver: `bytes` of the
+    /// content's `total` so far (chunks it had from before are not asked
+    /// for; a chunk asked twice counts twice). At most every 250 ms per
+    /// receiver and content, and when the count reaches `total`.
+    UploadProgress {
+        peer_id: String,
+        peer_name: String,
+        hash: String,
+        name: String,
+        bytes: u64,
+        total: u64,
+    },
     /// A source of a running fetch stopped delivering (`state: "lost"`;
     /// `reason` says why: its connection died, it does not have the
     /// content, it sent a chunk that did not verify) or started (`"added"`:
@@ -298,6 +327,11 @@ pub enum Event {
     },
     Error {
         message: String,
+    },
+    /// The local web page is served: open `url` (it carries the page's
+    /// secret) in a browser.
+    Web {
+        url: String,
     },
 }
 

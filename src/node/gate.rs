@@ -13,6 +13,7 @@ use crate::protocol::StreamKind;
 use crate::protocol::{
     validate_label, ChatFrame, ControlMessage, MAX_NAME_LEN, MAX_ROOMS, MAX_ROOM_LEN,
 };
+use crate::transfer::window::WindowSizer;
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Time the other side has to greet after the handshake.
@@ -92,6 +93,15 @@ pub struct Gate {
     /// Whether a catch-up (offers, history sync) runs on this gate, and
     /// whether another was asked for meanwhile (`Node::catch_up`).
     pub(super) catching_up: std::sync::Mutex<CatchUp>,
+    /// The connection's flow-control windows, sized as transfers run.
+    windows: std::sync::Mutex<Windows>,
+}
+
+/// The sizers of a connection's receive and send windows.
+#[derive(Default)]
+struct Windows {
+    receive: WindowSizer,
+    send: WindowSizer,
 }
 
 /// The catch-ups of one gate: many asked for while one runs cost one more
@@ -100,6 +110,12 @@ pub struct Gate {
 pub(super) struct CatchUp {
     pub running: bool,
     pub again: bool,
+}
+
+/// The acceptor's control stream once its hello is out.
+pub struct AcceptorHello {
+    writer: FrameWriter<SendStream>,
+    reader: FrameReader<RecvStream>,
 }
 
 /// A gate fresh from its greeting, with the control stream's reading half.
@@ -134,20 +150,55 @@ impl Gate {
                 super::files::MAX_CHUNK_READS_PER_PEER,
             )),
             catching_up: std::sync::Mutex::new(CatchUp::default()),
+            windows: std::sync::Mutex::default(),
         }
     }
 
-    /// The dialer opens the control stream and greets first.
+    /// Sizes the connection's windows to the bandwidth-delay product it
+    /// measures ([`WindowSizer`]): the receive window from the bytes that
+    /// arrive, the send window (what this side may have unacknowledged)
+    /// from those that leave. Transfers call it as they go (a fetch per
+    /// chunk received, an upload per chunk sent); between a sizer's samples
+    /// it only reads the connection's counters. Returns the receive window.
+    pub(super) fn size_windows(&self) -> u64 {
+        let now = Instant::now();
+        let stats = self.connection.stats();
+        let rtt = stats.path.rtt;
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(window) = windows.receive.handle_sample(now, stats.udp_rx.bytes, rtt) {
+            self.connection
+                .set_receive_window(quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX));
+        }
+        if let Some(window) = windows.send.handle_sample(now, stats.udp_tx.bytes, rtt) {
+            self.connection.set_send_window(window);
+        }
+        windows.receive.window()
+    }
+
+    /// The dialer takes the control stream the acceptor opened, answers
+    /// with its own hello at once (in the flight that carries its TLS
+    /// Finished, when the acceptor's hello came as 0.5-RTT data), then
+    /// reads the acceptor's hello.
     pub async fn greet_as_dialer(
         connection: Connection,
         me: PeerId,
         peer_id: PeerId,
         hello: &ControlMessage,
     ) -> Result<Greeted, GateError> {
-        let (send, recv) = connection.open_bi().await?;
-        let mut writer = FrameWriter::open(send, StreamKind::Control).await?;
+        let (send, recv) = timeout(GREETING_TIMEOUT, connection.accept_bi())
+            .await
+            .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
+        let mut writer = FrameWriter::answering(send, StreamKind::Control);
         writer.send(hello).await?;
-        let mut control = FrameReader::new(recv, StreamKind::Control);
+        let mut control = timeout(
+            GREETING_TIMEOUT,
+            FrameReader::accept(recv, StreamKind::Control),
+        )
+        .await
+        .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
         let greeting = read_greeting(&mut control).await?;
         Ok(Greeted {
             gate: Self::new(connection, peer_id, me, writer),
@@ -156,24 +207,44 @@ impl Gate {
         })
     }
 
-    /// The acceptor waits for the control stream and answers the greeting.
+    /// The acceptor opens the control stream and says its hello. Called on
+    /// a connection still in its handshake, this is 0.5-RTT data: it goes
+    /// out with the acceptor's handshake flight, before the dialer has
+    /// proven its key, so only what any peer may learn belongs in it.
+    /// Bounded by [`GREETING_TIMEOUT`]: a dialer that allows no stream (or
+    /// no bytes) must not hold the acceptor's handshake slot longer than
+    /// one that never greets.
+    pub async fn hello_as_acceptor(
+        connection: &Connection,
+        hello: &ControlMessage,
+    ) -> Result<AcceptorHello, GateError> {
+        let said = async {
+            let (send, recv) = connection.open_bi().await?;
+            let mut writer = FrameWriter::open(send, StreamKind::Control).await?;
+            writer.send(hello).await?;
+            Ok(AcceptorHello {
+                writer,
+                reader: FrameReader::new(recv, StreamKind::Control),
+            })
+        };
+        timeout(GREETING_TIMEOUT, said)
+            .await
+            .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))?
+    }
+
+    /// The acceptor, its hello said and the connection authenticated as
+    /// `peer_id`, reads the dialer's hello. Never before authentication:
+    /// nothing the dialer says is trusted before its certificate is.
     pub async fn greet_as_acceptor(
         connection: Connection,
         peer_id: PeerId,
-        hello: &ControlMessage,
+        said: AcceptorHello,
     ) -> Result<Greeted, GateError> {
-        let (send, recv) = timeout(GREETING_TIMEOUT, connection.accept_bi())
-            .await
-            .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
-        let mut control = timeout(
-            GREETING_TIMEOUT,
-            FrameReader::accept(recv, StreamKind::Control),
-        )
-        .await
-        .map_err(|_| GateError::GreetingTimeout(GREETING_TIMEOUT))??;
+        let AcceptorHello {
+            writer,
+            reader: mut control,
+        } = said;
         let greeting = read_greeting(&mut control).await?;
-        let mut writer = FrameWriter::answering(send, StreamKind::Control);
-        writer.send(hello).await?;
         Ok(Greeted {
             gate: Self::new(connection, peer_id, peer_id, writer),
             greeting,

@@ -32,6 +32,7 @@ mod names;
 mod netcheck;
 mod notices;
 mod outbox;
+mod page;
 mod relay;
 pub mod room_passwords;
 mod roster;
@@ -519,32 +520,45 @@ impl Node {
     /// prove `password` share it. Proofs start with every connected peer in
     /// the room.
     pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
-        let room = self.set_password_quietly(password).await?;
-        self.emit(Event::Info {
-            message: format!(
-                "#{room} is a password room: peers share it once they prove the password; it is forgotten when this chat ends (/password --remember PW keeps it)"
-            ),
-        });
+        let room = self.current_room()?;
+        self.install_password(&room, password).await;
+        self.password_room_started(&room);
         Ok(())
     }
 
-    /// [`Node::set_password`] without telling the user; returns the room.
-    async fn set_password_quietly(&self, password: Secret) -> Result<String, NodeError> {
-        let room = self.current_room()?;
-        let keys = auth::derive_room_keys(&[(room.clone(), password.clone())].into()).await;
-        {
-            let mut roster = self.roster();
-            roster.passwords.insert(room.clone(), password);
-            roster.room_keys.extend(keys);
-            for record in roster.peers.values_mut() {
-                record.verified.remove(&room);
-            }
+    /// Gives `room` its password and key; every peer proves it anew.
+    async fn install_password(&self, room: &str, password: Secret) {
+        let keys = auth::derive_room_keys(&[(room.to_string(), password.clone())].into()).await;
+        let mut roster = self.roster();
+        roster.passwords.insert(room.to_string(), password);
+        roster.room_keys.extend(keys);
+        for record in roster.peers.values_mut() {
+            record.verified.remove(room);
         }
+    }
+
+    /// Tells the user `room` is a password room (and whether its password
+    /// outlives this process) and starts the proofs with every connected
+    /// peer.
+    fn password_room_started(&self, room: &str) {
+        let password = self.roster().passwords.get(room).cloned();
+        let kept = password
+            .and_then(|password| room_passwords::remembered_in(&self.inner.home, room, &password));
+        let lasts = match kept {
+            Some(file) => format!("remembered in {} for the next start", file.display()),
+            None => {
+                "it is forgotten when this chat ends (/password --remember PW keeps it)".to_string()
+            }
+        };
+        self.emit(Event::Info {
+            message: format!(
+                "#{room} is a password room: peers share it once they prove the password; {lasts}"
+            ),
+        });
         let gates = self.roster().open_gates();
         for gate in gates {
             self.inner.services.auth.authenticate_all(&gate);
         }
-        Ok(room)
     }
 
     /// The room plain lines go to: the last one joined.
@@ -625,7 +639,7 @@ impl Node {
             record.status = PeerStatus::Offline;
             record.name.clone()
         };
-        self.inner.services.files.state().forget_provider(&peer);
+        self.inner.services.files.forget_peer(&peer);
         self.emit(Event::Disconnected {
             peer_id: peer.to_string(),
             name,

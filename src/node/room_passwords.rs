@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{Event, Node, NodeError};
+use super::{Node, NodeError};
 use crate::home::{self, HomeError};
 use crate::pake::Secret;
 
@@ -43,10 +43,18 @@ pub fn save(home: &Path, room: &str, password: &Secret) -> Result<PathBuf, HomeE
     Ok(file)
 }
 
+/// The file `room`'s password is remembered in, if `password` is the one
+/// remembered (a different one given now holds only until the process
+/// ends, and the next start would use the remembered one).
+pub fn remembered_in(home: &Path, room: &str, password: &Secret) -> Option<PathBuf> {
+    let file = home.join(ROOM_PASSWORDS_FILE);
+    (load(home).ok()?.get(room) == Some(password)).then_some(file)
+}
+
 impl Node {
-    /// `/password --remember PW`: makes the current room a password room
-    /// (see [`Node::set_password`]) and keeps the password in the data
-    /// directory for the next start.
+    /// `/password --remember PW`: keeps the password in the data directory
+    /// for the next start, then makes the current room a password room (see
+    /// [`Node::set_password`]).
     pub async fn set_and_remember_password(&self, password: Secret) -> Result<(), NodeError> {
         let room = self.current_room()?;
         if password.expose().contains(['\n', '\r']) {
@@ -54,15 +62,8 @@ impl Node {
                 "a password to remember must be one line".into(),
             ));
         }
-        let file = save(&self.inner.home, &room, &password)?;
-        self.set_password_quietly(password).await?;
-        self.emit(Event::Info {
-            message: format!(
-                "#{room} is a password room: peers share it once they prove the password; remembered in {} for the next start",
-                file.display()
-            ),
-        });
-        Ok(())
+        save(&self.inner.home, &room, &password)?;
+        self.set_password(password).await
     }
 }
 

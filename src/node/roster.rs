@@ -30,6 +30,8 @@ pub(super) struct PeerRecord {
     /// When this node last heard from the peer.
     pub last_seen: Option<Instant>,
     pub gate: Option<Arc<Gate>>,
+    /// When this node last asked a tracker to introduce it to the peer.
+    pub asked_at: Option<Instant>,
 }
 
 impl PeerRecord {
@@ -44,6 +46,7 @@ impl PeerRecord {
             auth_failures: 0,
             last_seen: None,
             gate: None,
+            asked_at: None,
         }
     }
 

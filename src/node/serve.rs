@@ -47,6 +47,7 @@ impl Node {
             started,
             handshake,
             dialed,
+            phases,
         } = ready;
         let Greeted {
             gate,
@@ -94,6 +95,7 @@ impl Node {
                 setup_ms: events::millis(started.elapsed()),
                 handshake_ms: handshake.map(events::millis),
                 dialed,
+                phases,
             }),
         }
         let services = &self.inner.services;

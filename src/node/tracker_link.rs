@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -189,6 +189,9 @@ impl Node {
     /// The manager's `RequestIntroduction`: asks `tracker` to introduce
     /// this node to `peer`; the introduction comes back as a tracker event.
     pub(super) async fn request_introduction(self, tracker: TrackerIx, peer: PeerId) {
+        if let Some(record) = self.roster().peers.get_mut(&peer) {
+            record.asked_at = Some(Instant::now());
+        }
         let result = match self.inner.trackers.session(tracker) {
             Some(session) => session
                 .request(TrackerRequestBody::Connect { peer })
@@ -451,7 +454,19 @@ impl Node {
                     attempt,
                     peer,
                     role,
+                    assumed_rtt_us,
                 } => {
+                    // This node's own round trip to the tracker, against
+                    // the one the tracker timed the introductions by.
+                    let peer_late = self
+                        .inner
+                        .trackers
+                        .session(tracker)
+                        .map(|session| {
+                            let assumed = Duration::from_micros(assumed_rtt_us);
+                            crate::punch::peer_lateness(assumed, session.rtt())
+                        })
+                        .unwrap_or_default();
                     {
                         let mut state = self.roster();
                         let record = state
@@ -465,6 +480,7 @@ impl Node {
                         attempt,
                         member: peer,
                         role,
+                        peer_late,
                     });
                 }
                 TrackerEvent::Left { room, peer_id } => {

@@ -669,6 +669,10 @@ fn handle_request(
     }
 }
 
+fn micros(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     // ring's system RNG only fails if the OS has none; a zero id still works.
@@ -697,6 +701,7 @@ impl Shared {
                     attempt,
                     peer: acceptor,
                     role: Role::Dialer,
+                    assumed_rtt_us: micros(dialer_rtt),
                 },
                 acceptor_rtt.saturating_sub(dialer_rtt) / 2,
             ),
@@ -706,6 +711,7 @@ impl Shared {
                     attempt,
                     peer: dialer,
                     role: Role::Acceptor,
+                    assumed_rtt_us: micros(acceptor_rtt),
                 },
                 dialer_rtt.saturating_sub(acceptor_rtt) / 2,
             ),

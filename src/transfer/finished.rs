@@ -16,26 +16,30 @@ use super::partial::read_exact_at;
 /// different, or not reachable without following a link.
 pub fn finished_copy(target: &Path, layout: &Layout) -> Option<Vec<PathBuf>> {
     let target = Dir::open(target).ok()?;
-    let mut files = Vec::with_capacity(layout.manifest.files.len());
-    let mut paths = Vec::with_capacity(layout.manifest.files.len());
-    for entry in &layout.manifest.files {
-        let (file, path) = open_plain(&target, &entry.path)?;
-        if file.metadata().ok()?.len() != entry.size {
-            return None;
-        }
-        files.push(file);
-        paths.push(path);
+    (0..layout.manifest.files.len())
+        .map(|index| verified_in_place(&target, layout, index))
+        .collect()
+}
+
+/// The final path of file `index` of `layout` under `target` if it is
+/// there, a plain file reached without following a link, of its size,
+/// with every chunk matching its hash.
+pub fn verified_in_place(target: &Dir, layout: &Layout, index: usize) -> Option<PathBuf> {
+    let entry = layout.manifest.files.get(index)?;
+    let (file, path) = open_plain(target, &entry.path)?;
+    if file.metadata().ok()?.len() != entry.size {
+        return None;
     }
     let mut buffer = Vec::new();
-    for index in 0..layout.total_chunks {
-        let place = layout.place(index)?;
+    for chunk in layout.chunks_of(index) {
+        let place = layout.place(chunk)?;
         buffer.resize(place.len, 0);
-        read_exact_at(files.get(place.file)?, &mut buffer, place.offset).ok()?;
+        read_exact_at(&file, &mut buffer, place.offset).ok()?;
         if *blake3::hash(&buffer).as_bytes() != place.hash {
             return None;
         }
     }
-    Some(paths)
+    Some(path)
 }
 
 /// The plain file at `relative` under `target`, reached without following

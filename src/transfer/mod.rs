@@ -2,8 +2,8 @@
 //! ([`manifest`]), which chunk to ask which source for ([`schedule`]), a
 //! download on disk ([`partial`]) through folders never followed through a
 //! link ([`dir`]) with a bounded number of files open ([`handles`]), shared
-//! content ([`Share`]) and tickets
-//! ([`Ticket`]). The node's streams that carry it are in `node::files`.
+//! content ([`Share`]), tickets ([`Ticket`]) and the flow-control window a
+//! fetch grants ([`window`]). The node's streams that carry it are in `node::files`.
 
 pub mod dir;
 pub mod finished;
@@ -11,6 +11,7 @@ pub mod handles;
 pub mod manifest;
 pub mod partial;
 pub mod schedule;
+pub mod window;
 
 use std::fmt;
 use std::fs::File;
@@ -21,16 +22,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::PeerId;
 use crate::wire;
+use handles::OpenFiles;
 pub use manifest::{ContentId, Layout};
+
+/// Files a share keeps open for serving chunks: the few that the chunk
+/// streams of its downloaders read at once, so a large file is opened once,
+/// not once per chunk, and a node sharing many folders holds few handles.
+const SHARE_OPEN_FILES: usize = 4;
 
 /// Content this node serves: a manifest and the local file of each entry.
 pub struct Share {
     pub layout: Layout,
     pub encoded: Vec<u8>,
     pub sources: Vec<PathBuf>,
+    /// The source files being served, opened on first use.
+    files: OpenFiles,
 }
 
 impl Share {
+    pub fn new(layout: Layout, encoded: Vec<u8>, sources: Vec<PathBuf>) -> Self {
+        Self {
+            layout,
+            encoded,
+            sources,
+            files: OpenFiles::new(SHARE_OPEN_FILES),
+        }
+    }
+
     /// Reads chunk `index` from its local file (blocking). A file that
     /// shrank since it was shared is an error; a file whose bytes changed is
     /// caught by the receiver's hash check.
@@ -38,20 +56,16 @@ impl Share {
         let place = self.layout.place(index).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "no such chunk")
         })?;
-        let file = File::open(&self.sources[place.file])?;
-        let mut buffer = vec![0u8; place.len];
-        partial::read_exact_at(&file, &mut buffer, place.offset)?;
-        Ok(buffer)
+        let file = self
+            .files
+            .get(place.file, || File::open(&self.sources[place.file]))?;
+        partial::read_vec_at(&file, place.len, place.offset)
     }
 }
 
 impl From<manifest::Built> for Share {
     fn from(built: manifest::Built) -> Self {
-        Self {
-            layout: built.layout,
-            encoded: built.encoded,
-            sources: built.sources,
-        }
+        Self::new(built.layout, built.encoded, built.sources)
     }
 }
 

@@ -15,11 +15,13 @@
 //! refused, and a final name is checked to be the very file written.
 //! Everything here blocks: run it on a blocking thread.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+mod finish;
 
 use super::dir::{link_count, Access, Dir, Entry};
 use super::handles::{OpenFiles, OPEN_FILES};
@@ -54,6 +56,8 @@ pub enum DiskError {
     Linked(PathBuf),
     #[error("{} changed while it was moved into place; check that folder: someone else may write in it", .0.display())]
     Replaced(PathBuf),
+    #[error("stopped while moving the files into place; run the same get again to finish")]
+    Interrupted,
     #[error(transparent)]
     Manifest(#[from] super::manifest::ManifestError),
 }
@@ -79,26 +83,20 @@ impl DiskError {
     }
 }
 
-/// Bytes hashed at a time while a chunk arrives: large enough for BLAKE3's
-/// wide SIMD, small enough that the bytes are still in cache.
-const HASH_STEP: usize = 64 << 10;
-
-/// A chunk as it arrives from the network, hashed piece by piece while the
-/// pieces are hot in cache. Only [`Partial::store`] reads the result, and
-/// only after comparing the hash with the manifest's.
+/// A chunk as it arrives from the network, read straight from the stream
+/// into a buffer that is reused from chunk to chunk. It is hashed only when
+/// [`Partial::store`] checks it, on the blocking thread that writes it, in
+/// one pass (BLAKE3 hashes many 1 KiB blocks at once only when it is given
+/// them at once), so the task reading the stream does nothing but copy.
 #[derive(Default)]
 pub struct ChunkBuffer {
     bytes: Vec<u8>,
-    hasher: blake3::Hasher,
-    hashed: usize,
 }
 
 impl ChunkBuffer {
     /// Empties the buffer for the next chunk, keeping its allocation.
     pub fn clear(&mut self) {
         self.bytes.clear();
-        self.hasher.reset();
-        self.hashed = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -109,20 +107,39 @@ impl ChunkBuffer {
         self.bytes.is_empty()
     }
 
-    /// Appends `piece`, hashing whatever has reached a full step.
+    /// Appends `piece`.
     pub fn extend(&mut self, piece: &[u8]) {
         self.bytes.extend_from_slice(piece);
-        if self.bytes.len() - self.hashed >= HASH_STEP {
-            self.hasher.update(&self.bytes[self.hashed..]);
-            self.hashed = self.bytes.len();
+    }
+
+    /// Reads from `reader` until the buffer holds `len` bytes, each read
+    /// taking everything the stream has ready (for a QUIC stream: one lock
+    /// of the connection and one copy per batch of packets, not per
+    /// packet), into the buffer's spare room without zeroing it first.
+    /// An end of stream before `len` is [`io::ErrorKind::UnexpectedEof`].
+    pub async fn fill_from<R>(&mut self, reader: &mut R, len: usize) -> io::Result<()>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        self.bytes.reserve(len.saturating_sub(self.bytes.len()));
+        while self.bytes.len() < len {
+            let wanted = (len - self.bytes.len()) as u64;
+            if (&mut *reader)
+                .take(wanted)
+                .read_buf(&mut self.bytes)
+                .await?
+                == 0
+            {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
         }
+        Ok(())
     }
 
     /// The hash of everything appended.
-    fn finish(&mut self) -> blake3::Hash {
-        self.hasher.update(&self.bytes[self.hashed..]);
-        self.hashed = self.bytes.len();
-        self.hasher.finalize()
+    fn finish(&self) -> blake3::Hash {
+        blake3::hash(&self.bytes)
     }
 }
 
@@ -153,6 +170,10 @@ pub struct Partial {
     files: OpenFiles,
     log: Mutex<File>,
     force: bool,
+    /// Files an interrupted finish already moved to their final names
+    /// (found verified there when the download was opened again), by
+    /// manifest index.
+    placed: BTreeMap<usize, PathBuf>,
 }
 
 /// The work folder of content `id` in `target`.
@@ -238,8 +259,20 @@ impl Partial {
         force: bool,
     ) -> Result<(Self, BTreeSet<u64>), DiskError> {
         let target = Dir::open_or_create(target).map_err(DiskError::io("create", target))?;
-        for file in &layout.manifest.files {
-            check_destination(&target, &file.path, force)?;
+        // A taken name may be a file an interrupted finish already moved
+        // there: that is decided once the work folder is open.
+        let mut taken = Vec::new();
+        for (index, file) in layout.manifest.files.iter().enumerate() {
+            match check_destination(&target, &file.path, force) {
+                Ok(()) => {}
+                Err(DiskError::Exists(path)) => taken.push((index, path)),
+                Err(error) => return Err(error),
+            }
+        }
+        if let Some((_, path)) = taken.first() {
+            if !finish::unfinished_work_exists(&target, layout.id) {
+                return Err(DiskError::Exists(path.clone()));
+            }
         }
         let parts = open_folder(&target, WORK_DIR, FOLDER_MODE)?;
         let work = open_folder(&parts, &layout.id.to_string(), WORK_MODE)?;
@@ -254,11 +287,14 @@ impl Partial {
             work.write_synced(MANIFEST_FILE, encoded)
                 .map_err(|error| refusal(&work, MANIFEST_FILE, "write", error))?;
         }
-        // Every data file exists from here on (a resume finds its bytes);
-        // each is closed again at once, so that any number of them fits
-        // under the open-file limit.
+        let placed = finish::already_placed(&target, &work, &layout, taken)?;
+        // Every data file not yet placed exists from here on (a resume
+        // finds its bytes); each is closed again at once, so that any
+        // number of them fits under the open-file limit.
         for index in 0..layout.manifest.files.len() {
-            open_work_file(&work, &data_name(index), Access::Update)?;
+            if !placed.contains_key(&index) {
+                open_work_file(&work, &data_name(index), Access::Update)?;
+            }
         }
         let mut log = open_work_file(&work, LOG_FILE, Access::Append)?;
         let mut records = Vec::new();
@@ -272,8 +308,10 @@ impl Partial {
             files: OpenFiles::new(OPEN_FILES),
             log: Mutex::new(log),
             force,
+            placed,
         };
-        let have = partial.reverify(&records);
+        let mut have = partial.reverify(&records);
+        have.extend(partial.placed_chunks());
         Ok((partial, have))
     }
 
@@ -315,7 +353,7 @@ impl Partial {
     }
 
     /// Verifies chunk `index` and, only if it matches, writes and logs it.
-    pub fn store(&self, index: u64, chunk: &mut ChunkBuffer) -> Result<Stored, DiskError> {
+    pub fn store(&self, index: u64, chunk: &ChunkBuffer) -> Result<Stored, DiskError> {
         let Some(place) = self.layout.place(index) else {
             return Ok(Stored::Corrupt);
         };
@@ -333,51 +371,9 @@ impl Partial {
             .map_err(DiskError::io("write", &log_path))?;
         Ok(Stored::Verified)
     }
-
-    /// Syncs every file to disk and moves each to its final name. Returns
-    /// the final paths, in manifest order.
-    pub fn finish(&self) -> Result<Vec<PathBuf>, DiskError> {
-        let mut finals = Vec::with_capacity(self.layout.manifest.files.len());
-        for (index, entry) in self.layout.manifest.files.iter().enumerate() {
-            let name = data_name(index);
-            let data_path = self.work.path().join(&name);
-            // Its last use: once moved it has no name here to reopen by.
-            let file = self.files.take(index, || self.reopen_data_file(index))?;
-            // Exact size, whatever order the chunks were written in.
-            file.set_len(entry.size)
-                .map_err(DiskError::io("size", &data_path))?;
-            file.sync_all().map_err(DiskError::io("sync", &data_path))?;
-            let (folder, final_name) = prepare_destination(&self.target, &entry.path, self.force)?;
-            let destination = folder.path().join(final_name);
-            place(&self.work, &name, &folder, final_name, self.force)?;
-            // What now has the final name is the file written here, and a
-            // plain file.
-            if !folder
-                .holds(final_name, &file)
-                .map_err(DiskError::io("inspect", &destination))?
-            {
-                return Err(DiskError::Replaced(destination));
-            }
-            folder.sync();
-            finals.push(destination);
-        }
-        self.target.sync();
-        for name in [MANIFEST_FILE, LOG_FILE] {
-            self.work
-                .remove_file(name)
-                .map_err(DiskError::io("remove", &self.work.path().join(name)))?;
-        }
-        let id = self.layout.id.to_string();
-        self.parts
-            .remove_dir(&id)
-            .map_err(DiskError::io("remove", self.work.path()))?;
-        // The shared work folder goes once no other download uses it.
-        let _ = self.target.remove_dir(WORK_DIR);
-        Ok(finals)
-    }
 }
 
-fn data_name(index: usize) -> String {
+pub(super) fn data_name(index: usize) -> String {
     format!("{index}.data")
 }
 
@@ -418,27 +414,6 @@ fn check_destination(target: &Dir, relative: &str, force: bool) -> Result<(), Di
     }
 }
 
-/// Opens (creating) the folders of `relative` under `target` one at a
-/// time, refusing links; returns the last folder and the file's name.
-fn prepare_destination<'a>(
-    target: &Dir,
-    relative: &'a str,
-    force: bool,
-) -> Result<(Dir, &'a str), DiskError> {
-    check_destination(target, relative, force)?;
-    let components = check_relative_path(relative)?;
-    let (last, folders) = components
-        .split_last()
-        .ok_or_else(|| DiskError::NotAFolder(target.path().to_path_buf()))?;
-    let mut folder = target
-        .try_clone()
-        .map_err(DiskError::io("open", target.path()))?;
-    for component in folders {
-        folder = open_folder(&folder, component, FOLDER_MODE)?;
-    }
-    Ok((folder, last))
-}
-
 /// Moves `name` in `from` to `to_name` in `to`. Without `force` a hard link
 /// makes the new name appear only if it is free (atomically), then the old
 /// name goes.
@@ -477,6 +452,34 @@ pub fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<
     std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
 }
 
+/// `len` bytes of `file` from `offset`, read into a new buffer that is not
+/// zeroed first (the read fills it); an end of file before is
+/// [`io::ErrorKind::UnexpectedEof`].
+#[cfg(unix)]
+pub fn read_vec_at(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    let mut buffer = Vec::with_capacity(len);
+    while buffer.len() < len {
+        let at = offset + buffer.len() as u64;
+        // Reads into the spare room and extends the length by what it read.
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buffer), at) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    // The allocation may hold more than asked, and the read fill it.
+    buffer.truncate(len);
+    Ok(buffer)
+}
+
+#[cfg(windows)]
+pub fn read_vec_at(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
+    let mut buffer = vec![0u8; len];
+    read_exact_at(file, &mut buffer, offset)?;
+    Ok(buffer)
+}
+
 #[cfg(windows)]
 pub fn write_all_at(file: &File, mut data: &[u8], mut offset: u64) -> io::Result<()> {
     while !data.is_empty() {
@@ -507,11 +510,11 @@ mod tests {
     use std::fs;
 
     #[test]
-    fn a_chunk_hashed_piece_by_piece_hashes_as_a_whole() {
+    fn a_chunk_filled_piece_by_piece_hashes_as_a_whole() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
         let whole = blake3::hash(&data);
         let mut chunk = ChunkBuffer::default();
-        for piece_len in [1, 1200, HASH_STEP - 1, HASH_STEP, HASH_STEP + 1, data.len()] {
+        for piece_len in [1, 1200, 65_535, 65_536, 65_537, data.len()] {
             chunk.clear();
             for piece in data.chunks(piece_len) {
                 chunk.extend(piece);
@@ -522,6 +525,46 @@ mod tests {
         chunk.clear();
         assert!(chunk.is_empty());
         assert_eq!(chunk.finish(), blake3::hash(b""));
+    }
+
+    /// A reader that hands out at most `step` bytes per read, as a stream
+    /// does with what has arrived so far.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = self.step.min(self.data.len()).min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_filled_from_a_stream_to_its_length_and_no_further() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        let mut chunk = ChunkBuffer::default();
+        for step in [1, 1452, 4096, 20_000] {
+            let mut stream = Trickle { data: &data, step };
+            chunk.clear();
+            chunk.fill_from(&mut stream, 6_000).await.unwrap();
+            assert_eq!(chunk.finish(), blake3::hash(&data[..6_000]), "step {step}");
+            // The rest stays in the stream for the next chunk.
+            chunk.clear();
+            chunk.fill_from(&mut stream, 4_000).await.unwrap();
+            assert_eq!(chunk.finish(), blake3::hash(&data[6_000..]), "step {step}");
+            // A stream that ends early.
+            chunk.clear();
+            let error = chunk.fill_from(&mut stream, 1).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        }
     }
 
     #[test]
@@ -539,16 +582,14 @@ mod tests {
 
         let mut corrupt = ChunkBuffer::from(&data[..chunk_size]);
         corrupt.bytes[10] ^= 1;
-        assert_eq!(partial.store(0, &mut corrupt).unwrap(), Stored::Corrupt);
+        assert_eq!(partial.store(0, &corrupt).unwrap(), Stored::Corrupt);
         let short = &data[chunk_size..chunk_size * 2 - 1];
         assert_eq!(
-            partial.store(1, &mut ChunkBuffer::from(short)).unwrap(),
+            partial.store(1, &ChunkBuffer::from(short)).unwrap(),
             Stored::Corrupt
         );
         assert_eq!(
-            partial
-                .store(7, &mut ChunkBuffer::from(&data[..5]))
-                .unwrap(),
+            partial.store(7, &ChunkBuffer::from(&data[..5])).unwrap(),
             Stored::Corrupt
         );
         let data_file = work_dir(target.path(), built.layout.id).join("0.data");
@@ -560,7 +601,7 @@ mod tests {
 
         let last = &data[chunk_size * 2..];
         assert_eq!(
-            partial.store(2, &mut ChunkBuffer::from(last)).unwrap(),
+            partial.store(2, &ChunkBuffer::from(last)).unwrap(),
             Stored::Verified
         );
         drop(partial);
@@ -568,10 +609,10 @@ mod tests {
             Partial::open(target.path(), built.layout, &built.encoded, false).unwrap();
         assert_eq!(have.into_iter().collect::<Vec<_>>(), vec![2]);
         for (index, range) in [(0, 0..chunk_size), (1, chunk_size..chunk_size * 2)] {
-            let mut chunk = ChunkBuffer::from(&data[range]);
-            assert_eq!(partial.store(index, &mut chunk).unwrap(), Stored::Verified);
+            let chunk = ChunkBuffer::from(&data[range]);
+            assert_eq!(partial.store(index, &chunk).unwrap(), Stored::Verified);
         }
-        let paths = partial.finish().unwrap();
+        let paths = partial.finish(|| false).unwrap();
         assert_eq!(fs::read(&paths[0]).unwrap(), data);
     }
 
@@ -594,9 +635,9 @@ mod tests {
         let (partial, _) =
             Partial::open(target.path(), built.layout.clone(), &built.encoded, false).unwrap();
         for index in 0..count {
-            let mut chunk = ChunkBuffer::from(&[index as u8][..]);
+            let chunk = ChunkBuffer::from(&[index as u8][..]);
             assert_eq!(
-                partial.store(index as u64, &mut chunk).unwrap(),
+                partial.store(index as u64, &chunk).unwrap(),
                 Stored::Verified
             );
             assert!(partial.files.open_count() <= OPEN_FILES);
@@ -609,18 +650,21 @@ mod tests {
         fs::write(&outside, b"keep").unwrap();
         fs::remove_file(work.join("0.data")).unwrap();
         std::os::unix::fs::symlink(&outside, work.join("0.data")).unwrap();
-        let mut chunk = ChunkBuffer::from(&[0u8][..]);
+        let chunk = ChunkBuffer::from(&[0u8][..]);
         assert!(matches!(
-            partial.store(0, &mut chunk),
+            partial.store(0, &chunk),
             Err(DiskError::Symlink(_))
         ));
-        assert!(matches!(partial.finish(), Err(DiskError::Symlink(_))));
+        assert!(matches!(
+            partial.finish(|| false),
+            Err(DiskError::Symlink(_))
+        ));
         assert_eq!(fs::read(&outside).unwrap(), b"keep");
 
         fs::remove_file(work.join("0.data")).unwrap();
-        let mut chunk = ChunkBuffer::from(&[0u8][..]);
+        let chunk = ChunkBuffer::from(&[0u8][..]);
         assert!(
-            matches!(partial.store(0, &mut chunk), Err(DiskError::Io { .. })),
+            matches!(partial.store(0, &chunk), Err(DiskError::Io { .. })),
             "a missing data file is not made anew"
         );
         assert!(!work.join("0.data").exists());

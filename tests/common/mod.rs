@@ -7,6 +7,7 @@ pub mod history;
 pub mod process;
 #[cfg(unix)]
 pub mod pty;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -107,15 +108,18 @@ pub async fn raw_peer_at(
     .unwrap()
     .await
     .unwrap();
-    let (send, recv) = connection.open_bi().await.unwrap();
-    let mut control = FrameWriter::open(send, StreamKind::Control).await.unwrap();
+    // The acceptor opens the control stream and greets first.
+    let (send, recv) = connection.accept_bi().await.unwrap();
+    let mut control = FrameWriter::answering(send, StreamKind::Control);
     let hello = ControlMessage::Hello {
         name: name.into(),
         agent: "test".into(),
         rooms: vec![room.into()],
     };
     control.send(&hello).await.unwrap();
-    let answer = FrameReader::new(recv, StreamKind::Control)
+    let answer = FrameReader::accept(recv, StreamKind::Control)
+        .await
+        .unwrap()
         .recv::<ControlMessage>()
         .await
         .unwrap();

@@ -128,6 +128,15 @@ impl Proc {
         self.child.wait().unwrap();
     }
 
+    /// Ctrl-C: SIGINT, then waits for the process to end.
+    #[cfg(unix)]
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: a plain signal to a child process this value owns.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        self.child.wait().unwrap()
+    }
+
     pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
         writeln!(stdin, "{line}").unwrap();

@@ -216,6 +216,7 @@ pub struct Lab {
     links: Links,
     /// The delay-line processes.
     delay_lines: Vec<std::process::Child>,
+    internet: super::neighbours::Neighbours,
 }
 
 /// Why the lab cannot run here, if it cannot.
@@ -385,6 +386,7 @@ impl Lab {
             veths: 0,
             links,
             delay_lines: Vec::new(),
+            internet: Default::default(),
         };
         let inet = lab.add_ns("inet");
         run(&["ip", "-n", &inet, "link", "add", "br0", "type", "bridge"]);
@@ -394,6 +396,7 @@ impl Lab {
         lab.attach_to_bridge(&tracker, "eth0");
         lab.addr(&tracker, "eth0", &format!("{TRACKER_IP}/24"));
         lab.addr(&tracker, "eth0", &format!("{OTHER_IP}/24"));
+        lab.internet.join(&tracker, "eth0", &[TRACKER_IP, OTHER_IP]);
         lab
     }
 
@@ -559,6 +562,7 @@ impl Lab {
             self.link(&host, "eth0", &inet, None);
             self.attach_to_bridge(&host, "eth0");
             self.addr(&host, "eth0", &format!("{public_ip}/24"));
+            self.internet.join(&host, "eth0", &[public_ip]);
             return Site {
                 hosts: vec![Host {
                     netns: host,
@@ -572,6 +576,7 @@ impl Lab {
         self.link(&router, "wan", &inet, None);
         self.attach_to_bridge(&router, "wan");
         self.addr(&router, "wan", &format!("{public_ip}/24"));
+        self.internet.join(&router, "wan", &[public_ip]);
         // The LAN: a bridge in the router's namespace joins its hosts.
         run(&["ip", "-n", &router, "link", "add", "lan", "type", "bridge"]);
         run(&["ip", "-n", &router, "link", "set", "lan", "up"]);
@@ -616,6 +621,7 @@ impl Lab {
         self.link(&carrier, "wan", &inet, None);
         self.attach_to_bridge(&carrier, "wan");
         self.addr(&carrier, "wan", &format!("{public_ip}/24"));
+        self.internet.join(&carrier, "wan", &[public_ip]);
         let home = self.router(&format!("r{n}"));
         self.link(&home, "wan", &carrier, Some("lan"));
         self.addr(&carrier, "lan", &format!("100.64.{n}.1/24"));

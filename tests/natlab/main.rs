@@ -5,11 +5,14 @@
 //! Lines starting `NATLAB |` are the results docs/NAT.md records; see them
 //! with `cargo test --test natlab -- --nocapture --test-threads 2`.
 
+mod busy;
 #[path = "../common/mod.rs"]
 mod common;
 mod flows;
 mod lab;
 mod lossy;
+mod neighbours;
+mod setup;
 mod timing;
 
 use std::collections::BTreeSet;

@@ -71,7 +71,7 @@ fn punch_times_with_delayed_links() {
         let setup = connected["setup_ms"].as_f64().unwrap_or_default();
         chat_once(&mut h1, &h2, "over slow links");
         eprintln!(
-            "NATLAB-TIMING | {} | {} | punch {setup:.0} ms = {:.1} × the {rtt_ms:.0} ms path RTT (minimum 2: handshake + greeting; quinn's RTT estimate {measured_rtt:.0} ms)",
+            "NATLAB-TIMING | {} | {} | punch {setup:.0} ms = {:.1} × the {rtt_ms:.0} ms path RTT (minimum 1: the handshake, the greeting riding in its flights; quinn's RTT estimate {measured_rtt:.0} ms)",
             a.label(),
             b.label(),
             setup / rtt_ms

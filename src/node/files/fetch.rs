@@ -3,9 +3,9 @@
 //!
 //! A fetch runs `streams` workers per source. Each keeps
 //! [`PIPELINE_DEPTH`] chunk requests outstanding on its stream, reads each
-//! answer into a buffer it reuses, hashing it (BLAKE3) piece by piece as it
-//! arrives, and hands it to a blocking thread that compares the hash with
-//! the manifest's and only then writes it.
+//! answer into one of two buffers it reuses, and hands it to a blocking
+//! thread that hashes it (BLAKE3), compares the hash with the manifest's and
+//! only then writes it, while the next chunk arrives in the other buffer.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,12 +29,17 @@ use crate::transfer::finished::finished_copy;
 use crate::transfer::manifest::{ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
+use crate::transfer::window;
 use crate::transfer::{swarm_room, Share, Ticket};
 use crate::wire::{FrameReader, FrameWriter, WireError};
 
-/// Chunk requests a worker keeps outstanding, so its stream never idles
-/// for a round trip between chunks.
+/// Chunk requests a worker keeps outstanding at least, so its stream never
+/// idles for a round trip between chunks. On a path whose bandwidth-delay
+/// product outgrows the first window, more (see [`window::pipeline_depth`]).
 pub const PIPELINE_DEPTH: usize = 2;
+/// Chunk requests a worker keeps outstanding at most: with the default 4
+/// streams of 1 MiB chunks, half the largest window ([`window::CEILING`]).
+const MAX_PIPELINE_DEPTH: usize = 8;
 /// How often a running fetch reports progress.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest wait for a manifest from one source.
@@ -113,6 +118,16 @@ pub struct SourceCount {
     pub chunks: u64,
 }
 
+/// Set when dropped: tells blocking work of a fetch that the fetch is gone.
+#[derive(Default)]
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A running fetch's place in [`FileState::fetching`], given up when the
 /// fetch ends however it ends.
 struct FetchRegistration {
@@ -139,11 +154,7 @@ impl Node {
         let paths = tokio::task::spawn_blocking(move || finished_copy(&target, &checked))
             .await
             .ok()??;
-        let share = Arc::new(Share {
-            layout: layout.clone(),
-            encoded: encoded.to_vec(),
-            sources: paths.clone(),
-        });
+        let share = Arc::new(Share::new(layout.clone(), encoded.to_vec(), paths.clone()));
         self.inner
             .services
             .files
@@ -337,14 +348,16 @@ impl Node {
         }
         let partial = fetch.partial.clone();
         let layout = partial.layout().clone();
-        let paths = tokio::task::spawn_blocking(move || partial.finish())
-            .await
-            .map_err(|e| FetchError::Internal(e.to_string()))??;
-        let share = Arc::new(Share {
-            layout,
-            encoded,
-            sources: paths.clone(),
-        });
+        // Stopped between two files if this fetch is dropped (Ctrl-C): the
+        // same get opened again finishes the rest.
+        let stop = StopOnDrop::default();
+        let stopped = stop.0.clone();
+        let paths =
+            tokio::task::spawn_blocking(move || partial.finish(|| stopped.load(Ordering::Relaxed)))
+                .await
+                .map_err(|e| FetchError::Internal(e.to_string()))??;
+        drop(stop);
+        let share = Arc::new(Share::new(layout, encoded, paths.clone()));
         self.inner
             .services
             .files
@@ -438,6 +451,28 @@ impl Node {
     }
 
     async fn run_worker(&self, fetch: &Fetch, gate: &Gate, source: SourceId) -> Result<(), String> {
+        let mut storing = None;
+        let received = self.receive_chunks(fetch, gate, source, &mut storing).await;
+        // A chunk still being stored when the stream failed counts all the
+        // same: it may well be whole and verified.
+        let settled = match storing {
+            Some(storing) => self.settle(fetch, gate, source, storing).await.map(drop),
+            None => Ok(()),
+        };
+        received.and(settled)
+    }
+
+    /// Requests and reads chunks until the schedule says stop. Each chunk
+    /// is read into a buffer and handed to a blocking thread that verifies
+    /// and writes it ([`Storing`]) while the next one is read into the
+    /// other buffer; `storing` is the one in progress, if any.
+    async fn receive_chunks(
+        &self,
+        fetch: &Fetch,
+        gate: &Gate,
+        source: SourceId,
+        storing: &mut Option<Storing>,
+    ) -> Result<(), String> {
         let (send, recv) = gate.connection.open_bi().await.map_err(|e| e.to_string())?;
         let mut writer = FrameWriter::open(send, StreamKind::Chunks)
             .await
@@ -445,12 +480,15 @@ impl Node {
         let mut reader = FrameReader::new(recv, StreamKind::Chunks);
         let mut outstanding = std::collections::VecDeque::with_capacity(PIPELINE_DEPTH);
         let mut buffer = ChunkBuffer::default();
+        let streams = self.inner.config.transfer.streams;
+        let chunk_size = u64::from(fetch.partial.layout().manifest.chunk_size);
+        let mut depth = PIPELINE_DEPTH;
         loop {
             let changed = fetch.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
             let mut stop = false;
-            while outstanding.len() < PIPELINE_DEPTH {
+            while outstanding.len() < depth {
                 let next = fetch.schedule().next(source);
                 match next {
                     Next::Fetch(index) => {
@@ -471,6 +509,12 @@ impl Node {
                 }
             }
             let Some(expected) = outstanding.pop_front() else {
+                // Nothing asked for: the chunk being stored may change what
+                // the schedule has to give, so it is settled first.
+                if let Some(previous) = storing.take() {
+                    buffer = self.settle(fetch, gate, source, previous).await?;
+                    continue;
+                }
                 if stop {
                     return Ok(());
                 }
@@ -495,56 +539,85 @@ impl Node {
                 .place(index)
                 .ok_or("answered a chunk that does not exist")?;
             buffer.clear();
-            while buffer.len() < place.len {
-                let piece = reader
-                    .get_mut()
-                    .read_chunk(place.len - buffer.len(), true)
-                    .await
-                    .map_err(|e| format!("chunk {index}: {e}"))?
-                    .ok_or_else(|| format!("chunk {index}: the source closed the stream"))?;
-                buffer.extend(&piece.bytes);
-            }
+            buffer
+                .fill_from(reader.get_mut(), place.len)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        format!("chunk {index}: the source closed the stream")
+                    }
+                    _ => format!("chunk {index}: {e}"),
+                })?;
+            let window = gate.size_windows();
+            depth = window::pipeline_depth(
+                window,
+                streams,
+                chunk_size,
+                PIPELINE_DEPTH,
+                MAX_PIPELINE_DEPTH,
+            );
             if fetch.schedule().is_done(index) {
                 continue; // another source was faster with this one
             }
+            // One chunk in storage at a time: its buffer comes back for the
+            // next chunk.
+            let next_buffer = match storing.take() {
+                Some(previous) => self.settle(fetch, gate, source, previous).await?,
+                None => ChunkBuffer::default(),
+            };
+            let chunk = std::mem::replace(&mut buffer, next_buffer);
             let partial = fetch.partial.clone();
-            let (stored, returned) = tokio::task::spawn_blocking(move || {
-                let stored = partial.store(index, &mut buffer);
-                (stored, buffer)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            buffer = returned;
-            match stored {
-                Ok(Stored::Verified) => {
-                    if fetch.schedule().delivered(source, index) == Delivery::New {
-                        fetch
-                            .bytes_done
-                            .fetch_add(place.len as u64, Ordering::Relaxed);
-                    }
-                    fetch.changed.notify_waiters();
+            *storing = Some(Storing {
+                index,
+                len: place.len,
+                task: tokio::task::spawn_blocking(move || {
+                    let stored = partial.store(index, &chunk);
+                    (stored, chunk)
+                }),
+            });
+        }
+    }
+
+    /// Waits for a chunk being stored and records what came of it: the
+    /// buffer back if it verified and was written, why the source or the
+    /// fetch must stop if not.
+    async fn settle(
+        &self,
+        fetch: &Fetch,
+        gate: &Gate,
+        source: SourceId,
+        storing: Storing,
+    ) -> Result<ChunkBuffer, String> {
+        let Storing { index, len, task } = storing;
+        let (stored, buffer) = task.await.map_err(|e| e.to_string())?;
+        match stored {
+            Ok(Stored::Verified) => {
+                if fetch.schedule().delivered(source, index) == Delivery::New {
+                    fetch.bytes_done.fetch_add(len as u64, Ordering::Relaxed);
                 }
-                Ok(Stored::Corrupt) => {
-                    fetch.schedule().corrupt(source, index);
-                    fetch.changed.notify_waiters();
-                    let mut corrupt = fetch.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
-                    if !corrupt.contains(&gate.peer_id) {
-                        corrupt.push(gate.peer_id);
-                    }
-                    drop(corrupt);
-                    let message = format!(
-                        "{} sent chunk {index} of {} that does not match its hash; dropped that source",
-                        self.name_of(&gate.peer_id),
-                        fetch.content.short()
-                    );
-                    self.emit(Event::error(&message));
-                    return Err(message);
+                fetch.changed.notify_waiters();
+                Ok(buffer)
+            }
+            Ok(Stored::Corrupt) => {
+                fetch.schedule().corrupt(source, index);
+                fetch.changed.notify_waiters();
+                let mut corrupt = fetch.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
+                if !corrupt.contains(&gate.peer_id) {
+                    corrupt.push(gate.peer_id);
                 }
-                Err(error) => {
-                    let message = error.to_string();
-                    fetch.fail(error);
-                    return Err(message);
-                }
+                drop(corrupt);
+                let message = format!(
+                    "{} sent chunk {index} of {} that does not match its hash; dropped that source",
+                    self.name_of(&gate.peer_id),
+                    fetch.content.short()
+                );
+                self.emit(Event::error(&message));
+                Err(message)
+            }
+            Err(error) => {
+                let message = error.to_string();
+                fetch.fail(error);
+                Err(message)
             }
         }
     }
@@ -680,6 +753,14 @@ async fn ask_manifest(gate: &Gate, content: ContentId) -> Result<Option<Vec<u8>>
         Some(ManifestReply::Missing) => Ok(None),
         None => Err(WireError::Truncated("manifest reply")),
     }
+}
+
+/// A chunk being verified and written on a blocking thread; the thread
+/// hands back what came of it and the buffer.
+struct Storing {
+    index: u64,
+    len: usize,
+    task: tokio::task::JoinHandle<(Result<Stored, DiskError>, ChunkBuffer)>,
 }
 
 /// Sleeps until `at`; never wakes without one.

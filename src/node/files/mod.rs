@@ -8,6 +8,7 @@
 //! of the node's, since it connects to sources.
 
 mod fetch;
+mod meters;
 mod sources;
 mod upload;
 
@@ -90,6 +91,8 @@ pub(in crate::node) struct Files {
     chunk_reads: Arc<Semaphore>,
     /// Paces chunks served when an upload limit is set.
     upload_limit: Option<Mutex<TokenBucket>>,
+    /// What each receiver was served, for progress reports.
+    uploads: Mutex<meters::UploadMeters>,
 }
 
 /// What the node shares and what rooms offered it.
@@ -167,11 +170,43 @@ impl Files {
             chunk_size: transfer.chunk_size,
             chunk_reads: Arc::new(Semaphore::new(MAX_CHUNK_READS)),
             upload_limit,
+            uploads: Mutex::default(),
         }
     }
 
     pub fn state(&self) -> MutexGuard<'_, FileState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `peer` is gone: what it offered and what it was served.
+    pub fn forget_peer(&self, peer: &PeerId) {
+        self.state().forget_provider(peer);
+        self.uploads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget(peer);
+    }
+
+    /// `bytes` of `share` went to `peer`: reported as upload progress when
+    /// due.
+    fn served(&self, peer: PeerId, share: &Share, bytes: usize) {
+        let content = share.layout.id;
+        let total = share.layout.total_bytes;
+        let due = self
+            .uploads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .served(peer, content, bytes as u64, total, Instant::now());
+        if let Some(served) = due {
+            self.cx.emit(Event::UploadProgress {
+                peer_id: peer.to_string(),
+                peer_name: self.cx.name_of(&peer),
+                hash: content.to_string(),
+                name: share.layout.manifest.name.clone(),
+                bytes: served.min(total),
+                total,
+            });
+        }
     }
 
     /// Builds the manifest of `paths` (hashing every byte, on a blocking

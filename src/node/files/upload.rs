@@ -14,14 +14,17 @@ use super::super::gate::Gate;
 use super::fetch::PIPELINE_DEPTH;
 use super::Files;
 use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest, StreamKind};
+use crate::transfer::Share;
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// Chunks a node reads from disk for peers at once, all peers together
 /// (bounds the memory hostile or many downloaders can make it hold).
 pub const MAX_CHUNK_READS: usize = 64;
-/// Chunks read from disk for one peer at once: a normal download keeps
-/// at most `streams × (PIPELINE_DEPTH + 2)` busy (16 with the defaults), and
-/// one peer leaves the rest of [`MAX_CHUNK_READS`] to others.
+/// Chunks read from disk for one peer at once: a download keeps
+/// `streams × (depth + 2)` busy, where its pipeline depth starts at
+/// `PIPELINE_DEPTH` (16 with the defaults) and grows with the connection's
+/// window; beyond 16 its requests wait here, and one peer leaves the rest
+/// of [`MAX_CHUNK_READS`] to others.
 pub const MAX_CHUNK_READS_PER_PEER: usize = 16;
 /// Longest wait for a peer to take a piece of a chunk (flow control): a
 /// stalled chunk stream is reset and its permits freed.
@@ -78,6 +81,7 @@ impl Files {
         let mut writer = FrameWriter::answering(send, StreamKind::Chunks);
         type Read = (
             u64,
+            Option<Arc<Share>>,
             ReadPermits,
             tokio::task::JoinHandle<std::io::Result<Vec<u8>>>,
         );
@@ -97,7 +101,8 @@ impl Files {
                     .acquire_owned()
                     .await
                     .map_err(closed)?;
-                let read = tokio::task::spawn_blocking(move || match share {
+                let reading = share.clone();
+                let read = tokio::task::spawn_blocking(move || match reading {
                     Some(share) => share.read_chunk(index),
                     None => Err(std::io::Error::new(
                         std::io::ErrorKind::NotFound,
@@ -105,7 +110,7 @@ impl Files {
                     )),
                 });
                 if reads_tx
-                    .send((index, (peer, node_wide), read))
+                    .send((index, share, (peer, node_wide), read))
                     .await
                     .is_err()
                 {
@@ -115,7 +120,7 @@ impl Files {
             Ok::<(), WireError>(())
         };
         let answers = async {
-            while let Some((index, _permits, read)) = reads_rx.recv().await {
+            while let Some((index, share, _permits, read)) = reads_rx.recv().await {
                 let reply = match read.await {
                     Ok(Ok(data)) => {
                         let wait = self.upload_pace(data.len());
@@ -131,12 +136,17 @@ impl Files {
                     Err(_) => None,
                 };
                 let (reply, data) = reply.unwrap_or((ChunkReply::Missing { index }, Bytes::new()));
+                let bytes = data.len();
                 match timeout(STALLED_WRITE_TIMEOUT, writer.send(&reply)).await {
                     Ok(sent) => sent?,
                     Err(_) => return Ok(Served::Stalled),
                 }
                 if !write_within_deadline(writer.get_mut(), data).await? {
                     return Ok(Served::Stalled);
+                }
+                gate.size_windows();
+                if let Some(share) = share.filter(|_| bytes > 0) {
+                    self.served(gate.peer_id, &share, bytes);
                 }
             }
             Ok::<Served, WireError>(Served::All)
