@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::node::events::HelpLine;
-use crate::node::{Event, Node};
+use crate::node::{Event, Node, NodeError, PeerStatus};
 use crate::pake::Secret;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +25,12 @@ pub enum Command {
     History(usize),
     /// Protect the current room with a password.
     Password(Secret),
+    /// The same, and keep the password in the data directory for the next
+    /// start.
+    RememberPassword(Secret),
+    /// Plain lines go privately to this peer (name or id), or back to the
+    /// current room (`None`).
+    Switch(Option<String>),
     /// A private message to one peer.
     Msg {
         to: String,
@@ -47,7 +53,7 @@ pub enum Command {
 /// `(usage, what it does)` for every command; `/help` prints these.
 pub const HELP: &[(&str, &str)] = &[
     ("<text>", "send a message to the current room"),
-    ("/help", "list the commands"),
+    ("/help, /info", "list the commands"),
     (
         "/peers",
         "every known peer: name, id, status, path, address",
@@ -65,8 +71,12 @@ pub const HELP: &[(&str, &str)] = &[
         "a private message to one peer (name or id)",
     ),
     (
-        "/password PW",
-        "make the current room a password room: only peers who prove PW share it",
+        "/switch [PEER]",
+        "talk privately to PEER (name or id) until /switch alone goes back to the room",
+    ),
+    (
+        "/password [--remember] PW",
+        "make the current room a password room: only peers who prove PW share it (--remember keeps PW in the data directory for the next start)",
     ),
     (
         "/rooms",
@@ -74,7 +84,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "/connect PEER",
-        "connect to PEERID@host:port, or to a room member by name or id",
+        "connect to a room member by name or id, to HOST PORT (its key trusted on first use), or to PEERID@HOST:PORT",
     ),
     (
         "/send PATH",
@@ -90,7 +100,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("/join ROOM", "join a room and connect to its members"),
     ("/leave ROOM", "leave a room"),
-    ("/quit", "tell connected peers goodbye and exit"),
+    ("/quit, /exit", "tell connected peers goodbye and exit"),
 ];
 
 pub fn help_lines() -> Vec<HelpLine> {
@@ -116,6 +126,9 @@ pub enum CommandError {
     #[error("empty line")]
     Empty,
 }
+
+/// The word that makes `/password` keep the password for the next start.
+const REMEMBER: &str = "--remember";
 
 /// The word that makes `/get` replace files in the way.
 const FORCE: &str = "--force";
@@ -144,11 +157,13 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
         }
     };
     match name {
-        "help" | "h" | "?" => Ok(Command::Help),
+        "help" | "h" | "?" | "info" => Ok(Command::Help),
         "peers" => Ok(Command::Peers),
         "show" => Ok(Command::Show),
         "rooms" => Ok(Command::Rooms),
-        "connect" => required("connect", "PEERID@host:port, a name or an id").map(Command::Connect),
+        "connect" => required("connect", "a name, an id, HOST PORT or PEERID@HOST:PORT")
+            .map(|what| Command::Connect(host_port(&what).unwrap_or(what))),
+        "switch" => Ok(Command::Switch((!arg.is_empty()).then(|| arg.to_string()))),
         "join" => required("join", "a room name").map(Command::Join),
         "leave" => required("leave", "a room name").map(Command::Leave),
         "msg" => match arg.split_once(char::is_whitespace) {
@@ -158,9 +173,17 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
             }),
             _ => Err(CommandError::MissingArgument("msg", "a peer and the text")),
         },
-        "password" => {
-            required("password", "the room's password").map(|pw| Command::Password(Secret::new(pw)))
-        }
+        "password" => match arg.strip_prefix(REMEMBER) {
+            Some(pw) if pw.is_empty() || pw.starts_with(' ') => match pw.trim_start() {
+                "" => Err(CommandError::MissingArgument(
+                    "password",
+                    "the room's password",
+                )),
+                pw => Ok(Command::RememberPassword(Secret::new(pw))),
+            },
+            _ => required("password", "the room's password")
+                .map(|pw| Command::Password(Secret::new(pw))),
+        },
         "history" => match arg {
             "" => Ok(Command::History(DEFAULT_HISTORY)),
             count => count
@@ -198,6 +221,18 @@ pub fn parse(line: &str) -> Result<Command, CommandError> {
     }
 }
 
+/// `HOST PORT` (as the programs punchgate replaces took it) as
+/// `HOST:PORT`; `None` for anything else.
+fn host_port(what: &str) -> Option<String> {
+    let (host, port) = what.split_once(char::is_whitespace)?;
+    let port: u16 = port.trim().parse().ok()?;
+    if host.contains(':') && !host.starts_with('[') {
+        Some(format!("[{host}]:{port}"))
+    } else {
+        Some(format!("{host}:{port}"))
+    }
+}
+
 /// Carries out `command` on `node` through its public API, answering in its
 /// event stream (the REPL, `--json` mode and any other frontend share
 /// this). Returns `false` on `/quit`, after the node has shut down.
@@ -229,15 +264,29 @@ pub async fn execute(node: &Node, command: Command) -> bool {
             Ok(())
         }
         Command::Connect(what) => {
-            // Connecting can take seconds; the REPL stays responsive.
-            let task_node = node.clone();
-            node.run_in_background(async move { task_node.connect_by_text(&what).await });
+            if let Some(name) = already_connected(node, &what) {
+                node.emit(Event::Info {
+                    message: format!("already connected to {name}"),
+                });
+            } else {
+                // Connecting can take seconds; the REPL stays responsive.
+                let task_node = node.clone();
+                node.run_in_background(async move {
+                    match task_node.connect_by_text(&what).await {
+                        // The node told it already, with when it tries again.
+                        Err(NodeError::Unreachable { .. }) => Ok(()),
+                        other => other,
+                    }
+                });
+            }
             Ok(())
         }
         Command::Join(room) => node.join(&room).await,
         Command::Leave(room) => node.leave(&room).await,
         Command::History(count) => node.history(count).await,
         Command::Password(password) => node.set_password(password).await,
+        Command::RememberPassword(password) => node.set_and_remember_password(password).await,
+        Command::Switch(to) => node.switch(to.as_deref()),
         Command::Msg { to, text } => node.direct_message(&to, &text).await.map(|_| ()),
         Command::Send(path) => {
             // Hashing a large folder takes a while; the REPL stays responsive.
@@ -273,6 +322,25 @@ pub async fn execute(node: &Node, command: Command) -> bool {
     true
 }
 
+/// `NAME [ID]` of the peer `what` names if it is connected now.
+fn already_connected(node: &Node, what: &str) -> Option<String> {
+    let peer = match what.parse::<crate::endpoint::Target>() {
+        Ok(target) => target.peer?,
+        Err(_) => node.resolve_peer(what).ok()?,
+    }
+    .to_string();
+    node.peers()
+        .into_iter()
+        .find(|p| p.peer_id == peer && p.status == PeerStatus::Connected)
+        .map(|p| {
+            format!(
+                "{} [{}]",
+                crate::render::sanitize(&p.name),
+                p.peer_id.get(..10).unwrap_or(&p.peer_id)
+            )
+        })
+}
+
 /// Reports a line that could not be parsed, as an [`Event::Error`].
 pub fn report_error(node: &Node, error: CommandError) {
     node.emit(Event::error(error));
@@ -290,6 +358,35 @@ mod tests {
             Ok(Command::Say("/not a command".into()))
         );
         assert_eq!(parse("/peers"), Ok(Command::Peers));
+        assert_eq!(parse("/info"), Ok(Command::Help));
+        assert_eq!(
+            parse("/password --remember  s3cret pw"),
+            Ok(Command::RememberPassword(Secret::new("s3cret pw")))
+        );
+        assert_eq!(
+            parse("/password --rememberme"),
+            Ok(Command::Password(Secret::new("--rememberme")))
+        );
+        assert!(parse("/password --remember").is_err());
+        assert_eq!(parse("/exit"), Ok(Command::Quit));
+        assert_eq!(
+            parse("/switch bob"),
+            Ok(Command::Switch(Some("bob".into())))
+        );
+        assert_eq!(parse("/switch"), Ok(Command::Switch(None)));
+        assert_eq!(
+            parse("/connect 127.0.0.1 38650"),
+            Ok(Command::Connect("127.0.0.1:38650".into()))
+        );
+        assert_eq!(
+            parse("/connect ::1 38650"),
+            Ok(Command::Connect("[::1]:38650".into()))
+        );
+        assert_eq!(
+            parse("/connect 127.0.0.1:38650"),
+            Ok(Command::Connect("127.0.0.1:38650".into()))
+        );
+        assert_eq!(parse("/connect bob"), Ok(Command::Connect("bob".into())));
         assert_eq!(parse("/join  games "), Ok(Command::Join("games".into())));
         assert_eq!(parse("/quit\n"), Ok(Command::Quit));
         assert_eq!(parse("/history"), Ok(Command::History(DEFAULT_HISTORY)));
@@ -357,12 +454,13 @@ mod tests {
     #[test]
     fn every_command_has_help() {
         for name in [
-            "help", "peers", "show", "history", "msg", "password", "rooms", "connect", "join",
-            "leave", "send", "files", "get", "quit",
+            "help", "info", "peers", "show", "history", "msg", "switch", "password", "rooms",
+            "connect", "join", "leave", "send", "files", "get", "quit", "exit",
         ] {
             assert!(
-                HELP.iter()
-                    .any(|(usage, _)| usage.starts_with(&format!("/{name}"))),
+                HELP.iter().any(|(usage, _)| usage
+                    .split(", ")
+                    .any(|u| u.starts_with(&format!("/{name}")))),
                 "{name}"
             );
         }

@@ -1,5 +1,5 @@
-//! The data directory: where a node keeps its identity key and the trackers it
-//! has trusted on first use.
+//! The data directory: where a node keeps its identity key and the trackers
+//! and peers it has trusted on first use.
 //!
 //! Chosen by `--home DIR`, else `PUNCHGATE_HOME`, else the platform's data
 //! directory (`~/.local/share/punchgate` on Linux). Created owner-only (0700);
@@ -10,7 +10,7 @@
 //! ([`make_private`]).
 //!
 //! This module sits below [`identity`](crate::identity), which keeps its key
-//! here; so it does not name `PeerId`, and [`KnownTrackers`] takes any id that
+//! here; so it does not name `PeerId`, and [`KnownKeys`] takes any id that
 //! reads and prints as text.
 
 use std::fmt::Display;
@@ -35,11 +35,14 @@ pub enum HomeError {
     #[error("{0} belongs to another user; give punchgate a data directory of your own")]
     NotYours(String),
     #[error(
-        "TRACKER KEY CHANGED for {addr}: remembered {remembered}, it now presents {presented}. \
-         Someone may be impersonating the tracker. If the tracker really got a new key, \
-         delete its line from {file} and connect again"
+        "{} KEY CHANGED for {addr}: remembered {remembered}, it now presents {presented}. \
+         Someone may be impersonating the {what}. If the {what} really got a new key, \
+         delete its line from {file} and connect again",
+        what.to_uppercase()
     )]
-    TrackerKeyChanged {
+    KeyChanged {
+        /// `tracker` or `peer`.
+        what: &'static str,
         addr: String,
         /// The remembered id, in its text form.
         remembered: String,
@@ -211,22 +214,51 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), HomeError> {
     Ok(())
 }
 
-/// Trackers trusted on first use: one `ADDR PEERID` line per tracker, in
-/// `known_trackers` in the data directory.
-pub struct KnownTrackers {
+/// Keys trusted on first use, by address: one `ADDR PEERID` line each, in
+/// `known_trackers` (trackers given as a bare `host:port`) or `known_peers`
+/// (peers connected to by address alone) in the data directory, as ssh's
+/// `known_hosts`.
+pub struct KnownKeys {
     file: PathBuf,
+    /// `tracker` or `peer`, for the refusal.
+    what: &'static str,
 }
 
 pub const KNOWN_TRACKERS_FILE: &str = "known_trackers";
+pub const KNOWN_PEERS_FILE: &str = "known_peers";
 
-impl KnownTrackers {
-    pub fn in_home(home: &Path) -> Self {
+/// What [`KnownKeys::check_or_remember`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// The key remembered for the address.
+    Known,
+    /// A new address: its key is remembered from now on.
+    FirstUse,
+}
+
+impl KnownKeys {
+    /// The trackers' keys in the data directory `home`.
+    pub fn trackers(home: &Path) -> Self {
         Self {
             file: home.join(KNOWN_TRACKERS_FILE),
+            what: "tracker",
         }
     }
 
-    /// The remembered trackers; lines whose id does not read as an `Id` are
+    /// The keys of peers connected to by address, in `home`.
+    pub fn peers(home: &Path) -> Self {
+        Self {
+            file: home.join(KNOWN_PEERS_FILE),
+            what: "peer",
+        }
+    }
+
+    /// The file the keys are kept in.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The remembered keys; lines whose id does not read as an `Id` are
     /// skipped (and dropped at the next write).
     fn entries<Id: FromStr>(&self) -> Result<Vec<(String, Id)>, HomeError> {
         let text = match std::fs::read_to_string(&self.file) {
@@ -243,12 +275,12 @@ impl KnownTrackers {
             .collect())
     }
 
-    /// Accepts `presented` as the tracker at `addr` if it is the key remembered
+    /// Accepts `presented` as the key at `addr` if it is the key remembered
     /// for that address, or if the address is new (then remembers it). A
-    /// different key is refused with [`HomeError::TrackerKeyChanged`].
+    /// different key is refused with [`HomeError::KeyChanged`].
     ///
-    /// `Id` is the tracker's [`PeerId`](crate::identity::PeerId).
-    pub fn check_or_remember<Id>(&self, addr: &str, presented: Id) -> Result<(), HomeError>
+    /// `Id` is a [`PeerId`](crate::identity::PeerId).
+    pub fn check_or_remember<Id>(&self, addr: &str, presented: Id) -> Result<Trust, HomeError>
     where
         Id: FromStr + Display + PartialEq,
     {
@@ -256,22 +288,29 @@ impl KnownTrackers {
         let mut entries = self.entries::<Id>()?;
         if let Some((_, remembered)) = entries.iter().find(|(a, _)| *a == key) {
             if *remembered == presented {
-                return Ok(());
+                return Ok(Trust::Known);
             }
-            return Err(HomeError::TrackerKeyChanged {
+            return Err(HomeError::KeyChanged {
+                what: self.what,
                 addr: key,
                 remembered: remembered.to_string(),
                 presented: presented.to_string(),
                 file: self.file.display().to_string(),
             });
         }
-        tracing::warn!(%addr, tracker = %presented, "trusting a new tracker on first use");
+        // A peer's first use is an event the user sees; a tracker's is not.
+        if self.what == "tracker" {
+            tracing::warn!(%addr, key = %presented, "trusting a new tracker on first use");
+        } else {
+            tracing::debug!(%addr, key = %presented, "trusting a new peer on first use");
+        }
         entries.push((key, presented));
         let text: String = entries
             .iter()
             .map(|(addr, id)| format!("{addr} {id}\n"))
             .collect();
-        write_private(&self.file, text.as_bytes())
+        write_private(&self.file, text.as_bytes())?;
+        Ok(Trust::FirstUse)
     }
 }
 
@@ -282,19 +321,32 @@ mod tests {
     #[test]
     fn tracker_trusted_on_first_use_and_refused_when_its_key_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let known = KnownTrackers::in_home(dir.path());
+        let known = KnownKeys::trackers(dir.path());
         let addr = "127.0.0.1:4000";
         // Any id with a text form will do; nodes pass a `PeerId`
         // (tests/security.rs covers that end to end).
         let first = "first-tracker-key".to_string();
         let other = "other-tracker-key".to_string();
-        known.check_or_remember(addr, first.clone()).unwrap();
-        known.check_or_remember(addr, first).unwrap();
+        assert_eq!(
+            known.check_or_remember(addr, first.clone()).unwrap(),
+            Trust::FirstUse
+        );
+        assert_eq!(known.check_or_remember(addr, first).unwrap(), Trust::Known);
         let err = known.check_or_remember(addr, other.clone()).unwrap_err();
-        assert!(matches!(err, HomeError::TrackerKeyChanged { .. }));
+        assert!(matches!(err, HomeError::KeyChanged { .. }));
         assert!(err.to_string().contains("TRACKER KEY CHANGED"));
         // Another address is independent.
-        known.check_or_remember("127.0.0.1:4001", other).unwrap();
+        known
+            .check_or_remember("127.0.0.1:4001", other.clone())
+            .unwrap();
+        // Peers are kept apart from trackers, and named so when refused.
+        let peers = KnownKeys::peers(dir.path());
+        peers.check_or_remember(addr, other).unwrap();
+        let err = peers
+            .check_or_remember(addr, "third".to_string())
+            .unwrap_err();
+        assert!(err.to_string().starts_with("PEER KEY CHANGED"), "{err}");
+        assert!(err.to_string().contains("known_peers"), "{err}");
     }
 
     #[cfg(unix)]

@@ -2,7 +2,7 @@
 //! the network is shown with control characters replaced, so a peer cannot
 //! drive the user's terminal.
 
-use crate::node::events::{Event, PeerInfo, PeerStatus, SourceChange};
+use crate::node::events::{Event, MemberChange, PeerInfo, PeerStatus, SourceChange};
 use crate::protocol::is_deceptive_char;
 
 /// Replaces control and invisible characters (escape sequences, carriage
@@ -45,6 +45,27 @@ pub fn clock(ts_ms: u64) -> String {
         (secs / 60) % 60,
         secs % 60
     )
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time in milliseconds.
+pub fn date(ts_ms: u64) -> String {
+    // Days since 1970-01-01 to a proleptic Gregorian date, in 400-year
+    // eras of 146 097 days (the usual civil-from-days arithmetic).
+    let days = (ts_ms / 86_400_000) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 fn short(id: &str) -> &str {
@@ -316,10 +337,16 @@ pub fn render(event: &Event) -> Vec<String> {
             room,
             text,
             ts,
+            history,
             ..
         } => vec![format!(
             "[{}] {} {}~{}: {}",
-            clock(*ts),
+            // From history the day matters too: it may be another one.
+            if *history {
+                format!("{} {}", date(*ts), clock(*ts))
+            } else {
+                clock(*ts)
+            },
             room_label(room),
             sanitize(from_name),
             from.get(..SHOWN_ID_LEN).unwrap_or(from),
@@ -335,6 +362,42 @@ pub fn render(event: &Event) -> Vec<String> {
         Event::Sent { .. } | Event::Delivered { .. } => Vec::new(),
         Event::Joined { room, members } => vec![format!("* joined #{} ({members} other members)", sanitize(room))],
         Event::Left { room } => vec![format!("* left #{}", sanitize(room))],
+        Event::Member {
+            room,
+            peer_id,
+            name,
+            change,
+        } => vec![format!(
+            "* {}~{} {} #{}",
+            sanitize(name),
+            peer_id.get(..SHOWN_ID_LEN).unwrap_or(peer_id),
+            match change {
+                MemberChange::Joined => "joined",
+                MemberChange::Left => "left",
+            },
+            sanitize(room)
+        )],
+        Event::Switched {
+            peer_id: Some(peer_id),
+            name,
+            ..
+        } => vec![format!(
+            "* talking privately to {}~{}; /switch alone goes back to the room",
+            sanitize(name.as_deref().unwrap_or("")),
+            peer_id.get(..SHOWN_ID_LEN).unwrap_or(peer_id),
+        )],
+        Event::Switched { room, .. } => vec![match room {
+            Some(room) => format!("* back to #{}", sanitize(room)),
+            None => "* back to the room: in none yet; /join one".to_string(),
+        }],
+        Event::Trusted {
+            addr,
+            peer_id,
+            fingerprint,
+        } => vec![format!(
+            "* {} presents a key never seen there: trusted on first use, fingerprint {fingerprint} (`punchgate id` there prints {peer_id}); a different key at this address will be refused",
+            sanitize(addr)
+        )],
         Event::Peers { peers } if peers.is_empty() => vec!["no peers known yet".into()],
         Event::Peers { peers } => peers.iter().map(peer_line).collect(),
         Event::Bench { kind, peer, report } => render_bench(kind, peer, report),
@@ -560,6 +623,16 @@ mod tests {
         }
     }
     use super::*;
+
+    #[test]
+    fn dates_of_history_lines_are_calendar_days() {
+        assert_eq!(date(0), "1970-01-01");
+        // 2000-02-29 12:00 UTC, a leap day of a year divisible by 400.
+        assert_eq!(date(951_825_600_000), "2000-02-29");
+        // 2026-12-05 04:37:45 UTC.
+        assert_eq!(date(1_796_445_465_000), "2026-12-05");
+        assert_eq!(date(1_796_445_465_000 - 86_400_000 * 338), "2026-01-01");
+    }
 
     #[test]
     fn transfer_progress_reads_as_a_bar_with_rate_and_time_left() {

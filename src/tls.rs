@@ -378,7 +378,7 @@ pub fn peer_id_of(connection: &quinn::Connection) -> Result<PeerId, TlsError> {
 
 /// Verification that accepts a key nobody told it about. Only for trackers
 /// given as a bare `host:port`: the caller must compare the presented id with
-/// the one remembered for that address (see `home::KnownTrackers`) before it
+/// the one remembered for that address (see `home::KnownKeys`) before it
 /// sends anything over the connection.
 pub mod danger {
     use super::*;

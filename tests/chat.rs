@@ -277,3 +277,54 @@ async fn shutdown_stops_every_task_and_ends_the_event_stream() {
     })
     .await;
 }
+
+/// Issue 14: nobody was told when someone joined or left a room.
+#[tokio::test]
+async fn members_joining_and_leaving_a_room_are_told_to_those_in_it_only() {
+    use punchgate::node::events::MemberChange;
+    let tracker = start_tracker();
+    let mut alice = start_node(config("alice", Some(&tracker), "r")).await;
+    let mut bob = start_node(config("bob", Some(&tracker), "r")).await;
+    let bob_id = bob.id();
+    let member = |who: String, want: MemberChange| {
+        move |e: &Event| match e {
+            Event::Member {
+                room,
+                peer_id,
+                change,
+                ..
+            } if *peer_id == who && room == "r" && *change == want => Some(()),
+            _ => None,
+        }
+    };
+    alice
+        .sees("bob joining", member(bob_id.clone(), MemberChange::Joined))
+        .await;
+    // Bob found alice already there: no notice for her.
+    bob.connected_to(&alice).await;
+    assert!(
+        !bob.unmatched()
+            .iter()
+            .any(|e| matches!(e, Event::Member { .. })),
+        "{:#?}",
+        bob.unmatched()
+    );
+
+    bob.node.join("elsewhere").await.unwrap();
+    bob.node.leave("r").await.unwrap();
+    alice
+        .sees("bob leaving", member(bob_id.clone(), MemberChange::Left))
+        .await;
+    assert!(
+        !alice
+            .unmatched()
+            .iter()
+            .any(|e| matches!(e, Event::Member { room, .. } if room == "elsewhere")),
+        "{:#?}",
+        alice.unmatched()
+    );
+    bob.node.join("r").await.unwrap();
+    alice
+        .sees("bob back", member(bob_id, MemberChange::Joined))
+        .await;
+}

@@ -330,3 +330,118 @@ async fn messages_of_never_seen_keys_without_the_room_tag_are_refused_in_a_passw
     assert_eq!(stored.len(), 1, "{} messages stored", stored.len());
     assert_eq!(stored[0].body.id, genuine.body.id);
 }
+
+/// Issue 14: the one setting a password saw red failure lines, the one
+/// locked out saw raw message ids and no hint of what to do.
+#[tokio::test]
+async fn setting_a_password_shows_no_failure_and_the_peer_without_it_is_told_what_to_do() {
+    let mut alice = start_node(config("alice", None, "lobby")).await;
+    let mut bob_config = config("bob", None, "lobby");
+    bob_config.connect = vec![alice.node.target().unwrap().parse().unwrap()];
+    let mut bob = start_node(bob_config).await;
+    bob.connected_to(&alice).await;
+    alice.connected_to(&bob).await;
+
+    alice
+        .node
+        .set_password(Secret::new(PASSWORD))
+        .await
+        .unwrap();
+    let told = alice
+        .sees("a word on bob", |e| match e {
+            Event::Error { message } => panic!("alice sees a failure: {message}"),
+            Event::Info { message } if message.contains("bob has no password") => {
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(told.contains("/password"), "{told}");
+    let hint = bob
+        .sees("the hint", |e| match e {
+            Event::Info { message } if message.contains("made #lobby a password room") => {
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert!(hint.contains("/password PW"), "{hint}");
+
+    let id = bob.node.say("let me in").await.unwrap().to_string();
+    let refusal = bob
+        .sees("the refusal", |e| match e {
+            Event::Error { message } => Some(message.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(refusal.contains("/password PW"), "{refusal}");
+    assert!(!refusal.contains(&id), "raw id in {refusal}");
+    assert!(!refusal.contains(&bob.id()), "raw id in {refusal}");
+}
+
+/// Issue 14: the password was forgotten on restart without a word.
+#[test]
+fn a_password_remembered_on_request_opens_the_room_after_a_restart() {
+    use common::process::Proc;
+    let alice_home = tempfile::tempdir().unwrap();
+    let start_alice = |extra: &[&str]| {
+        let args = [
+            &[
+                "chat",
+                "--name",
+                "alice",
+                "--room",
+                ROOM,
+                "--bind",
+                "127.0.0.1:0",
+            ],
+            extra,
+        ]
+        .concat();
+        Proc::start_with_home(alice_home.path(), None, &args)
+    };
+    let password_file = alice_home.path().join("pw");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    let path = password_file.to_str().unwrap();
+    let alice = start_alice(&["--password-file", path, "--remember-password"]);
+    alice.expect("ready", |_| true);
+    alice.finish();
+    let saved = alice_home.path().join("room_passwords");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert_eq!(text, format!("{ROOM}\t{PASSWORD}\n"));
+
+    // No password given now: the remembered one holds, bob proves it.
+    let alice = start_alice(&[]);
+    let ready = alice.expect("ready", |_| true);
+    let target = format!(
+        "{}@{}",
+        ready["peer_id"].as_str().unwrap(),
+        ready["addr"].as_str().unwrap()
+    );
+    let mut bob = Proc::start(&[
+        "chat",
+        "--name",
+        "bob",
+        "--room",
+        ROOM,
+        "--connect",
+        &target,
+        "--password-file",
+        path,
+    ]);
+    bob.expect("info", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("proved the password of #vault"))
+    });
+    bob.send("inside again");
+    alice.expect("message", |e| e["text"] == "inside again");
+    bob.send("/password --remember other");
+    bob.expect("info", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("remembered in"))
+    });
+    bob.finish();
+    alice.finish();
+}

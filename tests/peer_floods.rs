@@ -118,6 +118,33 @@ async fn two_thousand_room_changes_open_one_history_sync_at_a_time() {
 }
 
 #[tokio::test]
+async fn two_thousand_joins_and_leaves_cost_a_handful_of_notices() {
+    let mut node = start_node(config("target", None, "lobby")).await;
+    let mut flood = raw_peer(&node, "flood", "lobby").await;
+    for i in 0..2_000 {
+        let rooms = if i % 2 == 0 {
+            Vec::new()
+        } else {
+            vec!["lobby".to_string()]
+        };
+        flood.send_control(&ControlMessage::Rooms { rooms }).await;
+    }
+    // Control frames are taken in order: once this offer is seen, every
+    // room change before it was.
+    flood.send_control(&offer(1)).await;
+    let mut notices = 0;
+    node.sees("the offer after the room changes", |e| {
+        if matches!(e, Event::Member { .. }) {
+            notices += 1;
+        }
+        matches!(e, Event::FileOffered { .. }).then_some(())
+    })
+    .await;
+    eprintln!("PEER FLOODS | 2,000 joins and leaves | {notices} member notices");
+    assert!((1..=8).contains(&notices), "{notices} notices");
+}
+
+#[tokio::test]
 async fn five_thousand_forged_messages_cost_a_handful_of_error_lines() {
     let mut node = start_node(config("target", None, "lobby")).await;
     let flood = raw_peer(&node, "flood", "lobby").await;

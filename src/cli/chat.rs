@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
 use rustyline::ExternalPrinter as _;
@@ -14,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use punchgate::command;
 use punchgate::endpoint::Target;
 use punchgate::identity::PeerId;
-use punchgate::node::{Node, NodeConfig, RelayPolicy};
+use punchgate::node::{room_passwords, Node, NodeConfig, RelayPolicy};
 use punchgate::render;
 use punchgate::web;
 
@@ -28,7 +29,7 @@ pub struct ChatArgs {
     /// Tracker as PEERID@host:port, or host:port to trust on first use
     /// (repeatable: the node registers with each and meets peers through
     /// any that is up).
-    #[arg(long = "tracker")]
+    #[arg(long = "tracker", env = "PUNCHGATE_TRACKER")]
     trackers: Vec<Target>,
     /// Your display name.
     #[arg(long, default_value = "anon")]
@@ -36,9 +37,14 @@ pub struct ChatArgs {
     /// Room to join (repeatable; the last is where your lines go).
     #[arg(long = "room", default_value = "lobby")]
     rooms: Vec<String>,
-    /// Peer to connect to directly, as PEERID@host:port (repeatable).
+    /// Peer to connect to directly, as HOST:PORT (its key trusted on first
+    /// use and remembered in known_peers) or PEERID@HOST:PORT
+    /// (repeatable).
     #[arg(long)]
     connect: Vec<Target>,
+    /// Messages of each joined room shown on start (0: none).
+    #[arg(long, default_value_t = 20)]
+    history_lines: usize,
     /// Address of the UDP socket.
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
@@ -88,14 +94,26 @@ pub struct ChatArgs {
     open: bool,
     #[command(flatten)]
     password: PasswordArgs,
+    /// Keep the password of the --room rooms in the data directory
+    /// (room_passwords, owner-only) for the next start; /password
+    /// --remember PW does the same for one room later.
+    #[arg(long)]
+    remember_password: bool,
     #[command(flatten)]
     transport: TransportArgs,
 }
 
 impl ChatArgs {
     /// The node's config: the flags checked, plus the peers in the data
-    /// directory's `bootstrap` file.
-    fn node_config(self, home: &Path) -> anyhow::Result<NodeConfig> {
+    /// directory's `bootstrap` file. Every `--connect` host must resolve:
+    /// a typo is an error before the node starts.
+    async fn node_config(self, home: &Path) -> anyhow::Result<NodeConfig> {
+        for target in &self.connect {
+            target
+                .resolve()
+                .await
+                .with_context(|| format!("--connect {target}"))?;
+        }
         let mut config = NodeConfig::new(self.name);
         config.connect = bootstrap_peers(home)?;
         config.connect.extend(self.connect);
@@ -111,13 +129,27 @@ impl ChatArgs {
             anyhow::bail!("--keep-alive must be shorter than --idle-timeout");
         }
         config.trackers = self.trackers;
-        if let Some(password) = self.password.resolve()? {
-            let secret = punchgate::pake::Secret::new(password);
-            config.passwords = self
-                .rooms
-                .iter()
-                .map(|room| (room.clone(), secret.clone()))
-                .collect();
+        // Remembered passwords first; one given now replaces them.
+        let remembered = room_passwords::load(home)?;
+        config.passwords = self
+            .rooms
+            .iter()
+            .filter_map(|room| Some((room.clone(), remembered.get(room)?.clone())))
+            .collect();
+        match self.password.resolve()? {
+            Some(password) => {
+                let secret = punchgate::pake::Secret::new(password);
+                for room in &self.rooms {
+                    if self.remember_password {
+                        room_passwords::save(home, room, &secret)?;
+                    }
+                    config.passwords.insert(room.clone(), secret.clone());
+                }
+            }
+            None if self.remember_password => {
+                anyhow::bail!("--remember-password needs a password: PUNCHGATE_PASSWORD, --password-file or --password-prompt")
+            }
+            None => {}
         }
         config.rooms = self.rooms;
         config.bind = self.bind;
@@ -132,7 +164,8 @@ impl ChatArgs {
 }
 
 /// Peers to greet at start-up, from the data directory's `bootstrap` file:
-/// one `PEERID@host:port` per line; `#` starts a comment.
+/// one `PEERID@host:port` (or `host:port`, its key trusted on first use)
+/// per line; `#` starts a comment.
 fn bootstrap_peers(home: &Path) -> anyhow::Result<Vec<Target>> {
     let path = home.join("bootstrap");
     let text = match std::fs::read_to_string(&path) {
@@ -145,13 +178,8 @@ fn bootstrap_peers(home: &Path) -> anyhow::Result<Vec<Target>> {
         .map(|(n, line)| (n, line.split('#').next().unwrap_or("").trim()))
         .filter(|(_, line)| !line.is_empty())
         .map(|(n, line)| {
-            let target: Target = line
-                .parse()
-                .with_context(|| format!("{} line {}", path.display(), n + 1))?;
-            target
-                .require_peer()
-                .with_context(|| format!("{} line {}", path.display(), n + 1))?;
-            Ok(target)
+            line.parse()
+                .with_context(|| format!("{} line {}", path.display(), n + 1))
         })
         .collect()
 }
@@ -221,10 +249,21 @@ fn open_in_browser(url: &str) {
 
 async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> anyhow::Result<()> {
     let (listen, open) = (args.web, args.open);
-    let config = args.node_config(home)?;
+    let history_lines = args.history_lines;
+    let config = args.node_config(home).await?;
     let (node, mut events) = Node::start(home, config)
         .await
         .context("cannot start the node")?;
+    if history_lines > 0 {
+        for room in node.rooms() {
+            match node.room_history(&room, history_lines).await {
+                Ok(messages) => messages.into_iter().for_each(|m| node.emit(m)),
+                Err(error) => node.emit(punchgate::node::Event::error(format!(
+                    "cannot show the history of #{room}: {error}"
+                ))),
+            }
+        }
+    }
     let page = match start_web(home, &node, listen, open).await {
         Ok(page) => page,
         Err(error) => {
@@ -236,7 +275,9 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
     let interactive =
         repl && !output.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     // Lines typed or piped in; the channel closing is the end of input.
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<Line>();
+    // What the line editor shows before the cursor: who plain lines go to.
+    let prompt = Arc::new(Mutex::new(prompt_for(None)));
     // Without a REPL, the input channel stays open until the end.
     let mut held_input = None;
     let printer = if interactive {
@@ -244,7 +285,9 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
         let mut above_prompt = editor
             .create_external_printer()
             .context("cannot start the line editor")?;
-        std::thread::spawn(move || edit_lines(editor, lines_tx));
+        let editor_prompt = prompt.clone();
+        std::thread::spawn(move || edit_lines(editor, editor_prompt, lines_tx));
+        let mention = Mention::new(node.peer_id().to_string(), node.name());
         tokio::spawn(async move {
             let mut throttle = render::ProgressThrottle::default();
             while let Some(event) = events.next().await {
@@ -254,10 +297,11 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
                 if !throttle.admit(&event, std::time::Instant::now()) {
                     continue;
                 }
+                let bell = if mention.rings(&event) { "\x07" } else { "" };
                 for line in render::render(&event) {
                     // Each line ends itself: lines printed before the first
                     // prompt would otherwise run together.
-                    let painted = format!("{}\n", render::paint(&event, &line));
+                    let painted = format!("{}{bell}\n", render::paint(&event, &line));
                     if above_prompt.print(painted).is_err() {
                         return;
                     }
@@ -268,8 +312,8 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
         if repl {
             tokio::spawn(async move {
                 let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-                while let Ok(Some(line)) = stdin.next_line().await {
-                    if lines_tx.send(line).is_err() {
+                while let Ok(Some(text)) = stdin.next_line().await {
+                    if lines_tx.send(Line { text, done: None }).is_err() {
                         break;
                     }
                 }
@@ -297,11 +341,11 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
         tokio::select! {
             line = lines.recv() => {
                 // End of input is /quit: scripts end by closing stdin.
-                let Some(line) = line else {
+                let Some(Line { text, done }) = line else {
                     node.shutdown().await;
                     break;
                 };
-                match command::parse(&line) {
+                match command::parse(&text) {
                     Ok(command) => {
                         if !command::execute(&node, command).await {
                             break;
@@ -309,6 +353,10 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
                     }
                     Err(command::CommandError::Empty) => {}
                     Err(error) => command::report_error(&node, error),
+                }
+                if let Some(done) = done {
+                    *lock(&prompt) = prompt_for(node.talking_to());
+                    let _ = done.send(());
                 }
             }
             _ = shutdown_signal() => {
@@ -329,6 +377,63 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
     Ok(())
 }
 
+/// A line typed or piped in. `done`, when given, is told once the line's
+/// command was carried out (the editor waits for it after a `/switch`, so
+/// the next prompt shows who lines go to).
+struct Line {
+    text: String,
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+fn lock(prompt: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
+    prompt.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The prompt: `> ` for the current room, `@NAME~ID> ` while talking
+/// privately to one peer.
+fn prompt_for(talking_to: Option<String>) -> String {
+    match talking_to {
+        Some(peer) => format!("@{}> ", render::sanitize(&peer)),
+        None => "> ".to_string(),
+    }
+}
+
+/// Whether a message mentions the user by name: it then rings the
+/// terminal's bell.
+struct Mention {
+    me: String,
+    name: String,
+}
+
+impl Mention {
+    fn new(me: String, name: String) -> Self {
+        Self {
+            me,
+            name: name.to_lowercase(),
+        }
+    }
+
+    /// A live message from someone else naming the user as a whole word
+    /// (`@name` too, in any case).
+    fn rings(&self, event: &punchgate::node::Event) -> bool {
+        let punchgate::node::Event::Message {
+            from,
+            text,
+            history,
+            ..
+        } = event
+        else {
+            return false;
+        };
+        !history
+            && *from != self.me
+            && text
+                .to_lowercase()
+                .split(|c: char| !c.is_alphanumeric() && c != '_' && c != '-')
+                .any(|word| word == self.name)
+    }
+}
+
 /// Completes when the page asked to quit; never without a page.
 async fn quit_from_page(page: Option<&web::Web>) {
     match page {
@@ -341,21 +446,67 @@ async fn quit_from_page(page: Option<&web::Web>) {
 /// or Ctrl-D. Password lines stay out of the history.
 fn edit_lines(
     mut editor: rustyline::DefaultEditor,
-    lines: tokio::sync::mpsc::UnboundedSender<String>,
+    prompt: Arc<Mutex<String>>,
+    lines: tokio::sync::mpsc::UnboundedSender<Line>,
 ) {
     loop {
-        match editor.readline("> ") {
-            Ok(line) => {
-                let quit = matches!(command::parse(&line), Ok(command::Command::Quit));
-                if !line.trim_start().starts_with("/password") {
-                    let _ = editor.add_history_entry(line.as_str());
+        let shown = lock(&prompt).clone();
+        match editor.readline(&shown) {
+            Ok(text) => {
+                let parsed = command::parse(&text);
+                let quit = matches!(parsed, Ok(command::Command::Quit));
+                if !text.trim_start().starts_with("/password") {
+                    let _ = editor.add_history_entry(text.as_str());
                 }
+                let (done, carried_out) = std::sync::mpsc::channel();
+                let wait = matches!(parsed, Ok(command::Command::Switch(_)));
+                let line = Line {
+                    text,
+                    done: wait.then_some(done),
+                };
                 if lines.send(line).is_err() || quit {
                     // Stop reading so the terminal leaves raw mode before exit.
                     return;
                 }
+                if wait {
+                    let _ = carried_out.recv();
+                }
             }
             Err(_) => return, // Ctrl-C, Ctrl-D, or the terminal went away
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use punchgate::node::Event;
+
+    fn message(from: &str, text: &str, history: bool) -> Event {
+        Event::Message {
+            id: "x".into(),
+            from: from.into(),
+            from_name: "bob".into(),
+            room: "lobby".into(),
+            text: text.into(),
+            ts: 0,
+            history,
+        }
+    }
+
+    #[test]
+    fn a_mention_of_the_name_rings_once_live_and_from_someone_else() {
+        let mention = Mention::new("ME".into(), "Alice".into());
+        assert!(mention.rings(&message("BOB", "hi alice, look", false)));
+        assert!(mention.rings(&message("BOB", "@ALICE!", false)));
+        assert!(!mention.rings(&message("BOB", "malice aforethought", false)));
+        assert!(!mention.rings(&message("BOB", "hi alice", true)), "history");
+        assert!(!mention.rings(&message("ME", "I am alice", false)), "own");
+    }
+
+    #[test]
+    fn the_prompt_names_the_peer_talked_to() {
+        assert_eq!(prompt_for(None), "> ");
+        assert_eq!(prompt_for(Some("bob~abc123".into())), "@bob~abc123> ");
     }
 }

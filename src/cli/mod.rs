@@ -10,6 +10,7 @@
 
 mod bench;
 mod chat;
+mod config;
 mod files;
 mod password;
 mod tracker;
@@ -41,6 +42,10 @@ pub struct Cli {
     /// Machine mode: commands on stdin one per line, events on stdout as JSON lines.
     #[arg(long, global = true)]
     json: bool,
+    /// Config file with defaults for the flags (default: config.toml in
+    /// the platform's config directory, e.g. ~/.config/punchgate).
+    #[arg(long, global = true, value_name = "PATH", env = "PUNCHGATE_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Commands,
 }
@@ -70,6 +75,9 @@ enum Commands {
         #[command(subcommand)]
         what: bench::BenchCommand,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish,
+    /// powershell); e.g. `punchgate completions bash > ~/.local/share/bash-completion/completions/punchgate`.
+    Completions { shell: clap_complete::Shell },
     /// What your NAT does: public address, mapping, filtering, hairpinning,
     /// RTT to the tracker.
     Netcheck {
@@ -80,6 +88,13 @@ enum Commands {
         #[arg(long, default_value = "0.0.0.0:0")]
         bind: SocketAddr,
     },
+}
+
+/// The command line, with the config file's defaults added (see
+/// [`config`]); a config file that cannot be read or used is an error.
+pub fn parse() -> anyhow::Result<Cli> {
+    let args = config::with_defaults(std::env::args_os().collect())?;
+    Ok(Cli::parse_from(args))
 }
 
 /// Runs the command `cli` names until it is done or interrupted (Ctrl-C,
@@ -113,6 +128,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Commands::Bench { what } => bench::run(&home()?, what, output).await,
         Commands::Send(args) => files::send(&home()?, args, output).await,
         Commands::Get(args) => files::get(&home()?, args, output).await,
+        Commands::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "punchgate", &mut std::io::stdout());
+            Ok(())
+        }
         Commands::Demo => {
             let mut stdout = std::io::stdout();
             punchgate::demo::run(&mut stdout).await?;

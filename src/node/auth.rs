@@ -250,10 +250,28 @@ impl Auth {
         let Ok(Some(AuthFrame::Start { room, spake })) = start.unwrap_or(Ok(None)) else {
             return Err(malformed("expected a start"));
         };
-        let password = self.cx.roster().passwords.get(&room).cloned();
+        let (password, in_room) = {
+            let roster = self.cx.roster();
+            (
+                roster.passwords.get(&room).cloned(),
+                roster.rooms.contains(&room),
+            )
+        };
         let Some(password) = password else {
-            let reason = format!("#{room} has no password here");
-            writer.send(&AuthFrame::Refused { reason }).await?;
+            writer
+                .send(&AuthFrame::Refused {
+                    reason: no_password_here(&room),
+                })
+                .await?;
+            if in_room {
+                // The peer made a room of ours a password room: say what to do.
+                let name = self.cx.name_of(&gate.peer_id);
+                self.cx.emit(Event::Info {
+                    message: format!(
+                        "{name} made #{room} a password room: what you write there no longer reaches {name}; ask for the password and type /password PW"
+                    ),
+                });
+            }
             return Ok(());
         };
         // Counted now, before anything is answered.
@@ -361,6 +379,15 @@ impl Auth {
                     self.catch_up.catch_up(gate.clone());
                 }
             }
+            // The peer is in the room without a password: expected while
+            // others catch up, not a failure.
+            Ok(Err(reason)) if reason == no_password_here(room) => {
+                self.cx.emit(Event::Info {
+                    message: format!(
+                        "{name} has no password for #{room} yet: nothing of #{room} is shared with {name} until they type /password PW"
+                    ),
+                });
+            }
             Ok(Err(reason)) => {
                 self.cx.emit(Event::error(format!(
                     "password check for #{room} with {name} failed: {reason}; nothing of #{room} is shared with them"
@@ -370,6 +397,12 @@ impl Auth {
             Err(error) => super::gate::GateError::from(error).close(&gate.connection),
         }
     }
+}
+
+/// Why a node without the password of `room` refuses a proof; the
+/// prover recognises it (the peer is merely not there yet, nothing failed).
+fn no_password_here(room: &str) -> String {
+    format!("#{room} has no password here")
 }
 
 fn no_answer() -> String {

@@ -55,8 +55,14 @@ pub(super) struct Chat {
 }
 
 impl Node {
-    /// Sends `text` to the current room. See [`Chat::post`].
+    /// Sends `text` to the current room, or privately to the peer
+    /// [`Node::switch`] chose. See [`Chat::post`].
     pub async fn say(&self, text: &str) -> Result<MessageId, NodeError> {
+        let talking_to = self.roster().talking_to;
+        if let Some(peer) = talking_to {
+            let room = dm_room(&self.peer_id(), &peer);
+            return self.inner.services.chat.post(room, text).await;
+        }
         let room = self.current_room()?;
         self.inner.services.chat.post(room, text).await
     }
@@ -69,10 +75,56 @@ impl Node {
         self.inner.services.chat.post(room, text).await
     }
 
-    /// `/history [N]`: the current room's last `count` messages, in order.
+    /// `/history [N]`: the current room's last `count` messages, in order
+    /// (the private room of the peer [`Node::switch`] chose, if any).
     pub async fn history(&self, count: usize) -> Result<(), NodeError> {
-        let room = self.current_room()?;
+        let talking_to = self.roster().talking_to;
+        let room = match talking_to {
+            Some(peer) => dm_room(&self.peer_id(), &peer),
+            None => self.current_room()?,
+        };
         self.inner.services.chat.history(room, count).await
+    }
+
+    /// Who plain lines go to privately (see [`Node::switch`]), as
+    /// `NAME~ID` with the id's first characters; `None`: the current room.
+    pub fn talking_to(&self) -> Option<String> {
+        let roster = self.roster();
+        let peer = roster.talking_to?;
+        let id = peer.to_string();
+        Some(format!(
+            "{}~{}",
+            roster.name_of(&peer),
+            id.get(..6).unwrap_or(&id)
+        ))
+    }
+
+    /// `/switch PEER`: plain lines go privately to `PEER` (a name, id
+    /// prefix or id) from now on; `/switch` alone (`None`): back to the
+    /// current room. Answers with an [`Event::Switched`].
+    pub fn switch(&self, to: Option<&str>) -> Result<(), NodeError> {
+        let peer = to
+            .map(|what| match self.resolve_peer(what) {
+                Err(NodeError::UnknownPeer(what)) => Err(NodeError::Invalid(format!(
+                    "no peer named {what:?} is known; /peers lists them"
+                ))),
+                other => other,
+            })
+            .transpose()?;
+        if peer == Some(self.peer_id()) {
+            return Err(NodeError::SelfConnect);
+        }
+        let room = {
+            let mut roster = self.roster();
+            roster.talking_to = peer;
+            roster.rooms.last().cloned()
+        };
+        self.emit(Event::Switched {
+            peer_id: peer.map(|p| p.to_string()),
+            name: peer.map(|p| self.name_of(&p)),
+            room,
+        });
+        Ok(())
     }
 }
 
@@ -403,7 +455,10 @@ impl Chat {
                 return Err((format!("not in room {}", body.room), false));
             }
             if !roster.may_speak_for(via, &body.room) {
-                let reason = format!("#{} needs the room password first", body.room);
+                let reason = format!(
+                    "#{} is a password room there; ask for the password and type /password PW",
+                    body.room
+                );
                 return Err((reason, false));
             }
             roster.room_keys.get(&body.room).cloned()
@@ -431,7 +486,8 @@ impl Chat {
                 }
                 Ok(Some(ChatFrame::Reject { id, reason })) => {
                     let name = self.cx.name_of(&gate.peer_id);
-                    let text = format!("{name} refused message {id}: {reason}");
+                    tracing::debug!(%id, peer = %gate.peer_id.short(), "message refused");
+                    let text = format!("{name} did not take your message: {reason}");
                     self.cx.peer_error(gate.peer_id, "rejected", text);
                 }
                 Ok(Some(ChatFrame::Message(_))) => {

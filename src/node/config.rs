@@ -99,6 +99,9 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Tracker(#[from] TrackerError),
+    /// A key trusted on first use changed, or the data directory failed.
+    #[error(transparent)]
+    Home(#[from] crate::home::HomeError),
     #[error(transparent)]
     Addr(#[from] endpoint::AddrError),
     /// Not possible as asked; the text says why and what to do.
@@ -106,7 +109,7 @@ pub enum NodeError {
     Invalid(String),
     #[error("could not connect to {peer}: {tried}")]
     Unreachable { peer: String, tried: String },
-    #[error("no peer named {0:?} is known; give PEERID@host:port")]
+    #[error("no peer named {0:?} is known; give HOST:PORT or PEERID@HOST:PORT")]
     UnknownPeer(String),
     #[error("{0:?} matches several peers; use more of the id")]
     AmbiguousPeer(String),

@@ -32,13 +32,20 @@ use crate::wire::CloseCode;
 const CANDIDATE_STAGGER: Duration = Duration::from_millis(100);
 
 impl Node {
-    /// `/connect`: `PEERID@host:port`, or a known peer's name or id prefix.
+    /// `/connect`: `PEERID@host:port`, a known peer's name or id prefix, or
+    /// `host:port` (trusted on first use).
     pub async fn connect_by_text(&self, what: &str) -> Result<(), NodeError> {
         if what.contains('@') {
             return self.connect_target(&what.parse()?).await;
         }
-        let peer = self.resolve_peer(what)?;
-        self.connect_peer(peer).await
+        match self.resolve_peer(what) {
+            Ok(peer) => self.connect_peer(peer).await,
+            // Not a peer it knows but an address: whoever answers there.
+            Err(NodeError::UnknownPeer(_)) if what.parse::<Target>().is_ok() => {
+                self.connect_target(&what.parse()?).await
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// A known peer by name, id prefix or whole id.
@@ -276,11 +283,14 @@ impl Node {
         }
     }
 
-    /// Dials `PEERID@host:port`.
+    /// Dials `PEERID@host:port`, or `host:port` trusting its key on first
+    /// use (see [`super::by_address`]).
     pub async fn connect_target(&self, target: &Target) -> Result<(), NodeError> {
-        let peer = target.require_peer()?;
         let addr = target.resolve().await?;
-        self.connect_to(peer, vec![addr]).await
+        match target.peer {
+            Some(peer) => self.connect_to(peer, vec![addr]).await,
+            None => self.connect_unpinned(target, addr).await,
+        }
     }
 
     /// Dials `peer` at its candidate addresses, staggered; the first
@@ -292,10 +302,11 @@ impl Node {
     ) -> Result<(), NodeError> {
         {
             let mut state = self.roster();
+            let name = state.remembered_name(&peer);
             let record = state
                 .peers
                 .entry(peer)
-                .or_insert_with(|| super::PeerRecord::new(peer.short()));
+                .or_insert_with(|| super::PeerRecord::new(name));
             if record.candidates.is_empty() {
                 // Remembered for reconnecting to a peer given by address.
                 record.candidates = candidates.clone();

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::driver::Input;
-use super::notices::{self, Notices};
-use super::roster::Roster;
+use super::events::MemberChange as Change;
+use super::notices::{self, MemberBudget, Notices};
+use super::roster::{MemberChange, Roster};
 use super::Event;
 use crate::identity::PeerId;
 
@@ -23,6 +24,8 @@ pub(super) struct Context {
     roster: Arc<Mutex<Roster>>,
     events: mpsc::UnboundedSender<Event>,
     notices: Arc<Mutex<Notices>>,
+    /// Join and leave notices each peer may still cause.
+    member_budget: Arc<Mutex<MemberBudget>>,
     inputs: mpsc::UnboundedSender<Input>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -40,6 +43,7 @@ impl Context {
             roster: Arc::new(Mutex::new(roster)),
             events,
             notices: Arc::default(),
+            member_budget: Arc::default(),
             inputs,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -79,6 +83,31 @@ impl Context {
     /// The peer's name as the user knows it, or its short id.
     pub fn name_of(&self, peer: &PeerId) -> String {
         self.roster().name_of(peer)
+    }
+
+    /// Tells the user `peer` joined or left rooms of this node (a burst,
+    /// then a few a minute: see [`MemberBudget`]).
+    pub fn member_changes(&self, peer: &PeerId, changes: Vec<MemberChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let name = self.name_of(peer);
+        for MemberChange { room, joined } in changes {
+            let admitted = self
+                .member_budget
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(*peer, Instant::now());
+            if !admitted {
+                continue;
+            }
+            self.emit(Event::Member {
+                room,
+                peer_id: peer.to_string(),
+                name: name.clone(),
+                change: if joined { Change::Joined } else { Change::Left },
+            });
+        }
     }
 
     /// Runs `task` as one of the node's tasks: tracked, so that shutdown

@@ -192,6 +192,29 @@ pub enum Event {
         room: String,
         members: usize,
     },
+    /// Another peer joined (`change: "joined"`) or left (`"left"`) a room
+    /// this node is in, as the peer itself or a tracker says.
+    Member {
+        room: String,
+        peer_id: String,
+        name: String,
+        change: MemberChange,
+    },
+    /// Plain lines now go privately to one peer (`/switch PEER`), or back
+    /// to the current room (`/switch`: `peer_id` and `name` are null).
+    Switched {
+        peer_id: Option<String>,
+        name: Option<String>,
+        room: Option<String>,
+    },
+    /// A peer reached by address alone presented a key seen for the first
+    /// time at that address: it is trusted from now on (remembered in
+    /// `known_peers`) and a different key there will be refused.
+    Trusted {
+        addr: String,
+        peer_id: String,
+        fingerprint: String,
+    },
     Left {
         room: String,
     },
@@ -344,6 +367,14 @@ impl Event {
 pub enum TrackerLink {
     Lost,
     Back,
+}
+
+/// Whether a peer joined or left a room, in an [`Event::Member`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChange {
+    Joined,
+    Left,
 }
 
 /// What happened to a source of a fetch, in an [`Event::TransferSource`].

@@ -16,6 +16,7 @@
 
 mod auth;
 mod budget;
+mod by_address;
 mod chat;
 mod config;
 mod connect;
@@ -27,11 +28,13 @@ mod gate;
 mod guesses;
 mod listing;
 pub mod manager;
+mod names;
 mod netcheck;
 mod notices;
 mod outbox;
 mod page;
 mod relay;
+pub mod room_passwords;
 mod roster;
 mod serve;
 mod sync;
@@ -302,6 +305,7 @@ impl Node {
         let roster = Roster {
             passwords,
             room_keys,
+            known_names: names::KnownNames::load(home),
             ..Roster::default()
         };
         let cx = Context::new(identity.peer_id(), roster, events_tx, inputs);
@@ -387,8 +391,10 @@ impl Node {
             let task_node = node.clone();
             node.inner.spawn(async move {
                 let node = task_node;
-                if let Err(error) = node.connect_target(&target).await {
-                    node.emit(Event::error(error));
+                match node.connect_target(&target).await {
+                    // The manager told it already, with when it tries again.
+                    Ok(()) | Err(NodeError::Unreachable { .. }) => {}
+                    Err(error) => node.emit(Event::error(error)),
                 }
             });
         }
@@ -463,10 +469,11 @@ impl Node {
         let name = {
             let mut roster = self.roster();
             let connected = roster.has_open_gate(&peer);
+            let fallback = roster.remembered_name(&peer);
             let record = roster
                 .peers
                 .entry(peer)
-                .or_insert_with(|| PeerRecord::new(peer.short()));
+                .or_insert_with(|| PeerRecord::new(fallback));
             // An open gate outranks any report of trouble or news.
             if record.status == status || (connected && status != PeerStatus::Connected) {
                 return;
@@ -530,12 +537,22 @@ impl Node {
         }
     }
 
-    /// Tells the user `room` is a password room and starts the proofs with
-    /// every connected peer.
+    /// Tells the user `room` is a password room (and whether its password
+    /// outlives this process) and starts the proofs with every connected
+    /// peer.
     fn password_room_started(&self, room: &str) {
+        let password = self.roster().passwords.get(room).cloned();
+        let kept = password
+            .and_then(|password| room_passwords::remembered_in(&self.inner.home, room, &password));
+        let lasts = match kept {
+            Some(file) => format!("remembered in {} for the next start", file.display()),
+            None => {
+                "it is forgotten when this chat ends (/password --remember PW keeps it)".to_string()
+            }
+        };
         self.emit(Event::Info {
             message: format!(
-                "#{room} is a password room: peers share it once they prove the password"
+                "#{room} is a password room: peers share it once they prove the password; {lasts}"
             ),
         });
         let gates = self.roster().open_gates();

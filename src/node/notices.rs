@@ -46,6 +46,41 @@ impl Notices {
     }
 }
 
+/// Notices of one kind a peer may cause at once (joins and leaves of
+/// rooms): a burst of [`MemberBudget::BURST`], then one more per
+/// [`NOTICE_INTERVAL`]. A peer toggling its rooms in a loop costs the user a
+/// few lines, while a person joining and leaving rooms is never held back.
+#[derive(Default)]
+pub struct MemberBudget {
+    /// Per peer: notices left, and when the last one was refilled.
+    left: HashMap<PeerId, (u32, Instant)>,
+}
+
+impl MemberBudget {
+    pub const BURST: u32 = 8;
+
+    /// Whether a notice caused by `peer` is shown at `now`.
+    pub fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.left.len() >= REMEMBERED && !self.left.contains_key(&peer) {
+            // Those refilled to the full burst by now lose nothing.
+            let full = NOTICE_INTERVAL * Self::BURST;
+            self.left
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < full);
+        }
+        let (left, at) = self.left.entry(peer).or_insert((Self::BURST, now));
+        let earned = now.saturating_duration_since(*at).as_secs() / NOTICE_INTERVAL.as_secs();
+        if earned > 0 {
+            *left = (*left).saturating_add(earned as u32).min(Self::BURST);
+            *at = now;
+        }
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        true
+    }
+}
+
 /// `text`, with how many like it were not shown, for people.
 pub fn with_held_back(text: String, held_back: u64) -> String {
     match held_back {
@@ -76,6 +111,24 @@ mod tests {
         let later = now + NOTICE_INTERVAL;
         assert_eq!(notices.admit(peer, "refused", later), Some(4999));
         assert_eq!(notices.admit(peer, "refused", later), None);
+    }
+
+    #[test]
+    fn a_peer_toggling_rooms_gets_a_burst_of_notices_then_one_per_interval() {
+        let now = Instant::now();
+        let peer = Identity::generate().unwrap().peer_id();
+        let other = Identity::generate().unwrap().peer_id();
+        let mut budget = MemberBudget::default();
+        let shown = (0..1000).filter(|_| budget.admit(peer, now)).count();
+        assert_eq!(shown, MemberBudget::BURST as usize);
+        assert!(budget.admit(other, now), "others are not held back");
+        let later = now + NOTICE_INTERVAL;
+        assert!(budget.admit(peer, later));
+        assert!(!budget.admit(peer, later));
+        // Quiet for long enough, the whole burst is back.
+        let much_later = later + NOTICE_INTERVAL * 100;
+        let shown = (0..1000).filter(|_| budget.admit(peer, much_later)).count();
+        assert_eq!(shown, MemberBudget::BURST as usize);
     }
 
     #[test]

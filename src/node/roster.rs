@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::gate::Gate;
+use super::names::KnownNames;
 use super::{dm_room, manager, path_of, PathKind, PeerStatus};
 use crate::identity::PeerId;
 use crate::pake::Secret;
@@ -65,6 +66,18 @@ pub(super) struct Roster {
     pub room_keys: HashMap<String, RoomKey>,
     /// Set once shutdown began: nothing new starts.
     pub closing: bool,
+    /// Names of peers met in earlier runs.
+    pub known_names: KnownNames,
+    /// The peer plain lines go to privately (`/switch PEER`), instead of
+    /// the current room.
+    pub talking_to: Option<PeerId>,
+}
+
+/// A peer joining or leaving one of this node's rooms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct MemberChange {
+    pub room: String,
+    pub joined: bool,
 }
 
 impl Roster {
@@ -133,12 +146,48 @@ impl Roster {
                 .is_some_and(|r| r.verified.contains(room))
     }
 
-    /// The peer's name as the user knows it, or its short id.
+    /// The peer's name as the user knows it: from this run, else from an
+    /// earlier one, else its short id.
     pub fn name_of(&self, peer: &PeerId) -> String {
-        self.peers
+        match self.peers.get(peer) {
+            Some(record) if record.name != peer.short() => record.name.clone(),
+            _ => self.remembered_name(peer),
+        }
+    }
+
+    /// The name remembered from an earlier run, else the short id: what a
+    /// record starts with before the peer says its name.
+    pub fn remembered_name(&self, peer: &PeerId) -> String {
+        self.known_names
             .get(peer)
-            .map(|r| r.name.clone())
+            .cloned()
             .unwrap_or_else(|| peer.short())
+    }
+
+    /// Sets the rooms `peer` says it is in (or a tracker lists it in);
+    /// returns the changes in rooms this node is in, for join and leave
+    /// notices. A peer this node knows nothing of yet changes nothing.
+    pub fn set_peer_rooms(&mut self, peer: &PeerId, rooms: BTreeSet<String>) -> Vec<MemberChange> {
+        let Some(record) = self.peers.get_mut(peer) else {
+            return Vec::new();
+        };
+        let old = std::mem::replace(&mut record.rooms, rooms);
+        let new = &record.rooms;
+        self.rooms
+            .iter()
+            .filter(|room| !room.starts_with('@'))
+            .filter_map(|room| match (old.contains(room), new.contains(room)) {
+                (false, true) => Some(MemberChange {
+                    room: room.clone(),
+                    joined: true,
+                }),
+                (true, false) => Some(MemberChange {
+                    room: room.clone(),
+                    joined: false,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn has_open_gate(&self, peer: &PeerId) -> bool {
@@ -224,5 +273,50 @@ mod tests {
         assert!(roster.shared_rooms(&me, &stranger).is_empty());
         assert_eq!(roster.name_of(&stranger), stranger.short());
         assert!(!roster.has_open_gate(&stranger));
+    }
+
+    #[test]
+    fn a_peer_met_in_an_earlier_run_is_named_by_its_remembered_name() {
+        let stranger = Identity::generate().unwrap().peer_id();
+        let mut roster = Roster::default();
+        let _ = roster.known_names.remember(stranger, "carol");
+        assert_eq!(roster.name_of(&stranger), "carol");
+        // A record made before the peer said its name starts with the short id.
+        roster
+            .peers
+            .insert(stranger, PeerRecord::new(stranger.short()));
+        assert_eq!(roster.name_of(&stranger), "carol");
+        roster.peers.insert(stranger, PeerRecord::new("caz".into()));
+        assert_eq!(roster.name_of(&stranger), "caz");
+    }
+
+    #[test]
+    fn joins_and_leaves_are_reported_only_for_rooms_this_node_is_in() {
+        let alice = Identity::generate().unwrap().peer_id();
+        let mut roster = roster_with(alice, &["lobby"]);
+        let rooms = |list: &[&str]| list.iter().map(|r| r.to_string()).collect();
+        let changes = roster.set_peer_rooms(&alice, rooms(&["lobby", "vault", "elsewhere"]));
+        assert_eq!(
+            changes,
+            vec![MemberChange {
+                room: "vault".into(),
+                joined: true
+            }]
+        );
+        assert!(roster
+            .set_peer_rooms(&alice, rooms(&["lobby", "vault"]))
+            .is_empty());
+        let changes = roster.set_peer_rooms(&alice, rooms(&["vault"]));
+        assert_eq!(
+            changes,
+            vec![MemberChange {
+                room: "lobby".into(),
+                joined: false
+            }]
+        );
+        let stranger = Identity::generate().unwrap().peer_id();
+        assert!(roster
+            .set_peer_rooms(&stranger, rooms(&["lobby"]))
+            .is_empty());
     }
 }

@@ -71,6 +71,7 @@ impl Node {
             record.gate = Some(gate.clone());
             record.status = PeerStatus::Connected;
         }
+        self.remember_name(peer, &greeting.name);
         let path = path_of(&gate.connection);
         let remote = self.shown_remote(&gate.connection);
         // Punches waiting for this peer's gate stop.
@@ -230,9 +231,11 @@ impl Services {
                         GateError::BadGreeting("invalid room list".into()).close(&gate.connection);
                         return;
                     }
-                    if let Some(record) = self.cx.roster().peers.get_mut(&gate.peer_id) {
-                        record.rooms = rooms.into_iter().collect();
-                    }
+                    let changes = self
+                        .cx
+                        .roster()
+                        .set_peer_rooms(&gate.peer_id, rooms.into_iter().collect());
+                    self.cx.member_changes(&gate.peer_id, changes);
                     // A newly shared room has history to catch up on, or a
                     // password to prove first.
                     self.auth.authenticate_all(&gate);

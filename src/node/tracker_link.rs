@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use super::driver::{Input, TrackerEvents};
 use super::manager::TrackerIx;
 use super::relay;
+use super::roster::MemberChange;
 use super::{
     events, local_candidates, Event, Node, NodeError, PeerRecord, PeerStatus, RelayPolicy,
 };
@@ -401,6 +402,8 @@ impl Node {
         record.candidates = member.candidates();
         record.rooms.insert(room.to_string());
         record.listed_at.insert((room.to_string(), tracker));
+        drop(state);
+        self.remember_name(member.peer_id, &member.name);
     }
 
     /// Reads `tracker`'s pushed events until its session ends.
@@ -413,7 +416,24 @@ impl Node {
             match event {
                 TrackerEvent::Joined { room, member } => {
                     let peer = member.peer_id;
+                    let news = {
+                        let state = self.roster();
+                        state.rooms.contains(&room)
+                            && !state
+                                .peers
+                                .get(&peer)
+                                .is_some_and(|r| r.rooms.contains(&room))
+                    };
                     self.learn_member(tracker, &room, &member);
+                    if news {
+                        self.inner.cx.member_changes(
+                            &peer,
+                            vec![MemberChange {
+                                room: room.clone(),
+                                joined: true,
+                            }],
+                        );
+                    }
                     // The joiner dials; this side waits for it.
                     // Only news for a peer nobody is connecting to or connected with.
                     let idle = self.roster().peers.get(&peer).is_none_or(|r| {
@@ -466,8 +486,9 @@ impl Node {
                     });
                 }
                 TrackerEvent::Left { room, peer_id } => {
-                    let gone = {
+                    let (gone, news) = {
                         let mut state = self.roster();
+                        let ours = state.rooms.contains(&room);
                         let Some(record) = state.peers.get_mut(&peer_id) else {
                             continue;
                         };
@@ -476,10 +497,20 @@ impl Node {
                         if record.listed_at.iter().any(|(r, _)| *r == room) {
                             continue;
                         }
-                        record.rooms.remove(&room);
-                        record.rooms.is_empty()
-                            && !record.gate.as_ref().is_some_and(|g| g.is_open())
+                        let left = record.rooms.remove(&room);
+                        let gone = record.rooms.is_empty()
+                            && !record.gate.as_ref().is_some_and(|g| g.is_open());
+                        (gone, left && ours)
                     };
+                    if news {
+                        self.inner.cx.member_changes(
+                            &peer_id,
+                            vec![MemberChange {
+                                room: room.clone(),
+                                joined: false,
+                            }],
+                        );
+                    }
                     if gone {
                         self.set_status(peer_id, PeerStatus::Offline, Some(format!("left {room}")));
                     }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 use crate::endpoint::{AddrError, Liveness, Target};
-use crate::home::{HomeError, KnownTrackers};
+use crate::home::{HomeError, KnownKeys};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
 use crate::protocol::{
@@ -159,9 +159,7 @@ impl TrackerSession {
             .map_err(|e| connect_error(e.to_string()))?;
         let tracker = tls::peer_id_of(&connection)?;
         if target.peer.is_none() {
-            if let Err(error) =
-                KnownTrackers::in_home(home).check_or_remember(&target.host, tracker)
-            {
+            if let Err(error) = KnownKeys::trackers(home).check_or_remember(&target.host, tracker) {
                 connection.close(CloseCode::Refused.varint(), b"tracker key changed");
                 return Err(error.into());
             }

@@ -5,6 +5,8 @@
 
 pub mod history;
 pub mod process;
+#[cfg(unix)]
+pub mod pty;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -206,6 +208,11 @@ impl TestNode {
             _ => None,
         })
         .await
+    }
+
+    /// Events seen while waiting and not matched by any wait yet.
+    pub fn unmatched(&self) -> &[Event] {
+        &self.backlog
     }
 
     /// Waits for an event `pick` accepts: first among those already seen

@@ -476,6 +476,16 @@ function onEvent(e) {
       if (page.current === e.room) page.current = null;
       scheduleRefresh();
       return;
+    case 'member':
+      log(e.name + ' ' + e.change + ' #' + e.room);
+      scheduleRefresh();
+      return;
+    case 'switched':
+      log(e.name ? 'lines now go privately to ' + e.name : 'lines go to the room again');
+      return;
+    case 'trusted':
+      log(e.addr + ' trusted on first use, fingerprint ' + e.fingerprint);
+      return;
     case 'file_offered':
       log(e.from_name + ' offers ' + e.name + ' (' + bytes(e.bytes) + ') in #' + e.room);
       scheduleRefresh();

@@ -1,0 +1,92 @@
+//! Room passwords kept across runs when the user asks (`/password
+//! --remember PW`, `chat --remember-password`): `room_passwords` in the
+//! data directory, owner-only (0600) like the identity key, one
+//! `ROOM<TAB>PASSWORD` line per room (a room name holds no control
+//! character, so the first tab ends it). Without asking, a password lives
+//! only as long as the process, and the user is told so.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::{Node, NodeError};
+use crate::home::{self, HomeError};
+use crate::pake::Secret;
+
+/// The file's name in the data directory.
+pub const ROOM_PASSWORDS_FILE: &str = "room_passwords";
+
+/// The passwords remembered in the data directory `home`, by room.
+pub fn load(home: &Path) -> Result<HashMap<String, Secret>, HomeError> {
+    let Some(bytes) = home::read_private(&home.join(ROOM_PASSWORDS_FILE))? else {
+        return Ok(HashMap::new());
+    };
+    Ok(String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(room, password)| !room.is_empty() && !password.is_empty())
+        .map(|(room, password)| (room.to_string(), Secret::new(password)))
+        .collect())
+}
+
+/// Remembers `password` for `room` in `home` (replacing an older one);
+/// returns the file.
+pub fn save(home: &Path, room: &str, password: &Secret) -> Result<PathBuf, HomeError> {
+    let mut all = load(home)?;
+    all.insert(room.to_string(), password.clone());
+    let mut lines: Vec<String> = all
+        .iter()
+        .map(|(room, password)| format!("{room}\t{}\n", password.expose()))
+        .collect();
+    lines.sort();
+    let file = home.join(ROOM_PASSWORDS_FILE);
+    home::write_private(&file, lines.concat().as_bytes())?;
+    Ok(file)
+}
+
+/// The file `room`'s password is remembered in, if `password` is the one
+/// remembered (a different one given now holds only until the process
+/// ends, and the next start would use the remembered one).
+pub fn remembered_in(home: &Path, room: &str, password: &Secret) -> Option<PathBuf> {
+    let file = home.join(ROOM_PASSWORDS_FILE);
+    (load(home).ok()?.get(room) == Some(password)).then_some(file)
+}
+
+impl Node {
+    /// `/password --remember PW`: keeps the password in the data directory
+    /// for the next start, then makes the current room a password room (see
+    /// [`Node::set_password`]).
+    pub async fn set_and_remember_password(&self, password: Secret) -> Result<(), NodeError> {
+        let room = self.current_room()?;
+        if password.expose().contains(['\n', '\r']) {
+            return Err(NodeError::Invalid(
+                "a password to remember must be one line".into(),
+            ));
+        }
+        save(&self.inner.home, &room, &password)?;
+        self.set_password(password).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remembered_password_is_read_back_and_kept_owner_only() {
+        let home = tempfile::tempdir().unwrap();
+        assert!(load(home.path()).unwrap().is_empty());
+        save(home.path(), "vault", &Secret::new("pass word\twith tab")).unwrap();
+        let file = save(home.path(), "lobby", &Secret::new("x")).unwrap();
+        save(home.path(), "lobby", &Secret::new("y")).unwrap();
+        let all = load(home.path()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all["vault"].expose(), "pass word\twith tab");
+        assert_eq!(all["lobby"].expose(), "y");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
