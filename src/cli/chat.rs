@@ -40,7 +40,7 @@ pub struct ChatArgs {
     #[arg(long)]
     connect: Vec<Target>,
     /// Address of the UDP socket.
-    #[arg(long, default_value = "0.0.0.0:0")]
+    #[arg(long, default_value = "[::]:0")]
     bind: SocketAddr,
     /// Only let these peers connect in (repeatable); default: anyone.
     #[arg(long)]
