@@ -9,6 +9,7 @@ mod busy;
 #[path = "../common/mod.rs"]
 mod common;
 mod flows;
+mod ipv6;
 mod lab;
 mod lossy;
 mod neighbours;
