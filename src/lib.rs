@@ -18,6 +18,7 @@ pub mod hlc;
 pub mod holdings;
 pub mod home;
 pub mod identity;
+pub mod lan;
 pub mod node;
 pub mod pake;
 pub mod protocol;

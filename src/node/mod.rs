@@ -25,6 +25,7 @@ pub mod events;
 mod files;
 mod gate;
 mod guesses;
+mod lan;
 mod listing;
 pub mod manager;
 mod netcheck;
@@ -406,6 +407,9 @@ impl Node {
             if let Err(error) = node.join(&room).await {
                 node.emit(Event::error(format!("cannot join {room}: {error}")));
             }
+        }
+        if node.inner.config.lan_discovery {
+            node.start_lan_discovery();
         }
         for target in node.inner.config.connect.clone() {
             let task_node = node.clone();

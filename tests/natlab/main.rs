@@ -11,6 +11,7 @@ mod common;
 mod flows;
 mod ipv6;
 mod lab;
+mod lan;
 mod lossy;
 mod neighbours;
 mod setup;
