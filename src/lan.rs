@@ -33,7 +33,7 @@ pub const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 71, 80);
 pub const PORT: u16 = 7071;
 /// A node beacons this often.
 pub const BEACON_INTERVAL: Duration = Duration::from_secs(5);
-/// Least time between two beacons (an early answer to a new peer included).
+/// Least time between two early answers to new peers.
 pub const ANSWER_GAP: Duration = Duration::from_secs(1);
 /// A peer dialed is not dialed again before this (unless it is forgotten).
 pub const REDIAL_AFTER: Duration = Duration::from_secs(30);
@@ -150,8 +150,11 @@ pub enum Action {
 /// The decisions of LAN discovery, on the caller's clock.
 pub struct Discovery {
     me: PeerId,
+    /// The next periodic beacon.
     next_beacon: Instant,
-    last_beacon: Option<Instant>,
+    /// An early answer to a new peer, if one is due.
+    answer: Option<Instant>,
+    last_answer: Option<Instant>,
     /// When each peer was last heard and last dialed.
     peers: HashMap<PeerId, (Instant, Option<Instant>)>,
     /// Dials started in the current window, and when it began.
@@ -164,7 +167,8 @@ impl Discovery {
         Self {
             me,
             next_beacon: now,
-            last_beacon: None,
+            answer: None,
+            last_answer: None,
             peers: HashMap::new(),
             window: (now, 0),
         }
@@ -172,17 +176,25 @@ impl Discovery {
 
     /// When [`Discovery::poll`] has something to do next.
     pub fn next_wakeup(&self) -> Instant {
-        self.next_beacon
+        self.answer
+            .map_or(self.next_beacon, |at| at.min(self.next_beacon))
     }
 
-    /// A beacon, if one is due.
+    /// A beacon, if one is due (periodic, or an answer; one covers both).
     pub fn poll(&mut self, now: Instant) -> Option<Action> {
-        if now < self.next_beacon {
-            return None;
+        if now >= self.next_beacon {
+            self.next_beacon = now + BEACON_INTERVAL;
+            self.answer = None;
+            return Some(Action::Beacon);
         }
-        self.last_beacon = Some(now);
-        self.next_beacon = now + BEACON_INTERVAL;
-        Some(Action::Beacon)
+        match self.answer {
+            Some(at) if now >= at => {
+                self.answer = None;
+                self.last_answer = Some(now);
+                Some(Action::Beacon)
+            }
+            _ => None,
+        }
     }
 
     /// A beacon `beacon` came from `from`; `shared` says whether it names one
@@ -218,8 +230,10 @@ impl Discovery {
         }
         if self.me.as_bytes() > beacon.peer.as_bytes() {
             // The other side dials: make sure it hears this node soon.
-            let earliest = self.last_beacon.map_or(now, |at| at + ANSWER_GAP).max(now);
-            self.next_beacon = self.next_beacon.min(earliest);
+            if new {
+                let earliest = self.last_answer.map_or(now, |at| at + ANSWER_GAP).max(now);
+                self.answer = Some(self.answer.map_or(earliest, |at| at.min(earliest)));
+            }
             return None;
         }
         if entry.1.is_some_and(|dialed| now < dialed + REDIAL_AFTER) {
@@ -342,10 +356,26 @@ mod tests {
         assert!(dialer
             .on_beacon(later, LAN, &from_large, true, false)
             .is_some());
-        // The larger id never dials, but beacons one ANSWER_GAP after its last.
+        // The larger id never dials, but answers a new peer at once...
         assert_eq!(answerer.on_beacon(t, LAN, &from_small, true, false), None);
-        assert_eq!(answerer.next_wakeup(), start + ANSWER_GAP);
-        assert_eq!(answerer.poll(start + ANSWER_GAP), Some(Action::Beacon));
+        assert_eq!(answerer.next_wakeup(), t);
+        assert_eq!(answerer.poll(t), Some(Action::Beacon));
+        assert_eq!(answerer.next_wakeup(), start + BEACON_INTERVAL);
+        // ...a peer it knows only on schedule...
+        assert_eq!(answerer.on_beacon(t, LAN, &from_small, true, false), None);
+        assert_eq!(answerer.next_wakeup(), start + BEACON_INTERVAL);
+        // ...and another new one no sooner than ANSWER_GAP after its answer.
+        let (third, _) = ids();
+        let mut big = Discovery::new(PeerId::from_bytes([0xff; PEER_ID_LEN]), start);
+        big.poll(start);
+        let first = Beacon::new(third, 1, &rooms(&["lab"]), [4; 16]);
+        let second = Beacon::new(small, 2, &rooms(&["lab"]), [5; 16]);
+        big.on_beacon(t, LAN, &first, true, false);
+        assert_eq!(big.poll(t), Some(Action::Beacon));
+        big.on_beacon(t, LAN, &second, true, false);
+        assert_eq!(big.next_wakeup(), t + ANSWER_GAP);
+        assert_eq!(big.poll(t + ANSWER_GAP - Duration::from_millis(1)), None);
+        assert_eq!(big.poll(t + ANSWER_GAP), Some(Action::Beacon));
     }
 
     #[test]
