@@ -93,13 +93,14 @@ fn ipv6_firewalls_let_in_replies_only() {
     );
 }
 
-#[test]
-fn symmetric_nats_with_ipv6_on_both_sides_connect_directly_over_ipv6() {
-    let Some(mut lab) = lab_or_skip("symmetric x symmetric with IPv6") else {
+/// Sites behind `a` and `b` (IPv4) that both have IPv6 connect directly
+/// over IPv6, and chat.
+fn over_ipv6(a: Nat, b: Nat) {
+    let Some(mut lab) = lab_or_skip(&format!("{a:?} x {b:?} with IPv6")) else {
         return;
     };
-    let first = lab.add_site(1, Nat::Symmetric, 1, false);
-    let second = lab.add_site(2, Nat::Symmetric, 1, false);
+    let first = lab.add_site(1, a, 1, false);
+    let second = lab.add_site(2, b, 1, false);
     let v6 = lab.add_ipv6(&[&first, &second]);
     let (_tracker, target) = start_tracker(&lab);
     let (mut h1, id1) = start_dual_stack(&first.hosts[0], "h1", &target);
@@ -115,8 +116,8 @@ fn symmetric_nats_with_ipv6_on_both_sides_connect_directly_over_ipv6() {
     chat_once(&mut h2, &h1, "hello over IPv6 from h2");
     eprintln!(
         "NATLAB | {} + IPv6 | {} + IPv6 | direct over IPv6 ({}) | {:.0} ms to direct",
-        Nat::Symmetric.label(),
-        Nat::Symmetric.label(),
+        a.label(),
+        b.label(),
         if at_h2["event"] == "connected" {
             "first path"
         } else {
@@ -124,6 +125,18 @@ fn symmetric_nats_with_ipv6_on_both_sides_connect_directly_over_ipv6() {
         },
         to_direct.as_secs_f64() * 1000.0
     );
+}
+
+#[test]
+fn symmetric_nats_with_ipv6_on_both_sides_connect_directly_over_ipv6() {
+    // IPv4 alone: relay only.
+    over_ipv6(Nat::Symmetric, Nat::Symmetric);
+}
+
+#[test]
+fn ipv6_is_preferred_where_ipv4_punches_too() {
+    // IPv4 alone: direct as well; the IPv6 handshake starts first and wins.
+    over_ipv6(Nat::FullCone, Nat::PortRestricted);
 }
 
 /// Dual-stack nodes on IPv4-only sites: `a` x `b` connects on `path`, to
