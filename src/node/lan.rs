@@ -38,8 +38,12 @@ fn random_nonce() -> [u8; 16] {
 
 impl Node {
     /// Starts LAN discovery in the background. Without a usable multicast
-    /// socket it logs why and the node runs on without it.
+    /// socket it logs why and the node runs on without it. A node bound to
+    /// loopback cannot be reached from the LAN, so it does not beacon.
     pub(super) fn start_lan_discovery(&self) {
+        if self.local_addr().is_ok_and(|addr| addr.ip().is_loopback()) {
+            return;
+        }
         let socket = match beacon_socket() {
             Ok(socket) => socket,
             Err(error) => {
@@ -83,7 +87,12 @@ impl Node {
     async fn lan_act(&self, socket: &UdpSocket, port: u16, action: Action) {
         match action {
             Action::Beacon => {
-                let beacon = Beacon::new(self.peer_id(), port, &self.rooms(), random_nonce());
+                let rooms = self.rooms();
+                if rooms.is_empty() {
+                    // Nothing to be found for.
+                    return;
+                }
+                let beacon = Beacon::new(self.peer_id(), port, &rooms, random_nonce());
                 // Best effort, as every datagram: the next one is due soon.
                 if let Err(error) = socket.send_to(&beacon.encode(), (GROUP, PORT)).await {
                     tracing::debug!(%error, "LAN beacon not sent");

@@ -56,3 +56,20 @@ fn two_nodes_on_one_lan_find_each_other_without_a_tracker_and_chat() {
         to_connected.as_secs_f64() * 1000.0
     );
 }
+
+#[test]
+fn with_no_lan_discovery_a_node_is_neither_found_nor_finds() {
+    let Some(mut lab) = lab_or_skip("--no-lan-discovery") else {
+        return;
+    };
+    let site = lab.add_site(1, Nat::PortRestricted, 2, false);
+    let (a, _) = start_alone(&site.hosts[0], "a", "lab", &[]);
+    let (_b, b_id) = start_alone(&site.hosts[1], "b", "lab", &["--no-lan-discovery"]);
+    // Proving that nothing happens needs a bounded wait: more than one
+    // beacon interval, so that a has beaconed again since b started.
+    let wait = punchgate::lan::BEACON_INTERVAL * 3 / 2;
+    let connected = a.first(wait, |e| {
+        (e["event"] == "connected" && e["peer_id"] == b_id.as_str()).then_some(())
+    });
+    assert!(connected.is_none(), "a found b, whose discovery is off");
+}
