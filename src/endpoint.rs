@@ -197,8 +197,8 @@ impl std::fmt::Display for Target {
 }
 
 impl Target {
-    /// The first IPv4 address `host` resolves to (the gate socket is IPv4),
-    /// else the first address.
+    /// The first IPv4 address `host` resolves to (every gate socket serves
+    /// IPv4; not every one IPv6), else the first address.
     pub async fn resolve(&self) -> Result<SocketAddr, AddrError> {
         let resolve_error = |reason: String| AddrError::Resolve {
             host: self.host.clone(),

@@ -15,6 +15,12 @@
 //! ([`GateSocket::attach_relay`]); packets the relay delivers
 //! ([`GateSocket::deliver_relayed`]) come out of `poll_recv` with the
 //! synthetic source address. A connection cannot tell the difference.
+//!
+//! Bound to `[::]`, the socket is dual-stack (IPV6_V6ONLY off): one socket,
+//! one port, IPv4 and IPv6. quinn then sees every IPv4 address in its
+//! IPv4-mapped form (`::ffff:a.b.c.d`), the kernel's; the rest of the node
+//! sees plain addresses ([`canonical`]): probes arrive with their canonical
+//! source, relay addresses are recognised in either form.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -48,11 +54,35 @@ const MAX_RELAY_ADDRS: u32 = 1 << 16;
 /// The port of every relay address (any would do: the address names the peer).
 const RELAY_PORT: u16 = 1;
 
-/// True for the synthetic addresses of relayed peers (240.0.0.0/4).
+/// True for the synthetic addresses of relayed peers (240.0.0.0/4), also
+/// in their IPv4-mapped form.
 pub fn is_relay_addr(addr: &SocketAddr) -> bool {
-    match addr {
+    match canonical(*addr) {
         SocketAddr::V4(v4) => v4.ip().octets()[0] & 0xf0 == 240,
         SocketAddr::V6(_) => false,
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a
+/// dual-stack socket sees IPv4 peers) turned back into plain IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// `addr` as a socket bound to an address like `local` sends to it: an IPv4
+/// address in its mapped form for an IPv6 (dual-stack) socket.
+fn for_family_of(local: &SocketAddr, addr: SocketAddr) -> SocketAddr {
+    match (local, addr) {
+        (SocketAddr::V6(_), SocketAddr::V4(v4)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        _ => addr,
     }
 }
 
@@ -113,7 +143,11 @@ impl RelayPath {
     /// Hands each segment of `transmit` to the relay writer; what does not
     /// fit (or has nowhere to go) is dropped, as UDP would.
     fn send(&self, transmit: &Transmit) {
-        let peer = self.book().by_addr.get(&transmit.destination).copied();
+        let peer = self
+            .book()
+            .by_addr
+            .get(&canonical(transmit.destination))
+            .copied();
         let writer = self
             .outgoing
             .lock()
@@ -212,6 +246,8 @@ impl SocketBuffers {
 /// The UDP socket of a node.
 pub struct GateSocket {
     io: tokio::net::UdpSocket,
+    /// The bound address (an IPv6 one: the socket is dual-stack).
+    local: SocketAddr,
     state: UdpSocketState,
     probes: mpsc::Sender<Probe>,
     probes_received: AtomicU64,
@@ -253,7 +289,8 @@ impl GateSocket {
         addr: SocketAddr,
         buffers: SocketBuffers,
     ) -> io::Result<(Arc<Self>, mpsc::Receiver<Probe>)> {
-        let socket = std::net::UdpSocket::bind(addr)?;
+        let socket = bind_udp(addr)?;
+        let local = socket.local_addr()?;
         let tuned = socket2::SockRef::from(&socket);
         // Best effort: a smaller buffer than asked is still a working socket.
         if buffers.receive > 0 {
@@ -268,6 +305,7 @@ impl GateSocket {
         let (probes, receiver) = mpsc::channel(PROBE_QUEUE);
         let gate = Self {
             io,
+            local,
             state,
             probes,
             probes_received: AtomicU64::new(0),
@@ -287,6 +325,7 @@ impl GateSocket {
                 "probe payload too large",
             ));
         }
+        let to = for_family_of(&self.local, to);
         self.io.send_to(&probe_datagram(payload), to).await?;
         Ok(())
     }
@@ -315,9 +354,9 @@ impl GateSocket {
         self.relay.book().addr_of(peer)
     }
 
-    /// The peer a relay address stands for.
+    /// The peer a relay address (in either form) stands for.
     pub fn relayed_peer(&self, addr: &SocketAddr) -> Option<PeerId> {
-        self.relay.book().by_addr.get(addr).copied()
+        self.relay.book().by_addr.get(&canonical(*addr)).copied()
     }
 
     /// Starts sending packets for relay addresses to the returned receiver
@@ -340,6 +379,8 @@ impl GateSocket {
             self.relay.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        // In the form quinn gave the connection, so it is the same path.
+        let addr = for_family_of(&self.local, addr);
         if self.relay.incoming_tx.try_send((addr, packet)).is_err() {
             self.relay.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -353,10 +394,34 @@ impl GateSocket {
     fn deliver_probe(&self, from: SocketAddr, datagram: &[u8]) {
         self.probes_received.fetch_add(1, Ordering::Relaxed);
         let payload = datagram[PROBE_MAGIC.len()..].to_vec();
+        let from = canonical(from);
         if self.probes.try_send(Probe { from, payload }).is_err() {
             self.probes_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A UDP socket on `addr`; on an IPv6 address a dual-stack one (IPv4 too).
+/// `[::]` on a host without IPv6 falls back to `0.0.0.0` on the same port.
+pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    if addr.is_ipv4() {
+        return std::net::UdpSocket::bind(addr);
+    }
+    let socket = match socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    ) {
+        Ok(socket) => socket,
+        // Creating (not binding) an IPv6 socket fails only without IPv6.
+        Err(_) if addr.ip().is_unspecified() => {
+            return std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, addr.port()));
+        }
+        Err(e) => return Err(e),
+    };
+    socket.set_only_v6(false)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// A probe datagram: the magic, then `payload`.
@@ -595,6 +660,90 @@ mod tests {
         assert_eq!(count, 1);
         assert_eq!(meta[0].addr, socket.relay_addr(&from).unwrap());
         assert_eq!(&storage[..meta[0].len], &[0x40, 1, 2, 3]);
+    }
+
+    /// Reads `socket` in the background (as quinn's driver would), so probes
+    /// reach its channel.
+    fn drive(socket: &Arc<GateSocket>) -> tokio::task::JoinHandle<io::Result<usize>> {
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            let mut storage = vec![0u8; 2048];
+            let mut meta = [RecvMeta::default()];
+            std::future::poll_fn(|cx| {
+                let mut bufs = [IoSliceMut::new(&mut storage)];
+                socket.poll_recv(cx, &mut bufs, &mut meta)
+            })
+            .await
+        })
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_socket_serves_ipv4_and_ipv6_with_plain_addresses() {
+        let (dual, mut dual_probes) = GateSocket::bind("[::]:0".parse().unwrap()).unwrap();
+        let port = dual.local_addr().unwrap().port();
+        let (v4, mut v4_probes) = GateSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (v6, _) = GateSocket::bind("[::1]:0".parse().unwrap()).unwrap();
+        let (reader, v4_reader) = (drive(&dual), drive(&v4));
+        v4.send_probe(SocketAddr::from(([127, 0, 0, 1], port)), b"four")
+            .await
+            .unwrap();
+        let got = dual_probes.recv().await.unwrap();
+        assert_eq!(
+            (got.from, got.payload.as_slice()),
+            (v4.local_addr().unwrap(), b"four".as_slice())
+        );
+        v6.send_probe(
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            b"six",
+        )
+        .await
+        .unwrap();
+        let got = dual_probes.recv().await.unwrap();
+        assert_eq!(
+            (got.from, got.payload.as_slice()),
+            (v6.local_addr().unwrap(), b"six".as_slice())
+        );
+        // And back to a plain IPv4 address from the dual-stack socket.
+        dual.send_probe(v4.local_addr().unwrap(), b"back")
+            .await
+            .unwrap();
+        let got = v4_probes.recv().await.unwrap();
+        assert_eq!(got.payload, b"back");
+        assert_eq!(got.from.port(), port);
+        reader.abort();
+        v4_reader.abort();
+    }
+
+    #[tokio::test]
+    async fn relay_addresses_on_a_dual_stack_socket_are_known_in_both_forms() {
+        let (socket, _) = GateSocket::bind("[::]:0".parse().unwrap()).unwrap();
+        let from = peer();
+        let plain = socket.relay_addr(&from).unwrap();
+        socket.deliver_relayed(from, vec![0x40, 9]);
+        let mut storage = vec![0u8; 2048];
+        let mut meta = [RecvMeta::default()];
+        std::future::poll_fn(|cx| {
+            let mut bufs = [IoSliceMut::new(&mut storage)];
+            socket.poll_recv(cx, &mut bufs, &mut meta)
+        })
+        .await
+        .unwrap();
+        // quinn sees the mapped form, the form it gives a dual-stack socket.
+        let mapped = meta[0].addr;
+        assert!(mapped.is_ipv6());
+        assert_eq!(canonical(mapped), plain);
+        assert!(is_relay_addr(&mapped));
+        assert_eq!(socket.relayed_peer(&mapped), Some(from));
+        let mut relay = socket.attach_relay();
+        let transmit = Transmit {
+            destination: mapped,
+            ecn: None,
+            contents: &[0x40, 1],
+            segment_size: None,
+            src_ip: None,
+        };
+        socket.try_send(&transmit).unwrap();
+        assert_eq!(relay.try_recv().unwrap(), (from, vec![0x40, 1]));
     }
 
     #[tokio::test]

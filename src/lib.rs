@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bench;
+pub mod candidates;
 pub mod command;
 pub mod congestion;
 pub mod demo;
@@ -18,6 +19,7 @@ pub mod hlc;
 pub mod holdings;
 pub mod home;
 pub mod identity;
+pub mod lan;
 pub mod node;
 pub mod pake;
 pub mod protocol;

@@ -257,6 +257,28 @@ pub fn validate_label(what: &str, text: &str, max: usize) -> Result<(), String> 
     Ok(())
 }
 
+/// True for addresses a node may offer as candidates besides its reflexive
+/// one: LAN addresses ([`is_lan_candidate`]) and global IPv6 addresses
+/// ([`is_global_ipv6`]).
+pub fn is_candidate(addr: &SocketAddr) -> bool {
+    is_lan_candidate(addr) || is_global_ipv6(addr)
+}
+
+/// True for a global unicast IPv6 address (2000::/3) with a port, the kind a
+/// host has with no NAT in front of it, only a stateful firewall. Tunnel
+/// ranges (6to4, Teredo) are not a host's own and are left out.
+pub fn is_global_ipv6(addr: &SocketAddr) -> bool {
+    let SocketAddr::V6(v6) = addr else {
+        return false;
+    };
+    let first = v6.ip().segments()[0];
+    // 2002::/16 (6to4) and 2001::/32 (Teredo) are tunnels, not hosts' own.
+    addr.port() != 0
+        && (first & 0xe000) == 0x2000
+        && first != 0x2002
+        && !(first == 0x2001 && v6.ip().segments()[1] == 0)
+}
+
 /// True for addresses a node may offer as its LAN candidates: private,
 /// shared (carrier-grade NAT), loopback and link-local ranges. Anything else
 /// is either the reflexive address (which the tracker already knows) or an
@@ -661,6 +683,23 @@ mod tests {
             "224.0.0.1:5",
         ] {
             assert!(!is_lan_candidate(&other.parse().unwrap()), "{other}");
+        }
+    }
+
+    #[test]
+    fn global_ipv6_addresses_are_candidates_too() {
+        for global in ["[2001:db8::1]:5", "[2a01:4f8::2]:4000", "[fd00::1]:5"] {
+            assert!(is_candidate(&global.parse().unwrap()), "{global}");
+        }
+        for other in [
+            "[2002:c000:201::1]:5",
+            "[2001:0:4136:e378::1]:5",
+            "[2001:db8::1]:0",
+            "[ff02::1]:5",
+            "[::ffff:8.8.8.8]:53",
+            "8.8.8.8:53",
+        ] {
+            assert!(!is_candidate(&other.parse().unwrap()), "{other}");
         }
     }
 

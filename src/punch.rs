@@ -22,6 +22,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use crate::candidates::{order_candidates, MAX_IPV6_CANDIDATES, MAX_LAN_CANDIDATES};
+
 pub use crate::protocol::Role;
 
 /// Something the node should do now.
@@ -415,38 +417,6 @@ pub fn peer_lateness(assumed: Duration, measured: Duration) -> Duration {
 /// The most lateness [`peer_lateness`] reports.
 pub const MAX_LATENESS: Duration = Duration::from_secs(1);
 
-/// LAN candidates of a peer tried at most.
-pub const MAX_LAN_CANDIDATES: usize = 8;
-
-/// The addresses to punch toward for a peer the tracker saw at `reflexive`
-/// with interface addresses `local`, in order. Behind the same public
-/// address as this node (`my_reflexive`), its LAN addresses come first
-/// (hairpinning is rare), at most [`MAX_LAN_CANDIDATES`] of them. Anywhere
-/// else its LAN addresses are of no use, and they are what a hostile peer
-/// fills with addresses of its choosing to aim this node's probes at
-/// others: only its public address is tried.
-pub fn order_candidates(
-    my_reflexive: Option<SocketAddr>,
-    reflexive: SocketAddr,
-    local: &[SocketAddr],
-) -> Vec<SocketAddr> {
-    let same_nat = my_reflexive.is_some_and(|mine| mine.ip() == reflexive.ip());
-    if !same_nat {
-        return vec![reflexive];
-    }
-    let mut out = Vec::with_capacity(MAX_LAN_CANDIDATES + 1);
-    for addr in local {
-        if out.len() == MAX_LAN_CANDIDATES {
-            break;
-        }
-        if !out.contains(addr) && *addr != reflexive {
-            out.push(*addr);
-        }
-    }
-    out.push(reflexive);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,38 +697,5 @@ mod tests {
             drain(&mut punch, start).len(),
             PunchSchedule::default().max_candidates
         );
-    }
-
-    #[test]
-    fn candidates_behind_the_same_nat_put_lan_first() {
-        let theirs = addr("198.51.100.1:4000");
-        let lan = [addr("10.0.0.5:4000")];
-        assert_eq!(
-            order_candidates(Some(addr("198.51.100.1:5000")), theirs, &lan),
-            vec![lan[0], theirs]
-        );
-    }
-
-    #[test]
-    fn lan_candidates_of_another_site_are_never_tried() {
-        let theirs = addr("198.51.100.1:4000");
-        // What a hostile peer would register as its "LAN": someone else.
-        let chosen = [addr("192.0.2.7:53"), addr("192.0.2.8:80")];
-        assert_eq!(
-            order_candidates(Some(addr("203.0.113.1:5000")), theirs, &chosen),
-            vec![theirs]
-        );
-        assert_eq!(order_candidates(None, theirs, &chosen), vec![theirs]);
-    }
-
-    #[test]
-    fn lan_candidates_are_bounded() {
-        let theirs = addr("198.51.100.1:4000");
-        let many: Vec<SocketAddr> = (1..=40)
-            .map(|i| SocketAddr::from(([10, 0, 0, i], 4000)))
-            .collect();
-        let ordered = order_candidates(Some(addr("198.51.100.1:5000")), theirs, &many);
-        assert_eq!(ordered.len(), MAX_LAN_CANDIDATES + 1);
-        assert_eq!(ordered.last(), Some(&theirs));
     }
 }

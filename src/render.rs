@@ -409,6 +409,8 @@ pub fn render(event: &Event) -> Vec<String> {
             hairpin,
             rtt_ms,
             verdict,
+            ipv6,
+            ipv6_addrs,
             ..
         } => vec![
             format!("public address:  {public}"),
@@ -420,6 +422,14 @@ pub fn render(event: &Event) -> Vec<String> {
             format!("hairpinning:     {}", if *hairpin { "yes" } else { "no (or not detectable)" }),
             format!("tracker RTT:     {rtt_ms:.1} ms"),
             format!("verdict:         {verdict}"),
+            format!("ipv6:            {}", match ipv6.as_str() {
+                "tracker" => "reachable: the tracker was reached over IPv6".to_string(),
+                "global" => format!(
+                    "global addresses {} (no NAT; tracker reached over IPv4)",
+                    ipv6_addrs.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
+                ),
+                _ => "none: IPv4 only".to_string(),
+            }),
         ],
         Event::Gates { gates } if gates.is_empty() => vec!["no connections".into()],
         Event::Gates { gates } => gates

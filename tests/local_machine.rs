@@ -78,6 +78,7 @@ impl Chat {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Chat {
         let home = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
             .arg("--home")
             .arg(home.path())
             .args(["--json", "chat", "--room", "vault", "--bind", "127.0.0.1:0"])

@@ -59,7 +59,7 @@ pub struct BenchPlace {
     #[arg(long)]
     tracker: Target,
     /// Address of the UDP socket.
-    #[arg(long, default_value = "0.0.0.0:0")]
+    #[arg(long, default_value = "[::]:0")]
     bind: SocketAddr,
     /// Your display name.
     #[arg(long, default_value = "bench")]

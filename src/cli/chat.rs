@@ -46,7 +46,7 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 20)]
     history_lines: usize,
     /// Address of the UDP socket.
-    #[arg(long, default_value = "0.0.0.0:0")]
+    #[arg(long, default_value = "[::]:0")]
     bind: SocketAddr,
     /// Only let these peers connect in (repeatable); default: anyone.
     #[arg(long)]
@@ -84,6 +84,10 @@ pub struct ChatArgs {
     /// (for tests, or networks where punching never works).
     #[arg(long)]
     relay_only: bool,
+    /// Do not look for room members on the LAN (multicast beacons that
+    /// name no room in clear; see docs/SECURITY.md).
+    #[arg(long, env = "PUNCHGATE_NO_LAN_DISCOVERY")]
+    no_lan_discovery: bool,
     /// Also serve the web page, on ADDR (default 127.0.0.1:0, a free
     /// port); its address with its secret is printed. Anything but
     /// loopback lets other machines reach it.
@@ -153,6 +157,7 @@ impl ChatArgs {
         }
         config.rooms = self.rooms;
         config.bind = self.bind;
+        config.lan_discovery = !self.no_lan_discovery;
         config.allow = (!self.allow.is_empty()).then_some(self.allow);
         config.relay = match (self.no_relay, self.relay_only) {
             (true, _) => RelayPolicy::Never,

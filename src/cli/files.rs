@@ -33,7 +33,7 @@ pub struct SendArgs {
     #[arg(long)]
     qr: bool,
     /// Address of the UDP socket.
-    #[arg(long, default_value = "0.0.0.0:0")]
+    #[arg(long, default_value = "[::]:0")]
     bind: SocketAddr,
     /// Chunk size in bytes: a power of two from 16 KiB to 16 MiB.
     #[arg(long, default_value_t = punchgate::transfer::manifest::DEFAULT_CHUNK_SIZE)]
@@ -59,7 +59,7 @@ pub struct GetArgs {
     #[arg(long, default_value_t = TransferConfig::default().streams)]
     streams: usize,
     /// Address of the UDP socket.
-    #[arg(long, default_value = "0.0.0.0:0")]
+    #[arg(long, default_value = "[::]:0")]
     bind: SocketAddr,
     /// Seconds a hole punch to the sender may take.
     #[arg(long, default_value_t = 10.0)]

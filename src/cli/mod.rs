@@ -85,7 +85,7 @@ enum Commands {
         #[arg(long)]
         tracker: Target,
         /// Address of the UDP socket (use the port you chat from).
-        #[arg(long, default_value = "0.0.0.0:0")]
+        #[arg(long, default_value = "[::]:0")]
         bind: SocketAddr,
     },
 }

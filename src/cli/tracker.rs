@@ -18,7 +18,7 @@ use super::{seconds, shutdown_signal, Output};
 #[derive(clap::Args)]
 pub struct TrackerArgs {
     /// Address to listen on (port 0 picks a free one).
-    #[arg(long, default_value = "0.0.0.0:7000")]
+    #[arg(long, default_value = "[::]:7000")]
     listen: SocketAddr,
     /// Most registered peers at once.
     #[arg(long, default_value_t = TrackerLimits::default().max_peers)]

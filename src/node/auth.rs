@@ -25,7 +25,7 @@ use super::gate::Gate;
 use super::guesses::{GuessLimiter, Source, TooManyGuesses};
 use super::sync::CatchUp;
 use super::Event;
-use crate::gate_socket::is_relay_addr;
+use crate::gate_socket::{canonical, is_relay_addr};
 use crate::identity::PeerId;
 use crate::pake::{Exchange, PakeError, Secret, Side, EXPORTER_LABEL, EXPORTER_LEN};
 use crate::protocol::AuthFrame;
@@ -66,7 +66,7 @@ pub(super) async fn derive_room_keys(
 
 /// Where a gate's guesses are charged.
 fn source_of(gate: &Gate) -> Source {
-    let remote = gate.connection.remote_address();
+    let remote = canonical(gate.connection.remote_address());
     Source::of(remote.ip(), is_relay_addr(&remote))
 }
 

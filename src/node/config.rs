@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// How much history this node keeps per author and per room (see
     /// [`HistoryLimits`] for the defaults).
     pub history: HistoryLimits,
+    /// Find room members on the LAN by multicast beacons ([`crate::lan`]).
+    /// Default off here; `punchgate chat` turns it on.
+    pub lan_discovery: bool,
 }
 
 impl NodeConfig {
@@ -81,6 +84,7 @@ impl NodeConfig {
             transfer: TransferConfig::default(),
             relay: RelayPolicy::default(),
             history: HistoryLimits::default(),
+            lan_discovery: false,
         }
     }
 }

@@ -134,7 +134,11 @@ impl Node {
             .session(tracker)
             .or_else(|| trackers.first_session())
             .map(|t| t.reflexive());
-        let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs);
+        let ipv6 = self
+            .local_addr()
+            .map(|bound| !super::global_ipv6_candidates(bound).is_empty())
+            .unwrap_or(false);
+        let candidates = order_candidates(reflexive, member.reflexive, &member.local_addrs, ipv6);
         let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
         let mut phases = SetupPhases::default();
         {

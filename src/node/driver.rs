@@ -19,6 +19,7 @@ use super::manager::{
 };
 use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
 use super::{path_of, Event, Node, PathKind, PeerStatus};
+use crate::gate_socket::canonical;
 use crate::identity::PeerId;
 use crate::protocol::{ChatFrame, Member, MessageId, SignedMessage};
 use crate::punch::Role;
@@ -347,7 +348,7 @@ impl Driver {
             dialer: gate.dialer,
         };
         if facts.path == PathKind::Direct {
-            let remote = ready.greeted.gate.connection.remote_address();
+            let remote = canonical(ready.greeted.gate.connection.remote_address());
             self.node.inner.budget().prove(remote.ip());
         }
         self.ready.insert(facts.id, ready);

@@ -246,6 +246,12 @@ pub enum Event {
         rtt_ms: f64,
         /// What it means for connecting to peers.
         verdict: String,
+        /// This node's global IPv6 addresses (its IPv6 candidates).
+        ipv6_addrs: Vec<SocketAddr>,
+        /// IPv6 reachability: `"tracker"` (the tracker was reached over
+        /// IPv6), `"global"` (global addresses, the tracker reached over
+        /// IPv4), or `"none"` (IPv4 only).
+        ipv6: String,
     },
     Rooms {
         rooms: Vec<String>,

@@ -26,6 +26,7 @@ pub mod events;
 mod files;
 mod gate;
 mod guesses;
+mod lan;
 mod listing;
 pub mod manager;
 mod names;
@@ -73,7 +74,7 @@ use sync::{CatchUp, HistorySync};
 use trackers::Trackers;
 
 use crate::endpoint;
-use crate::gate_socket::{is_relay_addr, GateSocket};
+use crate::gate_socket::{canonical, is_relay_addr, GateSocket};
 use crate::hlc::Hlc;
 use crate::identity::{Identity, PeerId};
 use crate::pake::Secret;
@@ -198,19 +199,43 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The addresses this node can be reached at on its own networks. Loopback
-/// is left out unless the node is bound to it: a remote peer dialing
-/// 127.0.0.1 reaches itself, and peers on one host share a LAN address anyway.
+/// The addresses this node can be reached at on its own networks and, for
+/// IPv6, on the internet: a global IPv6 address has no NAT in front of it,
+/// only (at most) a stateful firewall that a punch opens. Loopback is left
+/// out unless the node is bound to it: a remote peer dialing 127.0.0.1
+/// reaches itself, and peers on one host share a LAN address anyway. IPv6
+/// link-local addresses are left out too: they need an interface index no
+/// other host shares. A dual-stack socket (bound to `[::]`) offers both
+/// families; global IPv6 addresses come first, as they are preferred.
 fn local_candidates(bound: SocketAddr) -> Vec<SocketAddr> {
     if !bound.ip().is_unspecified() {
         return vec![bound];
     }
-    if_addrs::get_if_addrs()
+    let mut out: Vec<SocketAddr> = if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
         .map(|interface| interface.ip())
-        .filter(|ip| ip.is_ipv4() == bound.is_ipv4() && !ip.is_loopback())
+        .filter(|ip| bound.is_ipv6() || ip.is_ipv4())
+        .filter(|ip| !ip.is_loopback() && !is_v6_link_local(ip))
         .map(|ip| SocketAddr::new(ip, bound.port()))
+        .collect();
+    out.sort_by_key(|addr| !crate::protocol::is_global_ipv6(addr));
+    out
+}
+
+fn is_v6_link_local(ip: &std::net::IpAddr) -> bool {
+    matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+/// This node's global IPv6 addresses (on its gate socket's port), if its
+/// gate socket serves IPv6.
+pub(crate) fn global_ipv6_candidates(bound: SocketAddr) -> Vec<SocketAddr> {
+    if !bound.is_ipv6() {
+        return Vec::new();
+    }
+    local_candidates(bound)
+        .into_iter()
+        .filter(crate::protocol::is_global_ipv6)
         .collect()
 }
 
@@ -387,6 +412,9 @@ impl Node {
                 node.emit(Event::error(format!("cannot join {room}: {error}")));
             }
         }
+        if node.inner.config.lan_discovery {
+            node.start_lan_discovery();
+        }
         for target in node.inner.config.connect.clone() {
             let task_node = node.clone();
             node.inner.spawn(async move {
@@ -415,7 +443,7 @@ impl Node {
     /// Where a connection's packets go, as the user should see it: the
     /// tracker's address for a relayed one.
     fn shown_remote(&self, connection: &Connection) -> SocketAddr {
-        let remote = connection.remote_address();
+        let remote = canonical(connection.remote_address());
         let relayed_peer = self.inner.socket.relayed_peer(&remote);
         relayed_peer
             .and_then(|peer| self.inner.trackers.relay_addr_of(&peer))

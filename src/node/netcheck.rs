@@ -11,6 +11,10 @@
 //! 3. **Hairpinning**: a probe to the node's own public address comes back
 //!    only if the NAT hairpins (or there is no NAT).
 //!
+//! 4. **IPv6**: the node's global IPv6 addresses, and whether the tracker
+//!    was reached over IPv6. Those addresses have no NAT in front of them,
+//!    only (at most) a stateful firewall that a punch opens.
+//!
 //! Proving that a probe does *not* arrive takes a bounded wait; these are
 //! the only waits of that kind outside tests.
 
@@ -138,6 +142,17 @@ impl Node {
             (_, true) => "easy NAT: direct connections should work with almost any peer",
             (_, false) => "port-restricted NAT: direct connections work unless the other side has a symmetric NAT",
         };
+        let ipv6_addrs = self
+            .local_addr()
+            .map(super::global_ipv6_candidates)
+            .unwrap_or_default();
+        let ipv6 = if public.is_ipv6() {
+            "tracker"
+        } else if !ipv6_addrs.is_empty() {
+            "global"
+        } else {
+            "none"
+        };
         Ok(Event::Netcheck {
             public,
             second_port_view: second_view,
@@ -147,6 +162,8 @@ impl Node {
             hairpin,
             rtt_ms: millis(tracker.rtt()),
             verdict: verdict.to_string(),
+            ipv6_addrs,
+            ipv6: ipv6.to_string(),
         })
     }
 }

@@ -307,7 +307,7 @@ impl TrackerSession {
     }
 
     pub fn tracker_addr(&self) -> SocketAddr {
-        self.connection.remote_address()
+        crate::gate_socket::canonical(self.connection.remote_address())
     }
 
     /// The round-trip time to the tracker: QUIC's smoothed estimate, or the

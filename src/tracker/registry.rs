@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::per_address::{SourceKey, Sources};
 use crate::identity::PeerId;
 use crate::protocol::{
-    is_lan_candidate, validate_label, Member, RelayRefusal, TrackerEvent, TrackerRefusal,
+    is_candidate, validate_label, Member, RelayRefusal, TrackerEvent, TrackerRefusal,
     MAX_LOCAL_ADDRS, MAX_NAME_LEN, MAX_ROOM_LEN,
 };
 
@@ -192,7 +192,7 @@ impl Registry {
             });
         }
         self.sources.admit_peer(source, &self.limits)?;
-        local_addrs.retain(is_lan_candidate);
+        local_addrs.retain(is_candidate);
         local_addrs.truncate(MAX_LOCAL_ADDRS);
         self.next_generation += 1;
         let generation = self.next_generation;

@@ -208,7 +208,7 @@ impl Tracker {
             local_addr.port().wrapping_add(1)
         });
         let aux_addr = SocketAddr::new(config.listen.ip(), aux_port);
-        let aux = std::net::UdpSocket::bind(aux_addr)
+        let aux = crate::gate_socket::bind_udp(aux_addr)
             .and_then(|socket| {
                 socket.set_nonblocking(true)?;
                 tokio::net::UdpSocket::from_std(socket)
@@ -331,7 +331,12 @@ async fn reflect_loop(shared: Arc<Shared>) {
         else {
             continue;
         };
-        if let Ok(payload) = (ProbeMessage::Reflected { nonce, seen: from }).encode() {
+        if let Ok(payload) = (ProbeMessage::Reflected {
+            nonce,
+            seen: crate::gate_socket::canonical(from),
+        })
+        .encode()
+        {
             let _ = shared.aux.send_to(&probe_datagram(&payload), from).await;
         }
     }
@@ -609,7 +614,7 @@ fn handle_request(
             if generation.is_some() {
                 return Err(TrackerRefusal::AlreadyRegistered);
             }
-            let reflexive = connection.remote_address();
+            let reflexive = crate::gate_socket::canonical(connection.remote_address());
             let (new_generation, outbox) =
                 shared
                     .registry()

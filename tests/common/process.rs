@@ -43,7 +43,13 @@ impl Proc {
                 command.args(["netns", "exec", ns, binary]);
                 command
             }
-            None => Command::new(binary),
+            None => {
+                // Chat beacons on the LAN by default: in the host's own
+                // namespace a test must not, so it is off there.
+                let mut command = Command::new(binary);
+                command.env("PUNCHGATE_NO_LAN_DISCOVERY", "true");
+                command
+            }
         };
         let mut child = command
             .arg("--home")

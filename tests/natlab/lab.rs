@@ -150,6 +150,9 @@ fn nat_rules(
     )
 }
 
+#[path = "lab6.rs"]
+mod lab6;
+
 static LABS: AtomicU32 = AtomicU32::new(0);
 
 /// A host inside the lab.

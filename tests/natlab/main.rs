@@ -9,7 +9,9 @@ mod busy;
 #[path = "../common/mod.rs"]
 mod common;
 mod flows;
+mod ipv6;
 mod lab;
+mod lan;
 mod lossy;
 mod neighbours;
 mod setup;
