@@ -12,6 +12,8 @@ use serde_json::Value;
 /// `punchgate ARGS` with stdin closed; its JSON events and exit status.
 fn run(home: &std::path::Path, envs: &[(&str, &str)], args: &[&str]) -> (Vec<Value>, String, bool) {
     let child = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        // No multicast beacons from the host namespace.
+        .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
         .arg("--home")
         .arg(home)
         .args(args)
@@ -108,6 +110,8 @@ fn completions_are_printed_for_each_shell() {
     let home = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish"] {
         let output = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            // No multicast beacons from the host namespace.
+            .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
             .arg("--home")
             .arg(home.path())
             .args(["completions", shell])
@@ -118,6 +122,8 @@ fn completions_are_printed_for_each_shell() {
         assert!(script.contains("history-lines"), "{shell}: {script}");
     }
     let output = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        // No multicast beacons from the host namespace.
+        .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
         .args(["completions", "tcsh"])
         .output()
         .unwrap();

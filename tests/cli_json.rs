@@ -76,6 +76,8 @@ fn id_is_stable_for_a_data_directory() {
     let home = tempfile::tempdir().unwrap();
     let id = || {
         let out = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            // No multicast beacons from the host namespace.
+            .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
             .arg("--home")
             .arg(home.path())
             .arg("id")
@@ -92,6 +94,8 @@ fn id_is_stable_for_a_data_directory() {
 #[test]
 fn bad_arguments_fail_with_a_one_line_reason() {
     let out = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        // No multicast beacons from the host namespace.
+        .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
         .args(["chat", "--connect", "not-a-peer@127.0.0.1:1"])
         .output()
         .unwrap();

@@ -168,6 +168,8 @@ fn connect_by_host_and_port_trusts_on_first_use_and_refuses_a_changed_key() {
 fn a_connect_target_without_a_port_fails_before_start() {
     let home = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        // No multicast beacons from the host namespace.
+        .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
         .arg("--home")
         .arg(home.path())
         .args(["chat", "--connect", "127.0.0.1"])
@@ -190,6 +192,8 @@ fn a_bootstrap_peer_not_up_yet_is_tried_again_until_it_answers() {
     let alice_home = tempfile::tempdir().unwrap();
     let alice_id = {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            // No multicast beacons from the host namespace.
+            .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
             .arg("--home")
             .arg(alice_home.path())
             .arg("id")

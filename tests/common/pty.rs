@@ -76,6 +76,8 @@ impl Pty {
         let (master, slave) =
             unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let child = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            // No multicast beacons from the host namespace.
+            .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
             .arg("--home")
             .arg(home)
             .args(args)
