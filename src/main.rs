@@ -33,7 +33,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let result = runtime.block_on(cli::run(cli));
+    // Blocking work a Ctrl-C left behind (hashing a folder, opening a
+    // download) must not hold the exit: what is on disk stays resumable.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // Output piped into `head` and the like: the reader had enough.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,

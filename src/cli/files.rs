@@ -89,10 +89,16 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
     if !output.json {
         eprintln!("hashing {} path(s)…", paths.len());
     }
-    let ticket = node
-        .share_with_ticket(paths)
-        .await
-        .context("cannot share")?;
+    // Ctrl-C is honoured from here on, hashing included.
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let ticket = tokio::select! {
+        ticket = node.share_with_ticket(paths) => ticket.context("cannot share")?,
+        () = &mut stop => {
+            node.shutdown().await;
+            anyhow::bail!("interrupted while hashing; nothing was shared");
+        }
+    };
     let share = node.shared(&ticket.content).context("the share vanished")?;
     output.show(&Event::Ticket {
         ticket: ticket.to_string(),
@@ -118,7 +124,7 @@ pub async fn send(home: &Path, args: SendArgs, output: Output) -> anyhow::Result
                 }
                 None => break,
             },
-            _ = shutdown_signal() => break,
+            () = &mut stop => break,
         }
     }
     node.shutdown().await;
