@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use punchgate::protocol::{ChunkRequest, StreamKind};
-use punchgate::wire::{CloseCode, FrameWriter};
+use punchgate::protocol::{ChunkRequest, StreamKind, SyncFrame};
+use punchgate::wire::{self, CloseCode, FrameReader, FrameWriter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_completes_while_another_peer_stalls_twenty_chunk_streams() {
@@ -22,11 +22,12 @@ async fn a_get_completes_while_another_peer_stalls_twenty_chunk_streams() {
     let (content, chunks) = (share.layout.id, share.layout.total_chunks);
 
     // The staller asks for chunks on 20 streams and never reads an answer.
-    // It shares no room with the sender (a content id is all it needs), so
-    // no history sync runs toward it: a sync left unanswered for 30 s closes
-    // the whole connection, which would race the 20 s reset of the stalled
-    // streams this test waits for.
+    // It shares no room with the sender (a content id is all it needs), and
+    // answers the sender's history sync (of their private room), since a
+    // sync left unanswered for 30 s closes the whole connection, which
+    // would race the 20 s resets of the stalled streams this test waits for.
     let staller = raw_peer(&sender, "staller", "elsewhere").await;
+    tokio::spawn(answer_syncs(staller.connection.clone()));
     let mut stalled = Vec::new();
     for stream in 0..20u64 {
         let (send, recv) = staller.connection.open_bi().await.unwrap();
@@ -84,4 +85,22 @@ async fn a_get_completes_while_another_peer_stalls_twenty_chunk_streams() {
         .expect("a stalled chunk stream was never reset")
         .unwrap();
     assert_eq!(reset, Some(CloseCode::Refused.varint()));
+}
+
+/// Answers every history sync the peer opens with "nothing here".
+async fn answer_syncs(connection: quinn::Connection) {
+    while let Ok((send, mut recv)) = connection.accept_bi().await {
+        let Ok(StreamKind::Sync) = wire::read_header::<StreamKind>(&mut recv).await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut reader = FrameReader::new(recv, StreamKind::Sync);
+            let mut writer = FrameWriter::answering(send, StreamKind::Sync);
+            while let Ok(Some(SyncFrame::Request { room, .. })) = reader.recv::<SyncFrame>().await {
+                if writer.send(&SyncFrame::Done { room }).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
 }
