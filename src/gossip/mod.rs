@@ -4,8 +4,8 @@
 //!
 //! Membership is a simplified HyParView. Every member keeps a small
 //! *active view* of the room: symmetric links (both ends count them), at
-//! least [`GossipConfig::active`] when the room has that many others and
-//! never more than [`GossipConfig::max_active`]. The *passive view* is every
+//! least [`GossipConfig::active`] (8) when the room has that many others and
+//! never more than [`GossipConfig::max_active`] (10). The *passive view* is every
 //! other member the tracker lists: the tracker already tells each member who
 //! is in the room, so no shuffle protocol is needed to learn it. A member
 //! short of links asks random passive members to become neighbors
@@ -52,7 +52,10 @@ pub struct GossipConfig {
     /// Links a member seeks (default 8). A room with at most this many other
     /// members is a full mesh.
     pub active: usize,
-    /// Links a member accepts at most (default 12, at least `active`).
+    /// Links a member accepts at most (default 10, at least `active`). The
+    /// room between `active` and this absorbs askers; the room above it (a
+    /// connection made only to ask, and refused) keeps a member's
+    /// connections within `max_active` + 2 in practice.
     pub max_active: usize,
     /// Message ids remembered for deduplication (default 10 000).
     pub seen: usize,
@@ -75,7 +78,7 @@ impl Default for GossipConfig {
     fn default() -> Self {
         Self {
             active: 8,
-            max_active: 12,
+            max_active: 10,
             seen: 10_000,
             neighbor_timeout: Duration::from_secs(10),
             cooldown: Duration::from_secs(5),

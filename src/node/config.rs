@@ -59,6 +59,9 @@ pub struct NodeConfig {
     /// How much history this node keeps per author and per room (see
     /// [`HistoryLimits`] for the defaults).
     pub history: HistoryLimits,
+    /// Rooms' gossip: how many neighbors each member keeps (a room of at
+    /// most `gossip.active` + 1 members is a full mesh), and its timers.
+    pub gossip: crate::gossip::GossipConfig,
 }
 
 impl NodeConfig {
@@ -81,6 +84,7 @@ impl NodeConfig {
             transfer: TransferConfig::default(),
             relay: RelayPolicy::default(),
             history: HistoryLimits::default(),
+            gossip: crate::gossip::GossipConfig::default(),
         }
     }
 }

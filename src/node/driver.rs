@@ -4,9 +4,11 @@
 //! until its next timer, and carries out its actions by starting those
 //! tasks again. Greeted connections wait here until the manager says which
 //! one becomes the peer's gate; messages wait here until every peer they
-//! went to has acknowledged them.
+//! went to has acknowledged them. It also owns the rooms' gossip
+//! ([`Overlay`]): which members to keep connected, whom to pass messages on
+//! to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,9 +20,10 @@ use super::manager::{
     Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
 };
 use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
+use super::overlay::{is_private, Effect, Overlay};
 use super::{path_of, Event, Node, PathKind, PeerStatus};
 use crate::identity::PeerId;
-use crate::protocol::{ChatFrame, Member, MessageId, SignedMessage};
+use crate::protocol::{ChatFrame, ControlMessage, GossipControl, Member, MessageId, SignedMessage};
 use crate::punch::Role;
 use crate::tracker::{TrackerError, TrackerSession};
 use crate::wire::CloseCode;
@@ -83,6 +86,35 @@ pub(super) enum Input {
         peer: PeerId,
         id: MessageId,
     },
+    /// `peer` is (or is no longer) a member of `room`, as tracker `via`
+    /// lists it.
+    Member {
+        room: String,
+        peer: PeerId,
+        joined: bool,
+        via: Option<TrackerIx>,
+    },
+    /// This node left `room`.
+    RoomLeft {
+        room: String,
+    },
+    /// The rooms `peer` shares with this node may have changed (greeting,
+    /// room list, a password proven).
+    PeerRooms {
+        peer: PeerId,
+    },
+    /// A room's gossip control message from `peer`.
+    Gossip {
+        peer: PeerId,
+        room: String,
+        control: GossipControl,
+    },
+    /// A message taken live from `from` that was new here: passed on to
+    /// the room's other neighbors.
+    Received {
+        message: SignedMessage,
+        from: PeerId,
+    },
     TrackerUp {
         tracker: TrackerIx,
         session: Arc<TrackerSession>,
@@ -135,7 +167,17 @@ struct Driver {
     /// tracker than its current one is stale.
     tracker_generation: u64,
     current_generation: HashMap<TrackerIx, u64>,
+    overlay: Overlay,
+    /// Since when each open gate has been needed by no room's gossip.
+    unneeded: HashMap<PeerId, Instant>,
+    /// Peers asked for by hand (`--connect`, `/connect`, `/msg`): kept
+    /// whatever the gossip decides.
+    asked: HashSet<PeerId>,
 }
+
+/// How long a gate no room's gossip needs stays open (the other side may
+/// be about to ask for it).
+const UNNEEDED_GRACE: Duration = Duration::from_secs(15);
 
 /// A tracker session's pushed events.
 pub(super) type TrackerEvents = mpsc::Receiver<crate::protocol::TrackerEvent>;
@@ -148,7 +190,7 @@ pub(super) async fn run(
     tracker_events: Vec<(TrackerIx, TrackerEvents)>,
 ) {
     let mut driver = Driver {
-        node,
+        node: node.clone(),
         manager,
         inputs,
         waiters: HashMap::new(),
@@ -159,13 +201,19 @@ pub(super) async fn run(
         introductions: HashMap::new(),
         tracker_generation: 0,
         current_generation: HashMap::new(),
+        overlay: Overlay::new(node.peer_id(), node.inner.config.gossip.clone()),
+        asked: HashSet::new(),
+        unneeded: HashMap::new(),
     };
     for (tracker, events) in tracker_events {
         driver.watch_tracker(tracker, events);
     }
     driver.act();
     loop {
-        let wake = driver.manager.poll_timeout();
+        let wake = [driver.manager.poll_timeout(), driver.overlay.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -182,7 +230,12 @@ pub(super) async fn run(
                 Some(input) => driver.handle(input),
                 None => return,
             },
-            _ = sleep => driver.manager.handle_timeout(Instant::now()),
+            _ = sleep => {
+                let now = Instant::now();
+                driver.manager.handle_timeout(now);
+                driver.overlay.handle_timeout(now);
+                driver.prune(now);
+            }
         }
         driver.act();
     }
@@ -213,6 +266,7 @@ impl Driver {
                 if let Some(tracker) = via {
                     self.manager.learn_tracker(peer, tracker);
                 }
+                self.asked.insert(peer);
                 self.manager.connect(peer, now);
             }
             Input::Wanted { peer, wanted, via } => {
@@ -271,8 +325,59 @@ impl Driver {
                 recipients,
             } => {
                 let id = message.body.id;
-                let owing = self.manager.post(id, &recipients);
-                self.outbox.insert(message, owing.len());
+                if is_private(&message.body.room) {
+                    // Straight to the one peer, connecting if need be.
+                    for peer in &recipients {
+                        self.asked.insert(*peer);
+                        self.manager.connect(*peer, now);
+                    }
+                    let owing = self.manager.post(id, &recipients);
+                    self.outbox.insert(message, owing.len());
+                } else {
+                    self.overlay.publish(&message.body.room, id, now);
+                    self.gossip(Some(message), now);
+                }
+            }
+            Input::Received { message, from } => {
+                self.overlay
+                    .received(&message.body.room, message.body.id, from);
+                self.gossip(Some(message), now);
+            }
+            Input::Member {
+                room,
+                peer,
+                joined,
+                via,
+            } => {
+                if let (true, Some(tracker)) = (joined, via) {
+                    self.manager.learn_tracker(peer, tracker);
+                }
+                let me = self.node.peer_id();
+                let shares = !self.node.roster().shared_rooms(&me, &peer).is_empty();
+                self.manager.set_welcome(peer, joined || shares);
+                if self.node.roster().rooms.contains(&room) {
+                    self.overlay.member(&room, peer, joined, now);
+                }
+            }
+            Input::RoomLeft { room } => self.overlay.left_room(&room),
+            Input::PeerRooms { peer } => {
+                let me = self.node.peer_id();
+                let shared = self.node.roster().shared_rooms(&me, &peer);
+                for room in shared {
+                    self.overlay.member(&room, peer, true, now);
+                }
+                // Held for a proof that may have come.
+                self.send_waiting(peer);
+            }
+            Input::Gossip {
+                peer,
+                room,
+                control,
+            } => {
+                let me = self.node.peer_id();
+                if self.node.roster().takes_part(&me, &peer, &room) {
+                    self.overlay.control(&room, peer, control, now);
+                }
             }
             Input::Acked { peer, id } => {
                 if self.manager.unacked(&peer).contains(&id) {
@@ -364,8 +469,142 @@ impl Driver {
             .len()
     }
 
-    /// Carries out the manager's actions.
+    /// Carries out the manager's actions and the gossip's effects, until
+    /// neither has more.
     fn act(&mut self) {
+        loop {
+            self.act_manager();
+            self.gossip(None, Instant::now());
+            if self.manager.has_actions() {
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// Carries out the rooms' gossip: `message`, if given, is the message
+    /// its forwards are of.
+    fn gossip(&mut self, message: Option<SignedMessage>, now: Instant) {
+        let mut forwards: Vec<PeerId> = Vec::new();
+        let mut controls: HashMap<PeerId, Vec<(String, GossipControl)>> = HashMap::new();
+        let mut unlinked: HashSet<PeerId> = HashSet::new();
+        while let Some(effect) = self.overlay.poll_effect() {
+            match effect {
+                Effect::Link(peer) => {
+                    unlinked.remove(&peer);
+                    self.manager.set_welcome(peer, true);
+                    self.manager.connect(peer, now);
+                }
+                Effect::Unlink(peer) => {
+                    unlinked.insert(peer);
+                }
+                Effect::Control { to, room, control } => {
+                    controls.entry(to).or_default().push((room, control));
+                }
+                Effect::Forward { to, id } => match &message {
+                    Some(m) if m.body.id == id => forwards.push(to),
+                    _ => tracing::debug!(%id, "a forward without its message"),
+                },
+                Effect::Sync { peer } => {
+                    if let Some(gate) = self.node.roster().open_gate(&peer) {
+                        self.node.inner.services.catch_up.catch_up(gate);
+                    }
+                }
+            }
+        }
+        if let Some(message) = message {
+            let owing = self.manager.post(message.body.id, &forwards);
+            self.outbox.insert(message, owing.len());
+        }
+        for peer in &unlinked {
+            if self.overlay.needs(peer) || self.asked.contains(peer) {
+                continue;
+            }
+            self.manager.set_wanted(*peer, false);
+        }
+        let peers: HashSet<PeerId> = controls.keys().chain(unlinked.iter()).copied().collect();
+        for peer in peers {
+            for (room, control) in controls.remove(&peer).unwrap_or_default() {
+                self.overlay.hold(peer, room, control);
+            }
+            let close = unlinked.contains(&peer)
+                && !self.overlay.needs(&peer)
+                && !self.asked.contains(&peer);
+            self.send_controls(peer, close);
+        }
+    }
+
+    /// Closes gates to room members that no room's gossip has needed for
+    /// [`UNNEEDED_GRACE`] (a request that timed out before its connection
+    /// came, a neighbor that was dropped): the connections a member holds
+    /// stay bounded. Peers asked for by hand, and peers met outside the
+    /// rooms' gossip, are kept.
+    fn prune(&mut self, now: Instant) {
+        let open: HashSet<PeerId> = self
+            .gates
+            .values()
+            .filter(|g| g.is_open())
+            .map(|g| g.peer_id)
+            .collect();
+        self.unneeded.retain(|peer, _| open.contains(peer));
+        for peer in open {
+            let needed = self.overlay.needs(&peer)
+                || self.asked.contains(&peer)
+                || !self.overlay.knows(&peer);
+            if needed {
+                self.unneeded.remove(&peer);
+                continue;
+            }
+            let since = *self.unneeded.entry(peer).or_insert(now);
+            if now.duration_since(since) >= UNNEEDED_GRACE {
+                self.unneeded.remove(&peer);
+                self.manager.set_wanted(peer, false);
+                self.send_controls(peer, true);
+            }
+        }
+    }
+
+    /// Sends what waits for `peer` and may go now.
+    fn send_waiting(&mut self, peer: PeerId) {
+        self.send_controls(peer, false);
+    }
+
+    /// Sends `peer` the control messages waiting for it that it may hear
+    /// (over an open gate, and for a password room once proven); with
+    /// `close`, then closes the gate (no room needs it) if the peer is a
+    /// member this node met only through the rooms' gossip.
+    fn send_controls(&mut self, peer: PeerId, close: bool) {
+        let Some(gate) = self.node.roster().open_gate(&peer) else {
+            return;
+        };
+        let me = self.node.peer_id();
+        let mut now_sendable = Vec::new();
+        for (room, control) in self.overlay.take_waiting(&peer) {
+            if self.node.roster().takes_part(&me, &peer, &room) {
+                now_sendable.push(ControlMessage::Gossip { room, control });
+            } else if self.node.roster().rooms.contains(&room) {
+                self.overlay.hold(peer, room, control);
+            }
+        }
+        if now_sendable.is_empty() && !close {
+            return;
+        }
+        self.node.inner.spawn(async move {
+            for message in now_sendable {
+                if let Err(error) = gate.send_control(&message).await {
+                    tracing::debug!(peer = %gate.peer_id.short(), %error, "gossip control not sent");
+                    return;
+                }
+            }
+            if close {
+                gate.connection
+                    .close(CloseCode::Normal.varint(), b"not a neighbor in any room");
+            }
+        });
+    }
+
+    /// Carries out the manager's actions.
+    fn act_manager(&mut self) {
         while let Some(action) = self.manager.poll_action() {
             let node = &self.node;
             match action {
@@ -406,6 +645,7 @@ impl Driver {
                     let Some(ready) = self.ready.remove(&gate) else {
                         continue;
                     };
+                    let dialed_by_me = ready.greeted.gate.dialer == node.peer_id();
                     let installed = node.install(ready, replaces);
                     let (queue, writer) = mpsc::unbounded_channel();
                     node.inner.spawn(
@@ -417,6 +657,21 @@ impl Driver {
                     );
                     self.chat.insert(gate, queue);
                     self.gates.insert(gate, installed);
+                    let me = node.peer_id();
+                    let shared = node.roster().shared_rooms(&me, &peer);
+                    for room in shared {
+                        self.overlay.member(&room, peer, true, Instant::now());
+                    }
+                    self.send_waiting(peer);
+                    // Dialed for a request given up on meanwhile: nobody
+                    // needs it (a gate the peer dialed waits for its ask).
+                    let unneeded = self.overlay.knows(&peer)
+                        && !self.overlay.needs(&peer)
+                        && !self.asked.contains(&peer);
+                    if dialed_by_me && unneeded {
+                        self.manager.set_wanted(peer, false);
+                        self.send_controls(peer, true);
+                    }
                     for waiter in self.waiters.remove(&peer).unwrap_or_default() {
                         let _ = waiter.send(Ok(()));
                     }
@@ -470,8 +725,12 @@ impl Driver {
                 for waiter in self.waiters.remove(&peer).unwrap_or_default() {
                     let _ = waiter.send(Err(why.clone()));
                 }
+                self.overlay.unreachable(peer, Instant::now());
             }
-            Report::Gone { peer, reason } => node.gone(peer, reason),
+            Report::Gone { peer, reason } => {
+                node.gone(peer, reason);
+                self.overlay.unreachable(peer, Instant::now());
+            }
             Report::TrackerLost {
                 tracker,
                 reason,
