@@ -273,3 +273,60 @@ fn a_split_room_heals_and_both_halves_end_with_every_message() {
     }
     assert_bounded_and_whole(&sim);
 }
+
+/// The broadcast bench of docs/BENCHMARKS.md: per room size, the hops (20 ms
+/// each on the simulated network) until 50 %, 99 % and 100 % of the members
+/// have a message, and the copies sent per message per member, for gossip
+/// and for a full mesh of 50. Run with `cargo test --lib gossip::tests::bench
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_broadcast_latency_and_copies() {
+    let runs: [(&str, Id, usize); 4] = [
+        ("gossip", 50, 8),
+        ("gossip", 100, 8),
+        ("gossip", 200, 8),
+        ("full mesh", 50, 49),
+    ];
+    for (kind, members, active) in runs {
+        let config = GossipConfig {
+            active,
+            max_active: active.max(10),
+            ..GossipConfig::default()
+        };
+        let mut sim = Sim::new(config);
+        for id in 0..members {
+            sim.join(id);
+            sim.run_for(Duration::from_millis(50));
+        }
+        sim.run_for(Duration::from_secs(60));
+        let (mut p50, mut p99, mut p100) = (Vec::new(), Vec::new(), Vec::new());
+        let before = sim.forwards;
+        let messages = 20;
+        for m in 0..messages {
+            let author = (m * 7) % members;
+            sim.publish(author, 1000 + m);
+            let sent = sim.now;
+            sim.run_for(Duration::from_secs(2));
+            let mut took: Vec<Duration> = sim
+                .members
+                .iter()
+                .filter(|(id, _)| **id != author)
+                .map(|(_, member)| member.arrived[&(1000 + m)].duration_since(sent))
+                .collect();
+            took.sort();
+            let at = |share: f64| took[((took.len() as f64 * share).ceil() as usize).max(1) - 1];
+            p50.push(at(0.5));
+            p99.push(at(0.99));
+            p100.push(at(1.0));
+        }
+        let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len() as u32;
+        let copies = (sim.forwards - before) as f64 / f64::from(messages) / f64::from(members - 1);
+        eprintln!(
+            "BENCH | {kind} {members}: 50 % {:?}, 99 % {:?}, 100 % {:?} (20 ms a hop); {copies:.2} copies per message per member",
+            mean(&p50),
+            mean(&p99),
+            mean(&p100)
+        );
+    }
+}
