@@ -21,6 +21,7 @@
 //! Broadcast: a new message goes to every linked neighbor; a member that
 //! takes a message it has not seen passes it once to its neighbors but the
 //! one it came from (message ids remembered in a bounded [`seen::Seen`]).
+//! In a full mesh nobody passes anything on: the author reached everyone.
 //! Repair is lazy: every [`GossipConfig::repair_interval`], and on every new
 //! link, a member pulls what it lacks from one neighbor by history sync.
 //!
@@ -424,12 +425,15 @@ where
     }
 
     /// Message `id` arrived from `from`. If it is new, it goes on to every
-    /// neighbor but `from`; returns whether it was new.
+    /// neighbor but `from` — unless the room is a full mesh, where its
+    /// author sent it to everyone; returns whether it was new.
     pub fn handle_message(&mut self, id: M, from: P) -> bool {
         if !self.seen.insert(id) {
             return false;
         }
-        self.forward(id, Some(from));
+        if !self.is_full_mesh() {
+            self.forward(id, Some(from));
+        }
         true
     }
 

@@ -159,6 +159,12 @@ fn a_room_of_nine_is_a_full_mesh() {
         assert!(sim.members[&id].gossip.is_full_mesh());
     }
     assert!(sim.links_are_symmetric());
+    // The author sends to each; nobody passes it on.
+    let before = sim.forwards;
+    sim.publish(4, 1);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.forwards - before, 8);
+    assert!(sim.members.values().all(|m| m.has.contains(&1)));
 }
 
 /// 200 members joining 50 ms apart, settled for a minute.
