@@ -168,6 +168,9 @@ struct Driver {
     tracker_generation: u64,
     current_generation: HashMap<TrackerIx, u64>,
     overlay: Overlay,
+    /// Control messages from peers that have not proven the password of
+    /// their room yet on this connection.
+    unproven: HashMap<PeerId, Vec<(String, GossipControl)>>,
     /// Since when each open gate has been needed by no room's gossip.
     unneeded: HashMap<PeerId, Instant>,
     /// Peers asked for by hand (`--connect`, `/connect`, `/msg`): kept
@@ -178,6 +181,9 @@ struct Driver {
 /// How long a gate no room's gossip needs stays open (the other side may
 /// be about to ask for it).
 const UNNEEDED_GRACE: Duration = Duration::from_secs(15);
+
+/// Control messages held per peer until it proves a room's password.
+const UNPROVEN_HELD: usize = 16;
 
 /// A tracker session's pushed events.
 pub(super) type TrackerEvents = mpsc::Receiver<crate::protocol::TrackerEvent>;
@@ -204,6 +210,7 @@ pub(super) async fn run(
         overlay: Overlay::new(node.peer_id(), node.inner.config.gossip.clone()),
         asked: HashSet::new(),
         unneeded: HashMap::new(),
+        unproven: HashMap::new(),
     };
     for (tracker, events) in tracker_events {
         driver.watch_tracker(tracker, events);
@@ -366,8 +373,13 @@ impl Driver {
                 for room in shared {
                     self.overlay.member(&room, peer, true, now);
                 }
-                // Held for a proof that may have come.
+                // Held for a proof that may have come, both ways.
                 self.send_waiting(peer);
+                for (room, control) in self.unproven.remove(&peer).unwrap_or_default() {
+                    if self.node.roster().takes_part(&me, &peer, &room) {
+                        self.overlay.control(&room, peer, control, now);
+                    }
+                }
             }
             Input::Gossip {
                 peer,
@@ -375,8 +387,20 @@ impl Driver {
                 control,
             } => {
                 let me = self.node.peer_id();
-                if self.node.roster().takes_part(&me, &peer, &room) {
+                let (takes_part, joined) = {
+                    let roster = self.node.roster();
+                    let joined = roster.rooms.contains(&room);
+                    (roster.takes_part(&me, &peer, &room), joined)
+                };
+                if takes_part {
                     self.overlay.control(&room, peer, control, now);
+                } else if joined {
+                    // A password room whose proof on this connection is
+                    // still running: heard once it succeeds.
+                    let held = self.unproven.entry(peer).or_default();
+                    if held.len() < UNPROVEN_HELD {
+                        held.push((room, control));
+                    }
                 }
             }
             Input::Acked { peer, id } => {
