@@ -18,9 +18,10 @@
 //! that were split. A room with at most `active` other members is a full
 //! mesh: everyone links to everyone, as before gossip.
 //!
-//! Broadcast: a new message goes to every linked neighbor; a member that
-//! takes a message it has not seen passes it once to its neighbors but the
-//! one it came from (message ids remembered in a bounded [`seen::Seen`]).
+//! Broadcast: a new message goes to the active view (linked neighbors, and
+//! members asked whose answer is on its way); a member that takes a message
+//! it has not seen passes it once to its active view but the one it came
+//! from (message ids remembered in a bounded [`seen::Seen`]).
 //! In a full mesh nobody passes anything on: the author reached everyone.
 //! Repair is lazy: every [`GossipConfig::repair_interval`], and on every new
 //! link, a member pulls what it lacks from one neighbor by history sync.
@@ -417,8 +418,8 @@ where
 
     // ----------------------------------------------------------- messages --
 
-    /// This member wrote message `id`: it goes to every neighbor. Returns
-    /// how many.
+    /// This member wrote message `id`: it goes to the active view (every
+    /// member, in a full mesh). Returns to how many.
     pub fn publish(&mut self, id: M) -> usize {
         self.seen.insert(id);
         self.forward(id, None)
@@ -443,8 +444,11 @@ where
         self.seen.insert(id);
     }
 
+    /// Sends `id` to the active view but `from`: neighbors, and members
+    /// asked whose answer is on its way (a member that just connected gets
+    /// it at once; the driver keeps it for one not connected yet).
     fn forward(&mut self, id: M, from: Option<P>) -> usize {
-        let to: Vec<P> = self.neighbors().filter(|p| Some(*p) != from).collect();
+        let to: Vec<P> = self.active().filter(|p| Some(*p) != from).collect();
         let count = to.len();
         for to in to {
             self.actions.push_back(Action::Forward { to, id });
