@@ -57,7 +57,15 @@ impl Driver {
             for (room, control) in controls.remove(&peer).unwrap_or_default() {
                 self.overlay.hold(peer, room, control);
             }
-            let close = unlinked.contains(&peer)
+            // A connection this node dialed goes with the link; one the
+            // peer dialed is the peer's to close (or `prune`'s, later).
+            let dialed = self
+                .node
+                .roster()
+                .open_gate(&peer)
+                .is_some_and(|g| g.dialer == self.node.peer_id());
+            let close = dialed
+                && unlinked.contains(&peer)
                 && !self.overlay.needs(&peer)
                 && !self.asked.contains(&peer);
             self.send_controls(peer, close);
