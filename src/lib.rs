@@ -15,6 +15,7 @@ pub mod congestion;
 pub mod demo;
 pub mod endpoint;
 pub mod gate_socket;
+pub mod gossip;
 pub mod hlc;
 pub mod holdings;
 pub mod home;

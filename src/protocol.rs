@@ -358,6 +358,27 @@ pub enum ControlMessage {
     },
     /// The sender offers content to a room it shares with the receiver.
     Offer(FileOffer),
+    /// About the link between sender and receiver in a room's gossip
+    /// (`crate::gossip`): only between members of the room (proven ones, in
+    /// a password room).
+    Gossip {
+        room: String,
+        control: GossipControl,
+    },
+}
+
+/// A room's gossip link, as neighbors speak of it (see `crate::gossip`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GossipControl {
+    /// Be my neighbor in the room; `lonely`: the sender has no neighbor
+    /// there and must not be refused.
+    Neighbor { lonely: bool },
+    /// Yes: the link is up on both ends.
+    Accept,
+    /// No: the receiver has all the neighbors it takes.
+    Refuse,
+    /// The link is dropped.
+    Disconnect,
 }
 
 // ------------------------------------------------------------------ files --

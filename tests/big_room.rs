@@ -57,7 +57,11 @@ async fn a_room_of_sixty_becomes_whole_and_every_message_reaches_all_others() {
     let started = Instant::now();
     let mut members = Vec::new();
     for i in 0..MEMBERS {
-        members.push(start_node(config(&format!("m{i:02}"), Some(&tracker), "big")).await);
+        let mut config = config(&format!("m{i:02}"), Some(&tracker), "big");
+        // A full mesh on purpose: gossip's active view as large as the room.
+        config.gossip.active = MEMBERS;
+        config.gossip.max_active = MEMBERS;
+        members.push(start_node(config).await);
     }
     let ids: Vec<String> = members.iter().map(TestNode::id).collect();
     let mut slowest = Duration::ZERO;

@@ -252,6 +252,7 @@ fn check_control(message: ControlMessage) {
             assert_eq!(ContentId::from_str(&text).ok(), Some(offer.content));
             let _ = offer.content.short();
         }
+        ControlMessage::Gossip { room, .. } => label("room", &room, MAX_ROOM_LEN),
         ControlMessage::Goodbye { .. }
         | ControlMessage::Ping { .. }
         | ControlMessage::Pong { .. } => {}

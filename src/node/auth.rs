@@ -375,8 +375,11 @@ impl Auth {
                             "{name} and you proved the password of #{room} to each other"
                         ),
                     });
-                    // The room's history may now flow both ways.
+                    // The room's history may now flow both ways, and its
+                    // gossip.
                     self.catch_up.catch_up(gate.clone());
+                    self.cx
+                        .input(super::driver::Input::PeerRooms { peer: gate.peer_id });
                 }
             }
             // The peer is in the room without a password: expected while

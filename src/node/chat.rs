@@ -36,6 +36,10 @@ struct Outgoing {
 /// Sent messages whose acknowledgements are still awaited, at most.
 const OUTGOING_CAPACITY: usize = 10_000;
 
+/// Messages taken by sync that are younger than this are passed on
+/// through the room's gossip too.
+pub(super) const FORWARD_FRESH_MS: u64 = 120_000;
+
 /// The chat service: signs and commits what this node says, takes what
 /// peers say, and tracks acknowledgements.
 pub(super) struct Chat {
@@ -52,6 +56,10 @@ pub(super) struct Chat {
     /// How long one chat frame may take to write before it is reported
     /// pending.
     send_timeout: Duration,
+    /// Rooms with at most this many other members are a full mesh: a member
+    /// not connected there is pending. In a larger room the gossip carries
+    /// messages to members this node is not connected to.
+    full_mesh_up_to: usize,
 }
 
 impl Node {
@@ -147,7 +155,14 @@ impl Chat {
             next_seq: AtomicU64::new(next_seq),
             outgoing: Mutex::default(),
             send_timeout,
+            full_mesh_up_to: usize::MAX,
         }
+    }
+
+    /// See `full_mesh_up_to`: the rooms' gossip's active view.
+    pub fn with_full_mesh_up_to(mut self, members: usize) -> Self {
+        self.full_mesh_up_to = members;
+        self
     }
 
     /// The durable history.
@@ -210,7 +225,12 @@ impl Chat {
                 .iter()
                 .partition(|(_, r)| r.gate.as_ref().is_some_and(|g| g.is_open()));
             let recipients = connected.len();
-            let pending: Vec<String> = offline.iter().map(|(_, r)| r.name.clone()).collect();
+            let gossiped = members.len() > self.full_mesh_up_to && !room.starts_with('@');
+            let pending: Vec<String> = if gossiped {
+                Vec::new()
+            } else {
+                offline.iter().map(|(_, r)| r.name.clone()).collect()
+            };
             let members: Vec<PeerId> = members.iter().map(|(id, _)| **id).collect();
             (recipients, pending, members)
         };
@@ -337,7 +357,14 @@ impl Chat {
                 });
             };
             let id = message.body.id;
-            let verdict = self.take_messages(vec![message], gate.peer_id).await;
+            let (verdict, new) = self.take(vec![message], gate.peer_id).await;
+            // New here: the room's gossip passes it on.
+            for message in new {
+                self.cx.input(Input::Received {
+                    message,
+                    from: gate.peer_id,
+                });
+            }
             let answer = match verdict.into_iter().next() {
                 Some(Ok(())) => ChatFrame::Ack(id),
                 Some(Err(reason)) => ChatFrame::Reject { id, reason },
@@ -354,11 +381,40 @@ impl Chat {
     /// commits them to disk, then shows the new ones in clock
     /// order. Returns, per message, `Ok` (stored, or already had it) or why
     /// it was refused. Only after this returns may a message be acknowledged.
+    #[cfg(test)]
     pub async fn take_messages(
         &self,
         messages: Vec<SignedMessage>,
         via: PeerId,
     ) -> Vec<Result<(), String>> {
+        self.take(messages, via).await.0
+    }
+
+    /// Takes messages pulled from `via` by history sync
+    /// ([`Chat::take_messages`]); the fresh ones among those new here (less
+    /// than [`FORWARD_FRESH_MS`] old) go on through the room's gossip like
+    /// live ones, so a message its author posted before it had neighbors,
+    /// or one from the other side of a healed split, spreads at once rather
+    /// than one repair round per hop.
+    pub async fn take_synced(&self, messages: Vec<SignedMessage>, via: PeerId) {
+        let (_, new) = self.take(messages, via).await;
+        let now = now_ms();
+        for message in new {
+            let age = now.saturating_sub(hlc::millis_of(message.body.hlc));
+            if age < FORWARD_FRESH_MS {
+                self.cx.input(Input::Received { message, from: via });
+            }
+        }
+    }
+
+    /// [`Chat::take_messages`], also returning the messages that were new
+    /// here.
+    async fn take(
+        &self,
+        messages: Vec<SignedMessage>,
+        via: PeerId,
+    ) -> (Vec<Result<(), String>>, Vec<SignedMessage>) {
+        let mut fresh = Vec::new();
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut accepted = Vec::new();
         let mut reported: Option<(usize, String)> = None;
@@ -393,7 +449,7 @@ impl Chat {
             self.cx.peer_error(via, "refused messages", text);
         }
         if accepted.is_empty() {
-            return verdicts;
+            return (verdicts, fresh);
         }
         match self.store_messages(accepted.clone(), None).await {
             Ok(outcomes) => {
@@ -417,6 +473,7 @@ impl Chat {
                 new.sort_by_key(|m| m.body.hlc);
                 for message in new {
                     self.show(message, false);
+                    fresh.push(message.clone());
                 }
                 // One report per batch, not one per message.
                 if let Some((count, reason)) = refused {
@@ -435,7 +492,7 @@ impl Chat {
                 }
             }
         }
-        verdicts
+        (verdicts, fresh)
     }
 
     /// Whether `message`, arriving from `via`, may enter this node's history

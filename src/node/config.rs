@@ -62,6 +62,9 @@ pub struct NodeConfig {
     /// Find room members on the LAN by multicast beacons ([`crate::lan`]).
     /// Default off here; `punchgate chat` turns it on.
     pub lan_discovery: bool,
+    /// Rooms' gossip: how many neighbors each member keeps (a room of at
+    /// most `gossip.active` + 1 members is a full mesh), and its timers.
+    pub gossip: crate::gossip::GossipConfig,
 }
 
 impl NodeConfig {
@@ -85,6 +88,7 @@ impl NodeConfig {
             relay: RelayPolicy::default(),
             history: HistoryLimits::default(),
             lan_discovery: false,
+            gossip: crate::gossip::GossipConfig::default(),
         }
     }
 }

@@ -4,9 +4,11 @@
 //! until its next timer, and carries out its actions by starting those
 //! tasks again. Greeted connections wait here until the manager says which
 //! one becomes the peer's gate; messages wait here until every peer they
-//! went to has acknowledged them.
+//! went to has acknowledged them. It also owns the rooms' gossip
+//! ([`Overlay`]): which members to keep connected, whom to pass messages on
+//! to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,13 +20,16 @@ use super::manager::{
     Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
 };
 use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
+use super::overlay::{is_private, Overlay};
 use super::{path_of, Event, Node, PathKind, PeerStatus};
 use crate::gate_socket::canonical;
 use crate::identity::PeerId;
-use crate::protocol::{ChatFrame, Member, MessageId, SignedMessage};
+use crate::protocol::{ChatFrame, GossipControl, Member, MessageId, SignedMessage};
 use crate::punch::Role;
 use crate::tracker::{TrackerError, TrackerSession};
 use crate::wire::CloseCode;
+
+mod gossip;
 
 /// What happened, for the node task.
 pub(super) enum Input {
@@ -84,6 +89,35 @@ pub(super) enum Input {
         peer: PeerId,
         id: MessageId,
     },
+    /// `peer` is (or is no longer) a member of `room`, as tracker `via`
+    /// lists it.
+    Member {
+        room: String,
+        peer: PeerId,
+        joined: bool,
+        via: Option<TrackerIx>,
+    },
+    /// This node left `room`.
+    RoomLeft {
+        room: String,
+    },
+    /// The rooms `peer` shares with this node may have changed (greeting,
+    /// room list, a password proven).
+    PeerRooms {
+        peer: PeerId,
+    },
+    /// A room's gossip control message from `peer`.
+    Gossip {
+        peer: PeerId,
+        room: String,
+        control: GossipControl,
+    },
+    /// A message taken live from `from` that was new here: passed on to
+    /// the room's other neighbors.
+    Received {
+        message: SignedMessage,
+        from: PeerId,
+    },
     TrackerUp {
         tracker: TrackerIx,
         session: Arc<TrackerSession>,
@@ -136,7 +170,23 @@ struct Driver {
     /// tracker than its current one is stale.
     tracker_generation: u64,
     current_generation: HashMap<TrackerIx, u64>,
+    overlay: Overlay,
+    /// Control messages from peers that have not proven the password of
+    /// their room yet on this connection.
+    unproven: HashMap<PeerId, Vec<(String, GossipControl)>>,
+    /// Since when each open gate has been needed by no room's gossip.
+    unneeded: HashMap<PeerId, Instant>,
+    /// Peers asked for by hand (`--connect`, `/connect`, `/msg`): kept
+    /// whatever the gossip decides.
+    asked: HashSet<PeerId>,
 }
+
+/// How long a gate no room's gossip needs stays open (the other side may
+/// be about to ask for it).
+const UNNEEDED_GRACE: Duration = Duration::from_secs(15);
+
+/// Control messages held per peer until it proves a room's password.
+const UNPROVEN_HELD: usize = 16;
 
 /// A tracker session's pushed events.
 pub(super) type TrackerEvents = mpsc::Receiver<crate::protocol::TrackerEvent>;
@@ -149,7 +199,7 @@ pub(super) async fn run(
     tracker_events: Vec<(TrackerIx, TrackerEvents)>,
 ) {
     let mut driver = Driver {
-        node,
+        node: node.clone(),
         manager,
         inputs,
         waiters: HashMap::new(),
@@ -160,13 +210,20 @@ pub(super) async fn run(
         introductions: HashMap::new(),
         tracker_generation: 0,
         current_generation: HashMap::new(),
+        overlay: Overlay::new(node.peer_id(), node.inner.config.gossip.clone()),
+        asked: HashSet::new(),
+        unneeded: HashMap::new(),
+        unproven: HashMap::new(),
     };
     for (tracker, events) in tracker_events {
         driver.watch_tracker(tracker, events);
     }
     driver.act();
     loop {
-        let wake = driver.manager.poll_timeout();
+        let wake = [driver.manager.poll_timeout(), driver.overlay.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -183,7 +240,12 @@ pub(super) async fn run(
                 Some(input) => driver.handle(input),
                 None => return,
             },
-            _ = sleep => driver.manager.handle_timeout(Instant::now()),
+            _ = sleep => {
+                let now = Instant::now();
+                driver.manager.handle_timeout(now);
+                driver.overlay.handle_timeout(now);
+                driver.prune(now);
+            }
         }
         driver.act();
     }
@@ -214,6 +276,7 @@ impl Driver {
                 if let Some(tracker) = via {
                     self.manager.learn_tracker(peer, tracker);
                 }
+                self.asked.insert(peer);
                 self.manager.connect(peer, now);
             }
             Input::Wanted { peer, wanted, via } => {
@@ -272,8 +335,76 @@ impl Driver {
                 recipients,
             } => {
                 let id = message.body.id;
-                let owing = self.manager.post(id, &recipients);
-                self.outbox.insert(message, owing.len());
+                if is_private(&message.body.room) {
+                    // Straight to the one peer, connecting if need be.
+                    for peer in &recipients {
+                        self.asked.insert(*peer);
+                        self.manager.connect(*peer, now);
+                    }
+                    let owing = self.manager.post(id, &recipients);
+                    self.outbox.insert(message, owing.len());
+                } else {
+                    self.overlay.publish(&message.body.room, id, now);
+                    self.gossip(Some(message), now);
+                }
+            }
+            Input::Received { message, from } => {
+                self.overlay
+                    .received(&message.body.room, message.body.id, from);
+                self.gossip(Some(message), now);
+            }
+            Input::Member {
+                room,
+                peer,
+                joined,
+                via,
+            } => {
+                if let (true, Some(tracker)) = (joined, via) {
+                    self.manager.learn_tracker(peer, tracker);
+                }
+                let me = self.node.peer_id();
+                let shares = !self.node.roster().shared_rooms(&me, &peer).is_empty();
+                self.manager.set_welcome(peer, joined || shares);
+                if self.node.roster().rooms.contains(&room) {
+                    self.overlay.member(&room, peer, joined, now);
+                }
+            }
+            Input::RoomLeft { room } => self.overlay.left_room(&room),
+            Input::PeerRooms { peer } => {
+                let me = self.node.peer_id();
+                let shared = self.node.roster().shared_rooms(&me, &peer);
+                for room in shared {
+                    self.overlay.member(&room, peer, true, now);
+                }
+                // Held for a proof that may have come, both ways.
+                self.send_waiting(peer);
+                for (room, control) in self.unproven.remove(&peer).unwrap_or_default() {
+                    if self.node.roster().takes_part(&me, &peer, &room) {
+                        self.overlay.control(&room, peer, control, now);
+                    }
+                }
+            }
+            Input::Gossip {
+                peer,
+                room,
+                control,
+            } => {
+                let me = self.node.peer_id();
+                let (takes_part, joined) = {
+                    let roster = self.node.roster();
+                    let joined = roster.rooms.contains(&room);
+                    (roster.takes_part(&me, &peer, &room), joined)
+                };
+                if takes_part {
+                    self.overlay.control(&room, peer, control, now);
+                } else if joined {
+                    // A password room whose proof on this connection is
+                    // still running: heard once it succeeds.
+                    let held = self.unproven.entry(peer).or_default();
+                    if held.len() < UNPROVEN_HELD {
+                        held.push((room, control));
+                    }
+                }
             }
             Input::Acked { peer, id } => {
                 if self.manager.unacked(&peer).contains(&id) {
@@ -365,8 +496,21 @@ impl Driver {
             .len()
     }
 
-    /// Carries out the manager's actions.
+    /// Carries out the manager's actions and the gossip's effects, until
+    /// neither has more.
     fn act(&mut self) {
+        loop {
+            self.act_manager();
+            self.gossip(None, Instant::now());
+            if self.manager.has_actions() {
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// Carries out the manager's actions.
+    fn act_manager(&mut self) {
         while let Some(action) = self.manager.poll_action() {
             let node = &self.node;
             match action {
@@ -407,6 +551,7 @@ impl Driver {
                     let Some(ready) = self.ready.remove(&gate) else {
                         continue;
                     };
+                    let dialed_by_me = ready.greeted.gate.dialer == node.peer_id();
                     let installed = node.install(ready, replaces);
                     let (queue, writer) = mpsc::unbounded_channel();
                     node.inner.spawn(
@@ -418,6 +563,21 @@ impl Driver {
                     );
                     self.chat.insert(gate, queue);
                     self.gates.insert(gate, installed);
+                    let me = node.peer_id();
+                    let shared = node.roster().shared_rooms(&me, &peer);
+                    for room in shared {
+                        self.overlay.member(&room, peer, true, Instant::now());
+                    }
+                    self.send_waiting(peer);
+                    // Dialed for a request given up on meanwhile: nobody
+                    // needs it (a gate the peer dialed waits for its ask).
+                    let unneeded = self.overlay.knows(&peer)
+                        && !self.overlay.needs(&peer)
+                        && !self.asked.contains(&peer);
+                    if dialed_by_me && unneeded {
+                        self.manager.set_wanted(peer, false);
+                        self.send_controls(peer, true);
+                    }
                     for waiter in self.waiters.remove(&peer).unwrap_or_default() {
                         let _ = waiter.send(Ok(()));
                     }
@@ -471,8 +631,12 @@ impl Driver {
                 for waiter in self.waiters.remove(&peer).unwrap_or_default() {
                     let _ = waiter.send(Err(why.clone()));
                 }
+                self.overlay.unreachable(peer, Instant::now());
             }
-            Report::Gone { peer, reason } => node.gone(peer, reason),
+            Report::Gone { peer, reason } => {
+                node.gone(peer, reason);
+                self.overlay.unreachable(peer, Instant::now());
+            }
             Report::TrackerLost {
                 tracker,
                 reason,

@@ -178,7 +178,8 @@ pub enum Event {
         text: String,
         peers: usize,
         /// Names of room members not connected now: history sync delivers
-        /// the message to them when they are.
+        /// the message to them when they are. Empty in a room large enough
+        /// for gossip, where members not connected get it through others.
         pending: Vec<String>,
     },
     /// `peer_id` acknowledged the message `id`.

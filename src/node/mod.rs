@@ -33,6 +33,7 @@ mod names;
 mod netcheck;
 mod notices;
 mod outbox;
+mod overlay;
 mod page;
 mod relay;
 pub mod room_passwords;
@@ -334,15 +335,18 @@ impl Node {
             ..Roster::default()
         };
         let cx = Context::new(identity.peer_id(), roster, events_tx, inputs);
-        let chat = Arc::new(Chat::new(
-            cx.clone(),
-            identity.clone(),
-            config.name.clone(),
-            store,
-            clock,
-            next_seq,
-            config.send_timeout,
-        ));
+        let chat = Arc::new(
+            Chat::new(
+                cx.clone(),
+                identity.clone(),
+                config.name.clone(),
+                store,
+                clock,
+                next_seq,
+                config.send_timeout,
+            )
+            .with_full_mesh_up_to(config.gossip.active),
+        );
         let files = Arc::new(Files::new(cx.clone(), &config.transfer));
         let sync = Arc::new(HistorySync::new(cx.clone(), chat.clone()));
         let catch_up = Arc::new(CatchUp::new(cx.clone(), sync.clone(), files.clone()));

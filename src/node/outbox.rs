@@ -1,9 +1,10 @@
-//! Messages this node posted that some peer has not acknowledged yet, kept
-//! so that the connection manager can resend them on a new gate. Bounded by
+//! Messages this node posted or passed on (gossip) that some peer has not
+//! acknowledged yet, kept so that the connection manager can resend them on
+//! a new gate. Bounded by
 //! count and by bytes: beyond either, the oldest are dropped and left to
 //! history sync, so a member that stays away cannot grow it without end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::protocol::{ChatFrame, MessageId, SignedMessage};
 
@@ -15,6 +16,7 @@ pub(super) const OUTBOX_BYTES: usize = 8 * 1024 * 1024;
 const PER_MESSAGE: usize = 256;
 
 struct Entry {
+    id: MessageId,
     frame: ChatFrame,
     /// Peers that still owe an acknowledgement.
     owed: usize,
@@ -22,8 +24,11 @@ struct Entry {
 }
 
 pub(super) struct Outbox {
-    /// By the author's sequence number: oldest first.
+    /// By the order they came in: oldest first.
     entries: BTreeMap<u64, Entry>,
+    /// Where each message is in `entries`.
+    index: HashMap<MessageId, u64>,
+    next: u64,
     bytes: usize,
     max_messages: usize,
     max_bytes: usize,
@@ -33,6 +38,8 @@ impl Outbox {
     pub fn new(max_messages: usize, max_bytes: usize) -> Self {
         Self {
             entries: BTreeMap::new(),
+            index: HashMap::new(),
+            next: 0,
             bytes: 0,
             max_messages,
             max_bytes,
@@ -44,13 +51,17 @@ impl Outbox {
         if owed == 0 {
             return;
         }
-        let seq = message.body.id.seq;
+        let id = message.body.id;
         let bytes = PER_MESSAGE + message.body.text.len() + message.body.room.len();
-        self.remove(seq);
+        self.remove(id);
         self.bytes += bytes;
+        let at = self.next;
+        self.next += 1;
+        self.index.insert(id, at);
         self.entries.insert(
-            seq,
+            at,
             Entry {
+                id,
                 frame: ChatFrame::Message(message),
                 owed,
                 bytes,
@@ -60,28 +71,33 @@ impl Outbox {
             let Some((_, oldest)) = self.entries.pop_first() else {
                 break;
             };
+            self.index.remove(&oldest.id);
             self.bytes -= oldest.bytes;
         }
     }
 
     /// One peer acknowledged `id`; forgotten once nobody owes it.
     pub fn acked(&mut self, id: MessageId) {
-        let Some(entry) = self.entries.get_mut(&id.seq) else {
+        let Some(entry) = self.index.get(&id).and_then(|at| self.entries.get_mut(at)) else {
             return;
         };
         entry.owed = entry.owed.saturating_sub(1);
         if entry.owed == 0 {
-            self.remove(id.seq);
+            self.remove(id);
         }
     }
 
     /// The frame to resend for `id`, if it is still kept.
     pub fn frame(&self, id: MessageId) -> Option<ChatFrame> {
-        self.entries.get(&id.seq).map(|e| e.frame.clone())
+        let at = self.index.get(&id)?;
+        self.entries.get(at).map(|e| e.frame.clone())
     }
 
-    fn remove(&mut self, seq: u64) {
-        if let Some(entry) = self.entries.remove(&seq) {
+    fn remove(&mut self, id: MessageId) {
+        let Some(at) = self.index.remove(&id) else {
+            return;
+        };
+        if let Some(entry) = self.entries.remove(&at) {
             self.bytes -= entry.bytes;
         }
     }
@@ -146,5 +162,19 @@ mod tests {
         assert_eq!(by_bytes.len(), 2);
         assert!(by_bytes.bytes <= 10_000);
         assert!(by_bytes.frame(message(&me, 5, &text).body.id).is_some());
+    }
+
+    #[test]
+    fn messages_of_two_authors_with_one_sequence_number_are_kept_apart() {
+        let (me, other) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let mut outbox = Outbox::new(OUTBOX_MESSAGES, OUTBOX_BYTES);
+        let (mine, theirs) = (message(&me, 1, "mine"), message(&other, 1, "theirs"));
+        let (mine_id, theirs_id) = (mine.body.id, theirs.body.id);
+        outbox.insert(mine, 1);
+        outbox.insert(theirs, 1);
+        assert_eq!(outbox.len(), 2);
+        outbox.acked(theirs_id);
+        assert!(outbox.frame(theirs_id).is_none());
+        assert!(outbox.frame(mine_id).is_some());
     }
 }

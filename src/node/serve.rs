@@ -240,6 +240,16 @@ impl Services {
                     // password to prove first.
                     self.auth.authenticate_all(&gate);
                     self.catch_up.catch_up(gate.clone());
+                    self.cx.input(Input::PeerRooms { peer: gate.peer_id });
+                }
+                ControlMessage::Gossip { room, control } => {
+                    // Checked against the rooms the peer shares (and proved)
+                    // by the node task.
+                    self.cx.input(Input::Gossip {
+                        peer: gate.peer_id,
+                        room,
+                        control,
+                    });
                 }
                 ControlMessage::Hello { .. } => {
                     GateError::BadGreeting("a second hello".into()).close(&gate.connection);

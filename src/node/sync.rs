@@ -162,8 +162,9 @@ impl HistorySync {
                             return Err(malformed("batch larger than allowed").into());
                         }
                         // Refused messages (forged, foreign rooms) are reported
-                        // by take_messages and not stored; the rest are.
-                        self.chat.take_messages(messages, gate.peer_id).await;
+                        // by take_messages and not stored; the rest are, and
+                        // fresh ones go on through the room's gossip.
+                        self.chat.take_synced(messages, gate.peer_id).await;
                     }
                     Some(SyncFrame::Done { room: got }) if got == room => break,
                     Some(_) => return Err(malformed("unexpected frame").into()),

@@ -338,11 +338,12 @@ impl Node {
                 self.emit(Event::error(error));
                 continue;
             }
-            self.input(Input::Connect {
+            // The room's gossip chooses which members to connect.
+            self.input(Input::Member {
+                room: room.to_string(),
                 peer: member.peer_id,
-                addrs: Vec::new(),
+                joined: true,
                 via: Some(tracker),
-                reply: None,
             });
         }
     }
@@ -364,6 +365,9 @@ impl Node {
                 .map(|(id, _)| *id)
                 .collect()
         };
+        self.input(Input::RoomLeft {
+            room: room.to_string(),
+        });
         for peer in unwanted {
             self.input(Input::Wanted {
                 peer,
@@ -442,12 +446,13 @@ impl Node {
                     if idle {
                         self.set_status(peer, PeerStatus::Known, Some(format!("joined {room}")));
                     }
-                    // Kept connected from now on (reconnected if its path dies).
+                    // The room's gossip decides whether to connect it.
                     let shared = self.roster().rooms.contains(&room);
                     if shared {
-                        self.input(Input::Wanted {
+                        self.input(Input::Member {
+                            room: room.clone(),
                             peer,
-                            wanted: true,
+                            joined: true,
                             via: Some(tracker),
                         });
                     }
@@ -514,6 +519,12 @@ impl Node {
                     if gone {
                         self.set_status(peer_id, PeerStatus::Offline, Some(format!("left {room}")));
                     }
+                    self.input(Input::Member {
+                        room: room.clone(),
+                        peer: peer_id,
+                        joined: false,
+                        via: Some(tracker),
+                    });
                     let shares_room = {
                         let state = self.roster();
                         state

@@ -76,6 +76,11 @@ impl Manager {
         self.actions.pop_front()
     }
 
+    /// Whether [`Manager::poll_action`] has something.
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     /// When [`Manager::handle_timeout`] should next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closing {
@@ -144,6 +149,12 @@ impl Manager {
         if !wanted {
             entry.retry_at = None;
         }
+    }
+
+    /// Whether `peer` shares a room with this node: an introduction it asked
+    /// for is answered even while this node does not seek it.
+    pub fn set_welcome(&mut self, peer: PeerId, welcome: bool) {
+        self.entry(peer).welcome = welcome;
     }
 
     /// Addresses at which `peer` can be dialed without a tracker.
@@ -308,7 +319,7 @@ impl Manager {
                 Attempt::Queued { .. } | Attempt::Introducing { .. }
             )
         });
-        let wanted = entry.is_some_and(|p| p.wanted);
+        let wanted = entry.is_some_and(|p| p.wanted || p.welcome);
         let welcome = match role {
             Role::Dialer => asked,
             Role::Acceptor => wanted,

@@ -20,6 +20,9 @@ pub(super) struct PeerEntry {
     /// asked for (`--connect`, `/connect`, bootstrap). Retries run only
     /// while it is wanted.
     pub wanted: bool,
+    /// Shares a room with this node, wanted or not: its introductions are
+    /// answered (with gossip, a member this node does not seek may seek it).
+    pub welcome: bool,
     /// Addresses to dial without a tracker (a `PEERID@host:port` target).
     pub addrs: Vec<SocketAddr>,
     /// Trackers that know this peer (it shares a room there).
