@@ -148,7 +148,10 @@ impl Node {
                 .entry(peer)
                 .or_insert_with(|| super::PeerRecord::new(member.name.clone()));
             record.candidates = member.candidates();
-            let asked = record.asked_at.take();
+            // Read, not taken: a room's gossip and its member list may both
+            // ask for the same peer, and whichever attempt wins reports the
+            // time since this node last asked. Cleared once a gate is in.
+            let asked = record.asked_at;
             if role == Role::Dialer {
                 phases.introduction_ms = asked.map(|at| events::millis(started - at));
             }

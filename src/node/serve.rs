@@ -68,6 +68,7 @@ impl Node {
             record.verified.clear();
             record.auth_failures = 0;
             record.last_seen = Some(Instant::now());
+            record.asked_at = None;
             record.gate = Some(gate.clone());
             record.status = PeerStatus::Connected;
         }

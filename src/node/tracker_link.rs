@@ -189,9 +189,13 @@ impl Node {
     /// The manager's `RequestIntroduction`: asks `tracker` to introduce
     /// this node to `peer`; the introduction comes back as a tracker event.
     pub(super) async fn request_introduction(self, tracker: TrackerIx, peer: PeerId) {
-        if let Some(record) = self.roster().peers.get_mut(&peer) {
-            record.asked_at = Some(Instant::now());
-        }
+        // Known or not yet (a member the gossip picked before the tracker's
+        // list reached the roster): the ask is timed either way.
+        self.roster()
+            .peers
+            .entry(peer)
+            .or_insert_with(|| super::PeerRecord::new(peer.short()))
+            .asked_at = Some(Instant::now());
         let result = match self.inner.trackers.session(tracker) {
             Some(session) => session
                 .request(TrackerRequestBody::Connect { peer })
