@@ -239,6 +239,12 @@ impl Node {
                 lost = sources.worker_ended() => {
                     let Some(lost) = lost else { continue };
                     let finished = fetch.schedule().is_complete() || fetch.has_failed();
+                    if let Some(gate) = lost.replacement.filter(|_| !finished) {
+                        if sources.add(gate) {
+                            tracing::debug!(peer = %lost.peer.short(), "a source goes on over its new connection");
+                            continue;
+                        }
+                    }
                     if !finished {
                         tracing::debug!(peer = %lost.peer.short(), reason = %lost.reason, "a source is lost");
                         last_error = format!("{}: {}", self.name_of(&lost.peer), lost.reason);
@@ -352,7 +358,16 @@ impl Node {
         }
         let mut tried = Vec::new();
         for gate in gates {
-            let answer = timeout(MANIFEST_TIMEOUT, ask_manifest(gate, content)).await;
+            let mut answer = timeout(MANIFEST_TIMEOUT, ask_manifest(gate, content)).await;
+            // The gate may have been replaced meanwhile (two connections
+            // at once, one closed as a duplicate): ask again on the one
+            // that stayed.
+            if matches!(answer, Ok(Err(_))) && !gate.is_open() {
+                let current = self.roster().open_gate(&gate.peer_id);
+                if let Some(current) = current {
+                    answer = timeout(MANIFEST_TIMEOUT, ask_manifest(&current, content)).await;
+                }
+            }
             let failure = match answer {
                 Ok(Ok(Some(encoded))) => match Layout::from_wire(content, &encoded) {
                     Ok(layout) => return Ok((layout, encoded)),

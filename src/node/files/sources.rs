@@ -20,11 +20,17 @@ pub(super) struct SourceLost {
     pub peer: PeerId,
     /// Why its streams stopped, in words.
     pub reason: String,
+    /// The connection that replaced the one its streams ran on (two
+    /// connections at once, one closed as a duplicate): the source goes on
+    /// there rather than being lost.
+    pub replacement: Option<Arc<Gate>>,
 }
 
 /// One source, by its [`SourceId`] in the schedule.
 struct Slot {
     peer: PeerId,
+    /// The connection its workers run on.
+    connection: usize,
     /// Workers still running for it.
     workers: usize,
     /// The first reason one of its workers gave for stopping.
@@ -66,6 +72,7 @@ impl Sources {
                     return false;
                 }
                 self.slots[source].reason = None;
+                self.slots[source].connection = gate.connection.stable_id();
                 source
             }
             None => {
@@ -73,6 +80,7 @@ impl Sources {
                 debug_assert_eq!(source, self.slots.len());
                 self.slots.push(Slot {
                     peer: gate.peer_id,
+                    connection: gate.connection.stable_id(),
                     workers: 0,
                     reason: None,
                 });
@@ -119,7 +127,15 @@ impl Sources {
         if slot.workers > 0 {
             return None;
         }
+        let (peer, connection) = (slot.peer, slot.connection);
+        let replacement = self
+            .node
+            .roster()
+            .open_gate(&peer)
+            .filter(|gate| gate.connection.stable_id() != connection);
+        let slot = &self.slots[source];
         Some(SourceLost {
+            replacement,
             peer: slot.peer,
             reason: slot
                 .reason
