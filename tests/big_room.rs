@@ -75,20 +75,34 @@ async fn a_room_of_sixty_becomes_whole_and_every_message_reaches_all_others() {
         slowest = slowest.max(whole(member, &others, started).await);
     }
     eprintln!("BIG ROOM | {MEMBERS} members whole (59 connections each) within {slowest:.1?}");
+    // Both sides of a pair dial each other, and one of two simultaneous
+    // connections is closed as a duplicate once both are greeted: a
+    // member may be between the two for a moment. Whole means it settles.
+    let settle = Instant::now() + Duration::from_secs(60);
     for member in &members {
-        let open = member
-            .node
-            .peers()
-            .iter()
-            .filter(|p| p.path.is_some())
-            .count();
-        assert_eq!(
-            open,
-            MEMBERS - 1,
-            "{} holds {open} connections",
-            member.id()
-        );
+        loop {
+            let open = member
+                .node
+                .peers()
+                .iter()
+                .filter(|p| p.path.is_some())
+                .count();
+            if open == MEMBERS - 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < settle,
+                "{} holds {open} connections",
+                member.id()
+            );
+            // Polling a count that has no event of its own.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
+    eprintln!(
+        "BIG ROOM | every member holds 59 connections {:.1?} after the last was whole",
+        started.elapsed().saturating_sub(slowest)
+    );
 
     let sent = Instant::now();
     for (i, author) in members.iter().take(AUTHORS).enumerate() {
