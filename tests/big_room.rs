@@ -100,8 +100,8 @@ async fn a_room_of_sixty_becomes_whole_and_every_message_reaches_all_others() {
         }
     }
     eprintln!(
-        "BIG ROOM | every member holds 59 connections {:.1?} after the last was whole",
-        started.elapsed().saturating_sub(slowest)
+        "BIG ROOM | every member holds 59 connections {:.1?} after the start",
+        started.elapsed()
     );
 
     let sent = Instant::now();
