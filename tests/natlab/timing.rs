@@ -196,9 +196,13 @@ fn punch_times_over_10_50_and_150_ms_links() {
             setup - handshake,
             2.0 * rtt_ms
         );
+        // Physics, not a target. Both members now ask for each other (h1
+        // hears of h2 from the tracker and may start before h2 reads its
+        // own join), so the time from h2's join may be under 2 RTT; the
+        // handshake itself never beats one round trip.
         assert!(
-            total >= 2.0 * rtt_ms * 0.95,
-            "faster than physics: {total} ms"
+            handshake >= rtt_ms * 0.9,
+            "a handshake faster than physics: {handshake} ms"
         );
     }
 }
