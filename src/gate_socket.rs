@@ -663,8 +663,9 @@ mod tests {
     }
 
     /// Reads `socket` in the background (as quinn's driver would), so probes
-    /// reach its channel.
-    fn drive(socket: &Arc<GateSocket>) -> tokio::task::JoinHandle<io::Result<usize>> {
+    /// reach its channel; ends with the source quinn sees of the first
+    /// datagram meant for it.
+    fn drive(socket: &Arc<GateSocket>) -> tokio::task::JoinHandle<io::Result<SocketAddr>> {
         let socket = socket.clone();
         tokio::spawn(async move {
             let mut storage = vec![0u8; 2048];
@@ -674,6 +675,7 @@ mod tests {
                 socket.poll_recv(cx, &mut bufs, &mut meta)
             })
             .await
+            .map(|_| meta[0].addr)
         })
     }
 
@@ -720,16 +722,8 @@ mod tests {
         let from = peer();
         let plain = socket.relay_addr(&from).unwrap();
         socket.deliver_relayed(from, vec![0x40, 9]);
-        let mut storage = vec![0u8; 2048];
-        let mut meta = [RecvMeta::default()];
-        std::future::poll_fn(|cx| {
-            let mut bufs = [IoSliceMut::new(&mut storage)];
-            socket.poll_recv(cx, &mut bufs, &mut meta)
-        })
-        .await
-        .unwrap();
         // quinn sees the mapped form, the form it gives a dual-stack socket.
-        let mapped = meta[0].addr;
+        let mapped = drive(&socket).await.unwrap().unwrap();
         assert!(mapped.is_ipv6());
         assert_eq!(canonical(mapped), plain);
         assert!(is_relay_addr(&mapped));

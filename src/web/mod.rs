@@ -243,21 +243,25 @@ pub fn new_secret() -> std::io::Result<String> {
 mod tests {
     use super::*;
 
+    /// Only the owner may read or write `path`.
+    fn assert_owner_only(path: &std::path::Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+    }
+
     #[test]
     fn the_secret_is_kept_owner_only_and_reused() {
         let home = tempfile::tempdir().unwrap();
         let first = load_or_create_secret(home.path()).unwrap();
         assert_eq!(first.len(), 64);
         assert_eq!(load_or_create_secret(home.path()).unwrap(), first);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(home.path().join(SECRET_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o077, 0, "{mode:o}");
-        }
+        assert_owner_only(&home.path().join(SECRET_FILE));
         // A damaged file is replaced, not trusted, and made owner-only.
         std::fs::write(home.path().join(SECRET_FILE), "short").unwrap();
         #[cfg(unix)]
@@ -269,14 +273,6 @@ mod tests {
         let replaced = load_or_create_secret(home.path()).unwrap();
         assert_ne!(replaced, "short");
         assert_eq!(replaced.len(), 64);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(home.path().join(SECRET_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o077, 0, "{mode:o}");
-        }
+        assert_owner_only(&home.path().join(SECRET_FILE));
     }
 }
