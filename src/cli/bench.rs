@@ -113,7 +113,7 @@ pub async fn run(home: &Path, what: BenchCommand, output: Output) -> anyhow::Res
     })?;
     // Joining the room connects to it once; every bench starts from there.
     if !node.gates().iter().any(|g| g.peer_id == peer.to_string()) {
-        node.connect_peer(peer)
+        node.connected_gate(peer)
             .await
             .context("cannot connect to the peer")?;
     }

@@ -74,6 +74,23 @@ impl Node {
         self.connect_with(peer, Vec::new()).await
     }
 
+    /// Connects to `peer` and returns its open gate. When both sides dial,
+    /// the connection first reported may close as a duplicate of the other
+    /// before this node has the one that stays; that is still connected,
+    /// so it waits for the replacement (a few times, then gives up).
+    pub async fn connected_gate(&self, peer: PeerId) -> Result<Arc<Gate>, NodeError> {
+        for _ in 0..3 {
+            self.connect_peer(peer).await?;
+            if let Some(gate) = self.roster().open_gate(&peer) {
+                return Ok(gate);
+            }
+        }
+        Err(NodeError::Unreachable {
+            peer: self.name_of(&peer),
+            tried: "every connection closed as soon as it opened".into(),
+        })
+    }
+
     /// Hands `peer` to the connection manager and waits for the outcome of
     /// its first attempt.
     async fn connect_with(&self, peer: PeerId, addrs: Vec<SocketAddr>) -> Result<(), NodeError> {

@@ -264,7 +264,14 @@ impl Driver {
                 if let Some(reply) = reply {
                     // Connected is connected: a relayed peer's upgrade goes on
                     // in the background and never reports as a failure.
-                    if self.manager.gate(&peer).is_some() {
+                    // A gate already closing is not connected: the waiter
+                    // hears of its replacement or of why there is none.
+                    let open = self
+                        .manager
+                        .gate(&peer)
+                        .and_then(|facts| self.gates.get(&facts.id))
+                        .is_some_and(|gate| gate.is_open());
+                    if open {
                         let _ = reply.send(Ok(()));
                     } else {
                         self.waiters.entry(peer).or_default().push(reply);
@@ -328,7 +335,18 @@ impl Driver {
             Input::GateClosed { peer, gate, end } => {
                 self.gates.remove(&gate);
                 self.chat.remove(&gate);
+                let current = self.manager.gate(&peer).is_some_and(|g| g.id == gate);
+                // Closed on purpose: nothing follows for whoever waits.
+                let closed = match (&end, current) {
+                    (GateEnd::Closed(reason), true) => Some(reason.clone()),
+                    _ => None,
+                };
                 self.manager.handle_gate_closed(peer, gate, end, now);
+                if let Some(reason) = closed {
+                    for waiter in self.waiters.remove(&peer).unwrap_or_default() {
+                        let _ = waiter.send(Err(reason.clone()));
+                    }
+                }
             }
             Input::Posted {
                 message,

@@ -608,7 +608,7 @@ impl Node {
         let mut connects = JoinSet::new();
         for peer in holders.iter().copied() {
             let node = self.clone();
-            connects.spawn(async move { (peer, node.connect_peer(peer).await) });
+            connects.spawn(async move { (peer, node.connected_gate(peer).await) });
         }
         // Start once the sender answered (or, if it cannot be reached, once
         // anyone did) with everyone connected by then; a holder that went
@@ -621,7 +621,7 @@ impl Node {
                     failures.push(format!("{}: {error}", self.name_of(&peer)));
                     sender_done |= peer == ticket.sender;
                 }
-                Ok((peer, Ok(()))) => sender_done |= peer == ticket.sender,
+                Ok((peer, Ok(_))) => sender_done |= peer == ticket.sender,
                 Err(_) => {}
             }
             let any = holders.iter().any(|p| self.roster().has_open_gate(p));
@@ -638,10 +638,14 @@ impl Node {
                 .collect()
         };
         if sources.is_empty() {
-            return Err(FetchError::NoSource(format!(
-                "{}: {}",
-                ticket.content.short(),
+            let why = if failures.is_empty() {
+                "every connection closed as soon as it opened".to_string()
+            } else {
                 failures.join("; ")
+            };
+            return Err(FetchError::NoSource(format!(
+                "{}: {why}",
+                ticket.content.short()
             )));
         }
         self.fetch(FetchRequest {
