@@ -77,6 +77,7 @@ fn status_word(status: PeerStatus) -> &'static str {
         PeerStatus::Known => "yet to connect",
         PeerStatus::Connecting => "connecting",
         PeerStatus::Connected => "connected",
+        PeerStatus::InRoom => "in the room",
         PeerStatus::Offline => "offline",
     }
 }
@@ -276,6 +277,12 @@ pub fn render(event: &Event) -> Vec<String> {
                 }
             }]
         }
+        // A link the room's gossip let go: the peer is still there, and in
+        // a big room that happens every half minute; /peers shows it.
+        Event::Peer {
+            status: PeerStatus::InRoom,
+            ..
+        } => Vec::new(),
         Event::Peer {
             peer_id,
             name,
@@ -399,7 +406,17 @@ pub fn render(event: &Event) -> Vec<String> {
             sanitize(addr)
         )],
         Event::Peers { peers } if peers.is_empty() => vec!["no peers known yet".into()],
-        Event::Peers { peers } => peers.iter().map(peer_line).collect(),
+        Event::Peers { peers } => {
+            let mut lines: Vec<String> = peers.iter().map(peer_line).collect();
+            let count = |status| peers.iter().filter(|p| p.status == status).count();
+            let (connected, through) = (count(PeerStatus::Connected), count(PeerStatus::InRoom));
+            let mut summary = format!("  {connected} connected");
+            if through > 0 {
+                summary.push_str(&format!(", {through} reached through the room"));
+            }
+            lines.push(summary);
+            lines
+        }
         Event::Bench { kind, peer, report } => render_bench(kind, peer, report),
         Event::Netcheck {
             public,
@@ -698,6 +715,42 @@ mod tests {
             render(&lost(1)),
             vec!["* the source sender~abcdef is gone (connection lost); carrying on with 1 other source"]
         );
+    }
+
+    #[test]
+    fn peers_end_with_how_many_are_connected_and_reached_through_the_room() {
+        let peer = |name: &str, status| PeerInfo {
+            peer_id: format!("{name}0000000000"),
+            name: name.into(),
+            status,
+            path: None,
+            remote: None,
+            rtt_ms: None,
+            connected_secs: None,
+            last_seen_secs: None,
+            rooms: vec!["lobby".into()],
+        };
+        let lines = render(&Event::Peers {
+            peers: vec![
+                peer("alice", PeerStatus::Connected),
+                peer("bob", PeerStatus::InRoom),
+                peer("carol", PeerStatus::InRoom),
+                peer("dave", PeerStatus::Offline),
+            ],
+        });
+        assert!(lines[1].contains("in the room"), "{lines:?}");
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("  1 connected, 2 reached through the room")
+        );
+        // The gossip letting a link go is not news in the chat.
+        let let_go = Event::Peer {
+            peer_id: "bob0000000000".into(),
+            name: "bob".into(),
+            status: PeerStatus::InRoom,
+            reason: None,
+        };
+        assert!(render(&let_go).is_empty());
     }
 
     #[test]

@@ -161,6 +161,9 @@ pub enum CloseCode {
     Refused = 2,
     /// Both sides connected at once; this is the connection that lost.
     Duplicate = 3,
+    /// No room's gossip needs the link any more: the peer stays a member,
+    /// reached through the others.
+    Unneeded = 4,
 }
 
 impl CloseCode {
@@ -169,9 +172,15 @@ impl CloseCode {
     }
 
     pub fn from_varint(code: quinn::VarInt) -> Option<Self> {
-        [Self::Normal, Self::Protocol, Self::Refused, Self::Duplicate]
-            .into_iter()
-            .find(|c| c.varint() == code)
+        [
+            Self::Normal,
+            Self::Protocol,
+            Self::Refused,
+            Self::Duplicate,
+            Self::Unneeded,
+        ]
+        .into_iter()
+        .find(|c| c.varint() == code)
     }
 }
 

@@ -1,8 +1,9 @@
 //! A room of 200 members on loopback, one process, one tracker: the rooms'
 //! gossip keeps each member connected to a few others (never more than 12)
 //! instead of all 199, and five messages from five authors each reach all
-//! 199 others through it. Prints the latency to 50 %, 99 % and 100 % of the
-//! members (docs/BENCHMARKS.md).
+//! 199 others through it; `/peers` shows every other member connected or
+//! reached through the room. Prints the latency to 50 %, 99 % and 100 % of
+//! the members (docs/BENCHMARKS.md).
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{config, start_node, TestNode};
-use punchgate::node::Event;
+use punchgate::node::{Event, PeerStatus};
 
 const MEMBERS: usize = 200;
 const MAX_LINKS: usize = 12;
@@ -134,4 +135,27 @@ async fn a_room_of_two_hundred_gossips_every_message_to_all_over_a_few_connectio
     }
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), MEMBERS);
+    // `/peers`: every other member is connected (or connecting, in a link
+    // swap) or reached through the room; none offline or yet to connect,
+    // links the gossip let go included.
+    for member in &members {
+        let peers = member.node.peers();
+        assert_eq!(peers.len(), MEMBERS - 1, "{}", member.id());
+        let elsewhere: Vec<(&str, PeerStatus)> = peers
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p.status,
+                    PeerStatus::Connected | PeerStatus::Connecting | PeerStatus::InRoom
+                )
+            })
+            .map(|p| (p.name.as_str(), p.status))
+            .collect();
+        assert!(elsewhere.is_empty(), "{} sees {elsewhere:?}", member.id());
+        assert!(
+            peers.iter().any(|p| p.status == PeerStatus::InRoom),
+            "{}",
+            member.id()
+        );
+    }
 }

@@ -339,6 +339,7 @@ impl Driver {
                 // Closed on purpose: nothing follows for whoever waits.
                 let closed = match (&end, current) {
                     (GateEnd::Closed(reason), true) => Some(reason.clone()),
+                    (GateEnd::Unneeded, true) => Some("closed as no longer needed".into()),
                     _ => None,
                 };
                 self.manager.handle_gate_closed(peer, gate, end, now);
@@ -651,6 +652,7 @@ impl Driver {
                 }
                 self.overlay.unreachable(peer, Instant::now());
             }
+            Report::ThroughRoom(peer) => node.through_room(peer),
             Report::Gone { peer, reason } => {
                 node.gone(peer, reason);
                 self.overlay.unreachable(peer, Instant::now());

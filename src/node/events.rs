@@ -17,6 +17,9 @@ pub enum PeerStatus {
     Known,
     Connecting,
     Connected,
+    /// A member of a shared room with no connection of its own: the room's
+    /// gossip reaches it through other members.
+    InRoom,
     /// Left, unreachable, or its connection died.
     Offline,
 }

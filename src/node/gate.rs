@@ -95,6 +95,8 @@ pub struct Gate {
     pub(super) catching_up: std::sync::Mutex<CatchUp>,
     /// The connection's flow-control windows, sized as transfers run.
     windows: std::sync::Mutex<Windows>,
+    /// This side closed it as no longer needed by any room's gossip.
+    closed_unneeded: std::sync::atomic::AtomicBool,
 }
 
 /// The sizers of a connection's receive and send windows.
@@ -151,6 +153,34 @@ impl Gate {
             )),
             catching_up: std::sync::Mutex::new(CatchUp::default()),
             windows: std::sync::Mutex::default(),
+            closed_unneeded: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Closes a link no room's gossip needs any more; the peer stays a
+    /// member, reached through the others.
+    pub(super) fn close_unneeded(&self) {
+        self.closed_unneeded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.connection
+            .close(CloseCode::Unneeded.varint(), b"not a neighbour in any room");
+    }
+
+    /// How the connection ended once it has: a duplicate, a link no longer
+    /// needed (closed by either side), or neither.
+    pub fn ended_as(&self) -> Option<CloseCode> {
+        if self
+            .closed_unneeded
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Some(CloseCode::Unneeded);
+        }
+        match self.connection.close_reason() {
+            Some(ConnectionError::ApplicationClosed(close)) => {
+                CloseCode::from_varint(close.error_code)
+                    .filter(|code| matches!(code, CloseCode::Duplicate | CloseCode::Unneeded))
+            }
+            _ => None,
         }
     }
 
@@ -297,15 +327,6 @@ impl Gate {
     }
 }
 
-/// True when the peer closed `connection` because it keeps another one.
-pub fn closed_as_duplicate(connection: &Connection) -> bool {
-    matches!(
-        connection.close_reason(),
-        Some(ConnectionError::ApplicationClosed(close))
-            if CloseCode::from_varint(close.error_code) == Some(CloseCode::Duplicate)
-    )
-}
-
 /// Words for why a connection ended, as the user should read them.
 pub fn describe_close(error: &ConnectionError) -> String {
     match error {
@@ -316,6 +337,9 @@ pub fn describe_close(error: &ConnectionError) -> String {
                 Some(CloseCode::Protocol) => format!("protocol error: {reason}"),
                 Some(CloseCode::Refused) => format!("refused: {reason}"),
                 Some(CloseCode::Duplicate) => "replaced by a simultaneous connection".to_string(),
+                Some(CloseCode::Unneeded) => {
+                    "no longer a neighbour: reached through the room's other members".to_string()
+                }
                 None => format!("closed with code {}: {reason}", close.error_code),
             }
         }

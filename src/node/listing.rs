@@ -1,9 +1,9 @@
 //! What the node shows about its connections and peers: `/show` (every
 //! gate: path, address, round trip, bytes, age) and `/peers` (every peer
-//! known, connected or not).
+//! known, connected or not, and which are reached through a room's gossip).
 
 use super::events::{self, PeerInfo};
-use super::{path_of, Node};
+use super::{path_of, Node, PeerStatus};
 
 impl Node {
     /// Every live connection.
@@ -39,10 +39,17 @@ impl Node {
             .iter()
             .map(|(id, record)| {
                 let gate = record.gate.as_ref().filter(|g| g.is_open());
+                let status = match record.status {
+                    PeerStatus::Known | PeerStatus::InRoom if state.reached_through_room(id) => {
+                        PeerStatus::InRoom
+                    }
+                    PeerStatus::InRoom => PeerStatus::Known,
+                    status => status,
+                };
                 PeerInfo {
                     peer_id: id.to_string(),
                     name: record.name.clone(),
-                    status: record.status,
+                    status,
                     path: gate.map(|g| path_of(&g.connection)),
                     remote: gate
                         .map(|g| self.shown_remote(&g.connection))

@@ -679,6 +679,27 @@ impl Node {
         });
     }
 
+    /// The peer's link closed because no room's gossip needs it: still a
+    /// member, reached through the room's other members.
+    fn through_room(&self, peer: PeerId) {
+        {
+            let mut roster = self.roster();
+            let Some(record) = roster.peers.get_mut(&peer) else {
+                return;
+            };
+            if record.gate.as_ref().is_some_and(|g| g.is_open()) {
+                return;
+            }
+            record.gate = None;
+        }
+        self.inner.services.files.forget_peer(&peer);
+        self.set_status(
+            peer,
+            PeerStatus::InRoom,
+            Some("reached through the room's other members".into()),
+        );
+    }
+
     /// The data directory default, for callers without one.
     pub fn default_home() -> Result<PathBuf, crate::home::HomeError> {
         crate::home::resolve(None)

@@ -104,6 +104,25 @@ impl Roster {
                 .is_some_and(|record| self.is_member(record, room))
     }
 
+    /// Whether `peer`, with no connection of its own, is reached by the
+    /// gossip of a room both are members of: this node holds a link to
+    /// another member of that room.
+    pub fn reached_through_room(&self, peer: &PeerId) -> bool {
+        let Some(record) = self.peers.get(peer) else {
+            return false;
+        };
+        !record.has_open_gate()
+            && self
+                .rooms
+                .iter()
+                .filter(|room| self.is_member(record, room))
+                .any(|room| {
+                    self.peers.iter().any(|(id, other)| {
+                        id != peer && other.has_open_gate() && self.is_member(other, room)
+                    })
+                })
+    }
+
     /// Rooms `me` and `peer` are both in, their private room included.
     pub fn shared_rooms(&self, me: &PeerId, peer: &PeerId) -> Vec<String> {
         let Some(record) = self.peers.get(peer) else {

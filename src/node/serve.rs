@@ -158,12 +158,11 @@ impl Services {
             }
         };
         let reason = describe_close(&error);
-        let end = if gate::closed_as_duplicate(&connection) {
-            GateEnd::Duplicate
-        } else if path_died(&error) {
-            GateEnd::PathDied(reason)
-        } else {
-            GateEnd::Closed(reason)
+        let end = match gate.ended_as() {
+            Some(CloseCode::Duplicate) => GateEnd::Duplicate,
+            Some(CloseCode::Unneeded) => GateEnd::Unneeded,
+            _ if path_died(&error) => GateEnd::PathDied(reason),
+            _ => GateEnd::Closed(reason),
         };
         self.cx.input(Input::GateClosed {
             peer: gate.peer_id,

@@ -9,7 +9,6 @@ use super::{Driver, UNNEEDED_GRACE};
 use crate::identity::PeerId;
 use crate::node::overlay::Effect;
 use crate::protocol::{ControlMessage, GossipControl, SignedMessage};
-use crate::wire::CloseCode;
 
 impl Driver {
     /// Carries out the rooms' gossip: `message`, if given, is the message
@@ -135,8 +134,7 @@ impl Driver {
                 }
             }
             if close {
-                gate.connection
-                    .close(CloseCode::Normal.varint(), b"not a neighbor in any room");
+                gate.close_unneeded();
             }
         });
     }

@@ -35,6 +35,9 @@ pub enum GateEnd {
     PathDied(String),
     /// Someone closed it on purpose (goodbye, refusal, protocol error).
     Closed(String),
+    /// No room's gossip needs the link: the peer stays a member, reached
+    /// through the others; not reconnected until wanted again.
+    Unneeded,
 }
 
 /// Why the tracker did not introduce this node to a peer.
@@ -158,6 +161,9 @@ pub enum Report {
         peer: PeerId,
         reason: String,
     },
+    /// The peer's gate closed as no longer needed by any room's gossip:
+    /// the peer is still in the room, reached through the others.
+    ThroughRoom(PeerId),
     TrackerLost {
         tracker: TrackerIx,
         reason: String,

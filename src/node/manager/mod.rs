@@ -584,6 +584,10 @@ impl Manager {
                 self.entry(peer).wanted = false;
                 self.report(Report::Gone { peer, reason });
             }
+            GateEnd::Unneeded => {
+                self.entry(peer).wanted = false;
+                self.report(Report::ThroughRoom(peer));
+            }
         }
     }
 

@@ -704,6 +704,27 @@ fn a_peer_closed_as_duplicate_with_no_replacement_is_reported_gone_after_the_gra
 }
 
 #[test]
+fn a_link_closed_as_unneeded_is_reported_through_the_room_and_not_redialed() {
+    let mut sim = Sim::new(2, ManagerConfig::default());
+    sim.all_up();
+    sim.connect(0, 1);
+    sim.run_for(Duration::from_secs(5));
+    let gate = sim.assert_one_connection(0, 1);
+    sim.close_gate(gate.id, GateEnd::Unneeded);
+    sim.run_for(Duration::from_secs(120));
+    for (node, peer) in [(0, 1), (1, 0)] {
+        let reports = &sim.reports[node];
+        assert_eq!(gone(reports), 0, "{reports:?}");
+        assert!(
+            reports.contains(&Report::ThroughRoom(sim.ids[peer])),
+            "{reports:?}"
+        );
+    }
+    assert!(sim.gate(0, 1).is_none(), "nobody dials again unasked");
+    assert!(sim.open.is_empty(), "{:?}", sim.open);
+}
+
+#[test]
 fn unacked_messages_are_bounded_per_peer() {
     let mut sim = Sim::new(2, ManagerConfig::default());
     sim.all_up();

@@ -236,7 +236,7 @@ function renderPeers() {
     const li = el('li');
     const row = el('div', 'row');
     row.append(el('span', 'name', peer.name));
-    row.append(el('span', 'status-' + peer.status, peer.status));
+    row.append(el('span', 'status-' + peer.status, peer.status.replace('_', ' ')));
     const dm = el('button', 'small', 'Message');
     dm.type = 'button';
     dm.addEventListener('click', () => { conv('dm:' + peer.peer_id); openConv('dm:' + peer.peer_id); });
@@ -450,7 +450,8 @@ function onEvent(e) {
       return;
     }
     case 'peer':
-      log(e.name + ' is ' + e.status + (e.reason ? ' (' + e.reason + ')' : ''));
+      // A link the room's gossip let go is no news; the list shows it.
+      if (e.status !== 'in_room') log(e.name + ' is ' + e.status + (e.reason ? ' (' + e.reason + ')' : ''));
       scheduleRefresh();
       return;
     case 'connected':
