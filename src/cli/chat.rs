@@ -88,6 +88,12 @@ pub struct ChatArgs {
     /// name no room in clear; see docs/SECURITY.md).
     #[arg(long, env = "PUNCHGATE_NO_LAN_DISCOVERY")]
     no_lan_discovery: bool,
+    /// Connections kept per room, each to a member chosen by the room's
+    /// gossip, which carries messages to everyone else; a room of at most
+    /// N+1 members is a full mesh. More links cost more copies per message
+    /// and reach everyone in fewer hops.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=64))]
+    room_links: u16,
     /// Also serve the web page, on ADDR (default 127.0.0.1:0, a free
     /// port); its address with its secret is printed. Anything but
     /// loopback lets other machines reach it.
@@ -158,6 +164,10 @@ impl ChatArgs {
         config.rooms = self.rooms;
         config.bind = self.bind;
         config.lan_discovery = !self.no_lan_discovery;
+        config.gossip.active = usize::from(self.room_links);
+        // Two above the target, as by default: room for askers without a
+        // member holding many more links than it seeks.
+        config.gossip.max_active = config.gossip.active + 2;
         config.allow = (!self.allow.is_empty()).then_some(self.allow);
         config.relay = match (self.no_relay, self.relay_only) {
             (true, _) => RelayPolicy::Never,

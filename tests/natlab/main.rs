@@ -14,6 +14,7 @@ mod lab;
 mod lan;
 mod lossy;
 mod neighbours;
+mod partition;
 mod setup;
 mod timing;
 
