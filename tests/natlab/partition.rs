@@ -223,7 +223,7 @@ fn a_room_split_in_two_halves_ends_with_every_message_on_both_sides_once_the_spl
         }
     }
     eprintln!(
-        "NATLAB | partition | 10 members, 3 links each, split between two sites | links across gone {:.1} s after the split, each half's messages everywhere in it {:.1} s later, every message everywhere {:.1} s after the heal",
+        "NATLAB | partition | 10 members, 3 links each, split between two sites | links across gone {:.1} s after the split, each half's messages everywhere in it {:.1} s later, every message everywhere {:.2} s after the heal",
         cut_off.as_secs_f64(),
         halves_whole.as_secs_f64(),
         heal.as_secs_f64()
