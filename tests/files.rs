@@ -245,7 +245,13 @@ async fn chunks_come_from_all_three_providers_and_a_corrupt_one_is_dropped() {
     // Four providers with their own copy of the same content.
     let mut providers = Vec::new();
     for name in ["alice", "bob", "carol", "mallory"] {
-        let node = start_node(small_chunks(name, &[])).await;
+        let mut config = small_chunks(name, &[]);
+        // Paced (a whole copy takes a provider 4 s): a source that answers
+        // first on a loaded machine steals the others' chunks once none
+        // are fresh, and unpaced it could serve the whole file before they
+        // answer at all (bob served all 65 once, CI load 13).
+        config.transfer.upload_limit = Some(256 << 10);
+        let node = start_node(config).await;
         let copy = node.home.path().join("big.bin");
         std::fs::copy(&file, &copy).unwrap();
         let share = node.node.share(vec![copy]).await.unwrap();

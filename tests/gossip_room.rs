@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{config, start_node, TestNode};
-use punchgate::node::{Event, PeerStatus};
+use punchgate::node::{Event, PeerInfo, PeerStatus};
 
 const MEMBERS: usize = 200;
 const MAX_LINKS: usize = 12;
@@ -141,7 +141,7 @@ async fn a_room_of_two_hundred_gossips_every_message_to_all_over_a_few_connectio
     for member in &members {
         let peers = member.node.peers();
         assert_eq!(peers.len(), MEMBERS - 1, "{}", member.id());
-        let elsewhere: Vec<(&str, PeerStatus)> = peers
+        let elsewhere: Vec<&PeerInfo> = peers
             .iter()
             .filter(|p| {
                 !matches!(
@@ -149,7 +149,6 @@ async fn a_room_of_two_hundred_gossips_every_message_to_all_over_a_few_connectio
                     PeerStatus::Connected | PeerStatus::Connecting | PeerStatus::InRoom
                 )
             })
-            .map(|p| (p.name.as_str(), p.status))
             .collect();
         assert!(elsewhere.is_empty(), "{} sees {elsewhere:?}", member.id());
         assert!(

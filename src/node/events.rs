@@ -18,7 +18,8 @@ pub enum PeerStatus {
     Connecting,
     Connected,
     /// A member of a shared room with no connection of its own: the room's
-    /// gossip reaches it through other members.
+    /// gossip reaches it through other members (`/peers` shows an offline
+    /// peer so while the trackers still list it in a room both are in).
     InRoom,
     /// Left, unreachable, or its connection died.
     Offline,

@@ -39,8 +39,13 @@ impl Node {
             .iter()
             .map(|(id, record)| {
                 let gate = record.gate.as_ref().filter(|g| g.is_open());
+                // A member the room's gossip reaches is in the room, whether
+                // this node never linked to it, let the link go, or lost a
+                // connection to it (until the trackers say it left).
                 let status = match record.status {
-                    PeerStatus::Known | PeerStatus::InRoom if state.reached_through_room(id) => {
+                    PeerStatus::Known | PeerStatus::InRoom | PeerStatus::Offline
+                        if state.reached_through_room(id) =>
+                    {
                         PeerStatus::InRoom
                     }
                     PeerStatus::InRoom => PeerStatus::Known,

@@ -183,13 +183,20 @@ impl Roster {
             .unwrap_or_else(|| peer.short())
     }
 
-    /// Sets the rooms `peer` says it is in (or a tracker lists it in);
-    /// returns the changes in rooms this node is in, for join and leave
-    /// notices. A peer this node knows nothing of yet changes nothing.
-    pub fn set_peer_rooms(&mut self, peer: &PeerId, rooms: BTreeSet<String>) -> Vec<MemberChange> {
+    /// Sets the rooms `peer` says it is in, with those a tracker lists it
+    /// in (a peer greets with the rooms it had joined when its hello left,
+    /// and may be listed in one more by the time it arrives); returns the
+    /// changes in rooms this node is in, for join and leave notices. A peer
+    /// this node knows nothing of yet changes nothing.
+    pub fn set_peer_rooms(
+        &mut self,
+        peer: &PeerId,
+        mut rooms: BTreeSet<String>,
+    ) -> Vec<MemberChange> {
         let Some(record) = self.peers.get_mut(peer) else {
             return Vec::new();
         };
+        rooms.extend(record.listed_at.iter().map(|(room, _)| room.clone()));
         let old = std::mem::replace(&mut record.rooms, rooms);
         let new = &record.rooms;
         self.rooms
@@ -307,6 +314,30 @@ mod tests {
         assert_eq!(roster.name_of(&stranger), "carol");
         roster.peers.insert(stranger, PeerRecord::new("caz".into()));
         assert_eq!(roster.name_of(&stranger), "caz");
+    }
+
+    #[test]
+    fn a_hello_sent_before_its_join_was_done_does_not_take_a_listed_room_away() {
+        let me = Identity::generate().unwrap().peer_id();
+        let alice = Identity::generate().unwrap().peer_id();
+        let mut roster = roster_with(alice, &["lobby"]);
+        if let Some(record) = roster.peers.get_mut(&alice) {
+            record.listed_at.insert(("lobby".into(), 0));
+        }
+        assert!(roster.set_peer_rooms(&alice, BTreeSet::new()).is_empty());
+        assert!(roster.takes_part(&me, &alice, "lobby"));
+        // Once no tracker lists it there, its own word decides.
+        if let Some(record) = roster.peers.get_mut(&alice) {
+            record.listed_at.clear();
+        }
+        let changes = roster.set_peer_rooms(&alice, BTreeSet::new());
+        assert_eq!(
+            changes,
+            vec![MemberChange {
+                room: "lobby".into(),
+                joined: false
+            }]
+        );
     }
 
     #[test]

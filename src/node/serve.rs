@@ -63,7 +63,12 @@ impl Node {
                 .entry(peer)
                 .or_insert_with(|| PeerRecord::new(greeting.name.clone()));
             record.name = greeting.name.clone();
+            // What it says, with what the trackers list (its hello may have
+            // left before its join was done).
             record.rooms = greeting.rooms.iter().cloned().collect();
+            record
+                .rooms
+                .extend(record.listed_at.iter().map(|(room, _)| room.clone()));
             // Password proofs belong to a connection.
             record.verified.clear();
             record.auth_failures = 0;
