@@ -197,7 +197,9 @@ fn check_member(member: &Member) {
 
 fn check_tracker_request(request: TrackerRequest) {
     match request.body {
-        TrackerRequestBody::Register { name, local_addrs } => {
+        TrackerRequestBody::Register {
+            name, local_addrs, ..
+        } => {
             label("name", &name, MAX_NAME_LEN);
             let _ = local_addrs.iter().filter(|a| is_lan_candidate(a)).count();
         }
@@ -518,6 +520,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                         body: TrackerRequestBody::Register {
                             name: "alice".into(),
                             local_addrs: member.local_addrs.clone(),
+                            presence: Default::default(),
                         },
                     },
                     TrackerRequest {

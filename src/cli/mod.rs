@@ -11,6 +11,7 @@
 mod bench;
 mod chat;
 mod config;
+mod dht;
 mod files;
 mod password;
 mod tracker;

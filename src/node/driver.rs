@@ -42,6 +42,13 @@ pub(super) enum Input {
         via: Option<TrackerIx>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
+    /// Connect to `peer`, found through its DHT record, through `tracker`
+    /// (added as a guest session if it is not one of this node's).
+    ConnectThrough {
+        peer: PeerId,
+        tracker: crate::dht::record::TrackerRef,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Whether `peer` shares a room with this node (from tracker `via`).
     Wanted {
         peer: PeerId,
@@ -279,6 +286,31 @@ impl Driver {
                 self.asked.insert(peer);
                 self.manager.connect(peer, now);
             }
+            Input::ConnectThrough {
+                peer,
+                tracker,
+                reply,
+            } => {
+                let Some((ix, added)) = super::dht::tracker_for(&self.node, &tracker) else {
+                    let _ = reply.send(Err(format!(
+                        "this node holds {} guest sessions already",
+                        super::dht::MAX_GUEST_TRACKERS
+                    )));
+                    return;
+                };
+                if added {
+                    let managed = self.manager.add_tracker(now);
+                    debug_assert_eq!(managed, ix, "tracker lists out of step");
+                }
+                self.manager.reach_through(peer, ix);
+                if self.manager.gate(&peer).is_some() {
+                    let _ = reply.send(Ok(()));
+                } else {
+                    self.waiters.entry(peer).or_default().push(reply);
+                }
+                self.asked.insert(peer);
+                self.manager.connect(peer, now);
+            }
             Input::Wanted { peer, wanted, via } => {
                 if let (true, Some(tracker)) = (wanted, via) {
                     self.manager.learn_tracker(peer, tracker);
@@ -421,6 +453,7 @@ impl Driver {
                 self.node.inner.trackers.set_up(tracker, session);
                 self.watch_tracker(tracker, events);
                 self.manager.handle_tracker_up(tracker, rtt, now);
+                self.node.dht_changed();
             }
             Input::TrackerFailed { tracker, reason } => {
                 tracing::debug!(tracker, %reason, "tracker still unreachable");
@@ -434,6 +467,7 @@ impl Driver {
                 if self.current_generation.get(&tracker) == Some(&generation) {
                     self.node.inner.trackers.set_down(tracker);
                     self.manager.handle_tracker_lost(tracker, reason, now);
+                    self.node.dht_changed();
                 }
             }
             Input::RelayReady { tracker, ready } => self.manager.handle_relay_ready(tracker, ready),

@@ -610,7 +610,11 @@ fn handle_request(
         return Err(TrackerRefusal::NotRegistered);
     }
     match body {
-        TrackerRequestBody::Register { name, local_addrs } => {
+        TrackerRequestBody::Register {
+            name,
+            local_addrs,
+            presence,
+        } => {
             if generation.is_some() {
                 return Err(TrackerRefusal::AlreadyRegistered);
             }
@@ -618,7 +622,7 @@ fn handle_request(
             let (new_generation, outbox) =
                 shared
                     .registry()
-                    .register(peer_id, name, reflexive, local_addrs)?;
+                    .register_as(peer_id, name, reflexive, local_addrs, presence)?;
             shared.deliver(outbox);
             shared
                 .outboxes
@@ -634,7 +638,7 @@ fn handle_request(
                 );
             *generation = Some(new_generation);
             bump(&shared.counters.registrations, 1);
-            tracing::debug!(peer = %peer_id.short(), %reflexive, "registered");
+            tracing::debug!(peer = %peer_id.short(), %reflexive, ?presence, "registered");
             Ok(TrackerResponse::Registered { reflexive })
         }
         TrackerRequestBody::Join { room } => {

@@ -99,3 +99,61 @@ fn introductions_nobody_asked_for_start_no_punch() {
         "{actions:?}"
     );
 }
+
+#[test]
+fn a_peer_found_through_the_dht_waits_for_its_own_tracker_as_a_guest() {
+    let now = Instant::now();
+    let peer = Identity::generate().unwrap().peer_id();
+    let mut manager = Manager::new(ManagerConfig::default(), 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    drain(&mut manager);
+    // The peer's tracker is not ours: a guest session is added.
+    let guest = manager.add_tracker(now);
+    assert_eq!(guest, 1);
+    assert_eq!(drain(&mut manager), vec![Action::ConnectTracker(1)]);
+    manager.reach_through(peer, guest);
+    manager.connect(peer, now);
+    // Our own tracker would not know the peer: nothing is asked of it.
+    let actions = drain(&mut manager);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::RequestIntroduction { .. })),
+        "{actions:?}"
+    );
+    // The guest session is up: a first registration there is restored
+    // (its relay opened) and the introduction asked through it.
+    manager.handle_tracker_up(guest, 10 * MS, now + 5 * MS);
+    let actions = drain(&mut manager);
+    assert!(
+        actions.contains(&Action::RestoreTracker(guest)),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::RequestIntroduction {
+            tracker: guest,
+            peer
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_findable_node_answers_a_strangers_introduction() {
+    let now = Instant::now();
+    let stranger = Identity::generate().unwrap().peer_id();
+    for answer_strangers in [false, true] {
+        let config = ManagerConfig {
+            answer_strangers,
+            ..ManagerConfig::default()
+        };
+        let mut manager = Manager::new(config, 1, now);
+        manager.handle_tracker_registered(0, 10 * MS, now);
+        drain(&mut manager);
+        manager.handle_introduced(0, stranger, 7, Role::Acceptor, now);
+        let punched = drain(&mut manager)
+            .iter()
+            .any(|a| matches!(a, Action::Punch { attempt: 7, .. }));
+        assert_eq!(punched, answer_strangers);
+    }
+}

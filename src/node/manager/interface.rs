@@ -78,6 +78,12 @@ pub struct ManagerConfig {
     pub introductions_per_second: u32,
     /// Seed of the retry jitter.
     pub seed: u64,
+    /// Answer introductions from any peer, not only from those wanted or
+    /// sharing a room: this node publishes its DHT record, so peers that
+    /// found it there (and share no room) ask trackers to introduce them.
+    /// The tracker introduces strangers only to nodes that registered as
+    /// findable. Default off.
+    pub answer_strangers: bool,
 }
 
 impl Default for ManagerConfig {
@@ -93,6 +99,7 @@ impl Default for ManagerConfig {
             replacement_grace: Duration::from_secs(10),
             introductions_per_second: 10,
             seed: 1,
+            answer_strangers: false,
         }
     }
 }

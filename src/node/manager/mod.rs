@@ -217,7 +217,9 @@ impl Manager {
         let up = |ix: &TrackerIx| self.trackers.get(*ix).is_some_and(TrackerEntry::is_up);
         let entry = self.peers.get(&peer);
         let known_at = entry.and_then(|p| p.trackers.iter().copied().find(up));
-        let tracker = known_at.or_else(|| (0..self.trackers.len()).find(up));
+        let only_known = entry.is_some_and(|p| p.only_known_trackers);
+        let tracker =
+            known_at.or_else(|| (0..self.trackers.len()).find(up).filter(|_| !only_known));
         let entry = self.peers.entry(peer).or_default();
         entry.retry_at = None;
         let relayed = entry.gate.is_some();
@@ -319,7 +321,7 @@ impl Manager {
                 Attempt::Queued { .. } | Attempt::Introducing { .. }
             )
         });
-        let wanted = entry.is_some_and(|p| p.wanted || p.welcome);
+        let wanted = self.config.answer_strangers || entry.is_some_and(|p| p.wanted || p.welcome);
         let welcome = match role {
             Role::Dialer => asked,
             Role::Acceptor => wanted,

@@ -112,6 +112,31 @@ impl Manager {
         }
     }
 
+    /// A tracker added at run time (a guest session toward a peer's own
+    /// tracker): connecting from now on. Returns its place, which is the
+    /// next one in the list.
+    pub fn add_tracker(&mut self, now: Instant) -> TrackerIx {
+        let per_second = self.config.introductions_per_second;
+        self.trackers.push(TrackerEntry::new(per_second, now));
+        self.relays.push(Err("no relay stream yet".into()));
+        let tracker = self.trackers.len() - 1;
+        if !self.closing {
+            self.actions.push_back(Action::ConnectTracker(tracker));
+        }
+        tracker
+    }
+
+    /// `peer` can be introduced only through `tracker` (and trackers
+    /// already known for it): found through its DHT record, it shares no
+    /// room with this node, so no other tracker would introduce it.
+    pub fn reach_through(&mut self, peer: PeerId, tracker: TrackerIx) {
+        let entry = self.entry(peer);
+        entry.only_known_trackers = true;
+        if !entry.trackers.contains(&tracker) {
+            entry.trackers.push(tracker);
+        }
+    }
+
     /// A fresh measure of the tracker's round-trip time.
     pub fn handle_tracker_rtt(&mut self, tracker: TrackerIx, rtt: Duration) {
         if let Some(entry) = self.trackers.get_mut(tracker) {
