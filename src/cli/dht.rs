@@ -18,7 +18,7 @@ pub struct DhtArgs {
     /// addresses, signed by its key) on the BitTorrent Mainline DHT nor
     /// look peers up there; peers then reach it only through shared rooms
     /// or its address (docs/SECURITY.md).
-    #[arg(long, env = "PUNCHGATE_NO_DHT")]
+    #[arg(long, env = "PUNCHGATE_NO_DHT", value_parser = clap::builder::BoolishValueParser::new())]
     no_dht: bool,
     /// A DHT node to join through, as IPV4:PORT (repeatable; the variable
     /// takes a comma-separated list), instead of the public DHT's
