@@ -1,9 +1,10 @@
 //! The DHT flags of `chat` and `web`: whether the node publishes its
 //! record and looks peers up on the BitTorrent Mainline DHT, and through
 //! which nodes it joins it; and `--connect`'s forms (an address, or a peer
-//! id alone to be found there).
+//! id alone to be found there); and the hidden `dht-testnet` command, a
+//! small DHT of its own for tests and the NAT lab.
 
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::str::FromStr;
 
 use clap::Args;
@@ -76,4 +77,38 @@ impl std::fmt::Display for ConnectArg {
             Self::Addr(target) => write!(f, "{target}"),
         }
     }
+}
+
+/// `punchgate dht-testnet`: hidden; for tests and labs, never the public
+/// DHT.
+#[derive(Args, Clone, Debug)]
+pub struct TestnetArgs {
+    /// The IPv4 address the nodes listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: Ipv4Addr,
+    /// How many DHT nodes.
+    #[arg(long, default_value_t = 8)]
+    nodes: usize,
+}
+
+/// Runs a DHT of `--nodes` nodes on `--bind` until Ctrl-C or SIGTERM;
+/// prints their addresses (with `--json`: a `ready` event with `role:
+/// "dht"` and `bootstrap`, the list for `--dht-bootstrap`).
+pub async fn run_testnet(args: TestnetArgs, json: bool) -> anyhow::Result<()> {
+    if !(1..=64).contains(&args.nodes) {
+        anyhow::bail!("--nodes must be between 1 and 64, got {}", args.nodes);
+    }
+    let local =
+        tokio::task::spawn_blocking(move || punchgate::dht::LocalDht::start(args.bind, args.nodes))
+            .await??;
+    let bootstrap: Vec<String> = local.bootstrap().iter().map(ToString::to_string).collect();
+    if json {
+        let ready = serde_json::json!({"event": "ready", "role": "dht", "bootstrap": bootstrap});
+        println!("{ready}");
+    } else {
+        println!("--dht-bootstrap {}", bootstrap.join(","));
+    }
+    super::shutdown_signal().await;
+    drop(local);
+    Ok(())
 }

@@ -136,6 +136,32 @@ impl PeerDirectory {
     }
 }
 
+/// A small DHT of its own: `nodes` DHT nodes in server mode on `bind`
+/// that know each other and nothing else, for tests and labs (`punchgate
+/// dht-testnet`). Runs until dropped.
+pub struct LocalDht {
+    testnet: mainline::Testnet,
+}
+
+impl LocalDht {
+    pub fn start(bind: std::net::Ipv4Addr, nodes: usize) -> Result<Self, DhtError> {
+        let testnet = mainline::Testnet::builder(nodes)
+            .bind_address(bind)
+            .build()
+            .map_err(DhtError::Start)?;
+        Ok(Self { testnet })
+    }
+
+    /// Its nodes' addresses: a bootstrap list (`--dht-bootstrap`).
+    pub fn bootstrap(&self) -> Vec<SocketAddrV4> {
+        self.testnet
+            .bootstrap
+            .iter()
+            .filter_map(|node| node.parse().ok())
+            .collect()
+    }
+}
+
 /// What BEP 44 signs for an item without salt: the bencoded `seq` and `v`
 /// keys of the put, without the surrounding dictionary.
 fn signable(seq: i64, value: &[u8]) -> Vec<u8> {
