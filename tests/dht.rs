@@ -113,6 +113,23 @@ fn a_peer_on_another_tracker_is_reached_by_its_id_alone_and_they_chat() {
     alice.send(&format!("/msg {erin_id} relayed back"));
     erin.expect("message", is("text", "relayed back"));
 
+    // Frank has no tracker at all: Alice's id is enough, through her
+    // record and her tracker.
+    let env = [
+        ("PUNCHGATE_NO_DHT", "false"),
+        ("PUNCHGATE_DHT_BOOTSTRAP", bootstrap.as_str()),
+    ];
+    let mut frank = Proc::start_with_env(
+        None,
+        &["chat", "--name", "frank", "--bind", "127.0.0.1:0"],
+        &env,
+    );
+    frank.expect("ready", |_| true);
+    frank.send(&format!("/connect {alice_id}"));
+    frank.expect("connected", is("peer_id", &alice_id));
+    frank.send(&format!("/msg {alice_id} from nowhere"));
+    alice.expect("message", is("text", "from nowhere"));
+
     // Carol, on Alice's own tracker in another room, asks by id too
     // (/connect): introduced there as a member, no guest session needed.
     let (mut carol, carol_id) = chat(&bootstrap, &target1, "carol", "carols-room", &[]);
