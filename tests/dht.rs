@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::process::Proc;
 use serde_json::Value;
 
@@ -34,6 +36,14 @@ fn tracker() -> (Proc, String) {
     (tracker, target)
 }
 
+/// The environment that points a node at the local DHT.
+fn dht_env(bootstrap: &str) -> [(&'static str, &str); 2] {
+    [
+        ("PUNCHGATE_NO_DHT", "false"),
+        ("PUNCHGATE_DHT_BOOTSTRAP", bootstrap),
+    ]
+}
+
 /// `punchgate chat` on `tracker` in `room`, on the local DHT.
 fn chat(bootstrap: &str, tracker: &str, name: &str, room: &str, extra: &[&str]) -> (Proc, String) {
     let mut args = vec![
@@ -48,11 +58,7 @@ fn chat(bootstrap: &str, tracker: &str, name: &str, room: &str, extra: &[&str]) 
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
-    let env = [
-        ("PUNCHGATE_NO_DHT", "false"),
-        ("PUNCHGATE_DHT_BOOTSTRAP", bootstrap),
-    ];
-    let proc = Proc::start_with_env(None, &args, &env);
+    let proc = Proc::start_with_env(None, &args, &dht_env(bootstrap));
     let id = proc.expect("ready", |_| true)["peer_id"]
         .as_str()
         .unwrap()
@@ -115,14 +121,10 @@ fn a_peer_on_another_tracker_is_reached_by_its_id_alone_and_they_chat() {
 
     // Frank has no tracker at all: Alice's id is enough, through her
     // record and her tracker.
-    let env = [
-        ("PUNCHGATE_NO_DHT", "false"),
-        ("PUNCHGATE_DHT_BOOTSTRAP", bootstrap.as_str()),
-    ];
     let mut frank = Proc::start_with_env(
         None,
         &["chat", "--name", "frank", "--bind", "127.0.0.1:0"],
-        &env,
+        &dht_env(&bootstrap),
     );
     frank.expect("ready", |_| true);
     frank.send(&format!("/connect {alice_id}"));
@@ -153,4 +155,58 @@ fn a_peer_on_another_tracker_is_reached_by_its_id_alone_and_they_chat() {
             .contains("PEERID@HOST:PORT"),
         "{error}"
     );
+}
+
+#[test]
+fn a_peer_that_moves_to_another_tracker_is_found_again_within_a_minute() {
+    let (_dht, bootstrap) = local_dht();
+    let (tracker1, target1) = tracker();
+    let (_tracker2, target2) = tracker();
+    let (_tracker3, target3) = tracker();
+    let home = tempfile::tempdir().unwrap();
+    let fast = ["--keep-alive", "1", "--idle-timeout", "3"];
+    let alice_on = |target: &str| {
+        let mut args = vec!["chat", "--tracker", target, "--name", "alice"];
+        args.extend(["--room", "alices-room", "--bind", "127.0.0.1:0"]);
+        args.extend(fast);
+        let alice = Proc::start_with_home_env(home.path(), &args, &dht_env(&bootstrap));
+        alice.expect("dht", |e| e["state"] == "published" && e["trackers"] == 1);
+        alice
+    };
+    let alice = alice_on(&target1);
+    let alice_id = alice_id_of(home.path());
+    let mut extra = vec!["--connect", alice_id.as_str()];
+    extra.extend(fast);
+    let (bob, _) = chat(&bootstrap, &target2, "bob", "bobs-room", &extra);
+    bob.expect("connected", is("peer_id", &alice_id));
+
+    // Alice's tracker dies, and Alice with it; she comes back registered
+    // with tracker 3 only. Bob knew only tracker 1 for her: he finds her
+    // again through her new record.
+    tracker1.kill();
+    alice.kill();
+    let moved = Instant::now();
+    let _alice = alice_on(&target3);
+    bob.expect("disconnected", is("peer_id", &alice_id));
+    let found = bob.expect_within(
+        Duration::from_secs(60),
+        "connected",
+        is("peer_id", &alice_id),
+    );
+    assert!(
+        found.is_some(),
+        "bob did not find alice again within a minute"
+    );
+    eprintln!(
+        "DHT | found again through the new record {} ms after the move",
+        moved.elapsed().as_millis()
+    );
+}
+
+/// The peer id of the identity in the data directory `home`.
+fn alice_id_of(home: &std::path::Path) -> String {
+    punchgate::identity::Identity::load_or_create(home)
+        .unwrap()
+        .peer_id()
+        .to_string()
 }

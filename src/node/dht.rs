@@ -131,6 +131,38 @@ impl Node {
         let Some(link) = &self.inner.dht else {
             return Err(NodeError::UnknownPeer(peer.to_string()));
         };
+        let tracker = self.route_of(link, peer).await?;
+        let (reply, outcome) = oneshot::channel();
+        self.input(Input::ConnectThrough {
+            peer,
+            tracker,
+            reply: Some(reply),
+        });
+        self.first_outcome(peer, outcome).await
+    }
+
+    /// The manager's `LookUp`: `peer`'s record again, and through which
+    /// tracker to reach it now.
+    pub(super) async fn relookup(self, peer: PeerId) {
+        let Some(link) = &self.inner.dht else {
+            return;
+        };
+        match self.route_of(link, peer).await {
+            Ok(tracker) => self.input(Input::ConnectThrough {
+                peer,
+                tracker,
+                reply: None,
+            }),
+            Err(error) => self.input(Input::LookupFailed {
+                peer,
+                why: error.to_string(),
+            }),
+        }
+    }
+
+    /// Looks `peer`'s record up and picks the tracker to reach it through:
+    /// a listed one this node is registered with, else the first listed.
+    async fn route_of(&self, link: &DhtLink, peer: PeerId) -> Result<TrackerRef, NodeError> {
         let record = link.directory.lookup(peer).await?;
         let trackers = &self.inner.trackers;
         let ours = record.trackers().iter().find(|tracker| {
@@ -138,19 +170,16 @@ impl Node {
                 .find(&tracker.id)
                 .is_some_and(|ix| !trackers.is_guest(ix))
         });
-        let Some(tracker) = ours.or_else(|| record.trackers().first()).copied() else {
-            return Err(NodeError::Invalid(format!(
-                "the DHT record of {peer} lists no tracker; connect with PEERID@HOST:PORT"
-            )));
-        };
+        let tracker = ours
+            .or_else(|| record.trackers().first())
+            .copied()
+            .ok_or_else(|| {
+                NodeError::Invalid(format!(
+                    "the DHT record of {peer} lists no tracker; connect with PEERID@HOST:PORT"
+                ))
+            })?;
         tracing::debug!(peer = %peer.short(), tracker = %tracker.id.short(), addr = %tracker.addr, "reaching a peer through its DHT record");
-        let (reply, outcome) = oneshot::channel();
-        self.input(Input::ConnectThrough {
-            peer,
-            tracker,
-            reply,
-        });
-        self.first_outcome(peer, outcome).await
+        Ok(tracker)
     }
 }
 

@@ -47,7 +47,12 @@ pub(super) enum Input {
     ConnectThrough {
         peer: PeerId,
         tracker: crate::dht::record::TrackerRef,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Looking `peer`'s DHT record up again failed.
+    LookupFailed {
+        peer: PeerId,
+        why: String,
     },
     /// Whether `peer` shares a room with this node (from tracker `via`).
     Wanted {
@@ -292,25 +297,30 @@ impl Driver {
                 reply,
             } => {
                 let Some((ix, added)) = super::dht::tracker_for(&self.node, &tracker) else {
-                    let _ = reply.send(Err(format!(
+                    let why = format!(
                         "this node holds {} guest sessions already",
                         super::dht::MAX_GUEST_TRACKERS
-                    )));
+                    );
+                    match reply {
+                        Some(reply) => drop(reply.send(Err(why))),
+                        None => self.manager.handle_lookup_failed(peer, why, now),
+                    }
                     return;
                 };
                 if added {
                     let managed = self.manager.add_tracker(now);
                     debug_assert_eq!(managed, ix, "tracker lists out of step");
                 }
-                self.manager.reach_through(peer, ix);
-                if self.manager.gate(&peer).is_some() {
-                    let _ = reply.send(Ok(()));
-                } else {
-                    self.waiters.entry(peer).or_default().push(reply);
+                self.manager.reach_through(peer, ix, now);
+                match reply {
+                    Some(reply) if self.manager.gate(&peer).is_some() => drop(reply.send(Ok(()))),
+                    Some(reply) => self.waiters.entry(peer).or_default().push(reply),
+                    None => {}
                 }
                 self.asked.insert(peer);
                 self.manager.connect(peer, now);
             }
+            Input::LookupFailed { peer, why } => self.manager.handle_lookup_failed(peer, why, now),
             Input::Wanted { peer, wanted, via } => {
                 if let (true, Some(tracker)) = (wanted, via) {
                     self.manager.learn_tracker(peer, tracker);
@@ -554,6 +564,7 @@ impl Driver {
                 Action::RestoreTracker(tracker) => {
                     node.inner.spawn(node.clone().restore_tracker(tracker));
                 }
+                Action::LookUp { peer } => node.inner.spawn(node.clone().relookup(peer)),
                 Action::RequestIntroduction { tracker, peer } => {
                     node.inner
                         .spawn(node.clone().request_introduction(tracker, peer));

@@ -48,6 +48,15 @@ impl Proc {
         Self::spawn(home, netns, args, &[])
     }
 
+    /// The same with these environment variables set.
+    pub fn start_with_home_env(
+        home: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
+        Self::spawn(home, None, args, env)
+    }
+
     fn spawn(
         home: &std::path::Path,
         netns: Option<&str>,

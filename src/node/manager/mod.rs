@@ -232,7 +232,9 @@ impl Manager {
             let addrs = entry.addrs.clone();
             self.actions.push_back(Action::DialDirect { peer, addrs });
         } else {
-            // No way to reach it now; a tracker coming up retries it.
+            // No way to reach it now; a tracker coming up retries it, and
+            // one found through the DHT is looked up again.
+            self.seek_route(peer, now);
             return;
         }
         if !relayed {
@@ -480,6 +482,7 @@ impl Manager {
             why,
             retry_in,
         });
+        self.seek_route(peer, now);
     }
 
     fn schedule_upgrade(&mut self, peer: PeerId, now: Instant) {
@@ -578,6 +581,9 @@ impl Manager {
                 entry.replacement = Some((facts, now + self.config.replacement_grace));
             }
             GateEnd::PathDied(reason) => {
+                // The peer may have moved: its DHT record (if that is how
+                // it was found) may be looked up again at once.
+                entry.looked_up_at = None;
                 self.report(Report::Gone { peer, reason });
                 self.retry_soon(peer, now);
             }

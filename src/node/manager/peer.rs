@@ -31,6 +31,8 @@ pub(super) struct PeerEntry {
     /// record, it shares no room with this node): while none of them is
     /// up, the attempt waits instead of asking another tracker.
     pub only_known_trackers: bool,
+    /// When its DHT record was last looked up (for such a peer).
+    pub looked_up_at: Option<Instant>,
     pub gate: Option<GateFacts>,
     pub attempt: Attempt,
     /// Consecutive failed attempts; sets the retry delay.
