@@ -96,6 +96,23 @@ impl ReachRecord {
         &self.addrs
     }
 
+    /// The same without addresses that mean nothing off their own network
+    /// (private, shared carrier-grade NAT, loopback, link-local, unique
+    /// local): what goes on the public DHT, where they would only tell
+    /// strangers about this node's LAN.
+    pub fn public_only(&self) -> Self {
+        let public = |addr: &SocketAddr| !crate::protocol::is_lan_candidate(addr);
+        Self {
+            trackers: self
+                .trackers
+                .iter()
+                .filter(|t| public(&t.addr))
+                .copied()
+                .collect(),
+            addrs: self.addrs.iter().filter(|a| public(a)).copied().collect(),
+        }
+    }
+
     /// Whether it says nothing useful (no tracker, no address).
     pub fn is_empty(&self) -> bool {
         self.trackers.is_empty() && self.addrs.is_empty()
@@ -295,6 +312,34 @@ mod tests {
         );
         assert_eq!(a, b);
         assert_eq!(a.addrs().len(), 1);
+    }
+
+    #[test]
+    fn the_public_dht_gets_no_lan_address() {
+        let record = ReachRecord::new(
+            vec![
+                tracker(1, "192.168.1.2:7000"),
+                tracker(2, "203.0.113.5:7000"),
+                tracker(3, "127.0.0.1:7000"),
+            ],
+            vec![
+                "10.0.0.7:4000".parse().unwrap(),
+                "100.64.3.4:4000".parse().unwrap(),
+                "[fd00::1]:4000".parse().unwrap(),
+                "[fe80::1]:4000".parse().unwrap(),
+                "198.51.100.7:41000".parse().unwrap(),
+                "[2001:db8::7]:4000".parse().unwrap(),
+            ],
+        );
+        let public = record.public_only();
+        assert_eq!(public.trackers(), &[tracker(2, "203.0.113.5:7000")]);
+        assert_eq!(
+            public.addrs(),
+            &[
+                "198.51.100.7:41000".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::7]:4000".parse().unwrap()
+            ]
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(super) struct DhtLink {
     changed: Notify,
     /// Whether this node publishes (it has trackers of its own).
     publishes: bool,
+    /// On the public DHT: LAN addresses are left out of the record.
+    public: bool,
 }
 
 impl DhtLink {
@@ -37,6 +39,7 @@ impl DhtLink {
             directory: PeerDirectory::start(config)?,
             changed: Notify::new(),
             publishes,
+            public: config.bootstrap == crate::dht::Bootstrap::Public,
         })
     }
 
@@ -68,7 +71,10 @@ impl Node {
         };
         let mut publisher = Publisher::new(PublishConfig::default());
         loop {
-            let record = self.inner.trackers.reach();
+            let mut record = self.inner.trackers.reach();
+            if link.public {
+                record = record.public_only();
+            }
             publisher.handle_contents(Some(record), Instant::now());
             if let Some(publication) = publisher.poll_publish(Instant::now(), unix_secs()) {
                 let result = link
