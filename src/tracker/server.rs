@@ -202,7 +202,9 @@ impl Tracker {
                 addr: config.listen,
                 source,
             })?;
-        let aux_port = config.aux_port.unwrap_or(if local_addr.port() == 0 {
+        // A tracker on an ephemeral port (`--listen HOST:0`) takes an
+        // ephemeral second port too: its port + 1 may be anyone's.
+        let aux_port = config.aux_port.unwrap_or(if config.listen.port() == 0 {
             0
         } else {
             local_addr.port().wrapping_add(1)
