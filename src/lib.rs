@@ -13,6 +13,7 @@ pub mod candidates;
 pub mod command;
 pub mod congestion;
 pub mod demo;
+pub mod dht;
 pub mod endpoint;
 pub mod gate_socket;
 pub mod gossip;

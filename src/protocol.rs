@@ -46,6 +46,7 @@ pub enum TrackerRequestBody {
     Register {
         name: String,
         local_addrs: Vec<SocketAddr>,
+        presence: Presence,
     },
     Join {
         room: String,
@@ -56,7 +57,8 @@ pub enum TrackerRequestBody {
     Members {
         room: String,
     },
-    /// Introduce this node to `peer` (they must share a room): both receive
+    /// Introduce this node to `peer` (they must share a room, or `peer`
+    /// registered [`Presence::Findable`]): both receive
     /// [`TrackerEvent::Introduce`] at the same moment, this node as dialer.
     Connect {
         peer: PeerId,
@@ -66,6 +68,20 @@ pub enum TrackerRequestBody {
     Netcheck {
         nonce: u64,
     },
+}
+
+/// How a node registers (protocol version 5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Presence {
+    /// Joins rooms; introduced only to peers it shares a room with.
+    #[default]
+    Member,
+    /// A member that publishes where it can be reached (its DHT record):
+    /// any peer registered with the tracker may be introduced to it.
+    Findable,
+    /// Here only to be introduced to a few findable peers and to reach them
+    /// through the relay: joins no room and is listed nowhere.
+    Guest,
 }
 
 /// Tracker → node, on the same stream.
@@ -136,6 +152,16 @@ pub enum TrackerRefusal {
     TooManyPeersFromAddress { limit: u32 },
     #[error("too many rooms kept open only by peers from your address ({limit}); leave some first, or ask the tracker's operator to raise --max-rooms-per-address")]
     TooManyRoomsFromAddress { limit: u32 },
+    #[error("a guest may only ask for introductions; register with this tracker to join rooms")]
+    GuestOnly,
+    #[error("that peer takes introductions only from peers in its rooms (it does not publish a DHT record)")]
+    NotFindable,
+    #[error("the tracker has too many guests ({limit}); try again later")]
+    TooManyGuests { limit: u32 },
+    #[error(
+        "a guest may be introduced to at most {limit} peers; register with this tracker instead"
+    )]
+    TooManyGuestIntroductions { limit: u32 },
 }
 
 /// A room member as the tracker knows it.

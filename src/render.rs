@@ -277,6 +277,21 @@ pub fn render(event: &Event) -> Vec<String> {
                 }
             }]
         }
+        Event::Dht {
+            state,
+            seq,
+            trackers,
+            reason,
+        } => vec![match (state, reason) {
+            (crate::node::events::DhtState::Failed, Some(reason)) => {
+                format!("! could not publish this node's DHT record: {}", sanitize(reason))
+            }
+            _ => format!(
+                "* published this node's DHT record (seq {}, {trackers} tracker{})",
+                seq.unwrap_or_default(),
+                if *trackers == 1 { "" } else { "s" }
+            ),
+        }],
         // A link the room's gossip let go: the peer is still there, and in
         // a big room that happens every half minute; /peers shows it.
         Event::Peer {

@@ -221,6 +221,11 @@ fn stored_messages_survive_damage() {
     fuzz("stored_message", 3000);
 }
 
+#[test]
+fn dht_records_survive_damage() {
+    fuzz("dht_record", 3000);
+}
+
 /// The allocation bound can fail: a decoder that held what a length prefix
 /// announced would trip it.
 #[test]

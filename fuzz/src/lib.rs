@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll};
 
+use punchgate::dht::record::{ReachRecord, TrackerRef, MAX_TRACKERS};
 use punchgate::endpoint::Target;
 use punchgate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use punchgate::hlc;
@@ -197,7 +198,9 @@ fn check_member(member: &Member) {
 
 fn check_tracker_request(request: TrackerRequest) {
     match request.body {
-        TrackerRequestBody::Register { name, local_addrs } => {
+        TrackerRequestBody::Register {
+            name, local_addrs, ..
+        } => {
             label("name", &name, MAX_NAME_LEN);
             let _ = local_addrs.iter().filter(|a| is_lan_candidate(a)).count();
         }
@@ -448,6 +451,24 @@ pub fn stored_message(data: &[u8]) {
     }
 }
 
+/// A peer's DHT record as a lookup returns it (after the DHT checked its
+/// signature): a record that decodes encodes to the same bytes.
+pub fn dht_record(data: &[u8]) {
+    match ReachRecord::decode(data) {
+        Ok(record) => {
+            assert!(record.trackers().len() <= MAX_TRACKERS);
+            assert_eq!(
+                record.encode(),
+                data,
+                "a decoded record encodes differently"
+            );
+        }
+        Err(error) => {
+            let _ = error.to_string();
+        }
+    }
+}
+
 /// Valid inputs for each target: the fuzzers' seeds, and what the
 /// property test mutates. Each is `(target name, input)`.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -518,6 +539,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                         body: TrackerRequestBody::Register {
                             name: "alice".into(),
                             local_addrs: member.local_addrs.clone(),
+                            presence: Default::default(),
                         },
                     },
                     TrackerRequest {
@@ -700,6 +722,20 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("target_text", b"localhost:4000".to_vec()),
         ("stored_message", wire::encode_stored(&message).unwrap()),
+        (
+            "dht_record",
+            ReachRecord::new(
+                vec![TrackerRef {
+                    id: other,
+                    addr: "198.51.100.2:7000".parse().unwrap(),
+                }],
+                vec![
+                    "203.0.113.9:41000".parse().unwrap(),
+                    "[2001:db8::9]:4000".parse().unwrap(),
+                ],
+            )
+            .encode(),
+        ),
     ];
     for probe in [
         ProbeMessage::Punch {
@@ -722,7 +758,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 pub type FuzzTarget = fn(&[u8]);
 
 /// Every target by name, as the fuzz targets and the property test call them.
-pub const TARGETS: [(&str, FuzzTarget); 9] = [
+pub const TARGETS: [(&str, FuzzTarget); 10] = [
     ("stream", stream),
     ("header", header),
     ("manifest", manifest),
@@ -732,4 +768,5 @@ pub const TARGETS: [(&str, FuzzTarget); 9] = [
     ("peer_id_text", peer_id_text),
     ("target_text", target_text),
     ("stored_message", stored_message),
+    ("dht_record", dht_record),
 ];

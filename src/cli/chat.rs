@@ -19,6 +19,7 @@ use punchgate::node::{room_passwords, Node, NodeConfig, RelayPolicy};
 use punchgate::render;
 use punchgate::web;
 
+use super::dht::{ConnectArg, DhtArgs};
 use super::password::PasswordArgs;
 use super::{seconds, shutdown_signal, Output, TransportArgs};
 
@@ -38,10 +39,11 @@ pub struct ChatArgs {
     #[arg(long = "room", default_value = "lobby")]
     rooms: Vec<String>,
     /// Peer to connect to directly, as HOST:PORT (its key trusted on first
-    /// use and remembered in known_peers) or PEERID@HOST:PORT
+    /// use and remembered in known_peers) or PEERID@HOST:PORT, or by
+    /// PEERID alone: through its DHT record and its own tracker
     /// (repeatable).
     #[arg(long)]
-    connect: Vec<Target>,
+    connect: Vec<ConnectArg>,
     /// Messages of each joined room shown on start (0: none).
     #[arg(long, default_value_t = 20)]
     history_lines: usize,
@@ -111,6 +113,8 @@ pub struct ChatArgs {
     remember_password: bool,
     #[command(flatten)]
     transport: TransportArgs,
+    #[command(flatten)]
+    dht: DhtArgs,
 }
 
 impl ChatArgs {
@@ -118,15 +122,21 @@ impl ChatArgs {
     /// directory's `bootstrap` file. Every `--connect` host must resolve:
     /// a typo is an error before the node starts.
     async fn node_config(self, home: &Path) -> anyhow::Result<NodeConfig> {
-        for target in &self.connect {
-            target
-                .resolve()
-                .await
-                .with_context(|| format!("--connect {target}"))?;
-        }
         let mut config = NodeConfig::new(self.name);
         config.connect = bootstrap_peers(home)?;
-        config.connect.extend(self.connect);
+        for connect in self.connect {
+            match connect {
+                ConnectArg::Id(peer) => config.connect_ids.push(peer),
+                ConnectArg::Addr(target) => {
+                    target
+                        .resolve()
+                        .await
+                        .with_context(|| format!("--connect {target}"))?;
+                    config.connect.push(target);
+                }
+            }
+        }
+        config.dht = self.dht.config();
         config.max_gates = self.max_peers;
         config.liveness.keep_alive = seconds("--keep-alive", self.keep_alive)?;
         config.liveness.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;

@@ -11,6 +11,7 @@
 mod bench;
 mod chat;
 mod config;
+mod dht;
 mod files;
 mod password;
 mod tracker;
@@ -78,6 +79,9 @@ enum Commands {
     /// Print a completion script for SHELL (bash, zsh, fish, elvish,
     /// powershell); e.g. `punchgate completions bash > ~/.local/share/bash-completion/completions/punchgate`.
     Completions { shell: clap_complete::Shell },
+    /// A small DHT of its own on one address, for tests and labs.
+    #[command(name = "dht-testnet", hide = true)]
+    DhtTestnet(dht::TestnetArgs),
     /// What your NAT does: public address, mapping, filtering, hairpinning,
     /// RTT to the tracker.
     Netcheck {
@@ -139,6 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             punchgate::demo::run(&mut stdout).await?;
             Ok(())
         }
+        Commands::DhtTestnet(args) => dht::run_testnet(args, output.json).await,
         Commands::Tracker(args) => tracker::run(&home()?, args, output).await,
         Commands::Chat(args) => chat::run(&home()?, args, output).await,
         Commands::Web(args) => chat::run_web(&home()?, args, output).await,

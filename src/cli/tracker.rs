@@ -46,6 +46,10 @@ pub struct TrackerArgs {
     /// together.
     #[arg(long, default_value_t = TrackerLimits::default().relay_bytes_per_second_per_address)]
     relay_rate_per_address: u32,
+    /// Most guests at once: nodes registered only to be introduced to a
+    /// peer that publishes its DHT record (they join no room).
+    #[arg(long, default_value_t = TrackerLimits::default().max_guests)]
+    max_guests: u32,
     /// netcheck's second UDP port (default: the listening port + 1).
     #[arg(long)]
     aux_port: Option<u16>,
@@ -84,6 +88,7 @@ impl TrackerArgs {
             max_rooms_per_address: self.max_rooms_per_address,
             max_relay_streams_per_address: self.max_relay_streams_per_address,
             relay_bytes_per_second_per_address: self.relay_rate_per_address,
+            max_guests: self.max_guests,
             ..TrackerLimits::default()
         };
         config.relay = RelayConfig {

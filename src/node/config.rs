@@ -31,6 +31,15 @@ pub struct NodeConfig {
     pub rooms: Vec<String>,
     /// Peers to dial at start by address (`PEERID@host:port`).
     pub connect: Vec<Target>,
+    /// Peers to connect to at start by id alone: through a tracker that
+    /// lists them, else through their DHT record (needs `dht`).
+    pub connect_ids: Vec<PeerId>,
+    /// The Mainline DHT: publish this node's record (while it has
+    /// trackers; it registers with them as findable) and look up peers
+    /// given by id alone. Default off here; `punchgate chat`, `send` and
+    /// `get` turn it on unless `--no-dht` (docs/SECURITY.md says what the
+    /// record reveals).
+    pub dht: Option<crate::dht::DhtConfig>,
     /// If set, only these peers may connect in.
     pub allow: Option<Vec<PeerId>>,
     /// Most gates at once. Default 64.
@@ -75,6 +84,8 @@ impl NodeConfig {
             trackers: Vec::new(),
             rooms: vec!["lobby".to_string()],
             connect: Vec::new(),
+            connect_ids: Vec::new(),
+            dht: None,
             allow: None,
             max_gates: 64,
             liveness: Liveness::default(),
@@ -112,6 +123,8 @@ pub enum NodeError {
     Home(#[from] crate::home::HomeError),
     #[error(transparent)]
     Addr(#[from] endpoint::AddrError),
+    #[error(transparent)]
+    Dht(#[from] crate::dht::DhtError),
     /// Not possible as asked; the text says why and what to do.
     #[error("{0}")]
     Invalid(String),

@@ -67,10 +67,15 @@ impl Node {
         }
     }
 
-    /// Connects to a known peer (through a tracker-coordinated punch when
-    /// there is a tracker, else at its known addresses) and keeps it
-    /// connected; returns once it is connected or the first attempt failed.
+    /// Connects to a peer (through a tracker-coordinated punch when there
+    /// is a tracker, else at its known addresses) and keeps it connected;
+    /// returns once it is connected or the first attempt failed. A peer no
+    /// tracker of this node lists is looked up on the DHT first, when the
+    /// node uses it (`super::dht`).
     pub async fn connect_peer(&self, peer: PeerId) -> Result<(), NodeError> {
+        if self.needs_lookup(&peer) {
+            return self.connect_by_dht(peer).await;
+        }
         self.connect_with(peer, Vec::new()).await
     }
 
@@ -94,17 +99,7 @@ impl Node {
     /// Hands `peer` to the connection manager and waits for the outcome of
     /// its first attempt.
     async fn connect_with(&self, peer: PeerId, addrs: Vec<SocketAddr>) -> Result<(), NodeError> {
-        self.check_dialable(&peer)?;
-        {
-            let state = self.roster();
-            if state.closing {
-                return Err(NodeError::ShuttingDown);
-            }
-            let max = self.inner.config.max_gates;
-            if !state.has_open_gate(&peer) && state.open_gate_count() >= max {
-                return Err(NodeError::TooManyGates(max));
-            }
-        }
+        self.check_connectable(&peer)?;
         let (reply, outcome) = oneshot::channel();
         self.input(Input::Connect {
             peer,
@@ -112,6 +107,30 @@ impl Node {
             via: None,
             reply: Some(reply),
         });
+        self.first_outcome(peer, outcome).await
+    }
+
+    /// Whether a connection to `peer` may be asked for now: not this node,
+    /// allowed, the node not closing, room under the gate cap.
+    pub(super) fn check_connectable(&self, peer: &PeerId) -> Result<(), NodeError> {
+        self.check_dialable(peer)?;
+        let state = self.roster();
+        if state.closing {
+            return Err(NodeError::ShuttingDown);
+        }
+        let max = self.inner.config.max_gates;
+        if !state.has_open_gate(peer) && state.open_gate_count() >= max {
+            return Err(NodeError::TooManyGates(max));
+        }
+        Ok(())
+    }
+
+    /// Waits for the node task's word on the first attempt toward `peer`.
+    pub(super) async fn first_outcome(
+        &self,
+        peer: PeerId,
+        outcome: oneshot::Receiver<Result<(), String>>,
+    ) -> Result<(), NodeError> {
         let config = &self.inner.config;
         let limit = config.punch.deadline * 2 + config.connect_timeout + gate::GREETING_TIMEOUT;
         let tried = match timeout(limit, outcome).await {

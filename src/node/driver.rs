@@ -42,6 +42,18 @@ pub(super) enum Input {
         via: Option<TrackerIx>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
+    /// Connect to `peer`, found through its DHT record, through `tracker`
+    /// (added as a guest session if it is not one of this node's).
+    ConnectThrough {
+        peer: PeerId,
+        tracker: crate::dht::record::TrackerRef,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Looking `peer`'s DHT record up again failed.
+    LookupFailed {
+        peer: PeerId,
+        why: String,
+    },
     /// Whether `peer` shares a room with this node (from tracker `via`).
     Wanted {
         peer: PeerId,
@@ -286,6 +298,36 @@ impl Driver {
                 self.asked.insert(peer);
                 self.manager.connect(peer, now);
             }
+            Input::ConnectThrough {
+                peer,
+                tracker,
+                reply,
+            } => {
+                let Some((ix, added)) = super::dht::tracker_for(&self.node, &tracker) else {
+                    let why = format!(
+                        "this node holds {} guest sessions already",
+                        super::dht::MAX_GUEST_TRACKERS
+                    );
+                    match reply {
+                        Some(reply) => drop(reply.send(Err(why))),
+                        None => self.manager.handle_lookup_failed(peer, why, now),
+                    }
+                    return;
+                };
+                if added {
+                    let managed = self.manager.add_tracker(now);
+                    debug_assert_eq!(managed, ix, "tracker lists out of step");
+                }
+                self.manager.reach_through(peer, ix, now);
+                match reply {
+                    Some(reply) if self.manager.gate(&peer).is_some() => drop(reply.send(Ok(()))),
+                    Some(reply) => self.waiters.entry(peer).or_default().push(reply),
+                    None => {}
+                }
+                self.asked.insert(peer);
+                self.manager.connect(peer, now);
+            }
+            Input::LookupFailed { peer, why } => self.manager.handle_lookup_failed(peer, why, now),
             Input::Wanted { peer, wanted, via } => {
                 if let (true, Some(tracker)) = (wanted, via) {
                     self.manager.learn_tracker(peer, tracker);
@@ -440,6 +482,7 @@ impl Driver {
                 self.node.inner.trackers.set_up(tracker, session);
                 self.watch_tracker(tracker, events);
                 self.manager.handle_tracker_up(tracker, rtt, now);
+                self.node.dht_changed();
             }
             Input::TrackerFailed { tracker, reason } => {
                 tracing::debug!(tracker, %reason, "tracker still unreachable");
@@ -453,6 +496,7 @@ impl Driver {
                 if self.current_generation.get(&tracker) == Some(&generation) {
                     self.node.inner.trackers.set_down(tracker);
                     self.manager.handle_tracker_lost(tracker, reason, now);
+                    self.node.dht_changed();
                 }
             }
             Input::RelayReady { tracker, ready } => self.manager.handle_relay_ready(tracker, ready),
@@ -539,6 +583,7 @@ impl Driver {
                 Action::RestoreTracker(tracker) => {
                     node.inner.spawn(node.clone().restore_tracker(tracker));
                 }
+                Action::LookUp { peer } => node.inner.spawn(node.clone().relookup(peer)),
                 Action::RequestIntroduction { tracker, peer } => {
                     node.inner
                         .spawn(node.clone().request_introduction(tracker, peer));

@@ -120,6 +120,16 @@ pub enum Event {
         addr: Option<String>,
         reason: Option<String>,
     },
+    /// This node's record on the DHT was published (`state:
+    /// "published"`, with its sequence number and how many trackers it
+    /// lists) or could not be (`"failed"`, with the reason; tried again
+    /// with backoff).
+    Dht {
+        state: DhtState,
+        seq: Option<i64>,
+        trackers: usize,
+        reason: Option<String>,
+    },
     /// A peer's status changed.
     Peer {
         peer_id: String,
@@ -372,6 +382,14 @@ impl Event {
 }
 
 /// Milliseconds of a duration, as shown in events.
+/// How publishing this node's DHT record went, in an [`Event::Dht`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DhtState {
+    Published,
+    Failed,
+}
+
 /// Whether a tracker session is there, in a [`Event::Tracker`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -21,6 +21,7 @@ mod chat;
 mod config;
 mod connect;
 mod context;
+mod dht;
 mod driver;
 pub mod events;
 mod files;
@@ -151,6 +152,8 @@ struct Inner {
     punch_slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled once shutdown is complete: the event stream ends.
     ended: CancellationToken,
+    /// The DHT client, when the node uses the DHT.
+    dht: Option<dht::DhtLink>,
 }
 
 /// Where probes arriving on the gate socket go: to the punch whose attempt
@@ -303,6 +306,11 @@ impl Node {
             .any(|r| matches!(r, Some(Ok(_))))
             .then(|| events::millis(started.elapsed()));
         let trackers = Trackers::new(&config.trackers, config.liveness.keep_alive);
+        let publishes = !config.trackers.is_empty();
+        let dht = match &config.dht {
+            Some(dht_config) => Some(dht::DhtLink::start(dht_config, publishes)?),
+            None => None,
+        };
         let manager_config = ManagerConfig {
             relay: config.relay,
             introduction_timeout: config.punch.deadline,
@@ -311,6 +319,7 @@ impl Node {
                     .try_into()
                     .unwrap_or_default(),
             ) ^ now_ms(),
+            answer_strangers: dht.as_ref().is_some_and(dht::DhtLink::publishes),
             ..ManagerConfig::default()
         };
         let mut manager = Manager::new(manager_config, trackers.len(), Instant::now());
@@ -377,6 +386,7 @@ impl Node {
                 budget: Mutex::new(DestinationBudget::default()),
                 punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
                 ended: CancellationToken::new(),
+                dht,
             }),
         };
         node.emit(Event::Ready {
@@ -430,6 +440,16 @@ impl Node {
                 }
             });
         }
+        for peer in node.inner.config.connect_ids.clone() {
+            let task_node = node.clone();
+            node.inner.spawn(async move {
+                match task_node.connect_peer(peer).await {
+                    Ok(()) | Err(NodeError::Unreachable { .. }) => {}
+                    Err(error) => task_node.emit(Event::error(error)),
+                }
+            });
+        }
+        node.inner.spawn(node.clone().publish_loop());
         let ended = node.inner.ended.clone();
         Ok((node, Events::new(events_rx, ended)))
     }

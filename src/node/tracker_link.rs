@@ -19,7 +19,7 @@ use super::{
 };
 use crate::identity::PeerId;
 use crate::protocol::{
-    validate_label, ControlMessage, Member, TrackerEvent, TrackerRequestBody, MAX_ROOMS,
+    validate_label, ControlMessage, Member, Presence, TrackerEvent, TrackerRequestBody, MAX_ROOMS,
     MAX_ROOM_LEN,
 };
 use crate::tls::CertifiedIdentity;
@@ -40,8 +40,10 @@ pub(super) async fn connect_tracker(
     home: &std::path::Path,
     config: &super::NodeConfig,
     target: &crate::endpoint::Target,
+    presence: Presence,
 ) -> Result<Session, NodeError> {
     let registration = Registration {
+        presence,
         name: &config.name,
         local_addrs: local_candidates(endpoint.local_addr().map_err(|source| NodeError::Bind {
             addr: config.bind,
@@ -58,6 +60,17 @@ pub(super) async fn connect_tracker(
     )
     .await?;
     Ok(session)
+}
+
+/// How this node registers with its own trackers: findable when it
+/// publishes its DHT record (so peers that find it there may be introduced
+/// to it), else as a plain member.
+pub(super) fn member_presence(config: &super::NodeConfig) -> Presence {
+    if config.dht.is_some() {
+        Presence::Findable
+    } else {
+        Presence::Member
+    }
 }
 
 /// The trackers at start: those that answered in time, by their place in
@@ -84,7 +97,9 @@ pub(super) async fn connect_trackers(
         let (endpoint, certified) = (endpoint.clone(), certified.clone());
         let (home, config) = (home.to_path_buf(), config.clone());
         attempts.spawn(async move {
-            let result = connect_tracker(&endpoint, &certified, &home, &config, &target).await;
+            let presence = member_presence(&config);
+            let result =
+                connect_tracker(&endpoint, &certified, &home, &config, &target, presence).await;
             (tracker, result)
         });
     }
@@ -139,6 +154,11 @@ impl Node {
             return;
         };
         let inner = &self.inner;
+        let presence = if inner.trackers.is_guest(tracker) {
+            Presence::Guest
+        } else {
+            member_presence(&inner.config)
+        };
         let result = match CertifiedIdentity::new(&inner.identity) {
             Ok(certified) => {
                 connect_tracker(
@@ -147,6 +167,7 @@ impl Node {
                     &inner.home,
                     &inner.config,
                     &target,
+                    presence,
                 )
                 .await
             }
@@ -178,6 +199,10 @@ impl Node {
     /// connected).
     pub(super) async fn restore_tracker(self, tracker: TrackerIx) {
         self.open_relay(tracker).await;
+        if self.inner.trackers.is_guest(tracker) {
+            // A guest joins no room.
+            return;
+        }
         let rooms = self.roster().rooms.clone();
         for room in rooms {
             if let Err(error) = self.join_at_tracker(tracker, &room).await {

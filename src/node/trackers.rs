@@ -7,6 +7,11 @@
 //! silent longer than a healthy connection ever is (its keep-alives
 //! included) moves to the next open relay, so a relayed connection outlives
 //! the tracker that carried it.
+//!
+//! Trackers found in a peer's DHT record are added at run time as *guests*
+//! ([`Trackers::add_guest`]): registered only to be introduced to that
+//! peer and to reach it through the relay; no room is joined there and no
+//! record lists them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +37,8 @@ struct Link {
     session: Option<Arc<TrackerSession>>,
     /// To the pump of this tracker's relay stream, while it is open.
     relay: Option<mpsc::Sender<RelayedPacket>>,
+    /// A guest session (not in `--tracker`'s list).
+    guest: bool,
 }
 
 /// Which tracker's relay carries one peer's packets.
@@ -62,6 +69,7 @@ impl Trackers {
                         target: target.clone(),
                         session: None,
                         relay: None,
+                        guest: false,
                     })
                     .collect(),
             ),
@@ -91,19 +99,76 @@ impl Trackers {
         self.links().get(tracker)?.session.clone()
     }
 
-    /// Every session that is up, in the configured order.
+    /// Every session with a configured tracker (not a guest) that is up,
+    /// in the configured order: where rooms are joined.
     pub fn sessions(&self) -> Vec<(TrackerIx, Arc<TrackerSession>)> {
         self.links()
             .iter()
             .enumerate()
+            .filter(|(_, link)| !link.guest)
             .filter_map(|(ix, link)| Some((ix, link.session.clone()?)))
             .collect()
     }
 
-    /// The first session that is up: the one whose view of this node
-    /// (its reflexive address) the node shows.
+    /// The first configured session that is up: the one whose view of
+    /// this node (its reflexive address) the node shows.
     pub fn first_session(&self) -> Option<Arc<TrackerSession>> {
-        self.links().iter().find_map(|link| link.session.clone())
+        self.links()
+            .iter()
+            .filter(|link| !link.guest)
+            .find_map(|link| link.session.clone())
+    }
+
+    /// Whether `tracker` is a guest session.
+    pub fn is_guest(&self, tracker: TrackerIx) -> bool {
+        self.links().get(tracker).is_some_and(|link| link.guest)
+    }
+
+    /// Guest sessions, up or not.
+    pub fn guest_count(&self) -> usize {
+        self.links().iter().filter(|link| link.guest).count()
+    }
+
+    /// The tracker whose key is `id`, configured or guest, if any.
+    pub fn find(&self, id: &PeerId) -> Option<TrackerIx> {
+        self.links()
+            .iter()
+            .position(|link| link.target.peer.as_ref() == Some(id))
+    }
+
+    /// Adds a guest tracker (pinned to its key); its place in the list.
+    /// The manager must be told of it in the same step
+    /// (`Manager::add_tracker`), so both lists keep the same places.
+    pub fn add_guest(&self, target: Target) -> TrackerIx {
+        let mut links = self.links();
+        links.push(Link {
+            target,
+            session: None,
+            relay: None,
+            guest: true,
+        });
+        links.len() - 1
+    }
+
+    /// What this node's DHT record says: the configured trackers it is
+    /// registered with now (id and address) and the addresses they see
+    /// it at.
+    pub fn reach(&self) -> crate::dht::record::ReachRecord {
+        let links = self.links();
+        let sessions = links
+            .iter()
+            .filter(|link| !link.guest)
+            .filter_map(|link| link.session.as_ref());
+        let mut trackers = Vec::new();
+        let mut addrs = Vec::new();
+        for session in sessions {
+            trackers.push(crate::dht::record::TrackerRef {
+                id: session.tracker_id(),
+                addr: session.tracker_addr(),
+            });
+            addrs.push(session.reflexive());
+        }
+        crate::dht::record::ReachRecord::new(trackers, addrs)
     }
 
     /// Registered with `tracker`: its key is pinned from now on.
@@ -127,10 +192,12 @@ impl Trackers {
         Some(self.links().get(tracker)?.target.clone())
     }
 
-    /// Every tracker as `PEERID@host:port`, where its key is known.
+    /// Every configured tracker as `PEERID@host:port`, where its key is
+    /// known.
     pub fn targets(&self) -> Vec<String> {
         self.links()
             .iter()
+            .filter(|link| !link.guest)
             .filter_map(|link| {
                 let addr = match &link.session {
                     Some(session) => session.tracker_addr().to_string(),

@@ -19,7 +19,7 @@ use crate::home::{HomeError, KnownKeys};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
 use crate::protocol::{
-    Member, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest,
+    Member, Presence, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest,
     TrackerRequestBody, TrackerResponse,
 };
 use crate::tls::{self, CertifiedIdentity};
@@ -121,6 +121,7 @@ pub struct RelayStream {
 pub struct Registration<'a> {
     pub name: &'a str,
     pub local_addrs: Vec<SocketAddr>,
+    pub presence: Presence,
 }
 
 impl TrackerSession {
@@ -190,6 +191,7 @@ impl TrackerSession {
             .request(TrackerRequestBody::Register {
                 name: registration.name.to_string(),
                 local_addrs: registration.local_addrs,
+                presence: registration.presence,
             })
             .await;
         match response {

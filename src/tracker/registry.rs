@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::per_address::{SourceKey, Sources};
 use crate::identity::PeerId;
 use crate::protocol::{
-    is_candidate, validate_label, Member, RelayRefusal, TrackerEvent, TrackerRefusal,
+    is_candidate, validate_label, Member, Presence, RelayRefusal, TrackerEvent, TrackerRefusal,
     MAX_LOCAL_ADDRS, MAX_NAME_LEN, MAX_ROOM_LEN,
 };
 
@@ -57,6 +57,11 @@ pub struct TrackerLimits {
     /// Bytes the peers of one source address may send through the relay in
     /// a burst. Default 2 MiB; at least one largest packet.
     pub relay_burst_per_address: u32,
+    /// Guests ([`Presence::Guest`]) registered at once, also counted as
+    /// peers. Default 1000.
+    pub max_guests: u32,
+    /// Peers one guest registration may be introduced to. Default 4.
+    pub guest_introductions: u32,
 }
 
 impl Default for TrackerLimits {
@@ -73,6 +78,8 @@ impl Default for TrackerLimits {
             max_relay_streams_per_address: 256,
             relay_bytes_per_second_per_address: 10_000_000,
             relay_burst_per_address: 2 << 20,
+            max_guests: 1000,
+            guest_introductions: 4,
         }
     }
 }
@@ -88,6 +95,7 @@ struct Registration {
     source: SourceKey,
     /// Whether it has a relay stream open (counted under `source`).
     relaying: bool,
+    presence: Presence,
     rooms: BTreeSet<String>,
     /// Peers this one was introduced to (either way): the only ones the
     /// relay forwards its packets to. At most every member of its rooms.
@@ -139,6 +147,8 @@ pub struct Registry {
     rooms: BTreeMap<String, Room>,
     sources: Sources,
     next_generation: Generation,
+    /// Registrations that are [`Presence::Guest`].
+    guests: u32,
 }
 
 impl Registry {
@@ -157,18 +167,41 @@ impl Registry {
         self.rooms.len()
     }
 
-    /// Registers `peer_id` whose connection comes from `reflexive` (the
-    /// source address its per-address limits count under). A peer already
-    /// registered (a restart before its old connection timed out) replaces
-    /// its old registration, which leaves all its rooms.
+    /// Registers `peer_id` as a [`Presence::Member`] (see
+    /// [`Self::register_as`]).
     pub fn register(
         &mut self,
         peer_id: PeerId,
         name: String,
         reflexive: SocketAddr,
+        local_addrs: Vec<SocketAddr>,
+    ) -> Result<(Generation, Outbox), TrackerRefusal> {
+        self.register_as(peer_id, name, reflexive, local_addrs, Presence::Member)
+    }
+
+    /// Registers `peer_id` whose connection comes from `reflexive` (the
+    /// source address its per-address limits count under). A peer already
+    /// registered (a restart before its old connection timed out) replaces
+    /// its old registration, which leaves all its rooms. A guest counts as
+    /// a peer too, and against [`TrackerLimits::max_guests`].
+    pub fn register_as(
+        &mut self,
+        peer_id: PeerId,
+        name: String,
+        reflexive: SocketAddr,
         mut local_addrs: Vec<SocketAddr>,
+        presence: Presence,
     ) -> Result<(Generation, Outbox), TrackerRefusal> {
         validate_label("name", &name, MAX_NAME_LEN).map_err(TrackerRefusal::InvalidName)?;
+        let replaces_guest = self
+            .peers
+            .get(&peer_id)
+            .is_some_and(|r| r.presence == Presence::Guest);
+        if presence == Presence::Guest && !replaces_guest && self.guests >= self.limits.max_guests {
+            return Err(TrackerRefusal::TooManyGuests {
+                limit: self.limits.max_guests,
+            });
+        }
         let source = SourceKey::of(reflexive.ip());
         let old = self.peers.get(&peer_id).map(|r| (r.generation, r.source));
         match old {
@@ -208,10 +241,14 @@ impl Registry {
                 },
                 source,
                 relaying: false,
+                presence,
                 rooms: BTreeSet::new(),
                 introduced: HashSet::new(),
             },
         );
+        if presence == Presence::Guest {
+            self.guests += 1;
+        }
         Ok((generation, outbox))
     }
 
@@ -228,6 +265,9 @@ impl Registry {
             outbox.extend(self.leave(peer_id, &room).unwrap_or_default());
         }
         if let Some(gone) = self.peers.remove(&peer_id) {
+            if gone.presence == Presence::Guest {
+                self.guests = self.guests.saturating_sub(1);
+            }
             if gone.relaying {
                 self.sources.close_relay(gone.source);
             }
@@ -254,6 +294,9 @@ impl Registry {
     ) -> Result<(Vec<Member>, Outbox), TrackerRefusal> {
         validate_label("room", room, MAX_ROOM_LEN).map_err(TrackerRefusal::InvalidName)?;
         let registration = self.registration(&peer_id)?;
+        if registration.presence == Presence::Guest {
+            return Err(TrackerRefusal::GuestOnly);
+        }
         let member = registration.member.clone();
         let source = registration.source;
         if registration.rooms.contains(room) {
@@ -336,8 +379,10 @@ impl Registry {
         Ok(outbox)
     }
 
-    /// The two members to introduce to each other, if they share a room.
-    /// From now on the relay may carry packets between them.
+    /// The two peers to introduce to each other, if they share a room or
+    /// `to` is [`Presence::Findable`] (a guest asking, within its
+    /// [`TrackerLimits::guest_introductions`]). From now on the relay may
+    /// carry packets between them.
     pub fn introduce(
         &mut self,
         from: PeerId,
@@ -346,7 +391,19 @@ impl Registry {
         let from_registration = self.registration(&from)?;
         let to_registration = self.peers.get(&to).ok_or(TrackerRefusal::UnknownPeer)?;
         if from_registration.rooms.is_disjoint(&to_registration.rooms) {
-            return Err(TrackerRefusal::NoSharedRoom);
+            let guest = from_registration.presence == Presence::Guest;
+            if to_registration.presence != Presence::Findable {
+                return Err(if guest {
+                    TrackerRefusal::NotFindable
+                } else {
+                    TrackerRefusal::NoSharedRoom
+                });
+            }
+            let limit = self.limits.guest_introductions;
+            let known = from_registration.introduced.contains(&to);
+            if guest && !known && from_registration.introduced.len() >= limit as usize {
+                return Err(TrackerRefusal::TooManyGuestIntroductions { limit });
+            }
         }
         let members = (
             from_registration.member.clone(),
@@ -422,7 +479,11 @@ impl Registry {
 
     /// The members of a room the peer is in, other than itself.
     pub fn members(&self, peer_id: PeerId, room: &str) -> Result<Vec<Member>, TrackerRefusal> {
-        if !self.registration(&peer_id)?.rooms.contains(room) {
+        let registration = self.registration(&peer_id)?;
+        if registration.presence == Presence::Guest {
+            return Err(TrackerRefusal::GuestOnly);
+        }
+        if !registration.rooms.contains(room) {
             return Err(TrackerRefusal::NotInRoom(room.to_string()));
         }
         Ok(self.members_except(room, &peer_id))
@@ -438,6 +499,10 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[path = "guest_tests.rs"]
+mod guest_tests;
 
 #[cfg(test)]
 mod tests {

@@ -202,7 +202,9 @@ impl Tracker {
                 addr: config.listen,
                 source,
             })?;
-        let aux_port = config.aux_port.unwrap_or(if local_addr.port() == 0 {
+        // A tracker on an ephemeral port (`--listen HOST:0`) takes an
+        // ephemeral second port too: its port + 1 may be anyone's.
+        let aux_port = config.aux_port.unwrap_or(if config.listen.port() == 0 {
             0
         } else {
             local_addr.port().wrapping_add(1)
@@ -610,7 +612,11 @@ fn handle_request(
         return Err(TrackerRefusal::NotRegistered);
     }
     match body {
-        TrackerRequestBody::Register { name, local_addrs } => {
+        TrackerRequestBody::Register {
+            name,
+            local_addrs,
+            presence,
+        } => {
             if generation.is_some() {
                 return Err(TrackerRefusal::AlreadyRegistered);
             }
@@ -618,7 +624,7 @@ fn handle_request(
             let (new_generation, outbox) =
                 shared
                     .registry()
-                    .register(peer_id, name, reflexive, local_addrs)?;
+                    .register_as(peer_id, name, reflexive, local_addrs, presence)?;
             shared.deliver(outbox);
             shared
                 .outboxes
@@ -634,7 +640,7 @@ fn handle_request(
                 );
             *generation = Some(new_generation);
             bump(&shared.counters.registrations, 1);
-            tracing::debug!(peer = %peer_id.short(), %reflexive, "registered");
+            tracing::debug!(peer = %peer_id.short(), %reflexive, ?presence, "registered");
             Ok(TrackerResponse::Registered { reflexive })
         }
         TrackerRequestBody::Join { room } => {

@@ -50,6 +50,7 @@ pub async fn raw_session(tracker: &Tracker, name: &str) -> RawSession {
     let registration = Registration {
         name,
         local_addrs: vec![],
+        presence: Default::default(),
     };
     let (session, events) = punchgate::tracker::TrackerSession::connect(
         &bound.endpoint,

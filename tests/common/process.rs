@@ -33,9 +33,36 @@ impl Proc {
         proc
     }
 
+    /// `punchgate --home <fresh dir> --json ARGS...` with these
+    /// environment variables set (in `netns` if given).
+    pub fn start_with_env(netns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let home = tempfile::tempdir().unwrap();
+        let mut proc = Self::spawn(home.path(), netns, args, env);
+        proc._home = Some(home);
+        proc
+    }
+
     /// `punchgate --home HOME --json ARGS...`, with a data directory that
     /// outlives the process (to restart it).
     pub fn start_with_home(home: &std::path::Path, netns: Option<&str>, args: &[&str]) -> Proc {
+        Self::spawn(home, netns, args, &[])
+    }
+
+    /// The same with these environment variables set.
+    pub fn start_with_home_env(
+        home: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
+        Self::spawn(home, None, args, env)
+    }
+
+    fn spawn(
+        home: &std::path::Path,
+        netns: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let binary = env!("CARGO_BIN_EXE_punchgate");
         let mut command = match netns {
             Some(ns) => {
@@ -52,6 +79,7 @@ impl Proc {
             }
         };
         let mut child = command
+            .envs(env.iter().copied())
             .arg("--home")
             .arg(home)
             .arg("--json")

@@ -8,6 +8,7 @@
 mod busy;
 #[path = "../common/mod.rs"]
 mod common;
+mod dht;
 mod flows;
 mod ipv6;
 mod lab;

@@ -99,3 +99,114 @@ fn introductions_nobody_asked_for_start_no_punch() {
         "{actions:?}"
     );
 }
+
+#[test]
+fn a_peer_found_through_the_dht_waits_for_its_own_tracker_as_a_guest() {
+    let now = Instant::now();
+    let peer = Identity::generate().unwrap().peer_id();
+    let mut manager = Manager::new(ManagerConfig::default(), 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    drain(&mut manager);
+    // The peer's tracker is not ours: a guest session is added.
+    let guest = manager.add_tracker(now);
+    assert_eq!(guest, 1);
+    assert_eq!(drain(&mut manager), vec![Action::ConnectTracker(1)]);
+    manager.reach_through(peer, guest, now);
+    manager.connect(peer, now);
+    // Our own tracker would not know the peer: nothing is asked of it.
+    let actions = drain(&mut manager);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::RequestIntroduction { .. })),
+        "{actions:?}"
+    );
+    // The guest session is up: a first registration there is restored
+    // (its relay opened) and the introduction asked through it.
+    manager.handle_tracker_up(guest, 10 * MS, now + 5 * MS);
+    let actions = drain(&mut manager);
+    assert!(
+        actions.contains(&Action::RestoreTracker(guest)),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&Action::RequestIntroduction {
+            tracker: guest,
+            peer
+        }),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_findable_node_answers_a_strangers_introduction() {
+    let now = Instant::now();
+    let stranger = Identity::generate().unwrap().peer_id();
+    for answer_strangers in [false, true] {
+        let config = ManagerConfig {
+            answer_strangers,
+            ..ManagerConfig::default()
+        };
+        let mut manager = Manager::new(config, 1, now);
+        manager.handle_tracker_registered(0, 10 * MS, now);
+        drain(&mut manager);
+        manager.handle_introduced(0, stranger, 7, Role::Acceptor, now);
+        let punched = drain(&mut manager)
+            .iter()
+            .any(|a| matches!(a, Action::Punch { attempt: 7, .. }));
+        assert_eq!(punched, answer_strangers);
+    }
+}
+
+#[test]
+fn a_peer_found_through_the_dht_is_looked_up_again_when_its_tracker_is_gone() {
+    let now = Instant::now();
+    let peer = Identity::generate().unwrap().peer_id();
+    let config = ManagerConfig::default();
+    let relookup = config.relookup;
+    let mut manager = Manager::new(config, 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    let guest = manager.add_tracker(now);
+    manager.reach_through(peer, guest, now);
+    manager.connect(peer, now);
+    manager.handle_tracker_up(guest, 10 * MS, now);
+    drain(&mut manager);
+    // Its tracker is lost before it answered: the attempt has nowhere to
+    // go, and the record was looked up a moment ago, so a retry waits
+    // until a new lookup is allowed.
+    let lost = now + 2 * MS;
+    manager.handle_tracker_lost(guest, "killed".into(), lost);
+    let actions = drain(&mut manager);
+    assert!(!actions.contains(&Action::LookUp { peer }), "{actions:?}");
+    let lookup_due = now + relookup;
+    // Timers before then (the tracker's retries) change nothing for it.
+    let mut at = lost;
+    let mut looked_up = None;
+    for _ in 0..100 {
+        let Some(next) = manager.poll_timeout() else {
+            break;
+        };
+        at = next;
+        manager.handle_timeout(at);
+        if drain(&mut manager).contains(&Action::LookUp { peer }) {
+            looked_up = Some(at);
+            break;
+        }
+    }
+    assert_eq!(looked_up, Some(lookup_due), "last timer at {:?}", at - now);
+    // The lookup failed (no record yet): retried with backoff, looked up
+    // again no sooner than `relookup` later.
+    manager.handle_lookup_failed(peer, "no DHT record".into(), lookup_due);
+    let actions = drain(&mut manager);
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Report(Report::Unreachable {
+                retry_in: Some(_),
+                ..
+            })
+        )),
+        "{actions:?}"
+    );
+    assert!(!actions.contains(&Action::LookUp { peer }));
+}

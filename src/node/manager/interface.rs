@@ -81,6 +81,16 @@ pub struct ManagerConfig {
     pub introductions_per_second: u32,
     /// Seed of the retry jitter.
     pub seed: u64,
+    /// Answer introductions from any peer, not only from those wanted or
+    /// sharing a room: this node publishes its DHT record, so peers that
+    /// found it there (and share no room) ask trackers to introduce them.
+    /// The tracker introduces strangers only to nodes that registered as
+    /// findable. Default off.
+    pub answer_strangers: bool,
+    /// How often the record of a peer found through the DHT may be looked
+    /// up again when none of its trackers can introduce it (it may have
+    /// moved to others). Default 20 s.
+    pub relookup: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -96,6 +106,8 @@ impl Default for ManagerConfig {
             replacement_grace: Duration::from_secs(10),
             introductions_per_second: 10,
             seed: 1,
+            answer_strangers: false,
+            relookup: Duration::from_secs(20),
         }
     }
 }
@@ -141,6 +153,10 @@ pub enum Action {
     Send { peer: PeerId, id: MessageId },
     /// Pull what the peer has that this node lacks, over the current gate.
     Sync { peer: PeerId },
+    /// Look `peer`'s DHT record up again (none of its trackers can
+    /// introduce it now); report a new tracker by connecting through it, or
+    /// the failure ([`Manager::handle_lookup_failed`]).
+    LookUp { peer: PeerId },
     /// Tell the user.
     Report(Report),
 }

@@ -217,7 +217,9 @@ impl Manager {
         let up = |ix: &TrackerIx| self.trackers.get(*ix).is_some_and(TrackerEntry::is_up);
         let entry = self.peers.get(&peer);
         let known_at = entry.and_then(|p| p.trackers.iter().copied().find(up));
-        let tracker = known_at.or_else(|| (0..self.trackers.len()).find(up));
+        let only_known = entry.is_some_and(|p| p.only_known_trackers);
+        let tracker =
+            known_at.or_else(|| (0..self.trackers.len()).find(up).filter(|_| !only_known));
         let entry = self.peers.entry(peer).or_default();
         entry.retry_at = None;
         let relayed = entry.gate.is_some();
@@ -230,7 +232,9 @@ impl Manager {
             let addrs = entry.addrs.clone();
             self.actions.push_back(Action::DialDirect { peer, addrs });
         } else {
-            // No way to reach it now; a tracker coming up retries it.
+            // No way to reach it now; a tracker coming up retries it, and
+            // one found through the DHT is looked up again.
+            self.seek_route(peer, now);
             return;
         }
         if !relayed {
@@ -319,7 +323,7 @@ impl Manager {
                 Attempt::Queued { .. } | Attempt::Introducing { .. }
             )
         });
-        let wanted = entry.is_some_and(|p| p.wanted || p.welcome);
+        let wanted = self.config.answer_strangers || entry.is_some_and(|p| p.wanted || p.welcome);
         let welcome = match role {
             Role::Dialer => asked,
             Role::Acceptor => wanted,
@@ -478,6 +482,7 @@ impl Manager {
             why,
             retry_in,
         });
+        self.seek_route(peer, now);
     }
 
     fn schedule_upgrade(&mut self, peer: PeerId, now: Instant) {
@@ -576,6 +581,9 @@ impl Manager {
                 entry.replacement = Some((facts, now + self.config.replacement_grace));
             }
             GateEnd::PathDied(reason) => {
+                // The peer may have moved: its DHT record (if that is how
+                // it was found) may be looked up again at once.
+                entry.looked_up_at = None;
                 self.report(Report::Gone { peer, reason });
                 self.retry_soon(peer, now);
             }

@@ -27,6 +27,12 @@ pub(super) struct PeerEntry {
     pub addrs: Vec<SocketAddr>,
     /// Trackers that know this peer (it shares a room there).
     pub trackers: Vec<TrackerIx>,
+    /// Only those trackers can introduce it (found through its DHT
+    /// record, it shares no room with this node): while none of them is
+    /// up, the attempt waits instead of asking another tracker.
+    pub only_known_trackers: bool,
+    /// When its DHT record was last looked up (for such a peer).
+    pub looked_up_at: Option<Instant>,
     pub gate: Option<GateFacts>,
     pub attempt: Attempt,
     /// Consecutive failed attempts; sets the retry delay.

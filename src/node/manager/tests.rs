@@ -300,7 +300,8 @@ impl Sim {
                         );
                     }
                 }
-                Action::Sync { .. } => {}
+                // No peer here is found through the DHT.
+                Action::Sync { .. } | Action::LookUp { .. } => {}
                 Action::Report(report) => self.reports[node].push(report),
             }
         }

@@ -112,6 +112,60 @@ impl Manager {
         }
     }
 
+    /// A tracker added at run time (a guest session toward a peer's own
+    /// tracker): connecting from now on. Returns its place, which is the
+    /// next one in the list.
+    pub fn add_tracker(&mut self, now: Instant) -> TrackerIx {
+        let per_second = self.config.introductions_per_second;
+        self.trackers.push(TrackerEntry::new(per_second, now));
+        self.relays.push(Err("no relay stream yet".into()));
+        let tracker = self.trackers.len() - 1;
+        if !self.closing {
+            self.actions.push_back(Action::ConnectTracker(tracker));
+        }
+        tracker
+    }
+
+    /// `peer` can be introduced only through `tracker` (and trackers
+    /// already known for it): found through its DHT record, it shares no
+    /// room with this node, so no other tracker would introduce it.
+    pub fn reach_through(&mut self, peer: PeerId, tracker: TrackerIx, now: Instant) {
+        let entry = self.entry(peer);
+        entry.only_known_trackers = true;
+        entry.looked_up_at = Some(now);
+        if !entry.trackers.contains(&tracker) {
+            entry.trackers.push(tracker);
+        }
+    }
+
+    /// `peer`, found through its DHT record, has no tracker that can
+    /// introduce it now (all down, or one failed): its record is looked up
+    /// again (it may have moved), at most once per
+    /// [`ManagerConfig::relookup`](super::ManagerConfig::relookup); before
+    /// that, an attempt is tried again then.
+    pub(super) fn seek_route(&mut self, peer: PeerId, now: Instant) {
+        let (relookup, closing) = (self.config.relookup, self.closing);
+        let entry = self.entry(peer);
+        if !entry.only_known_trackers || !entry.wanted || closing {
+            return;
+        }
+        let due = entry.looked_up_at.map_or(now, |at| at + relookup);
+        if due <= now {
+            entry.looked_up_at = Some(now);
+            self.actions.push_back(Action::LookUp { peer });
+        } else {
+            entry.retry_at = Some(entry.retry_at.map_or(due, |at| at.min(due)));
+        }
+    }
+
+    /// Looking `peer`'s record up again failed: a failed attempt, tried
+    /// again with backoff while it is wanted.
+    pub fn handle_lookup_failed(&mut self, peer: PeerId, why: String, now: Instant) {
+        if self.peers.get(&peer).is_some_and(|p| p.gate.is_none()) {
+            self.fail_attempt(peer, why, now);
+        }
+    }
+
     /// A fresh measure of the tracker's round-trip time.
     pub fn handle_tracker_rtt(&mut self, tracker: TrackerIx, rtt: Duration) {
         if let Some(entry) = self.trackers.get_mut(tracker) {

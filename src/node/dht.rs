@@ -1,0 +1,207 @@
+//! The node's side of the DHT ([`crate::dht`]): publishing its record
+//! while it is registered with trackers (when, decided by the sans-IO
+//! [`Publisher`]; what, by [`super::trackers::Trackers::reach`]), and
+//! connecting to a peer by id alone: its record looked up, then an
+//! introduction through one of the trackers it lists — as a *guest* of
+//! that tracker when this node is not registered there.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::driver::Input;
+use super::events::{DhtState, Event};
+use super::{Node, NodeError};
+use crate::dht::publisher::{PublishConfig, Publisher};
+use crate::dht::record::TrackerRef;
+use crate::dht::{DhtConfig, PeerDirectory};
+use crate::identity::PeerId;
+
+/// Guest sessions one node holds at once, at most.
+pub(super) const MAX_GUEST_TRACKERS: usize = 8;
+
+/// The node's DHT client and what wakes its publisher.
+pub(super) struct DhtLink {
+    directory: PeerDirectory,
+    /// Notified when the facts of the record may have changed (a tracker
+    /// up or lost).
+    changed: Notify,
+    /// Whether this node publishes (it has trackers of its own).
+    publishes: bool,
+    /// On the public DHT: LAN addresses are left out of the record.
+    public: bool,
+}
+
+impl DhtLink {
+    /// Starts the DHT client; `publishes` when the node has trackers.
+    pub fn start(config: &DhtConfig, publishes: bool) -> Result<Self, crate::dht::DhtError> {
+        Ok(Self {
+            directory: PeerDirectory::start(config)?,
+            changed: Notify::new(),
+            publishes,
+            public: config.bootstrap == crate::dht::Bootstrap::Public,
+        })
+    }
+
+    pub fn publishes(&self) -> bool {
+        self.publishes
+    }
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// The facts of this node's record may have changed.
+    pub(super) fn dht_changed(&self) {
+        if let Some(link) = &self.inner.dht {
+            link.changed.notify_one();
+        }
+    }
+
+    /// Publishes this node's record until shutdown: after each change of
+    /// the trackers it is registered with, and before it expires.
+    pub(super) async fn publish_loop(self) {
+        let Some(link) = self.inner.dht.as_ref().filter(|link| link.publishes) else {
+            return;
+        };
+        let mut publisher = Publisher::new(PublishConfig::default());
+        loop {
+            let mut record = self.inner.trackers.reach();
+            if link.public {
+                record = record.public_only();
+            }
+            publisher.handle_contents(Some(record), Instant::now());
+            if let Some(publication) = publisher.poll_publish(Instant::now(), unix_secs()) {
+                let result = link
+                    .directory
+                    .publish(&self.inner.identity, &publication)
+                    .await;
+                let event = match &result {
+                    Ok(()) => Event::Dht {
+                        state: DhtState::Published,
+                        seq: Some(publication.seq),
+                        trackers: publication.record.trackers().len(),
+                        reason: None,
+                    },
+                    Err(error) => Event::Dht {
+                        state: DhtState::Failed,
+                        seq: None,
+                        trackers: publication.record.trackers().len(),
+                        reason: Some(error.to_string()),
+                    },
+                };
+                self.emit(event);
+                let outcome = result.map_err(|error| error.to_string());
+                publisher.handle_published(&publication.record, outcome, Instant::now());
+                continue;
+            }
+            let wake = publisher.poll_timeout();
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = link.changed.notified() => {}
+                () = sleep => {}
+            }
+        }
+    }
+
+    /// Whether `peer` must be looked up on the DHT to be reached: the node
+    /// uses the DHT, no tracker of this node lists the peer in a room, and
+    /// it is not connected.
+    pub(super) fn needs_lookup(&self, peer: &PeerId) -> bool {
+        if self.inner.dht.is_none() {
+            return false;
+        }
+        let state = self.roster();
+        !state.has_open_gate(peer)
+            && state
+                .peers
+                .get(peer)
+                .is_none_or(|record| record.listed_at.is_empty())
+    }
+
+    /// Looks `peer` up on the DHT and connects through one of the trackers
+    /// its record lists: one this node is registered with if there is one,
+    /// else the first, as a guest.
+    pub(super) async fn connect_by_dht(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.check_connectable(&peer)?;
+        let Some(link) = &self.inner.dht else {
+            return Err(NodeError::UnknownPeer(peer.to_string()));
+        };
+        let tracker = self.route_of(link, peer).await?;
+        let (reply, outcome) = oneshot::channel();
+        self.input(Input::ConnectThrough {
+            peer,
+            tracker,
+            reply: Some(reply),
+        });
+        self.first_outcome(peer, outcome).await
+    }
+
+    /// The manager's `LookUp`: `peer`'s record again, and through which
+    /// tracker to reach it now.
+    pub(super) async fn relookup(self, peer: PeerId) {
+        let Some(link) = &self.inner.dht else {
+            return;
+        };
+        match self.route_of(link, peer).await {
+            Ok(tracker) => self.input(Input::ConnectThrough {
+                peer,
+                tracker,
+                reply: None,
+            }),
+            Err(error) => self.input(Input::LookupFailed {
+                peer,
+                why: error.to_string(),
+            }),
+        }
+    }
+
+    /// Looks `peer`'s record up and picks the tracker to reach it through:
+    /// a listed one this node is registered with, else the first listed.
+    async fn route_of(&self, link: &DhtLink, peer: PeerId) -> Result<TrackerRef, NodeError> {
+        let record = link.directory.lookup(peer).await?;
+        let trackers = &self.inner.trackers;
+        let ours = record.trackers().iter().find(|tracker| {
+            trackers
+                .find(&tracker.id)
+                .is_some_and(|ix| !trackers.is_guest(ix))
+        });
+        let tracker = ours
+            .or_else(|| record.trackers().first())
+            .copied()
+            .ok_or_else(|| {
+                NodeError::Invalid(format!(
+                    "the DHT record of {peer} lists no tracker; connect with PEERID@HOST:PORT"
+                ))
+            })?;
+        tracing::debug!(peer = %peer.short(), tracker = %tracker.id.short(), addr = %tracker.addr, "reaching a peer through its DHT record");
+        Ok(tracker)
+    }
+}
+
+/// The tracker entry for a peer's tracker: configured, or a guest added
+/// now; `None` when this node holds its limit of guest sessions.
+pub(super) fn tracker_for(node: &Node, tracker: &TrackerRef) -> Option<(usize, bool)> {
+    let trackers = &node.inner.trackers;
+    if let Some(ix) = trackers.find(&tracker.id) {
+        return Some((ix, false));
+    }
+    if trackers.guest_count() >= MAX_GUEST_TRACKERS {
+        return None;
+    }
+    let target = crate::endpoint::Target {
+        peer: Some(tracker.id),
+        host: tracker.addr.to_string(),
+    };
+    Some((trackers.add_guest(target), true))
+}
