@@ -67,13 +67,11 @@ impl Dir {
         })
     }
 
-    /// Writes `bytes` as `name` (created or replaced, never through a link)
-    /// and syncs it.
-    pub fn write_synced(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+    /// Writes `bytes` as `name` (created or replaced, never through a
+    /// link), not synced.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         use std::io::Write;
-        let mut file = self.open_file(name, Access::Replace)?;
-        file.write_all(bytes)?;
-        file.sync_all()
+        self.open_file(name, Access::Replace)?.write_all(bytes)
     }
 
     /// The bytes of `name`, never read through a link.
@@ -201,6 +199,23 @@ mod unix {
             Ok(rustix::fs::renameat(&self.fd, name, &to.fd, to_name)?)
         }
 
+        /// Moves `name` here to `to_name` in `to` only if that name is
+        /// free (atomically); [`io::ErrorKind::AlreadyExists`] if taken.
+        /// Where the filesystem or the platform cannot, an error of
+        /// another kind ([`Dir::link_to`] and a removal do the same).
+        pub fn rename_new(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            return Ok(rustix::fs::renameat_with(
+                &self.fd,
+                name,
+                &to.fd,
+                to_name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )?);
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Err(io::ErrorKind::Unsupported.into())
+        }
+
         pub fn remove_file(&self, name: &str) -> io::Result<()> {
             Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
         }
@@ -223,11 +238,10 @@ mod unix {
             Ok(true)
         }
 
-        /// Whether `name` here is `file` itself (not a link, not another
-        /// file).
-        pub fn holds(&self, name: &str, file: &File) -> io::Result<bool> {
+        /// Whether `name` here is the file whose metadata is `meta` (not
+        /// a link, not another file).
+        pub fn holds(&self, name: &str, meta: &std::fs::Metadata) -> io::Result<bool> {
             let placed = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
-            let meta = file.metadata()?;
             Ok(
                 FileType::from_raw_mode(placed.st_mode as _) == FileType::RegularFile
                     && placed.st_ino as u64 == meta.ino()
@@ -236,10 +250,10 @@ mod unix {
         }
     }
 
-    /// How many names `file` has: more than one means someone else can
-    /// reach its bytes through another name.
-    pub fn link_count(file: &File) -> io::Result<u64> {
-        Ok(file.metadata()?.nlink())
+    /// How many names the file of `meta` has: more than one means
+    /// someone else can reach its bytes through another name.
+    pub fn link_count(meta: &std::fs::Metadata) -> u64 {
+        meta.nlink()
     }
 }
 
@@ -319,6 +333,10 @@ mod other {
             fs::rename(self.path.join(name), to.path.join(to_name))
         }
 
+        pub fn rename_new(&self, _name: &str, _to: &Dir, _to_name: &str) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+
         pub fn remove_file(&self, name: &str) -> io::Result<()> {
             fs::remove_file(self.path.join(name))
         }
@@ -331,13 +349,13 @@ mod other {
             Ok(true)
         }
 
-        pub fn holds(&self, name: &str, _file: &File) -> io::Result<bool> {
+        pub fn holds(&self, name: &str, _meta: &std::fs::Metadata) -> io::Result<bool> {
             Ok(self.entry(name)? == Entry::File)
         }
     }
 
-    pub fn link_count(_file: &File) -> io::Result<u64> {
-        Ok(1)
+    pub fn link_count(_meta: &fs::Metadata) -> u64 {
+        1
     }
 }
 

@@ -19,13 +19,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod destination;
 mod finish;
 
 use super::dir::{link_count, Access, Dir, Entry};
 use super::handles::{OpenFiles, OPEN_FILES};
-use super::manifest::{check_relative_path, ContentId, Layout};
+use super::manifest::{ContentId, Layout};
 
 /// The folder inside a target directory that holds unfinished downloads.
 pub const WORK_DIR: &str = ".punchgate-partial";
@@ -165,9 +167,14 @@ pub struct Partial {
     parts: Dir,
     work: Dir,
     layout: Layout,
-    /// The data files, one per manifest entry, each created by
-    /// [`Partial::open`] and reopened (never created again) on demand.
+    /// The data files, one per manifest entry, each created on its first
+    /// write and reopened (never created again) on demand.
     files: OpenFiles,
+    /// By manifest index: whether the data file is known to exist (made or
+    /// found by this run), so that it is only ever reopened: a data file
+    /// gone missing under verified chunks is an error, never a new empty
+    /// file.
+    made: Vec<AtomicBool>,
     log: Mutex<File>,
     force: bool,
     /// Files an interrupted finish already moved to their final names
@@ -205,14 +212,24 @@ const WORK_MODE: u32 = 0o700;
 /// Opens `name` in `dir` for a download, turning a link or a second name
 /// (someone else could read or change the bytes through it) into a refusal.
 fn open_work_file(dir: &Dir, name: &str, access: Access) -> Result<File, DiskError> {
+    open_work_file_with_meta(dir, name, access).map(|(file, _)| file)
+}
+
+/// [`open_work_file`], with the metadata it looked at.
+fn open_work_file_with_meta(
+    dir: &Dir,
+    name: &str,
+    access: Access,
+) -> Result<(File, std::fs::Metadata), DiskError> {
     let path = dir.path().join(name);
     let file = dir
         .open_file(name, access)
         .map_err(|error| refusal(dir, name, "open", error))?;
-    if link_count(&file).map_err(DiskError::io("inspect", &path))? > 1 {
+    let meta = file.metadata().map_err(DiskError::io("inspect", &path))?;
+    if link_count(&meta) > 1 {
         return Err(DiskError::Linked(path));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// The error for `action` on `name` in `dir` having failed: a link or a
@@ -258,17 +275,20 @@ impl Partial {
         encoded: &[u8],
         force: bool,
     ) -> Result<(Self, BTreeSet<u64>), DiskError> {
+        let started = std::time::Instant::now();
         let target = Dir::open_or_create(target).map_err(DiskError::io("create", target))?;
         // A taken name may be a file an interrupted finish already moved
         // there: that is decided once the work folder is open.
         let mut taken = Vec::new();
+        let mut destinations = destination::Destinations::new(&target, force);
         for (index, file) in layout.manifest.files.iter().enumerate() {
-            match check_destination(&target, &file.path, force) {
+            match destinations.check(&file.path) {
                 Ok(()) => {}
                 Err(DiskError::Exists(path)) => taken.push((index, path)),
                 Err(error) => return Err(error),
             }
         }
+        drop(destinations);
         if let Some((_, path)) = taken.first() {
             if !finish::unfinished_work_exists(&target, layout.id) {
                 return Err(DiskError::Exists(path.clone()));
@@ -282,36 +302,43 @@ impl Partial {
         {
             return Err(DiskError::NotYours(work.path().to_path_buf()));
         }
+        // Not synced: a resume checks the saved copy against the content
+        // id, and asks a source again if it was lost or torn.
         let saved = work.read(MANIFEST_FILE).ok();
         if saved.as_deref() != Some(encoded) {
-            work.write_synced(MANIFEST_FILE, encoded)
+            work.write(MANIFEST_FILE, encoded)
                 .map_err(|error| refusal(&work, MANIFEST_FILE, "write", error))?;
         }
         let placed = finish::already_placed(&target, &work, &layout, taken)?;
-        // Every data file not yet placed exists from here on (a resume
-        // finds its bytes); each is closed again at once, so that any
-        // number of them fits under the open-file limit.
-        for index in 0..layout.manifest.files.len() {
-            if !placed.contains_key(&index) {
-                open_work_file(&work, &data_name(index), Access::Update)?;
-            }
-        }
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            "open: destinations checked, work folder ready"
+        );
         let mut log = open_work_file(&work, LOG_FILE, Access::Append)?;
         let mut records = Vec::new();
         log.read_to_end(&mut records)
             .map_err(DiskError::io("read", &work.path().join(LOG_FILE)))?;
+        let made = (0..layout.manifest.files.len())
+            .map(|_| AtomicBool::new(false))
+            .collect();
         let partial = Self {
             target,
             parts,
             work,
             layout,
             files: OpenFiles::new(OPEN_FILES),
+            made,
             log: Mutex::new(log),
             force,
             placed,
         };
         let mut have = partial.reverify(&records);
         have.extend(partial.placed_chunks());
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            resumed = have.len(),
+            "open: done"
+        );
         Ok((partial, have))
     }
 
@@ -329,7 +356,7 @@ impl Partial {
                     return false;
                 };
                 buffer.resize(place.len, 0);
-                self.data_file(place.file)
+                self.data_file(place.file, false)
                     .is_ok_and(|file| read_exact_at(&file, &mut buffer, place.offset).is_ok())
                     && *blake3::hash(&buffer).as_bytes() == place.hash
             })
@@ -340,16 +367,26 @@ impl Partial {
         &self.layout
     }
 
-    /// Data file `index`, from the cache or reopened through the work
-    /// folder's handle as [`Partial::open`] made it: never through a link,
-    /// never with a second name, never created anew (a data file gone
-    /// missing is an error, not an empty file under logged chunks).
-    fn data_file(&self, index: usize) -> Result<Arc<File>, DiskError> {
-        self.files.get(index, || self.reopen_data_file(index))
+    /// Data file `index`, from the cache or opened through the work
+    /// folder's handle: never through a link, never with a second name.
+    /// It is created (`create`) only if this run has not seen it yet, so a
+    /// data file gone missing under verified chunks is an error, never an
+    /// empty file in their place.
+    fn data_file(&self, index: usize, create: bool) -> Result<Arc<File>, DiskError> {
+        // Opened under the cache's lock: deciding whether it may be made
+        // and marking it made cannot race with another open of it.
+        self.files.get(index, || self.open_data_file(index, create))
     }
 
-    fn reopen_data_file(&self, index: usize) -> Result<File, DiskError> {
-        open_work_file(&self.work, &data_name(index), Access::Modify)
+    fn open_data_file(&self, index: usize, create: bool) -> Result<File, DiskError> {
+        let made = &self.made[index];
+        let access = match create && !made.load(Ordering::Relaxed) {
+            true => Access::Update,
+            false => Access::Modify,
+        };
+        let file = open_work_file(&self.work, &data_name(index), access)?;
+        made.store(true, Ordering::Relaxed);
+        Ok(file)
     }
 
     /// Verifies chunk `index` and, only if it matches, writes and logs it.
@@ -362,7 +399,7 @@ impl Partial {
         }
         let data = &chunk.bytes;
         let data_path = || self.work.path().join(data_name(place.file));
-        let file = self.data_file(place.file)?;
+        let file = self.data_file(place.file, true)?;
         write_all_at(&file, data, place.offset)
             .map_err(|error| DiskError::io("write", &data_path())(error))?;
         let log_path = self.work.path().join(LOG_FILE);
@@ -377,46 +414,10 @@ pub(super) fn data_name(index: usize) -> String {
     format!("{index}.data")
 }
 
-/// Checks that `relative` can become a file under `target`: each existing
-/// folder on the way is a real folder, and the file itself is free (or
-/// `force` and not a folder). Nothing is followed.
-fn check_destination(target: &Dir, relative: &str, force: bool) -> Result<(), DiskError> {
-    let components = check_relative_path(relative)?;
-    let Some((last, folders)) = components.split_last() else {
-        return Ok(());
-    };
-    let mut opened: Option<Dir> = None;
-    for component in folders {
-        let dir = opened.as_ref().unwrap_or(target);
-        let path = dir.path().join(component);
-        match dir.entry(component) {
-            Ok(Entry::Missing) => return Ok(()),
-            Ok(Entry::Folder) => {}
-            Ok(Entry::Symlink) => return Err(DiskError::Symlink(path)),
-            Ok(_) => return Err(DiskError::NotAFolder(path)),
-            Err(error) => return Err(DiskError::io("inspect", &path)(error)),
-        }
-        let next = dir
-            .subdir(component, None)
-            .map_err(|error| refusal(dir, component, "open", error))?;
-        opened = Some(next);
-    }
-    let dir = opened.as_ref().unwrap_or(target);
-    let path = dir.path().join(last);
-    match dir.entry(last) {
-        Ok(Entry::Missing) => Ok(()),
-        Ok(Entry::Folder) => Err(DiskError::IsAFolder(path)),
-        // A file or a link in the final place (a link is replaced, never
-        // followed): only --force may replace it.
-        Ok(_) if force => Ok(()),
-        Ok(_) => Err(DiskError::Exists(path)),
-        Err(error) => Err(DiskError::io("inspect", &path)(error)),
-    }
-}
-
-/// Moves `name` in `from` to `to_name` in `to`. Without `force` a hard link
-/// makes the new name appear only if it is free (atomically), then the old
-/// name goes.
+/// Moves `name` in `from` to `to_name` in `to`. Without `force` the new
+/// name appears only if it is free (atomically): a rename that refuses to
+/// replace where the system has one, else a hard link, then the old name
+/// goes.
 fn place(from: &Dir, name: &str, to: &Dir, to_name: &str, force: bool) -> Result<(), DiskError> {
     let destination = to.path().join(to_name);
     if force {
@@ -426,6 +427,13 @@ fn place(from: &Dir, name: &str, to: &Dir, to_name: &str, force: bool) -> Result
                 Ok(Entry::Folder) => DiskError::IsAFolder(destination.clone()),
                 _ => DiskError::io("move into place", &destination)(error),
             });
+    }
+    match from.rename_new(name, to, to_name) {
+        Ok(()) => return Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(DiskError::Exists(destination))
+        }
+        Err(_) => {} // not here: a link and a removal do the same
     }
     match from.link_to(name, to, to_name) {
         Ok(()) => from
@@ -593,11 +601,7 @@ mod tests {
             Stored::Corrupt
         );
         let data_file = work_dir(target.path(), built.layout.id).join("0.data");
-        assert_eq!(
-            fs::metadata(&data_file).unwrap().len(),
-            0,
-            "nothing written"
-        );
+        assert!(!data_file.exists(), "nothing written, not even a file made");
 
         let last = &data[chunk_size * 2..];
         assert_eq!(

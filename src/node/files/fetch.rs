@@ -138,6 +138,11 @@ impl Node {
         }
         let target = request.target.clone();
         let (layout, encoded) = self.fetch_manifest(content, &target, &gates).await?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            files = layout.manifest.files.len(),
+            "fetch: manifest in hand"
+        );
         let name = layout.manifest.name.clone();
         let force = request.force;
         if !force {
@@ -160,6 +165,7 @@ impl Node {
         .map_err(|e| FetchError::Internal(e.to_string()))?
         .map_err(FetchError::Refused)?;
         let (partial, have, encoded) = opened;
+        tracing::debug!(ms = started.elapsed().as_millis(), "fetch: download opened");
         let total_chunks = partial.layout().total_chunks;
         let total_bytes = partial.layout().total_bytes;
         let resumed_bytes: u64 = have
@@ -266,6 +272,7 @@ impl Node {
             }
         }
         progress(self);
+        tracing::debug!(ms = started.elapsed().as_millis(), "fetch: chunks verified");
         if let Some(error) = fetch
             .disk_error
             .lock()
@@ -301,6 +308,7 @@ impl Node {
                 .await
                 .map_err(|e| FetchError::Internal(e.to_string()))??;
         drop(stop);
+        tracing::debug!(ms = started.elapsed().as_millis(), "fetch: finished");
         let share = Arc::new(Share::new(layout, encoded, paths.clone()));
         self.inner
             .services
@@ -593,6 +601,7 @@ impl Node {
         target: PathBuf,
         force: bool,
     ) -> Result<FetchReport, FetchError> {
+        let started = Instant::now();
         let room = swarm_room(ticket.content);
         self.join(&room)
             .await
@@ -630,6 +639,10 @@ impl Node {
             }
         }
         connects.detach_all();
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            "get: swarm joined, sources connected"
+        );
         let sources: Vec<PeerId> = {
             let state = self.roster();
             holders
