@@ -28,6 +28,7 @@ mod finish;
 use super::dir::{link_count, Access, Dir, Entry};
 use super::handles::{OpenFiles, OPEN_FILES};
 use super::manifest::{ContentId, Layout};
+use crate::protocol::MAX_CHUNK_RUN;
 
 /// The folder inside a target directory that holds unfinished downloads.
 pub const WORK_DIR: &str = ".punchgate-partial";
@@ -140,6 +141,7 @@ impl ChunkBuffer {
     }
 
     /// The hash of everything appended.
+    #[cfg(test)]
     fn finish(&self) -> blake3::Hash {
         blake3::hash(&self.bytes)
     }
@@ -153,12 +155,14 @@ impl From<&[u8]> for ChunkBuffer {
     }
 }
 
-/// Whether a received chunk was kept.
+/// Whether a received chunk, or run of chunks, was kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
+    /// Every chunk verified, and was written and logged.
     Verified,
-    /// Its hash did not match; nothing was written.
-    Corrupt,
+    /// Chunk `index` did not match its hash (or the bytes were not the
+    /// run's length); nothing of the run was written.
+    Corrupt { index: u64 },
 }
 
 pub struct Partial {
@@ -391,20 +395,45 @@ impl Partial {
 
     /// Verifies chunk `index` and, only if it matches, writes and logs it.
     pub fn store(&self, index: u64, chunk: &ChunkBuffer) -> Result<Stored, DiskError> {
-        let Some(place) = self.layout.place(index) else {
-            return Ok(Stored::Corrupt);
-        };
-        if chunk.len() != place.len || *chunk.finish().as_bytes() != place.hash {
-            return Ok(Stored::Corrupt);
+        self.store_run(index, 1, chunk)
+    }
+
+    /// Verifies each of the `count` chunks from `first`, which `run` holds
+    /// one after the other, and only if every one matches its hash writes
+    /// them and logs them (one write to the log for the run).
+    pub fn store_run(
+        &self,
+        first: u64,
+        count: u64,
+        run: &ChunkBuffer,
+    ) -> Result<Stored, DiskError> {
+        let mut places = Vec::with_capacity(count.min(MAX_CHUNK_RUN) as usize);
+        let mut at = 0;
+        for index in first..first.saturating_add(count) {
+            let place = self.layout.place(index);
+            let bytes = place.and_then(|place| run.bytes.get(at..at + place.len));
+            match (place, bytes) {
+                (Some(place), Some(bytes)) if *blake3::hash(bytes).as_bytes() == place.hash => {
+                    places.push((place, at));
+                    at += place.len;
+                }
+                _ => return Ok(Stored::Corrupt { index }),
+            }
         }
-        let data = &chunk.bytes;
-        let data_path = || self.work.path().join(data_name(place.file));
-        let file = self.data_file(place.file, true)?;
-        write_all_at(&file, data, place.offset)
-            .map_err(|error| DiskError::io("write", &data_path())(error))?;
+        if at != run.len() {
+            return Ok(Stored::Corrupt { index: first });
+        }
+        let mut records = Vec::with_capacity(places.len() * LOG_RECORD);
+        for (index, (place, at)) in (first..).zip(places) {
+            let file = self.data_file(place.file, true)?;
+            write_all_at(&file, &run.bytes[at..at + place.len], place.offset).map_err(|error| {
+                DiskError::io("write", &self.work.path().join(data_name(place.file)))(error)
+            })?;
+            records.extend_from_slice(&index.to_le_bytes());
+        }
         let log_path = self.work.path().join(LOG_FILE);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.write_all(&index.to_le_bytes())
+        log.write_all(&records)
             .map_err(DiskError::io("write", &log_path))?;
         Ok(Stored::Verified)
     }
@@ -460,32 +489,44 @@ pub fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<
     std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
 }
 
-/// `len` bytes of `file` from `offset`, read into a new buffer that is not
-/// zeroed first (the read fills it); an end of file before is
-/// [`io::ErrorKind::UnexpectedEof`].
+/// Appends `len` bytes of `file` from `offset` to `buffer`, read into its
+/// spare room without zeroing it first (the read fills it); an end of file
+/// before is [`io::ErrorKind::UnexpectedEof`].
 #[cfg(unix)]
-pub fn read_vec_at(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
-    let mut buffer = Vec::with_capacity(len);
-    while buffer.len() < len {
-        let at = offset + buffer.len() as u64;
+pub fn read_append_at(
+    file: &File,
+    len: usize,
+    offset: u64,
+    buffer: &mut Vec<u8>,
+) -> io::Result<()> {
+    let start = buffer.len();
+    let end = start + len;
+    buffer.reserve(len);
+    while buffer.len() < end {
+        let at = offset + (buffer.len() - start) as u64;
         // Reads into the spare room and extends the length by what it read.
-        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buffer), at) {
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(buffer), at) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
             Err(error) => return Err(error.into()),
         }
     }
-    // The allocation may hold more than asked, and the read fill it.
-    buffer.truncate(len);
-    Ok(buffer)
+    // The spare room may be larger than asked, and the read fill it.
+    buffer.truncate(end);
+    Ok(())
 }
 
 #[cfg(windows)]
-pub fn read_vec_at(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
-    let mut buffer = vec![0u8; len];
-    read_exact_at(file, &mut buffer, offset)?;
-    Ok(buffer)
+pub fn read_append_at(
+    file: &File,
+    len: usize,
+    offset: u64,
+    buffer: &mut Vec<u8>,
+) -> io::Result<()> {
+    let start = buffer.len();
+    buffer.resize(start + len, 0);
+    read_exact_at(file, &mut buffer[start..], offset)
 }
 
 #[cfg(windows)]
@@ -590,15 +631,18 @@ mod tests {
 
         let mut corrupt = ChunkBuffer::from(&data[..chunk_size]);
         corrupt.bytes[10] ^= 1;
-        assert_eq!(partial.store(0, &corrupt).unwrap(), Stored::Corrupt);
+        assert_eq!(
+            partial.store(0, &corrupt).unwrap(),
+            Stored::Corrupt { index: 0 }
+        );
         let short = &data[chunk_size..chunk_size * 2 - 1];
         assert_eq!(
             partial.store(1, &ChunkBuffer::from(short)).unwrap(),
-            Stored::Corrupt
+            Stored::Corrupt { index: 1 }
         );
         assert_eq!(
             partial.store(7, &ChunkBuffer::from(&data[..5])).unwrap(),
-            Stored::Corrupt
+            Stored::Corrupt { index: 7 }
         );
         let data_file = work_dir(target.path(), built.layout.id).join("0.data");
         assert!(!data_file.exists(), "nothing written, not even a file made");

@@ -2,10 +2,12 @@
 //! get`): the manifest first, then chunks as [`Schedule`] decides.
 //!
 //! A fetch runs `streams` workers per source. Each keeps
-//! [`PIPELINE_DEPTH`] chunk requests outstanding on its stream, reads each
-//! answer into one of two buffers it reuses, and hands it to a blocking
-//! thread that hashes it (BLAKE3), compares the hash with the manifest's and
-//! only then writes it, while the next chunk arrives in the other buffer.
+//! [`PIPELINE_DEPTH`] chunk requests outstanding on its stream (a request
+//! asks for a run of fresh chunks up to one chunk's size, so many small
+//! files share one), reads each answer into one of two buffers it reuses,
+//! and hands it to a blocking thread that hashes each chunk (BLAKE3),
+//! compares the hashes with the manifest's and only then writes them,
+//! while the next answer arrives in the other buffer.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -25,7 +27,7 @@ use super::sources::Sources;
 use super::{Files, Node};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
-use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
+use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest, MAX_CHUNK_RUN};
 use crate::transfer::finished::finished_copy;
 use crate::transfer::manifest::{ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
@@ -459,14 +461,16 @@ impl Node {
                 let next = fetch.schedule().next(source);
                 match next {
                     Next::Fetch(index) => {
+                        let count = fetch.run_from(source, index);
                         writer
                             .send(&ChunkRequest {
                                 content: fetch.content,
                                 index,
+                                count,
                             })
                             .await
                             .map_err(|e| e.to_string())?;
-                        outstanding.push_back(index);
+                        outstanding.push_back((index, count));
                     }
                     Next::Wait => break,
                     Next::Stop => {
@@ -475,7 +479,7 @@ impl Node {
                     }
                 }
             }
-            let Some(expected) = outstanding.pop_front() else {
+            let Some((expected, count)) = outstanding.pop_front() else {
                 // Nothing asked for: the chunk being stored may change what
                 // the schedule has to give, so it is settled first.
                 if let Some(previous) = storing.take() {
@@ -494,20 +498,26 @@ impl Node {
                 .map_err(|e| e.to_string())?
                 .ok_or("the source closed the stream")?;
             let index = match reply {
-                ChunkReply::Data { index } if index == expected => index,
+                ChunkReply::Data { index, count: got } if (index, got) == (expected, count) => {
+                    index
+                }
                 ChunkReply::Missing { .. } => return Err("does not have the content".into()),
-                ChunkReply::Data { index } => {
-                    return Err(format!("answered chunk {index}, asked for {expected}"))
+                ChunkReply::Data { index, count: got } => {
+                    return Err(format!(
+                        "answered {got} chunks from {index}, asked for {count} from {expected}"
+                    ))
                 }
             };
-            let place = fetch
+            // The length the fetcher asked for, from the manifest: at most
+            // one chunk's size, whatever the reply says.
+            let len = fetch
                 .partial
                 .layout()
-                .place(index)
+                .run_len(index, count)
                 .ok_or("answered a chunk that does not exist")?;
             buffer.clear();
             buffer
-                .fill_from(reader.get_mut(), place.len)
+                .fill_from(reader.get_mut(), len as usize)
                 .await
                 .map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => {
@@ -523,8 +533,8 @@ impl Node {
                 PIPELINE_DEPTH,
                 MAX_PIPELINE_DEPTH,
             );
-            if fetch.schedule().is_done(index) {
-                continue; // another source was faster with this one
+            if (index..index + count).all(|i| fetch.schedule().is_done(i)) {
+                continue; // another source was faster with these
             }
             // One chunk in storage at a time: its buffer comes back for the
             // next chunk.
@@ -536,9 +546,9 @@ impl Node {
             let partial = fetch.partial.clone();
             *storing = Some(Storing {
                 index,
-                len: place.len,
+                count,
                 task: tokio::task::spawn_blocking(move || {
-                    let stored = partial.store(index, &chunk);
+                    let stored = partial.store_run(index, count, &chunk);
                     (stored, chunk)
                 }),
             });
@@ -555,20 +565,29 @@ impl Node {
         source: SourceId,
         storing: Storing,
     ) -> Result<ChunkBuffer, String> {
-        let Storing { index, len, task } = storing;
+        let Storing { index, count, task } = storing;
         let (stored, buffer) = task.await.map_err(|e| e.to_string())?;
         match stored {
             Ok(Stored::Verified) => {
-                if fetch.schedule().delivered(source, index) == Delivery::New {
-                    fetch.bytes_done.fetch_add(len as u64, Ordering::Relaxed);
-                    if let Some(place) = fetch.partial.layout().place(index) {
-                        fetch.files().chunk_verified(place.file);
-                    }
+                let layout = fetch.partial.layout();
+                let new: Vec<u64> = {
+                    let mut schedule = fetch.schedule();
+                    (index..index + count)
+                        .filter(|i| schedule.delivered(source, *i) == Delivery::New)
+                        .collect()
+                };
+                let mut files = fetch.files();
+                for place in new.iter().filter_map(|i| layout.place(*i)) {
+                    fetch
+                        .bytes_done
+                        .fetch_add(place.len as u64, Ordering::Relaxed);
+                    files.chunk_verified(place.file);
                 }
+                drop(files);
                 fetch.changed.notify_waiters();
                 Ok(buffer)
             }
-            Ok(Stored::Corrupt) => {
+            Ok(Stored::Corrupt { index }) => {
                 fetch.schedule().corrupt(source, index);
                 fetch.changed.notify_waiters();
                 let mut corrupt = fetch.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
@@ -687,6 +706,24 @@ impl Fetch {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The run of chunks `source` asks for from `index`, which the
+    /// schedule just gave it: the fresh chunks after it too, up to
+    /// [`MAX_CHUNK_RUN`] and one chunk's size in all, so that a folder of
+    /// small files travels in few requests. A run's length is bounded by
+    /// what this side asks, never by what the source says.
+    fn run_from(&self, source: SourceId, index: u64) -> u64 {
+        let layout = self.partial.layout();
+        let limit = u64::from(layout.manifest.chunk_size);
+        let mut bytes = layout.place(index).map_or(limit, |p| p.len as u64);
+        self.schedule().extend_run(source, index, |count| {
+            let next = layout
+                .place(index + count - 1)
+                .map_or(limit, |p| p.len as u64);
+            bytes += next;
+            count <= MAX_CHUNK_RUN && bytes <= limit
+        })
+    }
+
     fn files(&self) -> std::sync::MutexGuard<'_, FileTally> {
         self.files.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -736,11 +773,11 @@ async fn ask_manifest(gate: &Gate, content: ContentId) -> Result<Option<Vec<u8>>
     }
 }
 
-/// A chunk being verified and written on a blocking thread; the thread
-/// hands back what came of it and the buffer.
+/// A run of chunks being verified and written on a blocking thread; the
+/// thread hands back what came of it and the buffer.
 struct Storing {
     index: u64,
-    len: usize,
+    count: u64,
     task: tokio::task::JoinHandle<(Result<Stored, DiskError>, ChunkBuffer)>,
 }
 
