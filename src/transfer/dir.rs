@@ -23,6 +23,18 @@ pub enum Entry {
     Other,
 }
 
+/// What [`Dir::stat`] tells of a name, without following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Facts {
+    pub entry: Entry,
+    pub len: u64,
+    /// How many names the file has.
+    pub links: u64,
+    /// Device and inode: which file it is (0 where the platform does not
+    /// say).
+    pub id: (u64, u64),
+}
+
 /// How [`Dir::open_file`] opens a file. Files it creates are private to
 /// the user (mode 0600) until they are placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,15 +139,22 @@ mod unix {
             })
         }
 
+        /// What `name` here is, its size and its number of names, not
+        /// following a link; an error if it is missing.
+        pub fn stat(&self, name: &str) -> io::Result<Facts> {
+            let stat = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok(Facts {
+                entry: entry_of(&stat),
+                len: stat.st_size as u64,
+                links: stat.st_nlink as u64,
+                id: (stat.st_dev as u64, stat.st_ino as u64),
+            })
+        }
+
         /// What `name` is here, not following a link.
         pub fn entry(&self, name: &str) -> io::Result<Entry> {
             match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) => Ok(match FileType::from_raw_mode(stat.st_mode as _) {
-                    FileType::RegularFile => Entry::File,
-                    FileType::Directory => Entry::Folder,
-                    FileType::Symlink => Entry::Symlink,
-                    _ => Entry::Other,
-                }),
+                Ok(stat) => Ok(entry_of(&stat)),
                 Err(rustix::io::Errno::NOENT) => Ok(Entry::Missing),
                 Err(error) => Err(error.into()),
             }
@@ -238,15 +257,20 @@ mod unix {
             Ok(true)
         }
 
-        /// Whether `name` here is the file whose metadata is `meta` (not
-        /// a link, not another file).
-        pub fn holds(&self, name: &str, meta: &std::fs::Metadata) -> io::Result<bool> {
-            let placed = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
-            Ok(
-                FileType::from_raw_mode(placed.st_mode as _) == FileType::RegularFile
-                    && placed.st_ino as u64 == meta.ino()
-                    && placed.st_dev as u64 == meta.dev(),
-            )
+        /// Whether `name` here is the file [`Dir::stat`] described as
+        /// `facts` (not a link, not another file).
+        pub fn holds(&self, name: &str, facts: &Facts) -> io::Result<bool> {
+            let placed = self.stat(name)?;
+            Ok(placed.entry == Entry::File && placed.id == facts.id)
+        }
+    }
+
+    fn entry_of(stat: &rustix::fs::Stat) -> Entry {
+        match FileType::from_raw_mode(stat.st_mode as _) {
+            FileType::RegularFile => Entry::File,
+            FileType::Directory => Entry::Folder,
+            FileType::Symlink => Entry::Symlink,
+            _ => Entry::Other,
         }
     }
 
@@ -282,6 +306,16 @@ mod other {
             }
             Ok(Dir {
                 path: path.to_path_buf(),
+            })
+        }
+
+        pub fn stat(&self, name: &str) -> io::Result<Facts> {
+            let meta = fs::symlink_metadata(self.path.join(name))?;
+            Ok(Facts {
+                entry: self.entry(name)?,
+                len: meta.len(),
+                links: 1,
+                id: (0, 0),
             })
         }
 
@@ -349,7 +383,7 @@ mod other {
             Ok(true)
         }
 
-        pub fn holds(&self, name: &str, _meta: &std::fs::Metadata) -> io::Result<bool> {
+        pub fn holds(&self, name: &str, _facts: &Facts) -> io::Result<bool> {
             Ok(self.entry(name)? == Entry::File)
         }
     }

@@ -51,6 +51,8 @@ pub enum DiskError {
     NotAFolder(PathBuf),
     #[error("{} is a symbolic link; refusing to write through it", .0.display())]
     Symlink(PathBuf),
+    #[error("{} is not a plain file; remove it and run the same get again", .0.display())]
+    NotAFile(PathBuf),
     #[error("{} is a folder; refusing to replace it with a file", .0.display())]
     IsAFolder(PathBuf),
     #[error("{} belongs to another user, who could redirect the download; remove it (or download elsewhere)", .0.display())]

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::{
-    data_name, open_folder, open_work_file_with_meta, place, DiskError, Partial, FOLDER_MODE,
+    data_name, open_folder, open_work_file, place, refusal, DiskError, Partial, FOLDER_MODE,
     LOG_FILE, MANIFEST_FILE, WORK_DIR,
 };
-use crate::transfer::dir::{Access, Dir, Entry};
+use crate::transfer::dir::{Access, Dir, Entry, Facts};
 use crate::transfer::finished::verified_in_place;
 use crate::transfer::manifest::{check_relative_path, ContentId, Layout};
 
@@ -119,19 +119,11 @@ impl Partial {
                 .ok_or_else(|| DiskError::NotAFolder(self.target.path().to_path_buf()))?;
             let folder = folders.open(parents)?;
             let destination = folder.path().join(last);
-            // Held across the move, to check what gets the name is it.
-            let (file, meta) = open_work_file_with_meta(&self.work, &name, Access::Modify)?;
-            if meta.len() != entries[index].size {
-                // Only if something else changed the work folder: made
-                // exact, and durable on its own.
-                let data_path = self.work.path().join(&name);
-                file.set_len(entries[index].size)
-                    .and_then(|()| file.sync_all())
-                    .map_err(DiskError::io("size", &data_path))?;
-            }
+            let facts = self.ready_to_place(index, &name)?;
             place(&self.work, &name, folder, last, self.force)?;
+            // Compared by device and inode with what was checked.
             if !folder
-                .holds(last, &meta)
+                .holds(last, &facts)
                 .map_err(DiskError::io("inspect", &destination))?
             {
                 return Err(DiskError::Replaced(destination));
@@ -160,6 +152,36 @@ impl Partial {
         let _ = self.target.remove_dir(WORK_DIR);
         tracing::debug!(ms = started.elapsed().as_millis(), "finish: done");
         Ok(finals.into_values().collect())
+    }
+}
+
+impl Partial {
+    /// Checks that data file `index` (named `name`) is a plain file with
+    /// one name and of its exact size, looked at without opening it; one
+    /// of another size (only if something else changed the work folder) is
+    /// made exact and durable on its own.
+    fn ready_to_place(&self, index: usize, name: &str) -> Result<Facts, DiskError> {
+        let path = self.work.path().join(name);
+        let facts = self
+            .work
+            .stat(name)
+            .map_err(|error| refusal(&self.work, name, "inspect", error))?;
+        match facts.entry {
+            Entry::File => {}
+            Entry::Symlink => return Err(DiskError::Symlink(path)),
+            _ => return Err(DiskError::NotAFile(path)),
+        }
+        if facts.links > 1 {
+            return Err(DiskError::Linked(path));
+        }
+        let size = self.layout.manifest.files[index].size;
+        if facts.len != size {
+            let file = open_work_file(&self.work, name, Access::Modify)?;
+            file.set_len(size)
+                .and_then(|()| file.sync_all())
+                .map_err(DiskError::io("size", &path))?;
+        }
+        Ok(facts)
     }
 }
 
