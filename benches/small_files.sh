@@ -73,13 +73,15 @@ first_line() {
     exit 1
 }
 
-run "$PUNCHGATE" --home "$work/tracker" --json tracker --listen 127.0.0.1:0 >"$work/tracker.log" 2>&1 &
+# Started without a subshell in between (`ip netns exec` execs the
+# program), so that the pid kept is the program's and cleanup ends it.
+ip netns exec "$ns" "$PUNCHGATE" --home "$work/tracker" --json tracker --listen 127.0.0.1:0 >"$work/tracker.log" 2>&1 &
 pids+=($!)
 target=$(first_line "$work/tracker.log" '[a-z2-7]\{52\}@127\.0\.0\.1:[0-9]*')
-run "$PUNCHGATE" --home "$work/sender" --json send "$work/many" --tracker "$target" --bind 127.0.0.1:0 >"$work/send.log" 2>&1 &
+ip netns exec "$ns" "$PUNCHGATE" --home "$work/sender" --json send "$work/many" --tracker "$target" --bind 127.0.0.1:0 >"$work/send.log" 2>&1 &
 pids+=($!)
 ticket=$(first_line "$work/send.log" 'pgt1[a-z2-7]*')
-(cd "$work" && run "$SENDME" send many --relay disabled --ticket-type addresses \
+(cd "$work" && exec ip netns exec "$ns" "$SENDME" send many --relay disabled --ticket-type addresses \
     --magic-ipv4-addr 127.0.0.1:0 --no-progress >"$work/sendme.log" 2>&1) &
 pids+=($!)
 sendme_ticket=$(first_line "$work/sendme.log" 'blob[a-z0-9]*')
