@@ -10,13 +10,11 @@
 //! while the next answer arrives in the other buffer.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::super::events::{Event, SourceChange};
@@ -34,7 +32,7 @@ use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
 use crate::transfer::tally::FileTally;
 use crate::transfer::window;
-use crate::transfer::{swarm_room, Share, Ticket};
+use crate::transfer::Share;
 use crate::wire::{FrameReader, FrameWriter, WireError};
 
 /// Chunk requests a worker keeps outstanding at least, so its stream never
@@ -533,7 +531,11 @@ impl Node {
                 PIPELINE_DEPTH,
                 MAX_PIPELINE_DEPTH,
             );
-            if (index..index + count).all(|i| fetch.schedule().is_done(i)) {
+            let had = {
+                let schedule = fetch.schedule();
+                (index..index + count).all(|i| schedule.is_done(i))
+            };
+            if had {
                 continue; // another source was faster with these
             }
             // One chunk in storage at a time: its buffer comes back for the
@@ -609,80 +611,6 @@ impl Node {
                 Err(message)
             }
         }
-    }
-
-    /// `punchgate get`: meets everyone serving the ticket's content in its
-    /// swarm room, connects to them all (punching as needed; the sender
-    /// first), and fetches from every one that connected.
-    pub async fn fetch_ticket(
-        &self,
-        ticket: &Ticket,
-        target: PathBuf,
-        force: bool,
-    ) -> Result<FetchReport, FetchError> {
-        let started = Instant::now();
-        let room = swarm_room(ticket.content);
-        self.join(&room)
-            .await
-            .map_err(|e| FetchError::NoSource(format!("{} ({e})", ticket.content.short())))?;
-        let mut holders: Vec<PeerId> = vec![ticket.sender];
-        holders.extend(
-            self.roster()
-                .peers
-                .iter()
-                .filter(|(id, r)| r.rooms.contains(&room) && **id != ticket.sender)
-                .map(|(id, _)| *id),
-        );
-        let mut connects = JoinSet::new();
-        for peer in holders.iter().copied() {
-            let node = self.clone();
-            connects.spawn(async move { (peer, node.connect_peer(peer).await) });
-        }
-        // Start once the sender answered (or, if it cannot be reached, once
-        // anyone did) with everyone connected by then; a holder that went
-        // away without the tracker noticing yet must not hold the start.
-        let mut failures = Vec::new();
-        let mut sender_done = false;
-        while let Some(joined) = connects.join_next().await {
-            match joined {
-                Ok((peer, Err(error))) => {
-                    failures.push(format!("{}: {error}", self.name_of(&peer)));
-                    sender_done |= peer == ticket.sender;
-                }
-                Ok((peer, Ok(()))) => sender_done |= peer == ticket.sender,
-                Err(_) => {}
-            }
-            let any = holders.iter().any(|p| self.roster().has_open_gate(p));
-            if any && sender_done {
-                break;
-            }
-        }
-        connects.detach_all();
-        tracing::debug!(
-            ms = started.elapsed().as_millis(),
-            "get: swarm joined, sources connected"
-        );
-        let sources: Vec<PeerId> = {
-            let state = self.roster();
-            holders
-                .into_iter()
-                .filter(|p| state.has_open_gate(p))
-                .collect()
-        };
-        if sources.is_empty() {
-            return Err(FetchError::NoSource(format!(
-                "{}: {}",
-                ticket.content.short(),
-                failures.join("; ")
-            )));
-        }
-        self.fetch(FetchRequest {
-            content: ticket.content,
-            sources,
-            target,
-            force,
-        })
-        .await
     }
 }
 
