@@ -4,6 +4,17 @@
 # its start to its exit, into an empty folder on the same disk, RUNS times,
 # alternating the two; the table gives every run and the median.
 #
+# The received trees are removed only after the last run: on ext4 without a
+# journal (this machine's), creating a file within about a minute of
+# thousands being deleted nearby costs ~250 µs instead of ~8 µs (the inode
+# allocator skips recently deleted inodes one by one, `recently_deleted()`
+# in ext4's ialloc.c), so cleaning up between runs would time the
+# filesystem digesting the other tool's last run. Leave a minute between
+# two runs of this script for the same reason. For the same fairness each
+# receive starts with nothing dirty in the page cache (`sync` first), so
+# that one tool's durability step (punchgate syncs what it received before
+# it names the files) does not flush the other's writes.
+#
 #   sudo bash benches/small_files.sh              # 5,000 files, 5 runs each
 #   FILES=100000 RUNS=3 sudo bash benches/small_files.sh
 #
@@ -62,36 +73,40 @@ first_line() {
     exit 1
 }
 
-run "$PUNCHGATE" --home "$work/tracker" --json tracker --listen 127.0.0.1:0 >"$work/tracker.log" 2>&1 &
+# Started without a subshell in between (`ip netns exec` execs the
+# program), so that the pid kept is the program's and cleanup ends it.
+ip netns exec "$ns" "$PUNCHGATE" --home "$work/tracker" --json tracker --listen 127.0.0.1:0 >"$work/tracker.log" 2>&1 &
 pids+=($!)
 target=$(first_line "$work/tracker.log" '[a-z2-7]\{52\}@127\.0\.0\.1:[0-9]*')
-run "$PUNCHGATE" --home "$work/sender" --json send "$work/many" --tracker "$target" --bind 127.0.0.1:0 >"$work/send.log" 2>&1 &
+ip netns exec "$ns" "$PUNCHGATE" --home "$work/sender" --json send "$work/many" --tracker "$target" --bind 127.0.0.1:0 >"$work/send.log" 2>&1 &
 pids+=($!)
 ticket=$(first_line "$work/send.log" 'pgt1[a-z2-7]*')
-(cd "$work" && run "$SENDME" send many --relay disabled --ticket-type addresses \
+(cd "$work" && exec ip netns exec "$ns" "$SENDME" send many --relay disabled --ticket-type addresses \
     --magic-ipv4-addr 127.0.0.1:0 --no-progress >"$work/sendme.log" 2>&1) &
 pids+=($!)
 sendme_ticket=$(first_line "$work/sendme.log" 'blob[a-z0-9]*')
 
 now() { date +%s.%N; }
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 pg_times=() sm_times=()
 for i in $(seq "$RUNS"); do
+    sync
     start=$(now)
     run "$PUNCHGATE" --home "$work/getter$i" get "$ticket" -o "$work/pg$i" --bind 127.0.0.1:0 >/dev/null 2>"$work/get$i.err"
     pg_times+=("$(echo "$(now) - $start" | bc)")
     diff -r "$work/many" "$work/pg$i/many" >/dev/null
-    rm -rf "$work/pg$i" "$work/getter$i"
 
     mkdir -p "$work/sm$i"
+    sync
     start=$(now)
     (cd "$work/sm$i" && run "$SENDME" receive "$sendme_ticket" --relay disabled --no-progress >/dev/null 2>&1)
     sm_times+=("$(echo "$(now) - $start" | bc)")
     diff -r "$work/many" "$work/sm$i/many" >/dev/null
-    rm -rf "$work/sm$i"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo "$FILES files, $bytes bytes, loopback, $(nproc) cores, $(uname -r); each receive start to exit, into an empty folder"
+echo "load average (1, 5, 15 min) before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| %-9s | %-8s | %s |\n' tool median runs
 printf '| %-9s | %-8s | %s |\n' --- --- ---
 printf '| %-9s | %6.2f s | %s |\n' punchgate "$(median "${pg_times[@]}")" "$(printf '%.2f ' "${pg_times[@]}")"

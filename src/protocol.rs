@@ -483,21 +483,29 @@ pub enum ManifestReply {
     Missing,
 }
 
-/// Receiver → sender on a [`StreamKind::Chunks`] stream; several may
-/// be outstanding, and they are answered in order.
+/// Most chunks one [`ChunkRequest`] asks for: a run of small files' chunks
+/// travels as one request and one reply, not one per file.
+pub const MAX_CHUNK_RUN: u64 = 64;
+
+/// Receiver → sender on a [`StreamKind::Chunks`] stream: chunks `index` to
+/// `index + count - 1` of the content (a run: `count` from 1 to
+/// [`MAX_CHUNK_RUN`], together at most the manifest's chunk size). Several
+/// may be outstanding, and they are answered in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRequest {
     pub content: ContentId,
     pub index: u64,
+    pub count: u64,
 }
 
 /// Sender → receiver, one per request, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkReply {
-    /// Followed by exactly the chunk's length of raw bytes (the receiver
-    /// knows the length from the manifest).
-    Data { index: u64 },
-    /// The sender does not have that chunk (content unknown or unreadable).
+    /// Followed by exactly the run's bytes, chunk after chunk, raw (the
+    /// receiver knows each length from the manifest); `index` and `count`
+    /// are the request's.
+    Data { index: u64, count: u64 },
+    /// The sender does not have that run (content unknown or unreadable).
     Missing { index: u64 },
 }
 

@@ -267,3 +267,77 @@ async fn random_datagrams_do_not_disturb_the_tracker_or_a_node() {
     bob.receives("through the noise").await;
     tracker_still_serves(&tracker, 99).await;
 }
+
+/// Chunk requests for runs a fetcher never asks for: no chunk, more than
+/// `MAX_CHUNK_RUN` chunks, or more bytes than one chunk of the content.
+/// Each closes only the asker's connection, with a reason, before the node
+/// reads anything from disk for it; a run that fits is served.
+#[tokio::test]
+async fn chunk_runs_beyond_the_limits_close_the_askers_connection() {
+    use punchgate::protocol::{ChunkReply, ChunkRequest, MAX_CHUNK_RUN};
+    use punchgate::wire::FrameReader;
+    let alice = start_node(config("alice", None, "lobby")).await;
+    let source = tempfile::tempdir().unwrap();
+    let folder = source.path().join("album");
+    std::fs::create_dir(&folder).unwrap();
+    // Three files of 600 KiB (one chunk each at the default 1 MiB), then
+    // 200 files of one byte.
+    for index in 0..3u8 {
+        std::fs::write(folder.join(format!("a{index}")), pattern(600 << 10, index)).unwrap();
+    }
+    for index in 0..200 {
+        std::fs::write(folder.join(format!("b{index:03}")), [index as u8]).unwrap();
+    }
+    let share = alice.node.share(vec![folder]).await.unwrap();
+    let content = share.layout.id;
+    let request = |index, count| {
+        let mut bytes = wire::header(StreamKind::Chunks).to_vec();
+        bytes.extend(
+            wire::encode_frame(
+                StreamKind::Chunks,
+                &ChunkRequest {
+                    content,
+                    index,
+                    count,
+                },
+            )
+            .unwrap(),
+        );
+        bytes
+    };
+    for (what, index, count, expected) in [
+        ("no chunk", 3, 0, "a run of 0 chunks"),
+        (
+            "too many chunks",
+            3,
+            MAX_CHUNK_RUN + 1,
+            "a run of 65 chunks",
+        ),
+        ("more than a chunk's bytes", 0, 2, "over the chunk size"),
+    ] {
+        let peer = raw_peer(&alice, "asker", "lobby").await;
+        let reason = send_and_get_close_reason(&peer.connection, &request(index, count)).await;
+        assert!(
+            reason.contains("malformed chunk request") && reason.contains(expected),
+            "{what}: {reason:?}"
+        );
+    }
+
+    // The longest run allowed, of one-byte files, arrives whole.
+    let peer = raw_peer(&alice, "asker", "lobby").await;
+    let (mut send, recv) = peer.connection.open_bi().await.unwrap();
+    send.write_all(&request(3, MAX_CHUNK_RUN)).await.unwrap();
+    let mut reader = FrameReader::new(recv, StreamKind::Chunks);
+    let reply: ChunkReply = reader.recv().await.unwrap().unwrap();
+    assert_eq!(
+        reply,
+        ChunkReply::Data {
+            index: 3,
+            count: MAX_CHUNK_RUN
+        }
+    );
+    let mut bytes = vec![0u8; MAX_CHUNK_RUN as usize];
+    reader.get_mut().read_exact(&mut bytes).await.unwrap();
+    let expected: Vec<u8> = (0..MAX_CHUNK_RUN).map(|i| i as u8).collect();
+    assert_eq!(bytes, expected);
+}

@@ -168,3 +168,64 @@ fn errors_shown_while_chatting_are_words() {
         assert_eq!(message.lines().count(), 1, "{line}: {message}");
     }
 }
+
+/// `--connect HOST:PORT` at start, where the data directory remembers
+/// another key for that address (`known_peers`): the chat stops with one
+/// line saying what to do, and a non-zero exit, instead of carrying on.
+#[test]
+fn a_connect_whose_peer_key_changed_stops_the_chat_with_what_to_do() {
+    let bob = Proc::start(&["chat", "--bind", "127.0.0.1:0", "--name", "bob"]);
+    let bob_addr = bob.expect("ready", |_| true)["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let home = tempfile::tempdir().unwrap();
+    let owner_only = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    owner_only(home.path(), 0o700);
+    // Remembered from an earlier run: someone else's key at Bob's address.
+    let remembered = "cei47phg5demyvtk3cx6ajfoinf5rnhnldzcatic6at724bhlkwa";
+    let known = home.path().join("known_peers");
+    std::fs::write(&known, format!("{bob_addr} {remembered}\n")).unwrap();
+    owner_only(&known, 0o600);
+    let mut alice = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+        .arg("--home")
+        .arg(home.path())
+        .args(["chat", "--bind", "127.0.0.1:0", "--name", "alice"])
+        .args(["--connect", &bob_addr])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Input stays open: only the refusal may end the chat.
+    let _input = alice.stdin.take();
+    let pid = alice.id();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(alice.wait_with_output());
+    });
+    let output = match ended.recv_timeout(common::process::PROC_WAIT) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("the chat carried on with a peer whose key changed");
+        }
+    };
+    assert_ne!(output.status.code(), Some(0), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("punchgate: ") && last.contains("KEY CHANGED"),
+        "{stderr}"
+    );
+    assert!(last.contains("delete its line from"), "{last}");
+    assert_for_people("a changed key at --connect", last);
+    // Nothing was remembered over the old key.
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("{bob_addr} {remembered}\n")
+    );
+}

@@ -34,7 +34,14 @@ async fn a_get_completes_while_another_peer_stalls_twenty_chunk_streams() {
         let mut writer = FrameWriter::open(send, StreamKind::Chunks).await.unwrap();
         for ask in 0..8 {
             let index = (stream * 8 + ask) % chunks;
-            writer.send(&ChunkRequest { content, index }).await.unwrap();
+            writer
+                .send(&ChunkRequest {
+                    content,
+                    index,
+                    count: 1,
+                })
+                .await
+                .unwrap();
         }
         stalled.push((writer, recv));
     }

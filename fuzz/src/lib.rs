@@ -672,8 +672,16 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 Reader::ChunkRequests,
                 0,
                 &[
-                    ChunkRequest { content, index: 3 },
-                    ChunkRequest { content, index: 0 },
+                    ChunkRequest {
+                        content,
+                        index: 3,
+                        count: 1,
+                    },
+                    ChunkRequest {
+                        content,
+                        index: 0,
+                        count: 64,
+                    },
                 ],
             ),
         ),
@@ -683,7 +691,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 Reader::ChunkReplies,
                 1,
                 &[
-                    ChunkReply::Data { index: 3 },
+                    ChunkReply::Data { index: 3, count: 1 },
                     ChunkReply::Missing { index: 4 },
                 ],
             ),

@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::Context;
 use rustyline::ExternalPrinter as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::task::JoinSet;
 
 use punchgate::command;
 use punchgate::endpoint::Target;
+use punchgate::home::HomeError;
 use punchgate::identity::PeerId;
-use punchgate::node::{room_passwords, Node, NodeConfig, RelayPolicy};
+use punchgate::node::{room_passwords, Event, Node, NodeConfig, NodeError, RelayPolicy};
 use punchgate::render;
 use punchgate::web;
 
@@ -119,20 +121,24 @@ pub struct ChatArgs {
 
 impl ChatArgs {
     /// The node's config: the flags checked, plus the peers in the data
-    /// directory's `bootstrap` file. Every `--connect` host must resolve:
-    /// a typo is an error before the node starts.
-    async fn node_config(self, home: &Path) -> anyhow::Result<NodeConfig> {
+    /// directory's `bootstrap` file (which the node connects to); and the
+    /// `--connect` targets given by address, which the chat connects to
+    /// itself once the node runs (ids alone go to the node, which looks
+    /// them up). Every `--connect` host must resolve: a typo is an error
+    /// before the node starts.
+    async fn node_config(self, home: &Path) -> anyhow::Result<(NodeConfig, Vec<Target>)> {
         let mut config = NodeConfig::new(self.name);
         config.connect = bootstrap_peers(home)?;
-        for connect in self.connect {
-            match connect {
+        let mut connect = Vec::new();
+        for arg in self.connect {
+            match arg {
                 ConnectArg::Id(peer) => config.connect_ids.push(peer),
                 ConnectArg::Addr(target) => {
                     target
                         .resolve()
                         .await
                         .with_context(|| format!("--connect {target}"))?;
-                    config.connect.push(target);
+                    connect.push(target);
                 }
             }
         }
@@ -184,7 +190,7 @@ impl ChatArgs {
             (_, true) => RelayPolicy::Only,
             _ => RelayPolicy::Fallback,
         };
-        Ok(config)
+        Ok((config, connect))
     }
 }
 
@@ -275,10 +281,13 @@ fn open_in_browser(url: &str) {
 async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> anyhow::Result<()> {
     let (listen, open) = (args.web, args.open);
     let history_lines = args.history_lines;
-    let config = args.node_config(home).await?;
+    let (config, connect) = args.node_config(home).await?;
     let (node, mut events) = Node::start(home, config)
         .await
         .context("cannot start the node")?;
+    let mut connects = connect_at_start(&node, connect);
+    // What ends the chat with an error (a --connect peer whose key changed).
+    let mut failure = None;
     if history_lines > 0 {
         for room in node.rooms() {
             match node.room_history(&room, history_lines).await {
@@ -390,6 +399,20 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
             }
             // `/quit` typed into the page: the node has shut down.
             _ = quit_from_page(page.as_ref()) => break,
+            Some(joined) = connects.join_next(), if !connects.is_empty() => {
+                match joined {
+                    // A peer given by address with another key than the
+                    // one remembered: not who the user asked for.
+                    Ok(Err(error @ NodeError::Home(HomeError::KeyChanged { .. }))) => {
+                        node.shutdown().await;
+                        failure = Some(error);
+                        break;
+                    }
+                    // The manager told it already, with when it tries again.
+                    Ok(Err(NodeError::Unreachable { .. })) | Ok(Ok(())) | Err(_) => {}
+                    Ok(Err(error)) => node.emit(Event::error(error)),
+                }
+            }
         }
     }
     // Print what is left (goodbyes, last messages): the event stream ends
@@ -399,7 +422,21 @@ async fn run_with(home: &Path, args: ChatArgs, output: Output, repl: bool) -> an
     if let Some(page) = page {
         page.stop().await;
     }
-    Ok(())
+    match failure {
+        Some(error) => Err(error.into()),
+        None => Ok(()),
+    }
+}
+
+/// Connects to each `--connect` target in the background, as the node does
+/// with its bootstrap peers; the chat watches how each first attempt ends.
+fn connect_at_start(node: &Node, targets: Vec<Target>) -> JoinSet<Result<(), NodeError>> {
+    let mut connects = JoinSet::new();
+    for target in targets {
+        let node = node.clone();
+        connects.spawn(async move { node.connect_target(&target).await });
+    }
+    connects
 }
 
 /// A line typed or piped in. `done`, when given, is told once the line's

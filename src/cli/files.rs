@@ -154,9 +154,11 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
     } = args;
     check_out_folder(&out)?;
     let target = out.clone();
+    tracing::debug!("get: starting the node");
     let (node, mut events) = Node::start(home, config)
         .await
         .context("cannot start the node")?;
+    tracing::debug!("get: node started");
     let json = output.json;
     let bar = (!json && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -220,7 +222,9 @@ pub async fn get(home: &Path, args: GetArgs, output: Output) -> anyhow::Result<(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    tracing::debug!("get: shutting down");
     node.shutdown().await;
+    tracing::debug!("get: shut down");
     // The event stream ends once the node has shut down: every line is out.
     let _ = printer.await;
     let report = result?;

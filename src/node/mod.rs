@@ -650,6 +650,7 @@ impl Node {
             goodbyes.spawn(async move { gate.goodbye("quit").await });
         }
         while goodbyes.join_next().await.is_some() {}
+        tracing::debug!("shutdown: goodbyes sent");
         self.inner.trackers.close_all();
         self.inner
             .endpoint
@@ -662,6 +663,7 @@ impl Node {
         if timeout(SHUTDOWN_DRAIN, tasks.wait()).await.is_err() {
             tracing::debug!(left = tasks.len(), "tasks still running at shutdown");
         }
+        tracing::debug!("shutdown: tasks ended");
         // Every connection is closed with a reason; wait_idle lets the
         // close frames go out (quinn bounds it by three PTOs per connection).
         let _ = timeout(SHUTDOWN_DRAIN, self.inner.endpoint.wait_idle()).await;

@@ -23,6 +23,18 @@ pub enum Entry {
     Other,
 }
 
+/// What [`Dir::stat`] tells of a name, without following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Facts {
+    pub entry: Entry,
+    pub len: u64,
+    /// How many names the file has.
+    pub links: u64,
+    /// Device and inode: which file it is (0 where the platform does not
+    /// say).
+    pub id: (u64, u64),
+}
+
 /// How [`Dir::open_file`] opens a file. Files it creates are private to
 /// the user (mode 0600) until they are placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,13 +79,11 @@ impl Dir {
         })
     }
 
-    /// Writes `bytes` as `name` (created or replaced, never through a link)
-    /// and syncs it.
-    pub fn write_synced(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+    /// Writes `bytes` as `name` (created or replaced, never through a
+    /// link), not synced.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         use std::io::Write;
-        let mut file = self.open_file(name, Access::Replace)?;
-        file.write_all(bytes)?;
-        file.sync_all()
+        self.open_file(name, Access::Replace)?.write_all(bytes)
     }
 
     /// The bytes of `name`, never read through a link.
@@ -129,15 +139,22 @@ mod unix {
             })
         }
 
+        /// What `name` here is, its size and its number of names, not
+        /// following a link; an error if it is missing.
+        pub fn stat(&self, name: &str) -> io::Result<Facts> {
+            let stat = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok(Facts {
+                entry: entry_of(&stat),
+                len: stat.st_size as u64,
+                links: stat.st_nlink as u64,
+                id: (stat.st_dev as u64, stat.st_ino as u64),
+            })
+        }
+
         /// What `name` is here, not following a link.
         pub fn entry(&self, name: &str) -> io::Result<Entry> {
             match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(stat) => Ok(match FileType::from_raw_mode(stat.st_mode as _) {
-                    FileType::RegularFile => Entry::File,
-                    FileType::Directory => Entry::Folder,
-                    FileType::Symlink => Entry::Symlink,
-                    _ => Entry::Other,
-                }),
+                Ok(stat) => Ok(entry_of(&stat)),
                 Err(rustix::io::Errno::NOENT) => Ok(Entry::Missing),
                 Err(error) => Err(error.into()),
             }
@@ -201,6 +218,23 @@ mod unix {
             Ok(rustix::fs::renameat(&self.fd, name, &to.fd, to_name)?)
         }
 
+        /// Moves `name` here to `to_name` in `to` only if that name is
+        /// free (atomically); [`io::ErrorKind::AlreadyExists`] if taken.
+        /// Where the filesystem or the platform cannot, an error of
+        /// another kind ([`Dir::link_to`] and a removal do the same).
+        pub fn rename_new(&self, name: &str, to: &Dir, to_name: &str) -> io::Result<()> {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            return Ok(rustix::fs::renameat_with(
+                &self.fd,
+                name,
+                &to.fd,
+                to_name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )?);
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Err(io::ErrorKind::Unsupported.into())
+        }
+
         pub fn remove_file(&self, name: &str) -> io::Result<()> {
             Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
         }
@@ -223,23 +257,27 @@ mod unix {
             Ok(true)
         }
 
-        /// Whether `name` here is `file` itself (not a link, not another
-        /// file).
-        pub fn holds(&self, name: &str, file: &File) -> io::Result<bool> {
-            let placed = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
-            let meta = file.metadata()?;
-            Ok(
-                FileType::from_raw_mode(placed.st_mode as _) == FileType::RegularFile
-                    && placed.st_ino as u64 == meta.ino()
-                    && placed.st_dev as u64 == meta.dev(),
-            )
+        /// Whether `name` here is the file [`Dir::stat`] described as
+        /// `facts` (not a link, not another file).
+        pub fn holds(&self, name: &str, facts: &Facts) -> io::Result<bool> {
+            let placed = self.stat(name)?;
+            Ok(placed.entry == Entry::File && placed.id == facts.id)
         }
     }
 
-    /// How many names `file` has: more than one means someone else can
-    /// reach its bytes through another name.
-    pub fn link_count(file: &File) -> io::Result<u64> {
-        Ok(file.metadata()?.nlink())
+    fn entry_of(stat: &rustix::fs::Stat) -> Entry {
+        match FileType::from_raw_mode(stat.st_mode as _) {
+            FileType::RegularFile => Entry::File,
+            FileType::Directory => Entry::Folder,
+            FileType::Symlink => Entry::Symlink,
+            _ => Entry::Other,
+        }
+    }
+
+    /// How many names the file of `meta` has: more than one means
+    /// someone else can reach its bytes through another name.
+    pub fn link_count(meta: &std::fs::Metadata) -> u64 {
+        meta.nlink()
     }
 }
 
@@ -268,6 +306,16 @@ mod other {
             }
             Ok(Dir {
                 path: path.to_path_buf(),
+            })
+        }
+
+        pub fn stat(&self, name: &str) -> io::Result<Facts> {
+            let meta = fs::symlink_metadata(self.path.join(name))?;
+            Ok(Facts {
+                entry: self.entry(name)?,
+                len: meta.len(),
+                links: 1,
+                id: (0, 0),
             })
         }
 
@@ -319,6 +367,10 @@ mod other {
             fs::rename(self.path.join(name), to.path.join(to_name))
         }
 
+        pub fn rename_new(&self, _name: &str, _to: &Dir, _to_name: &str) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+
         pub fn remove_file(&self, name: &str) -> io::Result<()> {
             fs::remove_file(self.path.join(name))
         }
@@ -331,13 +383,13 @@ mod other {
             Ok(true)
         }
 
-        pub fn holds(&self, name: &str, _file: &File) -> io::Result<bool> {
+        pub fn holds(&self, name: &str, _facts: &Facts) -> io::Result<bool> {
             Ok(self.entry(name)? == Entry::File)
         }
     }
 
-    pub fn link_count(_file: &File) -> io::Result<u64> {
-        Ok(1)
+    pub fn link_count(_meta: &fs::Metadata) -> u64 {
+        1
     }
 }
 

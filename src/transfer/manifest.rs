@@ -197,6 +197,16 @@ impl Layout {
     }
 
     /// The range of chunk indices of `file`.
+    /// The bytes of chunks `first` to `first + count - 1`, if they exist.
+    pub fn run_len(&self, first: u64, count: u64) -> Option<u64> {
+        if count == 0 || first.checked_add(count)? > self.total_chunks {
+            return None;
+        }
+        (first..first + count)
+            .map(|i| self.place(i).map(|p| p.len as u64))
+            .sum()
+    }
+
     pub fn chunks_of(&self, file: usize) -> std::ops::Range<u64> {
         let first = self.first_chunk[file];
         first..first + self.manifest.files[file].chunks.len() as u64

@@ -54,13 +54,23 @@ impl Share {
     /// shrank since it was shared is an error; a file whose bytes changed is
     /// caught by the receiver's hash check.
     pub fn read_chunk(&self, index: u64) -> std::io::Result<Vec<u8>> {
-        let place = self.layout.place(index).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no such chunk")
-        })?;
-        let file = self
-            .files
-            .get(place.file, || File::open(&self.sources[place.file]))?;
-        partial::read_vec_at(&file, place.len, place.offset)
+        self.read_run(index, 1)
+    }
+
+    /// Reads chunks `first` to `first + count - 1`, one after the other
+    /// into one buffer (blocking), as [`Share::read_chunk`] reads one.
+    pub fn read_run(&self, first: u64, count: u64) -> std::io::Result<Vec<u8>> {
+        let no_such = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "no such chunk");
+        let len = self.layout.run_len(first, count).ok_or_else(no_such)?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        for index in first..first + count {
+            let place = self.layout.place(index).ok_or_else(no_such)?;
+            let file = self
+                .files
+                .get(place.file, || File::open(&self.sources[place.file]))?;
+            partial::read_append_at(&file, place.len, place.offset, &mut bytes)?;
+        }
+        Ok(bytes)
     }
 }
 

@@ -19,13 +19,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod destination;
 mod finish;
 
 use super::dir::{link_count, Access, Dir, Entry};
 use super::handles::{OpenFiles, OPEN_FILES};
-use super::manifest::{check_relative_path, ContentId, Layout};
+use super::manifest::{ContentId, Layout};
+use crate::protocol::MAX_CHUNK_RUN;
 
 /// The folder inside a target directory that holds unfinished downloads.
 pub const WORK_DIR: &str = ".punchgate-partial";
@@ -48,6 +51,8 @@ pub enum DiskError {
     NotAFolder(PathBuf),
     #[error("{} is a symbolic link; refusing to write through it", .0.display())]
     Symlink(PathBuf),
+    #[error("{} is not a plain file; remove it and run the same get again", .0.display())]
+    NotAFile(PathBuf),
     #[error("{} is a folder; refusing to replace it with a file", .0.display())]
     IsAFolder(PathBuf),
     #[error("{} belongs to another user, who could redirect the download; remove it (or download elsewhere)", .0.display())]
@@ -138,6 +143,7 @@ impl ChunkBuffer {
     }
 
     /// The hash of everything appended.
+    #[cfg(test)]
     fn finish(&self) -> blake3::Hash {
         blake3::hash(&self.bytes)
     }
@@ -151,12 +157,14 @@ impl From<&[u8]> for ChunkBuffer {
     }
 }
 
-/// Whether a received chunk was kept.
+/// Whether a received chunk, or run of chunks, was kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
+    /// Every chunk verified, and was written and logged.
     Verified,
-    /// Its hash did not match; nothing was written.
-    Corrupt,
+    /// Chunk `index` did not match its hash (or the bytes were not the
+    /// run's length); nothing of the run was written.
+    Corrupt { index: u64 },
 }
 
 pub struct Partial {
@@ -165,9 +173,14 @@ pub struct Partial {
     parts: Dir,
     work: Dir,
     layout: Layout,
-    /// The data files, one per manifest entry, each created by
-    /// [`Partial::open`] and reopened (never created again) on demand.
+    /// The data files, one per manifest entry, each created on its first
+    /// write and reopened (never created again) on demand.
     files: OpenFiles,
+    /// By manifest index: whether the data file is known to exist (made or
+    /// found by this run), so that it is only ever reopened: a data file
+    /// gone missing under verified chunks is an error, never a new empty
+    /// file.
+    made: Vec<AtomicBool>,
     log: Mutex<File>,
     force: bool,
     /// Files an interrupted finish already moved to their final names
@@ -205,14 +218,24 @@ const WORK_MODE: u32 = 0o700;
 /// Opens `name` in `dir` for a download, turning a link or a second name
 /// (someone else could read or change the bytes through it) into a refusal.
 fn open_work_file(dir: &Dir, name: &str, access: Access) -> Result<File, DiskError> {
+    open_work_file_with_meta(dir, name, access).map(|(file, _)| file)
+}
+
+/// [`open_work_file`], with the metadata it looked at.
+fn open_work_file_with_meta(
+    dir: &Dir,
+    name: &str,
+    access: Access,
+) -> Result<(File, std::fs::Metadata), DiskError> {
     let path = dir.path().join(name);
     let file = dir
         .open_file(name, access)
         .map_err(|error| refusal(dir, name, "open", error))?;
-    if link_count(&file).map_err(DiskError::io("inspect", &path))? > 1 {
+    let meta = file.metadata().map_err(DiskError::io("inspect", &path))?;
+    if link_count(&meta) > 1 {
         return Err(DiskError::Linked(path));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// The error for `action` on `name` in `dir` having failed: a link or a
@@ -258,17 +281,20 @@ impl Partial {
         encoded: &[u8],
         force: bool,
     ) -> Result<(Self, BTreeSet<u64>), DiskError> {
+        let started = std::time::Instant::now();
         let target = Dir::open_or_create(target).map_err(DiskError::io("create", target))?;
         // A taken name may be a file an interrupted finish already moved
         // there: that is decided once the work folder is open.
         let mut taken = Vec::new();
+        let mut destinations = destination::Destinations::new(&target, force);
         for (index, file) in layout.manifest.files.iter().enumerate() {
-            match check_destination(&target, &file.path, force) {
+            match destinations.check(&file.path) {
                 Ok(()) => {}
                 Err(DiskError::Exists(path)) => taken.push((index, path)),
                 Err(error) => return Err(error),
             }
         }
+        drop(destinations);
         if let Some((_, path)) = taken.first() {
             if !finish::unfinished_work_exists(&target, layout.id) {
                 return Err(DiskError::Exists(path.clone()));
@@ -282,36 +308,43 @@ impl Partial {
         {
             return Err(DiskError::NotYours(work.path().to_path_buf()));
         }
+        // Not synced: a resume checks the saved copy against the content
+        // id, and asks a source again if it was lost or torn.
         let saved = work.read(MANIFEST_FILE).ok();
         if saved.as_deref() != Some(encoded) {
-            work.write_synced(MANIFEST_FILE, encoded)
+            work.write(MANIFEST_FILE, encoded)
                 .map_err(|error| refusal(&work, MANIFEST_FILE, "write", error))?;
         }
         let placed = finish::already_placed(&target, &work, &layout, taken)?;
-        // Every data file not yet placed exists from here on (a resume
-        // finds its bytes); each is closed again at once, so that any
-        // number of them fits under the open-file limit.
-        for index in 0..layout.manifest.files.len() {
-            if !placed.contains_key(&index) {
-                open_work_file(&work, &data_name(index), Access::Update)?;
-            }
-        }
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            "open: destinations checked, work folder ready"
+        );
         let mut log = open_work_file(&work, LOG_FILE, Access::Append)?;
         let mut records = Vec::new();
         log.read_to_end(&mut records)
             .map_err(DiskError::io("read", &work.path().join(LOG_FILE)))?;
+        let made = (0..layout.manifest.files.len())
+            .map(|_| AtomicBool::new(false))
+            .collect();
         let partial = Self {
             target,
             parts,
             work,
             layout,
             files: OpenFiles::new(OPEN_FILES),
+            made,
             log: Mutex::new(log),
             force,
             placed,
         };
         let mut have = partial.reverify(&records);
         have.extend(partial.placed_chunks());
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            resumed = have.len(),
+            "open: done"
+        );
         Ok((partial, have))
     }
 
@@ -329,7 +362,7 @@ impl Partial {
                     return false;
                 };
                 buffer.resize(place.len, 0);
-                self.data_file(place.file)
+                self.data_file(place.file, false)
                     .is_ok_and(|file| read_exact_at(&file, &mut buffer, place.offset).is_ok())
                     && *blake3::hash(&buffer).as_bytes() == place.hash
             })
@@ -340,34 +373,69 @@ impl Partial {
         &self.layout
     }
 
-    /// Data file `index`, from the cache or reopened through the work
-    /// folder's handle as [`Partial::open`] made it: never through a link,
-    /// never with a second name, never created anew (a data file gone
-    /// missing is an error, not an empty file under logged chunks).
-    fn data_file(&self, index: usize) -> Result<Arc<File>, DiskError> {
-        self.files.get(index, || self.reopen_data_file(index))
+    /// Data file `index`, from the cache or opened through the work
+    /// folder's handle: never through a link, never with a second name.
+    /// It is created (`create`) only if this run has not seen it yet, so a
+    /// data file gone missing under verified chunks is an error, never an
+    /// empty file in their place.
+    fn data_file(&self, index: usize, create: bool) -> Result<Arc<File>, DiskError> {
+        // Opened under the cache's lock: deciding whether it may be made
+        // and marking it made cannot race with another open of it.
+        self.files.get(index, || self.open_data_file(index, create))
     }
 
-    fn reopen_data_file(&self, index: usize) -> Result<File, DiskError> {
-        open_work_file(&self.work, &data_name(index), Access::Modify)
+    fn open_data_file(&self, index: usize, create: bool) -> Result<File, DiskError> {
+        let made = &self.made[index];
+        let access = match create && !made.load(Ordering::Relaxed) {
+            true => Access::Update,
+            false => Access::Modify,
+        };
+        let file = open_work_file(&self.work, &data_name(index), access)?;
+        made.store(true, Ordering::Relaxed);
+        Ok(file)
     }
 
     /// Verifies chunk `index` and, only if it matches, writes and logs it.
     pub fn store(&self, index: u64, chunk: &ChunkBuffer) -> Result<Stored, DiskError> {
-        let Some(place) = self.layout.place(index) else {
-            return Ok(Stored::Corrupt);
-        };
-        if chunk.len() != place.len || *chunk.finish().as_bytes() != place.hash {
-            return Ok(Stored::Corrupt);
+        self.store_run(index, 1, chunk)
+    }
+
+    /// Verifies each of the `count` chunks from `first`, which `run` holds
+    /// one after the other, and only if every one matches its hash writes
+    /// them and logs them (one write to the log for the run).
+    pub fn store_run(
+        &self,
+        first: u64,
+        count: u64,
+        run: &ChunkBuffer,
+    ) -> Result<Stored, DiskError> {
+        let mut places = Vec::with_capacity(count.min(MAX_CHUNK_RUN) as usize);
+        let mut at = 0;
+        for index in first..first.saturating_add(count) {
+            let place = self.layout.place(index);
+            let bytes = place.and_then(|place| run.bytes.get(at..at + place.len));
+            match (place, bytes) {
+                (Some(place), Some(bytes)) if *blake3::hash(bytes).as_bytes() == place.hash => {
+                    places.push((place, at));
+                    at += place.len;
+                }
+                _ => return Ok(Stored::Corrupt { index }),
+            }
         }
-        let data = &chunk.bytes;
-        let data_path = || self.work.path().join(data_name(place.file));
-        let file = self.data_file(place.file)?;
-        write_all_at(&file, data, place.offset)
-            .map_err(|error| DiskError::io("write", &data_path())(error))?;
+        if at != run.len() {
+            return Ok(Stored::Corrupt { index: first });
+        }
+        let mut records = Vec::with_capacity(places.len() * LOG_RECORD);
+        for (index, (place, at)) in (first..).zip(places) {
+            let file = self.data_file(place.file, true)?;
+            write_all_at(&file, &run.bytes[at..at + place.len], place.offset).map_err(|error| {
+                DiskError::io("write", &self.work.path().join(data_name(place.file)))(error)
+            })?;
+            records.extend_from_slice(&index.to_le_bytes());
+        }
         let log_path = self.work.path().join(LOG_FILE);
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log.write_all(&index.to_le_bytes())
+        log.write_all(&records)
             .map_err(DiskError::io("write", &log_path))?;
         Ok(Stored::Verified)
     }
@@ -377,46 +445,10 @@ pub(super) fn data_name(index: usize) -> String {
     format!("{index}.data")
 }
 
-/// Checks that `relative` can become a file under `target`: each existing
-/// folder on the way is a real folder, and the file itself is free (or
-/// `force` and not a folder). Nothing is followed.
-fn check_destination(target: &Dir, relative: &str, force: bool) -> Result<(), DiskError> {
-    let components = check_relative_path(relative)?;
-    let Some((last, folders)) = components.split_last() else {
-        return Ok(());
-    };
-    let mut opened: Option<Dir> = None;
-    for component in folders {
-        let dir = opened.as_ref().unwrap_or(target);
-        let path = dir.path().join(component);
-        match dir.entry(component) {
-            Ok(Entry::Missing) => return Ok(()),
-            Ok(Entry::Folder) => {}
-            Ok(Entry::Symlink) => return Err(DiskError::Symlink(path)),
-            Ok(_) => return Err(DiskError::NotAFolder(path)),
-            Err(error) => return Err(DiskError::io("inspect", &path)(error)),
-        }
-        let next = dir
-            .subdir(component, None)
-            .map_err(|error| refusal(dir, component, "open", error))?;
-        opened = Some(next);
-    }
-    let dir = opened.as_ref().unwrap_or(target);
-    let path = dir.path().join(last);
-    match dir.entry(last) {
-        Ok(Entry::Missing) => Ok(()),
-        Ok(Entry::Folder) => Err(DiskError::IsAFolder(path)),
-        // A file or a link in the final place (a link is replaced, never
-        // followed): only --force may replace it.
-        Ok(_) if force => Ok(()),
-        Ok(_) => Err(DiskError::Exists(path)),
-        Err(error) => Err(DiskError::io("inspect", &path)(error)),
-    }
-}
-
-/// Moves `name` in `from` to `to_name` in `to`. Without `force` a hard link
-/// makes the new name appear only if it is free (atomically), then the old
-/// name goes.
+/// Moves `name` in `from` to `to_name` in `to`. Without `force` the new
+/// name appears only if it is free (atomically): a rename that refuses to
+/// replace where the system has one, else a hard link, then the old name
+/// goes.
 fn place(from: &Dir, name: &str, to: &Dir, to_name: &str, force: bool) -> Result<(), DiskError> {
     let destination = to.path().join(to_name);
     if force {
@@ -426,6 +458,13 @@ fn place(from: &Dir, name: &str, to: &Dir, to_name: &str, force: bool) -> Result
                 Ok(Entry::Folder) => DiskError::IsAFolder(destination.clone()),
                 _ => DiskError::io("move into place", &destination)(error),
             });
+    }
+    match from.rename_new(name, to, to_name) {
+        Ok(()) => return Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(DiskError::Exists(destination))
+        }
+        Err(_) => {} // not here: a link and a removal do the same
     }
     match from.link_to(name, to, to_name) {
         Ok(()) => from
@@ -452,32 +491,44 @@ pub fn read_exact_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<
     std::os::unix::fs::FileExt::read_exact_at(file, buffer, offset)
 }
 
-/// `len` bytes of `file` from `offset`, read into a new buffer that is not
-/// zeroed first (the read fills it); an end of file before is
-/// [`io::ErrorKind::UnexpectedEof`].
+/// Appends `len` bytes of `file` from `offset` to `buffer`, read into its
+/// spare room without zeroing it first (the read fills it); an end of file
+/// before is [`io::ErrorKind::UnexpectedEof`].
 #[cfg(unix)]
-pub fn read_vec_at(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
-    let mut buffer = Vec::with_capacity(len);
-    while buffer.len() < len {
-        let at = offset + buffer.len() as u64;
+pub fn read_append_at(
+    file: &File,
+    len: usize,
+    offset: u64,
+    buffer: &mut Vec<u8>,
+) -> io::Result<()> {
+    let start = buffer.len();
+    let end = start + len;
+    buffer.reserve(len);
+    while buffer.len() < end {
+        let at = offset + (buffer.len() - start) as u64;
         // Reads into the spare room and extends the length by what it read.
-        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buffer), at) {
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(buffer), at) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
             Err(error) => return Err(error.into()),
         }
     }
-    // The allocation may hold more than asked, and the read fill it.
-    buffer.truncate(len);
-    Ok(buffer)
+    // The spare room may be larger than asked, and the read fill it.
+    buffer.truncate(end);
+    Ok(())
 }
 
 #[cfg(windows)]
-pub fn read_vec_at(file: &File, len: usize, offset: u64) -> io::Result<Vec<u8>> {
-    let mut buffer = vec![0u8; len];
-    read_exact_at(file, &mut buffer, offset)?;
-    Ok(buffer)
+pub fn read_append_at(
+    file: &File,
+    len: usize,
+    offset: u64,
+    buffer: &mut Vec<u8>,
+) -> io::Result<()> {
+    let start = buffer.len();
+    buffer.resize(start + len, 0);
+    read_exact_at(file, &mut buffer[start..], offset)
 }
 
 #[cfg(windows)]
@@ -582,22 +633,21 @@ mod tests {
 
         let mut corrupt = ChunkBuffer::from(&data[..chunk_size]);
         corrupt.bytes[10] ^= 1;
-        assert_eq!(partial.store(0, &corrupt).unwrap(), Stored::Corrupt);
+        assert_eq!(
+            partial.store(0, &corrupt).unwrap(),
+            Stored::Corrupt { index: 0 }
+        );
         let short = &data[chunk_size..chunk_size * 2 - 1];
         assert_eq!(
             partial.store(1, &ChunkBuffer::from(short)).unwrap(),
-            Stored::Corrupt
+            Stored::Corrupt { index: 1 }
         );
         assert_eq!(
             partial.store(7, &ChunkBuffer::from(&data[..5])).unwrap(),
-            Stored::Corrupt
+            Stored::Corrupt { index: 7 }
         );
         let data_file = work_dir(target.path(), built.layout.id).join("0.data");
-        assert_eq!(
-            fs::metadata(&data_file).unwrap().len(),
-            0,
-            "nothing written"
-        );
+        assert!(!data_file.exists(), "nothing written, not even a file made");
 
         let last = &data[chunk_size * 2..];
         assert_eq!(

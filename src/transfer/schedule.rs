@@ -6,9 +6,10 @@
 //! A source that sent a corrupt chunk is dropped and its chunks go back to
 //! the queue.
 //!
-//! Drive it with [`Schedule::next`] for each free request slot of a source,
-//! then report each answer with [`Schedule::delivered`],
-//! [`Schedule::corrupt`] or [`Schedule::lost`].
+//! Drive it with [`Schedule::next`] for each free request slot of a source
+//! (and [`Schedule::extend_run`] to ask for the fresh chunks after it in
+//! the same request), then report each chunk's answer with
+//! [`Schedule::delivered`], [`Schedule::corrupt`] or [`Schedule::lost`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -135,6 +136,31 @@ impl Schedule {
             return Next::Fetch(index);
         }
         Next::Wait
+    }
+
+    /// After [`Schedule::next`] gave `source` chunk `first`: gives it the
+    /// fresh chunks right after `first` too, as long as `fits(count)` allows
+    /// a run of `count` chunks from `first`, so that one request carries
+    /// many small chunks. Only chunks never handed out and not had join a
+    /// run, so it is consecutive. Returns the run's length (1 when nothing
+    /// follows).
+    pub fn extend_run(
+        &mut self,
+        source: SourceId,
+        first: u64,
+        mut fits: impl FnMut(u64) -> bool,
+    ) -> u64 {
+        let mut count = 1;
+        while self.cursor == first + count
+            && self.chunks.get(self.cursor as usize) == Some(&ChunkState::Needed)
+            && self.state(source) == Some(SourceState::Active)
+            && fits(count + 1)
+        {
+            self.cursor += 1;
+            self.assign(source, first + count);
+            count += 1;
+        }
+        count
     }
 
     fn next_fresh(&mut self) -> Option<u64> {
@@ -294,6 +320,31 @@ mod tests {
         assert!(s.is_complete());
         assert_eq!(s.next(a), Next::Stop);
         assert_eq!(s.delivered_by(), vec![3]);
+    }
+
+    #[test]
+    fn a_run_takes_only_fresh_consecutive_chunks_that_fit() {
+        let mut s = Schedule::new(10, [5]);
+        let (a, b) = (s.add_source(), s.add_source());
+        assert_eq!(s.next(a), Next::Fetch(0));
+        assert_eq!(s.extend_run(a, 0, |count| count <= 3), 3, "0, 1, 2");
+        assert_eq!(s.next(b), Next::Fetch(3));
+        // 5 is had: the run ends before it.
+        assert_eq!(s.extend_run(b, 3, |_| true), 2, "3, 4");
+        assert_eq!(s.next(a), Next::Fetch(6));
+        assert_eq!(s.extend_run(a, 6, |_| true), 4, "6 to 9");
+        // Nothing fresh: b steals a single chunk, which no run extends.
+        assert_eq!(s.next(b), Next::Fetch(0));
+        assert_eq!(s.extend_run(b, 0, |_| true), 1);
+        // b is lost: its chunks go back, and a run of requeued chunks is
+        // one chunk at a time.
+        s.lost(b);
+        assert_eq!(s.next(a), Next::Fetch(3));
+        assert_eq!(s.extend_run(a, 3, |_| true), 1);
+        for i in (0..10).filter(|i| *i != 5) {
+            assert_eq!(s.delivered(a, i), Delivery::New, "chunk {i}");
+        }
+        assert!(s.is_complete());
     }
 
     #[test]

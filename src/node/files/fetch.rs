@@ -2,19 +2,19 @@
 //! get`): the manifest first, then chunks as [`Schedule`] decides.
 //!
 //! A fetch runs `streams` workers per source. Each keeps
-//! [`PIPELINE_DEPTH`] chunk requests outstanding on its stream, reads each
-//! answer into one of two buffers it reuses, and hands it to a blocking
-//! thread that hashes it (BLAKE3), compares the hash with the manifest's and
-//! only then writes it, while the next chunk arrives in the other buffer.
+//! [`PIPELINE_DEPTH`] chunk requests outstanding on its stream (a request
+//! asks for a run of fresh chunks up to one chunk's size, so many small
+//! files share one), reads each answer into one of two buffers it reuses,
+//! and hands it to a blocking thread that hashes each chunk (BLAKE3),
+//! compares the hashes with the manifest's and only then writes them,
+//! while the next answer arrives in the other buffer.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::super::events::{Event, SourceChange};
@@ -25,14 +25,14 @@ use super::sources::Sources;
 use super::{Files, Node};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
-use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest};
+use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest, MAX_CHUNK_RUN};
 use crate::transfer::finished::finished_copy;
 use crate::transfer::manifest::{ContentId, Layout};
 use crate::transfer::partial::{self, ChunkBuffer, DiskError, Partial, Stored};
 use crate::transfer::schedule::{Delivery, Next, Schedule, SourceId};
 use crate::transfer::tally::FileTally;
 use crate::transfer::window;
-use crate::transfer::{swarm_room, Share, Ticket};
+use crate::transfer::Share;
 use crate::wire::{FrameReader, FrameWriter, WireError};
 
 /// Chunk requests a worker keeps outstanding at least, so its stream never
@@ -138,6 +138,11 @@ impl Node {
         }
         let target = request.target.clone();
         let (layout, encoded) = self.fetch_manifest(content, &target, &gates).await?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            files = layout.manifest.files.len(),
+            "fetch: manifest in hand"
+        );
         let name = layout.manifest.name.clone();
         let force = request.force;
         if !force {
@@ -160,6 +165,7 @@ impl Node {
         .map_err(|e| FetchError::Internal(e.to_string()))?
         .map_err(FetchError::Refused)?;
         let (partial, have, encoded) = opened;
+        tracing::debug!(ms = started.elapsed().as_millis(), "fetch: download opened");
         let total_chunks = partial.layout().total_chunks;
         let total_bytes = partial.layout().total_bytes;
         let resumed_bytes: u64 = have
@@ -266,6 +272,7 @@ impl Node {
             }
         }
         progress(self);
+        tracing::debug!(ms = started.elapsed().as_millis(), "fetch: chunks verified");
         if let Some(error) = fetch
             .disk_error
             .lock()
@@ -301,6 +308,7 @@ impl Node {
                 .await
                 .map_err(|e| FetchError::Internal(e.to_string()))??;
         drop(stop);
+        tracing::debug!(ms = started.elapsed().as_millis(), "fetch: finished");
         let share = Arc::new(Share::new(layout, encoded, paths.clone()));
         self.inner
             .services
@@ -451,14 +459,16 @@ impl Node {
                 let next = fetch.schedule().next(source);
                 match next {
                     Next::Fetch(index) => {
+                        let count = fetch.run_from(source, index);
                         writer
                             .send(&ChunkRequest {
                                 content: fetch.content,
                                 index,
+                                count,
                             })
                             .await
                             .map_err(|e| e.to_string())?;
-                        outstanding.push_back(index);
+                        outstanding.push_back((index, count));
                     }
                     Next::Wait => break,
                     Next::Stop => {
@@ -467,7 +477,7 @@ impl Node {
                     }
                 }
             }
-            let Some(expected) = outstanding.pop_front() else {
+            let Some((expected, count)) = outstanding.pop_front() else {
                 // Nothing asked for: the chunk being stored may change what
                 // the schedule has to give, so it is settled first.
                 if let Some(previous) = storing.take() {
@@ -486,20 +496,26 @@ impl Node {
                 .map_err(|e| e.to_string())?
                 .ok_or("the source closed the stream")?;
             let index = match reply {
-                ChunkReply::Data { index } if index == expected => index,
+                ChunkReply::Data { index, count: got } if (index, got) == (expected, count) => {
+                    index
+                }
                 ChunkReply::Missing { .. } => return Err("does not have the content".into()),
-                ChunkReply::Data { index } => {
-                    return Err(format!("answered chunk {index}, asked for {expected}"))
+                ChunkReply::Data { index, count: got } => {
+                    return Err(format!(
+                        "answered {got} chunks from {index}, asked for {count} from {expected}"
+                    ))
                 }
             };
-            let place = fetch
+            // The length the fetcher asked for, from the manifest: at most
+            // one chunk's size, whatever the reply says.
+            let len = fetch
                 .partial
                 .layout()
-                .place(index)
+                .run_len(index, count)
                 .ok_or("answered a chunk that does not exist")?;
             buffer.clear();
             buffer
-                .fill_from(reader.get_mut(), place.len)
+                .fill_from(reader.get_mut(), len as usize)
                 .await
                 .map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => {
@@ -515,8 +531,12 @@ impl Node {
                 PIPELINE_DEPTH,
                 MAX_PIPELINE_DEPTH,
             );
-            if fetch.schedule().is_done(index) {
-                continue; // another source was faster with this one
+            let had = {
+                let schedule = fetch.schedule();
+                (index..index + count).all(|i| schedule.is_done(i))
+            };
+            if had {
+                continue; // another source was faster with these
             }
             // One chunk in storage at a time: its buffer comes back for the
             // next chunk.
@@ -528,9 +548,9 @@ impl Node {
             let partial = fetch.partial.clone();
             *storing = Some(Storing {
                 index,
-                len: place.len,
+                count,
                 task: tokio::task::spawn_blocking(move || {
-                    let stored = partial.store(index, &chunk);
+                    let stored = partial.store_run(index, count, &chunk);
                     (stored, chunk)
                 }),
             });
@@ -547,20 +567,29 @@ impl Node {
         source: SourceId,
         storing: Storing,
     ) -> Result<ChunkBuffer, String> {
-        let Storing { index, len, task } = storing;
+        let Storing { index, count, task } = storing;
         let (stored, buffer) = task.await.map_err(|e| e.to_string())?;
         match stored {
             Ok(Stored::Verified) => {
-                if fetch.schedule().delivered(source, index) == Delivery::New {
-                    fetch.bytes_done.fetch_add(len as u64, Ordering::Relaxed);
-                    if let Some(place) = fetch.partial.layout().place(index) {
-                        fetch.files().chunk_verified(place.file);
-                    }
+                let layout = fetch.partial.layout();
+                let new: Vec<u64> = {
+                    let mut schedule = fetch.schedule();
+                    (index..index + count)
+                        .filter(|i| schedule.delivered(source, *i) == Delivery::New)
+                        .collect()
+                };
+                let mut files = fetch.files();
+                for place in new.iter().filter_map(|i| layout.place(*i)) {
+                    fetch
+                        .bytes_done
+                        .fetch_add(place.len as u64, Ordering::Relaxed);
+                    files.chunk_verified(place.file);
                 }
+                drop(files);
                 fetch.changed.notify_waiters();
                 Ok(buffer)
             }
-            Ok(Stored::Corrupt) => {
+            Ok(Stored::Corrupt { index }) => {
                 fetch.schedule().corrupt(source, index);
                 fetch.changed.notify_waiters();
                 let mut corrupt = fetch.corrupt.lock().unwrap_or_else(PoisonError::into_inner);
@@ -583,79 +612,6 @@ impl Node {
             }
         }
     }
-
-    /// `punchgate get`: meets everyone serving the ticket's content in its
-    /// swarm room, connects to them all (punching as needed; the sender
-    /// first), and fetches from every one that connected.
-    pub async fn fetch_ticket(
-        &self,
-        ticket: &Ticket,
-        target: PathBuf,
-        force: bool,
-    ) -> Result<FetchReport, FetchError> {
-        let room = swarm_room(ticket.content);
-        self.join(&room)
-            .await
-            .map_err(|e| FetchError::NoSource(format!("{} ({e})", ticket.content.short())))?;
-        let mut holders: Vec<PeerId> = vec![ticket.sender];
-        holders.extend(
-            self.roster()
-                .peers
-                .iter()
-                .filter(|(id, r)| r.rooms.contains(&room) && **id != ticket.sender)
-                .map(|(id, _)| *id),
-        );
-        let mut connects = JoinSet::new();
-        for peer in holders.iter().copied() {
-            let node = self.clone();
-            connects.spawn(async move { (peer, node.connected_gate(peer).await) });
-        }
-        // Start once the sender answered (or, if it cannot be reached, once
-        // anyone did) with everyone connected by then; a holder that went
-        // away without the tracker noticing yet must not hold the start.
-        let mut failures = Vec::new();
-        let mut sender_done = false;
-        while let Some(joined) = connects.join_next().await {
-            match joined {
-                Ok((peer, Err(error))) => {
-                    failures.push(format!("{}: {error}", self.name_of(&peer)));
-                    sender_done |= peer == ticket.sender;
-                }
-                Ok((peer, Ok(_))) => sender_done |= peer == ticket.sender,
-                Err(_) => {}
-            }
-            let any = holders.iter().any(|p| self.roster().has_open_gate(p));
-            if any && sender_done {
-                break;
-            }
-        }
-        connects.detach_all();
-        let sources: Vec<PeerId> = {
-            let state = self.roster();
-            holders
-                .into_iter()
-                .filter(|p| state.has_open_gate(p))
-                .collect()
-        };
-        if sources.is_empty() {
-            let why = if failures.is_empty() {
-                "every connection closed as soon as it opened".to_string()
-            } else {
-                failures.join("; ")
-            };
-            return Err(FetchError::NoSource(format!(
-                "{}: {why}",
-                ticket.content.short()
-            )));
-        }
-        self.fetch(FetchRequest {
-            content: ticket.content,
-            sources,
-            target,
-            force,
-        })
-        .await
-    }
 }
 
 /// The shared state of one running fetch.
@@ -676,6 +632,24 @@ pub(super) struct Fetch {
 impl Fetch {
     pub(super) fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The run of chunks `source` asks for from `index`, which the
+    /// schedule just gave it: the fresh chunks after it too, up to
+    /// [`MAX_CHUNK_RUN`] and one chunk's size in all, so that a folder of
+    /// small files travels in few requests. A run's length is bounded by
+    /// what this side asks, never by what the source says.
+    fn run_from(&self, source: SourceId, index: u64) -> u64 {
+        let layout = self.partial.layout();
+        let limit = u64::from(layout.manifest.chunk_size);
+        let mut bytes = layout.place(index).map_or(limit, |p| p.len as u64);
+        self.schedule().extend_run(source, index, |count| {
+            let next = layout
+                .place(index + count - 1)
+                .map_or(limit, |p| p.len as u64);
+            bytes += next;
+            count <= MAX_CHUNK_RUN && bytes <= limit
+        })
     }
 
     fn files(&self) -> std::sync::MutexGuard<'_, FileTally> {
@@ -727,11 +701,11 @@ async fn ask_manifest(gate: &Gate, content: ContentId) -> Result<Option<Vec<u8>>
     }
 }
 
-/// A chunk being verified and written on a blocking thread; the thread
-/// hands back what came of it and the buffer.
+/// A run of chunks being verified and written on a blocking thread; the
+/// thread hands back what came of it and the buffer.
 struct Storing {
     index: u64,
-    len: usize,
+    count: u64,
     task: tokio::task::JoinHandle<(Result<Stored, DiskError>, ChunkBuffer)>,
 }
 

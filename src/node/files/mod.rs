@@ -1,6 +1,7 @@
 //! File transfer on the node's gates, split by concern: offers in rooms
 //! and shares (`/send`, `/files`, `/get`, the one-shot `send`) here,
-//! fetching one content from many sources in [`fetch`], and answering
+//! fetching one content from many sources in [`fetch`] (for the one-shot
+//! `get`, after meeting the holders in [`ticket`]), and answering
 //! peers' manifest and chunk requests in [`upload`]. The decisions live in
 //! [`crate::transfer`] (which chunk next, what is a safe name, what is on
 //! disk); these modules move the bytes. The [`Files`] service owns what
@@ -12,6 +13,7 @@ mod meters;
 mod report;
 mod silence;
 mod sources;
+mod ticket;
 mod upload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -13,7 +13,9 @@ use tokio::time::timeout;
 use super::super::gate::Gate;
 use super::fetch::PIPELINE_DEPTH;
 use super::Files;
-use crate::protocol::{ChunkReply, ChunkRequest, ManifestReply, ManifestRequest, StreamKind};
+use crate::protocol::{
+    ChunkReply, ChunkRequest, ManifestReply, ManifestRequest, StreamKind, MAX_CHUNK_RUN,
+};
 use crate::transfer::Share;
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
@@ -80,7 +82,7 @@ impl Files {
         let mut reader = FrameReader::new(recv, StreamKind::Chunks);
         let mut writer = FrameWriter::answering(send, StreamKind::Chunks);
         type Read = (
-            u64,
+            (u64, u64),
             Option<Arc<Share>>,
             ReadPermits,
             tokio::task::JoinHandle<std::io::Result<Vec<u8>>>,
@@ -89,8 +91,14 @@ impl Files {
         let files = self.clone();
         let peer_permits = gate.upload_permits.clone();
         let requests = async move {
-            while let Some(ChunkRequest { content, index }) = reader.recv().await? {
+            while let Some(ChunkRequest {
+                content,
+                index,
+                count,
+            }) = reader.recv().await?
+            {
                 let share = files.state().share(&content);
+                check_run(share.as_deref(), index, count)?;
                 // The peer's own permit first: a peer over its share waits
                 // without holding one of everyone's.
                 let closed = |_| WireError::Truncated("chunk request");
@@ -103,14 +111,14 @@ impl Files {
                     .map_err(closed)?;
                 let reading = share.clone();
                 let read = tokio::task::spawn_blocking(move || match reading {
-                    Some(share) => share.read_chunk(index),
+                    Some(share) => share.read_run(index, count),
                     None => Err(std::io::Error::new(
                         std::io::ErrorKind::NotFound,
                         "content not shared",
                     )),
                 });
                 if reads_tx
-                    .send((index, share, (peer, node_wide), read))
+                    .send(((index, count), share, (peer, node_wide), read))
                     .await
                     .is_err()
                 {
@@ -120,14 +128,14 @@ impl Files {
             Ok::<(), WireError>(())
         };
         let answers = async {
-            while let Some((index, share, _permits, read)) = reads_rx.recv().await {
+            while let Some(((index, count), share, _permits, read)) = reads_rx.recv().await {
                 let reply = match read.await {
                     Ok(Ok(data)) => {
                         let wait = self.upload_pace(data.len());
                         if !wait.is_zero() {
                             tokio::time::sleep(wait).await;
                         }
-                        Some((ChunkReply::Data { index }, Bytes::from(data)))
+                        Some((ChunkReply::Data { index, count }, Bytes::from(data)))
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(index, %error, "chunk not served");
@@ -174,6 +182,30 @@ impl Files {
             }
         }
         Ok(())
+    }
+}
+
+/// Refuses a request for no chunk, for more than [`MAX_CHUNK_RUN`], or
+/// for more bytes than one chunk of the content holds: a fetcher never
+/// asks for them, and each read from disk stays within one chunk's bytes.
+/// A run of content not shared is answered `Missing`.
+fn check_run(share: Option<&Share>, index: u64, count: u64) -> Result<(), WireError> {
+    let refused = |reason: String| WireError::Malformed {
+        kind: "chunk request",
+        reason,
+    };
+    if count == 0 || count > MAX_CHUNK_RUN {
+        return Err(refused(format!(
+            "a run of {count} chunks (1 to {MAX_CHUNK_RUN} allowed)"
+        )));
+    }
+    let Some(share) = share else { return Ok(()) };
+    let chunk_size = u64::from(share.layout.manifest.chunk_size);
+    match share.layout.run_len(index, count) {
+        Some(len) if count > 1 && len > chunk_size => Err(refused(format!(
+            "a run of {count} chunks holds {len} bytes, over the chunk size of {chunk_size}"
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -8,14 +8,13 @@
 //! final names) and finishes the rest.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::PathBuf;
 
 use super::{
-    data_name, open_folder, open_work_file, place, DiskError, Partial, FOLDER_MODE, LOG_FILE,
-    MANIFEST_FILE, WORK_DIR,
+    data_name, open_folder, open_work_file, place, refusal, DiskError, Partial, FOLDER_MODE,
+    LOG_FILE, MANIFEST_FILE, WORK_DIR,
 };
-use crate::transfer::dir::{Access, Dir, Entry};
+use crate::transfer::dir::{Access, Dir, Entry, Facts};
 use crate::transfer::finished::verified_in_place;
 use crate::transfer::manifest::{check_relative_path, ContentId, Layout};
 
@@ -64,31 +63,49 @@ impl Partial {
     /// the final paths, in manifest order. `stop`, asked between files,
     /// ends it with [`DiskError::Interrupted`] when it says so, leaving a
     /// state that the same download opened again finishes.
+    ///
+    /// The data is durable before any file has its final name, so that a
+    /// crash leaves at a final name only bytes that verify (which the
+    /// download opened again recognizes as its own).
     pub fn finish(&self, stop: impl Fn() -> bool) -> Result<Vec<PathBuf>, DiskError> {
+        let started = std::time::Instant::now();
         let entries = &self.layout.manifest.files;
         let waiting: Vec<usize> = (0..entries.len())
             .filter(|index| !self.placed.contains_key(index))
             .collect();
-        let sync_each = waiting.len() <= SYNC_EACH_UP_TO || !cfg!(target_os = "linux");
+        // Many files: one flush of the whole filesystem before the moves
+        // and one after, instead of one per file and one per folder.
+        let many = waiting.len() > SYNC_EACH_UP_TO && cfg!(target_os = "linux");
         for &index in &waiting {
             if stop() {
                 return Err(DiskError::Interrupted);
             }
+            let size = entries[index].size;
+            // A file with bytes is whole once its last chunk is written;
+            // with many files its size is checked as it is moved.
+            if many && size > 0 {
+                continue;
+            }
             let data_path = self.work.path().join(data_name(index));
-            // Its last use here: from now on it is reached by name.
-            let file = self.files.take(index, || self.reopen_data_file(index))?;
-            // Exact size, whatever order the chunks were written in.
-            file.set_len(entries[index].size)
+            // An empty file was never written: it is made here.
+            let file = self
+                .files
+                .take(index, || self.open_data_file(index, true))?;
+            file.set_len(size)
                 .map_err(DiskError::io("size", &data_path))?;
-            if sync_each {
+            if !many {
                 file.sync_all().map_err(DiskError::io("sync", &data_path))?;
             }
         }
-        if !sync_each {
+        if many {
             self.work
                 .sync_filesystem()
                 .map_err(DiskError::io("sync", self.work.path()))?;
         }
+        tracing::debug!(
+            ms = started.elapsed().as_millis(),
+            "finish: data sized and synced"
+        );
         let mut folders = Folders::new(&self.target)?;
         let mut finals: BTreeMap<usize, PathBuf> = self.placed.clone();
         for &index in &waiting {
@@ -102,19 +119,26 @@ impl Partial {
                 .ok_or_else(|| DiskError::NotAFolder(self.target.path().to_path_buf()))?;
             let folder = folders.open(parents)?;
             let destination = folder.path().join(last);
-            // Held across the move, to check what gets the name is it.
-            let file: File = open_work_file(&self.work, &name, Access::Read)?;
+            let facts = self.ready_to_place(index, &name)?;
             place(&self.work, &name, folder, last, self.force)?;
+            // Compared by device and inode with what was checked.
             if !folder
-                .holds(last, &file)
+                .holds(last, &facts)
                 .map_err(DiskError::io("inspect", &destination))?
             {
                 return Err(DiskError::Replaced(destination));
             }
             finals.insert(index, destination);
         }
-        folders.sync_all();
-        self.target.sync();
+        tracing::debug!(ms = started.elapsed().as_millis(), "finish: files moved");
+        if many {
+            // Best effort, as a folder's own sync is.
+            let _ = self.target.sync_filesystem();
+        } else {
+            folders.sync_all();
+            self.target.sync();
+        }
+        tracing::debug!(ms = started.elapsed().as_millis(), "finish: folders synced");
         for name in [MANIFEST_FILE, LOG_FILE] {
             self.work
                 .remove_file(name)
@@ -126,7 +150,38 @@ impl Partial {
             .map_err(DiskError::io("remove", self.work.path()))?;
         // The shared work folder goes once no other download uses it.
         let _ = self.target.remove_dir(WORK_DIR);
+        tracing::debug!(ms = started.elapsed().as_millis(), "finish: done");
         Ok(finals.into_values().collect())
+    }
+}
+
+impl Partial {
+    /// Checks that data file `index` (named `name`) is a plain file with
+    /// one name and of its exact size, looked at without opening it; one
+    /// of another size (only if something else changed the work folder) is
+    /// made exact and durable on its own.
+    fn ready_to_place(&self, index: usize, name: &str) -> Result<Facts, DiskError> {
+        let path = self.work.path().join(name);
+        let facts = self
+            .work
+            .stat(name)
+            .map_err(|error| refusal(&self.work, name, "inspect", error))?;
+        match facts.entry {
+            Entry::File => {}
+            Entry::Symlink => return Err(DiskError::Symlink(path)),
+            _ => return Err(DiskError::NotAFile(path)),
+        }
+        if facts.links > 1 {
+            return Err(DiskError::Linked(path));
+        }
+        let size = self.layout.manifest.files[index].size;
+        if facts.len != size {
+            let file = open_work_file(&self.work, name, Access::Modify)?;
+            file.set_len(size)
+                .and_then(|()| file.sync_all())
+                .map_err(DiskError::io("size", &path))?;
+        }
+        Ok(facts)
     }
 }
 
