@@ -229,7 +229,11 @@ pub fn serve(file: &std::path::Path, extra: &[&str]) -> (Proc, Proc, String) {
     ];
     args.extend_from_slice(extra);
     let sender = Proc::start(&args);
-    let ticket = sender.expect("ticket", |_| true)["ticket"]
+    // Hashing comes first: a debug build on a loaded machine takes more
+    // than PROC_WAIT over 100,000 files (a deadline only).
+    let ticket = sender
+        .expect_within(Duration::from_secs(180), "ticket", |_| true)
+        .unwrap_or_else(|| panic!("no ticket event within 180 s"))["ticket"]
         .as_str()
         .unwrap()
         .to_string();
