@@ -66,6 +66,12 @@ pub enum TrackerRequestBody {
     Netcheck {
         nonce: u64,
     },
+    /// How this node's NAT maps and filters, as it measured from its gate
+    /// socket (version 5): the tracker hands it to the peers it is
+    /// introduced to ([`Member::nat`]), which decide on birthday punching.
+    ReportNat {
+        nat: NatReport,
+    },
 }
 
 /// Tracker → node, on the same stream.
@@ -105,6 +111,8 @@ pub enum TrackerResponse {
     NetcheckStarted {
         aux_port: u16,
     },
+    /// The [`TrackerRequestBody::ReportNat`] is noted.
+    NatNoted,
 }
 
 /// Why the tracker refused a request. Each names the limit that was hit.
@@ -145,6 +153,45 @@ pub struct Member {
     pub name: String,
     pub reflexive: SocketAddr,
     pub local_addrs: Vec<SocketAddr>,
+    /// What the member reported of its NAT ([`NatReport::default`]: nothing).
+    pub nat: NatReport,
+}
+
+/// How a NAT assigns external ports (RFC 4787, 4.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NatMapping {
+    /// Not measured, or the measurement failed.
+    #[default]
+    Unknown,
+    /// One external address per internal one, whatever the destination
+    /// (no NAT counts as this).
+    EndpointIndependent,
+    /// A fresh external port per destination: a symmetric NAT.
+    EndpointDependent,
+}
+
+/// What a NAT lets in (RFC 4787, 5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NatFiltering {
+    #[default]
+    Unknown,
+    /// A new port of an address already contacted gets in (endpoint-independent
+    /// or address-dependent filtering).
+    Open,
+    /// Only the exact address and port contacted gets in.
+    AddressAndPortDependent,
+}
+
+/// A node's NAT as it measured it from its gate socket against the
+/// tracker's two ports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatReport {
+    pub mapping: NatMapping,
+    pub filtering: NatFiltering,
+    /// The external port the tracker's second port saw (0: none). With an
+    /// endpoint-dependent mapping, its distance from the reflexive port hints
+    /// whether the NAT hands out ports in sequence (`birthday::predict`).
+    pub second_port: u16,
 }
 
 impl Member {
@@ -317,6 +364,10 @@ pub enum ProbeMessage {
     Unsolicited { nonce: u64 },
     /// netcheck: sent to the node's own public address (hairpinning).
     Hairpin { nonce: u64 },
+    /// Birthday punching (`crate::birthday`): like `Punch`, but from or to
+    /// one of the extra sockets of a side behind a symmetric NAT, so that
+    /// it goes to that side's birthday search rather than its punch.
+    Birthday { attempt: u64, sender: PeerId },
 }
 
 impl ProbeMessage {

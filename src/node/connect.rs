@@ -191,6 +191,13 @@ impl Node {
         let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
         punch.expect_peer_late(peer_late);
         let mut dials = JoinSet::new();
+        // Against a NAT the ordinary punch cannot open, a birthday punch
+        // runs beside it (src/birthday.rs), until either finds a path.
+        let mut birthday = JoinSet::new();
+        let deadline = self.inner.config.punch.deadline;
+        if let Some(plan) = self.birthday_plan(tracker, &member, deadline) {
+            birthday.spawn(self.clone().run_birthday(plan, attempt, member.clone()));
+        }
         let outcome: Result<Option<Connection>, String> = loop {
             let installed = self.inner.gate_installed.notified();
             if self.roster().has_direct_gate(&peer) || self.is_closing() {
@@ -241,10 +248,16 @@ impl Node {
                     Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
                     Err(_) => {}
                 },
+                Some(joined) = birthday.join_next(), if !birthday.is_empty() => match joined {
+                    Ok(Ok(connection)) => break Ok(Some(connection)),
+                    Ok(Err(why)) => tracing::debug!(peer = %peer.short(), %why, "birthday punch ended"),
+                    Err(_) => {}
+                },
                 _ = installed => {}
             }
         };
         close_losers(&self.inner, dials, self.inner.config.punch.deadline);
+        birthday.abort_all();
         self.inner.probe_routes().punches.remove(&attempt);
         match outcome {
             Ok(None) => {}
@@ -595,6 +608,19 @@ pub(super) async fn route_probes(
                     // the sender is a peer that wants to hear from us.
                     inner.budget().prove(probe.from.ip());
                     let _ = route.send(probe.from);
+                }
+            }
+            ProbeMessage::Birthday { attempt, .. } => {
+                if let Some(route) = routes.birthdays.get(&attempt) {
+                    inner.budget().prove(probe.from.ip());
+                    let _ = route.send(probe.from);
+                }
+            }
+            ProbeMessage::Reflected { nonce, .. } | ProbeMessage::Unsolicited { nonce }
+                if routes.nat_checks.contains_key(&nonce) =>
+            {
+                if let Some(check) = routes.nat_checks.get(&nonce) {
+                    let _ = check.send((probe.from, message));
                 }
             }
             other => {

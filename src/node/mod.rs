@@ -15,6 +15,7 @@
 //! task's inputs, the task set), never the node.
 
 mod auth;
+mod birthday;
 mod budget;
 mod by_address;
 mod chat;
@@ -30,6 +31,7 @@ mod lan;
 mod listing;
 pub mod manager;
 mod names;
+mod nat_report;
 mod netcheck;
 mod notices;
 mod outbox;
@@ -149,6 +151,11 @@ struct Inner {
     budget: Mutex<DestinationBudget>,
     /// Punches running at once, at most [`MAX_PUNCHES`].
     punch_slots: Arc<tokio::sync::Semaphore>,
+    /// One birthday punch at a time (either side): it costs hundreds of
+    /// sockets or a thousand probes.
+    birthday_slot: Arc<tokio::sync::Semaphore>,
+    /// Birthday punches per destination IP (`birthday::SprayBudget`).
+    sprays: Mutex<crate::birthday::SprayBudget>,
     /// Cancelled once shutdown is complete: the event stream ends.
     ended: CancellationToken,
 }
@@ -160,6 +167,10 @@ struct ProbeRoutes {
     /// Running punches by attempt id.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
     netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
+    /// NAT measurements at session start, by nonce (`nat_report`).
+    nat_checks: HashMap<u64, mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
+    /// Easy sides of birthday punches by attempt id (`birthday`).
+    birthdays: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
 }
 
 /// Punches running at once, at most: beyond, a dialer's punch fails (the
@@ -376,6 +387,8 @@ impl Node {
                 identity,
                 budget: Mutex::new(DestinationBudget::default()),
                 punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
+                birthday_slot: Arc::new(tokio::sync::Semaphore::new(1)),
+                sprays: Mutex::default(),
                 ended: CancellationToken::new(),
             }),
         };
@@ -396,6 +409,7 @@ impl Node {
             node.inner.socket.attach_relay(),
         ));
         for (tracker, _) in node.inner.trackers.sessions() {
+            node.inner.spawn(node.clone().report_nat(tracker));
             node.open_relay(tracker).await;
         }
         node.inner.spawn(driver::run(

@@ -51,7 +51,7 @@ async fn wait_probe<T>(
     tokio::time::timeout(PROBE_WAIT, wait).await.ok().flatten()
 }
 
-fn random_nonce() -> u64 {
+pub(super) fn random_nonce() -> u64 {
     let mut bytes = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u64::from_le_bytes(bytes)

@@ -177,6 +177,7 @@ impl Node {
     /// again (the members handed to the manager, which connects those not
     /// connected).
     pub(super) async fn restore_tracker(self, tracker: TrackerIx) {
+        self.inner.spawn(self.clone().report_nat(tracker));
         self.open_relay(tracker).await;
         let rooms = self.roster().rooms.clone();
         for room in rooms {
