@@ -366,8 +366,11 @@ pub struct SprayBudget {
     last: HashMap<IpAddr, Instant>,
 }
 
-/// Between two birthday punches toward one IP address, at least.
-pub const SPRAY_INTERVAL: Duration = Duration::from_secs(5);
+/// Between the starts of two birthday punches toward one IP address, at
+/// least: one search's length, so never two at once (with one at a time per
+/// node besides, a node sends at most ~1000 probes per 3 s toward any one
+/// address, and about as many in all).
+pub const SPRAY_INTERVAL: Duration = Duration::from_secs(3);
 /// IP addresses remembered at most (forgotten ones are long past their
 /// interval, or the oldest are dropped).
 const SPRAYS_REMEMBERED: usize = 1024;

@@ -87,14 +87,11 @@ impl Node {
         }
         .encode()
         .map_err(|e| e.to_string())?;
+        tracing::debug!(peer = %member.peer_id.short(), attempt, side = ?plan.side, "birthday punch starts");
         let result = match plan.side {
-            Side::Hard => {
-                self.birthday_hard(plan.config, attempt, &member, &payload)
-                    .await
-            }
+            Side::Hard => self.birthday_hard(plan.config, &member, &payload).await,
             Side::Easy => {
-                self.birthday_easy(plan.config, attempt, &member, &payload)
-                    .await;
+                self.birthday_easy(plan.config, &member, &payload).await;
                 Err("the easy side waits for the peer's connection".into())
             }
         };
@@ -105,7 +102,6 @@ impl Node {
     async fn birthday_hard(
         &self,
         config: BirthdayConfig,
-        attempt: u64,
         member: &Member,
         payload: &[u8],
     ) -> Result<Connection, String> {
@@ -132,7 +128,7 @@ impl Node {
             listeners.spawn(listen(
                 index,
                 socket.clone(),
-                attempt,
+                Arc::downgrade(&self.inner),
                 peer,
                 hits_tx.clone(),
             ));
@@ -143,14 +139,22 @@ impl Node {
         let (winner, from) = loop {
             let now = Instant::now();
             let mut won = None;
+            let (mut sent, mut unsent) = (0u32, 0u32);
             while let Some(action) = search.poll_action(now) {
                 match action {
                     HardAction::Probe { socket } => {
-                        // Best effort, as any probe.
-                        let _ = sockets[socket].try_send_to(&datagram, easy);
+                        // Best effort, as any probe (waiting only for a new
+                        // socket's first readiness).
+                        match sockets[socket].send_to(&datagram, easy).await {
+                            Ok(_) => sent += 1,
+                            Err(_) => unsent += 1,
+                        }
                     }
                     HardAction::Won { socket, from } => won = Some((socket, from)),
                 }
+            }
+            if sent + unsent > 0 {
+                tracing::debug!(sent, unsent, "birthday round");
             }
             if let Some(won) = won {
                 break won;
@@ -198,13 +202,7 @@ impl Node {
         Ok(connection)
     }
 
-    async fn birthday_easy(
-        &self,
-        config: BirthdayConfig,
-        attempt: u64,
-        member: &Member,
-        payload: &[u8],
-    ) {
+    async fn birthday_easy(&self, config: BirthdayConfig, member: &Member, payload: &[u8]) {
         let peer = member.peer_id;
         let hard = canonical(member.reflexive);
         let predicted = if member.nat.second_port == 0 {
@@ -213,11 +211,8 @@ impl Node {
             predict(hard.port(), member.nat.second_port, config.predicted)
         };
         let (route, mut heard) = mpsc::unbounded_channel();
-        self.inner.probe_routes().birthdays.insert(attempt, route);
-        let _route = RouteGuard {
-            node: self,
-            attempt,
-        };
+        self.inner.probe_routes().birthdays.insert(peer, route);
+        let _route = RouteGuard { node: self, peer };
         let mut spray =
             EasySpray::new(config, hard.ip(), &predicted, random_seed(), Instant::now());
         tracing::debug!(peer = %peer.short(), predicted = predicted.len(), target = %hard.ip(), "birthday punch: easy side");
@@ -253,16 +248,12 @@ impl Node {
 /// Removes an easy side's probe route when it ends, also when aborted.
 struct RouteGuard<'a> {
     node: &'a Node,
-    attempt: u64,
+    peer: PeerId,
 }
 
 impl Drop for RouteGuard<'_> {
     fn drop(&mut self) {
-        self.node
-            .inner
-            .probe_routes()
-            .birthdays
-            .remove(&self.attempt);
+        self.node.inner.probe_routes().birthdays.remove(&self.peer);
     }
 }
 
@@ -274,12 +265,12 @@ fn open_socket() -> std::io::Result<tokio::net::UdpSocket> {
     tokio::net::UdpSocket::from_std(socket)
 }
 
-/// Waits on one extra socket for a birthday probe of `attempt` from `peer`,
-/// and reports it; anything else is ignored.
+/// Waits on one extra socket for a birthday probe from `peer` naming a
+/// punch running with it, and reports it; anything else is ignored.
 async fn listen(
     index: usize,
     socket: Arc<tokio::net::UdpSocket>,
-    attempt: u64,
+    node: std::sync::Weak<super::Inner>,
     peer: PeerId,
     hits: mpsc::UnboundedSender<(usize, SocketAddr)>,
 ) {
@@ -298,10 +289,12 @@ async fn listen(
             sender,
         }) = ProbeMessage::decode(payload)
         {
-            if got == attempt && sender == peer {
+            let Some(inner) = node.upgrade() else { return };
+            if sender == peer && inner.probe_routes().is_live(got, &peer) {
                 let _ = hits.send((index, canonical(from)));
                 return;
             }
+            tracing::debug!(%from, attempt = got, "a birthday probe of no running punch ignored");
         }
     }
 }

@@ -173,7 +173,11 @@ impl Node {
                 phases.introduction_ms = asked.map(|at| events::millis(started - at));
             }
         }
-        self.inner.probe_routes().punches.insert(attempt, probe_tx);
+        {
+            let mut routes = self.inner.probe_routes();
+            routes.punches.insert(attempt, probe_tx);
+            routes.punch_peers.insert(attempt, peer);
+        }
         let payload = ProbeMessage::Punch {
             attempt,
             sender: self.peer_id(),
@@ -182,7 +186,10 @@ impl Node {
         let payload = match payload {
             Ok(payload) => payload,
             Err(error) => {
-                self.inner.probe_routes().punches.remove(&attempt);
+                let mut routes = self.inner.probe_routes();
+                routes.punches.remove(&attempt);
+                routes.punch_peers.remove(&attempt);
+                drop(routes);
                 self.punch_failed(peer, attempt, role, error.to_string());
                 return;
             }
@@ -258,7 +265,11 @@ impl Node {
         };
         close_losers(&self.inner, dials, self.inner.config.punch.deadline);
         birthday.abort_all();
-        self.inner.probe_routes().punches.remove(&attempt);
+        {
+            let mut routes = self.inner.probe_routes();
+            routes.punches.remove(&attempt);
+            routes.punch_peers.remove(&attempt);
+        }
         match outcome {
             Ok(None) => {}
             Ok(Some(connection)) => {
@@ -610,8 +621,9 @@ pub(super) async fn route_probes(
                     let _ = route.send(probe.from);
                 }
             }
-            ProbeMessage::Birthday { attempt, .. } => {
-                if let Some(route) = routes.birthdays.get(&attempt) {
+            ProbeMessage::Birthday { attempt, sender } => {
+                let route = routes.birthdays.get(&sender);
+                if let Some(route) = route.filter(|_| routes.is_live(attempt, &sender)) {
                     inner.budget().prove(probe.from.ip());
                     let _ = route.send(probe.from);
                 }

@@ -169,8 +169,21 @@ struct ProbeRoutes {
     netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
     /// NAT measurements at session start, by nonce (`nat_report`).
     nat_checks: HashMap<u64, mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
-    /// Easy sides of birthday punches by attempt id (`birthday`).
-    birthdays: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
+    /// The peer of each running punch, by attempt id.
+    punch_peers: HashMap<u64, PeerId>,
+    /// Easy sides of birthday punches by peer (`birthday`).
+    birthdays: HashMap<PeerId, mpsc::UnboundedSender<SocketAddr>>,
+}
+
+impl ProbeRoutes {
+    /// Whether `attempt` is a punch running with `peer`. Attempt ids are
+    /// random and known only to the two sides (and their tracker), so a
+    /// probe naming one comes from that peer. When both sides asked for an
+    /// introduction at once, two attempts run and each side's birthday
+    /// punch may be under the other one: any live attempt will do.
+    fn is_live(&self, attempt: u64, peer: &PeerId) -> bool {
+        self.punch_peers.get(&attempt) == Some(peer)
+    }
 }
 
 /// Punches running at once, at most: beyond, a dialer's punch fails (the

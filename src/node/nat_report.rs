@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::events::Event;
 use super::manager::TrackerIx;
 use super::netcheck::random_nonce;
 use super::Node;
@@ -48,6 +49,22 @@ impl Node {
                 tracing::debug!(%error, "the tracker did not take the NAT report");
             }
         }
+        // Once the tracker has it: from now on its introductions carry it.
+        self.emit(Event::Nat {
+            tracker,
+            mapping: match nat.mapping {
+                NatMapping::Unknown => "unknown",
+                NatMapping::EndpointIndependent => "endpoint-independent",
+                NatMapping::EndpointDependent => "endpoint-dependent",
+            }
+            .into(),
+            filtering: match nat.filtering {
+                NatFiltering::Unknown => "unknown",
+                NatFiltering::Open => "open",
+                NatFiltering::AddressAndPortDependent => "address-and-port-dependent",
+            }
+            .into(),
+        });
     }
 
     async fn measure_nat(
