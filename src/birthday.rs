@@ -358,42 +358,74 @@ impl EasySpray {
     }
 }
 
-/// How often a node sprays one IP address, at most: a birthday punch sends
-/// a thousand probes to an address a tracker named, so a lying tracker
-/// must not be able to aim it at someone again and again.
+/// How often a node runs a birthday punch toward one IP address, and in
+/// all. A birthday punch sends a thousand probes to an address a tracker
+/// named (~80 KB), so a lying tracker must not be able to aim it at someone
+/// again and again: toward one address, the pause after a punch that found
+/// nothing doubles each time, from [`SPRAY_INTERVAL`] to
+/// [`MAX_SPRAY_INTERVAL`], until one finds a path; in all, at most
+/// [`SPRAYS_PER_MINUTE`].
 #[derive(Debug, Default)]
 pub struct SprayBudget {
-    last: HashMap<IpAddr, Instant>,
+    /// Per address: when the next may start, and how many in a row found
+    /// nothing (or have not said yet).
+    by_ip: HashMap<IpAddr, (Instant, u32)>,
+    /// Starts within the last minute.
+    recent: std::collections::VecDeque<Instant>,
 }
 
-/// Between the starts of two birthday punches toward one IP address, at
-/// least: one search's length, so never two at once (with one at a time per
-/// node besides, a node sends at most ~1000 probes per 3 s toward any one
-/// address, and about as many in all).
+/// The least time between the starts of two birthday punches toward one
+/// IP address: one search's length, so never two at once.
 pub const SPRAY_INTERVAL: Duration = Duration::from_secs(3);
-/// IP addresses remembered at most (forgotten ones are long past their
-/// interval, or the oldest are dropped).
+/// The most, after many that found nothing.
+pub const MAX_SPRAY_INTERVAL: Duration = Duration::from_secs(600);
+/// Birthday punches a node starts per minute, at most.
+pub const SPRAYS_PER_MINUTE: usize = 10;
+/// IP addresses remembered at most (beyond, those whose pause is over are
+/// forgotten; if none is, no new address is sprayed).
 const SPRAYS_REMEMBERED: usize = 1024;
 
 impl SprayBudget {
-    /// Whether a birthday punch toward `ip` may start now (and counts it).
+    /// Whether a birthday punch toward `ip` may start now (and counts it as
+    /// one that found nothing until [`SprayBudget::found`] says otherwise).
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self
-            .last
-            .get(&ip)
-            .is_some_and(|at| now.saturating_duration_since(*at) < SPRAY_INTERVAL)
+        let minute = Duration::from_secs(60);
+        while self
+            .recent
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= minute)
         {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= SPRAYS_PER_MINUTE {
             return false;
         }
-        if self.last.len() >= SPRAYS_REMEMBERED {
-            self.last
-                .retain(|_, at| now.saturating_duration_since(*at) < SPRAY_INTERVAL);
-            if self.last.len() >= SPRAYS_REMEMBERED {
+        let misses = match self.by_ip.get(&ip) {
+            Some((next, _)) if now < *next => return false,
+            Some((_, misses)) => *misses,
+            None => 0,
+        };
+        if !self.by_ip.contains_key(&ip) && self.by_ip.len() >= SPRAYS_REMEMBERED {
+            self.by_ip.retain(|_, (next, _)| now < *next);
+            if self.by_ip.len() >= SPRAYS_REMEMBERED {
                 return false;
             }
         }
-        self.last.insert(ip, now);
+        let pause = SPRAY_INTERVAL
+            .saturating_mul(1u32 << misses.min(16))
+            .min(MAX_SPRAY_INTERVAL);
+        self.by_ip
+            .insert(ip, (now + pause, misses.saturating_add(1)));
+        self.recent.push_back(now);
         true
+    }
+
+    /// A birthday punch toward `ip` found a path: the next may come after
+    /// the shortest pause again.
+    pub fn found(&mut self, ip: IpAddr) {
+        if let Some((_, misses)) = self.by_ip.get_mut(&ip) {
+            *misses = 0;
+        }
     }
 }
 

@@ -44,7 +44,7 @@ fn only_a_symmetric_nat_against_a_port_restricted_one_is_worth_it() {
 }
 
 #[test]
-fn one_spray_per_address_per_interval() {
+fn sprays_toward_an_address_back_off_until_one_finds_a_path() {
     let mut budget = SprayBudget::default();
     let start = Instant::now();
     let (a, b): (IpAddr, IpAddr) = (
@@ -54,7 +54,43 @@ fn one_spray_per_address_per_interval() {
     assert!(budget.allow(a, start));
     assert!(!budget.allow(a, start + SPRAY_INTERVAL / 2));
     assert!(budget.allow(b, start));
-    assert!(budget.allow(a, start + SPRAY_INTERVAL));
+    // Found nothing: the pause doubles (3 s, 6 s, 12 s ...).
+    let second = start + SPRAY_INTERVAL;
+    assert!(budget.allow(a, second));
+    assert!(!budget.allow(a, second + SPRAY_INTERVAL));
+    let third = second + SPRAY_INTERVAL * 2;
+    assert!(budget.allow(a, third));
+    assert!(!budget.allow(a, third + SPRAY_INTERVAL * 3));
+    // A path found: the shortest pause again.
+    budget.found(a);
+    let fourth = third + SPRAY_INTERVAL * 4;
+    assert!(budget.allow(a, fourth));
+    assert!(budget.allow(a, fourth + SPRAY_INTERVAL));
+    // Many tries against one silent address: never more often than the cap.
+    let mut silent = SprayBudget::default();
+    let c: IpAddr = "203.0.113.7".parse().unwrap();
+    let mut starts = 0;
+    let mut now = start;
+    while now < start + Duration::from_secs(3600) {
+        starts += usize::from(silent.allow(c, now));
+        now += Duration::from_millis(100);
+    }
+    // 3+6+12+...+384 s, then every 600 s: 8 + 5 in an hour.
+    assert!(starts <= 14, "{starts}");
+}
+
+#[test]
+fn at_most_so_many_sprays_a_minute_in_all() {
+    let mut budget = SprayBudget::default();
+    let start = Instant::now();
+    let allowed = (0..100u8)
+        .filter(|n| budget.allow(IpAddr::from([198, 51, 100, *n]), start))
+        .count();
+    assert_eq!(allowed, SPRAYS_PER_MINUTE);
+    assert!(budget.allow(
+        IpAddr::from([198, 51, 100, 200]),
+        start + Duration::from_secs(60)
+    ));
 }
 
 #[test]

@@ -62,7 +62,7 @@ impl Node {
             .sprays
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .allow(member.reflexive.ip(), Instant::now());
+            .allow(canonical(member.reflexive).ip(), Instant::now());
         if !allowed {
             tracing::debug!(peer = %member.peer_id.short(), "birthday punch held back: sprayed there lately");
             return None;
@@ -92,7 +92,7 @@ impl Node {
             Side::Hard => self.birthday_hard(plan.config, &member, &payload).await,
             Side::Easy => {
                 self.birthday_easy(plan.config, &member, &payload).await;
-                Err("the easy side waits for the peer's connection".into())
+                Err("the easy side's part is done".into())
             }
         };
         drop(plan.slot);
@@ -181,6 +181,7 @@ impl Node {
             .into_std()
             .map_err(|e| e.to_string())?;
         tracing::debug!(peer = %peer.short(), %from, after = ?started.elapsed(), "birthday punch: a socket heard the peer");
+        self.birthday_found(easy.ip());
         let bound = endpoint::on_socket(socket, None).map_err(|e| e.to_string())?;
         // Tell the easy side it can stop spraying.
         let _ = bound.socket.send_probe(from, payload).await;
@@ -236,12 +237,24 @@ impl Node {
                 Some(from) = heard.recv() => {
                     if spray.hit().is_none() {
                         tracing::debug!(peer = %peer.short(), %from, sent = spray.sent(), "birthday punch: the peer got through");
+                        self.birthday_found(hard.ip());
                     }
                     spray.handle_probe(from, Instant::now());
                 }
                 _ = installed => {}
             }
         }
+    }
+}
+
+impl Node {
+    /// A birthday punch toward `ip` found a path (`SprayBudget::found`).
+    fn birthday_found(&self, ip: std::net::IpAddr) {
+        self.inner
+            .sprays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .found(ip);
     }
 }
 

@@ -173,11 +173,7 @@ impl Node {
                 phases.introduction_ms = asked.map(|at| events::millis(started - at));
             }
         }
-        {
-            let mut routes = self.inner.probe_routes();
-            routes.punches.insert(attempt, probe_tx);
-            routes.punch_peers.insert(attempt, peer);
-        }
+        self.inner.probe_routes().punches.insert(attempt, probe_tx);
         let payload = ProbeMessage::Punch {
             attempt,
             sender: self.peer_id(),
@@ -186,10 +182,7 @@ impl Node {
         let payload = match payload {
             Ok(payload) => payload,
             Err(error) => {
-                let mut routes = self.inner.probe_routes();
-                routes.punches.remove(&attempt);
-                routes.punch_peers.remove(&attempt);
-                drop(routes);
+                self.inner.probe_routes().punches.remove(&attempt);
                 self.punch_failed(peer, attempt, role, error.to_string());
                 return;
             }
@@ -265,11 +258,7 @@ impl Node {
         };
         close_losers(&self.inner, dials, self.inner.config.punch.deadline);
         birthday.abort_all();
-        {
-            let mut routes = self.inner.probe_routes();
-            routes.punches.remove(&attempt);
-            routes.punch_peers.remove(&attempt);
-        }
+        self.inner.probe_routes().punches.remove(&attempt);
         match outcome {
             Ok(None) => {}
             Ok(Some(connection)) => {

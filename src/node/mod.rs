@@ -169,22 +169,39 @@ struct ProbeRoutes {
     netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
     /// NAT measurements at session start, by nonce (`nat_report`).
     nat_checks: HashMap<u64, mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
-    /// The peer of each running punch, by attempt id.
-    punch_peers: HashMap<u64, PeerId>,
+    /// The peer of each recent introduction, by attempt id, and when it
+    /// came (`note_introduction`).
+    introduced: HashMap<u64, (PeerId, Instant)>,
     /// Easy sides of birthday punches by peer (`birthday`).
     birthdays: HashMap<PeerId, mpsc::UnboundedSender<SocketAddr>>,
 }
 
 impl ProbeRoutes {
-    /// Whether `attempt` is a punch running with `peer`. Attempt ids are
-    /// random and known only to the two sides (and their tracker), so a
+    /// Whether `attempt` is a recent introduction to `peer`. Attempt ids
+    /// are random and known only to the two sides (and their tracker), so a
     /// probe naming one comes from that peer. When both sides asked for an
-    /// introduction at once, two attempts run and each side's birthday
-    /// punch may be under the other one: any live attempt will do.
+    /// introduction at once, there are two, and each side's birthday punch
+    /// may run under either: any recent one will do.
     fn is_live(&self, attempt: u64, peer: &PeerId) -> bool {
-        self.punch_peers.get(&attempt) == Some(peer)
+        self.introduced
+            .get(&attempt)
+            .is_some_and(|(p, _)| p == peer)
+    }
+
+    /// Remembers the introduction `attempt` to `peer` for [`Self::is_live`]
+    /// until `forget_after` has passed (at most [`INTRODUCTIONS_KEPT`]).
+    fn note_introduction(&mut self, attempt: u64, peer: PeerId, forget_after: Duration) {
+        let now = Instant::now();
+        self.introduced
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < forget_after);
+        if self.introduced.len() < INTRODUCTIONS_KEPT {
+            self.introduced.insert(attempt, (peer, now));
+        }
     }
 }
+
+/// Recent introductions remembered for birthday probes, at most.
+const INTRODUCTIONS_KEPT: usize = 256;
 
 /// Punches running at once, at most: beyond, a dialer's punch fails (the
 /// relay carries the connection) and an acceptor's is not run.

@@ -487,6 +487,12 @@ impl Node {
                             .or_insert_with(|| PeerRecord::new(peer.name.clone()));
                         record.candidates = peer.candidates();
                     }
+                    // Birthday probes may name it (`ProbeRoutes::is_live`)
+                    // for as long as a punch under it could run.
+                    let keep = self.inner.config.punch.deadline * 2;
+                    self.inner
+                        .probe_routes()
+                        .note_introduction(attempt, peer.peer_id, keep);
                     self.input(Input::Introduced {
                         tracker,
                         attempt,
