@@ -63,9 +63,10 @@ pub fn side(
     }
 }
 
-/// Sizes and timing of a birthday punch. Defaults: ≥ 99.99 % against a NAT
-/// that picks ports at random among 20 000, ≈ 98 % among all 64 512
-/// unprivileged ones ([`success_odds`]), in about 2 s.
+/// Sizes and timing of a birthday punch. Defaults: ≈ 98.4 % against a NAT
+/// that picks its ports at random, from whatever range ([`success_odds`]:
+/// the spray covers all 64 512 unprivileged ports, so on average 4 of its
+/// probes meet one of the 256 mappings), in about 2 s.
 #[derive(Clone, Debug)]
 pub struct BirthdayConfig {
     /// Extra sockets the hard side opens. Default 256.

@@ -3,8 +3,8 @@
 //! introduced to: they decide on birthday punching with it
 //! (`crate::birthday::side`). The same two checks as netcheck's mapping
 //! and filtering (src/node/netcheck.rs), cut short: a probe that has not
-//! come a couple of round trips after the tracker's answer is taken as
-//! filtered. A wrong "filtered" only spends a birthday punch where the
+//! come two round trips (at least 50 ms) after the tracker's answer is
+//! taken as filtered. A wrong "filtered" only spends a birthday punch where the
 //! ordinary one would have worked; a lost reflection leaves the mapping
 //! unknown, and nothing is spent.
 
@@ -37,6 +37,9 @@ impl Node {
         let Some(session) = self.inner.trackers.session(tracker) else {
             return;
         };
+        if !self.inner.config.nat_report {
+            return;
+        }
         let nonce = random_nonce();
         let (sender, mut probes) = mpsc::unbounded_channel();
         self.inner.probe_routes().nat_checks.insert(nonce, sender);
@@ -85,7 +88,19 @@ impl Node {
         let Ok(reflect) = (ProbeMessage::Reflect { nonce }).encode() else {
             return report;
         };
-        let mut unsolicited = false;
+        // Filtering first: the tracker sent its probe from the second port
+        // before it answered, so it is here by now or within a wait, and
+        // nothing of ours has gone to that port yet to open the NAT for it.
+        let unsolicited = tokio::time::timeout(wait, async {
+            while let Some((_, message)) = probes.recv().await {
+                if message == (ProbeMessage::Unsolicited { nonce }) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
         let mut seen = None;
         'tries: for _ in 0..REFLECT_TRIES {
             if self.inner.socket.send_probe(aux, &reflect).await.is_err() {
@@ -97,9 +112,6 @@ impl Node {
                 tokio::select! {
                     _ = &mut deadline => break,
                     got = probes.recv() => match got {
-                        Some((_, ProbeMessage::Unsolicited { nonce: n })) if n == nonce => {
-                            unsolicited = true;
-                        }
                         Some((_, ProbeMessage::Reflected { nonce: n, seen: at })) if n == nonce => {
                             seen = Some(at);
                             break 'tries;
@@ -109,19 +121,6 @@ impl Node {
                     },
                 }
             }
-        }
-        // The unsolicited probe left the tracker before its answer did; give
-        // it the rest of a wait if the reflection came first.
-        if seen.is_some() && !unsolicited {
-            let late = tokio::time::timeout(wait, async {
-                while let Some((_, message)) = probes.recv().await {
-                    if message == (ProbeMessage::Unsolicited { nonce }) {
-                        return true;
-                    }
-                }
-                false
-            });
-            unsolicited = late.await.unwrap_or(false);
         }
         let public = session.reflexive();
         let Some(seen) = seen else {
