@@ -6,6 +6,7 @@
 //! Enums only ever gain variants at the end, and a new field means a new
 //! [`crate::wire::PROTOCOL_VERSION`]: bincode is not self-describing.
 
+mod nat;
 pub mod stream;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, PeerId, SIGNATURE_LEN};
 use crate::wire::{self, WireError};
+pub use nat::{NatFiltering, NatMapping, NatReport};
 pub use stream::{StreamKind, MAX_RELAYED_PACKET};
 
 /// Longest display name, in bytes.
@@ -155,43 +157,6 @@ pub struct Member {
     pub local_addrs: Vec<SocketAddr>,
     /// What the member reported of its NAT ([`NatReport::default`]: nothing).
     pub nat: NatReport,
-}
-
-/// How a NAT assigns external ports (RFC 4787, 4.1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NatMapping {
-    /// Not measured, or the measurement failed.
-    #[default]
-    Unknown,
-    /// One external address per internal one, whatever the destination
-    /// (no NAT counts as this).
-    EndpointIndependent,
-    /// A fresh external port per destination: a symmetric NAT.
-    EndpointDependent,
-}
-
-/// What a NAT lets in (RFC 4787, 5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NatFiltering {
-    #[default]
-    Unknown,
-    /// A new port of an address already contacted gets in (endpoint-independent
-    /// or address-dependent filtering).
-    Open,
-    /// Only the exact address and port contacted gets in.
-    AddressAndPortDependent,
-}
-
-/// A node's NAT as it measured it from its gate socket against the
-/// tracker's two ports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NatReport {
-    pub mapping: NatMapping,
-    pub filtering: NatFiltering,
-    /// The external port the tracker's second port saw (0: none). With an
-    /// endpoint-dependent mapping, its distance from the reflexive port hints
-    /// whether the NAT hands out ports in sequence (`birthday::predict`).
-    pub second_port: u16,
 }
 
 impl Member {
