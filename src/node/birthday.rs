@@ -64,7 +64,7 @@ impl Node {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .allow(canonical(member.reflexive).ip(), Instant::now());
         if !allowed {
-            tracing::debug!(peer = %member.peer_id.short(), "birthday punch held back: sprayed there lately");
+            tracing::debug!(peer = %member.peer_id.short(), "birthday punch held back: the budget for that address is spent");
             return None;
         }
         let mut config = BirthdayConfig::default();

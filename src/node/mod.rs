@@ -189,14 +189,20 @@ impl ProbeRoutes {
     }
 
     /// Remembers the introduction `attempt` to `peer` for [`Self::is_live`]
-    /// until `forget_after` has passed (at most [`INTRODUCTIONS_KEPT`]).
+    /// until `forget_after` has passed (at most [`INTRODUCTIONS_KEPT`], the
+    /// oldest forgotten first).
     fn note_introduction(&mut self, attempt: u64, peer: PeerId, forget_after: Duration) {
         let now = Instant::now();
         self.introduced
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < forget_after);
-        if self.introduced.len() < INTRODUCTIONS_KEPT {
-            self.introduced.insert(attempt, (peer, now));
+        if self.introduced.len() >= INTRODUCTIONS_KEPT {
+            // The newest matter: a punch under the oldest is long running.
+            let oldest = self.introduced.iter().min_by_key(|(_, (_, at))| *at);
+            if let Some(oldest) = oldest.map(|(attempt, _)| *attempt) {
+                self.introduced.remove(&oldest);
+            }
         }
+        self.introduced.insert(attempt, (peer, now));
     }
 }
 
@@ -747,5 +753,33 @@ impl Node {
     /// The data directory default, for callers without one.
     pub fn default_home() -> Result<PathBuf, crate::home::HomeError> {
         crate::home::resolve(None)
+    }
+}
+
+#[cfg(test)]
+mod probe_route_tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn a_birthday_probe_counts_only_under_a_recent_introduction_to_its_sender() {
+        let peer = Identity::generate().unwrap().peer_id();
+        let stranger = Identity::generate().unwrap().peer_id();
+        let mut routes = ProbeRoutes::default();
+        routes.note_introduction(7, peer, Duration::from_secs(60));
+        assert!(routes.is_live(7, &peer));
+        // Another attempt id, or the right one from someone else: no.
+        assert!(!routes.is_live(8, &peer));
+        assert!(!routes.is_live(7, &stranger));
+        // Forgotten once its time is up (here: at once).
+        routes.note_introduction(9, peer, Duration::ZERO);
+        assert!(!routes.is_live(7, &peer));
+        // Bounded, the newest kept.
+        let last = 100 + 2 * INTRODUCTIONS_KEPT as u64;
+        for attempt in 100..=last {
+            routes.note_introduction(attempt, peer, Duration::from_secs(60));
+        }
+        assert!(routes.introduced.len() <= INTRODUCTIONS_KEPT);
+        assert!(routes.is_live(last, &peer));
     }
 }
