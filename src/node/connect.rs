@@ -198,10 +198,18 @@ impl Node {
         if let Some(plan) = self.birthday_plan(tracker, &member, deadline) {
             birthday.spawn(self.clone().run_birthday(plan, attempt, member.clone()));
         }
+        // A dialer introduced before it had measured its own NAT may be one
+        // side of a birthday pair that nobody could tell. Once relayed and
+        // measured, it ends this attempt early: the manager's next one
+        // (about a second later) is introduced with the report.
+        let unmeasured = role == Role::Dialer && !self.nat_measured(tracker);
         let outcome: Result<Option<Connection>, String> = loop {
             let installed = self.inner.gate_installed.notified();
             if self.roster().has_direct_gate(&peer) || self.is_closing() {
                 break Ok(None);
+            }
+            if unmeasured && self.roster().has_open_gate(&peer) && self.nat_measured(tracker) {
+                break Err("ended early: this node's NAT is measured now, so the next introduction can tell the peer".into());
             }
             let now = Instant::now();
             while let Some(action) = punch.poll_action(now) {
@@ -250,7 +258,15 @@ impl Node {
                 },
                 Some(joined) = birthday.join_next(), if !birthday.is_empty() => match joined {
                     Ok(Ok(connection)) => break Ok(Some(connection)),
-                    Ok(Err(why)) => tracing::debug!(peer = %peer.short(), %why, "birthday punch ended"),
+                    Ok(Err(why)) => {
+                        tracing::debug!(peer = %peer.short(), %why, "birthday punch ended");
+                        // The ordinary punch cannot open this pair: a
+                        // relayed dialer tries again (with fresh sockets)
+                        // on the manager's next attempt, not at the deadline.
+                        if role == Role::Dialer && self.roster().has_open_gate(&peer) {
+                            break Err(format!("birthday punching found no path this time: {why}"));
+                        }
+                    }
                     Err(_) => {}
                 },
                 _ = installed => {}
@@ -268,6 +284,14 @@ impl Node {
             }
             Err(tried) => self.punch_failed(peer, attempt, role, tried),
         }
+    }
+
+    /// Whether this node's NAT has been measured through `tracker`'s session.
+    fn nat_measured(&self, tracker: TrackerIx) -> bool {
+        self.inner
+            .trackers
+            .session(tracker)
+            .is_some_and(|s| s.nat() != crate::protocol::NatReport::default())
     }
 
     /// Only the dialer's failures matter: it leads the attempt.
