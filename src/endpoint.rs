@@ -118,6 +118,24 @@ pub fn bind_with(
     buffers: SocketBuffers,
 ) -> std::io::Result<BoundEndpoint> {
     let (socket, probes) = GateSocket::bind_with(addr, buffers)?;
+    on_gate_socket(socket, probes, server)
+}
+
+/// A QUIC endpoint on a UDP socket bound already, wrapped as a gate socket
+/// (probes kept apart from QUIC; its relay unused).
+pub fn on_socket(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<BoundEndpoint> {
+    let (socket, probes) = GateSocket::from_std(socket, SocketBuffers::system_default())?;
+    on_gate_socket(socket, probes, server)
+}
+
+fn on_gate_socket(
+    socket: Arc<GateSocket>,
+    probes: mpsc::Receiver<Probe>,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<BoundEndpoint> {
     let mut config = EndpointConfig::default();
     config.grease_quic_bit(false);
     let endpoint =

@@ -289,7 +289,15 @@ impl GateSocket {
         addr: SocketAddr,
         buffers: SocketBuffers,
     ) -> io::Result<(Arc<Self>, mpsc::Receiver<Probe>)> {
-        let socket = bind_udp(addr)?;
+        Self::from_std(bind_udp(addr)?, buffers)
+    }
+
+    /// A gate socket on a socket bound already (a birthday punch's winning
+    /// socket, whose NAT mapping is the path).
+    pub fn from_std(
+        socket: std::net::UdpSocket,
+        buffers: SocketBuffers,
+    ) -> io::Result<(Arc<Self>, mpsc::Receiver<Probe>)> {
         let local = socket.local_addr()?;
         let tuned = socket2::SockRef::from(&socket);
         // Best effort: a smaller buffer than asked is still a working socket.

@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bench;
+pub mod birthday;
 pub mod candidates;
 pub mod command;
 pub mod congestion;

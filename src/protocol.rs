@@ -6,6 +6,7 @@
 //! Enums only ever gain variants at the end, and a new field means a new
 //! [`crate::wire::PROTOCOL_VERSION`]: bincode is not self-describing.
 
+mod nat;
 pub mod stream;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::{Identity, PeerId, SIGNATURE_LEN};
 use crate::wire::{self, WireError};
+pub use nat::{NatFiltering, NatMapping, NatReport};
 pub use stream::{StreamKind, MAX_RELAYED_PACKET};
 
 /// Longest display name, in bytes.
@@ -67,6 +69,12 @@ pub enum TrackerRequestBody {
     /// port to the address this connection comes from.
     Netcheck {
         nonce: u64,
+    },
+    /// How this node's NAT maps and filters, as it measured from its gate
+    /// socket (version 5): the tracker hands it to the peers it is
+    /// introduced to ([`Member::nat`]), which decide on birthday punching.
+    ReportNat {
+        nat: NatReport,
     },
 }
 
@@ -121,6 +129,8 @@ pub enum TrackerResponse {
     NetcheckStarted {
         aux_port: u16,
     },
+    /// The [`TrackerRequestBody::ReportNat`] is noted.
+    NatNoted,
 }
 
 /// Why the tracker refused a request. Each names the limit that was hit.
@@ -171,6 +181,8 @@ pub struct Member {
     pub name: String,
     pub reflexive: SocketAddr,
     pub local_addrs: Vec<SocketAddr>,
+    /// What the member reported of its NAT ([`NatReport::default`]: nothing).
+    pub nat: NatReport,
 }
 
 impl Member {
@@ -343,6 +355,10 @@ pub enum ProbeMessage {
     Unsolicited { nonce: u64 },
     /// netcheck: sent to the node's own public address (hairpinning).
     Hairpin { nonce: u64 },
+    /// Birthday punching (`crate::birthday`): like `Punch`, but from or to
+    /// one of the extra sockets of a side behind a symmetric NAT, so that
+    /// it goes to that side's birthday search rather than its punch.
+    Birthday { attempt: u64, sender: PeerId },
 }
 
 impl ProbeMessage {

@@ -381,7 +381,7 @@ pub fn render(event: &Event) -> Vec<String> {
         Event::Sent { room, peers, .. } if *peers == 0 => {
             vec![format!("(nobody else is connected in #{} yet)", sanitize(room))]
         }
-        Event::Sent { .. } | Event::Delivered { .. } => Vec::new(),
+        Event::Sent { .. } | Event::Delivered { .. } | Event::Nat { .. } => Vec::new(),
         Event::Joined { room, members } => vec![format!("* joined #{} ({members} other members)", sanitize(room))],
         Event::Left { room } => vec![format!("* left #{}", sanitize(room))],
         Event::Member {

@@ -41,6 +41,7 @@ async fn lie(endpoint: quinn::Endpoint, victim: SocketAddr) {
         name: "ghost".into(),
         reflexive: victim,
         local_addrs: vec![victim; 8],
+        nat: Default::default(),
     };
     while let Ok(Some(request)) = reader.recv::<TrackerRequest>().await {
         let (result, joined) = match request.body {

@@ -210,7 +210,7 @@ fn check_tracker_request(request: TrackerRequest) {
         TrackerRequestBody::Connect { peer } => {
             let _ = peer.short();
         }
-        TrackerRequestBody::Netcheck { .. } => {}
+        TrackerRequestBody::Netcheck { .. } | TrackerRequestBody::ReportNat { .. } => {}
     }
 }
 
@@ -492,6 +492,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         name: "bob".into(),
         reflexive: "127.0.0.1:4000".parse().unwrap(),
         local_addrs: vec!["192.168.1.2:4000".parse().unwrap()],
+        nat: Default::default(),
     };
     let file = |path: &str, size: u64| FileEntry {
         path: path.into(),
@@ -748,6 +749,10 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     for probe in [
         ProbeMessage::Punch {
             attempt: 77,
+            sender: peer,
+        },
+        ProbeMessage::Birthday {
+            attempt: 78,
             sender: peer,
         },
         ProbeMessage::Reflected {

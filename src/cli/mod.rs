@@ -121,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config.trackers = vec![tracker];
             config.rooms = Vec::new();
             config.bind = bind;
+            config.nat_report = false;
             let (node, _events) = Node::start(&home, config)
                 .await
                 .context("cannot start the node")?;

@@ -71,6 +71,12 @@ pub struct NodeConfig {
     /// Find room members on the LAN by multicast beacons ([`crate::lan`]).
     /// Default off here; `punchgate chat` turns it on.
     pub lan_discovery: bool,
+    /// Measure this node's NAT at each tracker session's start and report
+    /// it, so that birthday punches can run where they are needed
+    /// (docs/NAT.md). Default on; `punchgate netcheck` turns it off, since
+    /// its own measurement must be the first contact with the tracker's
+    /// second port.
+    pub nat_report: bool,
     /// Rooms' gossip: how many neighbors each member keeps (a room of at
     /// most `gossip.active` + 1 members is a full mesh), and its timers.
     pub gossip: crate::gossip::GossipConfig,
@@ -99,6 +105,7 @@ impl NodeConfig {
             relay: RelayPolicy::default(),
             history: HistoryLimits::default(),
             lan_discovery: false,
+            nat_report: true,
             gossip: crate::gossip::GossipConfig::default(),
         }
     }

@@ -210,10 +210,25 @@ impl Node {
         let mut punch = Punch::new(role, &candidates, self.inner.config.punch.clone(), started);
         punch.expect_peer_late(peer_late);
         let mut dials = JoinSet::new();
+        // Against a NAT the ordinary punch cannot open, a birthday punch
+        // runs beside it (src/birthday.rs), until either finds a path.
+        let mut birthday = JoinSet::new();
+        let deadline = self.inner.config.punch.deadline;
+        if let Some(plan) = self.birthday_plan(tracker, &member, deadline) {
+            birthday.spawn(self.clone().run_birthday(plan, attempt, member.clone()));
+        }
+        // A dialer introduced before it had measured its own NAT may be one
+        // side of a birthday pair that nobody could tell. Once relayed and
+        // measured, it ends this attempt early: the manager's next one
+        // (about a second later) is introduced with the report.
+        let unmeasured = role == Role::Dialer && !self.nat_measured(tracker);
         let outcome: Result<Option<Connection>, String> = loop {
             let installed = self.inner.gate_installed.notified();
             if self.roster().has_direct_gate(&peer) || self.is_closing() {
                 break Ok(None);
+            }
+            if unmeasured && self.roster().has_open_gate(&peer) && self.nat_measured(tracker) {
+                break Err("ended early: this node's NAT is measured now, so the next introduction can tell the peer".into());
             }
             let now = Instant::now();
             while let Some(action) = punch.poll_action(now) {
@@ -260,10 +275,24 @@ impl Node {
                     Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
                     Err(_) => {}
                 },
+                Some(joined) = birthday.join_next(), if !birthday.is_empty() => match joined {
+                    Ok(Ok(connection)) => break Ok(Some(connection)),
+                    Ok(Err(why)) => {
+                        tracing::debug!(peer = %peer.short(), %why, "birthday punch ended");
+                        // The ordinary punch cannot open this pair: a
+                        // relayed dialer tries again (with fresh sockets)
+                        // on the manager's next attempt, not at the deadline.
+                        if role == Role::Dialer && self.roster().has_open_gate(&peer) {
+                            break Err(format!("birthday punching found no path this time: {why}"));
+                        }
+                    }
+                    Err(_) => {}
+                },
                 _ = installed => {}
             }
         };
         close_losers(&self.inner, dials, self.inner.config.punch.deadline);
+        birthday.abort_all();
         self.inner.probe_routes().punches.remove(&attempt);
         match outcome {
             Ok(None) => {}
@@ -274,6 +303,14 @@ impl Node {
             }
             Err(tried) => self.punch_failed(peer, attempt, role, tried),
         }
+    }
+
+    /// Whether this node's NAT has been measured through `tracker`'s session.
+    fn nat_measured(&self, tracker: TrackerIx) -> bool {
+        self.inner
+            .trackers
+            .session(tracker)
+            .is_some_and(|s| s.nat() != crate::protocol::NatReport::default())
     }
 
     /// Only the dialer's failures matter: it leads the attempt.
@@ -614,6 +651,20 @@ pub(super) async fn route_probes(
                     // the sender is a peer that wants to hear from us.
                     inner.budget().prove(probe.from.ip());
                     let _ = route.send(probe.from);
+                }
+            }
+            ProbeMessage::Birthday { attempt, sender } => {
+                let route = routes.birthdays.get(&sender);
+                if let Some(route) = route.filter(|_| routes.is_live(attempt, &sender)) {
+                    inner.budget().prove(probe.from.ip());
+                    let _ = route.send(probe.from);
+                }
+            }
+            ProbeMessage::Reflected { nonce, .. } | ProbeMessage::Unsolicited { nonce }
+                if routes.nat_checks.contains_key(&nonce) =>
+            {
+                if let Some(check) = routes.nat_checks.get(&nonce) {
+                    let _ = check.send((probe.from, message));
                 }
             }
             other => {

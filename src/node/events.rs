@@ -246,6 +246,17 @@ pub enum Event {
         peer: String,
         report: serde_json::Value,
     },
+    /// This node measured its NAT through a tracker session (at every
+    /// session's start) and told that tracker, which hands it to peers for
+    /// birthday punching (docs/NAT.md). `mapping`: `endpoint-independent`,
+    /// `endpoint-dependent` or `unknown`; `filtering`: `open` (a new port
+    /// of a contacted address gets in), `address-and-port-dependent` or
+    /// `unknown`.
+    Nat {
+        tracker: usize,
+        mapping: String,
+        filtering: String,
+    },
     /// The answer of `punchgate netcheck`.
     Netcheck {
         /// The address the tracker sees this node at.

@@ -15,6 +15,7 @@
 //! task's inputs, the task set), never the node.
 
 mod auth;
+mod birthday;
 mod budget;
 mod by_address;
 mod chat;
@@ -31,6 +32,7 @@ mod lan;
 mod listing;
 pub mod manager;
 mod names;
+mod nat_report;
 mod netcheck;
 mod notices;
 mod outbox;
@@ -150,6 +152,11 @@ struct Inner {
     budget: Mutex<DestinationBudget>,
     /// Punches running at once, at most [`MAX_PUNCHES`].
     punch_slots: Arc<tokio::sync::Semaphore>,
+    /// One birthday punch at a time (either side): it costs hundreds of
+    /// sockets or a thousand probes.
+    birthday_slot: Arc<tokio::sync::Semaphore>,
+    /// Birthday punches per destination IP (`birthday::SprayBudget`).
+    sprays: Mutex<crate::birthday::SprayBudget>,
     /// Cancelled once shutdown is complete: the event stream ends.
     ended: CancellationToken,
     /// The DHT client, when the node uses the DHT.
@@ -163,7 +170,47 @@ struct ProbeRoutes {
     /// Running punches by attempt id.
     punches: HashMap<u64, mpsc::UnboundedSender<SocketAddr>>,
     netcheck: Option<mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
+    /// NAT measurements at session start, by nonce (`nat_report`).
+    nat_checks: HashMap<u64, mpsc::UnboundedSender<(SocketAddr, ProbeMessage)>>,
+    /// The peer of each recent introduction, by attempt id, and when it
+    /// came (`note_introduction`).
+    introduced: HashMap<u64, (PeerId, Instant)>,
+    /// Easy sides of birthday punches by peer (`birthday`).
+    birthdays: HashMap<PeerId, mpsc::UnboundedSender<SocketAddr>>,
 }
+
+impl ProbeRoutes {
+    /// Whether `attempt` is a recent introduction to `peer`. Attempt ids
+    /// are random and known only to the two sides (and their tracker), so a
+    /// probe naming one comes from that peer. When both sides asked for an
+    /// introduction at once, there are two, and each side's birthday punch
+    /// may run under either: any recent one will do.
+    fn is_live(&self, attempt: u64, peer: &PeerId) -> bool {
+        self.introduced
+            .get(&attempt)
+            .is_some_and(|(p, _)| p == peer)
+    }
+
+    /// Remembers the introduction `attempt` to `peer` for [`Self::is_live`]
+    /// until `forget_after` has passed (at most [`INTRODUCTIONS_KEPT`], the
+    /// oldest forgotten first).
+    fn note_introduction(&mut self, attempt: u64, peer: PeerId, forget_after: Duration) {
+        let now = Instant::now();
+        self.introduced
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < forget_after);
+        if self.introduced.len() >= INTRODUCTIONS_KEPT {
+            // The newest matter: a punch under the oldest is long running.
+            let oldest = self.introduced.iter().min_by_key(|(_, (_, at))| *at);
+            if let Some(oldest) = oldest.map(|(attempt, _)| *attempt) {
+                self.introduced.remove(&oldest);
+            }
+        }
+        self.introduced.insert(attempt, (peer, now));
+    }
+}
+
+/// Recent introductions remembered for birthday probes, at most.
+const INTRODUCTIONS_KEPT: usize = 256;
 
 /// Punches running at once, at most: beyond, a dialer's punch fails (the
 /// relay carries the connection) and an acceptor's is not run.
@@ -385,6 +432,8 @@ impl Node {
                 identity,
                 budget: Mutex::new(DestinationBudget::default()),
                 punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
+                birthday_slot: Arc::new(tokio::sync::Semaphore::new(1)),
+                sprays: Mutex::default(),
                 ended: CancellationToken::new(),
                 dht,
             }),
@@ -406,6 +455,7 @@ impl Node {
             node.inner.socket.attach_relay(),
         ));
         for (tracker, _) in node.inner.trackers.sessions() {
+            node.inner.spawn(node.clone().report_nat(tracker));
             node.open_relay(tracker).await;
         }
         node.inner.spawn(driver::run(
@@ -725,5 +775,33 @@ impl Node {
     /// The data directory default, for callers without one.
     pub fn default_home() -> Result<PathBuf, crate::home::HomeError> {
         crate::home::resolve(None)
+    }
+}
+
+#[cfg(test)]
+mod probe_route_tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn a_birthday_probe_counts_only_under_a_recent_introduction_to_its_sender() {
+        let peer = Identity::generate().unwrap().peer_id();
+        let stranger = Identity::generate().unwrap().peer_id();
+        let mut routes = ProbeRoutes::default();
+        routes.note_introduction(7, peer, Duration::from_secs(60));
+        assert!(routes.is_live(7, &peer));
+        // Another attempt id, or the right one from someone else: no.
+        assert!(!routes.is_live(8, &peer));
+        assert!(!routes.is_live(7, &stranger));
+        // Forgotten once its time is up (here: at once).
+        routes.note_introduction(9, peer, Duration::ZERO);
+        assert!(!routes.is_live(7, &peer));
+        // Bounded, the newest kept.
+        let last = 100 + 2 * INTRODUCTIONS_KEPT as u64;
+        for attempt in 100..=last {
+            routes.note_introduction(attempt, peer, Duration::from_secs(60));
+        }
+        assert!(routes.introduced.len() <= INTRODUCTIONS_KEPT);
+        assert!(routes.is_live(last, &peer));
     }
 }

@@ -51,7 +51,7 @@ async fn wait_probe<T>(
     tokio::time::timeout(PROBE_WAIT, wait).await.ok().flatten()
 }
 
-fn random_nonce() -> u64 {
+pub(super) fn random_nonce() -> u64 {
     let mut bytes = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u64::from_le_bytes(bytes)
@@ -137,10 +137,10 @@ impl Node {
         let verdict = match (mapping, unsolicited_admitted) {
             ("unknown", _) => "the tracker's second port did not answer: UDP may be blocked or rate-limited",
             ("endpoint-dependent", _) => {
-                "symmetric NAT: direct connections work only with peers whose NAT admits new ports; others need the relay"
+                "symmetric NAT: direct connections work with peers whose NAT admits new ports, and by birthday punching with port-restricted ones; another symmetric NAT needs the relay"
             }
             (_, true) => "easy NAT: direct connections should work with almost any peer",
-            (_, false) => "port-restricted NAT: direct connections work unless the other side has a symmetric NAT",
+            (_, false) => "port-restricted NAT: direct connections work; against a symmetric NAT by birthday punching",
         };
         let ipv6_addrs = self
             .local_addr()

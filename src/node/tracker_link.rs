@@ -198,6 +198,7 @@ impl Node {
     /// again (the members handed to the manager, which connects those not
     /// connected).
     pub(super) async fn restore_tracker(self, tracker: TrackerIx) {
+        self.inner.spawn(self.clone().report_nat(tracker));
         self.open_relay(tracker).await;
         if self.inner.trackers.is_guest(tracker) {
             // A guest joins no room.
@@ -511,6 +512,12 @@ impl Node {
                             .or_insert_with(|| PeerRecord::new(peer.name.clone()));
                         record.candidates = peer.candidates();
                     }
+                    // Birthday probes may name it (`ProbeRoutes::is_live`)
+                    // for as long as a punch under it could run.
+                    let keep = self.inner.config.punch.deadline * 2;
+                    self.inner
+                        .probe_routes()
+                        .note_introduction(attempt, peer.peer_id, keep);
                     self.input(Input::Introduced {
                         tracker,
                         attempt,

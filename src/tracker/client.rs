@@ -19,8 +19,8 @@ use crate::home::{HomeError, KnownKeys};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
 use crate::protocol::{
-    Member, Presence, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal, TrackerRequest,
-    TrackerRequestBody, TrackerResponse,
+    Member, NatReport, Presence, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal,
+    TrackerRequest, TrackerRequestBody, TrackerResponse,
 };
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
@@ -100,6 +100,8 @@ pub struct TrackerSession {
     /// The shortest request round trip seen, in microseconds (`u64::MAX`:
     /// none yet).
     fastest_request_us: AtomicU64,
+    /// This node's NAT as measured through this session (unknown until then).
+    nat: std::sync::Mutex<NatReport>,
 }
 
 /// The tracker's answer to a relay stream.
@@ -186,6 +188,7 @@ impl TrackerSession {
             pending,
             next_id: AtomicU32::new(0),
             fastest_request_us: AtomicU64::new(u64::MAX),
+            nat: std::sync::Mutex::new(NatReport::default()),
         };
         let response = session
             .request(TrackerRequestBody::Register {
@@ -297,6 +300,22 @@ impl TrackerSession {
             Some(RelayFrame::Unavailable { reason }) => Ok((RelayOffer::Unavailable(reason), None)),
             Some(_) | None => Err(TrackerError::UnexpectedResponse),
         }
+    }
+
+    /// This node's NAT as last measured through this session.
+    pub fn nat(&self) -> NatReport {
+        *self
+            .nat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers what was measured of this node's NAT through this session.
+    pub fn set_nat(&self, nat: NatReport) {
+        *self
+            .nat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = nat;
     }
 
     /// The address the tracker sees this node at.

@@ -10,8 +10,8 @@ use std::time::Instant;
 use super::per_address::{SourceKey, Sources};
 use crate::identity::PeerId;
 use crate::protocol::{
-    is_candidate, validate_label, Member, Presence, RelayRefusal, TrackerEvent, TrackerRefusal,
-    MAX_LOCAL_ADDRS, MAX_NAME_LEN, MAX_ROOM_LEN,
+    is_candidate, validate_label, Member, NatReport, Presence, RelayRefusal, TrackerEvent,
+    TrackerRefusal, MAX_LOCAL_ADDRS, MAX_NAME_LEN, MAX_ROOM_LEN,
 };
 
 /// The tracker's limits. Defaults suit a small public tracker on one core.
@@ -238,6 +238,7 @@ impl Registry {
                     name,
                     reflexive,
                     local_addrs,
+                    nat: NatReport::default(),
                 },
                 source,
                 relaying: false,
@@ -475,6 +476,17 @@ impl Registry {
         };
         self.sources
             .take_relay_bytes(registration.source, size, &self.limits, now)
+    }
+
+    /// `peer_id` reported how its NAT maps and filters; its introductions
+    /// carry it from now on.
+    pub fn note_nat(&mut self, peer_id: PeerId, nat: NatReport) -> Result<(), TrackerRefusal> {
+        let registration = self
+            .peers
+            .get_mut(&peer_id)
+            .ok_or(TrackerRefusal::NotRegistered)?;
+        registration.member.nat = nat;
+        Ok(())
     }
 
     /// The members of a room the peer is in, other than itself.

@@ -670,6 +670,10 @@ fn handle_request(
             let aux_port = shared.aux.local_addr().map(|a| a.port()).unwrap_or(0);
             Ok(TrackerResponse::NetcheckStarted { aux_port })
         }
+        TrackerRequestBody::ReportNat { nat } => {
+            shared.registry().note_nat(peer_id, nat)?;
+            Ok(TrackerResponse::NatNoted)
+        }
         TrackerRequestBody::Connect { peer } => {
             let (from, to) = shared.registry().introduce(peer_id, peer)?;
             let attempt = random_u64();

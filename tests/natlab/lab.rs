@@ -71,9 +71,10 @@ impl Nat {
         self != Nat::Symmetric
     }
 
-    /// Whether a direct path between these two can be punched without port
-    /// prediction: not when one side maps per destination and the other only
-    /// lets in the exact address and port it sent to.
+    /// Whether a direct path between these two can be punched without
+    /// birthday punching (src/birthday.rs): not when one side maps per
+    /// destination and the other only lets in the exact address and port it
+    /// sent to.
     pub fn punchable(a: Nat, b: Nat) -> bool {
         let hard = |x: Nat, y: Nat| {
             x == Nat::Symmetric && matches!(y, Nat::Symmetric | Nat::PortRestricted)
