@@ -208,6 +208,9 @@ fn check_tracker_request(request: TrackerRequest) {
             let _ = peer.short();
         }
         TrackerRequestBody::Netcheck { .. } => {}
+        TrackerRequestBody::PortMapped { addr } => {
+            let _ = addr.map(|a| is_lan_candidate(&a));
+        }
     }
 }
 

@@ -79,7 +79,7 @@ enum Commands {
     /// powershell); e.g. `punchgate completions bash > ~/.local/share/bash-completion/completions/punchgate`.
     Completions { shell: clap_complete::Shell },
     /// What your NAT does: public address, mapping, filtering, hairpinning,
-    /// RTT to the tracker.
+    /// RTT to the tracker, and whether the router maps a port on request.
     Netcheck {
         /// Tracker as PEERID@host:port, or host:port to trust on first use.
         #[arg(long)]
@@ -87,6 +87,9 @@ enum Commands {
         /// Address of the UDP socket (use the port you chat from).
         #[arg(long, default_value = "[::]:0")]
         bind: SocketAddr,
+        /// Do not ask the router for a port mapping (PCP, NAT-PMP, UPnP-IGD).
+        #[arg(long, env = "PUNCHGATE_NO_PORT_MAPPING")]
+        no_port_mapping: bool,
     },
 }
 
@@ -111,12 +114,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", identity.peer_id());
             Ok(())
         }
-        Commands::Netcheck { tracker, bind } => {
+        Commands::Netcheck {
+            tracker,
+            bind,
+            no_port_mapping,
+        } => {
             let home = home()?;
             let mut config = NodeConfig::new("netcheck");
             config.trackers = vec![tracker];
             config.rooms = Vec::new();
             config.bind = bind;
+            config.port_mapping = !no_port_mapping;
             let (node, _events) = Node::start(&home, config)
                 .await
                 .context("cannot start the node")?;
@@ -154,11 +162,16 @@ struct TransportArgs {
     /// docs/BENCHMARKS.md compares them on lossy paths.
     #[arg(long, default_value_t = Congestion::default())]
     congestion: Congestion,
+    /// Do not ask the home router for a port mapping (PCP, NAT-PMP,
+    /// UPnP-IGD) of this node's UDP port; see docs/NAT.md.
+    #[arg(long, env = "PUNCHGATE_NO_PORT_MAPPING")]
+    no_port_mapping: bool,
 }
 
 impl TransportArgs {
     fn apply(&self, config: &mut NodeConfig) {
         config.congestion = self.congestion;
+        config.port_mapping = !self.no_port_mapping;
     }
 }
 

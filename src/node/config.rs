@@ -62,6 +62,11 @@ pub struct NodeConfig {
     /// Find room members on the LAN by multicast beacons ([`crate::lan`]).
     /// Default off here; `punchgate chat` turns it on.
     pub lan_discovery: bool,
+    /// Ask the home router for a UDP mapping of the gate socket's port
+    /// (PCP, NAT-PMP, UPnP-IGD; [`crate::portmap`]) and offer it as a
+    /// candidate. Default off here (it talks to the router);
+    /// `punchgate chat`, `send`, `get`, `web` and `netcheck` turn it on.
+    pub port_mapping: bool,
     /// Rooms' gossip: how many neighbors each member keeps (a room of at
     /// most `gossip.active` + 1 members is a full mesh), and its timers.
     pub gossip: crate::gossip::GossipConfig,
@@ -88,6 +93,7 @@ impl NodeConfig {
             relay: RelayPolicy::default(),
             history: HistoryLimits::default(),
             lan_discovery: false,
+            port_mapping: false,
             gossip: crate::gossip::GossipConfig::default(),
         }
     }

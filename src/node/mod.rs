@@ -35,6 +35,7 @@ mod notices;
 mod outbox;
 mod overlay;
 mod page;
+mod portmap;
 mod relay;
 pub mod room_passwords;
 mod roster;
@@ -151,6 +152,8 @@ struct Inner {
     punch_slots: Arc<tokio::sync::Semaphore>,
     /// Cancelled once shutdown is complete: the event stream ends.
     ended: CancellationToken,
+    /// Router port mapping ([`portmap`]).
+    portmap: portmap::PortMapSlot,
 }
 
 /// Where probes arriving on the gate socket go: to the punch whose attempt
@@ -377,6 +380,7 @@ impl Node {
                 budget: Mutex::new(DestinationBudget::default()),
                 punch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCHES)),
                 ended: CancellationToken::new(),
+                portmap: portmap::PortMapSlot::default(),
             }),
         };
         node.emit(Event::Ready {
@@ -418,6 +422,9 @@ impl Node {
         }
         if node.inner.config.lan_discovery {
             node.start_lan_discovery();
+        }
+        if node.inner.config.port_mapping {
+            node.start_port_mapping();
         }
         for target in node.inner.config.connect.clone() {
             let task_node = node.clone();
@@ -630,6 +637,7 @@ impl Node {
             goodbyes.spawn(async move { gate.goodbye("quit").await });
         }
         while goodbyes.join_next().await.is_some() {}
+        self.stop_port_mapping().await;
         self.inner.trackers.close_all();
         self.inner
             .endpoint

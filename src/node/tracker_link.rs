@@ -40,13 +40,18 @@ pub(super) async fn connect_tracker(
     home: &std::path::Path,
     config: &super::NodeConfig,
     target: &crate::endpoint::Target,
+    mapped: Option<std::net::SocketAddr>,
 ) -> Result<Session, NodeError> {
-    let registration = Registration {
-        name: &config.name,
-        local_addrs: local_candidates(endpoint.local_addr().map_err(|source| NodeError::Bind {
+    let mut local_addrs =
+        local_candidates(endpoint.local_addr().map_err(|source| NodeError::Bind {
             addr: config.bind,
             source,
-        })?),
+        })?);
+    // The tracker keeps it only on the address it sees this node at.
+    local_addrs.splice(0..0, mapped);
+    let registration = Registration {
+        name: &config.name,
+        local_addrs,
     };
     let session = TrackerSession::connect(
         endpoint,
@@ -84,7 +89,8 @@ pub(super) async fn connect_trackers(
         let (endpoint, certified) = (endpoint.clone(), certified.clone());
         let (home, config) = (home.to_path_buf(), config.clone());
         attempts.spawn(async move {
-            let result = connect_tracker(&endpoint, &certified, &home, &config, &target).await;
+            let result =
+                connect_tracker(&endpoint, &certified, &home, &config, &target, None).await;
             (tracker, result)
         });
     }
@@ -147,6 +153,7 @@ impl Node {
                     &inner.home,
                     &inner.config,
                     &target,
+                    inner.portmap.mapped(),
                 )
                 .await
             }

@@ -48,21 +48,22 @@ fn random_seed() -> [u8; 12] {
 impl PortMapClient {
     /// Starts asking the default gateway for a mapping of UDP
     /// `internal_port`, requesting leases of `lifetime` seconds. Events go
-    /// to `events`. Without an IPv4 default route it says why.
-    pub async fn start(
+    /// to `events`. Without an IPv4 default route it says why. Needs a
+    /// tokio runtime (its task runs there).
+    pub fn start(
         internal_port: u16,
         lifetime: u32,
         events: mpsc::UnboundedSender<Event>,
     ) -> Result<PortMapClient, String> {
         let gateway = gateway::default_gateway()
             .ok_or("no IPv4 default route: no router to ask for a port mapping")?;
-        let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-            .await
+        let socket = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
             .map_err(|e| e.to_string())?;
         socket
             .connect(SocketAddrV4::new(gateway, SERVER_PORT))
-            .await
             .map_err(|e| format!("cannot reach the gateway {gateway}: {e}"))?;
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let socket = UdpSocket::from_std(socket).map_err(|e| e.to_string())?;
         let client = match socket.local_addr().map_err(|e| e.to_string())? {
             SocketAddr::V4(v4) => *v4.ip(),
             SocketAddr::V6(_) => return Err("the gateway socket is not IPv4".into()),

@@ -664,6 +664,10 @@ fn handle_request(
             let aux_port = shared.aux.local_addr().map(|a| a.port()).unwrap_or(0);
             Ok(TrackerResponse::NetcheckStarted { aux_port })
         }
+        TrackerRequestBody::PortMapped { addr } => {
+            let kept = shared.registry().set_mapped(peer_id, addr)?;
+            Ok(TrackerResponse::PortMapped { kept })
+        }
         TrackerRequestBody::Connect { peer } => {
             let (from, to) = shared.registry().introduce(peer_id, peer)?;
             let attempt = random_u64();
