@@ -86,18 +86,14 @@ impl Node {
             MapEvent::Done => ("released", None),
         };
         let external = mapping.map(|m| SocketAddr::V4(m.external));
-        self.emit(Event::PortMapping {
-            status: status.to_string(),
-            protocol: mapping.map(|m| m.protocol.name().to_string()),
-            external,
-            lifetime_s: mapping.map(|m| m.lifetime.as_secs()),
-        });
         let changed = {
             let mut state = self.inner.portmap.lock();
             let changed = state.mapped != external;
             state.mapped = external;
             changed
         };
+        // The trackers first: once the event is out, peers introduced from
+        // now on are given the mapped address.
         if changed && status != "released" {
             for (_, session) in self.inner.trackers.sessions() {
                 let request = TrackerRequestBody::PortMapped { addr: external };
@@ -106,6 +102,12 @@ impl Node {
                 }
             }
         }
+        self.emit(Event::PortMapping {
+            status: status.to_string(),
+            protocol: mapping.map(|m| m.protocol.name().to_string()),
+            external,
+            lifetime_s: mapping.map(|m| m.lifetime.as_secs()),
+        });
     }
 
     /// Releases the mapping (bounded by [`RELEASE_BOUND`]).

@@ -14,6 +14,7 @@ mod lab;
 mod lan;
 mod lossy;
 mod neighbours;
+mod portmap;
 mod setup;
 mod timing;
 
