@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::manager::TrackerIx;
 use super::{Event, Node};
 use crate::portmap::machine::Event as MapEvent;
 use crate::portmap::{PortMapClient, Status};
 use crate::protocol::TrackerRequestBody;
+use crate::tracker::{TrackerError, TrackerSession};
 
 /// Lease asked of the router, in seconds (it may grant less).
 const LIFETIME: u32 = 7200;
@@ -34,6 +36,9 @@ struct SlotState {
     mapped: Option<SocketAddr>,
     /// Why there is no client, when it could not start.
     unavailable: Option<String>,
+    /// Trackers whose session ended on a `PortMapped` request (older than
+    /// it): never sent one again, lest each new session end the same way.
+    refused: std::collections::HashSet<TrackerIx>,
 }
 
 impl PortMapSlot {
@@ -95,11 +100,8 @@ impl Node {
         // The trackers first: once the event is out, peers introduced from
         // now on are given the mapped address.
         if changed && status != "released" {
-            for (_, session) in self.inner.trackers.sessions() {
-                let request = TrackerRequestBody::PortMapped { addr: external };
-                if let Err(error) = session.request(request).await {
-                    tracing::debug!(%error, "the tracker did not take the mapped address");
-                }
+            for (tracker, session) in self.inner.trackers.sessions() {
+                self.tell_tracker(tracker, &session, external).await;
             }
         }
         self.emit(Event::PortMapping {
@@ -108,6 +110,30 @@ impl Node {
             external,
             lifetime_s: mapping.map(|m| m.lifetime.as_secs()),
         });
+    }
+
+    /// Tells `tracker` where the router mapped the gate socket (`None`: no
+    /// longer), unless it ended a session over that before.
+    pub(super) async fn tell_tracker(
+        &self,
+        tracker: TrackerIx,
+        session: &TrackerSession,
+        addr: Option<SocketAddr>,
+    ) {
+        if self.inner.portmap.lock().refused.contains(&tracker) {
+            return;
+        }
+        let request = TrackerRequestBody::PortMapped { addr };
+        match session.request(request).await {
+            Ok(_) => {}
+            Err(error @ TrackerError::Lost(_)) => {
+                tracing::debug!(%error, "the tracker's session ended on the mapped address");
+                self.inner.portmap.lock().refused.insert(tracker);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "the tracker did not take the mapped address");
+            }
+        }
     }
 
     /// Releases the mapping (bounded by [`RELEASE_BOUND`]).

@@ -185,6 +185,14 @@ impl Node {
     /// connected).
     pub(super) async fn restore_tracker(self, tracker: TrackerIx) {
         self.open_relay(tracker).await;
+        // A tracker first reached after the router mapped the gate socket
+        // registered without the mapped address.
+        if let (Some(addr), Some(session)) = (
+            self.inner.portmap.mapped(),
+            self.inner.trackers.session(tracker),
+        ) {
+            self.tell_tracker(tracker, &session, Some(addr)).await;
+        }
         let rooms = self.roster().rooms.clone();
         for room in rooms {
             if let Err(error) = self.join_at_tracker(tracker, &room).await {

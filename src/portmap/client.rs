@@ -112,6 +112,14 @@ impl PortMapClient {
     }
 }
 
+impl Drop for PortMapClient {
+    /// A client dropped without [`PortMapClient::shutdown`] still releases
+    /// its mapping, in the background.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 struct Driver {
     socket: UdpSocket,
     gateway: Ipv4Addr,
