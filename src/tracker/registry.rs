@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::offered;
 use super::per_address::{SourceKey, Sources};
 use crate::identity::PeerId;
 use crate::protocol::{
-    is_candidate, is_mapped_candidate, validate_label, Member, RelayRefusal, TrackerEvent,
-    TrackerRefusal, MAX_LOCAL_ADDRS, MAX_NAME_LEN, MAX_ROOM_LEN,
+    validate_label, Member, RelayRefusal, TrackerEvent, TrackerRefusal, MAX_NAME_LEN, MAX_ROOM_LEN,
 };
 
 /// The tracker's limits. Defaults suit a small public tracker on one core.
@@ -192,7 +192,7 @@ impl Registry {
             });
         }
         self.sources.admit_peer(source, &self.limits)?;
-        keep_candidates(&mut local_addrs, &reflexive);
+        offered::keep_candidates(&mut local_addrs, &reflexive);
         self.next_generation += 1;
         let generation = self.next_generation;
         self.peers.insert(
@@ -440,16 +440,11 @@ impl Registry {
             .get_mut(&peer_id)
             .ok_or(TrackerRefusal::NotRegistered)?;
         let member = &mut registration.member;
-        let reflexive = member.reflexive;
-        member
-            .local_addrs
-            .retain(|a| !is_mapped_candidate(a, &reflexive));
-        let kept = addr.filter(|a| is_mapped_candidate(a, &reflexive));
-        if let Some(mapped) = kept {
-            member.local_addrs.insert(0, mapped);
-            member.local_addrs.truncate(MAX_LOCAL_ADDRS);
-        }
-        Ok(kept)
+        Ok(offered::replace_mapped(
+            &mut member.local_addrs,
+            &member.reflexive,
+            addr,
+        ))
     }
 
     fn members_except(&self, room: &str, peer_id: &PeerId) -> Vec<Member> {
@@ -463,50 +458,10 @@ impl Registry {
     }
 }
 
-/// Keeps what a node may offer besides its reflexive address: LAN and
-/// global IPv6 addresses ([`is_candidate`]) and at most one port-mapped
-/// address on its reflexive IP ([`is_mapped_candidate`], put first), at
-/// most [`MAX_LOCAL_ADDRS`] in all.
-fn keep_candidates(local_addrs: &mut Vec<SocketAddr>, reflexive: &SocketAddr) {
-    let mapped = local_addrs
-        .iter()
-        .find(|a| is_mapped_candidate(a, reflexive))
-        .copied();
-    local_addrs.retain(is_candidate);
-    if let Some(mapped) = mapped {
-        local_addrs.insert(0, mapped);
-    }
-    local_addrs.truncate(MAX_LOCAL_ADDRS);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::identity::Identity;
-
-    #[test]
-    fn a_mapped_address_is_kept_only_on_the_reflexive_ip_and_only_one() {
-        let reflexive: SocketAddr = "198.51.100.11:23456".parse().unwrap();
-        let mut offered: Vec<SocketAddr> = [
-            "10.0.1.2:4000",
-            "198.51.100.11:4000",
-            "198.51.100.11:4001",
-            "203.0.113.9:4000",
-            "198.51.100.11:23456",
-        ]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect();
-        keep_candidates(&mut offered, &reflexive);
-        assert_eq!(
-            offered,
-            vec![
-                "198.51.100.11:4000".parse().unwrap(),
-                "10.0.1.2:4000".parse().unwrap()
-            ],
-            "someone else's address and a second mapped port are dropped"
-        );
-    }
 
     fn id() -> PeerId {
         Identity::generate().unwrap().peer_id()
