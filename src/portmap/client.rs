@@ -187,7 +187,7 @@ impl Driver {
         transmit: Transmit,
         results: &mpsc::UnboundedSender<(u64, UpnpOutcome)>,
     ) {
-        // lease u32::MAX stands for "delete".
+        // `lease` None: delete the mapping.
         let (op, external_port, lease) = match transmit {
             Transmit::Datagram(bytes) => {
                 if let Err(error) = self.socket.send(&bytes).await {
@@ -199,8 +199,8 @@ impl Driver {
                 op,
                 external_port,
                 lease,
-            } => (op, external_port, lease),
-            Transmit::UpnpUnmap { op, external_port } => (op, external_port, u32::MAX),
+            } => (op, external_port, Some(lease)),
+            Transmit::UpnpUnmap { op, external_port } => (op, external_port, None),
         };
         let (igd, gateway, client, internal_port) = (
             self.igd.clone(),
@@ -222,10 +222,9 @@ impl Driver {
                         Err(error) => return UpnpOutcome::Failed(error),
                     },
                 };
-                let outcome = if lease == u32::MAX {
-                    found.unmap(external_port).await
-                } else {
-                    found.map(client, internal_port, external_port, lease).await
+                let outcome = match lease {
+                    Some(lease) => found.map(client, internal_port, external_port, lease).await,
+                    None => found.unmap(external_port).await,
                 };
                 if matches!(outcome, UpnpOutcome::Failed(_)) {
                     // Search again next time: the router may have changed.

@@ -775,7 +775,9 @@ fn natpmp_step(
             lifetime,
             ..
         } if port == internal_port && lifetime > 0 => *map = Some((external_port, lifetime)),
-        Response::NatPmpAddress { .. } | Response::NatPmpMap { .. } => return NatPmpStep::Refused,
+        Response::NatPmpAddress { .. }
+        | Response::NatPmpMap { .. }
+        | Response::UnsupportedVersion => return NatPmpStep::Refused,
         _ => {}
     }
     match (*external, *map) {
