@@ -415,6 +415,11 @@ impl Node {
                 reporter.tracker_reached(tracker, result);
             }
         });
+        // Before the rooms: a mapping the router grants at once reaches the
+        // trackers before the first introductions.
+        if node.inner.config.port_mapping {
+            node.start_port_mapping();
+        }
         for room in node.inner.config.rooms.clone() {
             if let Err(error) = node.join(&room).await {
                 node.emit(Event::error(format!("cannot join {room}: {error}")));
@@ -422,9 +427,6 @@ impl Node {
         }
         if node.inner.config.lan_discovery {
             node.start_lan_discovery();
-        }
-        if node.inner.config.port_mapping {
-            node.start_port_mapping();
         }
         for target in node.inner.config.connect.clone() {
             let task_node = node.clone();
