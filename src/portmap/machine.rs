@@ -16,7 +16,8 @@
 //! again at half the remaining time, and a lease that runs out is reported
 //! lost and mapping starts over. A round in which no protocol answered is
 //! retried after 1 min, doubling up to 30 min. Release at shutdown is one
-//! request and one resend, 750 ms at most.
+//! request and one resend, 750 ms at most; while still asking, one release
+//! of what was asked, without waiting.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -700,11 +701,15 @@ impl PortMapper {
         let (protocol, port, sends) = match &self.state {
             State::Mapped { mapping, .. } => (mapping.protocol, mapping.external.port(), 0),
             // A request may have made a mapping whose answer is still on
-            // its way: release what it asked for (UPnP: once it answers).
+            // its way: release what it asked for, once, without waiting
+            // (the router may be silent, and exit should not wait on it).
             State::Asking {
                 protocol, sends, ..
             } if *sends > 0 && *protocol != Protocol::Upnp => {
-                (*protocol, self.config.internal_port, 0)
+                let protocol = *protocol;
+                self.send_map(protocol, false, 0, self.config.internal_port);
+                self.finish();
+                return;
             }
             State::Asking {
                 protocol: Protocol::Upnp,

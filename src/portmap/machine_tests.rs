@@ -323,9 +323,15 @@ fn shutdown_before_anything_answered_releases_what_was_asked() {
         ..Router::speaking(true, false, false)
     });
     sim.pump();
-    sim.mapper.handle_shutdown(sim.now);
+    let at = sim.now;
+    sim.mapper.handle_shutdown(at);
     sim.run_until(Duration::from_secs(5));
     assert_eq!(sim.event_kinds(), ["done"]);
+    assert_eq!(
+        sim.events[0].0,
+        at - sim.start,
+        "at once: nothing is known to wait for"
+    );
     let last = &sim.sent.last().unwrap().1;
     assert!(matches!(last, Transmit::Datagram(b) if b[0] == 2 && b[4..8] == [0; 4]));
 }
