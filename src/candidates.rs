@@ -1,6 +1,7 @@
 //! Which of a peer's addresses a punch tries, in which order: LAN addresses
 //! only on the same site, a bounded few global IPv6 addresses first where
-//! this node has IPv6, the public IPv4 address always. Pure, no I/O.
+//! this node has IPv6, a port its router mapped for it, the public IPv4
+//! address always. Pure, no I/O.
 
 use std::net::SocketAddr;
 
@@ -25,6 +26,11 @@ pub const MAX_IPV6_CANDIDATES: usize = 2;
 /// handshakes start in this order; the first authenticated one wins).
 /// A hostile peer can aim a punch's probes at two addresses of its choice
 /// this way: a bounded few small packets per introduction it asked for.
+///
+/// A port the peer's router mapped for it (on the same IP as its reflexive
+/// address, [`crate::protocol::is_mapped_candidate`]) comes just before the
+/// reflexive address, at most one: a mapping lets in anyone's packets, so
+/// it works where the reflexive address needs a punch (a symmetric NAT).
 pub fn order_candidates(
     my_reflexive: Option<SocketAddr>,
     reflexive: SocketAddr,
@@ -36,7 +42,8 @@ pub fn order_candidates(
     let fresh =
         |out: &Vec<SocketAddr>, addr: &SocketAddr| !out.contains(addr) && *addr != reflexive;
     if same_nat {
-        for addr in local.iter().filter(|a| !crate::protocol::is_global_ipv6(a)) {
+        let lan = |a: &&SocketAddr| !crate::protocol::is_global_ipv6(a) && a.ip() != reflexive.ip();
+        for addr in local.iter().filter(lan) {
             if out.len() == MAX_LAN_CANDIDATES {
                 break;
             }
@@ -54,6 +61,14 @@ pub fn order_candidates(
             if fresh(&out, addr) {
                 out.push(*addr);
             }
+        }
+    }
+    let mapped = local
+        .iter()
+        .find(|a| crate::protocol::is_mapped_candidate(a, &reflexive));
+    if let Some(addr) = mapped {
+        if fresh(&out, addr) {
+            out.push(*addr);
         }
     }
     out.push(reflexive);
@@ -115,6 +130,28 @@ mod tests {
             vec![theirs]
         );
         assert_eq!(order_candidates(None, theirs, &chosen, true), vec![theirs]);
+    }
+
+    #[test]
+    fn a_mapped_port_comes_just_before_the_reflexive_address_and_only_one() {
+        let theirs = addr("198.51.100.11:23456");
+        let local = [
+            addr("198.51.100.11:4000"),
+            addr("198.51.100.11:4001"),
+            addr("[2001:db8:1::2]:4000"),
+            addr("10.0.1.2:4000"),
+        ];
+        let elsewhere = Some(addr("203.0.113.1:5000"));
+        assert_eq!(
+            order_candidates(elsewhere, theirs, &local, true),
+            vec![local[2], local[0], theirs]
+        );
+        let same = Some(addr("198.51.100.11:5000"));
+        assert_eq!(
+            order_candidates(same, theirs, &local, false),
+            vec![local[3], local[0], theirs],
+            "not a LAN candidate, even behind the same NAT"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod identity;
 pub mod lan;
 pub mod node;
 pub mod pake;
+pub mod portmap;
 pub mod protocol;
 pub mod punch;
 pub mod quota;

@@ -76,6 +76,13 @@ pub enum TrackerRequestBody {
     ReportNat {
         nat: NatReport,
     },
+    /// The router mapped this node's gate socket at `addr` (port mapping),
+    /// or no longer does (`None`). The tracker keeps it among the node's
+    /// candidates only if it is on the address the tracker sees the node at
+    /// ([`is_mapped_candidate`]).
+    PortMapped {
+        addr: Option<SocketAddr>,
+    },
 }
 
 /// How a node registers (protocol version 5).
@@ -131,6 +138,10 @@ pub enum TrackerResponse {
     },
     /// The [`TrackerRequestBody::ReportNat`] is noted.
     NatNoted,
+    /// What the tracker kept of a [`TrackerRequestBody::PortMapped`].
+    PortMapped {
+        kept: Option<SocketAddr>,
+    },
 }
 
 /// Why the tracker refused a request. Each names the limit that was hit.
@@ -300,6 +311,15 @@ pub fn validate_label(what: &str, text: &str, max: usize) -> Result<(), String> 
 /// ([`is_global_ipv6`]).
 pub fn is_candidate(addr: &SocketAddr) -> bool {
     is_lan_candidate(addr) || is_global_ipv6(addr)
+}
+
+/// True for a port-mapped address a node may offer besides its reflexive
+/// one (`reflexive`, as the tracker sees it): the same IP, another port.
+/// Such an address points only at the node's own public address (or its
+/// router's), never at someone else's host: that is what keeps a node from
+/// making the tracker hand peers addresses of its choosing.
+pub fn is_mapped_candidate(addr: &SocketAddr, reflexive: &SocketAddr) -> bool {
+    addr.ip() == reflexive.ip() && addr.port() != 0 && addr.port() != reflexive.port()
 }
 
 /// True for a global unicast IPv6 address (2000::/3) with a port, the kind a

@@ -443,6 +443,9 @@ pub fn render(event: &Event) -> Vec<String> {
             verdict,
             ipv6,
             ipv6_addrs,
+            port_mapping,
+            mapped_addr,
+            port_mapping_note,
             ..
         } => vec![
             format!("public address:  {public}"),
@@ -462,7 +465,24 @@ pub fn render(event: &Event) -> Vec<String> {
                 ),
                 _ => "none: IPv4 only".to_string(),
             }),
+            format!("port mapping:    {}", match (port_mapping.as_str(), mapped_addr) {
+                ("off", _) => "off (--no-port-mapping)".to_string(),
+                (protocol, Some(addr)) => format!("the router mapped {addr} ({protocol})"),
+                (_, None) => format!(
+                    "none{}",
+                    port_mapping_note.as_deref().map(|n| format!(": {}", sanitize(n))).unwrap_or_default()
+                ),
+            }),
         ],
+        Event::PortMapping { status, protocol, external, lifetime_s } => match (external, protocol) {
+            (Some(addr), Some(protocol)) if status == "mapped" => vec![format!(
+                "* the router mapped {addr} for this node ({protocol}, lease {}s): peers behind any NAT can reach it there",
+                lifetime_s.unwrap_or(0)
+            )],
+            (Some(_), _) => Vec::new(),
+            _ if status == "lost" => vec!["* the router's port mapping ran out; asking again".into()],
+            _ => Vec::new(),
+        },
         Event::Gates { gates } if gates.is_empty() => vec!["no connections".into()],
         Event::Gates { gates } => gates
             .iter()

@@ -14,6 +14,7 @@ fn run(home: &std::path::Path, envs: &[(&str, &str)], args: &[&str]) -> (Vec<Val
     let child = Command::new(env!("CARGO_BIN_EXE_punchgate"))
         // No multicast beacons from the host namespace.
         .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+        .env("PUNCHGATE_NO_PORT_MAPPING", "true")
         .arg("--home")
         .arg(home)
         .args(args)
@@ -112,6 +113,7 @@ fn completions_are_printed_for_each_shell() {
         let output = Command::new(env!("CARGO_BIN_EXE_punchgate"))
             // No multicast beacons from the host namespace.
             .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+            .env("PUNCHGATE_NO_PORT_MAPPING", "true")
             .arg("--home")
             .arg(home.path())
             .args(["completions", shell])
@@ -124,6 +126,7 @@ fn completions_are_printed_for_each_shell() {
     let output = Command::new(env!("CARGO_BIN_EXE_punchgate"))
         // No multicast beacons from the host namespace.
         .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+        .env("PUNCHGATE_NO_PORT_MAPPING", "true")
         .args(["completions", "tcsh"])
         .output()
         .unwrap();

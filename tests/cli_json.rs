@@ -78,6 +78,7 @@ fn id_is_stable_for_a_data_directory() {
         let out = Command::new(env!("CARGO_BIN_EXE_punchgate"))
             // No multicast beacons from the host namespace.
             .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+            .env("PUNCHGATE_NO_PORT_MAPPING", "true")
             .arg("--home")
             .arg(home.path())
             .arg("id")
@@ -96,6 +97,7 @@ fn bad_arguments_fail_with_a_one_line_reason() {
     let out = Command::new(env!("CARGO_BIN_EXE_punchgate"))
         // No multicast beacons from the host namespace.
         .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+        .env("PUNCHGATE_NO_PORT_MAPPING", "true")
         .args(["chat", "--connect", "not-a-peer@127.0.0.1:1"])
         .output()
         .unwrap();

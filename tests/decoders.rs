@@ -207,6 +207,11 @@ fn probe_datagrams_survive_damage() {
 }
 
 #[test]
+fn port_mapping_answers_survive_damage() {
+    fuzz("port_mapping", 3000);
+}
+
+#[test]
 fn peer_id_texts_survive_damage() {
     fuzz("peer_id_text", 3000);
 }

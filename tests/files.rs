@@ -192,6 +192,7 @@ fn a_share_of_more_files_than_either_side_may_open_arrives_through_real_processe
     let out = work.path().join("out");
     let home = tempfile::tempdir().unwrap();
     let mut get = std::process::Command::new(env!("CARGO_BIN_EXE_punchgate"));
+    get.env("PUNCHGATE_NO_PORT_MAPPING", "true");
     get.arg("--home").arg(home.path()).arg("--json").args([
         "get",
         &ticket,
@@ -726,6 +727,7 @@ fn a_full_disk_is_a_clear_error_and_the_rerun_resumes() {
     let home = tempfile::tempdir().unwrap();
     let mut limited = std::process::Command::new(env!("CARGO_BIN_EXE_punchgate"));
     limited
+        .env("PUNCHGATE_NO_PORT_MAPPING", "true")
         .arg("--home")
         .arg(home.path())
         .arg("--json")

@@ -24,6 +24,7 @@ fn mode(path: &Path) -> u32 {
 /// `punchgate --home HOME ARGS...`, run to its end.
 fn punchgate(home: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        .env("PUNCHGATE_NO_PORT_MAPPING", "true")
         .arg("--home")
         .arg(home)
         .args(args)
@@ -79,6 +80,7 @@ impl Chat {
         let home = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_punchgate"))
             .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+            .env("PUNCHGATE_NO_PORT_MAPPING", "true")
             .arg("--home")
             .arg(home.path())
             .args(["--json", "chat", "--room", "vault", "--bind", "127.0.0.1:0"])
@@ -205,6 +207,7 @@ fn an_empty_or_missing_password_file_is_a_clear_error() {
         (dir.path().join("missing"), "cannot read the password file"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+            .env("PUNCHGATE_NO_PORT_MAPPING", "true")
             .arg("--home")
             .arg(dir.path().join("home"))
             .args(["chat", "--room", "vault", "--password-file"])
@@ -237,6 +240,7 @@ fn a_get_beyond_the_file_size_limit_reports_it_instead_of_dying_of_sigxfsz() {
     // Already private: the only line on stderr is the error.
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let mut get = Command::new(env!("CARGO_BIN_EXE_punchgate"));
+    get.env("PUNCHGATE_NO_PORT_MAPPING", "true");
     get.arg("--home")
         .arg(home.path())
         .args(["get", &ticket, "--bind", "127.0.0.1:0", "-o"])

@@ -170,6 +170,7 @@ fn a_connect_target_without_a_port_fails_before_start() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_punchgate"))
         // No multicast beacons from the host namespace.
         .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+        .env("PUNCHGATE_NO_PORT_MAPPING", "true")
         .arg("--home")
         .arg(home.path())
         .args(["chat", "--connect", "127.0.0.1"])
@@ -194,6 +195,7 @@ fn a_bootstrap_peer_not_up_yet_is_tried_again_until_it_answers() {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_punchgate"))
             // No multicast beacons from the host namespace.
             .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+            .env("PUNCHGATE_NO_PORT_MAPPING", "true")
             .arg("--home")
             .arg(alice_home.path())
             .arg("id")

@@ -13,6 +13,8 @@ use std::process::Command;
 /// stdout, stderr).
 fn get(home: &std::path::Path, ticket: &str, out: &std::path::Path) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_punchgate"))
+        // The host's own router is no test's to ask.
+        .env("PUNCHGATE_NO_PORT_MAPPING", "true")
         .arg("--home")
         .arg(home)
         .args([

@@ -211,6 +211,9 @@ fn check_tracker_request(request: TrackerRequest) {
             let _ = peer.short();
         }
         TrackerRequestBody::Netcheck { .. } | TrackerRequestBody::ReportNat { .. } => {}
+        TrackerRequestBody::PortMapped { addr } => {
+            let _ = addr.map(|a| is_lan_candidate(&a));
+        }
     }
 }
 
@@ -396,6 +399,35 @@ pub fn probe(data: &[u8]) {
         probe_payload(&data[PROBE_MAGIC.len()..]);
     }
     probe_payload(data);
+}
+
+/// What the gateway (or anyone on the LAN) sends the port-mapping client:
+/// a NAT-PMP or PCP datagram, and UPnP's search answers, HTTP responses,
+/// descriptions and SOAP faults. Whatever decodes must be consistent.
+pub fn port_mapping(data: &[u8]) {
+    use punchgate::portmap::{upnp, wire as pm};
+    if let Some(pm::Response::PcpMap { external, .. }) = pm::decode(data) {
+        assert!(
+            data.len() >= pm::PCP_MAP_LEN,
+            "decoded from {} bytes",
+            data.len()
+        );
+        let _ = external.to_string();
+    }
+    let gateway = std::net::Ipv4Addr::new(10, 0, 1, 1);
+    let text = String::from_utf8_lossy(data);
+    if let Some((addr, path)) = upnp::location_on(&text, gateway) {
+        assert_eq!(*addr.ip(), gateway, "followed an answer off the gateway");
+        assert!(path.starts_with('/'), "{path}");
+    }
+    let base = std::net::SocketAddrV4::new(gateway, 5000);
+    if let Some((_, control)) = upnp::control_url(&text, base) {
+        assert!(control.starts_with('/'), "{control}");
+    }
+    if let Some((_, body)) = upnp::http_body(data) {
+        assert!(body.len() <= data.len());
+    }
+    let _ = upnp::fault_code(&text);
 }
 
 fn probe_payload(data: &[u8]) {
@@ -746,6 +778,36 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             .encode(),
         ),
     ];
+    let mut pcp = punchgate::portmap::wire::pcp_map_request(
+        std::net::Ipv4Addr::new(10, 0, 1, 2),
+        [7; 12],
+        4000,
+        4000,
+        7200,
+    );
+    pcp[1] |= 0x80;
+    seeds.extend([
+        ("port_mapping", pcp.to_vec()),
+        (
+            "port_mapping",
+            vec![0, 129, 0, 0, 0, 0, 0, 9, 15, 160, 15, 160, 0, 0, 28, 32],
+        ),
+        (
+            "port_mapping",
+            b"HTTP/1.1 200 OK\r\nLOCATION: http://10.0.1.1:5000/rootDesc.xml\r\n\r\n".to_vec(),
+        ),
+        (
+            "port_mapping",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n<serv\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            "port_mapping",
+            b"<service><serviceType>urn:schemas-upnp-org:service:WANIPConnection:1</serviceType>\
+              <controlURL>/ctl/IPConn</controlURL></service><errorCode>718</errorCode>"
+                .to_vec(),
+        ),
+    ]);
     for probe in [
         ProbeMessage::Punch {
             attempt: 77,
@@ -771,7 +833,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 pub type FuzzTarget = fn(&[u8]);
 
 /// Every target by name, as the fuzz targets and the property test call them.
-pub const TARGETS: [(&str, FuzzTarget); 10] = [
+pub const TARGETS: [(&str, FuzzTarget); 11] = [
     ("stream", stream),
     ("header", header),
     ("manifest", manifest),
@@ -782,4 +844,5 @@ pub const TARGETS: [(&str, FuzzTarget); 10] = [
     ("target_text", target_text),
     ("stored_message", stored_message),
     ("dht_record", dht_record),
+    ("port_mapping", port_mapping),
 ];

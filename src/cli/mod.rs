@@ -83,7 +83,7 @@ enum Commands {
     #[command(name = "dht-testnet", hide = true)]
     DhtTestnet(dht::TestnetArgs),
     /// What your NAT does: public address, mapping, filtering, hairpinning,
-    /// RTT to the tracker.
+    /// RTT to the tracker, and whether the router maps a port on request.
     Netcheck {
         /// Tracker as PEERID@host:port, or host:port to trust on first use.
         #[arg(long)]
@@ -91,6 +91,9 @@ enum Commands {
         /// Address of the UDP socket (use the port you chat from).
         #[arg(long, default_value = "[::]:0")]
         bind: SocketAddr,
+        /// Do not ask the router for a port mapping (PCP, NAT-PMP, UPnP-IGD).
+        #[arg(long, env = "PUNCHGATE_NO_PORT_MAPPING")]
+        no_port_mapping: bool,
     },
 }
 
@@ -115,13 +118,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", identity.peer_id());
             Ok(())
         }
-        Commands::Netcheck { tracker, bind } => {
+        Commands::Netcheck {
+            tracker,
+            bind,
+            no_port_mapping,
+        } => {
             let home = home()?;
             let mut config = NodeConfig::new("netcheck");
             config.trackers = vec![tracker];
             config.rooms = Vec::new();
             config.bind = bind;
             config.nat_report = false;
+            config.port_mapping = !no_port_mapping;
             let (node, _events) = Node::start(&home, config)
                 .await
                 .context("cannot start the node")?;
@@ -160,11 +168,16 @@ struct TransportArgs {
     /// docs/BENCHMARKS.md compares them on lossy paths.
     #[arg(long, default_value_t = Congestion::default())]
     congestion: Congestion,
+    /// Do not ask the home router for a port mapping (PCP, NAT-PMP,
+    /// UPnP-IGD) of this node's UDP port; see docs/NAT.md.
+    #[arg(long, env = "PUNCHGATE_NO_PORT_MAPPING")]
+    no_port_mapping: bool,
 }
 
 impl TransportArgs {
     fn apply(&self, config: &mut NodeConfig) {
         config.congestion = self.congestion;
+        config.port_mapping = !self.no_port_mapping;
     }
 }
 

@@ -77,6 +77,11 @@ pub struct NodeConfig {
     /// its own measurement must be the first contact with the tracker's
     /// second port.
     pub nat_report: bool,
+    /// Ask the home router for a UDP mapping of the gate socket's port
+    /// (PCP, NAT-PMP, UPnP-IGD; [`crate::portmap`]) and offer it as a
+    /// candidate. Default off here (it talks to the router);
+    /// `punchgate chat`, `send`, `get`, `web` and `netcheck` turn it on.
+    pub port_mapping: bool,
     /// Rooms' gossip: how many neighbors each member keeps (a room of at
     /// most `gossip.active` + 1 members is a full mesh), and its timers.
     pub gossip: crate::gossip::GossipConfig,
@@ -106,6 +111,7 @@ impl NodeConfig {
             history: HistoryLimits::default(),
             lan_discovery: false,
             nat_report: true,
+            port_mapping: false,
             gossip: crate::gossip::GossipConfig::default(),
         }
     }

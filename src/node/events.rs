@@ -278,6 +278,27 @@ pub enum Event {
         /// IPv6), `"global"` (global addresses, the tracker reached over
         /// IPv4), or `"none"` (IPv4 only).
         ipv6: String,
+        /// Which protocol the router answered a port-mapping request in:
+        /// `"pcp"`, `"nat-pmp"`, `"upnp"`; `"none"` when none did, `"off"`
+        /// with `--no-port-mapping`.
+        port_mapping: String,
+        /// The address the router mapped the gate socket at.
+        mapped_addr: Option<SocketAddr>,
+        /// Why there is no mapping, when there is none (and it was on).
+        port_mapping_note: Option<String>,
+    },
+    /// Router port mapping changed: `status` is `mapped` (a new external
+    /// address), `renewed`, `lost` (the lease ran out unrenewed; asking
+    /// again), `unavailable` (no PCP, NAT-PMP or UPnP-IGD server answered
+    /// the gateway; asked again later) or `released` (at shutdown).
+    PortMapping {
+        status: String,
+        /// `pcp`, `nat-pmp` or `upnp`, while mapped.
+        protocol: Option<String>,
+        /// The mapped address: peers reach the gate socket there.
+        external: Option<SocketAddr>,
+        /// The lease granted, in seconds (0: permanent).
+        lifetime_s: Option<u64>,
     },
     Rooms {
         rooms: Vec<String>,

@@ -38,6 +38,7 @@ mod notices;
 mod outbox;
 mod overlay;
 mod page;
+mod portmap;
 mod relay;
 pub mod room_passwords;
 mod roster;
@@ -161,6 +162,8 @@ struct Inner {
     ended: CancellationToken,
     /// The DHT client, when the node uses the DHT.
     dht: Option<dht::DhtLink>,
+    /// Router port mapping ([`portmap`]).
+    portmap: portmap::PortMapSlot,
 }
 
 /// Where probes arriving on the gate socket go: to the punch whose attempt
@@ -436,6 +439,7 @@ impl Node {
                 sprays: Mutex::default(),
                 ended: CancellationToken::new(),
                 dht,
+                portmap: portmap::PortMapSlot::default(),
             }),
         };
         node.emit(Event::Ready {
@@ -471,6 +475,11 @@ impl Node {
                 reporter.tracker_reached(tracker, result);
             }
         });
+        // Before the rooms: a mapping the router grants at once reaches the
+        // trackers before the first introductions.
+        if node.inner.config.port_mapping {
+            node.start_port_mapping();
+        }
         for room in node.inner.config.rooms.clone() {
             if let Err(error) = node.join(&room).await {
                 node.emit(Event::error(format!("cannot join {room}: {error}")));
@@ -701,6 +710,7 @@ impl Node {
         }
         while goodbyes.join_next().await.is_some() {}
         tracing::debug!("shutdown: goodbyes sent");
+        self.stop_port_mapping().await;
         self.inner.trackers.close_all();
         self.inner
             .endpoint

@@ -14,6 +14,8 @@
 //! 4. **IPv6**: the node's global IPv6 addresses, and whether the tracker
 //!    was reached over IPv6. Those addresses have no NAT in front of them,
 //!    only (at most) a stateful firewall that a punch opens.
+//! 5. **Port mapping**: which protocol the router answered (PCP, NAT-PMP,
+//!    UPnP-IGD) and the address it mapped, or that none answered.
 //!
 //! Proving that a probe does *not* arrive takes a bounded wait; these are
 //! the only waits of that kind outside tests.
@@ -146,6 +148,7 @@ impl Node {
             .local_addr()
             .map(super::global_ipv6_candidates)
             .unwrap_or_default();
+        let (port_mapping, mapped_addr, port_mapping_note) = self.port_mapping_report().await;
         let ipv6 = if public.is_ipv6() {
             "tracker"
         } else if !ipv6_addrs.is_empty() {
@@ -164,6 +167,9 @@ impl Node {
             verdict: verdict.to_string(),
             ipv6_addrs,
             ipv6: ipv6.to_string(),
+            port_mapping,
+            mapped_addr,
+            port_mapping_note,
         })
     }
 }

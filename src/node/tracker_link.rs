@@ -41,14 +41,19 @@ pub(super) async fn connect_tracker(
     config: &super::NodeConfig,
     target: &crate::endpoint::Target,
     presence: Presence,
+    mapped: Option<std::net::SocketAddr>,
 ) -> Result<Session, NodeError> {
+    let mut local_addrs =
+        local_candidates(endpoint.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.bind,
+            source,
+        })?);
+    // The tracker keeps it only on the address it sees this node at.
+    local_addrs.splice(0..0, mapped);
     let registration = Registration {
         presence,
         name: &config.name,
-        local_addrs: local_candidates(endpoint.local_addr().map_err(|source| NodeError::Bind {
-            addr: config.bind,
-            source,
-        })?),
+        local_addrs,
     };
     let session = TrackerSession::connect(
         endpoint,
@@ -98,8 +103,10 @@ pub(super) async fn connect_trackers(
         let (home, config) = (home.to_path_buf(), config.clone());
         attempts.spawn(async move {
             let presence = member_presence(&config);
-            let result =
-                connect_tracker(&endpoint, &certified, &home, &config, &target, presence).await;
+            let result = connect_tracker(
+                &endpoint, &certified, &home, &config, &target, presence, None,
+            )
+            .await;
             (tracker, result)
         });
     }
@@ -168,6 +175,7 @@ impl Node {
                     &inner.config,
                     &target,
                     presence,
+                    inner.portmap.mapped(),
                 )
                 .await
             }
@@ -200,6 +208,14 @@ impl Node {
     pub(super) async fn restore_tracker(self, tracker: TrackerIx) {
         self.inner.spawn(self.clone().report_nat(tracker));
         self.open_relay(tracker).await;
+        // A tracker first reached after the router mapped the gate socket
+        // registered without the mapped address.
+        if let (Some(addr), Some(session)) = (
+            self.inner.portmap.mapped(),
+            self.inner.trackers.session(tracker),
+        ) {
+            self.tell_tracker(tracker, &session, Some(addr)).await;
+        }
         if self.inner.trackers.is_guest(tracker) {
             // A guest joins no room.
             return;

@@ -3,6 +3,7 @@
 //! keeps with it ([`client`]).
 
 pub mod client;
+mod offered;
 mod per_address;
 pub mod registry;
 mod relay;

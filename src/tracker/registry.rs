@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::offered;
 use super::per_address::{SourceKey, Sources};
 use crate::identity::PeerId;
 use crate::protocol::{
-    is_candidate, validate_label, Member, NatReport, Presence, RelayRefusal, TrackerEvent,
-    TrackerRefusal, MAX_LOCAL_ADDRS, MAX_NAME_LEN, MAX_ROOM_LEN,
+    validate_label, Member, NatReport, Presence, RelayRefusal, TrackerEvent, TrackerRefusal,
+    MAX_NAME_LEN, MAX_ROOM_LEN,
 };
 
 /// The tracker's limits. Defaults suit a small public tracker on one core.
@@ -225,8 +226,7 @@ impl Registry {
             });
         }
         self.sources.admit_peer(source, &self.limits)?;
-        local_addrs.retain(is_candidate);
-        local_addrs.truncate(MAX_LOCAL_ADDRS);
+        offered::keep_candidates(&mut local_addrs, &reflexive);
         self.next_generation += 1;
         let generation = self.next_generation;
         self.peers.insert(
@@ -499,6 +499,26 @@ impl Registry {
             return Err(TrackerRefusal::NotInRoom(room.to_string()));
         }
         Ok(self.members_except(room, &peer_id))
+    }
+
+    /// A registered peer's port-mapped address changed: kept (first among
+    /// its candidates) if it is on the peer's reflexive IP, else dropped.
+    /// Returns what was kept.
+    pub fn set_mapped(
+        &mut self,
+        peer_id: PeerId,
+        addr: Option<SocketAddr>,
+    ) -> Result<Option<SocketAddr>, TrackerRefusal> {
+        let registration = self
+            .peers
+            .get_mut(&peer_id)
+            .ok_or(TrackerRefusal::NotRegistered)?;
+        let member = &mut registration.member;
+        Ok(offered::replace_mapped(
+            &mut member.local_addrs,
+            &member.reflexive,
+            addr,
+        ))
     }
 
     fn members_except(&self, room: &str, peer_id: &PeerId) -> Vec<Member> {

@@ -674,6 +674,10 @@ fn handle_request(
             shared.registry().note_nat(peer_id, nat)?;
             Ok(TrackerResponse::NatNoted)
         }
+        TrackerRequestBody::PortMapped { addr } => {
+            let kept = shared.registry().set_mapped(peer_id, addr)?;
+            Ok(TrackerResponse::PortMapped { kept })
+        }
         TrackerRequestBody::Connect { peer } => {
             let (from, to) = shared.registry().introduce(peer_id, peer)?;
             let attempt = random_u64();

@@ -75,6 +75,7 @@ impl Proc {
                 // namespace a test must not, so it is off there.
                 let mut command = Command::new(binary);
                 command.env("PUNCHGATE_NO_LAN_DISCOVERY", "true");
+                command.env("PUNCHGATE_NO_PORT_MAPPING", "true");
                 command
             }
         };

@@ -78,6 +78,7 @@ impl Pty {
         let child = Command::new(env!("CARGO_BIN_EXE_punchgate"))
             // No multicast beacons from the host namespace.
             .env("PUNCHGATE_NO_LAN_DISCOVERY", "true")
+            .env("PUNCHGATE_NO_PORT_MAPPING", "true")
             .arg("--home")
             .arg(home)
             .args(args)

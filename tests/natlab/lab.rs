@@ -153,6 +153,8 @@ fn nat_rules(
 
 #[path = "lab6.rs"]
 mod lab6;
+#[path = "portmap_server.rs"]
+pub mod portmap_server;
 
 static LABS: AtomicU32 = AtomicU32::new(0);
 
@@ -221,6 +223,8 @@ pub struct Lab {
     /// The delay-line processes.
     delay_lines: Vec<std::process::Child>,
     internet: super::neighbours::Neighbours,
+    /// Whether the STUN server for port-mapping routers runs.
+    stun_started: bool,
 }
 
 /// Why the lab cannot run here, if it cannot.
@@ -391,6 +395,7 @@ impl Lab {
             links,
             delay_lines: Vec::new(),
             internet: Default::default(),
+            stun_started: false,
         };
         let inet = lab.add_ns("inet");
         run(&["ip", "-n", &inet, "link", "add", "br0", "type", "bridge"]);

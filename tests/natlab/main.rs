@@ -17,6 +17,7 @@ mod lan;
 mod lossy;
 mod neighbours;
 mod partition;
+mod portmap;
 mod setup;
 mod timing;
 
