@@ -21,6 +21,7 @@ use super::gate::{self, Gate};
 use super::manager::TrackerIx;
 use super::{Inner, Node, NodeError, MAX_PUNCHES};
 use crate::endpoint::{self, Target};
+use crate::gate_socket::canonical;
 use crate::identity::PeerId;
 use crate::protocol::{Member, ProbeMessage};
 use crate::punch::Role;
@@ -291,7 +292,19 @@ impl Node {
                 _ = installed => {}
             }
         };
-        close_losers(&self.inner, dials, self.inner.config.punch.deadline);
+        let over_ipv4 =
+            matches!(&outcome, Ok(Some(won)) if canonical(won.remote_address()).is_ipv4());
+        if over_ipv4 {
+            // IPv6 is preferred where both work: one still on its way goes
+            // to the manager, which replaces the IPv4 path with it.
+            let node = self.clone();
+            let phases = phases.clone();
+            self.inner.spawn(async move {
+                node.finish_ipv6_dials(dials, peer, started, phases).await;
+            });
+        } else {
+            close_losers(&self.inner, dials, self.inner.config.punch.deadline);
+        }
         birthday.abort_all();
         self.inner.probe_routes().punches.remove(&attempt);
         match outcome {
@@ -303,6 +316,38 @@ impl Node {
             }
             Err(tried) => self.punch_failed(peer, attempt, role, tried),
         }
+    }
+
+    /// The handshakes a punch started that had not finished when one over
+    /// IPv4 won: an IPv6 one that finishes within the punch deadline is
+    /// greeted and handed to the node task like any dialed connection (the
+    /// manager keeps it over the IPv4 path); the others close as losers.
+    async fn finish_ipv6_dials(
+        self,
+        mut dials: Handshakes,
+        peer: PeerId,
+        started: Instant,
+        phases: SetupPhases,
+    ) {
+        let drain = async {
+            while let Some(joined) = dials.join_next().await {
+                let Ok((addr, Ok(connection))) = joined else {
+                    continue;
+                };
+                if canonical(addr).is_ipv6() {
+                    if let Err(why) = self
+                        .greet_dialed(connection, peer, started, phases.clone())
+                        .await
+                    {
+                        tracing::debug!(peer = %peer.short(), %why, "IPv6 path not greeted");
+                    }
+                } else {
+                    connection.close(CloseCode::Duplicate.varint(), b"another path won");
+                }
+            }
+        };
+        // Whatever has not finished by then has failed; dropping aborts it.
+        let _ = timeout(self.inner.config.punch.deadline, drain).await;
     }
 
     /// Whether this node's NAT has been measured through `tracker`'s session.

@@ -540,6 +540,7 @@ impl Driver {
             id: gate.connection.stable_id(),
             path: path_of(&gate.connection),
             dialer: gate.dialer,
+            ipv6: canonical(gate.connection.remote_address()).is_ipv6(),
         };
         if facts.path == PathKind::Direct {
             let remote = canonical(ready.greeted.gate.connection.remote_address());

@@ -82,8 +82,10 @@ impl Node {
         let remote = self.shown_remote(&gate.connection);
         // Punches waiting for this peer's gate stop.
         self.inner.gate_installed.notify_waiters();
+        let ipv6 = crate::gate_socket::canonical(gate.connection.remote_address()).is_ipv6();
         match replaces {
-            Some(old) if old.path != path => self.emit(Event::Path {
+            // Relayed to direct, or IPv4 to IPv6.
+            Some(old) if old.path != path || old.ipv6 != ipv6 => self.emit(Event::Path {
                 peer_id: peer.to_string(),
                 name: greeting.name,
                 path,

@@ -51,6 +51,25 @@ fn addr(ns: &str, dev: &str, ip: Ipv6Addr, prefix: u8) {
 }
 
 impl Lab {
+    /// Drops the IPv6 UDP that comes into `site` from the internet until
+    /// [`Lab::release_ipv6`], before its firewall sees it (what goes out
+    /// still opens the firewall): a path over IPv6 that opens late.
+    pub fn hold_ipv6(&self, site: &Site) {
+        let router = site.router.as_deref().expect("an IPv6 site has a router");
+        self.load_rules(
+            router,
+            "table ip6 held {\n  chain forward { type filter hook forward priority -20; policy accept;\n    \
+             iifname \"wan\" meta l4proto udp drop\n  }\n}\n",
+        );
+    }
+
+    pub fn release_ipv6(&self, site: &Site) {
+        let router = site.router.as_deref().expect("an IPv6 site has a router");
+        run(&[
+            "ip", "netns", "exec", router, "nft", "delete", "table", "ip6", "held",
+        ]);
+    }
+
     /// Gives each of `sites` (made by [`Lab::add_site`], behind a NAT) IPv6
     /// beside its IPv4: the router routes the site's /64 through a stateful
     /// firewall, every host gets a global address, and the routers learn

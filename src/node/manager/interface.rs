@@ -24,6 +24,8 @@ pub struct GateFacts {
     pub path: PathKind,
     /// Which side dialed: decides which of two simultaneous connections stays.
     pub dialer: PeerId,
+    /// Whether the path runs over IPv6 (both ends see the same family).
+    pub ipv6: bool,
 }
 
 /// How a gate ended.

@@ -704,13 +704,15 @@ impl Manager {
 }
 
 /// Of two open connections to one peer, whether `old` stays rather than
-/// `new`: a direct path beats a relayed one; otherwise the connection
+/// `new`: a direct path beats a relayed one, and a direct path over IPv6
+/// one over IPv4 (no NAT on it to time out); otherwise the connection
 /// dialed by the smaller id wins, and a new one from the same dialer
 /// replaces the old (a reconnect).
 fn keeps_over(old: &GateFacts, new: &GateFacts) -> bool {
     match (old.path, new.path) {
         (PathKind::Direct, PathKind::Relay) => true,
         (PathKind::Relay, PathKind::Direct) => false,
+        (PathKind::Direct, PathKind::Direct) if old.ipv6 != new.ipv6 => old.ipv6,
         _ => old.dialer != new.dialer && old.dialer < new.dialer,
     }
 }

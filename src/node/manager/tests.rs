@@ -193,6 +193,7 @@ impl Sim {
             id: gate,
             path,
             dialer: self.ids[dialer],
+            ipv6: false,
         };
         self.deliver(
             dialer,
@@ -747,4 +748,33 @@ fn unacked_messages_are_bounded_per_peer() {
     let unacked = sim.nodes[0].unacked(&peer);
     assert_eq!(unacked.len(), peer::MAX_UNACKED_PER_PEER);
     assert_eq!(unacked[0].seq, 5, "the oldest are left to history sync");
+}
+
+#[test]
+fn a_direct_path_over_ipv6_replaces_one_over_ipv4_whichever_came_first() {
+    let me = Identity::generate().unwrap().peer_id();
+    let peer = Identity::generate().unwrap().peer_id();
+    let gate = |id, ipv6, dialer| GateFacts {
+        id,
+        path: PathKind::Direct,
+        dialer,
+        ipv6,
+    };
+    for (first, second) in [
+        (gate(1, false, me), gate(2, true, peer)),
+        (gate(1, true, peer), gate(2, false, me)),
+    ] {
+        let mut manager = Manager::new(ManagerConfig::default(), 1, Instant::now());
+        manager.handle_gate_ready(peer, first, Instant::now());
+        manager.handle_gate_ready(peer, second, Instant::now());
+        assert_eq!(manager.gate(&peer).map(|g| g.ipv6), Some(true));
+        let closed: Vec<GateId> = std::iter::from_fn(|| manager.poll_action())
+            .filter_map(|action| match action {
+                Action::CloseDuplicate { gate, .. } => Some(gate),
+                _ => None,
+            })
+            .collect();
+        let ipv4 = if first.ipv6 { second.id } else { first.id };
+        assert_eq!(closed, vec![ipv4]);
+    }
 }
