@@ -502,20 +502,12 @@ impl PortMapper {
                     ..
                 },
             ) if got == nonce && port == internal_port => {
-                if result != 0 || lifetime == 0 {
-                    tracing::debug!(result, "the router refused a PCP mapping");
-                    self.give_up(Protocol::Pcp, now);
-                } else {
-                    let lifetime = Duration::from_secs(lifetime.into());
-                    let protocol = Protocol::Pcp;
-                    self.granted(
-                        Mapping {
-                            protocol,
-                            external,
-                            lifetime,
-                        },
-                        now,
-                    );
+                match pcp_step(result, lifetime, external) {
+                    NatPmpStep::Granted(mapping) => self.granted(mapping, now),
+                    _ => {
+                        tracing::debug!(result, "the router refused a PCP mapping");
+                        self.give_up(Protocol::Pcp, now);
+                    }
                 }
             }
             (
@@ -551,15 +543,7 @@ impl PortMapper {
                             ..
                         },
                     ) if got == nonce && port == internal_port => {
-                        if result != 0 || lifetime == 0 {
-                            NatPmpStep::Refused
-                        } else {
-                            NatPmpStep::Granted(Mapping {
-                                protocol: Protocol::Pcp,
-                                external,
-                                lifetime: Duration::from_secs(lifetime.into()),
-                            })
-                        }
+                        pcp_step(result, lifetime, external)
                     }
                     (Protocol::NatPmp, response) => natpmp_step(
                         &mut renewal.natpmp_external,
@@ -757,6 +741,20 @@ enum NatPmpStep {
     Pending,
     Refused,
     Granted(Mapping),
+}
+
+/// What a PCP answer to this node's request says: granted (a result of 0
+/// with a lease), or refused.
+fn pcp_step(result: u8, lifetime: u32, external: SocketAddrV4) -> NatPmpStep {
+    if result != 0 || lifetime == 0 {
+        NatPmpStep::Refused
+    } else {
+        NatPmpStep::Granted(Mapping {
+            protocol: Protocol::Pcp,
+            external,
+            lifetime: Duration::from_secs(lifetime.into()),
+        })
+    }
 }
 
 /// NAT-PMP needs two answers (the external address, and the mapping's

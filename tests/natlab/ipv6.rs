@@ -12,24 +12,7 @@ use serde_json::Value;
 
 /// A chat node on `host` whose gate socket is dual-stack (`[::]`).
 fn start_dual_stack(host: &Host, name: &str, target: &str) -> (Proc, String) {
-    let bind = format!("[::]:{HOST_PORT}");
-    let args = [
-        "chat",
-        "--tracker",
-        target,
-        "--name",
-        name,
-        "--room",
-        "lab",
-        "--bind",
-        &bind,
-        "--punch-timeout",
-        super::PUNCH_TIMEOUT_SECS,
-    ];
-    let proc = Proc::start_in(Some(&host.netns), &args);
-    let ready = proc.expect("ready", |_| true);
-    let id = ready["peer_id"].as_str().unwrap().to_string();
-    (proc, id)
+    super::start_chat_bound(host, &format!("[::]:{HOST_PORT}"), name, target, &[])
 }
 
 /// The first `connected` or `path` event that says `node` reaches `peer`

@@ -66,7 +66,17 @@ fn start_tracker_with(lab: &Lab, extra: &[&str]) -> (Proc, String) {
 /// A chat node on `host`; `extra` flags come last (and may set their own
 /// `--punch-timeout`).
 fn start_chat(host: &Host, name: &str, target: &str, extra: &[&str]) -> (Proc, String) {
-    let bind = format!("0.0.0.0:{HOST_PORT}");
+    start_chat_bound(host, &format!("0.0.0.0:{HOST_PORT}"), name, target, extra)
+}
+
+/// [`start_chat`] with the gate socket bound to `bind`.
+fn start_chat_bound(
+    host: &Host,
+    bind: &str,
+    name: &str,
+    target: &str,
+    extra: &[&str],
+) -> (Proc, String) {
     let mut args = vec![
         "chat",
         "--tracker",
@@ -76,7 +86,7 @@ fn start_chat(host: &Host, name: &str, target: &str, extra: &[&str]) -> (Proc, S
         "--room",
         "lab",
         "--bind",
-        &bind,
+        bind,
     ];
     if !extra.contains(&"--punch-timeout") {
         args.extend(["--punch-timeout", PUNCH_TIMEOUT_SECS]);
