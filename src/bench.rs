@@ -77,15 +77,30 @@ async fn connected(events: &mut Events, peer: &PeerId) -> Result<(f64, f64, f64)
         .map_err(|e| BenchError::Wait("the connection", e))
 }
 
-async fn disconnected(events: &mut Events, peer: &PeerId) -> Result<(), BenchError> {
+/// Closes every connection to `peer` and returns once none is left. Both
+/// sides dial when the bench joins its room: the connection closed here
+/// may be replaced by the server's, silently when the path is the same, so
+/// it closes again until nothing replaces it.
+async fn disconnect(node: &Node, events: &mut Events, peer: &PeerId) -> Result<(), BenchError> {
     let want = peer.to_string();
-    events
-        .wait_for(WAIT, |e| match e {
-            Event::Disconnected { peer_id, .. } if *peer_id == want => Some(()),
-            _ => None,
-        })
-        .await
-        .map_err(|e| BenchError::Wait("the disconnection", e))
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.gates().iter().any(|g| g.peer_id == want) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BenchError::Wait(
+                "the disconnection",
+                crate::node::events::WaitError::Timeout(WAIT),
+            ));
+        }
+        node.disconnect(peer);
+        // Its `disconnected`, or a look again a moment later.
+        let _ = events
+            .wait_for(Duration::from_millis(250), |e| match e {
+                Event::Disconnected { peer_id, .. } if *peer_id == want => Some(()),
+                _ => None,
+            })
+            .await;
+    }
+    Ok(())
 }
 
 /// Phases of coordinated connects, each a summary.
@@ -107,10 +122,7 @@ pub async fn punch(
     let (mut total, mut intro, mut handshake, mut greeting, mut rtts) =
         (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
-        if node.gates().iter().any(|g| g.peer_id == peer.to_string()) {
-            node.disconnect(&peer);
-            disconnected(events, &peer).await?;
-        }
+        disconnect(node, events, &peer).await?;
         let start = Instant::now();
         node.connect_peer(peer).await?;
         let elapsed = start.elapsed().as_secs_f64() * 1000.0;

@@ -648,12 +648,15 @@ impl Driver {
                     }
                 }
                 Action::CloseDuplicate { gate, .. } => {
-                    let connection = match self.ready.remove(&gate) {
-                        Some(ready) => Some(ready.greeted.gate.connection),
-                        None => self.gates.get(&gate).map(|g| g.connection.clone()),
-                    };
-                    if let Some(connection) = connection {
-                        connection.close(CloseCode::Duplicate.varint(), b"duplicate");
+                    if let Some(ready) = self.ready.remove(&gate) {
+                        ready
+                            .greeted
+                            .gate
+                            .connection
+                            .close(CloseCode::Duplicate.varint(), b"duplicate");
+                    } else if let Some(installed) = self.gates.get(&gate) {
+                        // Whatever runs on it sees why it ended.
+                        installed.close_as(CloseCode::Duplicate, b"duplicate");
                     }
                 }
                 Action::Send { peer, id } => {

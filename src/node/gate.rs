@@ -95,8 +95,9 @@ pub struct Gate {
     pub(super) catching_up: std::sync::Mutex<CatchUp>,
     /// The connection's flow-control windows, sized as transfers run.
     windows: std::sync::Mutex<Windows>,
-    /// This side closed it as no longer needed by any room's gossip.
-    closed_unneeded: std::sync::atomic::AtomicBool,
+    /// This side closed it as a duplicate or as no longer needed
+    /// ([`Gate::close_as`]).
+    closed_as: std::sync::Mutex<Option<CloseCode>>,
 }
 
 /// The sizers of a connection's receive and send windows.
@@ -153,27 +154,35 @@ impl Gate {
             )),
             catching_up: std::sync::Mutex::new(CatchUp::default()),
             windows: std::sync::Mutex::default(),
-            closed_unneeded: std::sync::atomic::AtomicBool::new(false),
+            closed_as: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Closes the connection with `code` and `reason`, remembering the
+    /// code for [`Gate::ended_as`] (quinn keeps no code for a local close).
+    pub(super) fn close_as(&self, code: CloseCode, reason: &[u8]) {
+        *self
+            .closed_as
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(code);
+        self.connection.close(code.varint(), reason);
     }
 
     /// Closes a link no room's gossip needs any more; the peer stays a
     /// member, reached through the others.
     pub(super) fn close_unneeded(&self) {
-        self.closed_unneeded
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.connection
-            .close(CloseCode::Unneeded.varint(), b"not a neighbour in any room");
+        self.close_as(CloseCode::Unneeded, b"not a neighbour in any room");
     }
 
-    /// How the connection ended once it has: a duplicate, a link no longer
-    /// needed (closed by either side), or neither.
+    /// How the connection ended once it has, by either side: a duplicate,
+    /// a link no longer needed, or neither.
     pub fn ended_as(&self) -> Option<CloseCode> {
-        if self
-            .closed_unneeded
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Some(CloseCode::Unneeded);
+        let local = *self
+            .closed_as
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if local.is_some() {
+            return local;
         }
         match self.connection.close_reason() {
             Some(ConnectionError::ApplicationClosed(close)) => {

@@ -118,10 +118,25 @@ impl Node {
     /// Sends `bytes` on a bench stream to a connected `peer` running
     /// `bench serve`; returns the count it reports back.
     pub async fn bench_send(&self, peer: PeerId, bytes: u64) -> Result<u64, String> {
-        let gate = self
-            .roster()
-            .open_gate(&peer)
-            .ok_or("not connected to that peer")?;
+        // When both sides dialed, the connection in use may close as the
+        // other's duplicate: the run starts over on the one that stays.
+        let mut tries = 0;
+        loop {
+            let gate = self
+                .roster()
+                .open_gate(&peer)
+                .ok_or("not connected to that peer")?;
+            match Self::bench_send_on(&gate, bytes).await {
+                Err(_) if gate.ended_as() == Some(CloseCode::Duplicate) && tries < 2 => {
+                    tries += 1;
+                    self.connected_gate(peer).await.map_err(|e| e.to_string())?;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn bench_send_on(gate: &Gate, bytes: u64) -> Result<u64, String> {
         let (mut send, mut recv) = gate.connection.open_bi().await.map_err(|e| e.to_string())?;
         send.write_all(&crate::wire::header(StreamKind::Bench))
             .await
