@@ -368,11 +368,12 @@ impl Node {
         for gate in gates {
             let mut answer = timeout(MANIFEST_TIMEOUT, ask_manifest(gate, content)).await;
             // The gate may have been replaced meanwhile (two connections
-            // at once, one closed as a duplicate): ask again on the one
-            // that stayed.
+            // at once, one closed as a duplicate, maybe before the one that
+            // stays is in): ask again on that one.
             if matches!(answer, Ok(Err(_))) && !gate.is_open() {
-                let current = self.roster().open_gate(&gate.peer_id);
-                if let Some(current) = current {
+                let current = self.connected_gate(gate.peer_id).await.ok();
+                let other = |c: &Arc<Gate>| c.connection.stable_id() != gate.connection.stable_id();
+                if let Some(current) = current.filter(other) {
                     answer = timeout(MANIFEST_TIMEOUT, ask_manifest(&current, content)).await;
                 }
             }
