@@ -115,7 +115,8 @@ async fn the_right_password_shares_the_room_and_a_wrong_one_gets_nothing() {
         "{stored:?}"
     );
 
-    // The tracker saw rooms, names and introductions — no password material.
+    // The tracker saw rooms, names, introductions and NAT reports — no
+    // password material.
     let requests = log.lock().unwrap();
     assert!(!requests.is_empty());
     for request in requests.iter() {
@@ -130,7 +131,15 @@ async fn the_right_password_shares_the_room_and_a_wrong_one_gets_nothing() {
         assert!(
             matches!(
                 request.body,
-                Register { .. } | Join { .. } | Leave { .. } | Members { .. } | Connect { .. }
+                Register { .. }
+                    | Join { .. }
+                    | Leave { .. }
+                    | Members { .. }
+                    | Connect { .. }
+                    // The NAT report at each session's start.
+                    | Netcheck { .. }
+                    | ReportNat { .. }
+                    | PortMapped { .. }
             ),
             "{seen}"
         );
