@@ -154,6 +154,12 @@ fn connect_by_host_and_port_trusts_on_first_use_and_refuses_a_changed_key() {
     );
     alice.expect("PEER KEY CHANGED");
     alice.expect("known_peers");
+    // Asked for at start: the chat ends there, non-zero.
+    let status = alice.exit_status();
+    assert!(!status.success(), "exit status {status}");
+    // Asked for by /connect: refused the same way, and the chat goes on.
+    let mut alice = Pty::start(alice_home.path(), &chat);
+    alice.expect("> ");
     alice.type_line(&format!("/connect {host} {port}"));
     alice.expect("PEER KEY CHANGED");
     assert!(

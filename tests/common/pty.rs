@@ -169,6 +169,11 @@ impl Pty {
         self.master.flush().unwrap();
     }
 
+    /// Waits for the program to end by itself; how it ended.
+    pub fn exit_status(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     /// Types /quit and waits for a clean exit.
     pub fn quit(mut self) {
         self.type_line("/quit");
