@@ -766,12 +766,16 @@ impl Node {
     fn through_room(&self, peer: PeerId) {
         {
             let mut roster = self.roster();
+            if !roster.reached_through_room(&peer) {
+                // Let go because it left every room this node is in (or
+                // nothing else reaches it): gone, not in the room.
+                drop(roster);
+                self.gone(peer, "no longer in a room with this node".into());
+                return;
+            }
             let Some(record) = roster.peers.get_mut(&peer) else {
                 return;
             };
-            if record.gate.as_ref().is_some_and(|g| g.is_open()) {
-                return;
-            }
             record.gate = None;
         }
         self.inner.services.files.forget_peer(&peer);
