@@ -237,7 +237,43 @@ fn host_port(what: &str) -> Option<String> {
 /// event stream (the REPL, `--json` mode and any other frontend share
 /// this). Returns `false` on `/quit`, after the node has shut down.
 pub async fn execute(node: &Node, command: Command) -> bool {
-    let result = match command {
+    execute_in(node, command, None).await
+}
+
+/// [`execute`] for an interface that shows one room of several (the web
+/// page): the commands that act on the current room (text, `/history`,
+/// `/password`, `/send`) act on `room` instead when it is given, and the
+/// current room stays what it was.
+pub async fn execute_in(node: &Node, command: Command, room: Option<&str>) -> bool {
+    let quits = command == Command::Quit;
+    let result = match (command, room) {
+        (Command::Say(text), Some(room)) => node.say_in(room, &text).await.map(|_| ()),
+        (Command::History(count), Some(room)) => node.history_in(room, count).await,
+        (Command::Password(password), Some(room)) => node.set_password_in(room, password).await,
+        (Command::RememberPassword(password), Some(room)) => {
+            node.set_and_remember_password_in(room, password).await
+        }
+        (Command::Send(path), Some(room)) => {
+            let (task_node, room) = (node.clone(), room.to_string());
+            node.run_in_background(async move {
+                task_node
+                    .send_files_in(&room, vec![PathBuf::from(path)])
+                    .await
+                    .map(|_| ())
+            });
+            Ok(())
+        }
+        (command, _) => execute_here(node, command).await,
+    };
+    if let Err(error) = result {
+        node.emit(Event::error(error));
+    }
+    !quits
+}
+
+/// Carries out `command` where the node stands (its current room).
+async fn execute_here(node: &Node, command: Command) -> Result<(), NodeError> {
+    match command {
         Command::Say(text) => node.say(&text).await.map(|_| ()),
         Command::Help => {
             node.emit(Event::Help {
@@ -313,13 +349,9 @@ pub async fn execute(node: &Node, command: Command) -> bool {
         }
         Command::Quit => {
             node.shutdown().await;
-            return false;
+            Ok(())
         }
-    };
-    if let Err(error) = result {
-        node.emit(Event::error(error));
     }
-    true
 }
 
 /// `NAME [ID]` of the peer `what` names if it is connected now.

@@ -143,6 +143,69 @@ async fn a_change_from_a_foreign_origin_is_refused_and_changes_nothing() {
     );
 }
 
+#[tokio::test]
+async fn a_command_from_the_page_acts_on_its_room_and_leaves_the_current_room_alone() {
+    let node = start_web_node(config("alice", None, "lobby")).await;
+    node.node.join("side").await.unwrap();
+    let cookie = cookie_of(&node);
+    let own = node.base.clone();
+    let mut headers = as_page(&node, &cookie);
+    headers.push(("Content-Type", "application/json"));
+    headers.push(("Origin", &own));
+    let command = json!({ "line": "for the lobby", "room": "lobby" }).to_string();
+    let answer = request(
+        &node.host,
+        "POST",
+        "/api/command",
+        &headers,
+        command.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let room = node
+        .sees("the page's message", |event| {
+            (event["event"] == "sent" && event["text"] == "for the lobby")
+                .then(|| event["room"].clone())
+        })
+        .await;
+    assert_eq!(room, "lobby");
+    // The terminal's current room is still the one joined last.
+    assert_eq!(node.node.rooms(), vec!["lobby".to_string(), "side".into()]);
+    node.node.say("for the current room").await.unwrap();
+    let room = node
+        .sees("the terminal's message", |event| {
+            (event["event"] == "sent" && event["text"] == "for the current room")
+                .then(|| event["room"].clone())
+        })
+        .await;
+    assert_eq!(room, "side");
+    // A room the node has not joined is refused, and nothing is sent.
+    let command = json!({ "line": "lost", "room": "nowhere" }).to_string();
+    let answer = request(
+        &node.host,
+        "POST",
+        "/api/command",
+        &headers,
+        command.as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 204);
+    let error = node
+        .sees("the refusal", |event| {
+            (event["event"] == "error").then(|| event["message"].clone())
+        })
+        .await;
+    assert!(
+        error.to_string().contains("#nowhere is not joined"),
+        "{error}"
+    );
+}
+
 #[test]
 fn the_web_command_and_chat_web_print_the_address_with_the_secret() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -164,6 +227,62 @@ fn the_web_command_and_chat_web_print_the_address_with_the_secret() {
         assert_eq!(bare.status, 403, "{args:?}");
         proc.kill();
     }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn open_hands_the_browser_a_page_of_the_owner_not_the_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    // A stand-in for the desktop's opener that notes what it was given.
+    let bin = tempfile::tempdir().unwrap();
+    let noted = bin.path().join("opened");
+    let opener = bin.path().join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{0}.part' && mv '{0}.part' '{0}'\n",
+            noted.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let proc = process::Proc::start_with_home_env(
+        home.path(),
+        &["web", "--bind", "127.0.0.1:0", "--room", "lobby", "--open"],
+        &[("PATH", &path)],
+    );
+    let url = proc.expect("web", |_| true)["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The opener runs beside the node; it has no event of its own.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !noted.exists() {
+        assert!(std::time::Instant::now() < deadline, "the opener never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let given = std::fs::read_to_string(&noted).unwrap();
+    let (_, token) = url.split_once("token=").unwrap();
+    assert!(
+        !given.contains(token),
+        "the secret reached a command line: {given}"
+    );
+    let page = std::path::PathBuf::from(given.trim_end());
+    assert!(page.starts_with(home.path()), "{}", page.display());
+    let mode = std::fs::metadata(&page).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let forwards = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        forwards.contains(&format!("content=\"0;url={url}\"")),
+        "{forwards}"
+    );
+    proc.kill();
 }
 
 // ----------------------------------------------------------- the browser --

@@ -253,14 +253,15 @@ async fn start_web(
         url: page.url().to_string(),
     });
     if open {
-        open_in_browser(page.url());
+        open_in_browser(&web::write_opener(home, page.url())?);
     }
     Ok(Some(page))
 }
 
-/// Hands the page's address to the desktop's opener; failing is only
-/// reported.
-fn open_in_browser(url: &str) {
+/// Hands the page that forwards to the web page (never the address with
+/// its secret: see [`web::write_opener`]) to the desktop's opener; failing
+/// is only reported.
+fn open_in_browser(page: &Path) {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else if cfg!(windows) {
@@ -269,7 +270,7 @@ fn open_in_browser(url: &str) {
         "xdg-open"
     };
     if let Err(error) = std::process::Command::new(opener)
-        .arg(url)
+        .arg(page)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

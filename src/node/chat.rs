@@ -75,6 +75,13 @@ impl Node {
         self.inner.services.chat.post(room, text).await
     }
 
+    /// Sends `text` to `room` (joined), whatever the current room is: for
+    /// an interface that shows several rooms at once.
+    pub async fn say_in(&self, room: &str, text: &str) -> Result<MessageId, NodeError> {
+        let room = self.joined_room(room)?;
+        self.inner.services.chat.post(room, text).await
+    }
+
     /// `/msg`: sends `text` to one peer only (by name, id prefix or id), in
     /// the private room of the two.
     pub async fn direct_message(&self, to: &str, text: &str) -> Result<MessageId, NodeError> {
@@ -91,6 +98,12 @@ impl Node {
             Some(peer) => dm_room(&self.peer_id(), &peer),
             None => self.current_room()?,
         };
+        self.inner.services.chat.history(room, count).await
+    }
+
+    /// `/history [N]` of `room` (joined), whatever the current room is.
+    pub async fn history_in(&self, room: &str, count: usize) -> Result<(), NodeError> {
+        let room = self.joined_room(room)?;
         self.inner.services.chat.history(room, count).await
     }
 

@@ -632,6 +632,12 @@ impl Node {
     /// the room.
     pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
         let room = self.current_room()?;
+        self.set_password_in(&room, password).await
+    }
+
+    /// Makes `room` (joined) a password room, whatever the current room is.
+    pub async fn set_password_in(&self, room: &str, password: Secret) -> Result<(), NodeError> {
+        let room = self.joined_room(room)?;
         self.install_password(&room, password).await;
         self.password_room_started(&room);
         Ok(())
@@ -675,6 +681,16 @@ impl Node {
     /// The room plain lines go to: the last one joined.
     fn current_room(&self) -> Result<String, NodeError> {
         self.roster().rooms.last().cloned().ok_or(NodeError::NoRoom)
+    }
+
+    /// `room`, if this node has joined it.
+    fn joined_room(&self, room: &str) -> Result<String, NodeError> {
+        match self.roster().rooms.iter().any(|r| r == room) {
+            true => Ok(room.to_string()),
+            false => Err(NodeError::Invalid(format!(
+                "#{room} is not joined; /join it first"
+            ))),
+        }
     }
 
     // --------------------------------------------------------- connecting --

@@ -1,7 +1,8 @@
 //! What an interface that shows several rooms at once (the web page) needs
 //! from the node beyond the REPL's commands: a room's history returned
-//! rather than emitted, choosing the current room, setting a room's
-//! password before joining it, and which rooms have one. Passwords never
+//! rather than emitted, setting a room's password before joining it, and
+//! which rooms have one (the commands that act on one room of several are
+//! in chat.rs, files/ and room_passwords.rs, beside their REPL forms). Passwords never
 //! leave the node; only the names of password rooms do.
 
 use std::path::PathBuf;
@@ -29,20 +30,6 @@ impl Node {
             .filter(|room| roster.passwords.contains_key(*room))
             .cloned()
             .collect()
-    }
-
-    /// Makes `room` (joined) the current room: plain lines, `/send`,
-    /// `/password` and `/history` act on it from now on.
-    pub fn switch_room(&self, room: &str) -> Result<(), NodeError> {
-        let mut roster = self.roster();
-        let Some(index) = roster.rooms.iter().position(|r| r == room) else {
-            return Err(NodeError::Invalid(format!(
-                "#{room} is not joined; /join it first"
-            )));
-        };
-        let room = roster.rooms.remove(index);
-        roster.rooms.push(room);
-        Ok(())
     }
 
     /// The last `count` messages of `room` (a joined room or a private room

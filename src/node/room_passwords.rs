@@ -57,13 +57,24 @@ impl Node {
     /// [`Node::set_password`]).
     pub async fn set_and_remember_password(&self, password: Secret) -> Result<(), NodeError> {
         let room = self.current_room()?;
+        self.set_and_remember_password_in(&room, password).await
+    }
+
+    /// `/password --remember PW` for `room` (joined), whatever the current
+    /// room is.
+    pub async fn set_and_remember_password_in(
+        &self,
+        room: &str,
+        password: Secret,
+    ) -> Result<(), NodeError> {
+        let room = self.joined_room(room)?;
         if password.expose().contains(['\n', '\r']) {
             return Err(NodeError::Invalid(
                 "a password to remember must be one line".into(),
             ));
         }
         save(&self.inner.home, &room, &password)?;
-        self.set_password(password).await
+        self.set_password_in(&room, password).await
     }
 }
 

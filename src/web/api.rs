@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::App;
-use crate::command::{self, Command};
+use crate::command;
 use crate::node::{dm_room, Event};
 use crate::pake::Secret;
 
@@ -191,16 +191,7 @@ pub async fn run_command(State(app): State<App>, Json(body): Json<CommandBody>) 
         Err(command::CommandError::Empty) => return done(),
         Err(error) => return failed(StatusCode::BAD_REQUEST, error),
     };
-    let on_current_room = matches!(
-        command,
-        Command::Say(_) | Command::Send(_) | Command::Password(_) | Command::History(_)
-    );
-    if let (true, Some(room)) = (on_current_room, &body.room) {
-        if let Err(error) = app.node.switch_room(room) {
-            return failed(StatusCode::BAD_REQUEST, error);
-        }
-    }
-    if !command::execute(&app.node, command).await {
+    if !command::execute_in(&app.node, command, body.room.as_deref()).await {
         app.quit.cancel();
     }
     done()
@@ -313,12 +304,11 @@ pub async fn upload(
             )
         }
     };
-    if let Some(room) = &query.room {
-        if let Err(error) = app.node.switch_room(room) {
-            return failed(StatusCode::BAD_REQUEST, error);
-        }
-    }
-    match app.node.send_files(vec![path]).await {
+    let offered = match &query.room {
+        Some(room) => app.node.send_files_in(room, vec![path]).await,
+        None => app.node.send_files(vec![path]).await,
+    };
+    match offered {
         Ok(content) => Json(serde_json::json!({ "hash": content.to_string() })).into_response(),
         Err(error) => failed(StatusCode::BAD_REQUEST, error),
     }

@@ -34,6 +34,8 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// File in the data directory that keeps the page's secret, so a page left
 /// open reconnects to a node restarted on the same address.
 const SECRET_FILE: &str = "web-secret";
+/// The page `--open` hands to the browser (see [`write_opener`]).
+const OPENER_FILE: &str = "web-open.html";
 
 /// How the page is served.
 #[derive(Clone, Debug)]
@@ -205,15 +207,42 @@ pub fn load_or_create_secret(home: &Path) -> Result<String, WebError> {
         Err(error) => return Err(failed(error)),
     }
     let secret = new_secret().map_err(failed)?;
+    write_owner_only(&path, secret.as_bytes()).map_err(failed)?;
+    Ok(secret)
+}
+
+/// Writes the file `--open` hands to the browser: a page in the data
+/// directory `home` that forwards to `url`. The address carries the
+/// secret and every user of the machine can read a command line (`ps`),
+/// so the opener is given this file's path instead; like the secret, the
+/// file is readable by its owner only.
+pub fn write_opener(home: &Path, url: &str) -> Result<PathBuf, WebError> {
+    let path = home.join(OPENER_FILE);
+    let escaped = url
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;");
+    let page = format!(
+        "<!doctype html>\n<meta charset=\"utf-8\">\n<meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\n<title>punchgate</title>\n<p><a href=\"{escaped}\">Open punchgate's page</a></p>\n"
+    );
+    write_owner_only(&path, page.as_bytes()).map_err(|source| WebError::Secret {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// Replaces `path`'s content with `bytes`, readable by its owner only
+/// from before the first byte is written.
+fn write_owner_only(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).map_err(failed)?;
+    let mut file = options.open(path)?;
     // A file that was there keeps its mode through `open`.
-    owner_only(&path).map_err(failed)?;
-    std::io::Write::write_all(&mut file, secret.as_bytes()).map_err(failed)?;
-    Ok(secret)
+    owner_only(path)?;
+    std::io::Write::write_all(&mut file, bytes)
 }
 
 fn owner_only(path: &Path) -> std::io::Result<()> {

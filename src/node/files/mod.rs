@@ -373,6 +373,16 @@ impl Node {
     /// `/send`: shares `paths` and offers them to the current room.
     pub async fn send_files(&self, paths: Vec<PathBuf>) -> Result<ContentId, NodeError> {
         let room = self.current_room()?;
+        self.send_files_in(&room, paths).await
+    }
+
+    /// `/send` to `room` (joined), whatever the current room is.
+    pub async fn send_files_in(
+        &self,
+        room: &str,
+        paths: Vec<PathBuf>,
+    ) -> Result<ContentId, NodeError> {
+        let room = self.joined_room(room)?;
         let share = self.share(paths).await?;
         let offer = offer_of(&share, room);
         self.inner.services.files.announce(offer).await;
