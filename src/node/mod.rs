@@ -82,7 +82,6 @@ use crate::endpoint;
 use crate::gate_socket::{canonical, is_relay_addr, GateSocket};
 use crate::hlc::Hlc;
 use crate::identity::{Identity, PeerId};
-use crate::pake::Secret;
 use crate::protocol::{validate_label, ControlMessage, ProbeMessage, MAX_NAME_LEN};
 use crate::store::{Store, StoreError};
 use crate::tls::{self, CertifiedIdentity};
@@ -625,57 +624,6 @@ impl Node {
     /// Where downloads go when no folder is given.
     pub fn downloads_dir(&self) -> PathBuf {
         self.inner.config.transfer.downloads.clone()
-    }
-
-    /// Makes the current room a password room: from now on only peers that
-    /// prove `password` share it. Proofs start with every connected peer in
-    /// the room.
-    pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
-        let room = self.current_room()?;
-        self.set_password_in(&room, password).await
-    }
-
-    /// Makes `room` (joined) a password room, whatever the current room is.
-    pub async fn set_password_in(&self, room: &str, password: Secret) -> Result<(), NodeError> {
-        let room = self.joined_room(room)?;
-        self.install_password(&room, password).await;
-        self.password_room_started(&room);
-        Ok(())
-    }
-
-    /// Gives `room` its password and key; every peer proves it anew.
-    async fn install_password(&self, room: &str, password: Secret) {
-        let keys = auth::derive_room_keys(&[(room.to_string(), password.clone())].into()).await;
-        let mut roster = self.roster();
-        roster.passwords.insert(room.to_string(), password);
-        roster.room_keys.extend(keys);
-        for record in roster.peers.values_mut() {
-            record.verified.remove(room);
-        }
-    }
-
-    /// Tells the user `room` is a password room (and whether its password
-    /// outlives this process) and starts the proofs with every connected
-    /// peer.
-    fn password_room_started(&self, room: &str) {
-        let password = self.roster().passwords.get(room).cloned();
-        let kept = password
-            .and_then(|password| room_passwords::remembered_in(&self.inner.home, room, &password));
-        let lasts = match kept {
-            Some(file) => format!("remembered in {} for the next start", file.display()),
-            None => {
-                "it is forgotten when this chat ends (/password --remember PW keeps it)".to_string()
-            }
-        };
-        self.emit(Event::Info {
-            message: format!(
-                "#{room} is a password room: peers share it once they prove the password; {lasts}"
-            ),
-        });
-        let gates = self.roster().open_gates();
-        for gate in gates {
-            self.inner.services.auth.authenticate_all(&gate);
-        }
     }
 
     /// The room plain lines go to: the last one joined.

@@ -3,12 +3,13 @@
 //! data directory, owner-only (0600) like the identity key, one
 //! `ROOM<TAB>PASSWORD` line per room (a room name holds no control
 //! character, so the first tab ends it). Without asking, a password lives
-//! only as long as the process, and the user is told so.
+//! only as long as the process, and the user is told so. Also the node's
+//! commands that make a room a password room.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{Node, NodeError};
+use super::{auth, Event, Node, NodeError};
 use crate::home::{self, HomeError};
 use crate::pake::Secret;
 
@@ -52,6 +53,56 @@ pub fn remembered_in(home: &Path, room: &str, password: &Secret) -> Option<PathB
 }
 
 impl Node {
+    /// Makes the current room a password room: from now on only peers that
+    /// prove `password` share it. Proofs start with every connected peer in
+    /// the room.
+    pub async fn set_password(&self, password: Secret) -> Result<(), NodeError> {
+        let room = self.current_room()?;
+        self.set_password_in(&room, password).await
+    }
+
+    /// Makes `room` (joined) a password room, whatever the current room is.
+    pub async fn set_password_in(&self, room: &str, password: Secret) -> Result<(), NodeError> {
+        let room = self.joined_room(room)?;
+        self.install_password(&room, password).await;
+        self.password_room_started(&room);
+        Ok(())
+    }
+
+    /// Gives `room` its password and key; every peer proves it anew.
+    pub(super) async fn install_password(&self, room: &str, password: Secret) {
+        let keys = auth::derive_room_keys(&[(room.to_string(), password.clone())].into()).await;
+        let mut roster = self.roster();
+        roster.passwords.insert(room.to_string(), password);
+        roster.room_keys.extend(keys);
+        for record in roster.peers.values_mut() {
+            record.verified.remove(room);
+        }
+    }
+
+    /// Tells the user `room` is a password room (and whether its password
+    /// outlives this process) and starts the proofs with every connected
+    /// peer.
+    pub(super) fn password_room_started(&self, room: &str) {
+        let password = self.roster().passwords.get(room).cloned();
+        let kept = password.and_then(|password| remembered_in(&self.inner.home, room, &password));
+        let lasts = match kept {
+            Some(file) => format!("remembered in {} for the next start", file.display()),
+            None => {
+                "it is forgotten when this chat ends (/password --remember PW keeps it)".to_string()
+            }
+        };
+        self.emit(Event::Info {
+            message: format!(
+                "#{room} is a password room: peers share it once they prove the password; {lasts}"
+            ),
+        });
+        let gates = self.roster().open_gates();
+        for gate in gates {
+            self.inner.services.auth.authenticate_all(&gate);
+        }
+    }
+
     /// `/password --remember PW`: keeps the password in the data directory
     /// for the next start, then makes the current room a password room (see
     /// [`Node::set_password`]).
