@@ -143,16 +143,13 @@ async fn a_change_from_a_foreign_origin_is_refused_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_command_from_the_page_acts_on_its_room_and_leaves_the_current_room_alone() {
-    let node = start_web_node(config("alice", None, "lobby")).await;
-    node.node.join("side").await.unwrap();
-    let cookie = cookie_of(&node);
-    let own = node.base.clone();
-    let mut headers = as_page(&node, &cookie);
+/// Sends `line` as the page does, for the page's `room`.
+async fn page_command(node: &WebNode, line: &str, room: &str) {
+    let (cookie, own) = (cookie_of(node), node.base.clone());
+    let mut headers = as_page(node, &cookie);
     headers.push(("Content-Type", "application/json"));
     headers.push(("Origin", &own));
-    let command = json!({ "line": "for the lobby", "room": "lobby" }).to_string();
+    let command = json!({ "line": line, "room": room }).to_string();
     let answer = request(
         &node.host,
         "POST",
@@ -161,40 +158,35 @@ async fn a_command_from_the_page_acts_on_its_room_and_leaves_the_current_room_al
         command.as_bytes(),
     )
     .await;
+    // A command's outcome, refusals included, comes as events.
     assert_eq!(
         answer.status,
         204,
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
-    let room = node
-        .sees("the page's message", |event| {
-            (event["event"] == "sent" && event["text"] == "for the lobby")
-                .then(|| event["room"].clone())
-        })
-        .await;
-    assert_eq!(room, "lobby");
+}
+
+/// The room of the `sent` event of `text`.
+async fn sent_to(node: &WebNode, text: &str) -> Value {
+    node.sees(text, |event| {
+        (event["event"] == "sent" && event["text"] == text).then(|| event["room"].clone())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_command_from_the_page_acts_on_its_room_and_leaves_the_current_room_alone() {
+    let node = start_web_node(config("alice", None, "lobby")).await;
+    node.node.join("side").await.unwrap();
+    page_command(&node, "for the lobby", "lobby").await;
+    assert_eq!(sent_to(&node, "for the lobby").await, "lobby");
     // The terminal's current room is still the one joined last.
     assert_eq!(node.node.rooms(), vec!["lobby".to_string(), "side".into()]);
     node.node.say("for the current room").await.unwrap();
-    let room = node
-        .sees("the terminal's message", |event| {
-            (event["event"] == "sent" && event["text"] == "for the current room")
-                .then(|| event["room"].clone())
-        })
-        .await;
-    assert_eq!(room, "side");
+    assert_eq!(sent_to(&node, "for the current room").await, "side");
     // A room the node has not joined is refused, and nothing is sent.
-    let command = json!({ "line": "lost", "room": "nowhere" }).to_string();
-    let answer = request(
-        &node.host,
-        "POST",
-        "/api/command",
-        &headers,
-        command.as_bytes(),
-    )
-    .await;
-    assert_eq!(answer.status, 204);
+    page_command(&node, "lost", "nowhere").await;
     let error = node
         .sees("the refusal", |event| {
             (event["event"] == "error").then(|| event["message"].clone())
