@@ -22,10 +22,13 @@ pub(super) const MAX_GUEST_TRACKERS: usize = 8;
 
 /// The node's DHT client and what wakes its publisher.
 pub(super) struct DhtLink {
-    directory: PeerDirectory,
+    pub(super) directory: PeerDirectory,
     /// Notified when the facts of the record may have changed (a tracker
     /// up or lost).
     changed: Notify,
+    /// Notified when the rooms (or a room's password) may have changed
+    /// (`dht_rooms`).
+    pub(super) rooms_changed: Notify,
     /// Whether this node publishes (it has trackers of its own).
     publishes: bool,
     /// On the public DHT: LAN addresses are left out of the record.
@@ -38,6 +41,7 @@ impl DhtLink {
         Ok(Self {
             directory: PeerDirectory::start(config)?,
             changed: Notify::new(),
+            rooms_changed: Notify::new(),
             publishes,
             public: config.bootstrap == crate::dht::Bootstrap::Public,
         })
@@ -168,7 +172,11 @@ impl Node {
 
     /// Looks `peer`'s record up and picks the tracker to reach it through:
     /// a listed one this node is registered with, else the first listed.
-    async fn route_of(&self, link: &DhtLink, peer: PeerId) -> Result<TrackerRef, NodeError> {
+    pub(super) async fn route_of(
+        &self,
+        link: &DhtLink,
+        peer: PeerId,
+    ) -> Result<TrackerRef, NodeError> {
         let record = link.directory.lookup(peer).await?;
         let trackers = &self.inner.trackers;
         let ours = record.trackers().iter().find(|tracker| {

@@ -49,6 +49,14 @@ pub(super) enum Input {
         tracker: crate::dht::record::TrackerRef,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
+    /// `peer`, found in `room`'s DHT records, can be introduced through
+    /// `tracker` (from its own DHT record): a member of the room like one
+    /// a tracker lists.
+    RoomMemberFound {
+        room: String,
+        peer: PeerId,
+        tracker: crate::dht::record::TrackerRef,
+    },
     /// Looking `peer`'s DHT record up again failed.
     LookupFailed {
         peer: PeerId,
@@ -326,6 +334,28 @@ impl Driver {
                 }
                 self.asked.insert(peer);
                 self.manager.connect(peer, now);
+            }
+            Input::RoomMemberFound {
+                room,
+                peer,
+                tracker,
+            } => {
+                let joined = self.node.roster().rooms.contains(&room);
+                if !joined || self.node.is_closing() || !self.node.is_allowed(&peer) {
+                    return;
+                }
+                let Some((ix, added)) = super::dht::tracker_for(&self.node, &tracker) else {
+                    tracing::debug!(peer = %peer.short(), "no guest session left for a room member");
+                    return;
+                };
+                if added {
+                    let managed = self.manager.add_tracker(now);
+                    debug_assert_eq!(managed, ix, "tracker lists out of step");
+                }
+                self.manager.reach_through(peer, ix, now);
+                // The room's gossip decides whether to connect it.
+                self.manager.set_welcome(peer, true);
+                self.overlay.member(&room, peer, true, now);
             }
             Input::LookupFailed { peer, why } => self.manager.handle_lookup_failed(peer, why, now),
             Input::Wanted { peer, wanted, via } => {

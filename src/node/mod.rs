@@ -23,6 +23,7 @@ mod config;
 mod connect;
 mod context;
 mod dht;
+mod dht_rooms;
 mod driver;
 pub mod events;
 mod files;
@@ -509,6 +510,7 @@ impl Node {
             });
         }
         node.inner.spawn(node.clone().publish_loop());
+        node.inner.spawn(node.clone().rooms_loop());
         let ended = node.inner.ended.clone();
         Ok((node, Events::new(events_rx, ended)))
     }
@@ -646,6 +648,8 @@ impl Node {
         for record in roster.peers.values_mut() {
             record.verified.remove(room);
         }
+        drop(roster);
+        self.dht_rooms_changed();
     }
 
     /// Tells the user `room` is a password room (and whether its password
