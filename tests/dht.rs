@@ -155,6 +155,15 @@ fn a_peer_on_another_tracker_is_reached_by_its_id_alone_and_they_chat() {
             .contains("PEERID@HOST:PORT"),
         "{error}"
     );
+
+    // Bob's guest session with Alice's tracker served its purpose (their
+    // connection is direct): it is closed, and the connection stays.
+    let tracker1_id = target1.split('@').next().unwrap();
+    bob.expect("tracker", |e| {
+        e["state"] == "closed" && e["tracker_id"] == tracker1_id
+    });
+    alice.send(&format!("/msg {bob_id} still here"));
+    bob.expect("message", is("text", "still here"));
 }
 
 #[test]

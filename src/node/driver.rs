@@ -30,6 +30,7 @@ use crate::tracker::{TrackerError, TrackerSession};
 use crate::wire::CloseCode;
 
 mod gossip;
+mod guests;
 
 /// What happened, for the node task.
 pub(super) enum Input {
@@ -199,6 +200,8 @@ struct Driver {
     /// Peers asked for by hand (`--connect`, `/connect`, `/msg`): kept
     /// whatever the gossip decides.
     asked: HashSet<PeerId>,
+    /// When to close guest sessions no longer needed.
+    guests: super::guests::GuestIdle,
 }
 
 /// How long a gate no room's gossip needs stays open (the other side may
@@ -234,16 +237,21 @@ pub(super) async fn run(
         asked: HashSet::new(),
         unneeded: HashMap::new(),
         unproven: HashMap::new(),
+        guests: super::guests::GuestIdle::new(super::guests::GUEST_GRACE),
     };
     for (tracker, events) in tracker_events {
         driver.watch_tracker(tracker, events);
     }
     driver.act();
     loop {
-        let wake = [driver.manager.poll_timeout(), driver.overlay.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [
+            driver.manager.poll_timeout(),
+            driver.overlay.poll_timeout(),
+            driver.guests.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -267,6 +275,8 @@ pub(super) async fn run(
                 driver.prune(now);
             }
         }
+        driver.act();
+        driver.watch_guests(Instant::now());
         driver.act();
     }
 }

@@ -29,6 +29,7 @@ pub mod events;
 mod files;
 mod gate;
 mod guesses;
+mod guests;
 mod lan;
 mod listing;
 pub mod manager;
