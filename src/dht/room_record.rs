@@ -193,6 +193,12 @@ impl RoomSpot {
             .aead_key()?
             .open_in_place(nonce, Aad::from(&aad), &mut sealed)
             .map_err(|_| RoomRecordError::Unsealed)?;
+        self.decode_entries(plain)
+    }
+
+    /// Reads the entries of an opened value: a count, then the entries;
+    /// those whose member's signature fails are dropped.
+    pub fn decode_entries(&self, plain: &[u8]) -> Result<Vec<MemberEntry>, RoomRecordError> {
         let (&count, mut body) = plain.split_first().ok_or(RoomRecordError::Truncated)?;
         if usize::from(count) > MAX_ENTRIES {
             return Err(RoomRecordError::TooMany(count));

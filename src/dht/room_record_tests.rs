@@ -134,3 +134,46 @@ fn members_spread_over_the_slots() {
     assert!(used.iter().all(|n| *n > 0), "{used:?}");
     assert_eq!(salt(3), b"pg-room-v1/3".to_vec());
 }
+
+#[test]
+fn damaged_entries_inside_a_sealed_value_are_refused_or_dropped_never_a_panic() {
+    // What a key holder could seal: any bytes. Mutations of a real
+    // plaintext and random bytes go through the entry decoder.
+    let spot = RoomSpot::open("lobby");
+    let entries: Vec<MemberEntry> = (0..3)
+        .map(|i| MemberEntry::sign(&member(), &spot, NOW - i))
+        .collect();
+    let mut plain = vec![entries.len() as u8];
+    for entry in &entries {
+        plain.extend_from_slice(entry.peer.as_bytes());
+        plain.extend_from_slice(&entry.at.to_be_bytes());
+        plain.extend_from_slice(&entry.signature);
+    }
+    assert_eq!(spot.decode_entries(&plain).unwrap(), entries);
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..3000 {
+        let input: Vec<u8> = if round % 4 == 0 {
+            let len = (next() % 1200) as usize;
+            (0..len).map(|_| next() as u8).collect()
+        } else {
+            let mut bytes = plain.clone();
+            let at = (next() as usize) % bytes.len();
+            bytes[at] ^= 1 << (next() % 8);
+            if round % 3 == 0 {
+                bytes.truncate((next() as usize) % bytes.len());
+            }
+            bytes
+        };
+        if let Ok(decoded) = spot.decode_entries(&input) {
+            assert!(decoded.len() <= MAX_ENTRIES);
+            // Only genuine entries survive a flipped bit.
+            assert!(decoded.iter().all(|e| entries.contains(e)), "{round}");
+        }
+    }
+}

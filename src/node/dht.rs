@@ -196,20 +196,3 @@ impl Node {
         Ok(tracker)
     }
 }
-
-/// The tracker entry for a peer's tracker: configured, or a guest added
-/// now; `None` when this node holds its limit of guest sessions.
-pub(super) fn tracker_for(node: &Node, tracker: &TrackerRef) -> Option<(usize, bool)> {
-    let trackers = &node.inner.trackers;
-    if let Some(ix) = trackers.find(&tracker.id) {
-        return Some((ix, false));
-    }
-    if trackers.guest_count() >= MAX_GUEST_TRACKERS {
-        return None;
-    }
-    let target = crate::endpoint::Target {
-        peer: Some(tracker.id),
-        host: tracker.addr.to_string(),
-    };
-    Some((trackers.add_guest(target), true))
-}

@@ -29,6 +29,9 @@ use crate::identity::PeerId;
 /// password set on it makes it another room).
 type RoomKey = (String, [u8; 32]);
 
+/// Spots of rooms left kept for their withdrawal, at most.
+const MAX_LEFT: usize = 64;
+
 /// What a DHT task reports back to the rooms loop.
 enum Outcome {
     Announced(RoomKey, Announced),
@@ -91,6 +94,13 @@ impl Node {
             finder.handle_rooms(&keys, now);
             while let Some(task) = finder.poll_task(now) {
                 self.start_room_task(task, &directory, &spots, &mut left, &done);
+            }
+            // Rooms joined again, or whose withdrawal the finder dropped
+            // (a node that does not announce, or too many at once): their
+            // entries go stale on their own.
+            left.retain(|key, _| !spots.contains_key(key));
+            if !link.publishes() || left.len() > MAX_LEFT {
+                left.clear();
             }
             while let Some(((room, _), peer)) = finder.poll_meet() {
                 self.inner.spawn(self.clone().meet_room_member(room, peer));

@@ -321,9 +321,9 @@ impl Driver {
                 tracker,
                 reply,
             } => {
-                let Some((ix, added)) = super::dht::tracker_for(&self.node, &tracker) else {
+                let Some(ix) = self.guest_for(&tracker, now) else {
                     let why = format!(
-                        "this node holds {} guest sessions already",
+                        "this node holds {} guest sessions in use already",
                         super::dht::MAX_GUEST_TRACKERS
                     );
                     match reply {
@@ -332,10 +332,6 @@ impl Driver {
                     }
                     return;
                 };
-                if added {
-                    let managed = self.manager.add_tracker(now);
-                    debug_assert_eq!(managed, ix, "tracker lists out of step");
-                }
                 self.manager.reach_through(peer, ix, now);
                 match reply {
                     Some(reply) if self.manager.gate(&peer).is_some() => drop(reply.send(Ok(()))),
@@ -354,14 +350,10 @@ impl Driver {
                 if !joined || self.node.is_closing() || !self.node.is_allowed(&peer) {
                     return;
                 }
-                let Some((ix, added)) = super::dht::tracker_for(&self.node, &tracker) else {
+                let Some(ix) = self.guest_for(&tracker, now) else {
                     tracing::debug!(peer = %peer.short(), "no guest session left for a room member");
                     return;
                 };
-                if added {
-                    let managed = self.manager.add_tracker(now);
-                    debug_assert_eq!(managed, ix, "tracker lists out of step");
-                }
                 self.manager.reach_through(peer, ix, now);
                 // The room's gossip decides whether to connect it.
                 self.manager.set_welcome(peer, true);

@@ -2,15 +2,48 @@
 //! is checked for use after every step, and closed once
 //! [`GuestIdle`](crate::node::guests::GuestIdle) says it has been unused
 //! long enough. The manager then leaves it closed until a peer needs it
-//! again.
+//! again. A peer's tracker becomes a guest session here too: a new one
+//! while fewer than [`MAX_GUEST_TRACKERS`] exist, else a closed one
+//! pointed at the new tracker.
 
 use std::time::Instant;
 
 use super::Driver;
+use crate::dht::record::TrackerRef;
+use crate::node::dht::MAX_GUEST_TRACKERS;
 use crate::node::events::{Event, TrackerLink};
 use crate::node::manager::{TrackerIx, TrackerState};
 
 impl Driver {
+    /// The tracker to reach a peer through, found in its DHT record: one
+    /// of this node's, a guest session with it already, a new guest
+    /// session, or a closed one pointed at it. `None` when every guest
+    /// session is in use.
+    pub(super) fn guest_for(&mut self, tracker: &TrackerRef, now: Instant) -> Option<TrackerIx> {
+        let trackers = &self.node.inner.trackers;
+        if let Some(ix) = trackers.find(&tracker.id) {
+            return Some(ix);
+        }
+        let target = crate::endpoint::Target {
+            peer: Some(tracker.id),
+            host: tracker.addr.to_string(),
+        };
+        if trackers.guest_count() < MAX_GUEST_TRACKERS {
+            let ix = trackers.add_guest(target);
+            let managed = self.manager.add_tracker(now);
+            debug_assert_eq!(managed, ix, "tracker lists out of step");
+            return Some(ix);
+        }
+        let closed = (0..trackers.len()).find(|ix| {
+            trackers.is_guest(*ix) && self.manager.tracker_state(*ix) == Some(TrackerState::Closed)
+        })?;
+        trackers.retarget_guest(closed, target);
+        // Whom the old tracker knew, the new one does not.
+        self.manager.forget_tracker(closed);
+        self.guests.forget(closed);
+        Some(closed)
+    }
+
     /// Tells the guest-session timer which guest sessions are in use, and
     /// closes those unused for its grace period.
     pub(super) fn watch_guests(&mut self, now: Instant) {

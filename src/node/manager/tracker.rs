@@ -210,6 +210,14 @@ impl Manager {
         self.relays[tracker] = Err("the guest session is closed".into());
     }
 
+    /// The closed session `tracker` now stands for another tracker: no
+    /// peer is known there any more.
+    pub fn forget_tracker(&mut self, tracker: TrackerIx) {
+        for peer in self.peers.values_mut() {
+            peer.trackers.retain(|t| *t != tracker);
+        }
+    }
+
     /// A fresh measure of the tracker's round-trip time.
     pub fn handle_tracker_rtt(&mut self, tracker: TrackerIx, rtt: Duration) {
         if let Some(entry) = self.trackers.get_mut(tracker) {
