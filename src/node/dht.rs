@@ -17,6 +17,9 @@ use crate::dht::record::TrackerRef;
 use crate::dht::{DhtConfig, PeerDirectory};
 use crate::identity::PeerId;
 
+#[path = "dht_rooms.rs"]
+mod rooms;
+
 /// Guest sessions one node holds at once, at most.
 pub(super) const MAX_GUEST_TRACKERS: usize = 8;
 

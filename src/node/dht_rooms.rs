@@ -17,13 +17,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::driver::Input;
-use super::events::{DhtRoomState, Event};
-use super::Node;
 use crate::dht::room_record::RoomSpot;
 use crate::dht::rooms::{Announced, Found, RoomFinder, RoomTask, RoomsConfig};
 use crate::dht::PeerDirectory;
 use crate::identity::PeerId;
+use crate::node::driver::Input;
+use crate::node::events::{DhtRoomState, Event};
+use crate::node::Node;
 
 /// A room as the finder knows it: its name and its records' public key (a
 /// password set on it makes it another room).
@@ -47,7 +47,7 @@ fn unix_secs() -> u64 {
 
 impl Node {
     /// The rooms, or a room's password, may have changed.
-    pub(super) fn dht_rooms_changed(&self) {
+    pub(in crate::node) fn dht_rooms_changed(&self) {
         if let Some(link) = &self.inner.dht {
             link.rooms_changed.notify_one();
         }
@@ -59,7 +59,7 @@ impl Node {
         roster
             .rooms
             .iter()
-            .filter(|room| !super::overlay::is_private(room))
+            .filter(|room| !crate::node::overlay::is_private(room))
             .map(|room| {
                 let spot = match roster.room_keys.get(room) {
                     Some(key) => RoomSpot::from_secret(&key.dht_secret()),
@@ -71,7 +71,7 @@ impl Node {
     }
 
     /// Announces and looks up this node's rooms on the DHT until shutdown.
-    pub(super) async fn rooms_loop(self) {
+    pub(in crate::node) async fn rooms_loop(self) {
         let Some(link) = self.inner.dht.as_ref() else {
             return;
         };

@@ -201,7 +201,7 @@ struct Driver {
     /// whatever the gossip decides.
     asked: HashSet<PeerId>,
     /// When to close guest sessions no longer needed.
-    guests: super::guests::GuestIdle,
+    guests: guests::GuestIdle,
 }
 
 /// How long a gate no room's gossip needs stays open (the other side may
@@ -237,7 +237,7 @@ pub(super) async fn run(
         asked: HashSet::new(),
         unneeded: HashMap::new(),
         unproven: HashMap::new(),
-        guests: super::guests::GuestIdle::new(super::guests::GUEST_GRACE),
+        guests: guests::GuestIdle::new(guests::GUEST_GRACE),
     };
     for (tracker, events) in tracker_events {
         driver.watch_tracker(tracker, events);
