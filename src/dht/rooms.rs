@@ -7,8 +7,8 @@
 //! after joining, refreshed well before entries go stale
 //! ([`super::room_record::MAX_AGE_SECS`]), tried again soon after a write
 //! conflict (another member wrote the slot at the same time) and with
-//! backoff after a failure; a lookup shortly after joining, then at
-//! growing intervals. Members found are met at most a few per lookup,
+//! backoff after a failure; a lookup on joining, then at growing
+//! intervals. Members found are met at most a few per lookup,
 //! newest entry first, skipping those the caller already reaches and those
 //! met recently.
 //!
@@ -27,8 +27,9 @@ use crate::identity::PeerId;
 /// How the finder is tuned. Defaults in [`RoomsConfig::default`].
 #[derive(Clone, Debug)]
 pub struct RoomsConfig {
-    /// From joining to the first announcement and lookup. Default 1 s
-    /// (the node's own record goes out about then, so finders can route).
+    /// From joining to the first announcement (the first lookup is at
+    /// once). Default 1 s: the node's own record goes out about then, so
+    /// finders can route to it.
     pub settle: Duration,
     /// How often an announcement is renewed. Default 20 min: entries are
     /// stale after an hour, so two renewals may fail.
@@ -140,8 +141,8 @@ impl<K: Clone + Eq + Hash> RoomFinder<K> {
         }
     }
 
-    /// The rooms this node is in now. A new one is announced and looked
-    /// up `settle` from now; one no longer listed is withdrawn (if it was
+    /// The rooms this node is in now. A new one is looked up at once and
+    /// announced `settle` from now; one no longer listed is withdrawn (if it was
     /// announced) and forgotten.
     pub fn handle_rooms(&mut self, rooms: &[K], now: Instant) {
         let gone: Vec<K> = self
@@ -169,7 +170,8 @@ impl<K: Clone + Eq + Hash> RoomFinder<K> {
                     announce_at: self.announces.then_some(at),
                     announcing: false,
                     announce_failures: 0,
-                    look_at: Some(at),
+                    // Reading needs nothing of this node's: at once.
+                    look_at: Some(now),
                     looking: false,
                     look_gap: self.config.look_first,
                 },
