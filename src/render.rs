@@ -288,9 +288,10 @@ pub fn render(event: &Event) -> Vec<String> {
         } => {
             let room = sanitize(room);
             match state {
-                crate::node::events::DhtRoomState::Announced => Vec::new(),
+                crate::node::events::DhtRoomState::Announced
+                | crate::node::events::DhtRoomState::Withdrawn => Vec::new(),
                 crate::node::events::DhtRoomState::Failed => vec![format!(
-                    "! could not announce #{room} on the DHT: {}",
+                    "! #{room} on the DHT: {}",
                     sanitize(reason.as_deref().unwrap_or("unknown reason"))
                 )],
                 crate::node::events::DhtRoomState::Found => match members.unwrap_or(0) {

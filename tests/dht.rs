@@ -234,6 +234,18 @@ fn members_of_one_room_on_different_trackers_meet_through_the_dht_and_chat() {
     assert_eq!(heard["room"], "lobby");
     alice.send("hello bob");
     bob.expect("message", is("text", "hello bob"));
+
+    // Bob leaves: his entry leaves the room's records, so Carol, joining
+    // on his tracker, finds Alice alone there.
+    bob.send("/leave lobby");
+    bob.expect("dht_room", |e| {
+        e["room"] == "lobby" && e["state"] == "withdrawn"
+    });
+    let (carol, _) = chat(&bootstrap, &target2, "carol", "lobby", &[]);
+    carol.expect("dht_room", |e| {
+        e["room"] == "lobby" && e["state"] == "found" && e["members"] == 1
+    });
+    carol.expect("connected", is("peer_id", &alice_id));
 }
 
 #[test]

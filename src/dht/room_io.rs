@@ -99,19 +99,21 @@ impl PeerDirectory {
     }
 
     /// Removes `peer`'s entry from its slot of the room `spot` (it left);
-    /// nothing is written when it is not there.
-    pub async fn withdraw_from_room(&self, peer: &PeerId, spot: &RoomSpot, unix_secs: u64) {
+    /// nothing is written when it is not there. Whether the slot is
+    /// without it now (one try: an entry left behind goes stale).
+    pub async fn withdraw_from_room(&self, peer: &PeerId, spot: &RoomSpot, unix_secs: u64) -> bool {
         let slot = spot.slot_of(peer);
         let Ok(read) = self.read_slot(spot, slot).await else {
-            return;
+            return false;
         };
         if !read.entries.iter().any(|entry| entry.peer == *peer) {
-            return;
+            return true;
         }
         let entries = room_record::without(&read.entries, peer, unix_secs);
-        let _ = self
+        let written = self
             .write_slot(spot, slot, &entries, read.seq, unix_secs)
             .await;
+        written == Announced::Done
     }
 
     /// The members of the room `spot` with a fresh entry at `unix_secs`,

@@ -160,8 +160,27 @@ impl Node {
                     return;
                 };
                 let me = self.peer_id();
+                let node = self.clone();
                 self.inner.spawn(async move {
-                    directory.withdraw_from_room(&me, &spot, unix_secs()).await;
+                    let (state, reason) = match directory
+                        .withdraw_from_room(&me, &spot, unix_secs())
+                        .await
+                    {
+                        true => (DhtRoomState::Withdrawn, None),
+                        false => (
+                            DhtRoomState::Failed,
+                            Some(
+                                "could not remove this node's entry; it goes stale within an hour"
+                                    .to_string(),
+                            ),
+                        ),
+                    };
+                    node.emit(Event::DhtRoom {
+                        room: key.0,
+                        state,
+                        members: None,
+                        reason,
+                    });
                 });
             }
         }

@@ -133,7 +133,8 @@ pub enum Event {
         reason: Option<String>,
     },
     /// This node's entry in a room's DHT records was written (`state:
-    /// "announced"`) or could not be (`"failed"`, with the reason; tried
+    /// "announced"`), removed after leaving the room (`"withdrawn"`), or
+    /// could not be (`"failed"`, with the reason; an announcement is tried
     /// again with backoff), or a lookup of the room's records found
     /// `members` other members (`"found"`; those not reached yet are met
     /// through their own trackers).
@@ -451,6 +452,7 @@ pub enum DhtRoomState {
     Announced,
     Failed,
     Found,
+    Withdrawn,
 }
 
 /// Whether a peer joined or left a room, in an [`Event::Member`].
