@@ -156,12 +156,13 @@ fn a_peer_on_another_tracker_is_reached_by_its_id_alone_and_they_chat() {
         "{error}"
     );
 
-    // Bob's guest session with Alice's tracker served its purpose (their
-    // connection is direct): it is closed, and the connection stays.
+    // Bob's and Frank's guest sessions with Alice's tracker served their
+    // purpose (their connections are direct): they are closed, and the
+    // connections stay.
     let tracker1_id = target1.split('@').next().unwrap();
-    bob.expect("tracker", |e| {
-        e["state"] == "closed" && e["tracker_id"] == tracker1_id
-    });
+    let closed = |e: &Value| e["state"] == "closed" && e["tracker_id"] == tracker1_id;
+    bob.expect("tracker", closed);
+    frank.expect("tracker", closed);
     alice.send(&format!("/msg {bob_id} still here"));
     bob.expect("message", is("text", "still here"));
 }
@@ -372,6 +373,44 @@ fn a_room_member_whose_tracker_dies_is_found_again_in_the_rooms_records_within_a
     );
     bob.send("welcome back");
     alice.expect("message", is("text", "welcome back"));
+}
+
+#[test]
+fn a_peer_registered_with_two_trackers_is_found_by_id_within_a_minute_after_one_dies() {
+    let (_dht, bootstrap) = local_dht();
+    let (tracker1, target1) = tracker();
+    let (_tracker2, target2) = tracker();
+    let (_tracker3, target3) = tracker();
+    let fast = ["--keep-alive", "1", "--idle-timeout", "3"];
+    let mut extra = vec!["--tracker", target2.as_str()];
+    extra.extend(fast);
+    let (alice, alice_id) = chat(&bootstrap, &target1, "alice", "alices-room", &extra);
+    alice.expect("dht", |e| e["state"] == "published" && e["trackers"] == 2);
+
+    // Tracker 1 dies; Bob, on a third tracker, asks for Alice by id at
+    // once, while her record may still list the dead tracker first.
+    tracker1.kill();
+    let killed = Instant::now();
+    let mut extra = vec!["--connect", alice_id.as_str()];
+    extra.extend(fast);
+    let (bob, _) = chat(&bootstrap, &target3, "bob", "bobs-room", &extra);
+    let found = bob.expect_within(
+        Duration::from_secs(60),
+        "connected",
+        is("peer_id", &alice_id),
+    );
+    assert!(found.is_some(), "bob did not reach alice within a minute");
+    eprintln!(
+        "DHT | reached through the tracker left {} ms after the other died",
+        killed.elapsed().as_millis()
+    );
+    // Her record no longer lists the dead tracker.
+    alice.expect("dht", |e| e["state"] == "published" && e["trackers"] == 1);
+    // Bob stops trying the dead tracker once nothing needs it.
+    let tracker1_id = target1.split('@').next().unwrap();
+    bob.expect("tracker", |e| {
+        e["state"] == "closed" && e["tracker_id"] == tracker1_id
+    });
 }
 
 /// The peer id of the identity in the data directory `home`.

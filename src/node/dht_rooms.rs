@@ -246,11 +246,11 @@ impl Node {
         let Some(link) = &self.inner.dht else {
             return;
         };
-        match self.route_of(link, peer).await {
-            Ok(tracker) => self.input(Input::RoomMemberFound {
+        match self.routes_of(link, peer).await {
+            Ok(trackers) => self.input(Input::RoomMemberFound {
                 room,
                 peer,
-                tracker,
+                trackers,
             }),
             Err(error) => {
                 tracing::debug!(peer = %peer.short(), %error, "a room member found on the DHT cannot be reached");

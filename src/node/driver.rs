@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::gate::{Gate, Greeted};
 use super::manager::{
     Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
+    TrackerState,
 };
 use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
 use super::overlay::{is_private, Overlay};
@@ -43,20 +44,21 @@ pub(super) enum Input {
         via: Option<TrackerIx>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// Connect to `peer`, found through its DHT record, through `tracker`
-    /// (added as a guest session if it is not one of this node's).
+    /// Connect to `peer`, found through its DHT record, through
+    /// `trackers` (each added as a guest session if it is not one of this
+    /// node's; whichever is up first introduces it).
     ConnectThrough {
         peer: PeerId,
-        tracker: crate::dht::record::TrackerRef,
+        trackers: Vec<crate::dht::record::TrackerRef>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
     /// `peer`, found in `room`'s DHT records, can be introduced through
-    /// `tracker` (from its own DHT record): a member of the room like one
+    /// `trackers` (from its own DHT record): a member of the room like one
     /// a tracker lists.
     RoomMemberFound {
         room: String,
         peer: PeerId,
-        tracker: crate::dht::record::TrackerRef,
+        trackers: Vec<crate::dht::record::TrackerRef>,
     },
     /// Looking `peer`'s DHT record up again failed.
     LookupFailed {
@@ -318,10 +320,10 @@ impl Driver {
             }
             Input::ConnectThrough {
                 peer,
-                tracker,
+                trackers,
                 reply,
             } => {
-                let Some(ix) = self.guest_for(&tracker, now) else {
+                if !self.reach_through(peer, &trackers, now) {
                     let why = format!(
                         "this node holds {} guest sessions in use already",
                         super::dht::MAX_GUEST_TRACKERS
@@ -331,8 +333,7 @@ impl Driver {
                         None => self.manager.handle_lookup_failed(peer, why, now),
                     }
                     return;
-                };
-                self.manager.reach_through(peer, ix, now);
+                }
                 match reply {
                     Some(reply) if self.manager.gate(&peer).is_some() => drop(reply.send(Ok(()))),
                     Some(reply) => self.waiters.entry(peer).or_default().push(reply),
@@ -344,17 +345,16 @@ impl Driver {
             Input::RoomMemberFound {
                 room,
                 peer,
-                tracker,
+                trackers,
             } => {
                 let joined = self.node.roster().rooms.contains(&room);
                 if !joined || self.node.is_closing() || !self.node.is_allowed(&peer) {
                     return;
                 }
-                let Some(ix) = self.guest_for(&tracker, now) else {
+                if !self.reach_through(peer, &trackers, now) {
                     tracing::debug!(peer = %peer.short(), "no guest session left for a room member");
                     return;
-                };
-                self.manager.reach_through(peer, ix, now);
+                }
                 // The room's gossip decides whether to connect it.
                 self.manager.set_welcome(peer, true);
                 self.overlay.member(&room, peer, true, now);
@@ -510,6 +510,11 @@ impl Driver {
                 session,
                 events,
             } => {
+                if self.manager.tracker_state(tracker) == Some(TrackerState::Closed) {
+                    // A guest session closed while it was connecting.
+                    session.close();
+                    return;
+                }
                 let rtt = session.rtt();
                 self.node.inner.trackers.set_up(tracker, session);
                 self.watch_tracker(tracker, events);

@@ -276,6 +276,15 @@ impl Trackers {
         writer.is_some_and(|writer| writer.try_send(packet).is_ok())
     }
 
+    /// The peers whose relayed packets go through `tracker`'s relay.
+    pub fn routed_through(&self, tracker: TrackerIx) -> Vec<PeerId> {
+        self.routes()
+            .iter()
+            .filter(|(_, route)| route.tracker == tracker)
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
     /// The address of the tracker whose relay carries `peer`, as the user
     /// should see a relayed path.
     pub fn relay_addr_of(&self, peer: &PeerId) -> Option<SocketAddr> {

@@ -1,10 +1,11 @@
 //! The node task's side of guest sessions (sessions with a peer's
 //! tracker, opened only to be introduced to that peer): each one that is
-//! up is checked for use after every step ([`Manager::tracker_in_use`]),
-//! and closed once the sans-IO [`GuestIdle`] says it has been unused for
-//! [`GUEST_GRACE`] — the introduced connection is up on a direct path, or
-//! the attempt failed and is not being retried through it. The manager then leaves it closed until a peer needs it
-//! again. A peer's tracker becomes a guest session here too: a new one
+//! up, or down and waiting to be retried, is checked for use after every
+//! step ([`Manager::tracker_in_use`]), and closed once the sans-IO
+//! [`GuestIdle`] says it has been unused for [`GUEST_GRACE`] — the
+//! introduced connection is up on a direct path, or the attempt failed and
+//! is not being retried through it. The manager then leaves it closed
+//! until a peer needs it again. A peer's tracker becomes a guest session here too: a new one
 //! while fewer than [`MAX_GUEST_TRACKERS`] exist, else a closed one
 //! pointed at the new tracker.
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::Driver;
 use crate::dht::record::TrackerRef;
 use crate::node::dht::MAX_GUEST_TRACKERS;
-use crate::node::events::{Event, TrackerLink};
+use crate::node::events::{Event, PathKind, TrackerLink};
 #[cfg(doc)]
 use crate::node::manager::Manager;
 use crate::node::manager::{TrackerIx, TrackerState};
@@ -49,19 +50,48 @@ impl Driver {
         Some(closed)
     }
 
+    /// Has the manager reach `peer` through `trackers` (guest sessions
+    /// where need be); whether any could be used.
+    pub(super) fn reach_through(
+        &mut self,
+        peer: crate::identity::PeerId,
+        trackers: &[TrackerRef],
+        now: Instant,
+    ) -> bool {
+        let mut any = false;
+        for tracker in trackers {
+            if let Some(ix) = self.guest_for(tracker, now) {
+                self.manager.reach_through(peer, ix, now);
+                any = true;
+            }
+        }
+        any
+    }
+
     /// Tells the guest-session timer which guest sessions are in use, and
-    /// closes those unused for its grace period.
+    /// closes those unused for its grace period (also one that is down:
+    /// it is no longer tried again).
     pub(super) fn watch_guests(&mut self, now: Instant) {
         let trackers = &self.node.inner.trackers;
         for tracker in 0..trackers.len() {
             if !trackers.is_guest(tracker) {
                 continue;
             }
-            if self.manager.tracker_state(tracker) == Some(TrackerState::Up) {
-                let in_use = self.manager.tracker_in_use(tracker);
-                self.guests.handle_use(tracker, in_use, now);
-            } else {
-                self.guests.forget(tracker);
+            // Up, down, or trying again (a dead tracker in a record): any
+            // is dropped once unused; a connection attempt still under way
+            // is dropped when it ends (`Input::TrackerUp`).
+            match self.manager.tracker_state(tracker) {
+                Some(TrackerState::Closed) | None => self.guests.forget(tracker),
+                Some(_) => {
+                    // Its relay carries a connection that is relayed now.
+                    let relaying = trackers.routed_through(tracker).iter().any(|peer| {
+                        self.manager
+                            .gate(peer)
+                            .is_some_and(|g| g.path == PathKind::Relay)
+                    });
+                    let in_use = relaying || self.manager.tracker_in_use(tracker);
+                    self.guests.handle_use(tracker, in_use, now);
+                }
             }
         }
         while let Some(tracker) = self.guests.poll_close(now) {
@@ -76,8 +106,12 @@ impl Driver {
         let session = trackers.session(tracker);
         trackers.set_down(tracker);
         self.manager.handle_tracker_closed(tracker);
-        let addr = session.as_ref().map(|s| s.tracker_addr().to_string());
-        let tracker_id = session.as_ref().map(|s| s.tracker_id().to_string());
+        let target = trackers.target(tracker);
+        let addr = match &session {
+            Some(session) => Some(session.tracker_addr().to_string()),
+            None => target.as_ref().map(|t| t.host.clone()),
+        };
+        let tracker_id = target.and_then(|t| t.peer).map(|id| id.to_string());
         if let Some(session) = session {
             session.close();
         }

@@ -176,9 +176,10 @@ impl Manager {
         }
     }
 
-    /// Whether any peer needs the session with `tracker`: an attempt runs
-    /// through it, a wanted peer without a gate waits for it, or a peer it
-    /// knows is connected through a relay (which may be this tracker's).
+    /// Whether any peer's attempt needs the session with `tracker`: one
+    /// runs through it, or a wanted peer without a gate waits for it.
+    /// (Whether a relayed gate runs through its relay is the caller's to
+    /// know: the manager does not see which relay carries a gate.)
     pub fn tracker_in_use(&self, tracker: TrackerIx) -> bool {
         self.peers.values().any(|peer| {
             let attempt = match peer.attempt {
@@ -187,11 +188,8 @@ impl Manager {
                 | Attempt::Punching { tracker: t, .. } => t == tracker,
                 Attempt::Idle | Attempt::Dialing => false,
             };
-            let knows = peer.trackers.contains(&tracker);
-            let relayed = peer
-                .gate
-                .is_some_and(|gate| gate.path == crate::node::events::PathKind::Relay);
-            attempt || (knows && ((peer.wanted && peer.gate.is_none()) || relayed))
+            let waits = peer.wanted && peer.gate.is_none() && peer.trackers.contains(&tracker);
+            attempt || waits
         })
     }
 
