@@ -5,9 +5,9 @@
 //! [`GuestIdle`] says it has been unused for [`GUEST_GRACE`] — the
 //! introduced connection is up on a direct path, or the attempt failed and
 //! is not being retried through it. The manager then leaves it closed
-//! until a peer needs it again. A peer's tracker becomes a guest session here too: a new one
-//! while fewer than [`MAX_GUEST_TRACKERS`] exist, else a closed one
-//! pointed at the new tracker.
+//! until a peer needs it again. A peer's tracker becomes a guest session
+//! here too: a new one while fewer than [`MAX_GUEST_TRACKERS`] exist, else
+//! a closed one pointed at the new tracker.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
