@@ -275,7 +275,33 @@ pub fn render(event: &Event) -> Vec<String> {
                 (crate::node::events::TrackerLink::Back, _) => {
                     format!("* the tracker {at} is back: registered, rooms joined again")
                 }
+                (crate::node::events::TrackerLink::Closed, _) => {
+                    format!("* closed the guest session with the tracker {at}: no longer needed")
+                }
             }]
+        }
+        Event::DhtRoom {
+            room,
+            state,
+            members,
+            reason,
+        } => {
+            let room = sanitize(room);
+            match state {
+                crate::node::events::DhtRoomState::Announced
+                | crate::node::events::DhtRoomState::Withdrawn => Vec::new(),
+                crate::node::events::DhtRoomState::Failed => vec![format!(
+                    "! #{room} on the DHT: {}",
+                    sanitize(reason.as_deref().unwrap_or("unknown reason"))
+                )],
+                crate::node::events::DhtRoomState::Found => match members.unwrap_or(0) {
+                    0 => Vec::new(),
+                    n => vec![format!(
+                        "* found {n} member{} of #{room} on the DHT",
+                        if n == 1 { "" } else { "s" }
+                    )],
+                },
+            }
         }
         Event::Dht {
             state,

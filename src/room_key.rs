@@ -30,9 +30,16 @@ const ITERATIONS: NonZeroU32 = match NonZeroU32::new(600_000) {
 const SALT_DOMAIN: &[u8] = b"punchgate room key v1";
 const TAG_DOMAIN: &str = "punchgate room tag v1";
 
-/// A password room's key.
+const DHT_LABEL: &[u8] = b"punchgate room dht v1";
+
+/// A password room's key, and the secret its DHT records are derived from
+/// ([`crate::dht::room_record::RoomSpot::from_secret`]): both from one
+/// PBKDF2 derivation.
 #[derive(Clone)]
-pub struct RoomKey(hmac::Key);
+pub struct RoomKey {
+    tag: hmac::Key,
+    dht: [u8; 32],
+}
 
 impl std::fmt::Debug for RoomKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,13 +71,25 @@ impl RoomKey {
             password.as_bytes(),
             &mut key,
         );
-        Self(hmac::Key::new(hmac::HMAC_SHA256, &key))
+        let dht_tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key), DHT_LABEL);
+        let mut dht = [0u8; 32];
+        dht.copy_from_slice(dht_tag.as_ref());
+        Self {
+            tag: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            dht,
+        }
+    }
+
+    /// The secret the room's DHT records are derived from: only someone
+    /// who knows the room's name and password has it.
+    pub fn dht_secret(&self) -> [u8; 32] {
+        self.dht
     }
 
     /// The tag of `body`.
     pub fn tag(&self, body: &ChatBody) -> Result<Vec<u8>, WireError> {
         let bytes = wire::signing_bytes(TAG_DOMAIN, body)?;
-        Ok(hmac::sign(&self.0, &bytes).as_ref().to_vec())
+        Ok(hmac::sign(&self.tag, &bytes).as_ref().to_vec())
     }
 
     /// `message` with the room tag of its body added.
@@ -85,7 +104,7 @@ impl RoomKey {
             return Err(TagError::Missing);
         }
         let bytes = wire::signing_bytes(TAG_DOMAIN, body)?;
-        hmac::verify(&self.0, &bytes, tag).map_err(|_| TagError::Wrong)
+        hmac::verify(&self.tag, &bytes, tag).map_err(|_| TagError::Wrong)
     }
 }
 

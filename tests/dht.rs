@@ -155,6 +155,16 @@ fn a_peer_on_another_tracker_is_reached_by_its_id_alone_and_they_chat() {
             .contains("PEERID@HOST:PORT"),
         "{error}"
     );
+
+    // Bob's and Frank's guest sessions with Alice's tracker served their
+    // purpose (their connections are direct): they are closed, and the
+    // connections stay.
+    let tracker1_id = target1.split('@').next().unwrap();
+    let closed = |e: &Value| e["state"] == "closed" && e["tracker_id"] == tracker1_id;
+    bob.expect("tracker", closed);
+    frank.expect("tracker", closed);
+    alice.send(&format!("/msg {bob_id} still here"));
+    bob.expect("message", is("text", "still here"));
 }
 
 #[test]
@@ -201,6 +211,206 @@ fn a_peer_that_moves_to_another_tracker_is_found_again_within_a_minute() {
         "DHT | found again through the new record {} ms after the move",
         moved.elapsed().as_millis()
     );
+}
+
+#[test]
+fn members_of_one_room_on_different_trackers_meet_through_the_dht_and_chat() {
+    let (_dht, bootstrap) = local_dht();
+    let (_tracker1, target1) = tracker();
+    let (_tracker2, target2) = tracker();
+    let (mut alice, alice_id) = chat(&bootstrap, &target1, "alice", "lobby", &[]);
+    alice.expect("dht_room", |e| {
+        e["room"] == "lobby" && e["state"] == "announced"
+    });
+    // Bob's tracker has never heard of Alice: the room's records on the
+    // DHT name her, her own record names her tracker.
+    let (mut bob, bob_id) = chat(&bootstrap, &target2, "bob", "lobby", &[]);
+    bob.expect("dht_room", |e| {
+        e["room"] == "lobby" && e["state"] == "found" && e["members"] == 1
+    });
+    bob.expect("connected", is("peer_id", &alice_id));
+    alice.expect("connected", is("peer_id", &bob_id));
+    bob.send("hello lobby");
+    let heard = alice.expect("message", is("text", "hello lobby"));
+    assert_eq!(heard["room"], "lobby");
+    alice.send("hello bob");
+    bob.expect("message", is("text", "hello bob"));
+
+    // Bob leaves: his entry leaves the room's records, so Carol, joining
+    // on his tracker, finds Alice alone there.
+    bob.send("/leave lobby");
+    bob.expect("dht_room", |e| {
+        e["room"] == "lobby" && e["state"] == "withdrawn"
+    });
+    let (carol, _) = chat(&bootstrap, &target2, "carol", "lobby", &[]);
+    carol.expect("dht_room", |e| {
+        e["room"] == "lobby" && e["state"] == "found" && e["members"] == 1
+    });
+    carol.expect("connected", is("peer_id", &alice_id));
+}
+
+#[test]
+fn a_password_room_on_the_dht_is_found_only_with_its_password() {
+    let (_dht, bootstrap) = local_dht();
+    let (_tracker1, target1) = tracker();
+    let (_tracker2, target2) = tracker();
+    let (_tracker3, target3) = tracker();
+    let password = [("PUNCHGATE_PASSWORD", "correct horse")];
+    let in_vault = |target: &str, name: &str, with_password: bool| {
+        let args = [
+            "chat",
+            "--tracker",
+            target,
+            "--name",
+            name,
+            "--room",
+            "vault",
+            "--bind",
+            "127.0.0.1:0",
+        ];
+        let mut env = dht_env(&bootstrap).to_vec();
+        if with_password {
+            env.extend(password);
+        }
+        let proc = Proc::start_with_env(None, &args, &env);
+        let id = proc.expect("ready", |_| true)["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (proc, id)
+    };
+    let (carol, carol_id) = in_vault(&target1, "carol", true);
+    carol.expect("dht_room", |e| e["state"] == "announced");
+    let (mut dave, dave_id) = in_vault(&target2, "dave", true);
+    // Both, in either order: Dave meets Carol, and is announced himself.
+    let (mut connected, mut announced) = (false, false);
+    while !(connected && announced) {
+        let seen = dave.first(Duration::from_secs(30), |e| {
+            if e["event"] == "connected" && e["peer_id"] == carol_id {
+                Some("connected")
+            } else if e["event"] == "dht_room" && e["state"] == "announced" {
+                Some("announced")
+            } else {
+                None
+            }
+        });
+        match seen.expect("dave neither met carol nor was announced") {
+            "connected" => connected = true,
+            _ => announced = true,
+        }
+    }
+    carol.expect("connected", is("peer_id", &dave_id));
+    dave.send("only for the vault");
+    carol.expect("message", is("text", "only for the vault"));
+
+    // Erin knows the room's name, not its password: under that name alone
+    // the DHT lists nobody, so she meets neither.
+    let (erin, _) = in_vault(&target3, "erin", false);
+    let met = erin.first(Duration::from_secs(60), |e| {
+        let connected =
+            e["event"] == "connected" && (e["peer_id"] == carol_id || e["peer_id"] == dave_id);
+        let looked = e["event"] == "dht_room" && e["state"] == "found";
+        (connected || looked).then(|| e.clone())
+    });
+    let met = met.expect("erin's lookup of the room never ended");
+    assert_eq!(met["event"], "dht_room", "{met}");
+    assert_eq!(met["members"], 0, "{met}");
+    erin.finish();
+
+    // Frank, on the same third tracker, has the password: he finds them.
+    let (mut frank, _) = in_vault(&target3, "frank", true);
+    frank.expect("dht_room", |e| {
+        e["state"] == "found" && e["members"].as_u64().is_some_and(|n| n >= 1)
+    });
+    frank.expect("connected", |e| {
+        e["peer_id"] == carol_id || e["peer_id"] == dave_id
+    });
+    frank.send("frank is in");
+    carol.expect("message", is("text", "frank is in"));
+    dave.expect("message", is("text", "frank is in"));
+}
+
+#[test]
+fn a_room_member_whose_tracker_dies_is_found_again_in_the_rooms_records_within_a_minute() {
+    let (_dht, bootstrap) = local_dht();
+    let (tracker1, target1) = tracker();
+    let (_tracker2, target2) = tracker();
+    let (_tracker3, target3) = tracker();
+    let home = tempfile::tempdir().unwrap();
+    let fast = ["--keep-alive", "1", "--idle-timeout", "3"];
+    let alice_on = |target: &str| {
+        let mut args = vec!["chat", "--tracker", target, "--name", "alice"];
+        args.extend(["--room", "lobby", "--bind", "127.0.0.1:0"]);
+        args.extend(fast);
+        let alice = Proc::start_with_home_env(home.path(), &args, &dht_env(&bootstrap));
+        alice.expect("dht_room", |e| e["state"] == "announced");
+        alice
+    };
+    let alice = alice_on(&target1);
+    let alice_id = alice_id_of(home.path());
+    let (mut bob, _) = chat(&bootstrap, &target2, "bob", "lobby", &fast);
+    bob.expect("connected", is("peer_id", &alice_id));
+
+    // Alice's tracker dies, and Alice with it; she comes back on tracker
+    // 3. Neither tracker Bob knows lists her: the room's records and her
+    // new record bring them together again.
+    tracker1.kill();
+    alice.kill();
+    let moved = Instant::now();
+    let alice = alice_on(&target3);
+    let found = bob.expect_within(
+        Duration::from_secs(60),
+        "connected",
+        is("peer_id", &alice_id),
+    );
+    assert!(
+        found.is_some(),
+        "bob did not find alice again within a minute"
+    );
+    eprintln!(
+        "DHT | room member found again {} ms after the move",
+        moved.elapsed().as_millis()
+    );
+    bob.send("welcome back");
+    alice.expect("message", is("text", "welcome back"));
+}
+
+#[test]
+fn a_peer_registered_with_two_trackers_is_found_by_id_within_a_minute_after_one_dies() {
+    let (_dht, bootstrap) = local_dht();
+    let (tracker1, target1) = tracker();
+    let (_tracker2, target2) = tracker();
+    let (_tracker3, target3) = tracker();
+    let fast = ["--keep-alive", "1", "--idle-timeout", "3"];
+    let mut extra = vec!["--tracker", target2.as_str()];
+    extra.extend(fast);
+    let (alice, alice_id) = chat(&bootstrap, &target1, "alice", "alices-room", &extra);
+    alice.expect("dht", |e| e["state"] == "published" && e["trackers"] == 2);
+
+    // Tracker 1 dies; Bob, on a third tracker, asks for Alice by id at
+    // once, while her record may still list the dead tracker first.
+    tracker1.kill();
+    let killed = Instant::now();
+    let mut extra = vec!["--connect", alice_id.as_str()];
+    extra.extend(fast);
+    let (bob, _) = chat(&bootstrap, &target3, "bob", "bobs-room", &extra);
+    let found = bob.expect_within(
+        Duration::from_secs(60),
+        "connected",
+        is("peer_id", &alice_id),
+    );
+    assert!(found.is_some(), "bob did not reach alice within a minute");
+    eprintln!(
+        "DHT | reached through the tracker left {} ms after the other died",
+        killed.elapsed().as_millis()
+    );
+    // Her record no longer lists the dead tracker.
+    alice.expect("dht", |e| e["state"] == "published" && e["trackers"] == 1);
+    // Bob stops trying the dead tracker once nothing needs it.
+    let tracker1_id = target1.split('@').next().unwrap();
+    bob.expect("tracker", |e| {
+        e["state"] == "closed" && e["tracker_id"] == tracker1_id
+    });
 }
 
 /// The peer id of the identity in the data directory `home`.

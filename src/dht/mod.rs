@@ -16,6 +16,9 @@
 
 pub mod publisher;
 pub mod record;
+mod room_io;
+pub mod room_record;
+pub mod rooms;
 
 use std::net::SocketAddrV4;
 use std::time::Duration;

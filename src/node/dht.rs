@@ -17,15 +17,24 @@ use crate::dht::record::TrackerRef;
 use crate::dht::{DhtConfig, PeerDirectory};
 use crate::identity::PeerId;
 
+#[path = "dht_rooms.rs"]
+mod rooms;
+
+/// Trackers of a peer's record tried at once as guests, at most.
+const MAX_ROUTES: usize = 2;
+
 /// Guest sessions one node holds at once, at most.
 pub(super) const MAX_GUEST_TRACKERS: usize = 8;
 
 /// The node's DHT client and what wakes its publisher.
 pub(super) struct DhtLink {
-    directory: PeerDirectory,
+    pub(super) directory: PeerDirectory,
     /// Notified when the facts of the record may have changed (a tracker
     /// up or lost).
     changed: Notify,
+    /// Notified when the rooms (or a room's password) may have changed
+    /// (`dht_rooms`).
+    pub(super) rooms_changed: Notify,
     /// Whether this node publishes (it has trackers of its own).
     publishes: bool,
     /// On the public DHT: LAN addresses are left out of the record.
@@ -38,6 +47,7 @@ impl DhtLink {
         Ok(Self {
             directory: PeerDirectory::start(config)?,
             changed: Notify::new(),
+            rooms_changed: Notify::new(),
             publishes,
             public: config.bootstrap == crate::dht::Bootstrap::Public,
         })
@@ -129,34 +139,33 @@ impl Node {
                 .is_none_or(|record| record.listed_at.is_empty())
     }
 
-    /// Looks `peer` up on the DHT and connects through one of the trackers
-    /// its record lists: one this node is registered with if there is one,
-    /// else the first, as a guest.
+    /// Looks `peer` up on the DHT and connects through the trackers its
+    /// record lists ([`Node::routes_of`]).
     pub(super) async fn connect_by_dht(&self, peer: PeerId) -> Result<(), NodeError> {
         self.check_connectable(&peer)?;
         let Some(link) = &self.inner.dht else {
             return Err(NodeError::UnknownPeer(peer.to_string()));
         };
-        let tracker = self.route_of(link, peer).await?;
+        let trackers = self.routes_of(link, peer).await?;
         let (reply, outcome) = oneshot::channel();
         self.input(Input::ConnectThrough {
             peer,
-            tracker,
+            trackers,
             reply: Some(reply),
         });
         self.first_outcome(peer, outcome).await
     }
 
     /// The manager's `LookUp`: `peer`'s record again, and through which
-    /// tracker to reach it now.
+    /// trackers to reach it now.
     pub(super) async fn relookup(self, peer: PeerId) {
         let Some(link) = &self.inner.dht else {
             return;
         };
-        match self.route_of(link, peer).await {
-            Ok(tracker) => self.input(Input::ConnectThrough {
+        match self.routes_of(link, peer).await {
+            Ok(trackers) => self.input(Input::ConnectThrough {
                 peer,
-                tracker,
+                trackers,
                 reply: None,
             }),
             Err(error) => self.input(Input::LookupFailed {
@@ -166,42 +175,38 @@ impl Node {
         }
     }
 
-    /// Looks `peer`'s record up and picks the tracker to reach it through:
-    /// a listed one this node is registered with, else the first listed.
-    async fn route_of(&self, link: &DhtLink, peer: PeerId) -> Result<TrackerRef, NodeError> {
+    /// Looks `peer`'s record up and picks the trackers to reach it
+    /// through: the listed ones this node is registered with, else the
+    /// first [`MAX_ROUTES`] listed (as guests). Whichever comes up first
+    /// introduces it, so one dead tracker in the record costs nothing.
+    pub(super) async fn routes_of(
+        &self,
+        link: &DhtLink,
+        peer: PeerId,
+    ) -> Result<Vec<TrackerRef>, NodeError> {
         let record = link.directory.lookup(peer).await?;
         let trackers = &self.inner.trackers;
-        let ours = record.trackers().iter().find(|tracker| {
-            trackers
-                .find(&tracker.id)
-                .is_some_and(|ix| !trackers.is_guest(ix))
-        });
-        let tracker = ours
-            .or_else(|| record.trackers().first())
+        let ours: Vec<TrackerRef> = record
+            .trackers()
+            .iter()
+            .filter(|tracker| {
+                trackers
+                    .find(&tracker.id)
+                    .is_some_and(|ix| !trackers.is_guest(ix))
+            })
             .copied()
-            .ok_or_else(|| {
-                NodeError::Invalid(format!(
-                    "the DHT record of {peer} lists no tracker; connect with PEERID@HOST:PORT"
-                ))
-            })?;
-        tracing::debug!(peer = %peer.short(), tracker = %tracker.id.short(), addr = %tracker.addr, "reaching a peer through its DHT record");
-        Ok(tracker)
+            .collect();
+        let routes = if ours.is_empty() {
+            record.trackers().iter().take(MAX_ROUTES).copied().collect()
+        } else {
+            ours
+        };
+        if routes.is_empty() {
+            return Err(NodeError::Invalid(format!(
+                "the DHT record of {peer} lists no tracker; connect with PEERID@HOST:PORT"
+            )));
+        }
+        tracing::debug!(peer = %peer.short(), trackers = routes.len(), "reaching a peer through its DHT record");
+        Ok(routes)
     }
-}
-
-/// The tracker entry for a peer's tracker: configured, or a guest added
-/// now; `None` when this node holds its limit of guest sessions.
-pub(super) fn tracker_for(node: &Node, tracker: &TrackerRef) -> Option<(usize, bool)> {
-    let trackers = &node.inner.trackers;
-    if let Some(ix) = trackers.find(&tracker.id) {
-        return Some((ix, false));
-    }
-    if trackers.guest_count() >= MAX_GUEST_TRACKERS {
-        return None;
-    }
-    let target = crate::endpoint::Target {
-        peer: Some(tracker.id),
-        host: tracker.addr.to_string(),
-    };
-    Some((trackers.add_guest(target), true))
 }

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::gate::{Gate, Greeted};
 use super::manager::{
     Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
+    TrackerState,
 };
 use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
 use super::overlay::{is_private, Overlay};
@@ -30,6 +31,7 @@ use crate::tracker::{TrackerError, TrackerSession};
 use crate::wire::CloseCode;
 
 mod gossip;
+mod guests;
 
 /// What happened, for the node task.
 pub(super) enum Input {
@@ -42,12 +44,21 @@ pub(super) enum Input {
         via: Option<TrackerIx>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// Connect to `peer`, found through its DHT record, through `tracker`
-    /// (added as a guest session if it is not one of this node's).
+    /// Connect to `peer`, found through its DHT record, through
+    /// `trackers` (each added as a guest session if it is not one of this
+    /// node's; whichever is up first introduces it).
     ConnectThrough {
         peer: PeerId,
-        tracker: crate::dht::record::TrackerRef,
+        trackers: Vec<crate::dht::record::TrackerRef>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// `peer`, found in `room`'s DHT records, can be introduced through
+    /// `trackers` (from its own DHT record): a member of the room like one
+    /// a tracker lists.
+    RoomMemberFound {
+        room: String,
+        peer: PeerId,
+        trackers: Vec<crate::dht::record::TrackerRef>,
     },
     /// Looking `peer`'s DHT record up again failed.
     LookupFailed {
@@ -191,6 +202,8 @@ struct Driver {
     /// Peers asked for by hand (`--connect`, `/connect`, `/msg`): kept
     /// whatever the gossip decides.
     asked: HashSet<PeerId>,
+    /// When to close guest sessions no longer needed.
+    guests: guests::GuestIdle,
 }
 
 /// How long a gate no room's gossip needs stays open (the other side may
@@ -226,16 +239,21 @@ pub(super) async fn run(
         asked: HashSet::new(),
         unneeded: HashMap::new(),
         unproven: HashMap::new(),
+        guests: guests::GuestIdle::new(guests::GUEST_GRACE),
     };
     for (tracker, events) in tracker_events {
         driver.watch_tracker(tracker, events);
     }
     driver.act();
     loop {
-        let wake = [driver.manager.poll_timeout(), driver.overlay.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [
+            driver.manager.poll_timeout(),
+            driver.overlay.poll_timeout(),
+            driver.guests.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -259,6 +277,8 @@ pub(super) async fn run(
                 driver.prune(now);
             }
         }
+        driver.act();
+        driver.watch_guests(Instant::now());
         driver.act();
     }
 }
@@ -300,12 +320,12 @@ impl Driver {
             }
             Input::ConnectThrough {
                 peer,
-                tracker,
+                trackers,
                 reply,
             } => {
-                let Some((ix, added)) = super::dht::tracker_for(&self.node, &tracker) else {
+                if !self.reach_through(peer, &trackers, now) {
                     let why = format!(
-                        "this node holds {} guest sessions already",
+                        "this node holds {} guest sessions in use already",
                         super::dht::MAX_GUEST_TRACKERS
                     );
                     match reply {
@@ -313,12 +333,7 @@ impl Driver {
                         None => self.manager.handle_lookup_failed(peer, why, now),
                     }
                     return;
-                };
-                if added {
-                    let managed = self.manager.add_tracker(now);
-                    debug_assert_eq!(managed, ix, "tracker lists out of step");
                 }
-                self.manager.reach_through(peer, ix, now);
                 match reply {
                     Some(reply) if self.manager.gate(&peer).is_some() => drop(reply.send(Ok(()))),
                     Some(reply) => self.waiters.entry(peer).or_default().push(reply),
@@ -326,6 +341,23 @@ impl Driver {
                 }
                 self.asked.insert(peer);
                 self.manager.connect(peer, now);
+            }
+            Input::RoomMemberFound {
+                room,
+                peer,
+                trackers,
+            } => {
+                let joined = self.node.roster().rooms.contains(&room);
+                if !joined || self.node.is_closing() || !self.node.is_allowed(&peer) {
+                    return;
+                }
+                if !self.reach_through(peer, &trackers, now) {
+                    tracing::debug!(peer = %peer.short(), "no guest session left for a room member");
+                    return;
+                }
+                // The room's gossip decides whether to connect it.
+                self.manager.set_welcome(peer, true);
+                self.overlay.member(&room, peer, true, now);
             }
             Input::LookupFailed { peer, why } => self.manager.handle_lookup_failed(peer, why, now),
             Input::Wanted { peer, wanted, via } => {
@@ -478,6 +510,11 @@ impl Driver {
                 session,
                 events,
             } => {
+                if self.manager.tracker_state(tracker) == Some(TrackerState::Closed) {
+                    // A guest session closed while it was connecting.
+                    session.close();
+                    return;
+                }
                 let rtt = session.rtt();
                 self.node.inner.trackers.set_up(tracker, session);
                 self.watch_tracker(tracker, events);

@@ -113,7 +113,9 @@ pub enum Event {
     },
     /// The session with a tracker was lost (`state: "lost"`; the node
     /// retries with backoff, connected peers stay connected) or is back
-    /// (`"back"`: registered again, rooms joined again).
+    /// (`"back"`: registered again, rooms joined again), or a guest
+    /// session (with a peer's tracker) was closed as no longer needed
+    /// (`"closed"`; opened again when needed).
     Tracker {
         state: TrackerLink,
         tracker_id: Option<String>,
@@ -128,6 +130,18 @@ pub enum Event {
         state: DhtState,
         seq: Option<i64>,
         trackers: usize,
+        reason: Option<String>,
+    },
+    /// This node's entry in a room's DHT records was written (`state:
+    /// "announced"`), removed after leaving the room (`"withdrawn"`), or
+    /// could not be (`"failed"`, with the reason; an announcement is tried
+    /// again with backoff), or a lookup of the room's records found
+    /// `members` other members (`"found"`; those not reached yet are met
+    /// through their own trackers).
+    DhtRoom {
+        room: String,
+        state: DhtRoomState,
+        members: Option<usize>,
         reason: Option<String>,
     },
     /// A peer's status changed.
@@ -428,6 +442,17 @@ pub enum DhtState {
 pub enum TrackerLink {
     Lost,
     Back,
+    Closed,
+}
+
+/// What happened to a room on the DHT, in an [`Event::DhtRoom`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DhtRoomState {
+    Announced,
+    Failed,
+    Found,
+    Withdrawn,
 }
 
 /// Whether a peer joined or left a room, in an [`Event::Member`].

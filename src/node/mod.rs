@@ -508,6 +508,7 @@ impl Node {
             });
         }
         node.inner.spawn(node.clone().publish_loop());
+        node.inner.spawn(node.clone().rooms_loop());
         let ended = node.inner.ended.clone();
         Ok((node, Events::new(events_rx, ended)))
     }

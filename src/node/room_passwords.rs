@@ -78,6 +78,8 @@ impl Node {
         for record in roster.peers.values_mut() {
             record.verified.remove(room);
         }
+        drop(roster);
+        self.dht_rooms_changed();
     }
 
     /// Tells the user `room` is a password room (and whether its password

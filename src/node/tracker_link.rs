@@ -352,6 +352,7 @@ impl Node {
             room: room.to_string(),
             members: count,
         });
+        self.dht_rooms_changed();
         self.announce_rooms().await;
         let gates = self.roster().open_gates();
         for gate in gates {
@@ -424,6 +425,7 @@ impl Node {
         self.emit(Event::Left {
             room: room.to_string(),
         });
+        self.dht_rooms_changed();
         self.announce_rooms().await;
         Ok(())
     }

@@ -150,6 +150,17 @@ impl Trackers {
         links.len() - 1
     }
 
+    /// Points the guest session `tracker`, closed, at another tracker
+    /// (reusing its place in the list, which the manager shares).
+    pub fn retarget_guest(&self, tracker: TrackerIx, target: Target) {
+        if let Some(link) = self.links().get_mut(tracker).filter(|link| link.guest) {
+            link.target = target;
+            link.session = None;
+            link.relay = None;
+        }
+        self.routes().retain(|_, route| route.tracker != tracker);
+    }
+
     /// What this node's DHT record says: the configured trackers it is
     /// registered with now (id and address) and the addresses they see
     /// it at.
@@ -263,6 +274,15 @@ impl Trackers {
             links[chosen.tracker].relay.clone()
         };
         writer.is_some_and(|writer| writer.try_send(packet).is_ok())
+    }
+
+    /// The peers whose relayed packets go through `tracker`'s relay.
+    pub fn routed_through(&self, tracker: TrackerIx) -> Vec<PeerId> {
+        self.routes()
+            .iter()
+            .filter(|(_, route)| route.tracker == tracker)
+            .map(|(peer, _)| *peer)
+            .collect()
     }
 
     /// The address of the tracker whose relay carries `peer`, as the user

@@ -132,3 +132,59 @@ fn port_restricted_peers_on_different_trackers_connect_directly_by_id() {
 fn symmetric_peers_on_different_trackers_connect_by_id_through_the_peers_tracker() {
     by_id_across_trackers(Nat::Symmetric, Nat::Symmetric);
 }
+
+/// `h1` (behind `a`, on tracker 1) and `h2` (behind `b`, on tracker 2)
+/// join the same room; neither tracker knows the other: h2 finds h1 in
+/// the room's records on the lab's DHT, and reaches it through h1's
+/// tracker. Direct where the pair is punchable, else relayed there.
+fn room_across_trackers(a: Nat, b: Nat) {
+    let label = format!("dht: a room across trackers, {a:?} x {b:?}");
+    let Some(mut lab) = lab_or_skip(&label) else {
+        return;
+    };
+    let first = lab.add_site(1, a, 1, false);
+    let second = lab.add_site(2, b, 1, false);
+    let (_dht, bootstrap) = lab_dht(&lab);
+    let (_tracker1, target1) = start_tracker(&lab);
+    let (_tracker2, target2) = second_tracker(&lab);
+    let lobby = ["--room", "lobby"];
+    let (mut h1, id1) = chat_on_dht(&first.hosts[0], "h1", &target1, &bootstrap, &lobby);
+    h1.expect("dht_room", |e| {
+        e["room"] == "lobby" && e["state"] == "announced"
+    });
+    let started = Instant::now();
+    let (mut h2, id2) = chat_on_dht(&second.hosts[0], "h2", &target2, &bootstrap, &lobby);
+    let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+    let elapsed = started.elapsed();
+    h1.expect("connected", |e| e["peer_id"] == id2.as_str());
+    if Nat::punchable(a, b) {
+        assert_eq!(connected["path"], "direct", "{connected}");
+        assert_eq!(remote_ip(&connected), first.public_ip, "{connected}");
+    } else {
+        assert_eq!(connected["path"], "relay", "{connected}");
+        assert_eq!(remote_ip(&connected), TRACKER_IP, "{connected}");
+    }
+    // Plain lines go to the room joined last: the lobby.
+    h2.send("across the room");
+    let heard = h1.expect("message", |e| e["text"] == "across the room");
+    assert_eq!(heard["room"], "lobby", "{heard}");
+    h1.send("and back");
+    h2.expect("message", |e| e["text"] == "and back");
+    eprintln!(
+        "NATLAB | dht | {} x {}, trackers 1 and 2 | room members met {} in {} ms (h2's start, room lookup, record lookup, guest registration, introduction, punch)",
+        a.label(),
+        b.label(),
+        connected["path"].as_str().unwrap_or_default(),
+        elapsed.as_millis()
+    );
+}
+
+#[test]
+fn port_restricted_members_of_one_room_on_different_trackers_meet_directly() {
+    room_across_trackers(Nat::PortRestricted, Nat::PortRestricted);
+}
+
+#[test]
+fn symmetric_members_of_one_room_on_different_trackers_meet_through_a_relay() {
+    room_across_trackers(Nat::Symmetric, Nat::Symmetric);
+}

@@ -210,3 +210,52 @@ fn a_peer_found_through_the_dht_is_looked_up_again_when_its_tracker_is_gone() {
     );
     assert!(!actions.contains(&Action::LookUp { peer }));
 }
+
+#[test]
+fn a_guest_session_is_in_use_until_its_peer_is_connected_and_reopens_when_needed() {
+    let now = Instant::now();
+    let me = Identity::generate().unwrap().peer_id();
+    let peer = Identity::generate().unwrap().peer_id();
+    let mut manager = Manager::new(ManagerConfig::default(), 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    let guest = manager.add_tracker(now);
+    manager.reach_through(peer, guest, now);
+    manager.connect(peer, now);
+    assert!(manager.tracker_in_use(guest), "waited for");
+    manager.handle_tracker_up(guest, 10 * MS, now);
+    drain(&mut manager);
+    assert!(manager.tracker_in_use(guest), "introducing through it");
+    assert!(!manager.tracker_in_use(0), "our own tracker plays no part");
+
+    // Connected: no attempt needs it any more (whether its relay carries
+    // the gate is the node task's to tell).
+    let direct = GateFacts {
+        id: 2,
+        path: PathKind::Direct,
+        dialer: me,
+        ipv6: false,
+    };
+    manager.handle_gate_ready(peer, direct, now);
+    drain(&mut manager);
+    assert_eq!(manager.gate(&peer).map(|g| g.path), Some(PathKind::Direct));
+    assert!(!manager.tracker_in_use(guest));
+
+    // Closed: its session's end is no loss, and nothing retries it.
+    manager.handle_tracker_closed(guest);
+    manager.handle_tracker_lost(guest, "closed".into(), now);
+    assert_eq!(manager.tracker_state(guest), Some(TrackerState::Closed));
+    let actions = drain(&mut manager);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Report(Report::TrackerLost { .. }))),
+        "{actions:?}"
+    );
+    assert_eq!(manager.poll_timeout(), None);
+
+    // The peer is needed again through it (found again on the DHT): the
+    // session opens again.
+    manager.reach_through(peer, guest, now);
+    assert_eq!(drain(&mut manager), vec![Action::ConnectTracker(guest)]);
+    assert_eq!(manager.tracker_state(guest), Some(TrackerState::Connecting));
+}

@@ -21,6 +21,9 @@ pub enum TrackerState {
     Down {
         retry_at: Instant,
     },
+    /// Closed on purpose (a guest session no longer needed): not tried
+    /// again until a peer needs it ([`Manager::reach_through`]).
+    Closed,
 }
 
 #[derive(Debug)]
@@ -130,6 +133,13 @@ impl Manager {
     /// already known for it): found through its DHT record, it shares no
     /// room with this node, so no other tracker would introduce it.
     pub fn reach_through(&mut self, peer: PeerId, tracker: TrackerIx, now: Instant) {
+        let closing = self.closing;
+        if let Some(session) = self.trackers.get_mut(tracker) {
+            if session.state == TrackerState::Closed && !closing {
+                session.state = TrackerState::Connecting;
+                self.actions.push_back(Action::ConnectTracker(tracker));
+            }
+        }
         let entry = self.entry(peer);
         entry.only_known_trackers = true;
         entry.looked_up_at = Some(now);
@@ -166,6 +176,46 @@ impl Manager {
         }
     }
 
+    /// Whether any peer's attempt needs the session with `tracker`: one
+    /// runs through it, or a wanted peer without a gate waits for it.
+    /// (Whether a relayed gate runs through its relay is the caller's to
+    /// know: the manager does not see which relay carries a gate.)
+    pub fn tracker_in_use(&self, tracker: TrackerIx) -> bool {
+        self.peers.values().any(|peer| {
+            let attempt = match peer.attempt {
+                Attempt::Queued { tracker: t }
+                | Attempt::Introducing { tracker: t, .. }
+                | Attempt::Punching { tracker: t, .. } => t == tracker,
+                Attempt::Idle | Attempt::Dialing => false,
+            };
+            let waits = peer.wanted && peer.gate.is_none() && peer.trackers.contains(&tracker);
+            attempt || waits
+        })
+    }
+
+    /// The session with `tracker` was closed on purpose (a guest session
+    /// no longer needed): nothing is retried through it until a peer needs
+    /// it again.
+    pub fn handle_tracker_closed(&mut self, tracker: TrackerIx) {
+        let Some(entry) = self.trackers.get_mut(tracker) else {
+            return;
+        };
+        entry.state = TrackerState::Closed;
+        // Opened again later, it is news to nobody.
+        entry.ever_up = false;
+        entry.failures = 0;
+        entry.queue.clear();
+        self.relays[tracker] = Err("the guest session is closed".into());
+    }
+
+    /// The closed session `tracker` now stands for another tracker: no
+    /// peer is known there any more.
+    pub fn forget_tracker(&mut self, tracker: TrackerIx) {
+        for peer in self.peers.values_mut() {
+            peer.trackers.retain(|t| *t != tracker);
+        }
+    }
+
     /// A fresh measure of the tracker's round-trip time.
     pub fn handle_tracker_rtt(&mut self, tracker: TrackerIx, rtt: Duration) {
         if let Some(entry) = self.trackers.get_mut(tracker) {
@@ -195,6 +245,9 @@ impl Manager {
         let Some(entry) = self.trackers.get_mut(tracker) else {
             return;
         };
+        if entry.state == TrackerState::Closed {
+            return;
+        }
         let was_up = entry.is_up();
         entry.failures = 1;
         let retry_in = self.config.tracker_retry.delay(1, &mut self.jitter);
@@ -215,6 +268,9 @@ impl Manager {
         let Some(entry) = self.trackers.get_mut(tracker) else {
             return;
         };
+        if entry.state == TrackerState::Closed {
+            return;
+        }
         entry.failures += 1;
         let failures = entry.failures;
         let never_reached = !entry.ever_up && failures == 1;
