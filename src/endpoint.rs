@@ -116,20 +116,19 @@ impl Liveness {
         Arc::new(self.transport(incoming_streams, congestion, Windows::BULK))
     }
 
-    /// Transport settings of a tracker's connections to nodes: at most
-    /// `incoming_streams` streams from a node, `windows` sized for
-    /// signalling ([`Windows::signalling`]), and no keep-alives of the
-    /// tracker's own: every node sends them (they keep its NAT mapping
-    /// open, and the tracker's idle timer with it), so the tracker's would
-    /// only double the packets it handles per node.
-    pub fn tracker_transport_config(
+    /// Transport settings with chosen flow-control windows: a tracker's
+    /// connections to nodes take [`Windows::signalling`]. (A tracker keeps
+    /// its keep-alives: quinn restarts the timer at every packet received,
+    /// so the node's and the tracker's take turns, one every interval in
+    /// all, and a node whose own interval is longer than the tracker's idle
+    /// timeout stays connected.)
+    pub fn transport_config_with(
         &self,
         incoming_streams: u32,
+        congestion: Congestion,
         windows: Windows,
     ) -> Arc<TransportConfig> {
-        let mut transport = self.transport(incoming_streams, Congestion::default(), windows);
-        transport.keep_alive_interval(None);
-        Arc::new(transport)
+        Arc::new(self.transport(incoming_streams, congestion, windows))
     }
 
     fn transport(

@@ -183,8 +183,9 @@ impl Tracker {
     pub fn start(identity: &Identity, config: TrackerConfig) -> Result<Self, TrackerStartError> {
         let certified = CertifiedIdentity::new(identity)?;
         let mut server = certified.server(tls::ALPN_TRACKER, tls::allow_any_peer())?;
-        server.transport_config(config.liveness.tracker_transport_config(
+        server.transport_config(config.liveness.transport_config_with(
             endpoint::TRACKER_STREAMS,
+            Default::default(),
             endpoint::Windows::signalling(config.relay.burst()),
         ));
         let bound = endpoint::bind(config.listen, Some(server)).map_err(|source| {
