@@ -47,7 +47,8 @@ const ROOM_SIZE: usize = 10;
 const IN_FLIGHT: usize = 64;
 /// Rounds of introductions.
 const ROUNDS: usize = 3;
-/// Idling after the registrations, measured at each step.
+/// Idling after the registrations, measured at each step
+/// (`TRACKER_IDLE_STEPS` of them).
 const IDLE_STEPS: usize = 6;
 const IDLE_STEP: Duration = Duration::from_secs(30);
 /// A deadline only.
@@ -282,7 +283,11 @@ async fn run(peers_wanted: usize) {
     println!("| --- | --- | --- | --- | --- |");
     let idle_started = Instant::now();
     let mut cpu_before = tracker.cpu();
-    for _ in 0..IDLE_STEPS {
+    let idle_steps = std::env::var("TRACKER_IDLE_STEPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(IDLE_STEPS);
+    for _ in 0..idle_steps {
         tokio::time::sleep(IDLE_STEP).await;
         let rss = tracker.rss();
         let cpu = tracker.cpu();
