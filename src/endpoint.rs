@@ -63,34 +63,93 @@ impl Default for Liveness {
     }
 }
 
+/// Flow-control windows of a connection: how much the other side may send
+/// ahead on one stream and on the whole connection, and how much this side
+/// may have sent unacknowledged. Limits, not buffers: memory is taken only
+/// as data waits, so they bound what one peer can make this side hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windows {
+    pub stream: u32,
+    pub connection: u64,
+}
+
+/// The least window of a signalling connection: two largest relayed
+/// packets in their frames, so the relay stream never stalls on one.
+pub const MIN_SIGNALLING_WINDOW: u32 = 2 * (64 << 10) + 1024;
+
+impl Windows {
+    /// A node's connections, which carry files: a connection starts at
+    /// 16 MiB (enough for ~1 Gbit/s at 60 ms, and a bound on what one peer
+    /// can make this node buffer); a transfer grows it to 2 × the BDP it
+    /// measures, up to 64 MiB (`transfer::window`). The connection window
+    /// bounds what all streams together buffer; a stream's own is fixed,
+    /// and large enough for its share of the largest.
+    pub const BULK: Windows = Windows {
+        stream: STREAM_WINDOW,
+        connection: CONNECTION_WINDOW,
+    };
+
+    /// A tracker's connections, which carry requests, events and relayed
+    /// packets: the relay stream's window is what one peer may send at
+    /// once through the relay (`relay_burst`; it sends no more on average
+    /// than its rate), and the connection's is twice that, room for the
+    /// tracker stream beside it. Both at least [`MIN_SIGNALLING_WINDOW`].
+    pub fn signalling(relay_burst: u32) -> Self {
+        let stream = relay_burst.max(MIN_SIGNALLING_WINDOW);
+        Self {
+            stream,
+            connection: 2 * u64::from(stream),
+        }
+    }
+}
+
 impl Liveness {
     /// Transport settings of a connection on which the other side may open
     /// at most `incoming_streams` bidirectional streams at once (and no
-    /// unidirectional ones: the protocol defines none), with `congestion`.
+    /// unidirectional ones: the protocol defines none), with `congestion`
+    /// and the windows of file transfer ([`Windows::BULK`]).
     pub fn transport_config(
         &self,
         incoming_streams: u32,
         congestion: Congestion,
     ) -> Arc<TransportConfig> {
+        Arc::new(self.transport(incoming_streams, congestion, Windows::BULK))
+    }
+
+    /// Transport settings with chosen flow-control windows: a tracker's
+    /// connections to nodes take [`Windows::signalling`]. (A tracker keeps
+    /// its keep-alives: quinn restarts the timer at every packet received,
+    /// so the node's and the tracker's take turns, one every interval in
+    /// all, and a node whose own interval is longer than the tracker's idle
+    /// timeout stays connected.)
+    pub fn transport_config_with(
+        &self,
+        incoming_streams: u32,
+        congestion: Congestion,
+        windows: Windows,
+    ) -> Arc<TransportConfig> {
+        Arc::new(self.transport(incoming_streams, congestion, windows))
+    }
+
+    fn transport(
+        &self,
+        incoming_streams: u32,
+        congestion: Congestion,
+        windows: Windows,
+    ) -> TransportConfig {
         let mut transport = TransportConfig::default();
         transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(incoming_streams));
         transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
         transport.congestion_controller_factory(congestion.factory());
-        // Flow-control windows for file transfer: a connection starts at
-        // 16 MiB (enough for ~1 Gbit/s at 60 ms, and a bound on what one
-        // peer can make this node buffer); a transfer grows it to 2 × the
-        // BDP it measures, up to 64 MiB (`transfer::window`). The connection
-        // window bounds what all streams together buffer; a stream's own is
-        // fixed, and large enough for its share of the largest.
-        transport.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+        transport.stream_receive_window(quinn::VarInt::from_u32(windows.stream));
         transport.receive_window(
-            quinn::VarInt::from_u64(CONNECTION_WINDOW).unwrap_or(quinn::VarInt::MAX),
+            quinn::VarInt::from_u64(windows.connection).unwrap_or(quinn::VarInt::MAX),
         );
-        transport.send_window(CONNECTION_WINDOW);
+        transport.send_window(windows.connection);
         transport.keep_alive_interval(Some(self.keep_alive));
         // An idle timeout beyond quinn's VarInt range is clamped to none.
         transport.max_idle_timeout(self.idle_timeout.try_into().ok());
-        Arc::new(transport)
+        transport
     }
 }
 
@@ -245,6 +304,20 @@ impl Target {
 mod tests {
     use super::*;
     use crate::identity::Identity;
+
+    #[test]
+    fn signalling_windows_follow_the_relay_burst_above_a_floor() {
+        let small = Windows::signalling(1000);
+        assert_eq!(small.stream, MIN_SIGNALLING_WINDOW);
+        assert_eq!(small.connection, 2 * u64::from(MIN_SIGNALLING_WINDOW));
+        let relay = Windows::signalling(512 * 1024);
+        assert_eq!(relay.stream, 512 * 1024);
+        assert_eq!(relay.connection, 1024 * 1024);
+        let huge = Windows::signalling(u32::MAX);
+        assert_eq!(huge.connection, 2 * u64::from(u32::MAX));
+        // Far below what a node's connections allow.
+        assert!(relay.connection < Windows::BULK.connection);
+    }
 
     #[test]
     fn targets_parse_with_and_without_peer_id() {

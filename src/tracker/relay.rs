@@ -66,7 +66,7 @@ impl RelayConfig {
 /// Where packets relayed to one node go.
 pub(super) struct RelayOutbox {
     pub(super) generation: Generation,
-    pub(super) sender: mpsc::Sender<RelayFrame>,
+    pub(super) sender: mpsc::Sender<Box<RelayFrame>>,
 }
 
 /// A node's relay stream: announces the relay's limits (or that there is
@@ -99,13 +99,14 @@ pub(super) async fn serve_relay(
         let _ = writer.get_mut().finish();
         return;
     }
-    let (out_tx, out_rx) = mpsc::channel::<RelayFrame>(config.queue.max(1));
+    // Boxed, as the tracker stream's queue (`server`).
+    let (out_tx, out_rx) = mpsc::channel::<Box<RelayFrame>>(config.queue.max(1));
     let first = RelayFrame::Ready {
         bytes_per_second: config.bytes_per_second,
         burst: config.burst(),
     };
     // The queue is fresh: the announcement always fits.
-    let _ = out_tx.try_send(first);
+    let _ = out_tx.try_send(Box::new(first));
     shared
         .relays
         .lock()
@@ -152,7 +153,7 @@ pub(super) async fn serve_relay(
                         peer: peer_id,
                         packet,
                     };
-                    if destination.try_send(relayed).is_ok() {
+                    if destination.try_send(Box::new(relayed)).is_ok() {
                         bump(&shared.counters.relayed_packets, 1);
                         bump(&shared.counters.relayed_bytes, u64::from(size));
                     } else {
@@ -163,7 +164,7 @@ pub(super) async fn serve_relay(
             };
             if let Some((notices, notice)) = notice {
                 if notices.try_take(now()) {
-                    let _ = out_tx.try_send(notice);
+                    let _ = out_tx.try_send(Box::new(notice));
                 }
             }
         }
@@ -190,7 +191,7 @@ impl Shared {
         &self,
         from: &PeerId,
         to: &PeerId,
-    ) -> Result<mpsc::Sender<RelayFrame>, RelayRefusal> {
+    ) -> Result<mpsc::Sender<Box<RelayFrame>>, RelayRefusal> {
         self.registry().may_relay(from, to)?;
         self.relays
             .lock()

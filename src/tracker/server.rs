@@ -142,7 +142,7 @@ pub(super) struct Shared {
 
 struct Outbox {
     generation: Generation,
-    sender: mpsc::Sender<TrackerMessage>,
+    sender: mpsc::Sender<Box<TrackerMessage>>,
     connection: Connection,
 }
 
@@ -157,7 +157,7 @@ impl Shared {
             if let Some(outbox) = outboxes.get(&recipient) {
                 if outbox
                     .sender
-                    .try_send(TrackerMessage::Event(event))
+                    .try_send(Box::new(TrackerMessage::Event(event)))
                     .is_err()
                 {
                     tracing::warn!(peer = %recipient.short(), "event queue full; dropping an event");
@@ -183,11 +183,11 @@ impl Tracker {
     pub fn start(identity: &Identity, config: TrackerConfig) -> Result<Self, TrackerStartError> {
         let certified = CertifiedIdentity::new(identity)?;
         let mut server = certified.server(tls::ALPN_TRACKER, tls::allow_any_peer())?;
-        server.transport_config(
-            config
-                .liveness
-                .transport_config(endpoint::TRACKER_STREAMS, Default::default()),
-        );
+        server.transport_config(config.liveness.transport_config_with(
+            endpoint::TRACKER_STREAMS,
+            Default::default(),
+            endpoint::Windows::signalling(config.relay.burst()),
+        ));
         let bound = endpoint::bind(config.listen, Some(server)).map_err(|source| {
             TrackerStartError::Bind {
                 addr: config.listen,
@@ -486,7 +486,9 @@ async fn session(
     let writer = FrameWriter::answering(send, StreamKind::Tracker);
     // Responses and pushed events share one queue drained by the writer, so
     // the reader is never cancelled in the middle of a frame.
-    let (out_tx, out_rx) = mpsc::channel::<TrackerMessage>(EVENT_QUEUE);
+    // Boxed: a queue's memory comes in blocks of 32 slots, taken when it is
+    // made, and a message is larger than a pointer by far.
+    let (out_tx, out_rx) = mpsc::channel::<Box<TrackerMessage>>(EVENT_QUEUE);
     let write_all = drain_into(writer, out_rx, "not reading its tracker stream");
     let limits = &shared.config.limits;
     let mut bucket = TokenBucket::new(
@@ -515,7 +517,7 @@ async fn session(
                         pending.take();
                     }
                     let response = TrackerMessage::Response { id: request.id, result };
-                    if out_tx.send(response).await.is_err() {
+                    if out_tx.send(Box::new(response)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -606,7 +608,7 @@ fn handle_request(
     peer_id: PeerId,
     body: TrackerRequestBody,
     generation: &mut Option<Generation>,
-    events: &mpsc::Sender<TrackerMessage>,
+    events: &mpsc::Sender<Box<TrackerMessage>>,
 ) -> Result<TrackerResponse, TrackerRefusal> {
     if generation.is_none() && !matches!(body, TrackerRequestBody::Register { .. }) {
         return Err(TrackerRefusal::NotRegistered);
@@ -740,7 +742,7 @@ impl Shared {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                let _ = sender.try_send(TrackerMessage::Event(event));
+                let _ = sender.try_send(Box::new(TrackerMessage::Event(event)));
             });
         }
     }

@@ -1,0 +1,364 @@
+//! One tracker holding many registered peers: its memory per peer and the
+//! introductions it makes per second under that load. The tracker is the
+//! release binary in a process of its own (`punchgate tracker`, default
+//! limits), so its resident memory is its own; the peers are sessions of
+//! this process, each with its own identity, registered as a node does it
+//! (register, join a room, open the relay stream), spread over 50 loopback
+//! addresses (127.0.1.1–127.0.1.50) so that no address passes the 256
+//! peers a source may register. Rooms hold 10 members from 10 addresses.
+//!
+//! Reported: the tracker's resident memory (VmRSS) at each quarter of the
+//! peers and as they idle for three minutes (keep-alives only), the memory per peer
+//! (the growth from the empty tracker, and the slope between the first
+//! quarter and all), registrations per second, and rounds of one
+//! introduction asked by every peer at once (to a room mate), timed from
+//! the first request until both sides of every introduction had their
+//! event, with the tracker's CPU time per introduction.
+//!
+//! Run: `cargo bench --bench tracker_load` (about five minutes here;
+//! `TRACKER_PEERS=N` for another count; `TRACKER_WRAP=heaptrack` runs the
+//! tracker under a wrapper such as a heap profiler, whose own memory the
+//! figures then are). docs/BENCHMARKS.md, "One tracker, 10,000 peers".
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{runtime, SocketBuffers};
+use punchgate::endpoint::{self, Liveness, Target};
+use punchgate::identity::{Identity, PeerId};
+use punchgate::protocol::{Presence, TrackerEvent, TrackerRequestBody, TrackerResponse};
+use punchgate::tls::CertifiedIdentity;
+use punchgate::tracker::client::{Registration, RelayStream};
+use punchgate::tracker::TrackerSession;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Loopback addresses the peers come from.
+const SOURCES: usize = 50;
+const ROOM_SIZE: usize = 10;
+/// Registrations in flight at once (the tracker refuses more than 256
+/// unregistered connections).
+const IN_FLIGHT: usize = 64;
+/// Rounds of introductions.
+const ROUNDS: usize = 3;
+/// Idling after the registrations, measured at each step
+/// (`TRACKER_IDLE_STEPS` of them).
+const IDLE_STEPS: usize = 6;
+const IDLE_STEP: Duration = Duration::from_secs(30);
+/// A deadline only.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The tracker in its own process.
+struct TrackerProcess {
+    child: Child,
+    target: Target,
+    _home: tempfile::TempDir,
+}
+
+impl TrackerProcess {
+    fn start() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let wrap = std::env::var("TRACKER_WRAP").ok();
+        let mut command = match &wrap {
+            Some(wrapper) => {
+                let mut command = Command::new(wrapper);
+                command.arg(env!("CARGO_BIN_EXE_punchgate"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_punchgate")),
+        };
+        let mut child = command
+            .arg("--home")
+            .arg(home.path())
+            .args(["--json", "tracker", "--listen", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let ready: serde_json::Value = loop {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            if let Ok(ready) = serde_json::from_str(&line) {
+                break ready;
+            }
+        };
+        let target = ready["target"].as_str().unwrap().parse().unwrap();
+        Self {
+            child,
+            target,
+            _home: home,
+        }
+    }
+
+    fn status(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Resident memory, bytes.
+    fn rss(&self) -> u64 {
+        self.status("VmRSS:") * 1024
+    }
+
+    /// CPU time (user + system) so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    }
+}
+
+impl Drop for TrackerProcess {
+    fn drop(&mut self) {
+        // Under `TRACKER_WRAP` the tracker is the wrapper's child: stop it
+        // first (SIGTERM, so a profiler sees it exit).
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let wrapped: Vec<libc::pid_t> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        for child in &wrapped {
+            unsafe { libc::kill(*child, libc::SIGTERM) };
+        }
+        if wrapped.is_empty() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// One registered peer, as a node holds it.
+struct Peer {
+    id: PeerId,
+    session: Arc<TrackerSession>,
+    _relay: Option<RelayStream>,
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+async fn register(
+    endpoint: quinn::Endpoint,
+    target: Target,
+    home: std::path::PathBuf,
+    index: usize,
+    introduced: Arc<AtomicU64>,
+) -> Peer {
+    let identity = Identity::generate().unwrap();
+    let certified = CertifiedIdentity::new(&identity).unwrap();
+    let (session, mut events) = TrackerSession::connect(
+        &endpoint,
+        &certified,
+        &home,
+        &target,
+        Liveness::default(),
+        Registration {
+            name: &format!("p{index}"),
+            local_addrs: Vec::new(),
+            presence: Presence::Member,
+        },
+    )
+    .await
+    .unwrap();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if matches!(event, TrackerEvent::Introduce { .. }) {
+                introduced.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    session
+        .join(&format!("room{}", index / ROOM_SIZE))
+        .await
+        .unwrap();
+    let (_, relay) = session.open_relay().await.unwrap();
+    Peer {
+        id: identity.peer_id(),
+        session: Arc::new(session),
+        _relay: relay,
+    }
+}
+
+async fn run(peers_wanted: usize) {
+    println!("load average at start: {}", load());
+    let tracker = TrackerProcess::start();
+    let home = tempfile::tempdir().unwrap();
+    let endpoints: Vec<quinn::Endpoint> = (0..SOURCES)
+        .map(|k| {
+            let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 1, k as u8 + 1), 0));
+            endpoint::bind_with(addr, None, SocketBuffers::default())
+                .unwrap()
+                .endpoint
+        })
+        .collect();
+    let introduced = Arc::new(AtomicU64::new(0));
+    let empty = tracker.rss();
+    println!(
+        "tracker: {}, empty: {:.1} MiB resident",
+        tracker.target,
+        mib(empty)
+    );
+    println!("| peers | resident | per peer since empty | registrations/s |");
+    println!("| --- | --- | --- | --- |");
+    let mut peers: Vec<Peer> = Vec::with_capacity(peers_wanted);
+    let mut first_quarter = None;
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    for step in 1..=4 {
+        let upto = peers_wanted * step / 4;
+        let started = Instant::now();
+        let mut tasks = JoinSet::new();
+        for index in peers.len()..upto {
+            let permit = gate.clone().acquire_owned().await.unwrap();
+            let registering = register(
+                endpoints[index % SOURCES].clone(),
+                tracker.target.clone(),
+                home.path().to_path_buf(),
+                index,
+                introduced.clone(),
+            );
+            tasks.spawn(async move {
+                let peer = registering.await;
+                drop(permit);
+                (index, peer)
+            });
+        }
+        let mut batch = tasks.join_all().await;
+        batch.sort_by_key(|(index, _)| *index);
+        let count = batch.len();
+        peers.extend(batch.into_iter().map(|(_, peer)| peer));
+        let took = started.elapsed();
+        let rss = tracker.rss();
+        if step == 1 {
+            first_quarter = Some((peers.len(), rss));
+        }
+        println!(
+            "| {} | {:.1} MiB | {:.1} KiB | {:.0} |",
+            peers.len(),
+            mib(rss),
+            (rss - empty) as f64 / 1024.0 / peers.len() as f64,
+            count as f64 / took.as_secs_f64()
+        );
+    }
+    // Keep-alives only, for a while: what the tracker holds in steady
+    // state. quinn's queue of each connection's incoming datagrams takes a
+    // second block of slots after its 32nd datagram and keeps it, so the
+    // memory grows for the first minute or two of keep-alives.
+    let (quarter_peers, quarter_rss) = first_quarter.unwrap();
+    println!("| idle for | resident | per peer since empty | per peer from {quarter_peers} to {} | tracker CPU |", peers.len());
+    println!("| --- | --- | --- | --- | --- |");
+    let idle_started = Instant::now();
+    let mut cpu_before = tracker.cpu();
+    let idle_steps = std::env::var("TRACKER_IDLE_STEPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(IDLE_STEPS);
+    for _ in 0..idle_steps {
+        tokio::time::sleep(IDLE_STEP).await;
+        let rss = tracker.rss();
+        let cpu = tracker.cpu();
+        println!(
+            "| {:.0} s | {:.1} MiB | {:.1} KiB | {:.1} KiB | {:.0} % |",
+            idle_started.elapsed().as_secs_f64(),
+            mib(rss),
+            (rss - empty) as f64 / 1024.0 / peers.len() as f64,
+            (rss as f64 - quarter_rss as f64) / 1024.0 / (peers.len() - quarter_peers) as f64,
+            (cpu - cpu_before).as_secs_f64() * 100.0 / IDLE_STEP.as_secs_f64(),
+        );
+        cpu_before = cpu;
+    }
+    println!("load average: {}", load());
+
+    // Every peer asks for an introduction to a room mate, all at once.
+    println!(
+        "| round | introductions | seconds | introductions/s | tracker CPU per introduction |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for round in 1..=ROUNDS {
+        let before = introduced.load(Ordering::Relaxed);
+        let cpu_before = tracker.cpu();
+        let started = Instant::now();
+        let mut asks = JoinSet::new();
+        for (index, peer) in peers.iter().enumerate() {
+            let room = index / ROOM_SIZE * ROOM_SIZE;
+            let mate = room + (index - room + round) % ROOM_SIZE;
+            let Some(mate) = peers.get(mate) else {
+                continue;
+            };
+            let session = peer.session.clone();
+            let body = TrackerRequestBody::Connect { peer: mate.id };
+            asks.spawn(async move { session.request(body).await });
+        }
+        let asked = asks.len() as u64;
+        for answer in asks.join_all().await {
+            assert!(matches!(answer, Ok(TrackerResponse::Introducing { .. })));
+        }
+        let deadline = Instant::now() + WAIT;
+        while introduced.load(Ordering::Relaxed) - before < 2 * asked {
+            assert!(
+                Instant::now() < deadline,
+                "introductions did not all arrive"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let took = started.elapsed();
+        let cpu = tracker.cpu() - cpu_before;
+        println!(
+            "| {round} | {asked} | {:.2} | {:.0} | {:.0} µs |",
+            took.as_secs_f64(),
+            asked as f64 / took.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / asked as f64
+        );
+    }
+    println!(
+        "after the introductions: {:.1} MiB resident (load {})",
+        mib(tracker.rss()),
+        load()
+    );
+    for peer in &peers {
+        peer.session.close();
+    }
+}
+
+fn main() {
+    let peers = std::env::var("TRACKER_PEERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let runtime = runtime();
+    runtime.block_on(run(peers));
+}
