@@ -602,6 +602,11 @@ impl Driver {
                     }
                     None => tracing::debug!(peer = %peer.short(), "a punch without introduction"),
                 },
+                Action::AbandonPunch { peer, attempt } => {
+                    // Its probe route gone, the punch stops (`run_punch`).
+                    tracing::debug!(peer = %peer.short(), attempt, "punch abandoned");
+                    node.inner.probe_routes().punches.remove(&attempt);
+                }
                 Action::DialRelay { peer, tracker } => {
                     node.inner.spawn(node.clone().dial_relay(peer, tracker));
                 }
@@ -657,7 +662,10 @@ impl Driver {
                     } else if let Some(installed) = self.gates.get(&gate) {
                         // Whatever runs on it sees why it ended.
                         installed.close_as(CloseCode::Duplicate, b"duplicate");
+                    } else {
+                        continue;
                     }
+                    node.roster().duplicates_closed += 1;
                 }
                 Action::Send { peer, id } => {
                     let frame = self.outbox.frame(id);
