@@ -197,3 +197,28 @@ fn a_peer_attempt_that_brings_nothing_is_followed_by_one_of_our_own() {
         .iter()
         .any(|a| matches!(a, Action::Report(Report::Unreachable { .. }))));
 }
+
+#[test]
+fn a_relay_only_acceptor_without_a_relay_says_so_at_once() {
+    let now = Instant::now();
+    let (me, peer) = (
+        Identity::generate().unwrap().peer_id(),
+        Identity::generate().unwrap().peer_id(),
+    );
+    let config = ManagerConfig {
+        relay: RelayPolicy::Only,
+        ..ManagerConfig::default()
+    };
+    let mut manager = Manager::new(me, config, 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    manager.handle_relay_ready(0, Err("this tracker does not relay".into()));
+    manager.learn_tracker(peer, 0);
+    manager.connect(peer, now);
+    // The peer's request got there first: this node is its acceptor.
+    manager.handle_introduced(0, peer, 7, Role::Acceptor, now + 20 * MS);
+    let actions: Vec<Action> = std::iter::from_fn(|| manager.poll_action()).collect();
+    let said = actions.iter().any(|a| {
+        matches!(a, Action::Report(Report::Unreachable { why, .. }) if why.contains("this tracker does not relay"))
+    });
+    assert!(said, "{actions:?}");
+}

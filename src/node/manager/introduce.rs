@@ -119,6 +119,19 @@ impl Manager {
     /// The peer leads `attempt`: open this side for it, and start nothing
     /// of our own toward it while it runs.
     fn accept(&mut self, tracker: TrackerIx, peer: PeerId, attempt: u64, now: Instant) {
+        if self.config.relay == RelayPolicy::Only {
+            if let Some(why) = self.relay_unavailable(tracker) {
+                // Only this node's relay stream could bring the peer's
+                // dial: the attempt cannot succeed, and the user hears why
+                // now, as the dialer would.
+                let entry = self.peers.get(&peer);
+                if entry.is_some_and(|p| p.wanted && p.gate.is_none()) {
+                    let why = format!("direct attempts are off (--relay-only); no relay: {why}");
+                    self.fail_attempt(peer, why, now);
+                }
+                return;
+            }
+        }
         let deadline = now + self.config.accept_timeout;
         let entry = self.entry(peer);
         // A dial by address (no tracker) goes on beside it.
