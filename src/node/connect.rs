@@ -385,6 +385,12 @@ impl Node {
                 .ok_or("too many relayed peers")?;
             tracing::debug!(peer = %peer.short(), "connecting through the relay");
             let connection = self.dial(peer, &[addr]).await?;
+            // The punch it raced won while it shook hands: it would only be
+            // greeted to be closed as a duplicate.
+            if self.roster().has_direct_gate(&peer) {
+                connection.close(CloseCode::Duplicate.varint(), b"a direct path won");
+                return Ok(());
+            }
             self.greet_dialed(connection, peer, started, SetupPhases::default())
                 .await
         }

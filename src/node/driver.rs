@@ -8,7 +8,7 @@
 //! ([`Overlay`]): which members to keep connected, whom to pass messages on
 //! to.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use crate::tracker::{TrackerError, TrackerSession};
 use crate::wire::CloseCode;
 
 mod gossip;
+mod introductions;
 
 /// What happened, for the node task.
 pub(super) enum Input {
@@ -72,6 +73,11 @@ pub(super) enum Input {
         peer: PeerId,
         error: TrackerError,
     },
+    /// The tracker took this node's request for `peer` as `attempt`.
+    IntroductionAnswered {
+        peer: PeerId,
+        attempt: u64,
+    },
     PunchFailed {
         peer: PeerId,
         attempt: u64,
@@ -107,6 +113,9 @@ pub(super) enum Input {
         room: String,
         peer: PeerId,
         joined: bool,
+        /// It joined after this node (the tracker's `Joined`), rather
+        /// than being listed when this node joined.
+        newcomer: bool,
         via: Option<TrackerIx>,
     },
     /// This node left `room`.
@@ -178,6 +187,16 @@ struct Driver {
     /// Introductions by attempt (and the tracker that made them), until
     /// their punch starts.
     introductions: HashMap<u64, (TrackerIx, Member, Duration)>,
+    /// Recent introductions as the acceptor, for a moment: the manager
+    /// declines one whose peer it does not know to share a room yet (it
+    /// came before the member list), and this node's own request may then
+    /// be answered with it (the tracker folds crossing requests), when it
+    /// is offered again.
+    declined: VecDeque<(u64, Instant, TrackerIx, Member, Duration)>,
+    /// Members that joined a room after this node, and when: the joiner
+    /// dials them, so this node leaves the first move to it for
+    /// [`JOINER_DIALS`] (one attempt per pair, in a known direction).
+    newcomers: HashMap<PeerId, Instant>,
     /// Sessions started so far: a loss reported by an older session of a
     /// tracker than its current one is stale.
     tracker_generation: u64,
@@ -192,6 +211,12 @@ struct Driver {
     /// whatever the gossip decides.
     asked: HashSet<PeerId>,
 }
+
+/// How long a member leaves the first move to one that just joined (which
+/// asks for every member it links to at once): an introduction round trip
+/// and the joiner's request pacing, with room to spare. Then it asks itself.
+const JOINER_DIALS: Duration = Duration::from_secs(2);
+const MAX_NEWCOMERS: usize = 1024;
 
 /// How long a gate no room's gossip needs stays open (the other side may
 /// be about to ask for it).
@@ -220,6 +245,8 @@ pub(super) async fn run(
         chat: HashMap::new(),
         outbox: Outbox::new(OUTBOX_MESSAGES, OUTBOX_BYTES),
         introductions: HashMap::new(),
+        declined: VecDeque::new(),
+        newcomers: HashMap::new(),
         tracker_generation: 0,
         current_generation: HashMap::new(),
         overlay: Overlay::new(node.peer_id(), node.inner.config.gossip.clone()),
@@ -340,25 +367,7 @@ impl Driver {
                 member,
                 role,
                 peer_late,
-            } => {
-                let peer = member.peer_id;
-                if !self.node.is_allowed(&peer) || self.node.is_closing() {
-                    return;
-                }
-                self.manager.learn_tracker(peer, tracker);
-                // The relay's head start is measured in the tracker's round
-                // trips: the freshest estimate, not the one from registering.
-                if let Some(session) = self.node.inner.trackers.session(tracker) {
-                    tracing::debug!(tracker, rtt = ?session.rtt(), "tracker round trip");
-                    self.manager.handle_tracker_rtt(tracker, session.rtt());
-                }
-                self.introductions
-                    .insert(attempt, (tracker, member, peer_late));
-                self.manager
-                    .handle_introduced(tracker, peer, attempt, role, now);
-                // Introductions whose punch did not start are not kept.
-                self.introductions.retain(|a, _| *a == attempt);
-            }
+            } => self.introduced(tracker, attempt, member, role, peer_late, now),
             Input::IntroductionFailed { peer, error } => {
                 let refusal = match error {
                     TrackerError::Refused(crate::protocol::TrackerRefusal::RateLimited {
@@ -368,6 +377,7 @@ impl Driver {
                 };
                 self.manager.handle_introduction_refused(peer, refusal, now);
             }
+            Input::IntroductionAnswered { peer, attempt } => self.answered(peer, attempt, now),
             Input::PunchFailed { peer, attempt, why } => {
                 self.manager.handle_punch_failed(peer, attempt, why, now)
             }
@@ -418,10 +428,16 @@ impl Driver {
                 room,
                 peer,
                 joined,
+                newcomer,
                 via,
             } => {
                 if let (true, Some(tracker)) = (joined, via) {
                     self.manager.learn_tracker(peer, tracker);
+                }
+                self.newcomers
+                    .retain(|_, at| now.duration_since(*at) < JOINER_DIALS);
+                if joined && newcomer && self.newcomers.len() < MAX_NEWCOMERS {
+                    self.newcomers.insert(peer, now);
                 }
                 let me = self.node.peer_id();
                 let shares = !self.node.roster().shared_rooms(&me, &peer).is_empty();

@@ -222,3 +222,43 @@ fn a_relay_only_acceptor_without_a_relay_says_so_at_once() {
     });
     assert!(said, "{actions:?}");
 }
+
+#[test]
+fn a_member_leaves_the_first_move_to_one_that_just_joined() {
+    let now = Instant::now();
+    let (me, peer) = (
+        Identity::generate().unwrap().peer_id(),
+        Identity::generate().unwrap().peer_id(),
+    );
+    let drain = |manager: &mut Manager| -> Vec<Action> {
+        std::iter::from_fn(|| manager.poll_action()).collect()
+    };
+    let asked = |actions: &[Action]| {
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::RequestIntroduction { .. }))
+    };
+    let at = now + Duration::from_secs(2);
+    // The joiner's introduction comes in time: it is the pair's attempt.
+    let mut manager = Manager::new(me, ManagerConfig::default(), 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    manager.learn_tracker(peer, 0);
+    manager.connect_after(peer, at, now);
+    assert!(!asked(&drain(&mut manager)));
+    manager.handle_introduced(0, peer, 7, Role::Acceptor, now + 100 * MS);
+    let mut actions = drain(&mut manager);
+    while let Some(next) = manager.poll_timeout().filter(|t| *t <= at + 10 * MS) {
+        manager.handle_timeout(next);
+        actions.extend(drain(&mut manager));
+    }
+    assert!(!asked(&actions), "{actions:?}");
+    // None comes: this node asks itself, at `at`.
+    let mut manager = Manager::new(me, ManagerConfig::default(), 1, now);
+    manager.handle_tracker_registered(0, 10 * MS, now);
+    manager.learn_tracker(peer, 0);
+    manager.connect_after(peer, at, now);
+    drain(&mut manager);
+    assert_eq!(manager.poll_timeout(), Some(at));
+    manager.handle_timeout(at);
+    assert!(asked(&drain(&mut manager)));
+}

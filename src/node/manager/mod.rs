@@ -149,6 +149,25 @@ impl Manager {
         self.start_attempt(peer, now);
     }
 
+    /// Like [`Manager::connect`], but the peer has the first move until
+    /// `at` (it just joined a room, and the joiner dials): an introduction
+    /// from it before then is this pair's one attempt; without one, this
+    /// node starts its own then.
+    pub fn connect_after(&mut self, peer: PeerId, at: Instant, now: Instant) {
+        if at <= now {
+            return self.connect(peer, now);
+        }
+        if self.closing {
+            return;
+        }
+        let entry = self.entry(peer);
+        entry.wanted = true;
+        if entry.gate.is_some() || entry.attempt != Attempt::Idle {
+            return;
+        }
+        entry.retry_at = Some(entry.retry_at.map_or(at, |r| r.min(at)));
+    }
+
     /// Whether `peer` should be kept connected (shares a room, or was asked
     /// for). An unwanted peer's retries stop; its gate stays.
     pub fn set_wanted(&mut self, peer: PeerId, wanted: bool) {
