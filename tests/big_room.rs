@@ -123,6 +123,8 @@ async fn a_room_of_sixty_becomes_whole_and_every_message_reaches_all_others() {
         }
     }
     assert_eq!(deliveries, AUTHORS * (MEMBERS - 1));
+    let duplicates: u64 = members.iter().map(|m| m.node.duplicates_closed()).sum();
+    eprintln!("BIG ROOM | connections closed as duplicates, summed over members: {duplicates}");
     eprintln!(
         "BIG ROOM | {deliveries} deliveries of {AUTHORS} messages within {:.1?}",
         sent.elapsed()

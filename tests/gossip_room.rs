@@ -126,6 +126,8 @@ async fn a_room_of_two_hundred_gossips_every_message_to_all_over_a_few_connectio
     let most = counts.iter().max().copied().unwrap_or(0);
     let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
     eprintln!("GOSSIP ROOM | connections per member: mean {mean:.1}, most {most}");
+    let duplicates: u64 = members.iter().map(|m| m.node.duplicates_closed()).sum();
+    eprintln!("GOSSIP ROOM | connections closed as duplicates, summed over members: {duplicates}");
     for (member, count) in members.iter().zip(&counts) {
         assert!(
             *count <= MAX_LINKS,

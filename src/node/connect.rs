@@ -265,12 +265,17 @@ impl Node {
             let wake = tokio::time::Instant::from_std(punch.poll_timeout());
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
-                Some(from) = probe_rx.recv() => {
-                    let now = Instant::now();
-                    tracing::trace!(%from, "punch probe arrived");
-                    phases.first_probe_ms.get_or_insert(events::millis(now - started));
-                    punch.handle_probe(from, now);
-                }
+                from = probe_rx.recv() => match from {
+                    Some(from) => {
+                        let now = Instant::now();
+                        tracing::trace!(%from, "punch probe arrived");
+                        phases.first_probe_ms.get_or_insert(events::millis(now - started));
+                        punch.handle_probe(from, now);
+                    }
+                    // The manager took another attempt of this pair
+                    // (`Action::AbandonPunch`) and dropped our route.
+                    None => break Ok(None),
+                },
                 Some(joined) = dials.join_next(), if !dials.is_empty() => match joined {
                     Ok((_, Ok(connection))) => break Ok(Some(connection)),
                     Ok((addr, Err(error))) => punch.handle_dial_failed(addr, error),
@@ -380,6 +385,12 @@ impl Node {
                 .ok_or("too many relayed peers")?;
             tracing::debug!(peer = %peer.short(), "connecting through the relay");
             let connection = self.dial(peer, &[addr]).await?;
+            // The punch it raced won while it shook hands: it would only be
+            // greeted to be closed as a duplicate.
+            if self.roster().has_direct_gate(&peer) {
+                connection.close(CloseCode::Duplicate.varint(), b"a direct path won");
+                return Ok(());
+            }
             self.greet_dialed(connection, peer, started, SetupPhases::default())
                 .await
         }

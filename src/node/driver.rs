@@ -8,7 +8,7 @@
 //! ([`Overlay`]): which members to keep connected, whom to pass messages on
 //! to.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ use crate::wire::CloseCode;
 
 mod gossip;
 mod guests;
+mod introductions;
 
 /// What happened, for the node task.
 pub(super) enum Input {
@@ -83,6 +84,11 @@ pub(super) enum Input {
         peer: PeerId,
         error: TrackerError,
     },
+    /// The tracker took this node's request for `peer` as `attempt`.
+    IntroductionAnswered {
+        peer: PeerId,
+        attempt: u64,
+    },
     PunchFailed {
         peer: PeerId,
         attempt: u64,
@@ -118,6 +124,9 @@ pub(super) enum Input {
         room: String,
         peer: PeerId,
         joined: bool,
+        /// It joined after this node (the tracker's `Joined`), rather
+        /// than being listed when this node joined.
+        newcomer: bool,
         via: Option<TrackerIx>,
     },
     /// This node left `room`.
@@ -189,6 +198,16 @@ struct Driver {
     /// Introductions by attempt (and the tracker that made them), until
     /// their punch starts.
     introductions: HashMap<u64, (TrackerIx, Member, Duration)>,
+    /// Recent introductions as the acceptor, for a moment: the manager
+    /// declines one whose peer it does not know to share a room yet (it
+    /// came before the member list), and this node's own request may then
+    /// be answered with it (the tracker folds crossing requests), when it
+    /// is offered again.
+    declined: VecDeque<(u64, Instant, TrackerIx, Member, Duration)>,
+    /// Members that joined a room after this node, and when: the joiner
+    /// dials them, so this node leaves the first move to it for
+    /// [`JOINER_DIALS`] (one attempt per pair, in a known direction).
+    newcomers: HashMap<PeerId, Instant>,
     /// Sessions started so far: a loss reported by an older session of a
     /// tracker than its current one is stale.
     tracker_generation: u64,
@@ -205,6 +224,12 @@ struct Driver {
     /// When to close guest sessions no longer needed.
     guests: guests::GuestIdle,
 }
+
+/// How long a member leaves the first move to one that just joined (which
+/// asks for every member it links to at once): an introduction round trip
+/// and the joiner's request pacing, with room to spare. Then it asks itself.
+const JOINER_DIALS: Duration = Duration::from_secs(2);
+const MAX_NEWCOMERS: usize = 1024;
 
 /// How long a gate no room's gossip needs stays open (the other side may
 /// be about to ask for it).
@@ -233,6 +258,8 @@ pub(super) async fn run(
         chat: HashMap::new(),
         outbox: Outbox::new(OUTBOX_MESSAGES, OUTBOX_BYTES),
         introductions: HashMap::new(),
+        declined: VecDeque::new(),
+        newcomers: HashMap::new(),
         tracker_generation: 0,
         current_generation: HashMap::new(),
         overlay: Overlay::new(node.peer_id(), node.inner.config.gossip.clone()),
@@ -372,25 +399,7 @@ impl Driver {
                 member,
                 role,
                 peer_late,
-            } => {
-                let peer = member.peer_id;
-                if !self.node.is_allowed(&peer) || self.node.is_closing() {
-                    return;
-                }
-                self.manager.learn_tracker(peer, tracker);
-                // The relay's head start is measured in the tracker's round
-                // trips: the freshest estimate, not the one from registering.
-                if let Some(session) = self.node.inner.trackers.session(tracker) {
-                    tracing::debug!(tracker, rtt = ?session.rtt(), "tracker round trip");
-                    self.manager.handle_tracker_rtt(tracker, session.rtt());
-                }
-                self.introductions
-                    .insert(attempt, (tracker, member, peer_late));
-                self.manager
-                    .handle_introduced(tracker, peer, attempt, role, now);
-                // Introductions whose punch did not start are not kept.
-                self.introductions.retain(|a, _| *a == attempt);
-            }
+            } => self.introduced(tracker, attempt, member, role, peer_late, now),
             Input::IntroductionFailed { peer, error } => {
                 let refusal = match error {
                     TrackerError::Refused(crate::protocol::TrackerRefusal::RateLimited {
@@ -400,6 +409,7 @@ impl Driver {
                 };
                 self.manager.handle_introduction_refused(peer, refusal, now);
             }
+            Input::IntroductionAnswered { peer, attempt } => self.answered(peer, attempt, now),
             Input::PunchFailed { peer, attempt, why } => {
                 self.manager.handle_punch_failed(peer, attempt, why, now)
             }
@@ -450,10 +460,16 @@ impl Driver {
                 room,
                 peer,
                 joined,
+                newcomer,
                 via,
             } => {
                 if let (true, Some(tracker)) = (joined, via) {
                     self.manager.learn_tracker(peer, tracker);
+                }
+                self.newcomers
+                    .retain(|_, at| now.duration_since(*at) < JOINER_DIALS);
+                if joined && newcomer && self.newcomers.len() < MAX_NEWCOMERS {
+                    self.newcomers.insert(peer, now);
                 }
                 let me = self.node.peer_id();
                 let shares = !self.node.roster().shared_rooms(&me, &peer).is_empty();
@@ -639,6 +655,11 @@ impl Driver {
                     }
                     None => tracing::debug!(peer = %peer.short(), "a punch without introduction"),
                 },
+                Action::AbandonPunch { peer, attempt } => {
+                    // Its probe route gone, the punch stops (`run_punch`).
+                    tracing::debug!(peer = %peer.short(), attempt, "punch abandoned");
+                    node.inner.probe_routes().punches.remove(&attempt);
+                }
                 Action::DialRelay { peer, tracker } => {
                     node.inner.spawn(node.clone().dial_relay(peer, tracker));
                 }
@@ -694,7 +715,10 @@ impl Driver {
                     } else if let Some(installed) = self.gates.get(&gate) {
                         // Whatever runs on it sees why it ended.
                         installed.close_as(CloseCode::Duplicate, b"duplicate");
+                    } else {
+                        continue;
                     }
+                    node.roster().duplicates_closed += 1;
                 }
                 Action::Send { peer, id } => {
                     let frame = self.outbox.frame(id);

@@ -31,6 +31,13 @@ impl Node {
         gates
     }
 
+    /// How many connections this node has closed as duplicates (another
+    /// connection to the same peer was kept): each cost a handshake, and
+    /// streams on it had to move. For diagnostics and the room tests.
+    pub fn duplicates_closed(&self) -> u64 {
+        self.roster().duplicates_closed
+    }
+
     /// Every known peer.
     pub fn peers(&self) -> Vec<PeerInfo> {
         let state = self.roster();

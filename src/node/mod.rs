@@ -360,18 +360,16 @@ impl Node {
             Some(dht_config) => Some(dht::DhtLink::start(dht_config, publishes)?),
             None => None,
         };
+        let me = identity.peer_id();
         let manager_config = ManagerConfig {
             relay: config.relay,
             introduction_timeout: config.punch.deadline,
-            seed: u64::from_le_bytes(
-                identity.peer_id().as_bytes()[..8]
-                    .try_into()
-                    .unwrap_or_default(),
-            ) ^ now_ms(),
+            accept_timeout: config.punch.deadline * 3 / 2,
+            seed: u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()) ^ now_ms(),
             answer_strangers: dht.as_ref().is_some_and(dht::DhtLink::publishes),
             ..ManagerConfig::default()
         };
-        let mut manager = Manager::new(manager_config, trackers.len(), Instant::now());
+        let mut manager = Manager::new(me, manager_config, trackers.len(), Instant::now());
         let mut tracker_events = Vec::new();
         for (ix, reached) in starting.reached.into_iter().enumerate() {
             match reached {

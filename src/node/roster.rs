@@ -71,6 +71,9 @@ pub(super) struct Roster {
     /// The peer plain lines go to privately (`/switch PEER`), instead of
     /// the current room.
     pub talking_to: Option<PeerId>,
+    /// Connections this node closed as duplicates of another to the same
+    /// peer ([`super::Node::duplicates_closed`]).
+    pub duplicates_closed: u64,
 }
 
 /// A peer joining or leaving one of this node's rooms.

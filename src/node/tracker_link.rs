@@ -19,8 +19,8 @@ use super::{
 };
 use crate::identity::PeerId;
 use crate::protocol::{
-    validate_label, ControlMessage, Member, Presence, TrackerEvent, TrackerRequestBody, MAX_ROOMS,
-    MAX_ROOM_LEN,
+    validate_label, ControlMessage, Member, Presence, TrackerEvent, TrackerRequestBody,
+    TrackerResponse, MAX_ROOMS, MAX_ROOM_LEN,
 };
 use crate::tls::CertifiedIdentity;
 use crate::tracker::client::{Registration, RelayOffer};
@@ -239,16 +239,17 @@ impl Node {
             .or_insert_with(|| super::PeerRecord::new(peer.short()))
             .asked_at = Some(Instant::now());
         let result = match self.inner.trackers.session(tracker) {
-            Some(session) => session
-                .request(TrackerRequestBody::Connect { peer })
-                .await
-                .map(|_| ()),
+            Some(session) => session.request(TrackerRequestBody::Connect { peer }).await,
             None => Err(TrackerError::Lost(
                 crate::tracker::client::LostReason::unknown(),
             )),
         };
-        if let Err(error) = result {
-            self.input(Input::IntroductionFailed { peer, error });
+        match result {
+            Ok(TrackerResponse::Introducing { attempt }) => {
+                self.input(Input::IntroductionAnswered { peer, attempt });
+            }
+            Ok(_) => {}
+            Err(error) => self.input(Input::IntroductionFailed { peer, error }),
         }
     }
 
@@ -390,6 +391,7 @@ impl Node {
                 room: room.to_string(),
                 peer: member.peer_id,
                 joined: true,
+                newcomer: false,
                 via: Some(tracker),
             });
         }
@@ -486,7 +488,6 @@ impl Node {
                             }],
                         );
                     }
-                    // The joiner dials; this side waits for it.
                     // Only news for a peer nobody is connecting to or connected with.
                     let idle = self.roster().peers.get(&peer).is_none_or(|r| {
                         matches!(r.status, PeerStatus::Known | PeerStatus::Offline)
@@ -501,6 +502,7 @@ impl Node {
                             room: room.clone(),
                             peer,
                             joined: true,
+                            newcomer: true,
                             via: Some(tracker),
                         });
                     }
@@ -577,6 +579,7 @@ impl Node {
                         room: room.clone(),
                         peer: peer_id,
                         joined: false,
+                        newcomer: false,
                         via: Some(tracker),
                     });
                     let shares_room = {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::offered;
 use super::per_address::{SourceKey, Sources};
@@ -101,6 +101,35 @@ struct Registration {
     /// Peers this one was introduced to (either way): the only ones the
     /// relay forwards its packets to. At most every member of its rooms.
     introduced: HashSet<PeerId>,
+    /// Introductions it asked for within [`CROSSING_WINDOW`], by the peer
+    /// asked for: the attempt and when (at most what its request rate
+    /// allows in the window).
+    led: HashMap<PeerId, (u64, Instant)>,
+}
+
+/// How long after introducing A to B (A dialing) a request from B for A is
+/// answered with that same attempt instead of a second one: B asked before
+/// the introduction reached it (both picked the other at about the same
+/// time). Covers the introduction's delay (half the difference of the two
+/// round trips) and B's request on its way, with room to spare; a request
+/// that late is taken as a new attempt.
+pub const CROSSING_WINDOW: Duration = Duration::from_secs(3);
+
+/// What a `Connect` request becomes ([`Registry::introduce_at`]).
+// Made once per request and taken apart at once: not worth boxing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Introduction {
+    /// A new attempt: `dialer` (who asked) and `acceptor` are introduced to
+    /// each other.
+    New {
+        attempt: u64,
+        dialer: Member,
+        acceptor: Member,
+    },
+    /// The peer asked for the asker moments ago: that attempt, on its way
+    /// to both already, answers this request too (one attempt per pair).
+    Crossed { attempt: u64 },
 }
 
 /// Events to push: (recipient, event).
@@ -245,6 +274,7 @@ impl Registry {
                 presence,
                 rooms: BTreeSet::new(),
                 introduced: HashSet::new(),
+                led: HashMap::new(),
             },
         );
         if presence == Presence::Guest {
@@ -276,6 +306,9 @@ impl Registry {
             for other in gone.introduced {
                 if let Some(other) = self.peers.get_mut(&other) {
                     other.introduced.remove(&peer_id);
+                    // Its attempts died with it: a new registration's
+                    // request is a new attempt.
+                    other.led.remove(&peer_id);
                 }
             }
         }
@@ -416,6 +449,38 @@ impl Registry {
             }
         }
         Ok(members)
+    }
+
+    /// `from` asks to be introduced to `to`, with [`Self::introduce`]'s
+    /// checks. If `to` asked for `from` within [`CROSSING_WINDOW`], that
+    /// attempt answers ([`Introduction::Crossed`]); otherwise `fresh` is a
+    /// new attempt that `from` dials.
+    pub fn introduce_at(
+        &mut self,
+        from: PeerId,
+        to: PeerId,
+        fresh: u64,
+        now: Instant,
+    ) -> Result<Introduction, TrackerRefusal> {
+        let (dialer, acceptor) = self.introduce(from, to)?;
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < CROSSING_WINDOW;
+        let crossed = self
+            .peers
+            .get(&to)
+            .and_then(|r| r.led.get(&from))
+            .filter(|(_, at)| recent(at));
+        if let Some((attempt, _)) = crossed {
+            return Ok(Introduction::Crossed { attempt: *attempt });
+        }
+        if let Some(registration) = self.peers.get_mut(&from) {
+            registration.led.retain(|_, (_, at)| recent(at));
+            registration.led.insert(to, (fresh, now));
+        }
+        Ok(Introduction::New {
+            attempt: fresh,
+            dialer,
+            acceptor,
+        })
     }
 
     /// Whether the relay may carry packets from `from` to `to`: both are

@@ -92,6 +92,61 @@ fn relaying_needs_an_introduction_or_a_shared_room_and_ends_with_the_registratio
 }
 
 #[test]
+fn a_request_crossing_the_peers_own_is_answered_with_its_introduction() {
+    let mut registry = Registry::new(TrackerLimits::default());
+    let (a, b, c) = (id(), id(), id());
+    let mut generations = Vec::new();
+    for (peer, port) in [(a, 1), (b, 2), (c, 3)] {
+        let (generation, _) = registry
+            .register(peer, "x".into(), addr(port), vec![])
+            .unwrap();
+        generations.push(generation);
+        registry.join(peer, "r").unwrap();
+    }
+    let now = Instant::now();
+    let new = |attempt, dialer: PeerId, acceptor: PeerId| {
+        move |introduction: Introduction| match introduction {
+            Introduction::New {
+                attempt: got,
+                dialer: d,
+                acceptor: x,
+            } => got == attempt && d.peer_id == dialer && x.peer_id == acceptor,
+            Introduction::Crossed { .. } => false,
+        }
+    };
+    // a asks for b: a new attempt, a dials.
+    let first = registry.introduce_at(a, b, 1, now).unwrap();
+    assert!(new(1, a, b)(first));
+    // b asks for a before that reached it: the same attempt answers.
+    let crossed = registry.introduce_at(b, a, 2, now + Duration::from_millis(30));
+    assert_eq!(crossed, Ok(Introduction::Crossed { attempt: 1 }));
+    // The same direction again is a new attempt (a retry), and so is
+    // another pair.
+    let again = registry.introduce_at(a, b, 3, now + Duration::from_millis(40));
+    assert!(new(3, a, b)(again.unwrap()));
+    let other = registry.introduce_at(c, a, 4, now + Duration::from_millis(40));
+    assert!(new(4, c, a)(other.unwrap()));
+    // Once the window has passed, b's request makes its own attempt.
+    let late = now + Duration::from_millis(40) + CROSSING_WINDOW;
+    assert!(new(5, b, a)(registry.introduce_at(b, a, 5, late).unwrap()));
+    // A request that would be refused is refused, crossing or not.
+    let d = id();
+    registry.register(d, "d".into(), addr(5), vec![]).unwrap();
+    assert_eq!(
+        registry.introduce_at(d, c, 6, late),
+        Err(TrackerRefusal::NoSharedRoom)
+    );
+    // The attempts of a peer that left die with it: its new registration's
+    // request makes a new one.
+    registry.introduce_at(b, c, 7, late).unwrap();
+    registry.unregister(c, generations[2]);
+    registry.register(c, "x".into(), addr(3), vec![]).unwrap();
+    registry.join(c, "r").unwrap();
+    let fresh = registry.introduce_at(c, b, 8, late + Duration::from_millis(10));
+    assert!(new(8, c, b)(fresh.unwrap()));
+}
+
+#[test]
 fn stale_connection_cleanup_keeps_the_newer_registration() {
     let mut registry = Registry::new(TrackerLimits::default());
     let a = id();

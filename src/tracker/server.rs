@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
-use super::registry::{self, Generation, Registry, TrackerLimits};
+use super::registry::{self, Generation, Introduction, Registry, TrackerLimits};
 use super::relay::{serve_relay, RelayConfig, RelayOutbox};
 use crate::endpoint::{self, Liveness};
 use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
@@ -681,11 +681,24 @@ fn handle_request(
             Ok(TrackerResponse::PortMapped { kept })
         }
         TrackerRequestBody::Connect { peer } => {
-            let (from, to) = shared.registry().introduce(peer_id, peer)?;
-            let attempt = random_u64();
-            bump(&shared.counters.introductions, 1);
-            shared.introduce(attempt, from, to);
-            Ok(TrackerResponse::Introducing { attempt })
+            let now = std::time::Instant::now();
+            let introduction = shared
+                .registry()
+                .introduce_at(peer_id, peer, random_u64(), now)?;
+            match introduction {
+                Introduction::New {
+                    attempt,
+                    dialer,
+                    acceptor,
+                } => {
+                    bump(&shared.counters.introductions, 1);
+                    shared.introduce(attempt, dialer, acceptor);
+                    Ok(TrackerResponse::Introducing { attempt })
+                }
+                // Both asked for each other at once: the introduction on
+                // its way to both answers this request too.
+                Introduction::Crossed { attempt } => Ok(TrackerResponse::Introducing { attempt }),
+            }
         }
     }
 }

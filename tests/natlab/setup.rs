@@ -42,10 +42,20 @@ fn one_setup(a: Nat, b: Nat) -> Phases {
     let (h1, id1) = start_chat(&first.hosts[0], "h1", &target, &deadline);
     h1.expect("joined", |e| e["room"] == "lab");
     let (h2, id2) = start_chat(&second.hosts[0], "h2", &target, &deadline);
-    let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
-    assert_eq!(connected["path"], "direct", "{connected}");
-    assert_eq!(remote_ip(&connected), first.public_ip);
-    let accepted = h1.expect("connected", |e| e["peer_id"] == id2.as_str());
+    let at_h2 = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+    assert_eq!(at_h2["path"], "direct", "{at_h2}");
+    assert_eq!(remote_ip(&at_h2), first.public_ip);
+    let at_h1 = h1.expect("connected", |e| e["peer_id"] == id2.as_str());
+    assert_eq!(remote_ip(&at_h1), second.public_ip);
+    // Both ask for each other (each sees the other in the room); the one
+    // whose request reached the tracker first dials, the other accepts.
+    let (connected, accepted) = if at_h2["dialed"] == true {
+        (at_h2, at_h1)
+    } else {
+        (at_h1, at_h2)
+    };
+    assert_eq!(connected["dialed"], true, "one side dialed: {connected}");
+    assert_eq!(accepted["dialed"], false, "one attempt: {accepted}");
     Phases {
         introduction: field(&connected, "introduction_ms"),
         first_probe: field(&connected, "first_probe_ms"),

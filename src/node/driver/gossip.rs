@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use super::{Driver, UNNEEDED_GRACE};
+use super::{Driver, JOINER_DIALS, UNNEEDED_GRACE};
 use crate::identity::PeerId;
 use crate::node::overlay::Effect;
 use crate::protocol::{ControlMessage, GossipControl, SignedMessage};
@@ -22,7 +22,11 @@ impl Driver {
                 Effect::Link(peer) => {
                     unlinked.remove(&peer);
                     self.manager.set_welcome(peer, true);
-                    self.manager.connect(peer, now);
+                    match self.newcomers.remove(&peer) {
+                        // It just joined and dials us: ours only if it does not.
+                        Some(at) => self.manager.connect_after(peer, at + JOINER_DIALS, now),
+                        None => self.manager.connect(peer, now),
+                    }
                 }
                 Effect::Unlink(peer) => {
                     unlinked.insert(peer);

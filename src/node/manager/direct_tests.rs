@@ -6,8 +6,13 @@ use std::time::Instant;
 
 use super::*;
 use crate::identity::Identity;
+use crate::punch::Role;
 
 const MS: std::time::Duration = std::time::Duration::from_millis(1);
+
+fn me() -> PeerId {
+    Identity::generate().unwrap().peer_id()
+}
 
 /// The actions a manager has queued, taken.
 fn drain(manager: &mut Manager) -> Vec<Action> {
@@ -18,7 +23,7 @@ fn drain(manager: &mut Manager) -> Vec<Action> {
 fn a_lost_tracker_leaves_introductions_to_another_that_is_up() {
     let now = Instant::now();
     let peer = Identity::generate().unwrap().peer_id();
-    let mut manager = Manager::new(ManagerConfig::default(), 2, now);
+    let mut manager = Manager::new(me(), ManagerConfig::default(), 2, now);
     manager.handle_tracker_registered(0, 10 * MS, now);
     manager.handle_tracker_registered(1, 10 * MS, now);
     manager.learn_tracker(peer, 0);
@@ -39,7 +44,7 @@ fn a_lost_tracker_leaves_introductions_to_another_that_is_up() {
 #[test]
 fn a_tracker_unreachable_at_start_is_reported_and_restored_once_up() {
     let now = Instant::now();
-    let mut manager = Manager::new(ManagerConfig::default(), 2, now);
+    let mut manager = Manager::new(me(), ManagerConfig::default(), 2, now);
     manager.handle_tracker_registered(0, 10 * MS, now);
     manager.handle_tracker_failed(1, "connection refused".into(), now);
     let actions = drain(&mut manager);
@@ -69,7 +74,7 @@ fn a_tracker_unreachable_at_start_is_reported_and_restored_once_up() {
 #[test]
 fn a_tracker_that_registers_late_joins_the_rooms_without_news() {
     let now = Instant::now();
-    let mut manager = Manager::new(ManagerConfig::default(), 2, now);
+    let mut manager = Manager::new(me(), ManagerConfig::default(), 2, now);
     manager.handle_tracker_registered(0, 10 * MS, now);
     // Still connecting when the node started; registered a moment later.
     manager.handle_tracker_up(1, 10 * MS, now + 300 * MS);
@@ -81,7 +86,7 @@ fn a_tracker_that_registers_late_joins_the_rooms_without_news() {
 fn introductions_nobody_asked_for_start_no_punch() {
     let now = Instant::now();
     let stranger = Identity::generate().unwrap().peer_id();
-    let mut manager = Manager::new(ManagerConfig::default(), 1, now);
+    let mut manager = Manager::new(me(), ManagerConfig::default(), 1, now);
     manager.handle_tracker_registered(0, 10 * MS, now);
     // As the dialer, for a peer this node never asked to meet.
     manager.handle_introduced(0, stranger, 7, Role::Dialer, now);
@@ -104,7 +109,7 @@ fn introductions_nobody_asked_for_start_no_punch() {
 fn a_peer_found_through_the_dht_waits_for_its_own_tracker_as_a_guest() {
     let now = Instant::now();
     let peer = Identity::generate().unwrap().peer_id();
-    let mut manager = Manager::new(ManagerConfig::default(), 1, now);
+    let mut manager = Manager::new(me(), ManagerConfig::default(), 1, now);
     manager.handle_tracker_registered(0, 10 * MS, now);
     drain(&mut manager);
     // The peer's tracker is not ours: a guest session is added.
@@ -147,7 +152,7 @@ fn a_findable_node_answers_a_strangers_introduction() {
             answer_strangers,
             ..ManagerConfig::default()
         };
-        let mut manager = Manager::new(config, 1, now);
+        let mut manager = Manager::new(me(), config, 1, now);
         manager.handle_tracker_registered(0, 10 * MS, now);
         drain(&mut manager);
         manager.handle_introduced(0, stranger, 7, Role::Acceptor, now);
@@ -164,7 +169,7 @@ fn a_peer_found_through_the_dht_is_looked_up_again_when_its_tracker_is_gone() {
     let peer = Identity::generate().unwrap().peer_id();
     let config = ManagerConfig::default();
     let relookup = config.relookup;
-    let mut manager = Manager::new(config, 1, now);
+    let mut manager = Manager::new(me(), config, 1, now);
     manager.handle_tracker_registered(0, 10 * MS, now);
     let guest = manager.add_tracker(now);
     manager.reach_through(peer, guest, now);
@@ -216,7 +221,7 @@ fn a_guest_session_is_in_use_until_its_peer_is_connected_and_reopens_when_needed
     let now = Instant::now();
     let me = Identity::generate().unwrap().peer_id();
     let peer = Identity::generate().unwrap().peer_id();
-    let mut manager = Manager::new(ManagerConfig::default(), 1, now);
+    let mut manager = Manager::new(me, ManagerConfig::default(), 1, now);
     manager.handle_tracker_registered(0, 10 * MS, now);
     let guest = manager.add_tracker(now);
     manager.reach_through(peer, guest, now);

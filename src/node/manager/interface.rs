@@ -74,6 +74,11 @@ pub struct ManagerConfig {
     /// The longest one attempt may take after its introduction (a punch
     /// that never reports back). Default 30 s.
     pub attempt_timeout: Duration,
+    /// How long this node, introduced as the acceptor, leaves the attempt
+    /// to the peer (starting none of its own toward it) when no gate
+    /// comes of it. Default 15 s: longer than a punch (10 s), so that a
+    /// dialer that failed and tries again renews it first.
+    pub accept_timeout: Duration,
     /// After the peer closed a gate as a duplicate, how long its
     /// replacement may take before the peer counts as gone. Default 10 s.
     pub replacement_grace: Duration,
@@ -105,6 +110,7 @@ impl Default for ManagerConfig {
             tracker_retry: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
             introduction_timeout: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(30),
+            accept_timeout: Duration::from_secs(15),
             replacement_grace: Duration::from_secs(10),
             introductions_per_second: 10,
             seed: 1,
@@ -133,6 +139,9 @@ pub enum Action {
         attempt: u64,
         role: Role,
     },
+    /// Stop the punch of `attempt` if it still runs: the pair settled on
+    /// another attempt (both sides had asked for an introduction at once).
+    AbandonPunch { peer: PeerId, attempt: u64 },
     /// Dial `peer` through the tracker's relay; failure comes back through
     /// [`Manager::handle_relay_failed`], success as a gate.
     DialRelay { peer: PeerId, tracker: TrackerIx },

@@ -15,9 +15,14 @@
 
 mod backoff;
 #[cfg(test)]
+mod crossing_tests;
+#[cfg(test)]
 mod direct_tests;
 mod interface;
+mod introduce;
 mod peer;
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;
 mod tracker;
@@ -38,11 +43,13 @@ use super::events::PathKind;
 use super::relay::RelayPolicy;
 use crate::identity::PeerId;
 use crate::protocol::MessageId;
-use crate::punch::Role;
 
 /// The sans-IO connection manager. See the module's documentation for how
 /// to drive it.
 pub struct Manager {
+    /// This node's id: of two attempts of one pair, the one dialed by the
+    /// smaller id goes on.
+    me: PeerId,
     config: ManagerConfig,
     trackers: Vec<TrackerEntry>,
     peers: HashMap<PeerId, PeerEntry>,
@@ -55,11 +62,12 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// A manager for a node with `trackers` trackers, each assumed to be
-    /// connecting (the driver connects them at start and reports).
-    pub fn new(config: ManagerConfig, trackers: usize, now: Instant) -> Self {
+    /// The manager of node `me` with `trackers` trackers, each assumed to
+    /// be connecting (the driver connects them at start and reports).
+    pub fn new(me: PeerId, config: ManagerConfig, trackers: usize, now: Instant) -> Self {
         let per_second = config.introductions_per_second;
         Self {
+            me,
             jitter: Jitter::new(config.seed),
             config,
             trackers: (0..trackers)
@@ -139,6 +147,25 @@ impl Manager {
             return;
         }
         self.start_attempt(peer, now);
+    }
+
+    /// Like [`Manager::connect`], but the peer has the first move until
+    /// `at` (it just joined a room, and the joiner dials): an introduction
+    /// from it before then is this pair's one attempt; without one, this
+    /// node starts its own then.
+    pub fn connect_after(&mut self, peer: PeerId, at: Instant, now: Instant) {
+        if at <= now {
+            return self.connect(peer, now);
+        }
+        if self.closing {
+            return;
+        }
+        let entry = self.entry(peer);
+        entry.wanted = true;
+        if entry.gate.is_some() || entry.attempt != Attempt::Idle {
+            return;
+        }
+        entry.retry_at = Some(entry.retry_at.map_or(at, |r| r.min(at)));
     }
 
     /// Whether `peer` should be kept connected (shares a room, or was asked
@@ -268,119 +295,6 @@ impl Manager {
                 self.actions
                     .push_back(Action::RequestIntroduction { tracker, peer });
             }
-        }
-    }
-
-    /// The tracker refused to introduce this node to `peer`.
-    pub fn handle_introduction_refused(
-        &mut self,
-        peer: PeerId,
-        refusal: IntroductionRefused,
-        now: Instant,
-    ) {
-        let Some(entry) = self.peers.get(&peer) else {
-            return;
-        };
-        if !matches!(entry.attempt, Attempt::Introducing { .. }) {
-            return;
-        }
-        let why = match refusal {
-            IntroductionRefused::RateLimited => {
-                // Our own pacing was not enough (other requests count too):
-                // quietly again after a pause.
-                let entry = self.entry(peer);
-                entry.attempt = Attempt::Idle;
-                entry.failures += 1;
-                let failures = entry.failures;
-                let delay = self.config.retry.delay(failures, &mut self.jitter);
-                self.entry(peer).retry_at = Some(now + delay);
-                return;
-            }
-            IntroductionRefused::Other(why) => why,
-        };
-        self.fail_attempt(peer, why, now);
-    }
-
-    /// The tracker introduced this node to `peer` for punch `attempt`.
-    /// `--allow` and the gate cap are the driver's to check before.
-    pub fn handle_introduced(
-        &mut self,
-        tracker: TrackerIx,
-        peer: PeerId,
-        attempt: u64,
-        role: Role,
-        now: Instant,
-    ) {
-        if self.closing {
-            return;
-        }
-        // Only for what this node asked for, or a peer it shares a room
-        // with: an introduction is not a way to aim its probes at others.
-        let entry = self.peers.get(&peer);
-        let asked = entry.is_some_and(|p| {
-            matches!(
-                p.attempt,
-                Attempt::Queued { .. } | Attempt::Introducing { .. }
-            )
-        });
-        let wanted = self.config.answer_strangers || entry.is_some_and(|p| p.wanted || p.welcome);
-        let welcome = match role {
-            Role::Dialer => asked,
-            Role::Acceptor => wanted,
-        };
-        if !welcome {
-            return;
-        }
-        let policy = self.config.relay;
-        if role == Role::Acceptor {
-            // The peer leads this attempt; open our side for it. Under
-            // --relay-only it comes through the relay, with nothing to open.
-            if policy != RelayPolicy::Only {
-                self.actions.push_back(Action::Punch {
-                    peer,
-                    attempt,
-                    role,
-                });
-            }
-            return;
-        }
-        let race = self.relay_race_delay(tracker);
-        let relay_missing = self.relay_unavailable(tracker);
-        let relay_allowed = policy != RelayPolicy::Never && relay_missing.is_none();
-        let deadline = now + self.config.attempt_timeout;
-        let entry = self.entry(peer);
-        entry.retry_at = None;
-        let relayed = entry.gate.is_some();
-        let relay = if !relay_allowed || relayed {
-            RelayLeg::Out
-        } else if policy == RelayPolicy::Only {
-            RelayLeg::Dialing
-        } else {
-            RelayLeg::At(now + race)
-        };
-        let punch_running = policy != RelayPolicy::Only;
-        entry.attempt = Attempt::Punching {
-            attempt,
-            tracker,
-            punch_running,
-            relay,
-            deadline,
-        };
-        if punch_running {
-            self.actions.push_back(Action::Punch {
-                peer,
-                attempt,
-                role,
-            });
-        } else if relay == RelayLeg::Dialing {
-            self.actions.push_back(Action::DialRelay { peer, tracker });
-        } else {
-            let why = relay_missing.unwrap_or_default();
-            self.fail_attempt(
-                peer,
-                format!("direct attempts are off (--relay-only); no relay: {why}"),
-                now,
-            );
         }
     }
 
@@ -539,7 +453,8 @@ impl Manager {
             *relay = RelayLeg::Out;
         }
         let resend: Vec<MessageId> = entry.unacked.iter().copied().collect();
-        let punching = matches!(entry.attempt, Attempt::Punching { .. });
+        // The attempt (ours or the peer's) may still find a direct path.
+        let punching = entry.attempt.punch().is_some();
         self.actions.push_back(Action::Install {
             peer,
             gate: gate.id,
@@ -678,6 +593,19 @@ impl Manager {
             }
             Attempt::Punching { deadline, .. } if deadline <= now => {
                 self.fail_attempt(peer, "the attempt did not finish in time".into(), now);
+            }
+            Attempt::Accepting { deadline, .. } if deadline <= now => {
+                // The peer's attempt is over: this node may lead the next.
+                entry.attempt = Attempt::Idle;
+                match entry.gate {
+                    Some(gate) if gate.path == PathKind::Relay => self.schedule_upgrade(peer, now),
+                    Some(_) => {}
+                    None if entry.wanted => {
+                        let why = "the peer's attempt brought no connection in time";
+                        self.fail_attempt(peer, why.into(), now);
+                    }
+                    None => {}
+                }
             }
             _ => {}
         }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::{GateFacts, TrackerIx};
 use crate::node::events::PathKind;
 use crate::protocol::MessageId;
+use crate::punch::Role;
 
 /// Messages remembered per peer for resending; beyond this the oldest are
 /// left to history sync (a peer that never acknowledges must not grow it).
@@ -49,7 +50,8 @@ pub(super) struct PeerEntry {
     pub unacked: VecDeque<MessageId>,
 }
 
-/// The connection attempt toward a peer that this node leads.
+/// The connection attempt toward a peer: one at a time, led by this node
+/// or (`Accepting`) by the peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) enum Attempt {
     #[default]
@@ -70,8 +72,28 @@ pub(super) enum Attempt {
         relay: RelayLeg,
         deadline: Instant,
     },
+    /// Introduced as the acceptor: the peer leads attempt `attempt` (it
+    /// dials, and brings the relay in); this node answers its probes and
+    /// starts no attempt of its own toward the peer until this one ends
+    /// (a gate, or `deadline`).
+    Accepting {
+        attempt: u64,
+        tracker: TrackerIx,
+        deadline: Instant,
+    },
     /// Dialing known addresses without a tracker.
     Dialing,
+}
+
+impl Attempt {
+    /// The punch under way toward the peer and which side dials it, if any.
+    pub fn punch(&self) -> Option<(u64, Role)> {
+        match self {
+            Attempt::Punching { attempt, .. } => Some((*attempt, Role::Dialer)),
+            Attempt::Accepting { attempt, .. } => Some((*attempt, Role::Acceptor)),
+            _ => None,
+        }
+    }
 }
 
 /// The relay's part in one attempt.
@@ -112,7 +134,9 @@ impl PeerEntry {
                 deadline,
                 ..
             } => Some((*at).min(*deadline)),
-            Attempt::Punching { deadline, .. } => Some(*deadline),
+            Attempt::Punching { deadline, .. } | Attempt::Accepting { deadline, .. } => {
+                Some(*deadline)
+            }
             Attempt::Idle | Attempt::Queued { .. } | Attempt::Dialing => None,
         };
         [

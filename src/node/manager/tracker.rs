@@ -185,7 +185,8 @@ impl Manager {
             let attempt = match peer.attempt {
                 Attempt::Queued { tracker: t }
                 | Attempt::Introducing { tracker: t, .. }
-                | Attempt::Punching { tracker: t, .. } => t == tracker,
+                | Attempt::Punching { tracker: t, .. }
+                | Attempt::Accepting { tracker: t, .. } => t == tracker,
                 Attempt::Idle | Attempt::Dialing => false,
             };
             let waits = peer.wanted && peer.gate.is_none() && peer.trackers.contains(&tracker);
