@@ -36,5 +36,6 @@ pub mod store;
 pub mod tls;
 pub mod tracker;
 pub mod transfer;
+pub mod wake;
 pub mod web;
 pub mod wire;

@@ -111,12 +111,7 @@ impl Node {
                 continue;
             }
             let wake = publisher.poll_timeout();
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::wake::until(wake);
             tokio::select! {
                 () = link.changed.notified() => {}
                 () = sleep => {}

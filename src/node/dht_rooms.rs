@@ -106,12 +106,7 @@ impl Node {
                 self.inner.spawn(self.clone().meet_room_member(room, peer));
             }
             let wake = finder.poll_timeout();
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::wake::until(wake);
             tokio::select! {
                 () = link.rooms_changed.notified() => {}
                 () = sleep => {}

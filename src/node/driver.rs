@@ -281,12 +281,7 @@ pub(super) async fn run(
         .into_iter()
         .flatten()
         .min();
-        let sleep = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = crate::wake::until(wake);
         tokio::select! {
             input = driver.inputs.recv() => match input {
                 Some(Input::Shutdown(done)) => {

@@ -115,12 +115,7 @@ pub(super) async fn connect_trackers(
     let mut first_error = None;
     let mut deadline = None;
     loop {
-        let grace = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let grace = crate::wake::until(deadline);
         let next = tokio::select! {
             next = attempts.join_next() => next,
             () = grace => break,

@@ -156,12 +156,7 @@ impl Driver {
                 }
             }
             let wake = mapper.poll_timeout().map(Instant::from_std);
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::wake::until(wake);
             tokio::select! {
                 () = sleep => mapper.handle_timeout(Instant::now().into_std()),
                 received = self.socket.recv(&mut buf) => {

@@ -268,7 +268,7 @@ impl Node {
                         }
                     }
                 }
-                _ = sleep_until_some(give_up_at) => break,
+                _ = crate::wake::until(give_up_at) => break,
             }
         }
         progress(self);
@@ -708,12 +708,4 @@ struct Storing {
     index: u64,
     count: u64,
     task: tokio::task::JoinHandle<(Result<Stored, DiskError>, ChunkBuffer)>,
-}
-
-/// Sleeps until `at`; never wakes without one.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
