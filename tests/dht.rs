@@ -174,19 +174,16 @@ fn a_peer_that_moves_to_another_tracker_is_found_again_within_a_minute() {
     let (_tracker2, target2) = tracker();
     let (_tracker3, target3) = tracker();
     let home = tempfile::tempdir().unwrap();
-    let fast = ["--keep-alive", "1", "--idle-timeout", "3"];
+    let published = |e: &Value| e["state"] == "published" && e["trackers"] == 1;
     let alice_on = |target: &str| {
-        let mut args = vec!["chat", "--tracker", target, "--name", "alice"];
-        args.extend(["--room", "alices-room", "--bind", "127.0.0.1:0"]);
-        args.extend(fast);
-        let alice = Proc::start_with_home_env(home.path(), &args, &dht_env(&bootstrap));
-        alice.expect("dht", |e| e["state"] == "published" && e["trackers"] == 1);
+        let alice = alice_in(home.path(), &bootstrap, target, "alices-room");
+        alice.expect("dht", published);
         alice
     };
     let alice = alice_on(&target1);
     let alice_id = alice_id_of(home.path());
     let mut extra = vec!["--connect", alice_id.as_str()];
-    extra.extend(fast);
+    extra.extend(FAST);
     let (bob, _) = chat(&bootstrap, &target2, "bob", "bobs-room", &extra);
     bob.expect("connected", is("peer_id", &alice_id));
 
@@ -198,19 +195,7 @@ fn a_peer_that_moves_to_another_tracker_is_found_again_within_a_minute() {
     let moved = Instant::now();
     let _alice = alice_on(&target3);
     bob.expect("disconnected", is("peer_id", &alice_id));
-    let found = bob.expect_within(
-        Duration::from_secs(60),
-        "connected",
-        is("peer_id", &alice_id),
-    );
-    assert!(
-        found.is_some(),
-        "bob did not find alice again within a minute"
-    );
-    eprintln!(
-        "DHT | found again through the new record {} ms after the move",
-        moved.elapsed().as_millis()
-    );
+    found_within_a_minute(&bob, &alice_id, moved, "found again through the new record");
 }
 
 #[test]
@@ -337,18 +322,14 @@ fn a_room_member_whose_tracker_dies_is_found_again_in_the_rooms_records_within_a
     let (_tracker2, target2) = tracker();
     let (_tracker3, target3) = tracker();
     let home = tempfile::tempdir().unwrap();
-    let fast = ["--keep-alive", "1", "--idle-timeout", "3"];
     let alice_on = |target: &str| {
-        let mut args = vec!["chat", "--tracker", target, "--name", "alice"];
-        args.extend(["--room", "lobby", "--bind", "127.0.0.1:0"]);
-        args.extend(fast);
-        let alice = Proc::start_with_home_env(home.path(), &args, &dht_env(&bootstrap));
+        let alice = alice_in(home.path(), &bootstrap, target, "lobby");
         alice.expect("dht_room", |e| e["state"] == "announced");
         alice
     };
     let alice = alice_on(&target1);
     let alice_id = alice_id_of(home.path());
-    let (mut bob, _) = chat(&bootstrap, &target2, "bob", "lobby", &fast);
+    let (mut bob, _) = chat(&bootstrap, &target2, "bob", "lobby", &FAST);
     bob.expect("connected", is("peer_id", &alice_id));
 
     // Alice's tracker dies, and Alice with it; she comes back on tracker
@@ -358,19 +339,7 @@ fn a_room_member_whose_tracker_dies_is_found_again_in_the_rooms_records_within_a
     alice.kill();
     let moved = Instant::now();
     let alice = alice_on(&target3);
-    let found = bob.expect_within(
-        Duration::from_secs(60),
-        "connected",
-        is("peer_id", &alice_id),
-    );
-    assert!(
-        found.is_some(),
-        "bob did not find alice again within a minute"
-    );
-    eprintln!(
-        "DHT | room member found again {} ms after the move",
-        moved.elapsed().as_millis()
-    );
+    found_within_a_minute(&bob, &alice_id, moved, "room member found again");
     bob.send("welcome back");
     alice.expect("message", is("text", "welcome back"));
 }
@@ -381,9 +350,8 @@ fn a_peer_registered_with_two_trackers_is_found_by_id_within_a_minute_after_one_
     let (tracker1, target1) = tracker();
     let (_tracker2, target2) = tracker();
     let (_tracker3, target3) = tracker();
-    let fast = ["--keep-alive", "1", "--idle-timeout", "3"];
     let mut extra = vec!["--tracker", target2.as_str()];
-    extra.extend(fast);
+    extra.extend(FAST);
     let (alice, alice_id) = chat(&bootstrap, &target1, "alice", "alices-room", &extra);
     alice.expect("dht", |e| e["state"] == "published" && e["trackers"] == 2);
 
@@ -392,17 +360,13 @@ fn a_peer_registered_with_two_trackers_is_found_by_id_within_a_minute_after_one_
     tracker1.kill();
     let killed = Instant::now();
     let mut extra = vec!["--connect", alice_id.as_str()];
-    extra.extend(fast);
+    extra.extend(FAST);
     let (bob, _) = chat(&bootstrap, &target3, "bob", "bobs-room", &extra);
-    let found = bob.expect_within(
-        Duration::from_secs(60),
-        "connected",
-        is("peer_id", &alice_id),
-    );
-    assert!(found.is_some(), "bob did not reach alice within a minute");
-    eprintln!(
-        "DHT | reached through the tracker left {} ms after the other died",
-        killed.elapsed().as_millis()
+    found_within_a_minute(
+        &bob,
+        &alice_id,
+        killed,
+        "reached through the tracker left after the other died",
     );
     // Her record no longer lists the dead tracker.
     alice.expect("dht", |e| e["state"] == "published" && e["trackers"] == 1);
@@ -411,6 +375,31 @@ fn a_peer_registered_with_two_trackers_is_found_by_id_within_a_minute_after_one_
     bob.expect("tracker", |e| {
         e["state"] == "closed" && e["tracker_id"] == tracker1_id
     });
+}
+
+/// Keep-alive and idle timeout short enough that a dead tracker or peer is
+/// noticed within seconds.
+const FAST: [&str; 4] = ["--keep-alive", "1", "--idle-timeout", "3"];
+
+/// Alice, chatting in `room` with her data directory `home` (so she keeps
+/// her identity across restarts), registered with `tracker` only.
+fn alice_in(home: &std::path::Path, bootstrap: &str, tracker: &str, room: &str) -> Proc {
+    let mut args = vec!["chat", "--tracker", tracker, "--name", "alice"];
+    args.extend(["--room", room, "--bind", "127.0.0.1:0"]);
+    args.extend(FAST);
+    Proc::start_with_home_env(home, &args, &dht_env(bootstrap))
+}
+
+/// Waits up to a minute for `bob` to connect to `alice_id`, and prints how
+/// long it took since `since`.
+fn found_within_a_minute(bob: &Proc, alice_id: &str, since: Instant, what: &str) {
+    let found = bob.expect_within(
+        Duration::from_secs(60),
+        "connected",
+        is("peer_id", alice_id),
+    );
+    assert!(found.is_some(), "bob did not reach alice within a minute");
+    eprintln!("DHT | {what}: {} ms", since.elapsed().as_millis());
 }
 
 /// The peer id of the identity in the data directory `home`.
