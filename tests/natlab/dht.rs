@@ -7,8 +7,9 @@ use std::net::SocketAddrV4;
 use std::time::Instant;
 
 use super::common::process::Proc;
-use super::lab::{Host, Lab, Nat, HOST_PORT, OTHER_IP, TRACKER_IP, TRACKER_PORT};
+use super::lab::{Host, Lab, Nat, Site, HOST_PORT, OTHER_IP, TRACKER_IP, TRACKER_PORT};
 use super::{lab_or_skip, remote_ip, start_tracker, PUNCH_TIMEOUT_SECS};
+use serde_json::Value;
 
 /// A DHT of 8 nodes on the lab's public segment (the tracker's namespace,
 /// its second address); the `--dht-bootstrap` list.
@@ -101,15 +102,7 @@ fn by_id_across_trackers(a: Nat, b: Nat) {
     let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
     let elapsed = started.elapsed();
     h1.expect("connected", |e| e["peer_id"] == id2.as_str());
-    if Nat::punchable(a, b) {
-        assert_eq!(connected["path"], "direct", "{connected}");
-        // At h1's public address: through its NAT, not a relay.
-        assert_eq!(remote_ip(&connected), first.public_ip, "{connected}");
-    } else {
-        // Only tracker 1 relays for them: h2 is its guest.
-        assert_eq!(connected["path"], "relay", "{connected}");
-        assert_eq!(remote_ip(&connected), TRACKER_IP, "{connected}");
-    }
+    assert_path_to_h1(a, b, &connected, &first);
     h2.send(&format!("/msg {id1} across trackers"));
     h1.expect("message", |e| e["text"] == "across trackers");
     h1.send(&format!("/msg {id2} and back"));
@@ -121,6 +114,20 @@ fn by_id_across_trackers(a: Nat, b: Nat) {
         connected["path"].as_str().unwrap_or_default(),
         elapsed.as_millis()
     );
+}
+
+/// h2's connection to h1 (behind `a`, at `first`; h2 behind `b`): direct
+/// at h1's public address (through its NAT) where the pair is punchable,
+/// else through tracker 1's relay, the only one that relays for them
+/// (h2 is its guest).
+fn assert_path_to_h1(a: Nat, b: Nat, connected: &Value, first: &Site) {
+    if Nat::punchable(a, b) {
+        assert_eq!(connected["path"], "direct", "{connected}");
+        assert_eq!(remote_ip(connected), first.public_ip, "{connected}");
+    } else {
+        assert_eq!(connected["path"], "relay", "{connected}");
+        assert_eq!(remote_ip(connected), TRACKER_IP, "{connected}");
+    }
 }
 
 #[test]
@@ -157,13 +164,7 @@ fn room_across_trackers(a: Nat, b: Nat) {
     let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
     let elapsed = started.elapsed();
     h1.expect("connected", |e| e["peer_id"] == id2.as_str());
-    if Nat::punchable(a, b) {
-        assert_eq!(connected["path"], "direct", "{connected}");
-        assert_eq!(remote_ip(&connected), first.public_ip, "{connected}");
-    } else {
-        assert_eq!(connected["path"], "relay", "{connected}");
-        assert_eq!(remote_ip(&connected), TRACKER_IP, "{connected}");
-    }
+    assert_path_to_h1(a, b, &connected, &first);
     // Plain lines go to the room joined last: the lobby.
     h2.send("across the room");
     let heard = h1.expect("message", |e| e["text"] == "across the room");
