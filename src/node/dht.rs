@@ -5,7 +5,7 @@
 //! introduction through one of the trackers it lists — as a *guest* of
 //! that tracker when this node is not registered there.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::{oneshot, Notify};
 
@@ -58,11 +58,9 @@ impl DhtLink {
     }
 }
 
+/// Seconds since the Unix epoch, by this machine's clock.
 fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    super::now_ms() / 1000
 }
 
 impl Node {

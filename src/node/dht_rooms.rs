@@ -13,7 +13,7 @@
 //! the room to its new records.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -36,13 +36,6 @@ const MAX_LEFT: usize = 64;
 enum Outcome {
     Announced(RoomKey, Announced),
     Looked(RoomKey, Option<Vec<Found>>),
-}
-
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Node {
@@ -136,7 +129,7 @@ impl Node {
                 let identity = self.inner.identity.clone();
                 self.inner.spawn(async move {
                     let outcome = directory
-                        .announce_in_room(&identity, &spot, unix_secs())
+                        .announce_in_room(&identity, &spot, super::unix_secs())
                         .await;
                     let _ = done.send(Outcome::Announced(key, outcome));
                 });
@@ -146,7 +139,7 @@ impl Node {
                     return;
                 };
                 self.inner.spawn(async move {
-                    let found = directory.look_up_room(&spot, unix_secs()).await;
+                    let found = directory.look_up_room(&spot, super::unix_secs()).await;
                     let _ = done.send(Outcome::Looked(key, found));
                 });
             }
@@ -158,7 +151,7 @@ impl Node {
                 let node = self.clone();
                 self.inner.spawn(async move {
                     let (state, reason) = match directory
-                        .withdraw_from_room(&me, &spot, unix_secs())
+                        .withdraw_from_room(&me, &spot, super::unix_secs())
                         .await
                     {
                         true => (DhtRoomState::Withdrawn, None),
