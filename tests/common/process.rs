@@ -10,6 +10,8 @@ use serde_json::Value;
 
 /// Deadline of any single wait for an event.
 pub const PROC_WAIT: Duration = Duration::from_secs(30);
+/// How many passed-over events a failed [`Proc::expect`] shows.
+const SKIPPED_SHOWN: usize = 20;
 
 /// A child process with its stdout read line by line on a thread.
 pub struct Proc {
@@ -112,10 +114,16 @@ impl Proc {
         }
     }
 
-    /// Waits for an event named `name` that `accept` likes.
+    /// Waits for an event named `name` that `accept` likes. The events
+    /// passed over on the way are gone; a failure lists the last of them.
     pub fn expect(&self, name: &str, accept: impl Fn(&Value) -> bool) -> Value {
-        self.expect_within(PROC_WAIT, name, accept)
-            .unwrap_or_else(|| panic!("no {name} event within {PROC_WAIT:?}"))
+        self.wait_for(PROC_WAIT, name, accept)
+            .unwrap_or_else(|skipped| {
+                let skipped: String = skipped.iter().map(|e| format!("\n  {e}")).collect();
+                panic!(
+                    "no {name} event within {PROC_WAIT:?}; the last events passed over:{skipped}"
+                )
+            })
     }
 
     /// Waits up to `limit` for an event named `name` that `accept` likes.
@@ -125,13 +133,30 @@ impl Proc {
         name: &str,
         accept: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
+        self.wait_for(limit, name, accept).ok()
+    }
+
+    /// The event `expect_within` waits for, or the last
+    /// [`SKIPPED_SHOWN`] events it passed over.
+    fn wait_for(
+        &self,
+        limit: Duration,
+        name: &str,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Result<Value, std::collections::VecDeque<Value>> {
         let deadline = Instant::now() + limit;
+        let mut skipped = std::collections::VecDeque::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(event) if event["event"] == name && accept(&event) => return Some(event),
-                Ok(_) => {}
-                Err(_) => return None,
+                Ok(event) if event["event"] == name && accept(&event) => return Ok(event),
+                Ok(event) => {
+                    if skipped.len() == SKIPPED_SHOWN {
+                        skipped.pop_front();
+                    }
+                    skipped.push_back(event);
+                }
+                Err(_) => return Err(skipped),
             }
         }
     }
