@@ -231,6 +231,11 @@ fn dht_records_survive_damage() {
     fuzz("dht_record", 3000);
 }
 
+#[test]
+fn room_records_survive_damage() {
+    fuzz("room_record", 3000);
+}
+
 /// The allocation bound can fail: a decoder that held what a length prefix
 /// announced would trip it.
 #[test]

@@ -143,14 +143,7 @@ impl RoomSpot {
     /// The sealed value of a slot holding `entries` (at most
     /// [`MAX_ENTRIES`] are kept, the first ones).
     pub fn seal(&self, slot: u8, entries: &[MemberEntry]) -> Result<Vec<u8>, RoomRecordError> {
-        let entries = &entries[..entries.len().min(MAX_ENTRIES)];
-        let mut plain = Vec::with_capacity(1 + entries.len() * ENTRY_LEN + TAG_LEN);
-        plain.push(entries.len() as u8);
-        for entry in entries {
-            plain.extend_from_slice(entry.peer.as_bytes());
-            plain.extend_from_slice(&entry.at.to_be_bytes());
-            plain.extend_from_slice(&entry.signature);
-        }
+        let mut plain = encode_entries(entries);
         // Random nonces: every member seals under the same key.
         let mut nonce = [0u8; NONCE_LEN];
         SystemRandom::new()
@@ -238,6 +231,22 @@ impl RoomSpot {
     }
 }
 
+/// The plaintext of a slot holding `entries` (the first [`MAX_ENTRIES`]),
+/// what [`RoomSpot::seal`] seals and [`RoomSpot::decode_entries`] reads:
+/// a count, then each entry's peer id, time and signature. Room for the
+/// seal's tag is reserved.
+pub fn encode_entries(entries: &[MemberEntry]) -> Vec<u8> {
+    let entries = &entries[..entries.len().min(MAX_ENTRIES)];
+    let mut plain = Vec::with_capacity(1 + entries.len() * ENTRY_LEN + TAG_LEN);
+    plain.push(entries.len() as u8);
+    for entry in entries {
+        plain.extend_from_slice(entry.peer.as_bytes());
+        plain.extend_from_slice(&entry.at.to_be_bytes());
+        plain.extend_from_slice(&entry.signature);
+    }
+    plain
+}
+
 /// The BEP 44 salt of slot `slot`.
 pub fn salt(slot: u8) -> Vec<u8> {
     let mut salt = SALT_PREFIX.to_vec();
@@ -273,7 +282,7 @@ impl MemberEntry {
     }
 
     /// Whether the member signed this entry for the room of `room_public`.
-    fn verify(&self, room_public: &[u8; 32]) -> bool {
+    pub fn verify(&self, room_public: &[u8; 32]) -> bool {
         self.peer
             .verify(&signable(room_public, &self.peer, self.at), &self.signature)
             .is_ok()
