@@ -29,7 +29,7 @@ impl Proc {
 
     /// The same, inside the network namespace `netns` if given.
     pub fn start_in(netns: Option<&str>, args: &[&str]) -> Proc {
-        let home = tempfile::tempdir().unwrap();
+        let home = super::private_tempdir();
         let mut proc = Self::start_with_home(home.path(), netns, args);
         proc._home = Some(home);
         proc
@@ -38,7 +38,7 @@ impl Proc {
     /// `punchgate --home <fresh dir> --json ARGS...` with these
     /// environment variables set (in `netns` if given).
     pub fn start_with_env(netns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let home = tempfile::tempdir().unwrap();
+        let home = super::private_tempdir();
         let mut proc = Self::spawn(home.path(), netns, args, env);
         proc._home = Some(home);
         proc
