@@ -33,6 +33,9 @@ mod flows;
 #[path = "../tests/natlab/lab.rs"]
 mod lab;
 #[allow(dead_code)]
+#[path = "../tests/natlab/neighbours.rs"]
+mod neighbours;
+#[allow(dead_code)]
 #[path = "../tests/common/process.rs"]
 mod process;
 
@@ -185,6 +188,8 @@ fn sendme_send(sendme: &Path, netns: &str, file: &Path, port: u16, cwd: &Path) -
             return (child, ticket.trim().to_string());
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("sendme send printed no ticket");
 }
 

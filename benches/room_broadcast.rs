@@ -70,7 +70,7 @@ async fn room(members: usize, mesh: bool) -> Report {
     let mut homes = Vec::new();
     for index in 0..members {
         let home = tempfile::tempdir().unwrap();
-        let mut config = NodeConfig::new(&format!("m{index:03}"));
+        let mut config = NodeConfig::new(format!("m{index:03}"));
         config.bind = loopback();
         config.trackers = vec![tracker.target().parse().unwrap()];
         config.rooms = vec![ROOM.into()];

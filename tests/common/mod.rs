@@ -46,7 +46,7 @@ pub async fn raw_session(tracker: &Tracker, name: &str) -> RawSession {
     use punchgate::tracker::client::Registration;
     let certified = CertifiedIdentity::new(&Identity::generate().unwrap()).unwrap();
     let bound = punchgate::endpoint::bind(loopback(), None).unwrap();
-    let home = private_tempdir();
+    let home = process::private_tempdir();
     let registration = Registration {
         name,
         local_addrs: vec![],
@@ -163,18 +163,8 @@ pub fn config(name: &str, tracker: Option<&Tracker>, room: &str) -> NodeConfig {
     config
 }
 
-/// A fresh data directory, owner-only from the start as the node wants it
-/// (a plain temporary directory is 0755, which the node narrows with a
-/// warning).
-pub fn private_tempdir() -> tempfile::TempDir {
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    builder.tempdir().unwrap()
-}
-
 pub async fn start_node(config: NodeConfig) -> TestNode {
-    let home = private_tempdir();
+    let home = process::private_tempdir();
     start_node_in(home, config).await
 }
 

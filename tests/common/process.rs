@@ -13,6 +13,16 @@ pub const PROC_WAIT: Duration = Duration::from_secs(30);
 /// How many passed-over events a failed [`Proc::expect`] shows.
 const SKIPPED_SHOWN: usize = 20;
 
+/// A fresh data directory, owner-only from the start as the node wants it
+/// (a plain temporary directory is 0755, which the node narrows with a
+/// warning).
+pub fn private_tempdir() -> tempfile::TempDir {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    builder.tempdir().unwrap()
+}
+
 /// A child process with its stdout read line by line on a thread.
 pub struct Proc {
     child: Child,
@@ -29,7 +39,7 @@ impl Proc {
 
     /// The same, inside the network namespace `netns` if given.
     pub fn start_in(netns: Option<&str>, args: &[&str]) -> Proc {
-        let home = super::private_tempdir();
+        let home = private_tempdir();
         let mut proc = Self::start_with_home(home.path(), netns, args);
         proc._home = Some(home);
         proc
@@ -38,7 +48,7 @@ impl Proc {
     /// `punchgate --home <fresh dir> --json ARGS...` with these
     /// environment variables set (in `netns` if given).
     pub fn start_with_env(netns: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let home = super::private_tempdir();
+        let home = private_tempdir();
         let mut proc = Self::spawn(home.path(), netns, args, env);
         proc._home = Some(home);
         proc
