@@ -245,19 +245,9 @@ fn transfer(c: &mut Criterion) {
     group.finish();
 }
 
-/// CPU time this process has used so far, user and system (Linux; the
-/// kernel counts it in ticks of 10 ms).
+/// CPU time this process has used so far, user and system.
 fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    // Fields 14 and 15 of proc(5); the state (field 3) is fields[0].
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
+    common::cpu_of("self")
 }
 
 fn median(values: &mut [f64]) -> f64 {

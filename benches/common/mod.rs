@@ -262,3 +262,21 @@ pub fn bench_tcp_copy(
         })
     });
 }
+
+/// CPU time (user + system) a process has used so far: `"self"` or a pid
+/// (Linux, from `/proc/PID/stat`).
+pub fn cpu_of(process: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: the state
+    // (field 3 of proc(5)) is fields[0], utime and stime (14, 15) are
+    // fields[11] and [12], in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
