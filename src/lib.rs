@@ -15,6 +15,7 @@ pub mod command;
 pub mod congestion;
 pub mod demo;
 pub mod dht;
+pub mod doorbell;
 pub mod endpoint;
 pub mod gate_socket;
 pub mod gossip;

@@ -83,6 +83,20 @@ pub enum TrackerRequestBody {
     PortMapped {
         addr: Option<SocketAddr>,
     },
+    /// Keep this registration (its rooms, its findability) without a
+    /// connection (version 6): the tracker answers [`TrackerResponse::Parked`]
+    /// and closes the connection. The node then knocks on the tracker's
+    /// second port ([`ProbeMessage::Knock`]) to keep it, and comes back with
+    /// [`TrackerRequestBody::Resume`] when it needs the tracker or is rung
+    /// ([`ProbeMessage::Answer`]). See `crate::doorbell`.
+    Park,
+    /// The first request of a new connection, instead of `Register`: take
+    /// back the parked registration `ticket` names (version 6). Refused with
+    /// [`TrackerRefusal::NotParked`] when the tracker no longer holds it; the
+    /// node then registers afresh.
+    Resume {
+        ticket: ParkTicket,
+    },
 }
 
 /// How a node registers (protocol version 5).
@@ -98,6 +112,23 @@ pub enum Presence {
     /// through the relay: joins no room and is listed nowhere.
     Guest,
 }
+
+/// The secret a tracker hands a node that parks its registration
+/// ([`TrackerResponse::Parked`]): it travels only inside the TLS
+/// connection, and keys the tags of the knocks and answers exchanged in the
+/// clear (`crate::doorbell`). Never printed.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkTicket(pub [u8; 32]);
+
+impl fmt::Debug for ParkTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ParkTicket(..)")
+    }
+}
+
+/// A knock's or an answer's proof of the park ticket: a keyed hash,
+/// truncated.
+pub type DoorbellTag = [u8; 16];
 
 /// Tracker → node, on the same stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,6 +173,18 @@ pub enum TrackerResponse {
     PortMapped {
         kept: Option<SocketAddr>,
     },
+    /// The registration is parked: knock on `aux_port` of the tracker's
+    /// address every `knock_every_secs` with `ticket`, or it is dropped.
+    Parked {
+        ticket: ParkTicket,
+        aux_port: u16,
+        knock_every_secs: u16,
+    },
+    /// The parked registration is this connection's again; `reflexive` as
+    /// for `Registered`. Introductions held for the node follow as events.
+    Resumed {
+        reflexive: SocketAddr,
+    },
 }
 
 /// Why the tracker refused a request. Each names the limit that was hit.
@@ -183,6 +226,8 @@ pub enum TrackerRefusal {
         "a guest may be introduced to at most {limit} peers; register with this tracker instead"
     )]
     TooManyGuestIntroductions { limit: u32 },
+    #[error("the tracker no longer holds this node's parked registration; register again")]
+    NotParked,
 }
 
 /// A room member as the tracker knows it.
@@ -379,6 +424,23 @@ pub enum ProbeMessage {
     /// one of the extra sockets of a side behind a symmetric NAT, so that
     /// it goes to that side's birthday search rather than its punch.
     Birthday { attempt: u64, sender: PeerId },
+    /// Node → tracker's second port, while its registration is parked
+    /// (version 6): keeps the registration and the node's NAT mapping
+    /// toward the tracker alive. `seq` only grows; `tag` proves the sender
+    /// holds the park ticket (`crate::doorbell`).
+    Knock {
+        peer: PeerId,
+        seq: u64,
+        tag: DoorbellTag,
+    },
+    /// Tracker's second port → node: the answer to the knock `seq`, or,
+    /// with `ring`, unasked: a peer waits for an introduction, come back
+    /// ([`TrackerRequestBody::Resume`]). `tag` as for `Knock`.
+    Answer {
+        seq: u64,
+        ring: bool,
+        tag: DoorbellTag,
+    },
 }
 
 impl ProbeMessage {

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// Version byte of every stream header; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 const MAGIC: [u8; 2] = *b"PG";
 pub const HEADER_LEN: usize = 4;
 const LENGTH_PREFIX: usize = 4;

@@ -211,7 +211,10 @@ fn check_tracker_request(request: TrackerRequest) {
         TrackerRequestBody::Connect { peer } => {
             let _ = peer.short();
         }
-        TrackerRequestBody::Netcheck { .. } | TrackerRequestBody::ReportNat { .. } => {}
+        TrackerRequestBody::Netcheck { .. }
+        | TrackerRequestBody::ReportNat { .. }
+        | TrackerRequestBody::Park
+        | TrackerRequestBody::Resume { .. } => {}
         TrackerRequestBody::PortMapped { addr } => {
             let _ = addr.map(|a| is_lan_candidate(&a));
         }

@@ -700,6 +700,11 @@ fn handle_request(
                 Introduction::Crossed { attempt } => Ok(TrackerResponse::Introducing { attempt }),
             }
         }
+        // Parking comes with the doorbell (`crate::doorbell`): until this
+        // tracker holds parked registrations, it holds none to resume.
+        TrackerRequestBody::Park | TrackerRequestBody::Resume { .. } => {
+            Err(TrackerRefusal::NotParked)
+        }
     }
 }
 
