@@ -12,6 +12,8 @@
 //! Here are the tags; the tracker's side is in `crate::tracker`, the node's
 //! in `crate::node`.
 
+use std::time::{Duration, Instant};
+
 use crate::identity::PeerId;
 use crate::protocol::{DoorbellTag, ParkTicket, ProbeMessage};
 
@@ -86,6 +88,116 @@ pub fn answer_is_genuine(ticket: &ParkTicket, seq: u64, ring: bool, got: &Doorbe
     same_tag(&want, got)
 }
 
+
+/// Answers a knock may wait for before it is sent again (under a new
+/// number): a lost datagram, or a tracker gone.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+/// Knocks in a row left unanswered before the tracker counts as lost.
+pub const MAX_UNANSWERED: u32 = 3;
+
+/// What a parked node's doorbell asks of its shell.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DoorbellAction {
+    /// Send this knock to the tracker's second port.
+    Knock(ProbeMessage),
+    /// The tracker rang: a peer waits for an introduction; resume.
+    Ring,
+    /// [`MAX_UNANSWERED`] knocks in a row went unanswered: the tracker is
+    /// gone (or forgot the registration); register afresh.
+    Lost,
+}
+
+/// The node's side of the doorbell, sans I/O: when to knock, which answers
+/// are genuine, when the tracker rang, when it is lost. Knocks at once
+/// when parked, then every `every` after an answer; a knock unanswered
+/// for [`ANSWER_WAIT`] is sent again under the next number.
+#[derive(Debug)]
+pub struct Doorbell {
+    ticket: ParkTicket,
+    peer: PeerId,
+    every: Duration,
+    /// The last knock's number (0: none yet).
+    seq: u64,
+    /// The highest number answered.
+    answered: u64,
+    next_at: Instant,
+    /// Whether the last knock still waits for its answer.
+    waiting: bool,
+    unanswered: u32,
+    rung: bool,
+    lost: bool,
+}
+
+impl Doorbell {
+    /// `peer` parked under `ticket` at `now`; knock every `every`.
+    pub fn new(ticket: ParkTicket, peer: PeerId, every: Duration, now: Instant) -> Self {
+        Self {
+            ticket,
+            peer,
+            every,
+            seq: 0,
+            answered: 0,
+            next_at: now,
+            waiting: false,
+            unanswered: 0,
+            rung: false,
+            lost: false,
+        }
+    }
+
+    /// An answer came from the tracker's second port. Ignored unless it is
+    /// genuine and answers a knock sent (a ring repeats the last one's
+    /// number).
+    pub fn handle_answer(&mut self, seq: u64, ring: bool, tag: &DoorbellTag, now: Instant) {
+        if self.lost || seq == 0 || seq > self.seq || !answer_is_genuine(&self.ticket, seq, ring, tag)
+        {
+            return;
+        }
+        if seq > self.answered {
+            self.answered = seq;
+            if seq == self.seq && self.waiting {
+                self.waiting = false;
+                self.unanswered = 0;
+                self.next_at = now + self.every;
+            }
+        }
+        if ring {
+            self.rung = true;
+        }
+    }
+
+    /// The next thing to do at `now`, if any: call until `None`.
+    pub fn poll_action(&mut self, now: Instant) -> Option<DoorbellAction> {
+        if self.lost {
+            return None;
+        }
+        if self.rung {
+            self.rung = false;
+            return Some(DoorbellAction::Ring);
+        }
+        if now < self.next_at {
+            return None;
+        }
+        if self.waiting {
+            self.unanswered += 1;
+            if self.unanswered >= MAX_UNANSWERED {
+                self.lost = true;
+                return Some(DoorbellAction::Lost);
+            }
+        }
+        self.seq += 1;
+        self.waiting = true;
+        self.next_at = now + ANSWER_WAIT;
+        Some(DoorbellAction::Knock(knock(&self.ticket, self.peer, self.seq)))
+    }
+
+    /// When [`Self::poll_action`] next has something (`None`: lost).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (!self.lost).then_some(self.next_at)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +239,95 @@ mod tests {
     fn the_ticket_never_shows_in_debug_output() {
         let ticket = ParkTicket([0xab; 32]);
         assert!(!format!("{ticket:?}").contains("ab"));
+    }
+
+    fn parked() -> (Doorbell, ParkTicket, Instant) {
+        let ticket = ParkTicket::random();
+        let peer = Identity::generate().unwrap().peer_id();
+        let now = Instant::now();
+        (Doorbell::new(ticket, peer, Duration::from_secs(25), now), ticket, now)
+    }
+
+    fn knock_number(action: Option<DoorbellAction>) -> u64 {
+        match action {
+            Some(DoorbellAction::Knock(ProbeMessage::Knock { seq, .. })) => seq,
+            other => panic!("expected a knock, got {other:?}"),
+        }
+    }
+
+    fn answer_of(ticket: &ParkTicket, seq: u64, ring: bool) -> (u64, bool, DoorbellTag) {
+        match answer(ticket, seq, ring) {
+            ProbeMessage::Answer { seq, ring, tag } => (seq, ring, tag),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn knocks_at_once_then_every_interval_while_answered() {
+        let (mut bell, ticket, start) = parked();
+        assert_eq!(bell.poll_timeout(), Some(start));
+        assert_eq!(knock_number(bell.poll_action(start)), 1);
+        assert_eq!(bell.poll_action(start), None);
+        let (seq, ring, tag) = answer_of(&ticket, 1, false);
+        let answered_at = start + Duration::from_millis(40);
+        bell.handle_answer(seq, ring, &tag, answered_at);
+        assert_eq!(bell.poll_timeout(), Some(answered_at + Duration::from_secs(25)));
+        assert_eq!(bell.poll_action(answered_at + Duration::from_secs(24)), None);
+        let at = answered_at + Duration::from_secs(25);
+        assert_eq!(knock_number(bell.poll_action(at)), 2);
+    }
+
+    #[test]
+    fn an_unanswered_knock_is_sent_again_and_three_in_a_row_mean_lost() {
+        let (mut bell, ticket, start) = parked();
+        assert_eq!(knock_number(bell.poll_action(start)), 1);
+        let retry = start + ANSWER_WAIT;
+        assert_eq!(knock_number(bell.poll_action(retry)), 2, "sent again, renumbered");
+        // A late answer to the first knock proves nothing about the second.
+        let (seq, ring, tag) = answer_of(&ticket, 1, false);
+        bell.handle_answer(seq, ring, &tag, retry);
+        assert_eq!(knock_number(bell.poll_action(retry + ANSWER_WAIT)), 3);
+        assert_eq!(
+            bell.poll_action(retry + ANSWER_WAIT * 2),
+            Some(DoorbellAction::Lost)
+        );
+        assert_eq!(bell.poll_action(retry + ANSWER_WAIT * 10), None);
+        assert_eq!(bell.poll_timeout(), None);
+    }
+
+    #[test]
+    fn an_answer_resets_the_count_of_unanswered_knocks() {
+        let (mut bell, ticket, start) = parked();
+        let mut now = start;
+        for round in 0..5 {
+            let first = knock_number(bell.poll_action(now));
+            now += ANSWER_WAIT;
+            let again = knock_number(bell.poll_action(now));
+            assert_eq!(again, first + 1, "round {round}");
+            let (seq, ring, tag) = answer_of(&ticket, again, false);
+            bell.handle_answer(seq, ring, &tag, now);
+            now += Duration::from_secs(25);
+        }
+        assert!(matches!(bell.poll_action(now), Some(DoorbellAction::Knock(_))));
+    }
+
+    #[test]
+    fn a_genuine_ring_asks_to_resume_once_and_forgeries_do_nothing() {
+        let (mut bell, ticket, start) = parked();
+        assert_eq!(knock_number(bell.poll_action(start)), 1);
+        // Forged: another ticket; a number never sent; the tag of a quiet answer.
+        let (seq, _, tag) = answer_of(&ParkTicket::random(), 1, true);
+        bell.handle_answer(seq, true, &tag, start);
+        let (_, _, tag) = answer_of(&ticket, 2, true);
+        bell.handle_answer(2, true, &tag, start);
+        let (_, _, tag) = answer_of(&ticket, 1, false);
+        bell.handle_answer(1, true, &tag, start);
+        assert_eq!(bell.poll_action(start), None);
+        let (seq, ring, tag) = answer_of(&ticket, 1, true);
+        bell.handle_answer(seq, ring, &tag, start);
+        assert_eq!(bell.poll_action(start), Some(DoorbellAction::Ring));
+        assert_eq!(bell.poll_action(start), None, "once");
+        // The ring answered the knock too: the next one is an interval away.
+        assert_eq!(bell.poll_timeout(), Some(start + Duration::from_secs(25)));
     }
 }
