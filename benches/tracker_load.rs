@@ -35,7 +35,7 @@ use punchgate::identity::{Identity, PeerId};
 use punchgate::protocol::{Presence, TrackerEvent, TrackerRequestBody, TrackerResponse};
 use punchgate::tls::CertifiedIdentity;
 use punchgate::tracker::client::{Registration, RelayStream};
-use punchgate::tracker::TrackerSession;
+use punchgate::tracker::{SessionEvent, TrackerSession};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -187,7 +187,7 @@ async fn register(
     .unwrap();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if matches!(event, TrackerEvent::Introduce { .. }) {
+            if matches!(event, SessionEvent::Tracker(TrackerEvent::Introduce { .. })) {
                 introduced.fetch_add(1, Ordering::Relaxed);
             }
         }

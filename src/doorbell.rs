@@ -88,7 +88,6 @@ pub fn answer_is_genuine(ticket: &ParkTicket, seq: u64, ring: bool, got: &Doorbe
     same_tag(&want, got)
 }
 
-
 /// Answers a knock may wait for before it is sent again (under a new
 /// number): a lost datagram, or a tracker gone.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
@@ -150,7 +149,10 @@ impl Doorbell {
     /// genuine and answers a knock sent (a ring repeats the last one's
     /// number).
     pub fn handle_answer(&mut self, seq: u64, ring: bool, tag: &DoorbellTag, now: Instant) {
-        if self.lost || seq == 0 || seq > self.seq || !answer_is_genuine(&self.ticket, seq, ring, tag)
+        if self.lost
+            || seq == 0
+            || seq > self.seq
+            || !answer_is_genuine(&self.ticket, seq, ring, tag)
         {
             return;
         }
@@ -189,7 +191,11 @@ impl Doorbell {
         self.seq += 1;
         self.waiting = true;
         self.next_at = now + ANSWER_WAIT;
-        Some(DoorbellAction::Knock(knock(&self.ticket, self.peer, self.seq)))
+        Some(DoorbellAction::Knock(knock(
+            &self.ticket,
+            self.peer,
+            self.seq,
+        )))
     }
 
     /// When [`Self::poll_action`] next has something (`None`: lost).
@@ -245,7 +251,11 @@ mod tests {
         let ticket = ParkTicket::random();
         let peer = Identity::generate().unwrap().peer_id();
         let now = Instant::now();
-        (Doorbell::new(ticket, peer, Duration::from_secs(25), now), ticket, now)
+        (
+            Doorbell::new(ticket, peer, Duration::from_secs(25), now),
+            ticket,
+            now,
+        )
     }
 
     fn knock_number(action: Option<DoorbellAction>) -> u64 {
@@ -271,8 +281,14 @@ mod tests {
         let (seq, ring, tag) = answer_of(&ticket, 1, false);
         let answered_at = start + Duration::from_millis(40);
         bell.handle_answer(seq, ring, &tag, answered_at);
-        assert_eq!(bell.poll_timeout(), Some(answered_at + Duration::from_secs(25)));
-        assert_eq!(bell.poll_action(answered_at + Duration::from_secs(24)), None);
+        assert_eq!(
+            bell.poll_timeout(),
+            Some(answered_at + Duration::from_secs(25))
+        );
+        assert_eq!(
+            bell.poll_action(answered_at + Duration::from_secs(24)),
+            None
+        );
         let at = answered_at + Duration::from_secs(25);
         assert_eq!(knock_number(bell.poll_action(at)), 2);
     }
@@ -282,7 +298,11 @@ mod tests {
         let (mut bell, ticket, start) = parked();
         assert_eq!(knock_number(bell.poll_action(start)), 1);
         let retry = start + ANSWER_WAIT;
-        assert_eq!(knock_number(bell.poll_action(retry)), 2, "sent again, renumbered");
+        assert_eq!(
+            knock_number(bell.poll_action(retry)),
+            2,
+            "sent again, renumbered"
+        );
         // A late answer to the first knock proves nothing about the second.
         let (seq, ring, tag) = answer_of(&ticket, 1, false);
         bell.handle_answer(seq, ring, &tag, retry);
@@ -308,7 +328,10 @@ mod tests {
             bell.handle_answer(seq, ring, &tag, now);
             now += Duration::from_secs(25);
         }
-        assert!(matches!(bell.poll_action(now), Some(DoorbellAction::Knock(_))));
+        assert!(matches!(
+            bell.poll_action(now),
+            Some(DoorbellAction::Knock(_))
+        ));
     }
 
     #[test]

@@ -278,6 +278,12 @@ pub fn render(event: &Event) -> Vec<String> {
                 (crate::node::events::TrackerLink::Closed, _) => {
                     format!("* closed the guest session with the tracker {at}: no longer needed")
                 }
+                // Routine: an idle session parks and comes back unseen.
+                (
+                    crate::node::events::TrackerLink::Parked
+                    | crate::node::events::TrackerLink::Resumed,
+                    _,
+                ) => return Vec::new(),
             }]
         }
         Event::DhtRoom {

@@ -8,7 +8,7 @@ use punchgate::identity::Identity;
 use punchgate::node::Node;
 use punchgate::protocol::TrackerRefusal;
 use punchgate::tls::CertifiedIdentity;
-use punchgate::tracker::{TrackerConfig, TrackerError, TrackerLimits};
+use punchgate::tracker::{SessionEvent, TrackerConfig, TrackerError, TrackerLimits};
 
 #[tokio::test]
 async fn a_full_tracker_refuses_with_its_limit() {
@@ -213,7 +213,7 @@ async fn relay_streams_past_the_per_address_limit_are_told_why() {
     drop((first, first_stream));
     tokio::time::timeout(WAIT, async {
         while let Some(event) = second.events.recv().await {
-            if matches!(event, TrackerEvent::Left { .. }) {
+            if matches!(event, SessionEvent::Tracker(TrackerEvent::Left { .. })) {
                 return;
             }
         }

@@ -172,12 +172,20 @@ struct TransportArgs {
     /// UPnP-IGD) of this node's UDP port; see docs/NAT.md.
     #[arg(long, env = "PUNCHGATE_NO_PORT_MAPPING")]
     no_port_mapping: bool,
+    /// Park an idle tracker session after this many seconds: the tracker
+    /// keeps this node registered without a connection and rings it when a
+    /// peer asks for it (docs/PROTOCOL.md, "The doorbell"); 0: never.
+    #[arg(long, value_name = "SECS", env = "PUNCHGATE_PARK_AFTER",
+          default_value_t = punchgate::node::DEFAULT_PARK_AFTER.as_secs())]
+    park_after: u64,
 }
 
 impl TransportArgs {
     fn apply(&self, config: &mut NodeConfig) {
         config.congestion = self.congestion;
         config.port_mapping = !self.no_port_mapping;
+        config.park_after =
+            (self.park_after > 0).then(|| std::time::Duration::from_secs(self.park_after));
     }
 }
 

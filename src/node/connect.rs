@@ -716,6 +716,9 @@ pub(super) async fn route_probes(
                     let _ = route.send(probe.from);
                 }
             }
+            ProbeMessage::Answer { seq, ring, tag } => {
+                inner.trackers.doorbell_answer(probe.from, seq, ring, tag);
+            }
             ProbeMessage::Reflected { nonce, .. } | ProbeMessage::Unsolicited { nonce }
                 if routes.nat_checks.contains_key(&nonce) =>
             {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::events::TrackerLink;
 use super::gate::{Gate, Greeted};
 use super::manager::{
     Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
@@ -32,7 +33,9 @@ use crate::wire::CloseCode;
 
 mod gossip;
 mod guests;
+mod idle;
 mod introductions;
+mod parking;
 
 /// What happened, for the node task.
 pub(super) enum Input {
@@ -222,7 +225,9 @@ struct Driver {
     /// whatever the gossip decides.
     asked: HashSet<PeerId>,
     /// When to close guest sessions no longer needed.
-    guests: guests::GuestIdle,
+    guests: idle::IdleTimer,
+    /// When to park sessions with this node's own trackers.
+    parking: idle::IdleTimer,
 }
 
 /// How long a member leaves the first move to one that just joined (which
@@ -235,11 +240,14 @@ const MAX_NEWCOMERS: usize = 1024;
 /// be about to ask for it).
 const UNNEEDED_GRACE: Duration = Duration::from_secs(15);
 
+/// A time no session idles for (parking off).
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Control messages held per peer until it proves a room's password.
 const UNPROVEN_HELD: usize = 16;
 
 /// A tracker session's pushed events.
-pub(super) type TrackerEvents = mpsc::Receiver<crate::protocol::TrackerEvent>;
+pub(super) type TrackerEvents = mpsc::Receiver<crate::tracker::client::SessionEvent>;
 
 /// Runs the node task until shutdown.
 pub(super) async fn run(
@@ -266,7 +274,8 @@ pub(super) async fn run(
         asked: HashSet::new(),
         unneeded: HashMap::new(),
         unproven: HashMap::new(),
-        guests: guests::GuestIdle::new(guests::GUEST_GRACE),
+        guests: idle::IdleTimer::new(guests::GUEST_GRACE),
+        parking: idle::IdleTimer::new(node.inner.config.park_after.unwrap_or(NEVER)),
     };
     for (tracker, events) in tracker_events {
         driver.watch_tracker(tracker, events);
@@ -277,6 +286,7 @@ pub(super) async fn run(
             driver.manager.poll_timeout(),
             driver.overlay.poll_timeout(),
             driver.guests.poll_timeout(),
+            driver.parking.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -301,6 +311,7 @@ pub(super) async fn run(
         }
         driver.act();
         driver.watch_guests(Instant::now());
+        driver.watch_parking(Instant::now());
         driver.act();
     }
 }
@@ -768,13 +779,13 @@ impl Driver {
                 retry_in,
             } => node.tracker_news(
                 tracker,
-                false,
+                TrackerLink::Lost,
                 Some(format!(
                     "{reason}; connected peers stay connected; trying again in {}",
                     super::events::seconds_text(retry_in)
                 )),
             ),
-            Report::TrackerBack(tracker) => node.tracker_news(tracker, true, None),
+            Report::TrackerBack(tracker) => node.tracker_news(tracker, TrackerLink::Back, None),
         }
     }
 

@@ -443,6 +443,10 @@ pub enum TrackerLink {
     Lost,
     Back,
     Closed,
+    /// The registration is kept without a connection, idle (the doorbell).
+    Parked,
+    /// A parked registration is on a connection again.
+    Resumed,
 }
 
 /// What happened to a room on the DHT, in an [`Event::DhtRoom`].

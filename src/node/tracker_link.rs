@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::driver::{Input, TrackerEvents};
@@ -23,7 +22,7 @@ use crate::protocol::{
     TrackerResponse, MAX_ROOMS, MAX_ROOM_LEN,
 };
 use crate::tls::CertifiedIdentity;
-use crate::tracker::client::{Registration, RelayOffer};
+use crate::tracker::client::{Registration, RelayOffer, SessionEvent};
 use crate::tracker::{TrackerError, TrackerSession};
 
 /// Once one tracker is up, how much longer start waits for the others;
@@ -217,7 +216,7 @@ impl Node {
         }
         let rooms = self.roster().rooms.clone();
         for room in rooms {
-            if let Err(error) = self.join_at_tracker(tracker, &room).await {
+            if let Err(error) = self.join_at_tracker(tracker, &room, false).await {
                 self.emit(Event::error(format!("cannot join {room} again: {error}")));
             }
         }
@@ -248,19 +247,20 @@ impl Node {
         }
     }
 
-    /// Reports the session with `tracker` lost or back, as an event.
-    pub(super) fn tracker_news(&self, tracker: TrackerIx, back: bool, reason: Option<String>) {
+    /// Reports what became of the session with `tracker`, as an event.
+    pub(super) fn tracker_news(
+        &self,
+        tracker: TrackerIx,
+        state: events::TrackerLink,
+        reason: Option<String>,
+    ) {
         let target = self.inner.trackers.target(tracker);
         let addr = match self.inner.trackers.session(tracker) {
             Some(session) => Some(session.tracker_addr().to_string()),
             None => target.as_ref().map(|t| t.host.clone()),
         };
         self.emit(Event::Tracker {
-            state: if back {
-                events::TrackerLink::Back
-            } else {
-                events::TrackerLink::Lost
-            },
+            state,
             tracker_id: target.and_then(|t| t.peer).map(|id| id.to_string()),
             addr,
             reason,
@@ -360,14 +360,41 @@ impl Node {
         Ok(())
     }
 
-    /// Joins `room` at `tracker` again (after it came back).
-    async fn join_at_tracker(&self, tracker: TrackerIx, room: &str) -> Result<(), NodeError> {
+    /// Joins `room` at `tracker` again: after it came back, or after the
+    /// session resumed. A resumed registration's list is the whole truth
+    /// (`missing_left`): members it listed there before and no longer does
+    /// left meanwhile. A tracker that came back is still filling up as
+    /// its nodes register again: its list proves nothing about who left.
+    pub(super) async fn join_at_tracker(
+        &self,
+        tracker: TrackerIx,
+        room: &str,
+        missing_left: bool,
+    ) -> Result<(), NodeError> {
         let session = self
             .inner
             .trackers
             .session(tracker)
             .ok_or(NodeError::NoTracker)?;
         let members = session.join(room).await?;
+        let listed: Vec<PeerId> = if !missing_left {
+            Vec::new()
+        } else {
+            let state = self.roster();
+            let key = (room.to_string(), tracker);
+            state
+                .peers
+                .iter()
+                .filter(|(_, record)| record.listed_at.contains(&key))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for gone in listed
+            .into_iter()
+            .filter(|id| !members.iter().any(|m| m.peer_id == *id))
+        {
+            self.member_left(tracker, room, gone);
+        }
         self.connect_members(tracker, room, members);
         Ok(())
     }
@@ -455,13 +482,70 @@ impl Node {
         self.remember_name(member.peer_id, &member.name);
     }
 
+    /// `peer_id` is no longer in `room` at `tracker` (it left, or its
+    /// connection to the tracker died).
+    fn member_left(&self, tracker: TrackerIx, room: &str, peer_id: PeerId) {
+        let (gone, news) = {
+            let mut state = self.roster();
+            let ours = state.rooms.iter().any(|r| r == room);
+            let Some(record) = state.peers.get_mut(&peer_id) else {
+                return;
+            };
+            record.listed_at.remove(&(room.to_string(), tracker));
+            // Still listed in the room by another tracker: not news.
+            if record.listed_at.iter().any(|(r, _)| *r == room) {
+                return;
+            }
+            let left = record.rooms.remove(room);
+            let gone =
+                record.rooms.is_empty() && !record.gate.as_ref().is_some_and(|g| g.is_open());
+            (gone, left && ours)
+        };
+        if news {
+            self.inner.cx.member_changes(
+                &peer_id,
+                vec![MemberChange {
+                    room: room.to_string(),
+                    joined: false,
+                }],
+            );
+        }
+        if gone {
+            self.set_status(peer_id, PeerStatus::Offline, Some(format!("left {room}")));
+        }
+        self.input(Input::Member {
+            room: room.to_string(),
+            peer: peer_id,
+            joined: false,
+            newcomer: false,
+            via: Some(tracker),
+        });
+        let shares_room = {
+            let state = self.roster();
+            state
+                .peers
+                .get(&peer_id)
+                .is_some_and(|r| r.rooms.iter().any(|room| state.rooms.contains(room)))
+        };
+        if !shares_room {
+            self.input(Input::Wanted {
+                peer: peer_id,
+                wanted: false,
+                via: Some(tracker),
+            });
+        }
+    }
+
     /// Reads `tracker`'s pushed events until its session ends.
-    pub(super) async fn tracker_loop(
-        self,
-        tracker: TrackerIx,
-        mut events: mpsc::Receiver<TrackerEvent>,
-    ) {
+    pub(super) async fn tracker_loop(self, tracker: TrackerIx, mut events: TrackerEvents) {
         while let Some(event) = events.recv().await {
+            let event = match event {
+                SessionEvent::Tracker(event) => event,
+                SessionEvent::Resumed => {
+                    self.resumed(tracker).await;
+                    continue;
+                }
+            };
             match event {
                 TrackerEvent::Joined { room, member } => {
                     let peer = member.peer_id;
@@ -541,57 +625,7 @@ impl Node {
                         peer_late,
                     });
                 }
-                TrackerEvent::Left { room, peer_id } => {
-                    let (gone, news) = {
-                        let mut state = self.roster();
-                        let ours = state.rooms.contains(&room);
-                        let Some(record) = state.peers.get_mut(&peer_id) else {
-                            continue;
-                        };
-                        record.listed_at.remove(&(room.clone(), tracker));
-                        // Still listed in the room by another tracker: not news.
-                        if record.listed_at.iter().any(|(r, _)| *r == room) {
-                            continue;
-                        }
-                        let left = record.rooms.remove(&room);
-                        let gone = record.rooms.is_empty()
-                            && !record.gate.as_ref().is_some_and(|g| g.is_open());
-                        (gone, left && ours)
-                    };
-                    if news {
-                        self.inner.cx.member_changes(
-                            &peer_id,
-                            vec![MemberChange {
-                                room: room.clone(),
-                                joined: false,
-                            }],
-                        );
-                    }
-                    if gone {
-                        self.set_status(peer_id, PeerStatus::Offline, Some(format!("left {room}")));
-                    }
-                    self.input(Input::Member {
-                        room: room.clone(),
-                        peer: peer_id,
-                        joined: false,
-                        newcomer: false,
-                        via: Some(tracker),
-                    });
-                    let shares_room = {
-                        let state = self.roster();
-                        state
-                            .peers
-                            .get(&peer_id)
-                            .is_some_and(|r| r.rooms.iter().any(|room| state.rooms.contains(room)))
-                    };
-                    if !shares_room {
-                        self.input(Input::Wanted {
-                            peer: peer_id,
-                            wanted: false,
-                            via: Some(tracker),
-                        });
-                    }
-                }
+                TrackerEvent::Left { room, peer_id } => self.member_left(tracker, &room, peer_id),
             }
         }
     }

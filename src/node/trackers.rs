@@ -119,6 +119,31 @@ impl Trackers {
             .find_map(|link| link.session.clone())
     }
 
+    /// An answer from a tracker's second port: to the parked session that
+    /// knocks there, if any (`crate::doorbell`).
+    pub fn doorbell_answer(
+        &self,
+        from: SocketAddr,
+        seq: u64,
+        ring: bool,
+        tag: crate::protocol::DoorbellTag,
+    ) {
+        let from = crate::gate_socket::canonical(from);
+        let sessions: Vec<Arc<TrackerSession>> = self
+            .links()
+            .iter()
+            .filter_map(|l| l.session.clone())
+            .collect();
+        let knocking_there = sessions.iter().find(|session| {
+            session
+                .doorbell()
+                .is_some_and(|at| crate::gate_socket::canonical(at) == from)
+        });
+        if let Some(session) = knocking_there {
+            session.handle_answer(seq, ring, tag);
+        }
+    }
+
     /// Whether `tracker` is a guest session.
     pub fn is_guest(&self, tracker: TrackerIx) -> bool {
         self.links().get(tracker).is_some_and(|link| link.guest)

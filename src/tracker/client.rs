@@ -6,21 +6,23 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
+use crate::doorbell::{Doorbell, DoorbellAction};
 use crate::endpoint::{AddrError, Liveness, Target};
+use crate::gate_socket::GateSocket;
 use crate::home::{HomeError, KnownKeys};
 use crate::identity::PeerId;
 use crate::protocol::StreamKind;
 use crate::protocol::{
-    Member, NatReport, Presence, RelayFrame, TrackerEvent, TrackerMessage, TrackerRefusal,
-    TrackerRequest, TrackerRequestBody, TrackerResponse,
+    DoorbellTag, Member, NatReport, ParkTicket, Presence, RelayFrame, TrackerEvent, TrackerMessage,
+    TrackerRefusal, TrackerRequest, TrackerRequestBody, TrackerResponse,
 };
 use crate::tls::{self, CertifiedIdentity};
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
@@ -89,19 +91,83 @@ impl std::fmt::Display for LostReason {
 
 type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Result<TrackerResponse, TrackerRefusal>>>>>;
 
-/// An open, registered session with a tracker.
+/// What a session hands the node: the tracker's pushed events, and word
+/// that a parked session is back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionEvent {
+    Tracker(TrackerEvent),
+    /// A parked session resumed its registration on a new connection: its
+    /// relay stream is gone, and events pushed while it was parked were
+    /// lost. Comes before any event of the new connection.
+    Resumed,
+}
+
+/// A registered session with a tracker: one connection at a time, or none
+/// while the registration is parked ([`TrackerSession::park`]); a request
+/// made while parked resumes it first. The event channel closes when the
+/// registration is lost: the connection ended (not on purpose), a resume
+/// failed, or the parked tracker stopped answering knocks.
 pub struct TrackerSession {
-    connection: Connection,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    endpoint: Endpoint,
+    /// Pinned to the tracker's id (learned, when the target gave none).
+    client: quinn::ClientConfig,
+    server_name: String,
+    addr: SocketAddr,
     tracker: PeerId,
-    reflexive: SocketAddr,
-    writer: tokio::sync::Mutex<FrameWriter<SendStream>>,
-    pending: Pending,
+    reflexive: Mutex<SocketAddr>,
+    state: Mutex<LinkState>,
+    /// One resume at a time; the others wait and take its link.
+    resuming: tokio::sync::Mutex<()>,
+    /// `None` once the registration is lost: the channel closes.
+    events: Mutex<Option<mpsc::Sender<SessionEvent>>>,
     next_id: AtomicU32,
     /// The shortest request round trip seen, in microseconds (`u64::MAX`:
     /// none yet).
     fastest_request_us: AtomicU64,
+    /// The round trip when the session parked, in microseconds.
+    parked_rtt_us: AtomicU64,
+    /// A park under way: the end of its connection is no loss.
+    parking: AtomicBool,
+    /// The tracker refused to park this registration: not asked again.
+    park_refused: AtomicBool,
+    /// The last request sent or event received.
+    last_active: Mutex<Instant>,
     /// This node's NAT as measured through this session (unknown until then).
-    nat: std::sync::Mutex<NatReport>,
+    nat: Mutex<NatReport>,
+}
+
+/// One connection to the tracker and its stream.
+#[derive(Clone)]
+struct Link {
+    connection: Connection,
+    writer: Arc<tokio::sync::Mutex<FrameWriter<SendStream>>>,
+    pending: Pending,
+}
+
+enum LinkState {
+    Connected(Link),
+    Parked(Parked),
+    /// The registration is lost; the session stays only for its handles.
+    Lost,
+}
+
+struct Parked {
+    ticket: ParkTicket,
+    /// Where the knocks go: the tracker's second port.
+    doorbell: SocketAddr,
+    answers: mpsc::Sender<(u64, bool, DoorbellTag)>,
+    /// The knocking task; stopped when the state changes.
+    knocking: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.knocking.abort();
+    }
 }
 
 /// The tracker's answer to a relay stream.
@@ -137,10 +203,10 @@ impl TrackerSession {
         target: &Target,
         liveness: Liveness,
         registration: Registration<'_>,
-    ) -> Result<(Self, mpsc::Receiver<TrackerEvent>), TrackerError> {
+    ) -> Result<(Self, mpsc::Receiver<SessionEvent>), TrackerError> {
         let addr = target.resolve().await?;
-        let connect_error = |reason: String| TrackerError::Connect { addr, reason };
-        let (mut config, server_name) = match &target.peer {
+        let transport = liveness.transport_config(crate::endpoint::NO_STREAMS, Default::default());
+        let (mut first, first_name) = match &target.peer {
             Some(peer) => (
                 certified.pinned_client(tls::ALPN_TRACKER)?,
                 tls::server_name_for(peer),
@@ -150,16 +216,8 @@ impl TrackerSession {
                 "tracker.punchgate".to_string(),
             ),
         };
-        config.transport_config(
-            liveness.transport_config(crate::endpoint::NO_STREAMS, Default::default()),
-        );
-        let connecting = endpoint
-            .connect_with(config, addr, &server_name)
-            .map_err(|e| connect_error(e.to_string()))?;
-        let connection = timeout(REQUEST_TIMEOUT, connecting)
-            .await
-            .map_err(|_| TrackerError::Timeout(REQUEST_TIMEOUT))?
-            .map_err(|e| connect_error(e.to_string()))?;
+        first.transport_config(transport.clone());
+        let connection = dial(endpoint, first, addr, &first_name).await?;
         let tracker = tls::peer_id_of(&connection)?;
         if target.peer.is_none() {
             if let Err(error) = KnownKeys::trackers(home).check_or_remember(&target.host, tracker) {
@@ -167,38 +225,46 @@ impl TrackerSession {
                 return Err(error.into());
             }
         }
-        let (send, recv) = connection
-            .open_bi()
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        let writer = FrameWriter::open(send, StreamKind::Tracker).await?;
-        let pending: Pending = Arc::default();
+        // Later connections (resuming a parked registration) are pinned to
+        // the key this one proved.
+        let mut client = certified.pinned_client(tls::ALPN_TRACKER)?;
+        client.transport_config(transport);
         let (events_tx, events_rx) = mpsc::channel(EVENTS_QUEUE);
-        tokio::spawn(read_messages(
-            connection.clone(),
-            FrameReader::new(recv, StreamKind::Tracker),
-            pending.clone(),
-            events_tx,
-        ));
-        let mut session = Self {
-            connection,
+        let shared = Arc::new(Shared {
+            endpoint: endpoint.clone(),
+            client,
+            server_name: tls::server_name_for(&tracker),
+            addr,
             tracker,
-            reflexive: addr,
-            writer: tokio::sync::Mutex::new(writer),
-            pending,
+            reflexive: Mutex::new(addr),
+            state: Mutex::new(LinkState::Lost),
+            resuming: tokio::sync::Mutex::new(()),
+            events: Mutex::new(Some(events_tx)),
             next_id: AtomicU32::new(0),
             fastest_request_us: AtomicU64::new(u64::MAX),
-            nat: std::sync::Mutex::new(NatReport::default()),
-        };
+            parked_rtt_us: AtomicU64::new(0),
+            parking: AtomicBool::new(false),
+            park_refused: AtomicBool::new(false),
+            last_active: Mutex::new(Instant::now()),
+            nat: Mutex::new(NatReport::default()),
+        });
+        let link = open_link(&shared, connection).await?;
+        *lock(&shared.state) = LinkState::Connected(link.clone());
+        let session = Self { shared };
         let response = session
-            .request(TrackerRequestBody::Register {
-                name: registration.name.to_string(),
-                local_addrs: registration.local_addrs,
-                presence: registration.presence,
-            })
+            .request_on(
+                &link,
+                TrackerRequestBody::Register {
+                    name: registration.name.to_string(),
+                    local_addrs: registration.local_addrs,
+                    presence: registration.presence,
+                },
+            )
             .await;
         match response {
-            Ok(TrackerResponse::Registered { reflexive }) => session.reflexive = reflexive,
+            Ok(TrackerResponse::Registered { reflexive }) => {
+                *lock(&session.shared.reflexive) = reflexive;
+            }
             Ok(_) => return Err(TrackerError::UnexpectedResponse),
             Err(error) => {
                 session.close();
@@ -208,35 +274,194 @@ impl TrackerSession {
         Ok((session, events_rx))
     }
 
-    /// How the connection ended, as far as it has.
-    fn lost_reason(&self) -> LostReason {
-        LostReason(self.connection.close_reason())
+    /// The connection to use now: the current one, or a new one resuming
+    /// the parked registration.
+    async fn link(&self) -> Result<Link, TrackerError> {
+        match &*lock(&self.shared.state) {
+            LinkState::Connected(link) => return Ok(link.clone()),
+            LinkState::Lost => return Err(TrackerError::Lost(LostReason::unknown())),
+            LinkState::Parked(_) => {}
+        }
+        self.resume_link().await
     }
 
-    /// Sends a request and waits for its response.
+    /// Takes the parked registration back on a new connection. A tracker
+    /// that no longer holds it (restarted, or it expired), or one that
+    /// cannot be reached, loses the registration: the node registers
+    /// afresh, as after any loss.
+    pub async fn resume(&self) -> Result<(), TrackerError> {
+        self.resume_link().await.map(drop)
+    }
+
+    async fn resume_link(&self) -> Result<Link, TrackerError> {
+        let _one_at_a_time = self.shared.resuming.lock().await;
+        let ticket = match &*lock(&self.shared.state) {
+            LinkState::Connected(link) => return Ok(link.clone()),
+            LinkState::Lost => return Err(TrackerError::Lost(LostReason::unknown())),
+            LinkState::Parked(parked) => parked.ticket,
+        };
+        let shared = &self.shared;
+        let resumed = async {
+            let connection = dial(
+                &shared.endpoint,
+                shared.client.clone(),
+                shared.addr,
+                &shared.server_name,
+            )
+            .await?;
+            let link = open_link(shared, connection).await?;
+            match self
+                .request_on(&link, TrackerRequestBody::Resume { ticket })
+                .await
+            {
+                Ok(TrackerResponse::Resumed { reflexive }) => Ok((link, reflexive)),
+                other => {
+                    link.connection.close(CloseCode::Normal.varint(), b"bye");
+                    match other {
+                        Ok(_) => Err(TrackerError::UnexpectedResponse),
+                        Err(error) => Err(error),
+                    }
+                }
+            }
+        }
+        .await;
+        match resumed {
+            Ok((link, reflexive)) => {
+                *lock(&shared.reflexive) = reflexive;
+                *lock(&shared.state) = LinkState::Connected(link.clone());
+                tracing::debug!(tracker = %shared.tracker.short(), "resumed the parked registration");
+                Ok(link)
+            }
+            Err(error) => {
+                tracing::debug!(tracker = %shared.tracker.short(), %error, "cannot resume the parked registration");
+                shared.lose();
+                Err(error)
+            }
+        }
+    }
+
+    /// Parks the registration: the tracker keeps it (rooms, findability)
+    /// without this connection, which closes; `socket` knocks on the
+    /// tracker's second port for `me` until a request or a ring resumes
+    /// it. Refused by a tracker that does not park (then never asked
+    /// again: [`Self::may_park`]).
+    pub async fn park(&self, socket: Arc<GateSocket>, me: PeerId) -> Result<(), TrackerError> {
+        let link = match &*lock(&self.shared.state) {
+            LinkState::Connected(link) => link.clone(),
+            _ => return Ok(()),
+        };
+        let shared = &self.shared;
+        let rtt = self.rtt();
+        shared.parking.store(true, Ordering::SeqCst);
+        let response = self.request_on(&link, TrackerRequestBody::Park).await;
+        let result = match response {
+            Ok(TrackerResponse::Parked {
+                ticket,
+                aux_port,
+                knock_every_secs,
+            }) => {
+                shared.parked_rtt_us.store(micros(rtt), Ordering::Relaxed);
+                let doorbell = SocketAddr::new(shared.addr.ip(), aux_port);
+                let every = Duration::from_secs(u64::from(knock_every_secs.max(1)));
+                let bell = Doorbell::new(ticket, me, every, Instant::now());
+                let (answers, answers_rx) = mpsc::channel(8);
+                let knocking = tokio::spawn(knock(
+                    Arc::downgrade(shared),
+                    socket,
+                    doorbell,
+                    bell,
+                    answers_rx,
+                ));
+                *lock(&shared.state) = LinkState::Parked(Parked {
+                    ticket,
+                    doorbell,
+                    answers,
+                    knocking,
+                });
+                link.connection.close(CloseCode::Normal.varint(), b"parked");
+                tracing::debug!(tracker = %shared.tracker.short(), %doorbell, "parked the registration");
+                Ok(())
+            }
+            Ok(_) => Err(TrackerError::UnexpectedResponse),
+            Err(TrackerError::Refused(refusal)) => {
+                shared.park_refused.store(true, Ordering::Relaxed);
+                Err(TrackerError::Refused(refusal))
+            }
+            Err(error) => Err(error),
+        };
+        shared.parking.store(false, Ordering::SeqCst);
+        if result.is_err() && link.connection.close_reason().is_some() {
+            // The connection ended while the park was under way.
+            shared.lose_link(&link.connection);
+        }
+        result
+    }
+
+    /// Whether the registration is parked now.
+    pub fn is_parked(&self) -> bool {
+        matches!(&*lock(&self.shared.state), LinkState::Parked(_))
+    }
+
+    /// Whether parking may be asked: connected, and never refused.
+    pub fn may_park(&self) -> bool {
+        !self.shared.park_refused.load(Ordering::Relaxed)
+            && matches!(&*lock(&self.shared.state), LinkState::Connected(_))
+    }
+
+    /// When a request was last sent or an event received.
+    pub fn last_active(&self) -> Instant {
+        *lock(&self.shared.last_active)
+    }
+
+    /// The second port of the tracker this parked session knocks on.
+    pub fn doorbell(&self) -> Option<SocketAddr> {
+        match &*lock(&self.shared.state) {
+            LinkState::Parked(parked) => Some(parked.doorbell),
+            _ => None,
+        }
+    }
+
+    /// An answer that came from [`Self::doorbell`]: checked by the
+    /// knocking task.
+    pub fn handle_answer(&self, seq: u64, ring: bool, tag: DoorbellTag) {
+        if let LinkState::Parked(parked) = &*lock(&self.shared.state) {
+            let _ = parked.answers.try_send((seq, ring, tag));
+        }
+    }
+
+    /// Sends a request and waits for its response (resuming a parked
+    /// registration first).
     pub async fn request(&self, body: TrackerRequestBody) -> Result<TrackerResponse, TrackerError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let link = self.link().await?;
+        self.request_on(&link, body).await
+    }
+
+    async fn request_on(
+        &self,
+        link: &Link,
+        body: TrackerRequestBody,
+    ) -> Result<TrackerResponse, TrackerError> {
+        let shared = &self.shared;
+        *lock(&shared.last_active) = Instant::now();
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, reply_tx);
-        let mut writer = self.writer.lock().await;
+        lock(&link.pending).insert(id, reply_tx);
+        let mut writer = link.writer.lock().await;
         let sent_at = Instant::now();
         writer.send(&TrackerRequest { id, body }).await?;
         drop(writer);
         let reply = timeout(REQUEST_TIMEOUT, reply_rx).await;
         if let Ok(Ok(_)) = &reply {
-            let took = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.fastest_request_us.fetch_min(took, Ordering::Relaxed);
+            shared
+                .fastest_request_us
+                .fetch_min(micros(sent_at.elapsed()), Ordering::Relaxed);
         }
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        lock(&link.pending).remove(&id);
         match reply {
             Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(TrackerError::Lost(self.lost_reason())),
+            Ok(Err(_)) => Err(TrackerError::Lost(LostReason(
+                link.connection.close_reason(),
+            ))),
             Err(_) => Err(TrackerError::Timeout(REQUEST_TIMEOUT)),
         }
     }
@@ -276,11 +501,12 @@ impl TrackerSession {
     /// it relays, and within which limits. The stream is returned only if
     /// it does.
     pub async fn open_relay(&self) -> Result<(RelayOffer, Option<RelayStream>), TrackerError> {
-        let (send, recv) = self
+        let link = self.link().await?;
+        let (send, recv) = link
             .connection
             .open_bi()
             .await
-            .map_err(|_| TrackerError::Lost(self.lost_reason()))?;
+            .map_err(|_| TrackerError::Lost(LostReason(link.connection.close_reason())))?;
         let writer = FrameWriter::open(send, StreamKind::Relay).await?;
         let mut reader = FrameReader::new(recv, StreamKind::Relay);
         let first = timeout(REQUEST_TIMEOUT, reader.recv::<RelayFrame>())
@@ -304,77 +530,168 @@ impl TrackerSession {
 
     /// This node's NAT as last measured through this session.
     pub fn nat(&self) -> NatReport {
-        *self
-            .nat
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        *lock(&self.shared.nat)
     }
 
     /// Remembers what was measured of this node's NAT through this session.
     pub fn set_nat(&self, nat: NatReport) {
-        *self
-            .nat
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = nat;
+        *lock(&self.shared.nat) = nat;
     }
 
     /// The address the tracker sees this node at.
     pub fn reflexive(&self) -> SocketAddr {
-        self.reflexive
+        *lock(&self.shared.reflexive)
     }
 
     pub fn tracker_id(&self) -> PeerId {
-        self.tracker
+        self.shared.tracker
     }
 
     pub fn tracker_addr(&self) -> SocketAddr {
-        crate::gate_socket::canonical(self.connection.remote_address())
+        crate::gate_socket::canonical(self.shared.addr)
     }
 
     /// The round-trip time to the tracker: QUIC's smoothed estimate, or the
     /// fastest request answered if shorter (the estimate starts high and
     /// takes many samples to settle; a punch's head start is measured in
-    /// it).
+    /// it). While parked, the one measured when it parked.
     pub fn rtt(&self) -> Duration {
-        let fastest = self.fastest_request_us.load(Ordering::Relaxed);
-        let smoothed = self.connection.rtt();
-        match fastest {
+        let smoothed = match &*lock(&self.shared.state) {
+            LinkState::Connected(link) => link.connection.rtt(),
+            _ => return Duration::from_micros(self.shared.parked_rtt_us.load(Ordering::Relaxed)),
+        };
+        match self.shared.fastest_request_us.load(Ordering::Relaxed) {
             u64::MAX => smoothed,
             us => smoothed.min(Duration::from_micros(us)),
         }
     }
 
-    /// Closes the session; the tracker drops the registration at once.
+    /// Closes the session; the tracker drops the registration at once (a
+    /// parked one when its knocks stop: within three knock intervals).
     pub fn close(&self) {
-        self.connection.close(CloseCode::Normal.varint(), b"bye");
+        let state = std::mem::replace(&mut *lock(&self.shared.state), LinkState::Lost);
+        if let LinkState::Connected(link) = state {
+            link.connection.close(CloseCode::Normal.varint(), b"bye");
+        }
+        self.shared.lose();
     }
 }
 
+impl Shared {
+    /// The registration is lost: the event channel closes.
+    fn lose(&self) {
+        let state = std::mem::replace(&mut *lock(&self.state), LinkState::Lost);
+        drop(state);
+        lock(&self.events).take();
+    }
+
+    /// `connection` ended: a loss if it is the current one and not being
+    /// parked.
+    fn lose_link(&self, connection: &Connection) {
+        if self.parking.load(Ordering::SeqCst) {
+            return;
+        }
+        let current = match &*lock(&self.state) {
+            LinkState::Connected(link) => link.connection.stable_id() == connection.stable_id(),
+            _ => false,
+        };
+        if current {
+            self.lose();
+        }
+    }
+
+    fn events(&self) -> Option<mpsc::Sender<SessionEvent>> {
+        lock(&self.events).clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Connects to the tracker at `addr`.
+async fn dial(
+    endpoint: &Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<Connection, TrackerError> {
+    let connect_error = |reason: String| TrackerError::Connect { addr, reason };
+    let connecting = endpoint
+        .connect_with(config, addr, server_name)
+        .map_err(|e| connect_error(e.to_string()))?;
+    timeout(REQUEST_TIMEOUT, connecting)
+        .await
+        .map_err(|_| TrackerError::Timeout(REQUEST_TIMEOUT))?
+        .map_err(|e| connect_error(e.to_string()))
+}
+
+/// Opens the tracker stream on `connection` and starts reading it.
+async fn open_link(shared: &Arc<Shared>, connection: Connection) -> Result<Link, TrackerError> {
+    let (send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| TrackerError::Connect {
+            addr: shared.addr,
+            reason: e.to_string(),
+        })?;
+    let writer = FrameWriter::open(send, StreamKind::Tracker).await?;
+    let pending: Pending = Arc::default();
+    tokio::spawn(read_messages(
+        Arc::downgrade(shared),
+        connection.clone(),
+        FrameReader::new(recv, StreamKind::Tracker),
+        pending.clone(),
+    ));
+    Ok(Link {
+        connection,
+        writer: Arc::new(tokio::sync::Mutex::new(writer)),
+        pending,
+    })
+}
+
 /// Dispatches responses to their requests and events to the node until the
-/// stream ends or breaks; then pending requests fail and the event channel
-/// closes, which is how the node learns the tracker is gone.
+/// stream ends or breaks; then its pending requests fail, and, unless the
+/// connection was parked or replaced, the registration is lost (the event
+/// channel closes, which is how the node learns the tracker is gone).
 async fn read_messages(
+    shared: Weak<Shared>,
     connection: Connection,
     mut reader: FrameReader<RecvStream>,
     pending: Pending,
-    events: mpsc::Sender<TrackerEvent>,
 ) {
     loop {
         match reader.recv::<TrackerMessage>().await {
             Ok(Some(TrackerMessage::Response { id, result })) => {
-                let waiter = pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id);
+                if matches!(result, Ok(TrackerResponse::Resumed { .. })) {
+                    // Before anything the new connection brings.
+                    let events = shared.upgrade().and_then(|s| s.events());
+                    if let Some(events) = events {
+                        let _ = events.send(SessionEvent::Resumed).await;
+                    }
+                }
+                let waiter = lock(&pending).remove(&id);
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(result);
                 }
             }
             Ok(Some(TrackerMessage::Event(event))) => {
+                let Some(session) = shared.upgrade() else {
+                    break;
+                };
+                *lock(&session.last_active) = Instant::now();
+                let Some(events) = session.events() else {
+                    break;
+                };
+                drop(session);
                 // A full queue holds the tracker stream back (QUIC flow
                 // control) instead of growing: a tracker cannot flood this
                 // node's memory with events.
-                if events.send(event).await.is_err() {
+                if events.send(SessionEvent::Tracker(event)).await.is_err() {
                     break;
                 }
             }
@@ -388,8 +705,59 @@ async fn read_messages(
             }
         }
     }
-    pending
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clear();
+    lock(&pending).clear();
+    if let Some(shared) = shared.upgrade() {
+        shared.lose_link(&connection);
+    }
+}
+
+/// Knocks on the tracker's second port for a parked registration until it
+/// rings (then resumes it) or stops answering (then the registration is
+/// lost). Stopped when the session leaves the parked state.
+async fn knock(
+    shared: Weak<Shared>,
+    socket: Arc<GateSocket>,
+    doorbell: SocketAddr,
+    mut bell: Doorbell,
+    mut answers: mpsc::Receiver<(u64, bool, DoorbellTag)>,
+) {
+    loop {
+        while let Some(action) = bell.poll_action(Instant::now()) {
+            match action {
+                DoorbellAction::Knock(message) => {
+                    if let Ok(payload) = message.encode() {
+                        // A knock lost to a full buffer is a lost datagram.
+                        let _ = socket.send_probe(doorbell, &payload).await;
+                    }
+                }
+                DoorbellAction::Ring => {
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
+                    tracing::debug!(tracker = %shared.tracker.short(), "the tracker rang");
+                    // Its own task: the resume ends this one.
+                    tokio::spawn(async move {
+                        let session = TrackerSession { shared };
+                        let _ = session.resume().await;
+                    });
+                    return;
+                }
+                DoorbellAction::Lost => {
+                    if let Some(shared) = shared.upgrade() {
+                        tracing::debug!(tracker = %shared.tracker.short(), "the parked tracker stopped answering");
+                        shared.lose();
+                    }
+                    return;
+                }
+            }
+        }
+        let wake = crate::wake::until(bell.poll_timeout().map(tokio::time::Instant::from_std));
+        tokio::select! {
+            answer = answers.recv() => match answer {
+                Some((seq, ring, tag)) => bell.handle_answer(seq, ring, &tag, Instant::now()),
+                None => return,
+            },
+            () = wake => {}
+        }
+    }
 }

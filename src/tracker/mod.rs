@@ -9,7 +9,7 @@ pub mod registry;
 mod relay;
 pub mod server;
 
-pub use client::{TrackerError, TrackerSession};
+pub use client::{SessionEvent, TrackerError, TrackerSession};
 pub use registry::TrackerLimits;
 pub use relay::RelayConfig;
 pub use server::{Tracker, TrackerConfig, TrackerStats};

@@ -35,7 +35,7 @@ pub fn start_tracker_with(config: TrackerConfig) -> Tracker {
 /// to stay alive.
 pub struct RawSession {
     pub session: punchgate::tracker::TrackerSession,
-    pub events: tokio::sync::mpsc::Receiver<punchgate::protocol::TrackerEvent>,
+    pub events: tokio::sync::mpsc::Receiver<punchgate::tracker::client::SessionEvent>,
     _bound: punchgate::endpoint::BoundEndpoint,
     _home: tempfile::TempDir,
 }
