@@ -115,7 +115,9 @@ pub enum Event {
     /// retries with backoff, connected peers stay connected) or is back
     /// (`"back"`: registered again, rooms joined again), or a guest
     /// session (with a peer's tracker) was closed as no longer needed
-    /// (`"closed"`; opened again when needed).
+    /// (`"closed"`; opened again when needed), or a session unused for a
+    /// while was parked (`"parked"`: the tracker keeps the registration
+    /// without a connection) or is on a connection again (`"resumed"`).
     Tracker {
         state: TrackerLink,
         tracker_id: Option<String>,
