@@ -368,8 +368,9 @@ pub fn render(event: &Event) -> Vec<String> {
             short(peer_id),
         )],
         Event::TrackerStats { stats } => vec![format!(
-            "peers {}, relay streams {}, registrations {}, introductions {}, relayed {} packets / {} bytes, dropped {}, throttled {}, refused {}",
+            "peers {} ({} parked), relay streams {}, registrations {}, introductions {}, relayed {} packets / {} bytes, dropped {}, throttled {}, refused {}, knocks {}",
             stats.peers,
+            stats.parked,
             stats.relay_streams,
             stats.registrations,
             stats.introductions,
@@ -377,7 +378,8 @@ pub fn render(event: &Event) -> Vec<String> {
             stats.relayed_bytes,
             stats.relay_dropped,
             stats.relay_throttled,
-            stats.relay_refused
+            stats.relay_refused,
+            stats.knocks
         )],
         Event::Disconnected { peer_id, name, reason } => vec![format!(
             "* {} [{}] is gone: {}",

@@ -3,6 +3,8 @@
 //! keeps with it ([`client`]).
 
 pub mod client;
+mod doorbell;
+mod introduce;
 mod offered;
 mod per_address;
 pub mod registry;

@@ -179,12 +179,19 @@ pub struct Registry {
     next_generation: Generation,
     /// Registrations that are [`Presence::Guest`].
     guests: u32,
+    /// The registrations parked without a connection ([`parked`]).
+    parked: HashMap<PeerId, parked::Parked>,
+    /// Parked peers with rings still to send ([`Self::poll_rings`]).
+    ringing: HashSet<PeerId>,
+    /// How often a parked node knocks ([`Self::set_knock_every`]).
+    knock_every: Duration,
 }
 
 impl Registry {
     pub fn new(limits: TrackerLimits) -> Self {
         Self {
             limits,
+            knock_every: parked::KNOCK_EVERY,
             ..Self::default()
         }
     }
@@ -295,6 +302,8 @@ impl Registry {
         for room in rooms {
             outbox.extend(self.leave(peer_id, &room).unwrap_or_default());
         }
+        self.parked.remove(&peer_id);
+        self.ringing.remove(&peer_id);
         if let Some(gone) = self.peers.remove(&peer_id) {
             if gone.presence == Presence::Guest {
                 self.guests = self.guests.saturating_sub(1);
@@ -596,6 +605,9 @@ impl Registry {
             .collect()
     }
 }
+
+#[path = "parked.rs"]
+pub mod parked;
 
 #[cfg(test)]
 #[path = "guest_tests.rs"]

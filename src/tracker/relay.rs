@@ -118,7 +118,7 @@ pub(super) async fn serve_relay(
                 sender: out_tx.clone(),
             },
         );
-    let write_all = drain_into(writer, out_rx, "not reading its relay stream");
+    let write_all = drain_into(writer, out_rx, "not reading its relay stream", |_| false);
     let mut reader = FrameReader::new(recv, StreamKind::Relay);
     let now = || Instant::now().into_std();
     let mut budget = TokenBucket::new(config.bytes_per_second, config.burst(), now());

@@ -17,14 +17,15 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
+use super::doorbell::{self, After};
 use super::registry::{self, Generation, Introduction, Registry, TrackerLimits};
 use super::relay::{serve_relay, RelayConfig, RelayOutbox};
 use crate::endpoint::{self, Liveness};
-use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
+use crate::gate_socket::probe_datagram;
 use crate::identity::{Identity, PeerId};
 use crate::protocol::{
-    Member, ProbeMessage, Role, StreamKind, TrackerEvent, TrackerMessage, TrackerRefusal,
-    TrackerRequest, TrackerRequestBody, TrackerResponse,
+    ProbeMessage, StreamKind, TrackerMessage, TrackerRefusal, TrackerRequest, TrackerRequestBody,
+    TrackerResponse,
 };
 use crate::rate::TokenBucket;
 use crate::tls::{self, CertifiedIdentity};
@@ -40,8 +41,12 @@ const WRITE_STALL: Duration = Duration::from_secs(10);
 /// Counters of what the tracker did since it started (`--stats`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TrackerStats {
-    /// Peers registered now.
+    /// Peers registered now, parked ones included.
     pub peers: u64,
+    /// Peers parked now: registered without a connection (the doorbell).
+    pub parked: u64,
+    /// Knocks of parked peers answered.
+    pub knocks: u64,
     /// Relay streams open now.
     pub relay_streams: u64,
     pub registrations: u64,
@@ -66,6 +71,7 @@ pub(super) struct Counters {
     pub(super) relay_dropped: AtomicU64,
     pub(super) relay_throttled: AtomicU64,
     pub(super) relay_refused: AtomicU64,
+    pub(super) knocks: AtomicU64,
 }
 
 pub(super) fn bump(counter: &AtomicU64, by: u64) {
@@ -86,9 +92,14 @@ pub struct TrackerConfig {
     /// or gives up. Default 256: each costs a few KiB while it waits, and
     /// honest nodes register within a round trip or two.
     pub max_pending: usize,
-    /// The second UDP port netcheck uses (same address as `listen`).
-    /// Default: `listen`'s port + 1, or any free port when that is 0.
+    /// The second UDP port netcheck and parked nodes' knocks use (same
+    /// address as `listen`). Default: `listen`'s port + 1, or any free
+    /// port when that is 0.
     pub aux_port: Option<u16>,
+    /// How often a parked node is told to knock. Default 25 s, inside the
+    /// 30 s the shortest NAT mappings for UDP commonly last; a parked
+    /// registration not knocked for three times this and 5 s is dropped.
+    pub knock_every: Duration,
     /// If set, every request the tracker receives is appended here, in full:
     /// for audits and tests of what the tracker gets to see. Unbounded.
     pub request_log: Option<Arc<Mutex<Vec<TrackerRequest>>>>,
@@ -104,6 +115,7 @@ impl TrackerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_pending: 256,
             aux_port: None,
+            knock_every: registry::parked::KNOCK_EVERY,
             request_log: None,
         }
     }
@@ -121,18 +133,15 @@ pub enum TrackerStartError {
     Tls(#[from] tls::TlsError),
 }
 
-/// Answers to `Reflect` probes per second, at most: the second port must
-/// not become a reflector for floods.
-const REFLECT_RATE: u32 = 200;
-
 pub(super) struct Shared {
-    /// The second port: unsolicited probes and reflections for netcheck.
-    aux: tokio::net::UdpSocket,
+    /// The second port: unsolicited probes and reflections for netcheck,
+    /// knocks and rings for parked nodes.
+    pub(super) aux: tokio::net::UdpSocket,
     pub(super) config: TrackerConfig,
     registry: Mutex<Registry>,
     /// Where to push each registered node's events, by generation, with
     /// its connection (whose RTT times introductions).
-    outboxes: Mutex<HashMap<PeerId, Outbox>>,
+    pub(super) outboxes: Mutex<HashMap<PeerId, Outbox>>,
     /// Where to write packets relayed to each node with a relay stream.
     pub(super) relays: Mutex<HashMap<PeerId, RelayOutbox>>,
     /// The relay's tracker-wide byte budget.
@@ -140,10 +149,10 @@ pub(super) struct Shared {
     pub(super) counters: Counters,
 }
 
-struct Outbox {
-    generation: Generation,
-    sender: mpsc::Sender<Box<TrackerMessage>>,
-    connection: Connection,
+pub(super) struct Outbox {
+    pub(super) generation: Generation,
+    pub(super) sender: mpsc::Sender<Box<TrackerMessage>>,
+    pub(super) connection: Connection,
 }
 
 impl Shared {
@@ -151,7 +160,11 @@ impl Shared {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn deliver(&self, outbox: registry::Outbox) {
+    pub(super) fn aux_port(&self) -> u16 {
+        self.aux.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub(super) fn deliver(&self, outbox: registry::Outbox) {
         let outboxes = self.outboxes.lock().unwrap_or_else(PoisonError::into_inner);
         for (recipient, event) in outbox {
             if let Some(outbox) = outboxes.get(&recipient) {
@@ -176,6 +189,7 @@ pub struct Tracker {
     shared: Arc<Shared>,
     accept_task: JoinHandle<()>,
     aux_task: JoinHandle<()>,
+    sweep_task: JoinHandle<()>,
 }
 
 impl Tracker {
@@ -227,9 +241,11 @@ impl Tracker {
                 .max(config.relay.burst()),
             Instant::now().into_std(),
         );
+        let mut registry = Registry::new(config.limits.clone());
+        registry.set_knock_every(config.knock_every);
         let shared = Arc::new(Shared {
             aux,
-            registry: Mutex::new(Registry::new(config.limits.clone())),
+            registry: Mutex::new(registry),
             outboxes: Mutex::new(HashMap::new()),
             relays: Mutex::new(HashMap::new()),
             relay_total: Mutex::new(relay_total),
@@ -237,7 +253,8 @@ impl Tracker {
             config,
         });
         let accept_task = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
-        let aux_task = tokio::spawn(reflect_loop(shared.clone()));
+        let aux_task = tokio::spawn(doorbell::aux_loop(shared.clone()));
+        let sweep_task = tokio::spawn(doorbell::sweep_loop(shared.clone()));
         tracing::info!(%local_addr, tracker = %identity.peer_id(), "tracker listening");
         Ok(Self {
             endpoint,
@@ -247,6 +264,7 @@ impl Tracker {
             shared,
             accept_task,
             aux_task,
+            sweep_task,
         })
     }
 
@@ -263,7 +281,7 @@ impl Tracker {
         format!("{}@{}", self.peer_id, self.local_addr)
     }
 
-    /// The second UDP port (netcheck).
+    /// The second UDP port (netcheck, knocks).
     pub fn aux_addr(&self) -> SocketAddr {
         self.shared.aux.local_addr().unwrap_or(self.local_addr)
     }
@@ -277,8 +295,14 @@ impl Tracker {
         let shared = &self.shared;
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let counters = &shared.counters;
+        let (peers, parked) = {
+            let registry = shared.registry();
+            (registry.peer_count() as u64, registry.parked_count() as u64)
+        };
         TrackerStats {
-            peers: shared.registry().peer_count() as u64,
+            peers,
+            parked,
+            knocks: read(&counters.knocks),
             relay_streams: shared
                 .relays
                 .lock()
@@ -302,9 +326,11 @@ impl Tracker {
             socket_released,
             accept_task,
             aux_task,
+            sweep_task,
             ..
         } = self;
         aux_task.abort();
+        sweep_task.abort();
         endpoint.close(CloseCode::Normal.varint(), b"tracker shutting down");
         endpoint.wait_idle().await;
         accept_task.abort();
@@ -312,35 +338,6 @@ impl Tracker {
         drop(endpoint);
         // quinn's driver lets go of the socket once the last handle is gone.
         let _ = tokio::time::timeout(Duration::from_secs(5), socket_released).await;
-    }
-}
-
-/// Answers `Reflect` probes on the second port with the address they came
-/// from, within [`REFLECT_RATE`].
-async fn reflect_loop(shared: Arc<Shared>) {
-    let mut buf = vec![0u8; 2048];
-    let mut bucket = TokenBucket::new(REFLECT_RATE, REFLECT_RATE, Instant::now().into_std());
-    loop {
-        let Ok((len, from)) = shared.aux.recv_from(&mut buf).await else {
-            continue;
-        };
-        let datagram = &buf[..len];
-        if !is_probe(datagram) || !bucket.try_take(Instant::now().into_std()) {
-            continue;
-        }
-        let Ok(ProbeMessage::Reflect { nonce }) =
-            ProbeMessage::decode(&datagram[PROBE_MAGIC.len()..])
-        else {
-            continue;
-        };
-        if let Ok(payload) = (ProbeMessage::Reflected {
-            nonce,
-            seen: crate::gate_socket::canonical(from),
-        })
-        .encode()
-        {
-            let _ = shared.aux.send_to(&probe_datagram(&payload), from).await;
-        }
     }
 }
 
@@ -367,6 +364,8 @@ pub(super) enum SessionEnd {
     Protocol(WireError),
     /// The node overstayed a limit: never registered, or stopped reading.
     Refused(&'static str),
+    /// The node parked its registration: the tracker closes.
+    Parked,
 }
 
 impl From<WireError> for SessionEnd {
@@ -445,6 +444,9 @@ impl SessionEnd {
                 tracing::debug!(peer = %peer_id.short(), reason, "closing a node");
                 connection.close(CloseCode::Refused.varint(), reason.as_bytes());
             }
+            SessionEnd::Parked => {
+                connection.close(CloseCode::Normal.varint(), b"parked");
+            }
             SessionEnd::Closed => {}
         }
     }
@@ -489,7 +491,7 @@ async fn session(
     // Boxed: a queue's memory comes in blocks of 32 slots, taken when it is
     // made, and a message is larger than a pointer by far.
     let (out_tx, out_rx) = mpsc::channel::<Box<TrackerMessage>>(EVENT_QUEUE);
-    let write_all = drain_into(writer, out_rx, "not reading its tracker stream");
+    let write_all = drain_into(writer, out_rx, "not reading its tracker stream", is_parked);
     let limits = &shared.config.limits;
     let mut bucket = TokenBucket::new(
         limits.requests_per_second,
@@ -508,8 +510,9 @@ async fn session(
                     if let Some(log) = &shared.config.request_log {
                         log.lock().unwrap_or_else(PoisonError::into_inner).push(request.clone());
                     }
+                    let mut after = After::Nothing;
                     let result = if bucket.try_take(Instant::now().into_std()) {
-                        handle_request(shared, connection, peer_id, request.body, generation, &out_tx)
+                        handle_request(shared, connection, peer_id, request.body, generation, &out_tx, &mut after)
                     } else {
                         Err(TrackerRefusal::RateLimited { per_second: limits.requests_per_second })
                     };
@@ -519,6 +522,16 @@ async fn session(
                     let response = TrackerMessage::Response { id: request.id, result };
                     if out_tx.send(Box::new(response)).await.is_err() {
                         return Ok(());
+                    }
+                    match after {
+                        After::Nothing => {}
+                        // The writer ends the session once `Parked` is out.
+                        After::Close => return std::future::pending().await,
+                        After::Introduce(held) => {
+                            for h in held {
+                                shared.introduce(h.attempt, h.dialer, h.acceptor);
+                            }
+                        }
                     }
                 }
                 stream = connection.accept_uni() => {
@@ -569,19 +582,40 @@ async fn session(
 
 /// Writes queued frames to a node's stream until the queue closes; a node
 /// whose stream takes nothing for [`WRITE_STALL`] is refused with
-/// `stalled`, rather than allowed to pin the tracker's memory.
+/// `stalled`, rather than allowed to pin the tracker's memory. A frame
+/// that is `last` finishes the stream: once the node has it (or after
+/// [`doorbell::PARKED_ACK`]) the session ends as [`SessionEnd::Parked`].
 pub(super) async fn drain_into<T: serde::Serialize>(
     mut writer: FrameWriter<quinn::SendStream>,
     mut queue: mpsc::Receiver<T>,
     stalled: &'static str,
+    last: fn(&T) -> bool,
 ) -> Result<(), SessionEnd> {
     while let Some(frame) = queue.recv().await {
         match timeout(WRITE_STALL, writer.send(&frame)).await {
             Ok(result) => result?,
             Err(_) => return Err(SessionEnd::Refused(stalled)),
         }
+        if last(&frame) {
+            let stream = writer.get_mut();
+            let _ = stream.finish();
+            let _ = timeout(doorbell::PARKED_ACK, stream.stopped()).await;
+            return Err(SessionEnd::Parked);
+        }
     }
     Ok(())
+}
+
+// `drain_into` takes the queue's item type, which is boxed.
+#[allow(clippy::borrowed_box)]
+fn is_parked(message: &Box<TrackerMessage>) -> bool {
+    matches!(
+        **message,
+        TrackerMessage::Response {
+            result: Ok(TrackerResponse::Parked { .. }),
+            ..
+        }
+    )
 }
 
 /// The error for a stream a node should not have opened: whatever is wrong
@@ -609,9 +643,17 @@ fn handle_request(
     body: TrackerRequestBody,
     generation: &mut Option<Generation>,
     events: &mpsc::Sender<Box<TrackerMessage>>,
+    after: &mut After,
 ) -> Result<TrackerResponse, TrackerRefusal> {
-    if generation.is_none() && !matches!(body, TrackerRequestBody::Register { .. }) {
+    let first = matches!(
+        body,
+        TrackerRequestBody::Register { .. } | TrackerRequestBody::Resume { .. }
+    );
+    if generation.is_none() && !first {
         return Err(TrackerRefusal::NotRegistered);
+    }
+    if generation.is_some() && first {
+        return Err(TrackerRefusal::AlreadyRegistered);
     }
     match body {
         TrackerRequestBody::Register {
@@ -619,27 +661,13 @@ fn handle_request(
             local_addrs,
             presence,
         } => {
-            if generation.is_some() {
-                return Err(TrackerRefusal::AlreadyRegistered);
-            }
             let reflexive = crate::gate_socket::canonical(connection.remote_address());
             let (new_generation, outbox) =
                 shared
                     .registry()
                     .register_as(peer_id, name, reflexive, local_addrs, presence)?;
             shared.deliver(outbox);
-            shared
-                .outboxes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    peer_id,
-                    Outbox {
-                        generation: new_generation,
-                        sender: events.clone(),
-                        connection: connection.clone(),
-                    },
-                );
+            shared.connected(peer_id, new_generation, events, connection);
             *generation = Some(new_generation);
             bump(&shared.counters.registrations, 1);
             tracing::debug!(peer = %peer_id.short(), %reflexive, ?presence, "registered");
@@ -669,8 +697,9 @@ fn handle_request(
                     .aux
                     .try_send_to(&datagram, connection.remote_address());
             }
-            let aux_port = shared.aux.local_addr().map(|a| a.port()).unwrap_or(0);
-            Ok(TrackerResponse::NetcheckStarted { aux_port })
+            Ok(TrackerResponse::NetcheckStarted {
+                aux_port: shared.aux_port(),
+            })
         }
         TrackerRequestBody::ReportNat { nat } => {
             shared.registry().note_nat(peer_id, nat)?;
@@ -682,9 +711,8 @@ fn handle_request(
         }
         TrackerRequestBody::Connect { peer } => {
             let now = std::time::Instant::now();
-            let introduction = shared
-                .registry()
-                .introduce_at(peer_id, peer, random_u64(), now)?;
+            let mut registry = shared.registry();
+            let introduction = registry.introduce_at(peer_id, peer, random_u64(), now)?;
             match introduction {
                 Introduction::New {
                     attempt,
@@ -692,7 +720,14 @@ fn handle_request(
                     acceptor,
                 } => {
                     bump(&shared.counters.introductions, 1);
-                    shared.introduce(attempt, dialer, acceptor);
+                    // A parked acceptor is rung; the introduction waits
+                    // for it to resume.
+                    let held = registry.hold_introduction(peer, attempt, peer_id, now);
+                    drop(registry);
+                    match held {
+                        Some(ring) => doorbell::send(shared, &ring),
+                        None => shared.introduce(attempt, dialer, acceptor),
+                    }
                     Ok(TrackerResponse::Introducing { attempt })
                 }
                 // Both asked for each other at once: the introduction on
@@ -700,16 +735,18 @@ fn handle_request(
                 Introduction::Crossed { attempt } => Ok(TrackerResponse::Introducing { attempt }),
             }
         }
-        // Parking comes with the doorbell (`crate::doorbell`): until this
-        // tracker holds parked registrations, it holds none to resume.
-        TrackerRequestBody::Park | TrackerRequestBody::Resume { .. } => {
-            Err(TrackerRefusal::NotParked)
+        TrackerRequestBody::Park => {
+            let current = generation.ok_or(TrackerRefusal::NotRegistered)?;
+            doorbell::park(shared, peer_id, current, after)
+        }
+        TrackerRequestBody::Resume { ticket } => {
+            let (new_generation, response) =
+                doorbell::resume(shared, connection, peer_id, &ticket, after)?;
+            shared.connected(peer_id, new_generation, events, connection);
+            *generation = Some(new_generation);
+            Ok(response)
         }
     }
-}
-
-fn micros(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn random_u64() -> u64 {
@@ -717,51 +754,4 @@ fn random_u64() -> u64 {
     // ring's system RNG only fails if the OS has none; a zero id still works.
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
     u64::from_le_bytes(bytes)
-}
-
-impl Shared {
-    /// Sends each side the other's introduction so both arrive at the same
-    /// moment: the side nearer the tracker gets its copy later by half the
-    /// difference of the two round-trip times.
-    fn introduce(&self, attempt: u64, dialer: Member, acceptor: Member) {
-        let outboxes = self.outboxes.lock().unwrap_or_else(PoisonError::into_inner);
-        let (Some(to_dialer), Some(to_acceptor)) = (
-            outboxes.get(&dialer.peer_id),
-            outboxes.get(&acceptor.peer_id),
-        ) else {
-            return;
-        };
-        let dialer_rtt = to_dialer.connection.rtt();
-        let acceptor_rtt = to_acceptor.connection.rtt();
-        let sends = [
-            (
-                to_dialer.sender.clone(),
-                TrackerEvent::Introduce {
-                    attempt,
-                    peer: acceptor,
-                    role: Role::Dialer,
-                    assumed_rtt_us: micros(dialer_rtt),
-                },
-                acceptor_rtt.saturating_sub(dialer_rtt) / 2,
-            ),
-            (
-                to_acceptor.sender.clone(),
-                TrackerEvent::Introduce {
-                    attempt,
-                    peer: dialer,
-                    role: Role::Acceptor,
-                    assumed_rtt_us: micros(acceptor_rtt),
-                },
-                dialer_rtt.saturating_sub(acceptor_rtt) / 2,
-            ),
-        ];
-        for (sender, event, delay) in sends {
-            tokio::spawn(async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                let _ = sender.try_send(Box::new(TrackerMessage::Event(event)));
-            });
-        }
-    }
 }
