@@ -56,7 +56,12 @@ async fn tracker_parks(tracker: &Tracker, parked: u64) {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the tracker never held {parked} parked: {:?}", tracker.stats()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "the tracker never held {parked} parked: {:?}",
+            tracker.stats()
+        )
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,9 +50,15 @@ pub struct TrackerArgs {
     /// peer that publishes its DHT record (they join no room).
     #[arg(long, default_value_t = TrackerLimits::default().max_guests)]
     max_guests: u32,
-    /// netcheck's second UDP port (default: the listening port + 1).
+    /// The second UDP port, for netcheck and parked nodes' knocks
+    /// (default: the listening port + 1).
     #[arg(long)]
     aux_port: Option<u16>,
+    /// How often a parked node knocks on the second port: below the UDP
+    /// timeout of the NATs in front of your nodes (docs/PROTOCOL.md, "The
+    /// doorbell").
+    #[arg(long, value_name = "SECS", default_value_t = punchgate::tracker::registry::parked::KNOCK_EVERY.as_secs())]
+    knock_every: u64,
     /// Do not relay packets for peers that cannot punch a direct path
     /// (they get a clear error instead).
     #[arg(long)]
@@ -78,6 +84,10 @@ impl TrackerArgs {
     fn config(self) -> anyhow::Result<(TrackerConfig, Option<Duration>)> {
         let mut config = TrackerConfig::new(self.listen);
         config.aux_port = self.aux_port;
+        if self.knock_every == 0 {
+            anyhow::bail!("--knock-every must be at least 1 second");
+        }
+        config.knock_every = Duration::from_secs(self.knock_every);
         config.limits = TrackerLimits {
             max_peers: self.max_peers,
             max_rooms: self.max_rooms,

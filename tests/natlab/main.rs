@@ -18,6 +18,7 @@ mod lab;
 mod lan;
 mod lossy;
 mod neighbours;
+mod parking;
 mod partition;
 mod paths;
 mod portmap;
