@@ -245,6 +245,8 @@ impl SocketBuffers {
 
 /// The UDP socket of a node.
 pub struct GateSocket {
+    // Fields drop in order: the socket is closed before `released`, last,
+    // tells anyone waiting that its port is free.
     io: tokio::net::UdpSocket,
     /// The bound address (an IPv6 one: the socket is dual-stack).
     local: SocketAddr,
@@ -252,17 +254,19 @@ pub struct GateSocket {
     probes: mpsc::Sender<Probe>,
     probes_received: AtomicU64,
     probes_dropped: AtomicU64,
-    released: std::sync::Mutex<Vec<oneshot::Sender<()>>>,
     relay: RelayPath,
+    released: ReleaseNotice,
 }
 
-impl Drop for GateSocket {
+/// Who waits for a socket to be closed. Told when dropped, which is after
+/// the socket itself (the last field of [`GateSocket`]): told any sooner, a
+/// waiter that binds the port at once could find it still taken.
+#[derive(Default)]
+struct ReleaseNotice(std::sync::Mutex<Vec<oneshot::Sender<()>>>);
+
+impl Drop for ReleaseNotice {
     fn drop(&mut self) {
-        let waiters = self
-            .released
-            .get_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let waiters = self.0.get_mut().map(std::mem::take).unwrap_or_default();
         for waiter in waiters {
             let _ = waiter.send(());
         }
@@ -318,8 +322,8 @@ impl GateSocket {
             probes,
             probes_received: AtomicU64::new(0),
             probes_dropped: AtomicU64::new(0),
-            released: std::sync::Mutex::new(Vec::new()),
             relay: RelayPath::new(),
+            released: ReleaseNotice::default(),
         };
         Ok((Arc::new(gate), receiver))
     }
@@ -342,7 +346,7 @@ impl GateSocket {
     /// port can be bound again.
     pub fn when_released(&self) -> oneshot::Receiver<()> {
         let (sender, receiver) = oneshot::channel();
-        if let Ok(mut waiters) = self.released.lock() {
+        if let Ok(mut waiters) = self.released.0.lock() {
             waiters.push(sender);
         }
         receiver
