@@ -64,6 +64,23 @@ async fn tracker_parks(tracker: &Tracker, parked: u64) {
     });
 }
 
+/// The tracker `identity` again, on the address in `config` (its second
+/// port wherever is free).
+fn restart(identity: &Identity, mut config: TrackerConfig) -> Tracker {
+    config.aux_port = Some(0);
+    Tracker::start(identity, config).unwrap()
+}
+
+/// Bob, who never parks, joins `room` and connects to `alice`; then all stop.
+async fn bob_reaches(alice: TestNode, tracker: Tracker, room: &str) {
+    let mut bob = start_node(never_parks("bob", &tracker, room)).await;
+    bob.connected_to(&alice).await;
+    for node in [&alice, &bob] {
+        node.node.shutdown().await;
+    }
+    tracker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_members_park_and_a_newcomer_still_reaches_them() {
     let tracker = start_tracker_with(TrackerConfig::new(loopback()));
@@ -101,12 +118,7 @@ async fn a_parked_node_resumes_by_itself_to_join_a_room() {
     tracker_parks(&tracker, 1).await;
     alice.node.join("side").await.unwrap();
     sees_tracker(&mut alice, TrackerLink::Resumed).await;
-    let mut bob = start_node(never_parks("bob", &tracker, "side")).await;
-    bob.connected_to(&alice).await;
-    for node in [&alice, &bob] {
-        node.node.shutdown().await;
-    }
-    tracker.shutdown().await;
+    bob_reaches(alice, tracker, "side").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,16 +131,9 @@ async fn a_parked_node_whose_tracker_died_registers_again_when_it_is_back() {
     tracker.shutdown().await;
     // Its knocks go unanswered: lost, as a connection that dies is.
     sees_tracker(&mut alice, TrackerLink::Lost).await;
-    let mut config = quick_knocks(listen);
-    config.aux_port = Some(0);
-    let tracker = Tracker::start(&identity, config).unwrap();
+    let tracker = restart(&identity, quick_knocks(listen));
     sees_tracker(&mut alice, TrackerLink::Back).await;
-    let mut bob = start_node(never_parks("bob", &tracker, "lobby")).await;
-    bob.connected_to(&alice).await;
-    for node in [&alice, &bob] {
-        node.node.shutdown().await;
-    }
-    tracker.shutdown().await;
+    bob_reaches(alice, tracker, "lobby").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,18 +147,11 @@ async fn a_node_parked_at_a_tracker_that_forgot_it_registers_afresh() {
     let mut alice = start_node(parking("alice", &tracker, "lobby")).await;
     sees_tracker(&mut alice, TrackerLink::Parked).await;
     tracker.shutdown().await;
-    let mut config = TrackerConfig::new(listen);
-    config.aux_port = Some(0);
-    let tracker = Tracker::start(&identity, config).unwrap();
+    let tracker = restart(&identity, TrackerConfig::new(listen));
     // The restarted tracker holds no parked registration: the resume for
     // this join is refused, and the node registers again and rejoins.
     let _ = alice.node.join("side").await;
     sees_tracker(&mut alice, TrackerLink::Lost).await;
     sees_tracker(&mut alice, TrackerLink::Back).await;
-    let mut bob = start_node(never_parks("bob", &tracker, "lobby")).await;
-    bob.connected_to(&alice).await;
-    for node in [&alice, &bob] {
-        node.node.shutdown().await;
-    }
-    tracker.shutdown().await;
+    bob_reaches(alice, tracker, "lobby").await;
 }
