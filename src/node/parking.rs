@@ -23,24 +23,29 @@ impl Node {
         }
     }
 
-    /// The session with `tracker` resumed its parked registration: its
-    /// relay stream is opened again before any event of the new
-    /// connection is handled (an introduction may need it), and each room
-    /// is joined again (the tracker kept it; joining again answers with
-    /// today's members, and members that left meanwhile are dropped).
+    /// The session with `tracker` resumed its parked registration: each
+    /// room is joined again (the tracker kept it; joining again answers
+    /// with today's members, and members that left meanwhile are dropped)
+    /// before the loop that called this handles the next event — an
+    /// introduction the tracker held for this node, most likely from a
+    /// member that joined while it was parked, which the manager takes
+    /// only from a peer it knows shares a room. The relay stream is opened
+    /// again beside that, not awaited: it is open a round trip later, well
+    /// before a relay leg would race the punch, and QUIC resends whatever
+    /// reached the relay before it.
     pub(super) async fn resumed(&self, tracker: TrackerIx) {
         self.tracker_news(tracker, TrackerLink::Resumed, None);
-        self.open_relay(tracker).await;
         let node = self.clone();
-        // Not awaited: the session's reader may be waiting for the loop
-        // that called this to take an event before it reads the answers.
-        self.inner.spawn(async move {
-            let rooms = node.roster().rooms.clone();
-            for room in rooms {
-                if let Err(error) = node.join_at_tracker(tracker, &room, true).await {
-                    tracing::debug!(tracker, %room, %error, "cannot refresh a room after resuming");
-                }
+        self.inner
+            .spawn(async move { node.open_relay(tracker).await });
+        let rooms = self.roster().rooms.clone();
+        let joins = rooms.iter().map(|room| async move {
+            if let Err(error) = self.join_at_tracker(tracker, room, true).await {
+                tracing::debug!(tracker, %room, %error, "cannot refresh a room after resuming");
             }
         });
+        // The answers are read while the events before them wait in the
+        // session's queue: at most the introductions the tracker held.
+        futures_util::future::join_all(joins).await;
     }
 }

@@ -60,3 +60,47 @@ fn a_parked_node_behind_a_port_restricted_nat_is_rung_and_punched() {
 fn a_parked_node_behind_a_symmetric_nat_is_rung_and_reached() {
     parked_node_is_rung_through_its_nat(Nat::Symmetric, Nat::Symmetric);
 }
+
+/// One-way delay per link in the set-up comparison (as in `timing.rs`).
+const LINK_DELAY_MS: u32 = 25;
+
+/// How long from h2 being in the room to its connection with h1, over
+/// delayed links, with h1 parked or not.
+fn newcomer_connects_after(h1_parked: bool) -> (f64, String) {
+    let mut lab = super::lab::Lab::with_delay(LINK_DELAY_MS);
+    let first = lab.add_site(1, Nat::PortRestricted, 1, false);
+    let second = lab.add_site(2, Nat::PortRestricted, 1, false);
+    let (_tracker, target) = start_tracker_with(&lab, &[]);
+    let park = if h1_parked { "1" } else { "0" };
+    let (h1, id1) = start_chat(&first.hosts[0], "h1", &target, &["--park-after", park]);
+    h1.expect("joined", |_| true);
+    if h1_parked {
+        h1.expect("tracker", |e| e["state"] == "parked");
+    }
+    let (h2, _) = start_chat(&second.hosts[0], "h2", &target, &["--park-after", "0"]);
+    h2.expect("joined", |_| true);
+    let joined = Instant::now();
+    let connected = h2.expect("connected", |e| e["peer_id"] == id1.as_str());
+    let took = joined.elapsed().as_secs_f64() * 1000.0;
+    if h1_parked {
+        h1.expect("tracker", |e| e["state"] == "resumed");
+    }
+    let path = connected["path"].as_str().unwrap_or("?").to_string();
+    (took, path)
+}
+
+#[test]
+fn what_parking_costs_a_newcomer_over_25_ms_links() {
+    let Some(_) = lab_or_skip("parking's set-up cost") else {
+        return;
+    };
+    let (awake, awake_path) = newcomer_connects_after(false);
+    let (parked, parked_path) = newcomer_connects_after(true);
+    let rtt = f64::from(4 * LINK_DELAY_MS);
+    eprintln!(
+        "NATLAB-TIMING | parking | {} × 2 | {LINK_DELAY_MS} ms per link (RTT {rtt:.0} ms) | newcomer in the room → connected: {awake:.0} ms to a connected member ({awake_path}), {parked:.0} ms to a parked one ({parked_path}): +{:.0} ms = {:.1} RTT (the ring, a QUIC handshake, the Resume request, the rooms joined again)",
+        Nat::PortRestricted.label(),
+        parked - awake,
+        (parked - awake) / rtt
+    );
+}
