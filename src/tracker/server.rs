@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use super::doorbell::{self, After};
+use super::registry::parked::Holding;
 use super::registry::{self, Generation, Introduction, Registry, TrackerLimits};
 use super::relay::{serve_relay, RelayConfig, RelayOutbox};
 use crate::endpoint::{self, Liveness};
@@ -45,7 +46,8 @@ pub struct TrackerStats {
     pub peers: u64,
     /// Peers parked now: registered without a connection (the doorbell).
     pub parked: u64,
-    /// Knocks of parked peers answered.
+    /// Genuine knocks of parked peers taken (each answered, within the
+    /// second port's answer budget).
     pub knocks: u64,
     /// Relay streams open now.
     pub relay_streams: u64,
@@ -725,8 +727,8 @@ fn handle_request(
                     let held = registry.hold_introduction(peer, attempt, peer_id, now);
                     drop(registry);
                     match held {
-                        Some(ring) => doorbell::send(shared, &ring),
-                        None => shared.introduce(attempt, dialer, acceptor),
+                        Holding::Held(ring) => ring.iter().for_each(|r| doorbell::send(shared, r)),
+                        Holding::NotParked => shared.introduce(attempt, dialer, acceptor),
                     }
                     Ok(TrackerResponse::Introducing { attempt })
                 }
