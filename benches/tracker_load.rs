@@ -333,7 +333,10 @@ async fn run(peers_wanted: usize) {
         }
         let asked = asks.len() as u64;
         for answer in asks.join_all().await {
-            assert!(matches!(answer, Ok(TrackerResponse::Introducing { .. })));
+            assert!(
+                matches!(answer, Ok(TrackerResponse::Introducing { .. })),
+                "{answer:?}"
+            );
         }
         let deadline = Instant::now() + WAIT;
         while introduced.load(Ordering::Relaxed) - before < 2 * asked {
@@ -606,7 +609,10 @@ async fn parked_from_fresh(peers_wanted: usize) {
         }
         let asked = asks.len() as u64;
         for answer in asks.join_all().await {
-            assert!(matches!(answer, Ok(TrackerResponse::Introducing { .. })));
+            assert!(
+                matches!(answer, Ok(TrackerResponse::Introducing { .. })),
+                "{answer:?}"
+            );
         }
         let deadline = Instant::now() + WAIT;
         while resumed.load(Ordering::Relaxed) - resumed_before < asked
