@@ -360,7 +360,7 @@ async fn run(peers_wanted: usize) {
         mib(tracker.rss()),
         load()
     );
-    park_them_all(&tracker, peers).await;
+    park_them_all(&tracker, peers, empty).await;
 }
 
 fn main() {
@@ -422,7 +422,7 @@ fn knock_step() -> Duration {
 /// The peers of the first part park, all at once (64 in flight), and then
 /// knock: what the tracker's memory and CPU do once their connections are
 /// gone.
-async fn park_them_all(tracker: &TrackerProcess, peers: Vec<Peer>) {
+async fn park_them_all(tracker: &TrackerProcess, peers: Vec<Peer>, empty: u64) {
     let started = Instant::now();
     let tracker_ip = tracker.target.resolve().await.unwrap().ip();
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -456,7 +456,7 @@ async fn park_them_all(tracker: &TrackerProcess, peers: Vec<Peer>) {
     let (rings, _) = tokio::sync::mpsc::unbounded_channel();
     let mut doorbells =
         parked::Doorbells::start(&knockers, count, SOURCES, aux, every, rings).await;
-    knock_steps(tracker, &doorbells, 0, count, 3, "parked, knocking for").await;
+    knock_steps(tracker, &doorbells, empty, count, 3, "parked, knocking for").await;
     doorbells.stop();
     println!("load average: {}", load());
 }

@@ -83,9 +83,19 @@ pub(super) fn resume(
 /// socket buffer loses it, as the network could, and the next knock's
 /// answer rings again.
 pub(super) fn send(shared: &Shared, ring: &Ring) {
-    if let Ok(payload) = ring.message.encode() {
-        let _ = shared.aux.try_send_to(&probe_datagram(&payload), ring.to);
-    }
+    let Ok(payload) = ring.message.encode() else {
+        return;
+    };
+    // Addresses are kept canonical (plain IPv4); a dual-stack socket
+    // (`[::]`, the default) sends to IPv4 peers at their mapped address
+    // (Linux takes either form; not every system does).
+    let to = match (shared.aux.local_addr(), ring.to) {
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        (_, to) => to,
+    };
+    let _ = shared.aux.try_send_to(&probe_datagram(&payload), to);
 }
 
 /// Budgets of the second port's knocks: checks and answers.
