@@ -4,7 +4,9 @@
 //! connection carries the requests and events; at most one
 //! [`StreamKind::Relay`] stream carries relayed packets (see the `relay`
 //! module). Anything else a node sends is a protocol error that
-//! closes only that node's connection.
+//! closes only that node's connection. A node may park its registration
+//! and come back for it on a new connection (the doorbell: the `doorbell`
+//! module, which also runs the second UDP port).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
