@@ -22,6 +22,12 @@ use punchgate::tls::CertifiedIdentity;
 use punchgate::tracker::{Tracker, TrackerConfig};
 use punchgate::wire::{CloseCode, FrameReader, FrameWriter};
 
+/// Where to reach a tracker's port from an IPv4 loopback socket (it may
+/// listen on `[::]`).
+fn on_loopback(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], addr.port()))
+}
+
 /// A tracker connection driven request by request, keeping the events that
 /// arrive in between.
 struct Raw {
@@ -43,7 +49,7 @@ impl Raw {
         let connection = endpoint::connect_pinned(
             &bound.endpoint,
             client,
-            tracker.local_addr(),
+            on_loopback(tracker.local_addr()),
             &tracker.peer_id(),
         )
         .unwrap()
@@ -147,9 +153,8 @@ impl Raw {
             }
             other => panic!("expected the tracker to close, got {other}"),
         }
-        let aux = SocketAddr::new(tracker.local_addr().ip(), aux_port);
-        assert_eq!(aux, tracker.aux_addr());
-        (ticket, aux)
+        assert_eq!(aux_port, tracker.aux_addr().port());
+        (ticket, on_loopback(tracker.aux_addr()))
     }
 }
 
@@ -230,7 +235,20 @@ async fn a_parked_node_is_closed_and_its_knocks_answered_only_when_genuine_and_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_asking_for_a_parked_node_rings_it_and_both_are_introduced_when_it_resumes() {
-    let tracker = start_tracker();
+    rings_and_introductions(start_tracker()).await;
+}
+
+/// A tracker on `[::]` (the default) keeps IPv4 addresses in their plain
+/// form; its dual-stack second port still answers and rings them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_tracker_answers_and_rings_ipv4_nodes() {
+    rings_and_introductions(start_tracker_with(TrackerConfig::new(
+        "[::]:0".parse().unwrap(),
+    )))
+    .await;
+}
+
+async fn rings_and_introductions(tracker: Tracker) {
     let (a_identity, b_identity) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let (a, b) = (a_identity.peer_id(), b_identity.peer_id());
     let mut raw_a = Raw::connect(&tracker, &a_identity).await;

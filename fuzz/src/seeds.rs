@@ -2,6 +2,7 @@
 //! the property test in tests/decoders.rs mutates.
 
 use super::*;
+use punchgate::protocol::ParkTicket;
 
 /// Valid inputs for each target: the fuzzers' seeds, and what the
 /// property test mutates. Each is `(target name, input)`.
@@ -86,6 +87,50 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     TrackerRequest {
                         id: 3,
                         body: TrackerRequestBody::Connect { peer: other },
+                    },
+                    TrackerRequest {
+                        id: 4,
+                        body: TrackerRequestBody::Park,
+                    },
+                ],
+            ),
+        ),
+        (
+            "stream",
+            frames(
+                Reader::TrackerRequests,
+                0,
+                &[TrackerRequest {
+                    id: 1,
+                    body: TrackerRequestBody::Resume {
+                        ticket: ParkTicket([4; 32]),
+                    },
+                }],
+            ),
+        ),
+        (
+            "stream",
+            frames(
+                Reader::TrackerMessages,
+                0,
+                &[
+                    TrackerMessage::Response {
+                        id: 4,
+                        result: Ok(TrackerResponse::Parked {
+                            ticket: ParkTicket([4; 32]),
+                            aux_port: 7001,
+                            knock_every_secs: 25,
+                        }),
+                    },
+                    TrackerMessage::Response {
+                        id: 1,
+                        result: Ok(TrackerResponse::Resumed {
+                            reflexive: "127.0.0.1:4000".parse().unwrap(),
+                        }),
+                    },
+                    TrackerMessage::Response {
+                        id: 1,
+                        result: Err(TrackerRefusal::NotParked),
                     },
                 ],
             ),
@@ -323,6 +368,8 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             nonce: 5,
             seen: "[fd00::1]:9".parse().unwrap(),
         },
+        punchgate::doorbell::knock(&ParkTicket([4; 32]), peer, 12),
+        punchgate::doorbell::answer(&ParkTicket([4; 32]), 12, true),
     ] {
         let payload = probe.encode().unwrap();
         seeds.push(("probe", probe_datagram(&payload)));

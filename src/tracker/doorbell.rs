@@ -19,10 +19,16 @@ use crate::identity::PeerId;
 use crate::protocol::{DoorbellTag, ParkTicket, ProbeMessage, TrackerRefusal, TrackerResponse};
 use crate::rate::TokenBucket;
 
+/// Knocks checked per second, at most, and in a burst: each costs a keyed
+/// hash and a look-up under the registry's lock, so a flood of forged
+/// knocks takes at most this much of the tracker; genuine knocks beyond it
+/// are lost as on a congested network (a node knocks again).
+pub(super) const KNOCK_CHECKS: u32 = 20_000;
 /// Knocks answered per second, at most, and in a burst: room for 10,000
 /// parked peers knocking every 25 s (400/s) five times over, while the
 /// second port cannot be made to send more than this many small answers.
-/// `Reflect` has its own, smaller, budget: neither starves the other.
+/// A genuine knock over it still keeps its registration; only its answer
+/// is left out. `Reflect` has its own, smaller, budget.
 pub(super) const KNOCK_RATE: u32 = 2_000;
 pub(super) const KNOCK_BURST: u32 = 4_000;
 
@@ -77,27 +83,55 @@ pub(super) fn resume(
 /// socket buffer loses it, as the network could, and the next knock's
 /// answer rings again.
 pub(super) fn send(shared: &Shared, ring: &Ring) {
-    if let Ok(payload) = ring.message.encode() {
-        let _ = shared.aux.try_send_to(&probe_datagram(&payload), ring.to);
+    let Ok(payload) = ring.message.encode() else {
+        return;
+    };
+    // Addresses are kept canonical (plain IPv4); a dual-stack socket
+    // (`[::]`, the default) sends to IPv4 peers at their mapped address
+    // (Linux takes either form; not every system does).
+    let to = match (shared.aux.local_addr(), ring.to) {
+        (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+            SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+        }
+        (_, to) => to,
+    };
+    let _ = shared.aux.try_send_to(&probe_datagram(&payload), to);
+}
+
+/// Budgets of the second port's knocks: checks and answers.
+pub(super) struct KnockBudget {
+    checks: TokenBucket,
+    answers: TokenBucket,
+}
+
+impl KnockBudget {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            checks: TokenBucket::new(KNOCK_CHECKS, KNOCK_CHECKS, now),
+            answers: TokenBucket::new(KNOCK_RATE, KNOCK_BURST, now),
+        }
     }
 }
 
-/// A knock on the second port: answered if genuine, within `bucket`.
+/// A knock on the second port: checked within [`KNOCK_CHECKS`], and if
+/// genuine, kept and answered within [`KNOCK_RATE`].
 pub(super) fn knock(
     shared: &Shared,
-    bucket: &mut TokenBucket,
+    budget: &mut KnockBudget,
     (peer, seq, tag): (PeerId, u64, DoorbellTag),
     from: SocketAddr,
 ) {
     let now = Instant::now().into_std();
-    if !bucket.try_take(now) {
+    if !budget.checks.try_take(now) {
         return;
     }
     let from = crate::gate_socket::canonical(from);
     let answer = shared.registry().knock(peer, seq, &tag, from, now);
     if let Some(message) = answer {
         bump(&shared.counters.knocks, 1);
-        send(shared, &Ring { to: from, message });
+        if budget.answers.try_take(now) {
+            send(shared, &Ring { to: from, message });
+        }
     }
 }
 
@@ -112,7 +146,7 @@ pub(super) async fn aux_loop(shared: Arc<Shared>) {
     let mut buf = vec![0u8; 2048];
     let start = Instant::now().into_std();
     let mut reflects = TokenBucket::new(REFLECT_RATE, REFLECT_RATE, start);
-    let mut knocks = TokenBucket::new(KNOCK_RATE, KNOCK_BURST, start);
+    let mut knocks = KnockBudget::new(start);
     loop {
         let Ok((len, from)) = shared.aux.recv_from(&mut buf).await else {
             continue;

@@ -54,6 +54,8 @@ pub(super) struct Parked {
     held: VecDeque<Held>,
     rings_left: u8,
     next_ring: Instant,
+    /// When it was last rung: at most one ring every [`RING_EVERY`].
+    last_ring: Option<Instant>,
 }
 
 /// An introduction to a parked peer, waiting for it to resume.
@@ -70,6 +72,16 @@ pub struct HeldIntroduction {
     pub attempt: u64,
     pub dialer: Member,
     pub acceptor: Member,
+}
+
+/// What [`Registry::hold_introduction`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// The acceptor is not parked: introduce it as usual.
+    NotParked,
+    /// Held; ring now if there is a ring (none if the peer was rung less
+    /// than [`RING_EVERY`] ago: [`Registry::poll_rings`] rings it next).
+    Held(Option<Ring>),
 }
 
 /// A datagram for the tracker's second port to send.
@@ -156,6 +168,7 @@ impl Registry {
                 held: VecDeque::new(),
                 rings_left: 0,
                 next_ring: now,
+                last_ring: None,
             },
         );
         Ok((ticket, self.next_generation))
@@ -189,16 +202,19 @@ impl Registry {
 
     /// `dialer` was introduced to the parked `acceptor` under `attempt`
     /// ([`Self::introduce_at`]): the introduction waits for `acceptor` to
-    /// resume, and the first ring is returned to send. `None` if `acceptor`
-    /// is not parked (introduce it as usual).
+    /// resume, and the first ring is returned to send, unless the peer was
+    /// rung within [`RING_EVERY`] (however many ask, a parked peer is rung
+    /// at most once a second).
     pub fn hold_introduction(
         &mut self,
         acceptor: PeerId,
         attempt: u64,
         dialer: PeerId,
         now: Instant,
-    ) -> Option<Ring> {
-        let parked = self.parked.get_mut(&acceptor)?;
+    ) -> Holding {
+        let Some(parked) = self.parked.get_mut(&acceptor) else {
+            return Holding::NotParked;
+        };
         parked.fresh_held(now);
         parked.held.retain(|h| h.dialer != dialer);
         if parked.held.len() >= MAX_HELD {
@@ -209,10 +225,18 @@ impl Registry {
             dialer,
             at: now,
         });
+        self.ringing.insert(acceptor);
+        let rung_lately = parked
+            .last_ring
+            .is_some_and(|at| now.saturating_duration_since(at) < RING_EVERY);
+        if rung_lately {
+            parked.rings_left = RINGS;
+            return Holding::Held(None);
+        }
         parked.rings_left = RINGS - 1;
         parked.next_ring = now + RING_EVERY;
-        self.ringing.insert(acceptor);
-        Some(parked.ring())
+        parked.last_ring = Some(now);
+        Holding::Held(Some(parked.ring()))
     }
 
     /// The rings due by `now`: each parked peer with introductions held
@@ -232,6 +256,7 @@ impl Registry {
                 rings.push(parked.ring());
                 parked.rings_left -= 1;
                 parked.next_ring = now + RING_EVERY;
+                parked.last_ring = Some(now);
             }
             parked.rings_left > 0
         });

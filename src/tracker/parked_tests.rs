@@ -233,13 +233,13 @@ fn an_introduction_to_a_parked_peer_is_held_rung_and_handed_over_on_resume() {
     let Introduction::New { attempt, .. } = registry.introduce_at(b, a, 77, t0).unwrap() else {
         panic!("not a new attempt");
     };
-    let ring = registry.hold_introduction(a, attempt, b, t0).unwrap();
+    let ring = registry.hold_introduction(a, attempt, b, t0);
     assert_eq!(
         ring,
-        Ring {
+        Holding::Held(Some(Ring {
             to: knocker,
             message: doorbell::answer(&ticket, 4, true)
-        }
+        }))
     );
     // Rung again every second, five rings in all.
     assert!(registry
@@ -266,7 +266,9 @@ fn rings_follow_the_knocks_address_and_stop_on_resume() {
     let (mut registry, a, gen_a, b) = two_in_a_room();
     let t0 = Instant::now();
     let (ticket, _) = registry.park(a, gen_a, t0).unwrap();
-    let ring = registry.hold_introduction(a, 1, b, t0).unwrap();
+    let Holding::Held(Some(ring)) = registry.hold_introduction(a, 1, b, t0) else {
+        panic!("not rung");
+    };
     // No knock yet: the ring goes where the connection came from.
     assert_eq!(ring.to, addr(1));
     let tag = knock_parts(&ticket, a, 1);
@@ -295,9 +297,10 @@ fn held_introductions_are_bounded_and_aged() {
     let (ticket, _) = registry.park(a, gen_a, t0).unwrap();
     for (n, dialer) in dialers.iter().enumerate() {
         registry.introduce(*dialer, a).unwrap();
-        registry
-            .hold_introduction(a, n as u64, *dialer, t0)
-            .unwrap();
+        assert!(matches!(
+            registry.hold_introduction(a, n as u64, *dialer, t0),
+            Holding::Held(_)
+        ));
     }
     let (_, held) = registry.resume(a, &ticket, addr(1), t0 + secs(1)).unwrap();
     assert_eq!(held.len(), MAX_HELD);
@@ -312,7 +315,7 @@ fn held_introductions_are_bounded_and_aged() {
     registry.join(a, "r").unwrap();
     let (ticket, _) = registry.park(a, gen_a, t0).unwrap();
     registry.introduce(dialers[0], a).unwrap();
-    registry.hold_introduction(a, 1, dialers[0], t0).unwrap();
+    registry.hold_introduction(a, 1, dialers[0], t0);
     let later = t0 + HELD_FOR + secs(1);
     assert!(registry.poll_rings(later).is_empty());
     let tag = knock_parts(&ticket, a, 1);
@@ -329,7 +332,7 @@ fn a_held_introduction_whose_dialer_left_is_not_handed_over() {
     let Introduction::New { attempt, .. } = registry.introduce_at(b, a, 5, t0).unwrap() else {
         panic!("not a new attempt");
     };
-    registry.hold_introduction(a, attempt, b, t0).unwrap();
+    registry.hold_introduction(a, attempt, b, t0);
     // b's connection died and it came back: its old attempt died with it.
     let gen_b = registry.register(b, "b".into(), addr(2), vec![]).unwrap().0;
     assert!(gen_b > 0);
@@ -340,5 +343,45 @@ fn a_held_introduction_whose_dialer_left_is_not_handed_over() {
 #[test]
 fn a_peer_not_parked_holds_nothing() {
     let (mut registry, a, _, b) = two_in_a_room();
-    assert_eq!(registry.hold_introduction(a, 1, b, Instant::now()), None);
+    assert_eq!(
+        registry.hold_introduction(a, 1, b, Instant::now()),
+        Holding::NotParked
+    );
+}
+
+#[test]
+fn a_parked_peer_is_rung_at_most_once_a_second_however_many_ask() {
+    let mut registry = Registry::new(TrackerLimits::default());
+    let a = id();
+    let (gen_a, _) = registry.register(a, "a".into(), addr(1), vec![]).unwrap();
+    registry.join(a, "r").unwrap();
+    let askers: Vec<PeerId> = (0..8).map(|_| id()).collect();
+    for (n, asker) in askers.iter().enumerate() {
+        registry
+            .register(*asker, "x".into(), addr(10 + n as u16), vec![])
+            .unwrap();
+        registry.join(*asker, "r").unwrap();
+    }
+    let t0 = Instant::now();
+    registry.park(a, gen_a, t0).unwrap();
+    let mut rung = Vec::new();
+    // Eight introductions asked over 2 s, the sweep polled every 250 ms.
+    for step in 0..40u32 {
+        let now = t0 + Duration::from_millis(250) * step;
+        if let Some(asker) = askers.get(step as usize / 2) {
+            registry.introduce(*asker, a).unwrap();
+            if let Holding::Held(Some(_)) = registry.hold_introduction(a, 1, *asker, now) {
+                rung.push(now);
+            }
+        }
+        rung.extend(registry.poll_rings(now).iter().map(|_| now));
+    }
+    assert!(
+        rung.windows(2).all(|w| w[1] - w[0] >= RING_EVERY),
+        "{rung:?}"
+    );
+    // The last introduction was held at 3.75 s: five rings from then on.
+    let last_held = t0 + Duration::from_millis(250) * 15;
+    let after = rung.iter().filter(|at| **at >= last_held).count();
+    assert_eq!(after, usize::from(RINGS), "{rung:?}");
 }

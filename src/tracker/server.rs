@@ -4,7 +4,9 @@
 //! connection carries the requests and events; at most one
 //! [`StreamKind::Relay`] stream carries relayed packets (see the `relay`
 //! module). Anything else a node sends is a protocol error that
-//! closes only that node's connection.
+//! closes only that node's connection. A node may park its registration
+//! and come back for it on a new connection (the doorbell: the `doorbell`
+//! module, which also runs the second UDP port).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use super::doorbell::{self, After};
+use super::registry::parked::Holding;
 use super::registry::{self, Generation, Introduction, Registry, TrackerLimits};
 use super::relay::{serve_relay, RelayConfig, RelayOutbox};
 use crate::endpoint::{self, Liveness};
@@ -45,7 +48,8 @@ pub struct TrackerStats {
     pub peers: u64,
     /// Peers parked now: registered without a connection (the doorbell).
     pub parked: u64,
-    /// Knocks of parked peers answered.
+    /// Genuine knocks of parked peers taken (each answered, within the
+    /// second port's answer budget).
     pub knocks: u64,
     /// Relay streams open now.
     pub relay_streams: u64,
@@ -725,8 +729,8 @@ fn handle_request(
                     let held = registry.hold_introduction(peer, attempt, peer_id, now);
                     drop(registry);
                     match held {
-                        Some(ring) => doorbell::send(shared, &ring),
-                        None => shared.introduce(attempt, dialer, acceptor),
+                        Holding::Held(ring) => ring.iter().for_each(|r| doorbell::send(shared, r)),
+                        Holding::NotParked => shared.introduce(attempt, dialer, acceptor),
                     }
                     Ok(TrackerResponse::Introducing { attempt })
                 }
