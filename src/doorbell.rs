@@ -14,9 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::identity::PeerId;
-use crate::protocol::{DoorbellTag, ParkTicket, ProbeMessage};
+use crate::protocol::{DoorId, DoorbellTag, ParkTicket, ProbeMessage};
 
+const DOOR_CONTEXT: &[u8] = b"punchgate 2026-12 doorbell door";
 const KNOCK_CONTEXT: &[u8] = b"punchgate 2026-12 doorbell knock";
 const ANSWER_CONTEXT: &[u8] = b"punchgate 2026-12 doorbell answer";
 
@@ -48,22 +48,24 @@ fn same_tag(a: &DoorbellTag, b: &DoorbellTag) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The knock number `seq` of `peer`, parked under `ticket`.
-pub fn knock(ticket: &ParkTicket, peer: PeerId, seq: u64) -> ProbeMessage {
-    let tag = tag(
-        ticket,
-        KNOCK_CONTEXT,
-        &[peer.as_bytes(), &seq.to_le_bytes()],
-    );
-    ProbeMessage::Knock { peer, seq, tag }
+/// The name the knocks of the registration parked under `ticket` go by.
+pub fn door_of(ticket: &ParkTicket) -> DoorId {
+    tag(ticket, DOOR_CONTEXT, &[])
 }
 
-/// Whether a knock's tag is `peer`'s under `ticket`.
-pub fn knock_is_genuine(ticket: &ParkTicket, peer: PeerId, seq: u64, got: &DoorbellTag) -> bool {
+/// The knock number `seq` of the registration parked under `ticket`.
+pub fn knock(ticket: &ParkTicket, seq: u64) -> ProbeMessage {
+    let door = door_of(ticket);
+    let tag = tag(ticket, KNOCK_CONTEXT, &[&door, &seq.to_le_bytes()]);
+    ProbeMessage::Knock { door, seq, tag }
+}
+
+/// Whether a knock's tag is genuine under `ticket`.
+pub fn knock_is_genuine(ticket: &ParkTicket, seq: u64, got: &DoorbellTag) -> bool {
     let want = tag(
         ticket,
         KNOCK_CONTEXT,
-        &[peer.as_bytes(), &seq.to_le_bytes()],
+        &[&door_of(ticket), &seq.to_le_bytes()],
     );
     same_tag(&want, got)
 }
@@ -114,7 +116,6 @@ pub enum DoorbellAction {
 #[derive(Debug)]
 pub struct Doorbell {
     ticket: ParkTicket,
-    peer: PeerId,
     every: Duration,
     /// The last knock's number (0: none yet).
     seq: u64,
@@ -129,11 +130,10 @@ pub struct Doorbell {
 }
 
 impl Doorbell {
-    /// `peer` parked under `ticket` at `now`; knock every `every`.
-    pub fn new(ticket: ParkTicket, peer: PeerId, every: Duration, now: Instant) -> Self {
+    /// Parked under `ticket` at `now`; knock every `every`.
+    pub fn new(ticket: ParkTicket, every: Duration, now: Instant) -> Self {
         Self {
             ticket,
-            peer,
             every,
             seq: 0,
             answered: 0,
@@ -191,11 +191,7 @@ impl Doorbell {
         self.seq += 1;
         self.waiting = true;
         self.next_at = now + ANSWER_WAIT;
-        Some(DoorbellAction::Knock(knock(
-            &self.ticket,
-            self.peer,
-            self.seq,
-        )))
+        Some(DoorbellAction::Knock(knock(&self.ticket, self.seq)))
     }
 
     /// When [`Self::poll_action`] next has something (`None`: lost).
@@ -207,20 +203,27 @@ impl Doorbell {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Identity;
 
     #[test]
-    fn a_knock_is_genuine_only_under_its_ticket_peer_and_number() {
+    fn a_knock_is_genuine_only_under_its_ticket_and_number() {
         let ticket = ParkTicket::random();
-        let peer = Identity::generate().unwrap().peer_id();
-        let ProbeMessage::Knock { seq, tag, .. } = knock(&ticket, peer, 7) else {
+        let ProbeMessage::Knock { door, seq, tag } = knock(&ticket, 7) else {
             panic!("not a knock");
         };
-        assert!(knock_is_genuine(&ticket, peer, seq, &tag));
-        assert!(!knock_is_genuine(&ticket, peer, seq + 1, &tag));
-        let other = Identity::generate().unwrap().peer_id();
-        assert!(!knock_is_genuine(&ticket, other, seq, &tag));
-        assert!(!knock_is_genuine(&ParkTicket::random(), peer, seq, &tag));
+        assert_eq!(door, door_of(&ticket));
+        assert!(knock_is_genuine(&ticket, seq, &tag));
+        assert!(!knock_is_genuine(&ticket, seq + 1, &tag));
+        assert!(!knock_is_genuine(&ParkTicket::random(), seq, &tag));
+    }
+
+    #[test]
+    fn a_knock_names_no_peer_and_its_door_only_its_ticket() {
+        let ticket = ParkTicket::random();
+        let encoded = knock(&ticket, 1).encode().unwrap();
+        // A door, a number and a tag: nothing as long as a peer id.
+        assert!(encoded.len() < 16 + 8 + 16 + 8, "{} bytes", encoded.len());
+        assert_ne!(door_of(&ticket), door_of(&ParkTicket::random()));
+        assert_eq!(door_of(&ticket), door_of(&ticket));
     }
 
     #[test]
@@ -234,8 +237,7 @@ mod tests {
         assert!(!answer_is_genuine(&ticket, seq + 1, ring, &tag));
         assert!(!answer_is_genuine(&ParkTicket::random(), seq, ring, &tag));
         // A knock's tag is no answer's.
-        let peer = Identity::generate().unwrap().peer_id();
-        let ProbeMessage::Knock { tag, .. } = knock(&ticket, peer, 3) else {
+        let ProbeMessage::Knock { tag, .. } = knock(&ticket, 3) else {
             panic!("not a knock");
         };
         assert!(!answer_is_genuine(&ticket, 3, true, &tag));
@@ -249,10 +251,9 @@ mod tests {
 
     fn parked() -> (Doorbell, ParkTicket, Instant) {
         let ticket = ParkTicket::random();
-        let peer = Identity::generate().unwrap().peer_id();
         let now = Instant::now();
         (
-            Doorbell::new(ticket, peer, Duration::from_secs(25), now),
+            Doorbell::new(ticket, Duration::from_secs(25), now),
             ticket,
             now,
         )

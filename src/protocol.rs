@@ -130,6 +130,10 @@ impl fmt::Debug for ParkTicket {
 /// truncated.
 pub type DoorbellTag = [u8; 16];
 
+/// The name a parked registration's knocks go by: a keyed hash of its park
+/// ticket, truncated (`crate::doorbell::door_of`).
+pub type DoorId = [u8; 16];
+
 /// Tracker → node, on the same stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TrackerMessage {
@@ -426,10 +430,12 @@ pub enum ProbeMessage {
     Birthday { attempt: u64, sender: PeerId },
     /// Node → tracker's second port, while its registration is parked
     /// (version 6): keeps the registration and the node's NAT mapping
-    /// toward the tracker alive. `seq` only grows; `tag` proves the sender
-    /// holds the park ticket (`crate::doorbell`).
+    /// toward the tracker alive. `door` names the parked registration
+    /// without naming the peer (it is derived from the park ticket, so an
+    /// observer of the knocks learns no peer id); `seq` only grows; `tag`
+    /// proves the sender holds the ticket (`crate::doorbell`).
     Knock {
-        peer: PeerId,
+        door: DoorId,
         seq: u64,
         tag: DoorbellTag,
     },

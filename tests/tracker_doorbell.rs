@@ -13,7 +13,7 @@ use common::{loopback, start_tracker, start_tracker_with, WAIT};
 use punchgate::doorbell;
 use punchgate::endpoint::{self, BoundEndpoint};
 use punchgate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
-use punchgate::identity::{Identity, PeerId};
+use punchgate::identity::Identity;
 use punchgate::protocol::{
     ParkTicket, ProbeMessage, Role, StreamKind, TrackerEvent, TrackerMessage, TrackerRefusal,
     TrackerRequest, TrackerRequestBody, TrackerResponse,
@@ -175,8 +175,8 @@ impl Knocker {
         self.socket.send_to(&datagram, self.aux).await.unwrap();
     }
 
-    async fn knock(&self, ticket: &ParkTicket, peer: PeerId, seq: u64) {
-        self.send(&doorbell::knock(ticket, peer, seq)).await;
+    async fn knock(&self, ticket: &ParkTicket, seq: u64) {
+        self.send(&doorbell::knock(ticket, seq)).await;
     }
 
     /// The next answer from the tracker: (seq, ring), checked genuine.
@@ -202,7 +202,6 @@ impl Knocker {
 async fn a_parked_node_is_closed_and_its_knocks_answered_only_when_genuine_and_newer() {
     let tracker = start_tracker();
     let identity = Identity::generate().unwrap();
-    let peer = identity.peer_id();
     let mut raw = Raw::connect(&tracker, &identity).await;
     raw.register_in("a", "room").await;
     let (ticket, aux) = raw.park(&tracker).await;
@@ -210,24 +209,23 @@ async fn a_parked_node_is_closed_and_its_knocks_answered_only_when_genuine_and_n
     assert_eq!((stats.peers, stats.parked), (1, 1));
 
     let knocker = Knocker::new(aux).await;
-    knocker.knock(&ticket, peer, 1).await;
+    knocker.knock(&ticket, 1).await;
     assert_eq!(knocker.answer(&ticket).await, (1, false));
     // Each ignored knock is followed by a genuine one: the next answer is
     // the genuine one's, so the ignored knock got none.
-    knocker.knock(&ticket, peer, 1).await; // replayed
-    knocker.knock(&ticket, peer, 2).await;
+    knocker.knock(&ticket, 1).await; // replayed
+    knocker.knock(&ticket, 2).await;
     assert_eq!(knocker.answer(&ticket).await, (2, false));
-    knocker.knock(&ParkTicket::random(), peer, 3).await; // forged
-    let stranger = Identity::generate().unwrap().peer_id();
-    knocker.knock(&ticket, stranger, 3).await; // not parked
+    knocker.knock(&ParkTicket::random(), 3).await; // a door nobody is behind
     knocker
         .send(&ProbeMessage::Knock {
-            peer,
+            door: doorbell::door_of(&ticket),
             seq: 3,
             tag: [0; 16],
         })
-        .await;
-    knocker.knock(&ticket, peer, 4).await;
+        .await; // forged
+
+    knocker.knock(&ticket, 4).await;
     assert_eq!(knocker.answer(&ticket).await, (4, false));
     assert_eq!(tracker.stats().knocks, 3);
     tracker.shutdown().await;
@@ -257,7 +255,7 @@ async fn rings_and_introductions(tracker: Tracker) {
     raw_b.register_in("b", "room").await;
     let (ticket, aux) = raw_a.park(&tracker).await;
     let knocker = Knocker::new(aux).await;
-    knocker.knock(&ticket, a, 10).await;
+    knocker.knock(&ticket, 10).await;
     assert_eq!(knocker.answer(&ticket).await, (10, false));
 
     let introducing = raw_b.request(TrackerRequestBody::Connect { peer: a }).await;

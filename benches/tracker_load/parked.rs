@@ -26,7 +26,7 @@ use punchgate::protocol::{
 };
 use punchgate::tls::CertifiedIdentity;
 use punchgate::tracker::client::Registration;
-use punchgate::tracker::TrackerSession;
+use punchgate::tracker::{SessionEvent, TrackerSession};
 use punchgate::wire::{FrameReader, FrameWriter};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Semaphore};
@@ -128,13 +128,10 @@ impl Doorbells {
         rings: mpsc::UnboundedSender<usize>,
     ) -> Self {
         let mut tickets = vec![None; count];
-        let mut ids = vec![PeerId::from_bytes([0; 32]); count];
-        for (index, id, _, ticket) in peers {
+        for (index, _, _, ticket) in peers {
             tickets[*index] = Some(*ticket);
-            ids[*index] = *id;
         }
         let tickets = Arc::new(Mutex::new(tickets));
-        let ids = Arc::new(ids);
         let sent = Arc::new(AtomicU64::new(0));
         let answered = Arc::new(AtomicU64::new(0));
         let every_ms = Arc::new(AtomicU64::new(every.as_millis() as u64));
@@ -155,7 +152,6 @@ impl Doorbells {
                 aux,
                 mine,
                 tickets.clone(),
-                ids.clone(),
                 every_ms.clone(),
                 sent.clone(),
             ));
@@ -185,7 +181,6 @@ async fn knock_loop(
     aux: SocketAddr,
     mine: Vec<usize>,
     tickets: Arc<Mutex<Vec<Option<ParkTicket>>>>,
-    ids: Arc<Vec<PeerId>>,
     every_ms: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
 ) {
@@ -202,7 +197,7 @@ async fn knock_loop(
                 continue;
             };
             let seq = (round << INDEX_BITS) | index as u64;
-            let knock = doorbell::knock(&ticket, ids[index], seq);
+            let knock = doorbell::knock(&ticket, seq);
             let datagram = probe_datagram(&knock.encode().unwrap());
             if socket.send_to(&datagram, aux).await.is_ok() {
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -382,7 +377,7 @@ pub async fn asker(
     .unwrap();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if matches!(event, TrackerEvent::Introduce { .. }) {
+            if matches!(event, SessionEvent::Tracker(TrackerEvent::Introduce { .. })) {
                 introduced.fetch_add(1, Ordering::Relaxed);
             }
         }

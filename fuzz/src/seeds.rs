@@ -368,7 +368,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             nonce: 5,
             seen: "[fd00::1]:9".parse().unwrap(),
         },
-        punchgate::doorbell::knock(&ParkTicket([4; 32]), peer, 12),
+        punchgate::doorbell::knock(&ParkTicket([4; 32]), 12),
         punchgate::doorbell::answer(&ParkTicket([4; 32]), 12, true),
     ] {
         let payload = probe.encode().unwrap();

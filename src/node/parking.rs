@@ -14,10 +14,7 @@ impl Node {
         let Some(session) = self.inner.trackers.session(tracker) else {
             return;
         };
-        match session
-            .park(self.inner.socket.clone(), self.peer_id())
-            .await
-        {
+        match session.park(self.inner.socket.clone()).await {
             Ok(()) => self.tracker_news(tracker, TrackerLink::Parked, None),
             Err(error) => tracing::debug!(tracker, %error, "cannot park the tracker session"),
         }

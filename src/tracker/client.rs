@@ -324,10 +324,10 @@ impl TrackerSession {
 
     /// Parks the registration: the tracker keeps it (rooms, findability)
     /// without this connection, which closes; `socket` knocks on the
-    /// tracker's second port for `me` until a request or a ring resumes
+    /// tracker's second port until a request or a ring resumes
     /// it. Refused by a tracker that does not park (then never asked
     /// again: [`Self::may_park`]).
-    pub async fn park(&self, socket: Arc<GateSocket>, me: PeerId) -> Result<(), TrackerError> {
+    pub async fn park(&self, socket: Arc<GateSocket>) -> Result<(), TrackerError> {
         let link = match &*lock(&self.shared.state) {
             LinkState::Connected(link) => link.clone(),
             _ => return Ok(()),
@@ -345,7 +345,7 @@ impl TrackerSession {
                 shared.parked_rtt_us.store(micros(rtt), Ordering::Relaxed);
                 let doorbell = SocketAddr::new(shared.addr.ip(), aux_port);
                 let every = Duration::from_secs(u64::from(knock_every_secs.max(1)));
-                let bell = Doorbell::new(ticket, me, every, Instant::now());
+                let bell = Doorbell::new(ticket, every, Instant::now());
                 let (answers, answers_rx) = mpsc::channel(8);
                 let knocking = tokio::spawn(knock(
                     Arc::downgrade(shared),

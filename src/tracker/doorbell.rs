@@ -16,7 +16,9 @@ use super::registry::Generation;
 use super::server::{bump, Shared};
 use crate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
 use crate::identity::PeerId;
-use crate::protocol::{DoorbellTag, ParkTicket, ProbeMessage, TrackerRefusal, TrackerResponse};
+use crate::protocol::{
+    DoorId, DoorbellTag, ParkTicket, ProbeMessage, TrackerRefusal, TrackerResponse,
+};
 use crate::rate::TokenBucket;
 
 /// Knocks checked per second, at most, and in a burst: each costs a keyed
@@ -118,7 +120,7 @@ impl KnockBudget {
 pub(super) fn knock(
     shared: &Shared,
     budget: &mut KnockBudget,
-    (peer, seq, tag): (PeerId, u64, DoorbellTag),
+    (door, seq, tag): (DoorId, u64, DoorbellTag),
     from: SocketAddr,
 ) {
     let now = Instant::now().into_std();
@@ -126,7 +128,7 @@ pub(super) fn knock(
         return;
     }
     let from = crate::gate_socket::canonical(from);
-    let answer = shared.registry().knock(peer, seq, &tag, from, now);
+    let answer = shared.registry().knock(&door, seq, &tag, from, now);
     if let Some(message) = answer {
         bump(&shared.counters.knocks, 1);
         if budget.answers.try_take(now) {
@@ -168,8 +170,8 @@ pub(super) async fn aux_loop(shared: Arc<Shared>) {
                     let _ = shared.aux.send_to(&probe_datagram(&payload), from).await;
                 }
             }
-            Ok(ProbeMessage::Knock { peer, seq, tag }) => {
-                knock(&shared, &mut knocks, (peer, seq, tag), from);
+            Ok(ProbeMessage::Knock { door, seq, tag }) => {
+                knock(&shared, &mut knocks, (door, seq, tag), from);
             }
             _ => {}
         }

@@ -18,7 +18,9 @@ use super::Introduction;
 use super::{offered, Generation, Outbox, Registry};
 use crate::doorbell;
 use crate::identity::PeerId;
-use crate::protocol::{DoorbellTag, Member, ParkTicket, Presence, ProbeMessage, TrackerRefusal};
+use crate::protocol::{
+    DoorId, DoorbellTag, Member, ParkTicket, Presence, ProbeMessage, TrackerRefusal,
+};
 
 /// How often a parked node knocks, by default: well inside the 30 s that
 /// the shortest-lived NAT mappings for UDP commonly last.
@@ -44,6 +46,8 @@ const EXPIRY_SLACK: Duration = Duration::from_secs(5);
 /// registration itself.
 pub(super) struct Parked {
     ticket: ParkTicket,
+    /// What its knocks call it ([`doorbell::door_of`] the ticket).
+    door: DoorId,
     /// Where the last genuine knock came from (at first, where the
     /// connection did): where answers and rings go.
     knock_from: SocketAddr,
@@ -129,6 +133,13 @@ impl Registry {
         self.parked.len()
     }
 
+    /// Forgets `peer_id`'s parked registration, door and all.
+    pub(super) fn unpark(&mut self, peer_id: &PeerId) -> Option<Parked> {
+        let parked = self.parked.remove(peer_id)?;
+        self.doors.remove(&parked.door);
+        Some(parked)
+    }
+
     pub fn is_parked(&self, peer_id: &PeerId) -> bool {
         self.parked.contains_key(peer_id)
     }
@@ -158,10 +169,13 @@ impl Registry {
         self.next_generation += 1;
         registration.generation = self.next_generation;
         let ticket = ParkTicket::random();
+        let door = doorbell::door_of(&ticket);
+        self.doors.insert(door, peer_id);
         self.parked.insert(
             peer_id,
             Parked {
                 ticket,
+                door,
                 knock_from: registration.member.reflexive,
                 last_seq: None,
                 last_knock: now,
@@ -174,21 +188,23 @@ impl Registry {
         Ok((ticket, self.next_generation))
     }
 
-    /// A knock from `from`: if genuine (its tag is `peer`'s under its
-    /// ticket) and newer than the last, keeps the registration and returns
-    /// the answer to send back to `from`, ringing while introductions are
-    /// held. Anything else is ignored: no answer, nothing changed.
+    /// A knock on `door` from `from`: if genuine (its tag is right under
+    /// the ticket of the registration parked behind that door) and newer
+    /// than the last, keeps the registration and returns the answer to send
+    /// back to `from`, ringing while introductions are held. Anything else
+    /// is ignored: no answer, nothing changed.
     pub fn knock(
         &mut self,
-        peer: PeerId,
+        door: &DoorId,
         seq: u64,
         tag: &DoorbellTag,
         from: SocketAddr,
         now: Instant,
     ) -> Option<ProbeMessage> {
-        let parked = self.parked.get_mut(&peer)?;
+        let peer = self.doors.get(door)?;
+        let parked = self.parked.get_mut(peer)?;
         if parked.last_seq.is_some_and(|last| seq <= last)
-            || !doorbell::knock_is_genuine(&parked.ticket, peer, seq, tag)
+            || !doorbell::knock_is_genuine(&parked.ticket, seq, tag)
         {
             return None;
         }
@@ -281,14 +297,18 @@ impl Registry {
             .parked
             .get(&peer_id)
             .is_some_and(|p| same_ticket(&p.ticket, ticket));
+        let same_source = self
+            .peers
+            .get(&peer_id)
+            .is_some_and(|r| r.source == super::SourceKey::of(reflexive.ip()));
+        if !matches || !same_source {
+            return Err(TrackerRefusal::NotParked);
+        }
+        let mut parked = self.unpark(&peer_id).ok_or(TrackerRefusal::NotParked)?;
         let registration = self
             .peers
             .get_mut(&peer_id)
-            .filter(|r| matches && r.source == super::SourceKey::of(reflexive.ip()))
             .ok_or(TrackerRefusal::NotParked)?;
-        let Some(mut parked) = self.parked.remove(&peer_id) else {
-            return Err(TrackerRefusal::NotParked);
-        };
         self.ringing.remove(&peer_id);
         self.next_generation += 1;
         registration.generation = self.next_generation;
@@ -334,7 +354,7 @@ impl Registry {
             }
             // unregister drops it from `parked`; a parked entry without a
             // registration would be a bug, but is not kept either.
-            self.parked.remove(&peer);
+            self.unpark(&peer);
         }
         outbox
     }

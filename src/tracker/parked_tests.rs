@@ -26,11 +26,15 @@ fn two_in_a_room() -> (Registry, PeerId, Generation, PeerId) {
     (registry, a, gen_a, b)
 }
 
-fn knock_parts(ticket: &ParkTicket, peer: PeerId, seq: u64) -> DoorbellTag {
-    let ProbeMessage::Knock { tag, .. } = doorbell::knock(ticket, peer, seq) else {
+fn knock_parts(ticket: &ParkTicket, seq: u64) -> DoorbellTag {
+    let ProbeMessage::Knock { tag, .. } = doorbell::knock(ticket, seq) else {
         panic!("not a knock");
     };
     tag
+}
+
+fn door(ticket: &ParkTicket) -> DoorId {
+    doorbell::door_of(ticket)
 }
 
 fn rings(answer: &ProbeMessage) -> bool {
@@ -97,23 +101,47 @@ fn knocks_are_answered_only_when_genuine_and_newer() {
     let t0 = Instant::now();
     let (ticket, _) = registry.park(a, gen_a, t0).unwrap();
     let from = addr(9);
-    let tag = knock_parts(&ticket, a, 1);
-    let answer = registry.knock(a, 1, &tag, from, t0 + secs(1)).unwrap();
+    let tag = knock_parts(&ticket, 1);
+    let answer = registry
+        .knock(&door(&ticket), 1, &tag, from, t0 + secs(1))
+        .unwrap();
     assert_eq!(answer, doorbell::answer(&ticket, 1, false));
     // Replayed: the same number again, or an older one.
-    assert_eq!(registry.knock(a, 1, &tag, from, t0 + secs(2)), None);
-    let tag5 = knock_parts(&ticket, a, 5);
-    assert!(registry.knock(a, 5, &tag5, from, t0 + secs(2)).is_some());
-    let tag3 = knock_parts(&ticket, a, 3);
-    assert_eq!(registry.knock(a, 3, &tag3, from, t0 + secs(3)), None);
-    // Forged: another ticket, another peer's name, a number the tag is not for.
-    let forged = knock_parts(&ParkTicket::random(), a, 6);
-    assert_eq!(registry.knock(a, 6, &forged, from, t0 + secs(3)), None);
-    assert_eq!(registry.knock(b, 6, &tag5, from, t0 + secs(3)), None);
-    assert_eq!(registry.knock(a, 6, &tag5, from, t0 + secs(3)), None);
-    // A peer that is not parked gets no answer either.
-    let tag_b = knock_parts(&ticket, b, 7);
-    assert_eq!(registry.knock(b, 7, &tag_b, from, t0 + secs(3)), None);
+    assert_eq!(
+        registry.knock(&door(&ticket), 1, &tag, from, t0 + secs(2)),
+        None
+    );
+    let tag5 = knock_parts(&ticket, 5);
+    assert!(registry
+        .knock(&door(&ticket), 5, &tag5, from, t0 + secs(2))
+        .is_some());
+    let tag3 = knock_parts(&ticket, 3);
+    assert_eq!(
+        registry.knock(&door(&ticket), 3, &tag3, from, t0 + secs(3)),
+        None
+    );
+    // Forged: another ticket, another door, a number the tag is not for.
+    let forged = knock_parts(&ParkTicket::random(), 6);
+    assert_eq!(
+        registry.knock(&door(&ticket), 6, &forged, from, t0 + secs(3)),
+        None
+    );
+    let elsewhere = ParkTicket::random();
+    assert_eq!(
+        registry.knock(&door(&elsewhere), 6, &tag5, from, t0 + secs(3)),
+        None
+    );
+    assert_eq!(
+        registry.knock(&door(&ticket), 6, &tag5, from, t0 + secs(3)),
+        None
+    );
+    // A door nobody is parked behind gets no answer either, genuine or not.
+    let tag_elsewhere = knock_parts(&elsewhere, 7);
+    assert_eq!(
+        registry.knock(&door(&elsewhere), 7, &tag_elsewhere, from, t0 + secs(3)),
+        None
+    );
+    let _ = b;
     // Ignored knocks kept nothing alive: the last genuine one was at 2 s.
     let grace = KNOCK_EVERY * MISSED_KNOCKS + EXPIRY_SLACK;
     assert!(registry.expire_parked(t0 + secs(2) + grace).is_empty());
@@ -130,8 +158,10 @@ fn a_registration_not_knocked_for_is_dropped_as_a_lost_connection_is() {
     let mut now = t0;
     for seq in 1..=10 {
         now += KNOCK_EVERY;
-        let tag = knock_parts(&ticket, a, seq);
-        assert!(registry.knock(a, seq, &tag, addr(9), now).is_some());
+        let tag = knock_parts(&ticket, seq);
+        assert!(registry
+            .knock(&door(&ticket), seq, &tag, addr(9), now)
+            .is_some());
         assert!(registry.expire_parked(now).is_empty());
     }
     assert!(registry.expire_parked(now + grace).is_empty());
@@ -149,8 +179,11 @@ fn a_registration_not_knocked_for_is_dropped_as_a_lost_connection_is() {
     assert!(!registry.is_parked(&a));
     assert_eq!(registry.peer_count(), 1);
     // Gone: neither knocks nor resumes bring it back.
-    let tag = knock_parts(&ticket, a, 11);
-    assert_eq!(registry.knock(a, 11, &tag, addr(9), now + grace), None);
+    let tag = knock_parts(&ticket, 11);
+    assert_eq!(
+        registry.knock(&door(&ticket), 11, &tag, addr(9), now + grace),
+        None
+    );
     assert_eq!(
         registry
             .resume(a, &ticket, addr(1), now + grace)
@@ -228,8 +261,10 @@ fn an_introduction_to_a_parked_peer_is_held_rung_and_handed_over_on_resume() {
     let t0 = Instant::now();
     let (ticket, _) = registry.park(a, gen_a, t0).unwrap();
     let knocker = addr(9);
-    let tag = knock_parts(&ticket, a, 4);
-    registry.knock(a, 4, &tag, knocker, t0).unwrap();
+    let tag = knock_parts(&ticket, 4);
+    registry
+        .knock(&door(&ticket), 4, &tag, knocker, t0)
+        .unwrap();
     let Introduction::New { attempt, .. } = registry.introduce_at(b, a, 77, t0).unwrap() else {
         panic!("not a new attempt");
     };
@@ -251,8 +286,10 @@ fn an_introduction_to_a_parked_peer_is_held_rung_and_handed_over_on_resume() {
     }
     assert_eq!(rung, usize::from(RINGS));
     // A knock's answer rings while it is held.
-    let tag = knock_parts(&ticket, a, 5);
-    let answer = registry.knock(a, 5, &tag, knocker, t0 + secs(2)).unwrap();
+    let tag = knock_parts(&ticket, 5);
+    let answer = registry
+        .knock(&door(&ticket), 5, &tag, knocker, t0 + secs(2))
+        .unwrap();
     assert!(rings(&answer));
     let (_, held) = registry.resume(a, &ticket, addr(1), t0 + secs(3)).unwrap();
     assert_eq!(held.len(), 1);
@@ -271,8 +308,10 @@ fn rings_follow_the_knocks_address_and_stop_on_resume() {
     };
     // No knock yet: the ring goes where the connection came from.
     assert_eq!(ring.to, addr(1));
-    let tag = knock_parts(&ticket, a, 1);
-    registry.knock(a, 1, &tag, addr(9), t0).unwrap();
+    let tag = knock_parts(&ticket, 1);
+    registry
+        .knock(&door(&ticket), 1, &tag, addr(9), t0)
+        .unwrap();
     let rings_now = registry.poll_rings(t0 + secs(1));
     assert_eq!(rings_now.len(), 1);
     assert_eq!(rings_now[0].to, addr(9));
@@ -318,8 +357,12 @@ fn held_introductions_are_bounded_and_aged() {
     registry.hold_introduction(a, 1, dialers[0], t0);
     let later = t0 + HELD_FOR + secs(1);
     assert!(registry.poll_rings(later).is_empty());
-    let tag = knock_parts(&ticket, a, 1);
-    assert!(!rings(&registry.knock(a, 1, &tag, addr(9), later).unwrap()));
+    let tag = knock_parts(&ticket, 1);
+    assert!(!rings(
+        &registry
+            .knock(&door(&ticket), 1, &tag, addr(9), later)
+            .unwrap()
+    ));
     let (_, held) = registry.resume(a, &ticket, addr(1), later).unwrap();
     assert!(held.is_empty());
 }

@@ -181,6 +181,8 @@ pub struct Registry {
     guests: u32,
     /// The registrations parked without a connection ([`parked`]).
     parked: HashMap<PeerId, parked::Parked>,
+    /// Whose parked registration each door names (`ProbeMessage::Knock`).
+    doors: HashMap<crate::protocol::DoorId, PeerId>,
     /// Parked peers with rings still to send ([`Self::poll_rings`]).
     ringing: HashSet<PeerId>,
     /// How often a parked node knocks ([`Self::set_knock_every`]).
@@ -302,7 +304,7 @@ impl Registry {
         for room in rooms {
             outbox.extend(self.leave(peer_id, &room).unwrap_or_default());
         }
-        self.parked.remove(&peer_id);
+        self.unpark(&peer_id);
         self.ringing.remove(&peer_id);
         if let Some(gone) = self.peers.remove(&peer_id) {
             if gone.presence == Presence::Guest {
