@@ -176,20 +176,27 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
-async fn register(
-    endpoint: quinn::Endpoint,
-    target: Target,
-    home: std::path::PathBuf,
+/// A fresh identity registered as a member `p{index}` with `target`.
+pub(crate) struct Fresh {
+    pub identity: Identity,
+    pub certified: CertifiedIdentity,
+    pub session: TrackerSession,
+    pub events: tokio::sync::mpsc::Receiver<SessionEvent>,
+}
+
+pub(crate) async fn register_fresh(
+    endpoint: &quinn::Endpoint,
+    target: &Target,
+    home: &std::path::Path,
     index: usize,
-    introduced: Arc<AtomicU64>,
-) -> Peer {
+) -> Fresh {
     let identity = Identity::generate().unwrap();
     let certified = CertifiedIdentity::new(&identity).unwrap();
-    let (session, mut events) = TrackerSession::connect(
-        &endpoint,
+    let (session, events) = TrackerSession::connect(
+        endpoint,
         &certified,
-        &home,
-        &target,
+        home,
+        target,
         Liveness::default(),
         Registration {
             name: &format!("p{index}"),
@@ -199,6 +206,27 @@ async fn register(
     )
     .await
     .unwrap();
+    Fresh {
+        identity,
+        certified,
+        session,
+        events,
+    }
+}
+
+async fn register(
+    endpoint: quinn::Endpoint,
+    target: Target,
+    home: std::path::PathBuf,
+    index: usize,
+    introduced: Arc<AtomicU64>,
+) -> Peer {
+    let Fresh {
+        identity,
+        session,
+        mut events,
+        ..
+    } = register_fresh(&endpoint, &target, &home, index).await;
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             if matches!(event, SessionEvent::Tracker(TrackerEvent::Introduce { .. })) {

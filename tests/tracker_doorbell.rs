@@ -13,7 +13,7 @@ use common::{loopback, start_tracker, start_tracker_with, WAIT};
 use punchgate::doorbell;
 use punchgate::endpoint::{self, BoundEndpoint};
 use punchgate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
-use punchgate::identity::Identity;
+use punchgate::identity::{Identity, PeerId};
 use punchgate::protocol::{
     ParkTicket, ProbeMessage, Role, StreamKind, TrackerEvent, TrackerMessage, TrackerRefusal,
     TrackerRequest, TrackerRequestBody, TrackerResponse,
@@ -110,6 +110,20 @@ impl Raw {
                 other => panic!("unasked response {other:?}"),
             }
         }
+    }
+
+    /// The `Introduce` of `attempt`: to whom, in which role.
+    async fn introduced(&mut self, attempt: u64) -> (PeerId, Role) {
+        self.event(|e| match e {
+            TrackerEvent::Introduce {
+                attempt: got,
+                peer,
+                role,
+                ..
+            } if *got == attempt => Some((peer.peer_id, *role)),
+            _ => None,
+        })
+        .await
     }
 
     async fn register_in(&mut self, name: &str, room: &str) {
@@ -271,29 +285,9 @@ async fn rings_and_introductions(tracker: Tracker) {
         panic!("not resumed: {response:?}");
     };
     assert_eq!(reflexive, resumed.bound.endpoint.local_addr().unwrap());
-    let (peer, role) = resumed
-        .event(|e| match e {
-            TrackerEvent::Introduce {
-                attempt: got,
-                peer,
-                role,
-                ..
-            } if *got == attempt => Some((peer.peer_id, *role)),
-            _ => None,
-        })
-        .await;
+    let (peer, role) = resumed.introduced(attempt).await;
     assert_eq!((peer, role), (b, Role::Acceptor));
-    let (peer, role) = raw_b
-        .event(|e| match e {
-            TrackerEvent::Introduce {
-                attempt: got,
-                peer,
-                role,
-                ..
-            } if *got == attempt => Some((peer.peer_id, *role)),
-            _ => None,
-        })
-        .await;
+    let (peer, role) = raw_b.introduced(attempt).await;
     assert_eq!((peer, role), (a, Role::Dialer));
     assert_eq!(tracker.stats().parked, 0);
     // The resumed registration is a full one again: it may leave its room.

@@ -76,22 +76,12 @@ pub async fn register_and_park(
     source: usize,
     room: String,
 ) -> (ParkedPeer, ParkedAt) {
-    let identity = Identity::generate().unwrap();
-    let certified = CertifiedIdentity::new(&identity).unwrap();
-    let (session, _events) = TrackerSession::connect(
-        &endpoint,
-        &certified,
-        &home,
-        &target,
-        Liveness::default(),
-        Registration {
-            name: &format!("p{index}"),
-            local_addrs: Vec::new(),
-            presence: Presence::Member,
-        },
-    )
-    .await
-    .unwrap();
+    let super::Fresh {
+        identity,
+        certified,
+        session,
+        ..
+    } = super::register_fresh(&endpoint, &target, &home, index).await;
     session.join(&room).await.unwrap();
     let tracker_ip = target.resolve().await.unwrap().ip();
     let at = park(&session, tracker_ip).await;
