@@ -84,7 +84,11 @@ async fn bob_reaches(alice: TestNode, tracker: Tracker, room: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_members_park_and_a_newcomer_still_reaches_them() {
     let tracker = start_tracker_with(TrackerConfig::new(loopback()));
-    let mut alice = start_node(parking("alice", &tracker, "lobby")).await;
+    // Alice on the CLI's default socket, dual-stack: her knocks leave it
+    // for an IPv4 tracker, and its answers and rings must find her there.
+    let mut dual_stack = parking("alice", &tracker, "lobby");
+    dual_stack.bind = "[::]:0".parse().unwrap();
+    let mut alice = start_node(dual_stack).await;
     let mut bob = start_node(parking("bob", &tracker, "lobby")).await;
     bob.connected_to(&alice).await;
     sees_tracker(&mut alice, TrackerLink::Parked).await;

@@ -76,11 +76,13 @@ pub async fn register_and_park(
     source: usize,
     room: String,
 ) -> (ParkedPeer, ParkedAt) {
+    // Its events are read until it parks: a session whose event queue is
+    // dropped stops reading its tracker stream.
     let super::Fresh {
         identity,
         certified,
         session,
-        ..
+        events: _events,
     } = super::register_fresh(&endpoint, &target, &home, index).await;
     session.join(&room).await.unwrap();
     let tracker_ip = target.resolve().await.unwrap().ip();
