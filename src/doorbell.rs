@@ -19,6 +19,7 @@ use crate::protocol::{DoorId, DoorbellTag, ParkTicket, ProbeMessage};
 const DOOR_CONTEXT: &[u8] = b"punchgate 2026-12 doorbell door";
 const KNOCK_CONTEXT: &[u8] = b"punchgate 2026-12 doorbell knock";
 const ANSWER_CONTEXT: &[u8] = b"punchgate 2026-12 doorbell answer";
+const LEAVE_CONTEXT: &[u8] = b"punchgate 2026-12 doorbell leave";
 
 impl ParkTicket {
     /// A fresh ticket from the system's random source.
@@ -67,6 +68,19 @@ pub fn knock_is_genuine(ticket: &ParkTicket, seq: u64, got: &DoorbellTag) -> boo
         KNOCK_CONTEXT,
         &[&door_of(ticket), &seq.to_le_bytes()],
     );
+    same_tag(&want, got)
+}
+
+/// The registration parked under `ticket` is going away.
+pub fn leave(ticket: &ParkTicket) -> ProbeMessage {
+    let door = door_of(ticket);
+    let tag = tag(ticket, LEAVE_CONTEXT, &[&door]);
+    ProbeMessage::Leave { door, tag }
+}
+
+/// Whether a leave's tag is genuine under `ticket`.
+pub fn leave_is_genuine(ticket: &ParkTicket, got: &DoorbellTag) -> bool {
+    let want = tag(ticket, LEAVE_CONTEXT, &[&door_of(ticket)]);
     same_tag(&want, got)
 }
 
@@ -214,6 +228,21 @@ mod tests {
         assert!(knock_is_genuine(&ticket, seq, &tag));
         assert!(!knock_is_genuine(&ticket, seq + 1, &tag));
         assert!(!knock_is_genuine(&ParkTicket::random(), seq, &tag));
+    }
+
+    #[test]
+    fn a_leave_is_genuine_only_under_its_ticket_and_is_no_knock() {
+        let ticket = ParkTicket::random();
+        let ProbeMessage::Leave { door, tag } = leave(&ticket) else {
+            panic!("not a leave");
+        };
+        assert_eq!(door, door_of(&ticket));
+        assert!(leave_is_genuine(&ticket, &tag));
+        assert!(!leave_is_genuine(&ParkTicket::random(), &tag));
+        let ProbeMessage::Knock { tag: knock_tag, .. } = knock(&ticket, 0) else {
+            panic!("not a knock");
+        };
+        assert!(!leave_is_genuine(&ticket, &knock_tag));
     }
 
     #[test]

@@ -447,6 +447,10 @@ pub enum ProbeMessage {
         ring: bool,
         tag: DoorbellTag,
     },
+    /// Node → tracker's second port: the parked node behind `door` is
+    /// going away; drop its registration now, as a closed connection's
+    /// (version 6). `tag` proves the ticket, as for `Knock`.
+    Leave { door: DoorId, tag: DoorbellTag },
 }
 
 impl ProbeMessage {

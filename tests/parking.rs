@@ -1,8 +1,8 @@
 //! Parked registrations (the doorbell), end to end on loopback: idle nodes
 //! park and cost the tracker no connection, yet a newcomer to their room
 //! reaches them (the tracker rings, they resume); a parked node resumes by
-//! itself for a command; and a parked node whose tracker died, or forgot
-//! it, registers afresh.
+//! itself for a command, and says it leaves when it quits; and a parked
+//! node whose tracker died, or forgot it, registers afresh.
 
 mod common;
 
@@ -111,6 +111,25 @@ async fn idle_members_park_and_a_newcomer_still_reaches_them() {
     for node in [&alice, &bob, &carol] {
         node.node.shutdown().await;
     }
+    tracker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_node_that_quits_is_dropped_by_its_tracker_at_once() {
+    let tracker = start_tracker_with(TrackerConfig::new(loopback()));
+    let mut alice = start_node(parking("alice", &tracker, "lobby")).await;
+    sees_tracker(&mut alice, TrackerLink::Parked).await;
+    tracker_parks(&tracker, 1).await;
+    alice.node.shutdown().await;
+    // Its leave on the second port, not the 80 s without knocks.
+    tokio::time::timeout(WAIT, async {
+        while tracker.stats().peers > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("still registered: {:?}", tracker.stats()));
+    assert_eq!(tracker.stats().parked, 0);
     tracker.shutdown().await;
 }
 

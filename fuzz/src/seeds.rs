@@ -370,6 +370,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         },
         punchgate::doorbell::knock(&ParkTicket([4; 32]), 12),
         punchgate::doorbell::answer(&ParkTicket([4; 32]), 12, true),
+        punchgate::doorbell::leave(&ParkTicket([4; 32])),
     ] {
         let payload = probe.encode().unwrap();
         seeds.push(("probe", probe_datagram(&payload)));

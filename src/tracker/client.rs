@@ -14,7 +14,7 @@ use quinn::{Endpoint, RecvStream, SendStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
-use crate::doorbell::Doorbell;
+use crate::doorbell::{self, Doorbell};
 use crate::endpoint::{AddrError, Liveness, Target};
 use crate::gate_socket::GateSocket;
 use crate::home::{HomeError, KnownKeys};
@@ -349,7 +349,7 @@ impl TrackerSession {
                 let (answers, answers_rx) = mpsc::channel(8);
                 let knocking = tokio::spawn(knock(
                     Arc::downgrade(shared),
-                    socket,
+                    socket.clone(),
                     doorbell,
                     bell,
                     answers_rx,
@@ -359,6 +359,7 @@ impl TrackerSession {
                     doorbell,
                     answers,
                     knocking,
+                    socket,
                 });
                 link.connection.close(CloseCode::Normal.varint(), b"parked");
                 tracing::debug!(tracker = %shared.tracker.short(), %doorbell, "parked the registration");
@@ -556,13 +557,28 @@ impl TrackerSession {
         }
     }
 
-    /// Closes the session; the tracker drops the registration at once (a
-    /// parked one when its knocks stop: within three knock intervals).
+    /// Closes the session; the tracker drops the registration at once. A
+    /// parked one says so with a `Leave` on the second port (one datagram,
+    /// best effort: lost, the registration expires when no knock comes,
+    /// within three knock intervals).
     pub fn close(&self) {
         let state = std::mem::replace(&mut *lock(&self.shared.state), LinkState::Lost);
-        if let LinkState::Connected(link) = state {
-            link.connection.close(CloseCode::Normal.varint(), b"bye");
+        match &state {
+            LinkState::Connected(link) => {
+                link.connection.close(CloseCode::Normal.varint(), b"bye");
+            }
+            LinkState::Parked(parked) => {
+                let (socket, door_at) = (parked.socket.clone(), parked.doorbell);
+                let leave = doorbell::leave(&parked.ticket).encode();
+                if let (Ok(payload), Ok(runtime)) = (leave, tokio::runtime::Handle::try_current()) {
+                    runtime.spawn(async move {
+                        let _ = socket.send_probe(door_at, &payload).await;
+                    });
+                }
+            }
+            LinkState::Lost => {}
         }
+        drop(state);
         self.shared.lose();
     }
 }

@@ -115,6 +115,20 @@ impl KnockBudget {
     }
 }
 
+/// A parked node's leave on the second port: checked within the knocks'
+/// [`KNOCK_CHECKS`]; if genuine, the registration is dropped and its rooms
+/// told.
+fn leave(shared: &Shared, budget: &mut KnockBudget, (door, tag): (DoorId, DoorbellTag)) {
+    if !budget.checks.try_take(Instant::now().into_std()) {
+        return;
+    }
+    let outbox = shared.registry().leave_parked(&door, &tag);
+    if let Some(outbox) = outbox {
+        tracing::debug!("a parked node left");
+        shared.deliver(outbox);
+    }
+}
+
 /// A knock on the second port: checked within [`KNOCK_CHECKS`], and if
 /// genuine, kept and answered within [`KNOCK_RATE`].
 pub(super) fn knock(
@@ -173,6 +187,7 @@ pub(super) async fn aux_loop(shared: Arc<Shared>) {
             Ok(ProbeMessage::Knock { door, seq, tag }) => {
                 knock(&shared, &mut knocks, (door, seq, tag), from);
             }
+            Ok(ProbeMessage::Leave { door, tag }) => leave(&shared, &mut knocks, (door, tag)),
             _ => {}
         }
     }

@@ -336,6 +336,22 @@ impl Registry {
         Ok((self.next_generation, held))
     }
 
+    /// A parked node behind `door` says it is going away: if the leave is
+    /// genuine, its registration is dropped as a closed connection's is,
+    /// and the events telling its rooms are returned. Anything else is
+    /// ignored.
+    pub fn leave_parked(&mut self, door: &DoorId, tag: &DoorbellTag) -> Option<Outbox> {
+        let peer = *self.doors.get(door)?;
+        let parked = self.parked.get(&peer)?;
+        if !doorbell::leave_is_genuine(&parked.ticket, tag) {
+            return None;
+        }
+        let generation = self.peers.get(&peer)?.generation;
+        let outbox = self.unregister(peer, generation);
+        self.unpark(&peer);
+        Some(outbox)
+    }
+
     /// Drops, as a lost connection would be, every parked registration not
     /// knocked for three knock intervals and 5 s more; returns the events
     /// telling their rooms.

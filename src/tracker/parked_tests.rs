@@ -428,3 +428,38 @@ fn a_parked_peer_is_rung_at_most_once_a_second_however_many_ask() {
     let after = rung.iter().filter(|at| **at >= last_held).count();
     assert_eq!(after, usize::from(RINGS), "{rung:?}");
 }
+
+#[test]
+fn a_genuine_leave_drops_the_parked_registration_at_once() {
+    let (mut registry, a, gen_a, b) = two_in_a_room();
+    let t0 = Instant::now();
+    let (ticket, _) = registry.park(a, gen_a, t0).unwrap();
+    // Forged: another ticket's tag on this door, or a knock's tag.
+    let ProbeMessage::Leave { tag: forged, .. } = doorbell::leave(&ParkTicket::random()) else {
+        panic!("not a leave");
+    };
+    assert_eq!(registry.leave_parked(&door(&ticket), &forged), None);
+    let knock_tag = knock_parts(&ticket, 1);
+    assert_eq!(registry.leave_parked(&door(&ticket), &knock_tag), None);
+    assert!(registry.is_parked(&a));
+    let ProbeMessage::Leave { door: at, tag } = doorbell::leave(&ticket) else {
+        panic!("not a leave");
+    };
+    let outbox = registry.leave_parked(&at, &tag).unwrap();
+    assert_eq!(
+        outbox,
+        vec![(
+            b,
+            TrackerEvent::Left {
+                room: "r".into(),
+                peer_id: a
+            }
+        )]
+    );
+    assert!(!registry.is_parked(&a));
+    assert_eq!(registry.peer_count(), 1);
+    // Replayed: nobody is behind the door any more.
+    assert_eq!(registry.leave_parked(&at, &tag), None);
+    let knock_tag = knock_parts(&ticket, 2);
+    assert_eq!(registry.knock(&at, 2, &knock_tag, addr(9), t0), None);
+}

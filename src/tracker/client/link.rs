@@ -40,6 +40,8 @@ pub(super) struct Parked {
     pub(super) answers: mpsc::Sender<(u64, bool, DoorbellTag)>,
     /// The knocking task; stopped when the state changes.
     pub(super) knocking: tokio::task::JoinHandle<()>,
+    /// Where the knocks leave from (the gate socket), and a leave too.
+    pub(super) socket: Arc<GateSocket>,
 }
 
 impl Drop for Parked {
