@@ -32,6 +32,9 @@ impl Node {
     /// reached the relay before it.
     pub(super) async fn resumed(&self, tracker: TrackerIx) {
         self.tracker_news(tracker, TrackerLink::Resumed, None);
+        // The address the tracker sees may have moved while parked: the
+        // DHT record is published again if it changed.
+        self.dht_changed();
         let node = self.clone();
         self.inner
             .spawn(async move { node.open_relay(tracker).await });
@@ -44,5 +47,19 @@ impl Node {
         // The answers are read while the events before them wait in the
         // session's queue: at most the introductions the tracker held.
         futures_util::future::join_all(joins).await;
+    }
+
+    /// The session with `tracker` came back from parking to a tracker that
+    /// had forgotten it (restarted, or the registration expired), and
+    /// registered afresh: as after a loss, its rooms are joined again and
+    /// its relay reopened (`restore_tracker`), and it is news.
+    pub(super) fn registered_afresh(&self, tracker: TrackerIx) {
+        self.tracker_news(
+            tracker,
+            TrackerLink::Back,
+            Some("it had forgotten this node while it was parked".into()),
+        );
+        self.dht_changed();
+        self.inner.spawn(self.clone().restore_tracker(tracker));
     }
 }

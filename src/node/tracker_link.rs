@@ -545,6 +545,10 @@ impl Node {
                     self.resumed(tracker).await;
                     continue;
                 }
+                SessionEvent::Registered => {
+                    self.registered_afresh(tracker);
+                    continue;
+                }
             };
             match event {
                 TrackerEvent::Joined { room, member } => {

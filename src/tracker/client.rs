@@ -104,6 +104,17 @@ pub enum SessionEvent {
     /// relay stream is gone, and events pushed while it was parked were
     /// lost. Comes before any event of the new connection.
     Resumed,
+    /// A parked session came back to a tracker that no longer held its
+    /// registration, and registered afresh on the new connection: its
+    /// rooms are to be joined again, as after a loss.
+    Registered,
+}
+
+/// How a parked session came back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Comeback {
+    Resumed,
+    RegisteredAfresh,
 }
 
 /// A registered session with a tracker: one connection at a time, or none
@@ -142,6 +153,10 @@ struct Shared {
     last_active: Mutex<Instant>,
     /// This node's NAT as measured through this session (unknown until then).
     nat: Mutex<NatReport>,
+    /// What it registered as: told again to a tracker that forgot it.
+    name: String,
+    local_addrs: Vec<SocketAddr>,
+    presence: Presence,
 }
 
 /// The tracker's answer to a relay stream.
@@ -221,19 +236,15 @@ impl TrackerSession {
             park_refused: AtomicBool::new(false),
             last_active: Mutex::new(Instant::now()),
             nat: Mutex::new(NatReport::default()),
+            name: registration.name.to_string(),
+            local_addrs: registration.local_addrs,
+            presence: registration.presence,
         });
         let link = open_link(&shared, connection).await?;
         *lock(&shared.state) = LinkState::Connected(link.clone());
         let session = Self { shared };
         let response = session
-            .request_on(
-                &link,
-                TrackerRequestBody::Register {
-                    name: registration.name.to_string(),
-                    local_addrs: registration.local_addrs,
-                    presence: registration.presence,
-                },
-            )
+            .request_on(&link, session.shared.register_body())
             .await;
         match response {
             Ok(TrackerResponse::Registered { reflexive }) => {
@@ -260,17 +271,30 @@ impl TrackerSession {
     }
 
     /// Takes the parked registration back on a new connection. A tracker
-    /// that no longer holds it (restarted, or it expired), or one that
-    /// cannot be reached, loses the registration: the node registers
-    /// afresh, as after any loss.
+    /// that no longer holds it (it restarted, or the registration expired)
+    /// is registered with afresh on that connection, and the node hears
+    /// [`SessionEvent::Registered`] to join its rooms there again; one
+    /// that cannot be reached loses the registration, as any loss does.
     pub async fn resume(&self) -> Result<(), TrackerError> {
         self.resume_link().await.map(drop)
     }
 
     async fn resume_link(&self) -> Result<Link, TrackerError> {
+        let result = self.resume_once().await;
+        if let Ok((_, Comeback::RegisteredAfresh)) = &result {
+            // Sent outside the resume's lock: whoever reads the events may
+            // be waiting for this session.
+            if let Some(events) = self.shared.events() {
+                let _ = events.send(SessionEvent::Registered).await;
+            }
+        }
+        result.map(|(link, _)| link)
+    }
+
+    async fn resume_once(&self) -> Result<(Link, Comeback), TrackerError> {
         let _one_at_a_time = self.shared.resuming.lock().await;
         let ticket = match &*lock(&self.shared.state) {
-            LinkState::Connected(link) => return Ok(link.clone()),
+            LinkState::Connected(link) => return Ok((link.clone(), Comeback::Resumed)),
             LinkState::Lost => return Err(TrackerError::Lost(LostReason::unknown())),
             LinkState::Parked(parked) => parked.ticket,
         };
@@ -284,23 +308,32 @@ impl TrackerSession {
             )
             .await?;
             let link = open_link(shared, connection).await?;
-            match self
-                .request_on(&link, TrackerRequestBody::Resume { ticket })
-                .await
-            {
-                Ok(TrackerResponse::Resumed { reflexive }) => Ok((link, reflexive)),
-                other => {
-                    link.connection.close(CloseCode::Normal.varint(), b"bye");
-                    match other {
+            let resume = TrackerRequestBody::Resume { ticket };
+            let answer = match self.request_on(&link, resume).await {
+                Ok(TrackerResponse::Resumed { reflexive }) => Ok((reflexive, Comeback::Resumed)),
+                Err(TrackerError::Refused(TrackerRefusal::NotParked)) => {
+                    match self.request_on(&link, shared.register_body()).await {
+                        Ok(TrackerResponse::Registered { reflexive }) => {
+                            Ok((reflexive, Comeback::RegisteredAfresh))
+                        }
                         Ok(_) => Err(TrackerError::UnexpectedResponse),
                         Err(error) => Err(error),
                     }
+                }
+                Ok(_) => Err(TrackerError::UnexpectedResponse),
+                Err(error) => Err(error),
+            };
+            match answer {
+                Ok((reflexive, how)) => Ok((link, reflexive, how)),
+                Err(error) => {
+                    link.connection.close(CloseCode::Normal.varint(), b"bye");
+                    Err(error)
                 }
             }
         }
         .await;
         match resumed {
-            Ok((link, reflexive)) => {
+            Ok((link, reflexive, how)) => {
                 let mut state = lock(&shared.state);
                 if !matches!(&*state, LinkState::Parked(_)) {
                     // Closed while the resume was under way.
@@ -311,8 +344,8 @@ impl TrackerSession {
                 *state = LinkState::Connected(link.clone());
                 drop(state);
                 *lock(&shared.reflexive) = reflexive;
-                tracing::debug!(tracker = %shared.tracker.short(), "resumed the parked registration");
-                Ok(link)
+                tracing::debug!(tracker = %shared.tracker.short(), ?how, "back from parking");
+                Ok((link, how))
             }
             Err(error) => {
                 tracing::debug!(tracker = %shared.tracker.short(), %error, "cannot resume the parked registration");

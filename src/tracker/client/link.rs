@@ -15,7 +15,9 @@ use tokio::time::timeout;
 use super::{Pending, SessionEvent, Shared, TrackerError, TrackerSession, REQUEST_TIMEOUT};
 use crate::doorbell::{Doorbell, DoorbellAction};
 use crate::gate_socket::GateSocket;
-use crate::protocol::{DoorbellTag, ParkTicket, StreamKind, TrackerMessage, TrackerResponse};
+use crate::protocol::{
+    DoorbellTag, ParkTicket, StreamKind, TrackerMessage, TrackerRequestBody, TrackerResponse,
+};
 use crate::wire::{CloseCode, FrameReader, FrameWriter, WireError};
 
 /// One connection to the tracker and its stream.
@@ -70,6 +72,15 @@ impl Shared {
         };
         if current {
             self.lose();
+        }
+    }
+
+    /// The `Register` this session registers with.
+    pub(super) fn register_body(&self) -> TrackerRequestBody {
+        TrackerRequestBody::Register {
+            name: self.name.clone(),
+            local_addrs: self.local_addrs.clone(),
+            presence: self.presence,
         }
     }
 
