@@ -15,15 +15,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::events::TrackerLink;
 use super::gate::{Gate, Greeted};
 use super::manager::{
-    Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, Report, TrackerIx,
-    TrackerState,
+    Action, GateEnd, GateFacts, GateId, IntroductionRefused, Manager, TrackerIx, TrackerState,
 };
 use super::outbox::{Outbox, OUTBOX_BYTES, OUTBOX_MESSAGES};
 use super::overlay::{is_private, Overlay};
-use super::{path_of, Event, Node, PathKind, PeerStatus};
+use super::{path_of, Node, PathKind};
 use crate::gate_socket::canonical;
 use crate::identity::PeerId;
 use crate::protocol::{ChatFrame, GossipControl, Member, MessageId, SignedMessage};
@@ -36,6 +34,7 @@ mod guests;
 mod idle;
 mod introductions;
 mod parking;
+mod reports;
 
 /// What happened, for the node task.
 pub(super) enum Input {
@@ -741,51 +740,6 @@ impl Driver {
                 }
                 Action::Report(report) => self.report(report),
             }
-        }
-    }
-
-    fn report(&mut self, report: Report) {
-        let node = &self.node;
-        match report {
-            Report::Connecting(peer) => node.set_status(peer, PeerStatus::Connecting, None),
-            Report::Unreachable {
-                peer,
-                why,
-                retry_in,
-            } => {
-                node.set_status(peer, PeerStatus::Offline, Some("unreachable".into()));
-                let name = node.name_of(&peer);
-                let retry = retry_in
-                    .map(|delay| {
-                        format!("; trying again in {}", super::events::seconds_text(delay))
-                    })
-                    .unwrap_or_default();
-                node.emit(Event::error(format!(
-                    "could not connect to {name}: {why}{retry}"
-                )));
-                for waiter in self.waiters.remove(&peer).unwrap_or_default() {
-                    let _ = waiter.send(Err(why.clone()));
-                }
-                self.overlay.unreachable(peer, Instant::now());
-            }
-            Report::ThroughRoom(peer) => node.through_room(peer),
-            Report::Gone { peer, reason } => {
-                node.gone(peer, reason);
-                self.overlay.unreachable(peer, Instant::now());
-            }
-            Report::TrackerLost {
-                tracker,
-                reason,
-                retry_in,
-            } => node.tracker_news(
-                tracker,
-                TrackerLink::Lost,
-                Some(format!(
-                    "{reason}; connected peers stay connected; trying again in {}",
-                    super::events::seconds_text(retry_in)
-                )),
-            ),
-            Report::TrackerBack(tracker) => node.tracker_news(tracker, TrackerLink::Back, None),
         }
     }
 
