@@ -176,7 +176,7 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
-/// A fresh identity registered as a member `p{index}` with `target`.
+/// A fresh identity registered as a member named `name` with `target`.
 pub(crate) struct Fresh {
     pub identity: Identity,
     pub certified: CertifiedIdentity,
@@ -188,7 +188,7 @@ pub(crate) async fn register_fresh(
     endpoint: &quinn::Endpoint,
     target: &Target,
     home: &std::path::Path,
-    index: usize,
+    name: &str,
 ) -> Fresh {
     let identity = Identity::generate().unwrap();
     let certified = CertifiedIdentity::new(&identity).unwrap();
@@ -199,7 +199,7 @@ pub(crate) async fn register_fresh(
         target,
         Liveness::default(),
         Registration {
-            name: &format!("p{index}"),
+            name,
             local_addrs: Vec::new(),
             presence: Presence::Member,
         },
@@ -226,7 +226,7 @@ async fn register(
         session,
         mut events,
         ..
-    } = register_fresh(&endpoint, &target, &home, index).await;
+    } = register_fresh(&endpoint, &target, &home, &format!("p{index}")).await;
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             if matches!(event, SessionEvent::Tracker(TrackerEvent::Introduce { .. })) {

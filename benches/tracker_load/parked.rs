@@ -17,15 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use punchgate::doorbell;
-use punchgate::endpoint::{self, Liveness, Target};
+use punchgate::endpoint::{self, Target};
 use punchgate::gate_socket::{is_probe, probe_datagram, PROBE_MAGIC};
-use punchgate::identity::{Identity, PeerId};
+use punchgate::identity::PeerId;
 use punchgate::protocol::{
-    ParkTicket, Presence, ProbeMessage, StreamKind, TrackerEvent, TrackerMessage, TrackerRequest,
+    ParkTicket, ProbeMessage, StreamKind, TrackerEvent, TrackerMessage, TrackerRequest,
     TrackerRequestBody, TrackerResponse,
 };
 use punchgate::tls::CertifiedIdentity;
-use punchgate::tracker::client::Registration;
 use punchgate::tracker::{SessionEvent, TrackerSession};
 use punchgate::wire::{FrameReader, FrameWriter};
 use tokio::net::UdpSocket;
@@ -83,7 +82,7 @@ pub async fn register_and_park(
         certified,
         session,
         events: _events,
-    } = super::register_fresh(&endpoint, &target, &home, index).await;
+    } = super::register_fresh(&endpoint, &target, &home, &format!("p{index}")).await;
     session.join(&room).await.unwrap();
     let tracker_ip = target.resolve().await.unwrap().ip();
     let at = park(&session, tracker_ip).await;
@@ -351,22 +350,11 @@ pub async fn asker(
     room: &str,
     introduced: Arc<AtomicU64>,
 ) -> TrackerSession {
-    let identity = Identity::generate().unwrap();
-    let certified = CertifiedIdentity::new(&identity).unwrap();
-    let (session, mut events) = TrackerSession::connect(
-        endpoint,
-        &certified,
-        home,
-        target,
-        Liveness::default(),
-        Registration {
-            name: "asker",
-            local_addrs: Vec::new(),
-            presence: Presence::Member,
-        },
-    )
-    .await
-    .unwrap();
+    let super::Fresh {
+        session,
+        mut events,
+        ..
+    } = super::register_fresh(endpoint, target, home, "asker").await;
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             if matches!(event, SessionEvent::Tracker(TrackerEvent::Introduce { .. })) {

@@ -33,6 +33,18 @@ fn knock_parts(ticket: &ParkTicket, seq: u64) -> DoorbellTag {
     tag
 }
 
+/// `a`, parked in room "r" with `b`, is gone: `outbox` tells `b` only that
+/// it left, and the registry no longer holds it.
+fn assert_gone_from_the_room(registry: &Registry, outbox: Outbox, a: PeerId, b: PeerId) {
+    let left = TrackerEvent::Left {
+        room: "r".into(),
+        peer_id: a,
+    };
+    assert_eq!(outbox, vec![(b, left)]);
+    assert!(!registry.is_parked(&a));
+    assert_eq!(registry.peer_count(), 1);
+}
+
 fn door(ticket: &ParkTicket) -> DoorId {
     doorbell::door_of(ticket)
 }
@@ -166,18 +178,7 @@ fn a_registration_not_knocked_for_is_dropped_as_a_lost_connection_is() {
     }
     assert!(registry.expire_parked(now + grace).is_empty());
     let outbox = registry.expire_parked(now + grace + Duration::from_millis(1));
-    assert_eq!(
-        outbox,
-        vec![(
-            b,
-            TrackerEvent::Left {
-                room: "r".into(),
-                peer_id: a
-            }
-        )]
-    );
-    assert!(!registry.is_parked(&a));
-    assert_eq!(registry.peer_count(), 1);
+    assert_gone_from_the_room(&registry, outbox, a, b);
     // Gone: neither knocks nor resumes bring it back.
     let tag = knock_parts(&ticket, 11);
     assert_eq!(
@@ -446,18 +447,7 @@ fn a_genuine_leave_drops_the_parked_registration_at_once() {
         panic!("not a leave");
     };
     let outbox = registry.leave_parked(&at, &tag).unwrap();
-    assert_eq!(
-        outbox,
-        vec![(
-            b,
-            TrackerEvent::Left {
-                room: "r".into(),
-                peer_id: a
-            }
-        )]
-    );
-    assert!(!registry.is_parked(&a));
-    assert_eq!(registry.peer_count(), 1);
+    assert_gone_from_the_room(&registry, outbox, a, b);
     // Replayed: nobody is behind the door any more.
     assert_eq!(registry.leave_parked(&at, &tag), None);
     let knock_tag = knock_parts(&ticket, 2);
